@@ -1,0 +1,57 @@
+# Lotse. `make demo` runs the main job, `make test` runs every test.
+# Everything lands in the cache directory (LOTSE_CACHE_DIR, default ~/.cache/lotse)
+# or in bin/; both commands install what they need themselves.
+
+SHELL := /bin/bash
+GO ?= go
+export GOTOOLCHAIN := local
+LOTSE_CACHE_DIR ?= $(HOME)/.cache/lotse
+export LOTSE_CACHE_DIR
+LOTSE := $(CURDIR)/bin/lotse
+K8S_VERSION ?= $(shell sed -n 's/^	{Version: "\([0-9.]*\)".*/\1/p' internal/releases/catalog.go | head -1)
+CONTROLLER_GEN := $(GO) tool -modfile=hack/tools/go.mod controller-gen
+STATICCHECK := $(GO) tool -modfile=hack/tools/go.mod staticcheck
+
+.PHONY: all build generate deps releases test unit e2e lint demo demo-down bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(LOTSE) ./cmd/lotse
+
+## generate: deepcopy functions and CRDs from api/ (controller-gen)
+generate:
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+
+## deps: host packages the tests and the demo need (Debian 12)
+deps:
+	@hack/install-deps.sh
+
+## releases: the upstream binaries of the default Kubernetes version (cached)
+releases: build
+	$(LOTSE) release build $(K8S_VERSION)
+
+## test: everything CI runs: lint, unit tests, end-to-end tests on real binaries
+test: deps releases lint unit e2e
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+unit:
+	$(GO) test -count=1 ./api/... ./internal/... ./config/...
+
+e2e: build
+	LOTSE_BINARY=$(LOTSE) $(GO) test -count=1 -timeout 30m -v ./test/e2e/...
+
+## demo: start lotse, create a cluster, use it with kubectl
+demo: deps releases
+	@hack/demo.sh
+
+bench: build releases
+	LOTSE_BINARY=$(LOTSE) $(GO) test -count=1 -timeout 60m -run '^$$' -bench . -benchtime 5x ./test/e2e/...
+
+clean:
+	rm -rf bin

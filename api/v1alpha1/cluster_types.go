@@ -1,0 +1,228 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ClusterFinalizer keeps a Cluster until its control plane and data are gone.
+const ClusterFinalizer = "lotse.dev/cluster"
+
+// Condition types of a Cluster, modelled on Gardener's care conditions.
+const (
+	// ConditionAPIServerAvailable: the API server answers /readyz through the cluster endpoint.
+	ConditionAPIServerAvailable = "APIServerAvailable"
+	// ConditionControlPlaneHealthy: every control-plane process runs and reports healthy.
+	ConditionControlPlaneHealthy = "ControlPlaneHealthy"
+	// ConditionReady: the cluster is fully reconciled and healthy.
+	ConditionReady = "Ready"
+)
+
+// ClusterPhase summarises where a Cluster is in its life.
+// +kubebuilder:validation:Enum=Pending;Creating;Running;Updating;Unhealthy;Deleting;Failed
+type ClusterPhase string
+
+// Phases of a Cluster.
+const (
+	PhasePending   ClusterPhase = "Pending"
+	PhaseCreating  ClusterPhase = "Creating"
+	PhaseRunning   ClusterPhase = "Running"
+	PhaseUpdating  ClusterPhase = "Updating"
+	PhaseUnhealthy ClusterPhase = "Unhealthy"
+	PhaseDeleting  ClusterPhase = "Deleting"
+	PhaseFailed    ClusterPhase = "Failed"
+)
+
+// Cluster is a tenant Kubernetes cluster whose control plane Lotse hosts.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=lotse
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.spec.kubernetes.version`
+// +kubebuilder:printcolumn:name="HA",type=boolean,JSONPath=`.spec.controlPlane.highAvailability`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.lastOperation.description`,priority=1
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Cluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +kubebuilder:default={}
+	Spec   ClusterSpec   `json:"spec"`
+	Status ClusterStatus `json:"status,omitempty"`
+}
+
+// ClusterSpec is what the tenant asks for.
+type ClusterSpec struct {
+	// Kubernetes selects the version of the cluster.
+	// +kubebuilder:default={}
+	Kubernetes KubernetesSpec `json:"kubernetes"`
+
+	// ControlPlane shapes the hosted control plane.
+	// +kubebuilder:default={}
+	// +optional
+	ControlPlane ControlPlaneSpec `json:"controlPlane"`
+
+	// Encryption configures encryption at rest in the cluster's etcd.
+	// +kubebuilder:default={}
+	// +optional
+	Encryption EncryptionSpec `json:"encryption"`
+
+	// Networking holds the cluster's address ranges. Immutable.
+	// +kubebuilder:default={}
+	// +optional
+	Networking NetworkingSpec `json:"networking"`
+}
+
+// KubernetesSpec selects a Kubernetes version from the catalog.
+type KubernetesSpec struct {
+	// Version is a Kubernetes version from the catalog (`lotse release list`),
+	// without a leading "v". Upgrades go one minor at a time; downgrades are
+	// refused.
+	// +kubebuilder:default="1.36.3"
+	// +kubebuilder:validation:Enum="1.36.3";"1.35.4"
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || [int(self.split('.')[0]), int(self.split('.')[1])] == [int(oldSelf.split('.')[0]), int(oldSelf.split('.')[1])] ? int(self.split('.')[2]) >= int(oldSelf.split('.')[2]) : (int(self.split('.')[0]) > int(oldSelf.split('.')[0]) || (int(self.split('.')[0]) == int(oldSelf.split('.')[0]) && int(self.split('.')[1]) > int(oldSelf.split('.')[1])))",messageExpression="'spec.kubernetes.version: downgrade from ' + oldSelf + ' to ' + self + ' is not supported; choose ' + oldSelf + ' or a newer version'",reason=FieldValueForbidden
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || int(self.split('.')[0]) != int(oldSelf.split('.')[0]) || int(self.split('.')[1]) <= int(oldSelf.split('.')[1]) + 1",messageExpression="'spec.kubernetes.version: upgrade from ' + oldSelf + ' to ' + self + ' skips a minor version; upgrade to 1.' + string(int(oldSelf.split('.')[1]) + 1) + '.x first'",reason=FieldValueForbidden
+	Version string `json:"version"`
+}
+
+// ControlPlaneSpec shapes the hosted control plane.
+type ControlPlaneSpec struct {
+	// HighAvailability runs 3 etcd members and 2 API servers behind one
+	// endpoint, and 2 leader-elected controller-managers and schedulers.
+	// Immutable for now.
+	// +kubebuilder:default=false
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.controlPlane.highAvailability is immutable; create a new cluster to change it"
+	HighAvailability bool `json:"highAvailability"`
+}
+
+// EncryptionSpec configures encryption at rest. Secrets are always encrypted.
+// +kubebuilder:validation:XValidation:rule="self.provider == oldSelf.provider",message="spec.encryption.provider is immutable; changing it needs a key rotation, which is not supported yet"
+type EncryptionSpec struct {
+	// Provider is the encryption provider: aescbc (default), aesgcm or secretbox.
+	// +kubebuilder:default=aescbc
+	// +kubebuilder:validation:Enum=aescbc;aesgcm;secretbox
+	Provider string `json:"provider"`
+
+	// Resources are encrypted in addition to secrets, e.g. "configmaps" or
+	// "widgets.example.com".
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=set
+	// +optional
+	Resources []EncryptedResource `json:"resources,omitempty"`
+}
+
+// EncryptedResource names a resource as in an EncryptionConfiguration:
+// "configmaps", or "RESOURCE.GROUP" for other groups.
+// +kubebuilder:validation:MaxLength=253
+// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+type EncryptedResource string
+
+// NetworkingSpec holds the cluster's address ranges.
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.networking is immutable; create a new cluster to change address ranges"
+// +kubebuilder:validation:XValidation:rule="!isCIDR(self.pods) || !isCIDR(self.services) || !(cidr(self.pods).containsCIDR(cidr(self.services)) || cidr(self.services).containsCIDR(cidr(self.pods)))",messageExpression="'spec.networking.pods (' + self.pods + ') and spec.networking.services (' + self.services + ') overlap; choose disjoint ranges'"
+type NetworkingSpec struct {
+	// Pods is the CIDR pod addresses come from; each node gets a /24 of it.
+	// +kubebuilder:default="10.244.0.0/16"
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4",messageExpression="'spec.networking.pods: ' + self + ' is not an IPv4 CIDR; write it like 10.244.0.0/16'"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'spec.networking.pods: ' + self + ' has host bits set; use ' + string(cidr(self).masked())"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).prefixLength() <= 22",message="spec.networking.pods must be /22 or larger so that nodes can get /24 ranges"
+	Pods string `json:"pods"`
+
+	// Services is the CIDR ClusterIPs come from.
+	// +kubebuilder:default="10.96.0.0/16"
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4",messageExpression="'spec.networking.services: ' + self + ' is not an IPv4 CIDR; write it like 10.96.0.0/16'"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'spec.networking.services: ' + self + ' has host bits set; use ' + string(cidr(self).masked())"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || (cidr(self).prefixLength() >= 12 && cidr(self).prefixLength() <= 28)",message="spec.networking.services must be between /12 and /28"
+	Services string `json:"services"`
+}
+
+// ClusterStatus is what Lotse observed and did.
+type ClusterStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Phase summarises the cluster's state.
+	// +optional
+	Phase ClusterPhase `json:"phase,omitempty"`
+	// Conditions: APIServerAvailable, ControlPlaneHealthy, Ready.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// LastOperation is the current or last reconciliation and its tasks.
+	// +optional
+	LastOperation *LastOperation `json:"lastOperation,omitempty"`
+	// Endpoint is the URL of the cluster's API server.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+	// KubernetesVersion is the version the control plane runs.
+	// +optional
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+	// KubeconfigSecret names the Secret holding the admin kubeconfig (key "kubeconfig").
+	// +optional
+	KubeconfigSecret string `json:"kubeconfigSecret,omitempty"`
+}
+
+// Operation types.
+const (
+	OperationCreate    = "Create"
+	OperationReconcile = "Reconcile"
+	OperationDelete    = "Delete"
+)
+
+// Operation and task states.
+const (
+	StatePending    = "Pending"
+	StateProcessing = "Processing"
+	StateSucceeded  = "Succeeded"
+	StateError      = "Error"
+)
+
+// LastOperation describes a reconciliation as a graph of named tasks.
+type LastOperation struct {
+	// Type is Create, Reconcile or Delete.
+	Type string `json:"type"`
+	// State is Processing, Succeeded or Error.
+	State string `json:"state"`
+	// Progress in percent of tasks done.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Progress int32 `json:"progress"`
+	// Description says what is happening now.
+	Description string `json:"description"`
+	// LastUpdateTime is when this was last written.
+	LastUpdateTime metav1.Time `json:"lastUpdateTime"`
+	// Tasks of the operation with their states.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Tasks []TaskStatus `json:"tasks,omitempty"`
+}
+
+// TaskStatus is one task of an operation.
+type TaskStatus struct {
+	// Name of the task, e.g. "etcd" or "kube-apiserver".
+	Name string `json:"name"`
+	// State is Pending, Processing, Succeeded or Error.
+	State string `json:"state"`
+	// Message says why the task is not done, if it is not.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// ClusterList is a list of Clusters.
+// +kubebuilder:object:root=true
+type ClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Cluster `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Cluster{}, &ClusterList{})
+}

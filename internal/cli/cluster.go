@@ -1,0 +1,369 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	"github.com/lotse/lotse/internal/manager"
+	"github.com/lotse/lotse/internal/managementplane"
+	"github.com/lotse/lotse/internal/releases"
+)
+
+// clientFlags find the management API.
+type clientFlags struct {
+	kubeconfig string
+	namespace  string
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the management API (default $LOTSE_KUBECONFIG, else the one `lotse up` wrote)")
+	cmd.PersistentFlags().StringVarP(&f.namespace, "namespace", "n", "default", "namespace of the clusters")
+}
+
+// kubeconfigPath resolves --kubeconfig, $LOTSE_KUBECONFIG, then the default state directory.
+func (f *clientFlags) kubeconfigPath() (string, error) {
+	if f.kubeconfig != "" {
+		return f.kubeconfig, nil
+	}
+	if env := os.Getenv("LOTSE_KUBECONFIG"); env != "" {
+		return env, nil
+	}
+	p := filepath.Join(managementplane.DefaultStateDir(), managementplane.KubeconfigFile)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no management plane found: %s does not exist; start one with `lotse up`, or point at one with --kubeconfig or $LOTSE_KUBECONFIG", p)
+	}
+	return p, nil
+}
+
+func (f *clientFlags) client() (client.Client, error) {
+	path, err := f.kubeconfigPath()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("read management kubeconfig %s: %w", path, err)
+	}
+	cfg.Timeout = 30 * time.Second
+	return client.New(cfg, client.Options{Scheme: manager.Scheme()})
+}
+
+// explain turns common API errors into advice.
+func explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "connection refused") {
+		return fmt.Errorf("cannot reach the management API (%v); is `lotse up` running?", err)
+	}
+	if meta.IsNoMatchError(err) {
+		return fmt.Errorf("the management API does not know Lotse's Cluster type; is a Lotse manager running against it? (%v)", err)
+	}
+	return err
+}
+
+func newClusterCommand() *cobra.Command {
+	flags := &clientFlags{}
+	cmd := &cobra.Command{
+		Use:     "cluster",
+		Aliases: []string{"clusters"},
+		Short:   "Create, inspect and delete tenant clusters",
+	}
+	flags.register(cmd)
+	cmd.AddCommand(newClusterCreateCommand(flags), newClusterListCommand(flags), newClusterGetCommand(flags),
+		newClusterKubeconfigCommand(flags), newClusterDeleteCommand(flags))
+	return cmd
+}
+
+func newClusterCreateCommand(flags *clientFlags) *cobra.Command {
+	var version, podCIDR, serviceCIDR, encryption string
+	var resources []string
+	var ha, wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a cluster",
+		Args:  exactlyOneName("lotse cluster create NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rel, err := releases.Lookup(version)
+			if err != nil {
+				return fmt.Errorf("--kubernetes-version: %w", err)
+			}
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			cluster := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: args[0], Namespace: flags.namespace}}
+			cluster.Spec.Kubernetes.Version = rel.Version
+			cluster.Spec.ControlPlane.HighAvailability = ha
+			cluster.Spec.Networking.Pods = podCIDR
+			cluster.Spec.Networking.Services = serviceCIDR
+			cluster.Spec.Encryption.Provider = encryption
+			for _, r := range resources {
+				cluster.Spec.Encryption.Resources = append(cluster.Spec.Encryption.Resources, lotsev1.EncryptedResource(r))
+			}
+			if err := c.Create(cmd.Context(), cluster); err != nil {
+				if apierrors.IsAlreadyExists(err) {
+					return fmt.Errorf("cluster %s/%s already exists; pick another name or delete it with `lotse cluster delete %s`", flags.namespace, args[0], args[0])
+				}
+				return explain(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s/%s created (kubernetes %s, high availability %t)\n", flags.namespace, args[0], rel.Version, ha)
+			if !wait {
+				return nil
+			}
+			return waitReady(cmd.Context(), c, client.ObjectKeyFromObject(cluster), timeout, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&version, "kubernetes-version", releases.Default().Version, "Kubernetes version from `lotse release list`")
+	cmd.Flags().BoolVar(&ha, "ha", false, "highly available control plane: 3 etcd members, 2 API servers")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the cluster is Ready, showing its tasks as they complete")
+	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Minute, "how long --wait waits")
+	cmd.Flags().StringVar(&podCIDR, "pod-cidr", "", "pod address range (default 10.244.0.0/16)")
+	cmd.Flags().StringVar(&serviceCIDR, "service-cidr", "", "service address range (default 10.96.0.0/16)")
+	cmd.Flags().StringVar(&encryption, "encryption-provider", "", "encryption at rest: aescbc (default), aesgcm or secretbox")
+	cmd.Flags().StringSliceVar(&resources, "encrypt-resource", nil, "encrypt this resource too, besides secrets (repeatable)")
+	return cmd
+}
+
+func exactlyOneName(usage string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("expected one cluster name; usage: %s", usage)
+		}
+		return nil
+	}
+}
+
+// waitReady polls a cluster and prints each task once it succeeds.
+func waitReady(ctx context.Context, c client.Client, key client.ObjectKey, timeout time.Duration, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	printed := map[string]bool{}
+	lastDesc := ""
+	for {
+		cl := &lotsev1.Cluster{}
+		if err := c.Get(ctx, key, cl); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("cluster %s not ready after %s (last: %s)", key, timeout, lastDesc)
+			}
+			return explain(err)
+		}
+		if op := cl.Status.LastOperation; op != nil {
+			for _, t := range op.Tasks {
+				if t.State == lotsev1.StateSucceeded && !printed[t.Name] {
+					printed[t.Name] = true
+					fmt.Fprintf(out, "  %-26s done after %s\n", t.Name, time.Since(start).Round(10*time.Millisecond))
+				}
+			}
+			if len(op.Tasks) == 0 && op.Description != lastDesc {
+				fmt.Fprintf(out, "  %s\n", op.Description)
+			}
+			lastDesc = op.Description
+		}
+		if cl.Status.ObservedGeneration == cl.Generation && meta.IsStatusConditionTrue(cl.Status.Conditions, lotsev1.ConditionReady) {
+			fmt.Fprintf(out, "cluster %s is Ready after %s; endpoint %s\nget its kubeconfig with: lotse cluster kubeconfig %s -n %s > %s.kubeconfig\n",
+				key, time.Since(start).Round(10*time.Millisecond), cl.Status.Endpoint, key.Name, key.Namespace, key.Name)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster %s not ready after %s (last: %s)", key, timeout, lastDesc)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func newClusterListCommand(flags *clientFlags) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List clusters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			list := &lotsev1.ClusterList{}
+			var opts []client.ListOption
+			if !all {
+				opts = append(opts, client.InNamespace(flags.namespace))
+			}
+			if err := c.List(cmd.Context(), list, opts...); err != nil {
+				return explain(err)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAMESPACE\tNAME\tVERSION\tHA\tPHASE\tREADY\tPROGRESS\tENDPOINT\tAGE")
+			for _, cl := range list.Items {
+				ready := "Unknown"
+				if cond := meta.FindStatusCondition(cl.Status.Conditions, lotsev1.ConditionReady); cond != nil {
+					ready = string(cond.Status)
+				}
+				progress := ""
+				if op := cl.Status.LastOperation; op != nil {
+					progress = fmt.Sprintf("%d%%", op.Progress)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\t%s\t%s\t%s\t%s\n", cl.Namespace, cl.Name, cl.Spec.Kubernetes.Version,
+					cl.Spec.ControlPlane.HighAvailability, cl.Status.Phase, ready, progress, cl.Status.Endpoint,
+					duration.HumanDuration(time.Since(cl.CreationTimestamp.Time)))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "list clusters of every namespace")
+	return cmd
+}
+
+func newClusterGetCommand(flags *clientFlags) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show a cluster: phase, endpoint, conditions and tasks",
+		Args:  exactlyOneName("lotse cluster get NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			cl := &lotsev1.Cluster{}
+			if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: flags.namespace, Name: args[0]}, cl); err != nil {
+				if apierrors.IsNotFound(err) {
+					return fmt.Errorf("cluster %s/%s not found; see `lotse cluster list -A`", flags.namespace, args[0])
+				}
+				return explain(err)
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case "yaml":
+				cl.ManagedFields = nil
+				data, err := yaml.Marshal(cl)
+				if err != nil {
+					return err
+				}
+				_, err = out.Write(data)
+				return err
+			case "":
+			default:
+				return fmt.Errorf("--output %q is not supported; use yaml or leave it out", output)
+			}
+			fmt.Fprintf(out, "Name:        %s/%s\nVersion:     %s\nHA:          %t\nPhase:       %s\nEndpoint:    %s\n",
+				cl.Namespace, cl.Name, cl.Spec.Kubernetes.Version, cl.Spec.ControlPlane.HighAvailability, cl.Status.Phase, cl.Status.Endpoint)
+			fmt.Fprintf(out, "Pods:        %s\nServices:    %s\nEncryption:  %s\n", cl.Spec.Networking.Pods, cl.Spec.Networking.Services, cl.Spec.Encryption.Provider)
+			fmt.Fprintln(out, "Conditions:")
+			for _, cond := range cl.Status.Conditions {
+				fmt.Fprintf(out, "  %-22s %-6s %s: %s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
+			}
+			if op := cl.Status.LastOperation; op != nil {
+				fmt.Fprintf(out, "Last operation: %s %s %d%%: %s\n", op.Type, op.State, op.Progress, op.Description)
+				for _, t := range op.Tasks {
+					line := fmt.Sprintf("  %-26s %s", t.Name, t.State)
+					if t.Message != "" {
+						line += ": " + t.Message
+					}
+					fmt.Fprintln(out, line)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: yaml")
+	return cmd
+}
+
+func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "kubeconfig NAME",
+		Short: "Print the admin kubeconfig of a cluster",
+		Args:  exactlyOneName("lotse cluster kubeconfig NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			secret := &corev1.Secret{}
+			key := client.ObjectKey{Namespace: flags.namespace, Name: clustercontroller.KubeconfigSecretName(args[0])}
+			if err := c.Get(cmd.Context(), key, secret); err != nil {
+				if apierrors.IsNotFound(err) {
+					return fmt.Errorf("no kubeconfig for cluster %s/%s yet: the cluster does not exist or is still being created (see `lotse cluster get %s`)", flags.namespace, args[0], args[0])
+				}
+				return explain(err)
+			}
+			data := secret.Data["kubeconfig"]
+			if file != "" {
+				return os.WriteFile(file, data, 0o600)
+			}
+			_, err = cmd.OutOrStdout().Write(data)
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&file, "output-file", "f", "", "write to this file (mode 0600) instead of stdout")
+	return cmd
+}
+
+func newClusterDeleteCommand(flags *clientFlags) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a cluster: its control plane, data and kubeconfig",
+		Args:  exactlyOneName("lotse cluster delete NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Name: args[0]}}
+			if err := c.Delete(cmd.Context(), cl); err != nil {
+				if apierrors.IsNotFound(err) {
+					return fmt.Errorf("cluster %s/%s not found; see `lotse cluster list -A`", flags.namespace, args[0])
+				}
+				return explain(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s/%s is being deleted\n", flags.namespace, args[0])
+			if !wait {
+				return nil
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			start := time.Now()
+			for {
+				err := c.Get(ctx, client.ObjectKeyFromObject(cl), &lotsev1.Cluster{})
+				if apierrors.IsNotFound(err) {
+					fmt.Fprintf(cmd.OutOrStdout(), "cluster %s/%s deleted after %s\n", flags.namespace, args[0], time.Since(start).Round(10*time.Millisecond))
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("cluster %s/%s still exists after %s; see `lotse cluster get %s`", flags.namespace, args[0], timeout, args[0])
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the cluster is gone")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits")
+	return cmd
+}

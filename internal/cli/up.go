@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/lotse/lotse/internal/controlplane/process"
+	"github.com/lotse/lotse/internal/loadbalancer"
+	"github.com/lotse/lotse/internal/manager"
+	"github.com/lotse/lotse/internal/managementplane"
+	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/supervisor"
+)
+
+func newUpCommand() *cobra.Command {
+	opts := managementplane.Options{}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the embedded management plane and manager in the foreground",
+		Long: "Starts the management API (etcd + kube-apiserver + controller-manager), installs Lotse's CRDs\n" +
+			"and runs the manager. Ctrl-C stops the manager and every control plane it runs; their data\n" +
+			"stays in the state directory and the next `lotse up` brings them back.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			setupLogging(filepath.Join(opts.StateDir, "logs", "manager.log"))
+			opts.Out = cmd.ErrOrStderr()
+			return managementplane.Up(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().StringVar(&opts.StateDir, "state-dir", managementplane.DefaultStateDir(), "where control planes keep data, PKI and logs ($LOTSE_STATE_DIR)")
+	cmd.Flags().StringVar(&opts.CacheDir, "cache-dir", releases.DefaultCacheDir(), "where upstream binaries are built and kept ($LOTSE_CACHE_DIR)")
+	return cmd
+}
+
+func newDownCommand() *cobra.Command {
+	var stateDir string
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Stop every process a killed `lotse up` left running (data is kept)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := os.Stat(stateDir); os.IsNotExist(err) {
+				fmt.Fprintf(cmd.OutOrStdout(), "nothing to stop: %s does not exist\n", stateDir)
+				return nil
+			}
+			n, err := managementplane.Down(stateDir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stopped %d processes\n", n)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", managementplane.DefaultStateDir(), "state directory of the lotse to stop ($LOTSE_STATE_DIR)")
+	return cmd
+}
+
+func newManagerCommand() *cobra.Command {
+	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr string
+	var leaderElect bool
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run Lotse's controllers against an existing Kubernetes API",
+		Long: "Runs the manager against any Kubernetes API (how a provider runs Lotse at scale). Control planes\n" +
+			"are run by the process backend on this host. Stopping the manager leaves them running; the next\n" +
+			"manager with the same state directory adopts them.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kubeconfig == "" {
+				return fmt.Errorf("--kubeconfig is required: the management API to run against")
+			}
+			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			if err != nil {
+				return fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+			}
+			if err := os.MkdirAll(stateDir, 0o700); err != nil {
+				return err
+			}
+			setupLogging("")
+			abs, _ := filepath.Abs(stateDir)
+			sup := supervisor.New(supervisor.OwnerID(abs), supervisor.Options{Log: cmd.ErrOrStderr()})
+			err = manager.Run(cmd.Context(), cfg, manager.Options{
+				Releases:       releases.NewStore(cacheDir),
+				Backend:        process.New(abs, sup),
+				Supervisor:     sup,
+				LeaderElection: leaderElect,
+				MetricsAddr:    metricsAddr,
+				HealthAddr:     healthAddr,
+				BuildLog:       cmd.ErrOrStderr(),
+			})
+			if cmd.Context().Err() != nil {
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the management API")
+	cmd.Flags().StringVar(&stateDir, "state-dir", managementplane.DefaultStateDir(), "where control planes keep data, PKI and logs")
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", releases.DefaultCacheDir(), "where upstream binaries are built and kept")
+	cmd.Flags().BoolVar(&leaderElect, "leader-elect", false, "elect a leader among several managers")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the metrics endpoint (0 disables)")
+	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", "0", "address of /healthz and /readyz (0 disables)")
+	return cmd
+}
+
+func newLoadBalancerCommand() *cobra.Command {
+	cfg := loadbalancer.Config{}
+	cmd := &cobra.Command{
+		Use:    "loadbalancer",
+		Short:  "TCP load balancer in front of the API servers of an HA control plane (run by the supervisor)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Log = log.New(cmd.ErrOrStderr(), "loadbalancer: ", log.LstdFlags)
+			lb, err := loadbalancer.New(cfg)
+			if err != nil {
+				return err
+			}
+			cfg.Log.Printf("serving %s", cfg)
+			return lb.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&cfg.Listen, "listen", "", "address to listen on, e.g. 127.0.0.1:6443")
+	cmd.Flags().StringSliceVar(&cfg.Backends, "backend", nil, "backend address (repeatable)")
+	cmd.Flags().StringVar(&cfg.HealthPath, "health-path", "", "HTTPS path checked on each backend, e.g. /readyz")
+	cmd.Flags().StringVar(&cfg.CAFile, "ca-file", "", "CA that signed the backends' certificates")
+	cmd.Flags().DurationVar(&cfg.Interval, "interval", 0, "health check interval (default 1s)")
+	return cmd
+}

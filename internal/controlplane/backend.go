@@ -1,0 +1,89 @@
+// Package controlplane defines how Lotse hosts a cluster's control plane:
+// etcd, kube-apiserver, kube-controller-manager and kube-scheduler, run
+// outside the tenant's nodes by a Backend.
+package controlplane
+
+import (
+	"context"
+
+	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/tasks"
+)
+
+// Spec is the desired control plane of one cluster.
+type Spec struct {
+	// Key identifies the control plane, e.g. "cluster/default/c1" or "management".
+	Key string
+	// Name appears in certificates and kubeconfigs.
+	Name string
+	// Binaries of the Kubernetes release to run.
+	Binaries releases.Binaries
+	// HighAvailability: 3 etcd members, 2 API servers behind a load balancer,
+	// 2 leader-elected controller-managers and schedulers.
+	HighAvailability bool
+	PodCIDR          string
+	ServiceCIDR      string
+	// EncryptionProvider and EncryptedResources configure encryption at rest.
+	EncryptionProvider string
+	EncryptedResources []string
+	// WithoutScheduler leaves the scheduler out (the management plane runs no pods).
+	WithoutScheduler bool
+}
+
+// Component health as seen by the backend.
+type ComponentHealth struct {
+	Name    string
+	Healthy bool
+	Message string
+}
+
+// Status is the observed state of a control plane.
+type Status struct {
+	// Endpoint is the URL clients use for the API server.
+	Endpoint string
+	// APIServerAvailable: /readyz answers ok through Endpoint.
+	APIServerAvailable bool
+	APIServerMessage   string
+	Components         []ComponentHealth
+}
+
+// Healthy reports whether every component is healthy.
+func (s Status) Healthy() bool {
+	if len(s.Components) == 0 {
+		return false
+	}
+	for _, c := range s.Components {
+		if !c.Healthy {
+			return false
+		}
+	}
+	return true
+}
+
+// Unhealthy lists the components that are not healthy, with their messages.
+func (s Status) Unhealthy() []ComponentHealth {
+	var out []ComponentHealth
+	for _, c := range s.Components {
+		if !c.Healthy {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Backend hosts control planes.
+type Backend interface {
+	// Tasks returns the named steps that bring the control plane to spec.
+	// They are idempotent: running them again on a converged control plane
+	// changes nothing.
+	Tasks(spec Spec) []tasks.Task
+	// Status observes the control plane.
+	Status(ctx context.Context, spec Spec) Status
+	// AdminKubeconfig returns a kubeconfig with cluster-admin rights.
+	AdminKubeconfig(spec Spec) ([]byte, error)
+	// Delete stops everything of the control plane and removes its data.
+	Delete(ctx context.Context, key string) error
+	// Stop stops the processes of a control plane but keeps its data, so
+	// it comes back with the next Tasks run.
+	Stop(ctx context.Context, key string) error
+}

@@ -1,0 +1,259 @@
+// Package process is the embedded control-plane backend: each cluster's etcd,
+// kube-apiserver, kube-controller-manager and kube-scheduler run as
+// supervised processes on this host, with their own data, log and PKI
+// directories under the state directory and ports allocated once and kept.
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/pki"
+	"github.com/lotse/lotse/internal/ports"
+	"github.com/lotse/lotse/internal/supervisor"
+	"github.com/lotse/lotse/internal/tasks"
+)
+
+// Backend runs control planes as supervised processes.
+type Backend struct {
+	// StateDir holds one directory per control plane (by key).
+	StateDir string
+	// Supervisor starts, restarts and adopts the processes.
+	Supervisor *supervisor.Supervisor
+	// LotseBinary runs the load balancer of HA control planes
+	// (`lotse loadbalancer`); defaults to the running executable.
+	LotseBinary string
+}
+
+var _ controlplane.Backend = (*Backend)(nil)
+
+// New returns a process backend.
+func New(stateDir string, sup *supervisor.Supervisor) *Backend {
+	self, _ := os.Executable()
+	return &Backend{StateDir: stateDir, Supervisor: sup, LotseBinary: self}
+}
+
+// Task names, in the order they usually complete.
+const (
+	TaskPorts             = "ports"
+	TaskPKI               = "pki"
+	TaskEtcd              = "etcd"
+	TaskAPIServer         = "kube-apiserver"
+	TaskLoadBalancer      = "load-balancer"
+	TaskControllerManager = "kube-controller-manager"
+	TaskScheduler         = "kube-scheduler"
+)
+
+// Layout is what a control plane keeps stable across restarts: its ports.
+type Layout struct {
+	EtcdClient        []int `json:"etcdClient"`
+	EtcdPeer          []int `json:"etcdPeer"`
+	APIServer         []int `json:"apiServer"`
+	ControllerManager []int `json:"controllerManager"`
+	Scheduler         []int `json:"scheduler"`
+	// LoadBalancer is the port of the HA endpoint (0 without HA).
+	LoadBalancer int `json:"loadBalancer,omitempty"`
+}
+
+// Endpoint is the API URL clients use.
+func (l Layout) Endpoint() string {
+	if l.LoadBalancer != 0 {
+		return fmt.Sprintf("https://127.0.0.1:%d", l.LoadBalancer)
+	}
+	if len(l.APIServer) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("https://127.0.0.1:%d", l.APIServer[0])
+}
+
+func (l Layout) etcdClientURLs() []string {
+	out := make([]string, len(l.EtcdClient))
+	for i, p := range l.EtcdClient {
+		out[i] = fmt.Sprintf("https://127.0.0.1:%d", p)
+	}
+	return out
+}
+
+func replicas(spec controlplane.Spec) (etcd, apiservers, controllers int) {
+	if spec.HighAvailability {
+		return 3, 2, 2
+	}
+	return 1, 1, 1
+}
+
+// Dir is the directory of a control plane.
+func (b *Backend) Dir(key string) string {
+	return filepath.Join(b.StateDir, filepath.FromSlash(key))
+}
+
+// PKI returns the PKI files of a control plane.
+func (b *Backend) PKI(key string) pki.ClusterPKI {
+	return pki.ClusterPKI{Dir: filepath.Join(b.Dir(key), "pki")}
+}
+
+func (b *Backend) layoutPath(key string) string { return filepath.Join(b.Dir(key), "ports.json") }
+
+// LoadLayout reads the recorded ports of a control plane.
+func (b *Backend) LoadLayout(key string) (Layout, error) {
+	var l Layout
+	data, err := os.ReadFile(b.layoutPath(key))
+	if err != nil {
+		return l, err
+	}
+	return l, json.Unmarshal(data, &l)
+}
+
+var layoutMu sync.Mutex
+
+// ensureLayout allocates ports once; later calls return what was recorded.
+func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
+	layoutMu.Lock()
+	defer layoutMu.Unlock()
+	if l, err := b.LoadLayout(spec.Key); err == nil {
+		return l, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return l, fmt.Errorf("read %s: %w", b.layoutPath(spec.Key), err)
+	}
+	etcdN, apiN, ctlN := replicas(spec)
+	n := 2*etcdN + apiN + 2*ctlN
+	if spec.HighAvailability {
+		n++
+	}
+	p, err := ports.Allocate(n)
+	if err != nil {
+		return Layout{}, err
+	}
+	take := func(k int) []int { out := p[:k:k]; p = p[k:]; return out }
+	l := Layout{
+		EtcdClient:        take(etcdN),
+		EtcdPeer:          take(etcdN),
+		APIServer:         take(apiN),
+		ControllerManager: take(ctlN),
+		Scheduler:         take(ctlN),
+	}
+	if spec.HighAvailability {
+		l.LoadBalancer = take(1)[0]
+	}
+	data, _ := json.MarshalIndent(l, "", "  ")
+	if err := os.MkdirAll(b.Dir(spec.Key), 0o700); err != nil {
+		return l, err
+	}
+	tmp := b.layoutPath(spec.Key) + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return l, err
+	}
+	return l, os.Rename(tmp, b.layoutPath(spec.Key))
+}
+
+// Tasks returns the graph that brings a control plane to spec.
+func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
+	var layout Layout
+	var clusterPKI pki.ClusterPKI
+	endpointTask := TaskAPIServer
+	if spec.HighAvailability {
+		endpointTask = TaskLoadBalancer
+	}
+	ts := []tasks.Task{
+		{Name: TaskPorts, Run: func(context.Context) (bool, string, error) {
+			l, err := b.ensureLayout(spec)
+			layout = l
+			return err == nil, "", err
+		}},
+		{Name: TaskPKI, DependsOn: []string{TaskPorts}, Run: func(context.Context) (bool, string, error) {
+			p, err := b.ensurePKI(spec, layout)
+			clusterPKI = p
+			return err == nil, "", err
+		}},
+		{Name: TaskEtcd, DependsOn: []string{TaskPKI}, Run: func(ctx context.Context) (bool, string, error) {
+			return b.ensureEtcd(ctx, spec, layout, clusterPKI)
+		}},
+		{Name: TaskAPIServer, DependsOn: []string{TaskEtcd}, Run: func(ctx context.Context) (bool, string, error) {
+			return b.ensureAPIServers(ctx, spec, layout, clusterPKI)
+		}},
+	}
+	if spec.HighAvailability {
+		ts = append(ts, tasks.Task{Name: TaskLoadBalancer, DependsOn: []string{TaskAPIServer}, Run: func(ctx context.Context) (bool, string, error) {
+			return b.ensureLoadBalancer(ctx, spec, layout, clusterPKI)
+		}})
+	}
+	ts = append(ts, tasks.Task{Name: TaskControllerManager, DependsOn: []string{endpointTask}, Run: func(ctx context.Context) (bool, string, error) {
+		return b.ensureControllerManagers(ctx, spec, layout, clusterPKI)
+	}})
+	if !spec.WithoutScheduler {
+		ts = append(ts, tasks.Task{Name: TaskScheduler, DependsOn: []string{endpointTask}, Run: func(ctx context.Context) (bool, string, error) {
+			return b.ensureSchedulers(ctx, spec, layout, clusterPKI)
+		}})
+	}
+	return ts
+}
+
+// EndpointTask is the task after which the API endpoint answers.
+func EndpointTask(spec controlplane.Spec) string {
+	if spec.HighAvailability {
+		return TaskLoadBalancer
+	}
+	return TaskAPIServer
+}
+
+func (b *Backend) ensurePKI(spec controlplane.Spec, layout Layout) (pki.ClusterPKI, error) {
+	p, err := pki.EnsureCluster(b.PKI(spec.Key).Dir, pki.ClusterParams{
+		Name:               spec.Name,
+		ServiceCIDR:        spec.ServiceCIDR,
+		EncryptionProvider: spec.EncryptionProvider,
+		EncryptedResources: spec.EncryptedResources,
+	})
+	if err != nil {
+		return p, err
+	}
+	endpoint := layout.Endpoint()
+	for _, name := range []string{pki.AdminName, pki.ControllerMgrName, pki.SchedulerName} {
+		if err := p.WriteKubeconfig(spec.Name, name, endpoint); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// AdminKubeconfig returns the cluster-admin kubeconfig.
+func (b *Backend) AdminKubeconfig(spec controlplane.Spec) ([]byte, error) {
+	return os.ReadFile(b.PKI(spec.Key).Kubeconfig(pki.AdminName))
+}
+
+// processName is the supervisor name of a component instance.
+func processName(key, component string, i int) string {
+	return fmt.Sprintf("%s/%s-%d", key, component, i)
+}
+
+func (b *Backend) logFile(key, component string, i int) string {
+	return filepath.Join(b.Dir(key), "logs", fmt.Sprintf("%s-%d.log", component, i))
+}
+
+// Delete stops every process of the control plane and removes its directory.
+func (b *Backend) Delete(ctx context.Context, key string) error {
+	if err := b.Stop(ctx, key); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(b.Dir(key)); err != nil {
+		return fmt.Errorf("remove %s: %w", b.Dir(key), err)
+	}
+	// Remove now-empty parents (e.g. the namespace directory), but never the state dir.
+	for d := filepath.Dir(b.Dir(key)); strings.HasPrefix(d, b.StateDir+string(filepath.Separator)); d = filepath.Dir(d) {
+		if os.Remove(d) != nil {
+			break
+		}
+	}
+	return nil
+}
+
+// Stop stops the processes of a control plane and keeps its data.
+func (b *Backend) Stop(ctx context.Context, key string) error {
+	b.Supervisor.StopPrefix(key + "/")
+	return supervisor.WaitStopped(ctx, b.Supervisor.Owner(), key+"/")
+}

@@ -1,0 +1,239 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/pki"
+	"github.com/lotse/lotse/internal/supervisor"
+)
+
+// Component names (also the prefixes of process names and log files).
+const (
+	CompEtcd              = "etcd"
+	CompAPIServer         = "kube-apiserver"
+	CompControllerManager = "kube-controller-manager"
+	CompScheduler         = "kube-scheduler"
+	CompLoadBalancer      = "loadbalancer"
+)
+
+func (b *Backend) etcdSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) []supervisor.Spec {
+	n := len(l.EtcdClient)
+	var initial []string
+	for i := 0; i < n; i++ {
+		initial = append(initial, fmt.Sprintf("etcd-%d=https://127.0.0.1:%d", i, l.EtcdPeer[i]))
+	}
+	specs := make([]supervisor.Spec, 0, n)
+	for i := 0; i < n; i++ {
+		client := fmt.Sprintf("https://127.0.0.1:%d", l.EtcdClient[i])
+		peer := fmt.Sprintf("https://127.0.0.1:%d", l.EtcdPeer[i])
+		specs = append(specs, supervisor.Spec{
+			Name: processName(spec.Key, CompEtcd, i),
+			Path: spec.Binaries.Path("etcd"),
+			Args: []string{
+				"--name=" + fmt.Sprintf("etcd-%d", i),
+				"--data-dir=" + filepath.Join(b.Dir(spec.Key), "data", fmt.Sprintf("etcd-%d", i)),
+				"--listen-client-urls=" + client,
+				"--advertise-client-urls=" + client,
+				"--listen-peer-urls=" + peer,
+				"--initial-advertise-peer-urls=" + peer,
+				"--initial-cluster=" + strings.Join(initial, ","),
+				"--initial-cluster-state=new",
+				"--initial-cluster-token=" + strings.ReplaceAll(spec.Key, "/", "-"),
+				"--cert-file=" + p.Cert(pki.EtcdServerName),
+				"--key-file=" + p.Key(pki.EtcdServerName),
+				"--trusted-ca-file=" + p.Cert(pki.EtcdCAName),
+				"--client-cert-auth=true",
+				"--peer-cert-file=" + p.Cert(pki.EtcdPeerName),
+				"--peer-key-file=" + p.Key(pki.EtcdPeerName),
+				"--peer-trusted-ca-file=" + p.Cert(pki.EtcdCAName),
+				"--peer-client-cert-auth=true",
+				"--log-level=warn",
+			},
+			LogFile: b.logFile(spec.Key, CompEtcd, i),
+		})
+	}
+	return specs
+}
+
+func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	for _, s := range b.etcdSpecs(spec, l, p) {
+		if err := b.Supervisor.Ensure(s); err != nil {
+			return false, "", err
+		}
+	}
+	health := b.etcdHealth(ctx, l, p)
+	return quorum(health), describeUnhealthy(health), nil
+}
+
+func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) []supervisor.Spec {
+	specs := make([]supervisor.Spec, 0, len(l.APIServer))
+	for i, port := range l.APIServer {
+		args := []string{
+			"--advertise-address=127.0.0.1",
+			"--bind-address=127.0.0.1",
+			fmt.Sprintf("--secure-port=%d", port),
+			"--etcd-servers=" + strings.Join(l.etcdClientURLs(), ","),
+			"--etcd-cafile=" + p.Cert(pki.EtcdCAName),
+			"--etcd-certfile=" + p.Cert(pki.APIServerEtcdName),
+			"--etcd-keyfile=" + p.Key(pki.APIServerEtcdName),
+			"--client-ca-file=" + p.Cert(pki.CAName),
+			"--tls-cert-file=" + p.Cert(pki.APIServerName),
+			"--tls-private-key-file=" + p.Key(pki.APIServerName),
+			"--kubelet-client-certificate=" + p.Cert(pki.APIServerKubeletName),
+			"--kubelet-client-key=" + p.Key(pki.APIServerKubeletName),
+			"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+			"--service-account-key-file=" + p.Path(pki.ServiceAccountName+".pub"),
+			"--service-account-signing-key-file=" + p.Key(pki.ServiceAccountName),
+			"--service-cluster-ip-range=" + spec.ServiceCIDR,
+			"--authorization-mode=Node,RBAC",
+			"--enable-admission-plugins=NodeRestriction",
+			"--enable-bootstrap-token-auth=true",
+			"--encryption-provider-config=" + p.Path(pki.EncryptionConfigFile),
+			"--requestheader-client-ca-file=" + p.Cert(pki.FrontProxyCAName),
+			"--requestheader-allowed-names=front-proxy-client",
+			"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+			"--requestheader-group-headers=X-Remote-Group",
+			"--requestheader-username-headers=X-Remote-User",
+			"--proxy-client-cert-file=" + p.Cert(pki.FrontProxyClientName),
+			"--proxy-client-key-file=" + p.Key(pki.FrontProxyClientName),
+			"--allow-privileged=true",
+			"--profiling=false",
+			// The API servers listen on loopback, which the `kubernetes`
+			// Service may not point at; its endpoints are managed once
+			// nodes can reach the control plane on a routable address.
+			"--endpoint-reconciler-type=none",
+		}
+		specs = append(specs, supervisor.Spec{
+			Name:    processName(spec.Key, CompAPIServer, i),
+			Path:    spec.Binaries.Path("kube-apiserver"),
+			Args:    args,
+			LogFile: b.logFile(spec.Key, CompAPIServer, i),
+		})
+	}
+	return specs
+}
+
+func (b *Backend) ensureAPIServers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	for _, s := range b.apiServerSpecs(spec, l, p) {
+		if err := b.Supervisor.Ensure(s); err != nil {
+			return false, "", err
+		}
+	}
+	health := b.apiServerHealth(ctx, l, p)
+	return anyHealthy(health), describeUnhealthy(health), nil
+}
+
+func (b *Backend) loadBalancerSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI) supervisor.Spec {
+	args := []string{"loadbalancer",
+		fmt.Sprintf("--listen=127.0.0.1:%d", l.LoadBalancer),
+		"--health-path=/readyz",
+		"--ca-file=" + p.Cert(pki.CAName),
+	}
+	for _, port := range l.APIServer {
+		args = append(args, fmt.Sprintf("--backend=127.0.0.1:%d", port))
+	}
+	return supervisor.Spec{
+		Name:    processName(spec.Key, CompLoadBalancer, 0),
+		Path:    b.LotseBinary,
+		Args:    args,
+		LogFile: b.logFile(spec.Key, CompLoadBalancer, 0),
+	}
+}
+
+func (b *Backend) ensureLoadBalancer(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	if err := b.Supervisor.Ensure(b.loadBalancerSpec(spec, l, p)); err != nil {
+		return false, "", err
+	}
+	ok, msg := b.probeReadyz(ctx, l.Endpoint(), p)
+	return ok, msg, nil
+}
+
+func (b *Backend) controllerManagerSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) []supervisor.Spec {
+	kubeconfig := p.Kubeconfig(pki.ControllerMgrName)
+	specs := make([]supervisor.Spec, 0, len(l.ControllerManager))
+	for i, port := range l.ControllerManager {
+		args := []string{
+			"--kubeconfig=" + kubeconfig,
+			"--authentication-kubeconfig=" + kubeconfig,
+			"--authorization-kubeconfig=" + kubeconfig,
+			"--bind-address=127.0.0.1",
+			fmt.Sprintf("--secure-port=%d", port),
+			"--tls-cert-file=" + p.Cert(pki.ControllerMgrServing),
+			"--tls-private-key-file=" + p.Key(pki.ControllerMgrServing),
+			"--client-ca-file=" + p.Cert(pki.CAName),
+			"--requestheader-client-ca-file=" + p.Cert(pki.FrontProxyCAName),
+			"--cluster-name=" + spec.Name,
+			"--cluster-signing-cert-file=" + p.Cert(pki.CAName),
+			"--cluster-signing-key-file=" + p.Key(pki.CAName),
+			"--root-ca-file=" + p.Cert(pki.CAName),
+			"--service-account-private-key-file=" + p.Key(pki.ServiceAccountName),
+			"--use-service-account-credentials=true",
+			"--controllers=*,bootstrapsigner,tokencleaner",
+			"--allocate-node-cidrs=true",
+			"--cluster-cidr=" + spec.PodCIDR,
+			"--node-cidr-mask-size=24",
+			"--service-cluster-ip-range=" + spec.ServiceCIDR,
+			"--flex-volume-plugin-dir=" + filepath.Join(b.Dir(spec.Key), "flexvolume"),
+			"--profiling=false",
+			fmt.Sprintf("--leader-elect=%t", spec.HighAvailability),
+		}
+		specs = append(specs, supervisor.Spec{
+			Name:    processName(spec.Key, CompControllerManager, i),
+			Path:    spec.Binaries.Path("kube-controller-manager"),
+			Args:    args,
+			LogFile: b.logFile(spec.Key, CompControllerManager, i),
+		})
+	}
+	return specs
+}
+
+func (b *Backend) ensureControllerManagers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	for _, s := range b.controllerManagerSpecs(spec, l, p) {
+		if err := b.Supervisor.Ensure(s); err != nil {
+			return false, "", err
+		}
+	}
+	health := b.healthzAll(ctx, CompControllerManager, l.ControllerManager, p)
+	return anyHealthy(health), describeUnhealthy(health), nil
+}
+
+func (b *Backend) schedulerSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) []supervisor.Spec {
+	kubeconfig := p.Kubeconfig(pki.SchedulerName)
+	specs := make([]supervisor.Spec, 0, len(l.Scheduler))
+	for i, port := range l.Scheduler {
+		specs = append(specs, supervisor.Spec{
+			Name: processName(spec.Key, CompScheduler, i),
+			Path: spec.Binaries.Path("kube-scheduler"),
+			Args: []string{
+				"--kubeconfig=" + kubeconfig,
+				"--authentication-kubeconfig=" + kubeconfig,
+				"--authorization-kubeconfig=" + kubeconfig,
+				"--bind-address=127.0.0.1",
+				fmt.Sprintf("--secure-port=%d", port),
+				"--tls-cert-file=" + p.Cert(pki.SchedulerServing),
+				"--tls-private-key-file=" + p.Key(pki.SchedulerServing),
+				"--client-ca-file=" + p.Cert(pki.CAName),
+				"--requestheader-client-ca-file=" + p.Cert(pki.FrontProxyCAName),
+				"--profiling=false",
+				fmt.Sprintf("--leader-elect=%t", spec.HighAvailability),
+			},
+			LogFile: b.logFile(spec.Key, CompScheduler, i),
+		})
+	}
+	return specs
+}
+
+func (b *Backend) ensureSchedulers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	for _, s := range b.schedulerSpecs(spec, l, p) {
+		if err := b.Supervisor.Ensure(s); err != nil {
+			return false, "", err
+		}
+	}
+	health := b.healthzAll(ctx, CompScheduler, l.Scheduler, p)
+	return anyHealthy(health), describeUnhealthy(health), nil
+}

@@ -1,0 +1,158 @@
+// Package manager runs Lotse's controllers (controller-runtime) against a
+// management API: the embedded one of `lotse up`, or any Kubernetes cluster
+// (`lotse manager --kubeconfig ...`).
+package manager
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	"github.com/lotse/lotse/internal/controlplane/process"
+	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/supervisor"
+)
+
+// Scheme knows Kubernetes' built-in types, CRDs and Lotse's types.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = apiextensionsv1.AddToScheme(s)
+	_ = lotsev1.AddToScheme(s)
+	return s
+}
+
+// Options configure the manager.
+type Options struct {
+	Releases   *releases.Store
+	Backend    *process.Backend
+	Supervisor *supervisor.Supervisor
+	// LeaderElection lets several managers run against one management API.
+	LeaderElection bool
+	// LeaderElectionNamespace holds the lease (default lotse-system).
+	LeaderElectionNamespace string
+	// MetricsAddr serves Prometheus metrics ("0" disables).
+	MetricsAddr string
+	// HealthAddr serves /healthz and /readyz ("0" disables).
+	HealthAddr string
+	// BuildLog receives output of on-demand release builds.
+	BuildLog io.Writer
+	// Started, if set, is closed once the controllers run.
+	Started chan<- struct{}
+}
+
+// Run installs the CRDs and runs the controllers until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
+	scheme := Scheme()
+	if opts.MetricsAddr == "" {
+		opts.MetricsAddr = "0"
+	}
+	if opts.HealthAddr == "" {
+		opts.HealthAddr = "0"
+	}
+	if opts.LeaderElectionNamespace == "" {
+		opts.LeaderElectionNamespace = "lotse-system"
+	}
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	if err := InstallCRDs(ctx, direct); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.HealthAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        "lotse-manager",
+		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+	})
+	if err != nil {
+		return err
+	}
+	rec := &clustercontroller.Reconciler{
+		Client:       mgr.GetClient(),
+		Backend:      opts.Backend,
+		Releases:     opts.Releases,
+		Recorder:     mgr.GetEventRecorder("lotse"),
+		EndpointTask: process.EndpointTask,
+		BuildLog:     opts.BuildLog,
+	}
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	opts.Supervisor.SetOnChange(rec.NotifyProcess)
+	defer opts.Supervisor.SetOnChange(nil)
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return collectOrphans(ctx, mgr.GetClient(), opts)
+	})); err != nil {
+		return err
+	}
+	if opts.Started != nil {
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			if mgr.GetCache().WaitForCacheSync(ctx) {
+				close(opts.Started)
+			}
+			return nil
+		})); err != nil {
+			return err
+		}
+	}
+	return mgr.Start(ctx)
+}
+
+// collectOrphans stops control-plane processes an earlier lotse left running
+// for clusters that no longer exist (for example when someone removed the
+// finalizer by hand while lotse was down).
+func collectOrphans(ctx context.Context, c client.Client, opts Options) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(10 * time.Second): // let the reconcilers claim what is theirs first
+	}
+	seen := map[string]bool{}
+	for _, name := range opts.Supervisor.Unclaimed() {
+		parts := strings.Split(name, "/")
+		if len(parts) < 4 || parts[0] != "clusters" {
+			continue
+		}
+		key := strings.Join(parts[:3], "/")
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		cl := &lotsev1.Cluster{}
+		err := c.Get(ctx, client.ObjectKey{Namespace: parts[1], Name: parts[2]}, cl)
+		if err == nil || !isNotFound(err) {
+			continue
+		}
+		ctrl.Log.Info("removing control plane of a cluster that no longer exists", "key", key)
+		if err := opts.Backend.Delete(ctx, key); err != nil {
+			ctrl.Log.Error(err, "remove orphaned control plane", "key", key)
+		}
+	}
+	return nil
+}
+
+func isNotFound(err error) bool {
+	return client.IgnoreNotFound(err) == nil
+}
+
+// Describe is a one-line summary for logs.
+func (o Options) Describe() string {
+	return fmt.Sprintf("state=%s cache=%s", o.Backend.StateDir, o.Releases.Dir)
+}

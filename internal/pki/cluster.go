@@ -1,0 +1,245 @@
+package pki
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Encryption providers of the EncryptionConfiguration.
+const (
+	ProviderAESCBC    = "aescbc"
+	ProviderAESGCM    = "aesgcm"
+	ProviderSecretbox = "secretbox"
+)
+
+// ClusterParams are the inputs that shape a cluster's PKI.
+type ClusterParams struct {
+	// Name is used in certificate subjects.
+	Name string
+	// ServiceCIDR gives the in-cluster address of the kubernetes Service (its first IP).
+	ServiceCIDR string
+	// APIServerHosts are extra names or IPs the API server is reached by.
+	APIServerHosts []string
+	// EtcdHosts are the names or IPs etcd members are reached by.
+	EtcdHosts []string
+	// EncryptionProvider is aescbc, aesgcm or secretbox.
+	EncryptionProvider string
+	// EncryptedResources are encrypted at rest; secrets always are.
+	EncryptedResources []string
+}
+
+// ClusterPKI is the set of files of one cluster. All paths are absolute.
+type ClusterPKI struct {
+	Dir string
+}
+
+// File names inside the PKI directory.
+const (
+	CAName               = "ca"
+	EtcdCAName           = "etcd-ca"
+	FrontProxyCAName     = "front-proxy-ca"
+	APIServerName        = "apiserver"
+	APIServerKubeletName = "apiserver-kubelet-client"
+	APIServerEtcdName    = "apiserver-etcd-client"
+	FrontProxyClientName = "front-proxy-client"
+	EtcdServerName       = "etcd-server"
+	EtcdPeerName         = "etcd-peer"
+	EtcdAdminName        = "etcd-admin"
+	AdminName            = "admin"
+	ControllerMgrName    = "controller-manager"
+	SchedulerName        = "scheduler"
+	ControllerMgrServing = "controller-manager-serving"
+	SchedulerServing     = "scheduler-serving"
+	ServiceAccountName   = "sa"
+	EncryptionConfigFile = "encryption-config.yaml"
+)
+
+// Cert returns the path of NAME.crt.
+func (p ClusterPKI) Cert(name string) string { return filepath.Join(p.Dir, name+".crt") }
+
+// Key returns the path of NAME.key.
+func (p ClusterPKI) Key(name string) string { return filepath.Join(p.Dir, name+".key") }
+
+// Path returns the path of a file in the PKI directory.
+func (p ClusterPKI) Path(name string) string { return filepath.Join(p.Dir, name) }
+
+// Kubeconfig returns the path of a component's kubeconfig.
+func (p ClusterPKI) Kubeconfig(name string) string { return filepath.Join(p.Dir, name+".kubeconfig") }
+
+// EnsureCluster creates every missing file of a cluster's PKI in dir and
+// leaves existing ones alone.
+func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
+	p := ClusterPKI{Dir: dir}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return p, err
+	}
+	cas := map[string]*CA{}
+	for _, name := range []string{CAName, EtcdCAName, FrontProxyCAName} {
+		ca, err := ensureCA(dir, name, params.Name+"-"+name)
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", name, err)
+		}
+		cas[name] = ca
+	}
+	kubernetesIP, err := firstIP(params.ServiceCIDR)
+	if err != nil {
+		return p, fmt.Errorf("service CIDR: %w", err)
+	}
+	apiDNS, apiIPs := splitHosts(append([]string{"127.0.0.1", "localhost", kubernetesIP.String(),
+		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}, params.APIServerHosts...))
+	etcdDNS, etcdIPs := splitHosts(append([]string{"127.0.0.1", "localhost"}, params.EtcdHosts...))
+	leaves := []struct {
+		ca, name string
+		spec     CertSpec
+	}{
+		{CAName, APIServerName, CertSpec{CommonName: "kube-apiserver", DNSNames: apiDNS, IPs: apiIPs, Server: true}},
+		{CAName, APIServerKubeletName, CertSpec{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Client: true}},
+		{CAName, AdminName, CertSpec{CommonName: "lotse-admin", Organization: []string{"system:masters"}, Client: true}},
+		{CAName, ControllerMgrName, CertSpec{CommonName: "system:kube-controller-manager", Client: true}},
+		{CAName, SchedulerName, CertSpec{CommonName: "system:kube-scheduler", Client: true}},
+		{CAName, ControllerMgrServing, CertSpec{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true}},
+		{CAName, SchedulerServing, CertSpec{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true}},
+		{FrontProxyCAName, FrontProxyClientName, CertSpec{CommonName: "front-proxy-client", Client: true}},
+		{EtcdCAName, EtcdServerName, CertSpec{CommonName: "etcd-server", DNSNames: etcdDNS, IPs: etcdIPs, Server: true, Client: true}},
+		{EtcdCAName, EtcdPeerName, CertSpec{CommonName: "etcd-peer", DNSNames: etcdDNS, IPs: etcdIPs, Server: true, Client: true}},
+		{EtcdCAName, APIServerEtcdName, CertSpec{CommonName: "kube-apiserver-etcd-client", Client: true}},
+		{EtcdCAName, EtcdAdminName, CertSpec{CommonName: "lotse-etcd-admin", Client: true}},
+	}
+	for _, l := range leaves {
+		if exists(p.Cert(l.name)) && exists(p.Key(l.name)) {
+			continue
+		}
+		kp, err := cas[l.ca].Issue(l.spec)
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", l.name, err)
+		}
+		if err := writePair(dir, l.name, kp.Cert, kp.Key); err != nil {
+			return p, err
+		}
+	}
+	if err := ensureServiceAccountKey(p); err != nil {
+		return p, fmt.Errorf("service-account key: %w", err)
+	}
+	if err := ensureEncryptionConfig(p, params.EncryptionProvider, params.EncryptedResources); err != nil {
+		return p, fmt.Errorf("encryption configuration: %w", err)
+	}
+	return p, nil
+}
+
+func ensureCA(dir, name, commonName string) (*CA, error) {
+	if exists(filepath.Join(dir, name+".crt")) && exists(filepath.Join(dir, name+".key")) {
+		cert, key, err := loadPair(dir, name)
+		if err != nil {
+			return nil, err
+		}
+		return &CA{Cert: cert, Key: key}, nil
+	}
+	ca, err := NewCA(commonName)
+	if err != nil {
+		return nil, err
+	}
+	return ca, writePair(dir, name, ca.Cert, ca.Key)
+}
+
+func ensureServiceAccountKey(p ClusterPKI) error {
+	keyPath, pubPath := p.Key(ServiceAccountName), p.Path(ServiceAccountName+".pub")
+	if exists(keyPath) && exists(pubPath) {
+		return nil
+	}
+	key, err := newKey()
+	if err != nil {
+		return err
+	}
+	keyPEM, err := KeyPEM(key)
+	if err != nil {
+		return err
+	}
+	pubPEM, err := PublicKeyPEM(key.Public())
+	if err != nil {
+		return err
+	}
+	if err := writeSecretFile(keyPath, keyPEM); err != nil {
+		return err
+	}
+	return writeSecretFile(pubPath, pubPEM)
+}
+
+// ensureEncryptionConfig keeps one key per provider (created once) and
+// renders the EncryptionConfiguration from it and the resource list, so a
+// change of resources never changes the key.
+func ensureEncryptionConfig(p ClusterPKI, provider string, resources []string) error {
+	if provider == "" {
+		provider = ProviderAESCBC
+	}
+	switch provider {
+	case ProviderAESCBC, ProviderAESGCM, ProviderSecretbox:
+	default:
+		return fmt.Errorf("unknown encryption provider %q (use aescbc, aesgcm or secretbox)", provider)
+	}
+	keyFile := p.Path("encryption-key-" + provider)
+	if !exists(keyFile) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		if err := writeSecretFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key))); err != nil {
+			return err
+		}
+	}
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	return writeSecretFile(p.Path(EncryptionConfigFile), []byte(RenderEncryptionConfig(provider, strings.TrimSpace(string(key)), resources)))
+}
+
+// RenderEncryptionConfig renders an EncryptionConfiguration that encrypts
+// secrets and the given resources with one key and still reads plain data
+// (identity last), so enabling encryption never makes old objects unreadable.
+func RenderEncryptionConfig(provider, base64Key string, resources []string) string {
+	all := []string{"secrets"}
+	seen := map[string]bool{"secrets": true}
+	for _, r := range resources {
+		if !seen[r] {
+			seen[r] = true
+			all = append(all, r)
+		}
+	}
+	var sb strings.Builder
+	sb.WriteString("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources:\n")
+	for _, r := range all {
+		fmt.Fprintf(&sb, "      - %s\n", r)
+	}
+	fmt.Fprintf(&sb, "    providers:\n      - %s:\n          keys:\n            - name: key1\n              secret: %s\n      - identity: {}\n", provider, base64Key)
+	return sb.String()
+}
+
+func firstIP(cidr string) (net.IP, error) {
+	prefix, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return nil, err
+	}
+	return net.IP(prefix.Masked().Addr().Next().AsSlice()), nil
+}
+
+func splitHosts(hosts []string) (dns []string, ips []net.IP) {
+	seen := map[string]bool{}
+	for _, h := range hosts {
+		if h == "" || seen[h] {
+			continue
+		}
+		seen[h] = true
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, h)
+		}
+	}
+	return dns, ips
+}

@@ -1,0 +1,176 @@
+package releases
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// Store is the versioned cache of upstream binaries:
+//
+//	DIR/kubernetes/<version>/bin/<component>
+//	DIR/etcd/<version>/bin/{etcd,etcdctl}
+//	DIR/build/...   work modules of the builder (kept so rebuilds are fast)
+//
+// A directory is complete only when its stamp file exists; a half-finished
+// build is redone, never used.
+type Store struct {
+	Dir string
+	// Source fills a missing release. Nil means build from the Go module proxy.
+	Source Source
+}
+
+// Source produces the binaries of one release (Kubernetes or etcd) into binDir.
+type Source interface {
+	EnsureKubernetes(ctx context.Context, r Release, binDir string, log io.Writer) error
+	EnsureEtcd(ctx context.Context, etcdVersion string, binDir string, log io.Writer) error
+}
+
+const stampName = ".complete"
+
+// DefaultCacheDir is $LOTSE_CACHE_DIR, else $XDG_CACHE_HOME/lotse, else ~/.cache/lotse.
+func DefaultCacheDir() string {
+	if d := os.Getenv("LOTSE_CACHE_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "lotse")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "lotse-cache")
+	}
+	return filepath.Join(home, ".cache", "lotse")
+}
+
+// NewStore returns a store at dir that builds from the Go module proxy.
+func NewStore(dir string) *Store { return &Store{Dir: dir} }
+
+func (s *Store) source() Source {
+	if s.Source != nil {
+		return s.Source
+	}
+	return &ProxyBuilder{WorkDir: filepath.Join(s.Dir, "build")}
+}
+
+// KubernetesBinDir is where a release's Kubernetes binaries live.
+func (s *Store) KubernetesBinDir(version string) string {
+	return filepath.Join(s.Dir, "kubernetes", version, "bin")
+}
+
+// EtcdBinDir is where an etcd version's binaries live.
+func (s *Store) EtcdBinDir(version string) string {
+	return filepath.Join(s.Dir, "etcd", version, "bin")
+}
+
+// Binaries are the paths of one release's executables.
+type Binaries struct {
+	Release Release
+	paths   map[string]string
+}
+
+// Path returns the executable of a component ("kube-apiserver", "etcd", ...).
+func (b Binaries) Path(component string) string { return b.paths[component] }
+
+// Installed reports whether a release is fully present in the cache.
+func (s *Store) Installed(r Release) bool {
+	return stamped(s.KubernetesBinDir(r.Version)) && stamped(s.EtcdBinDir(r.Etcd))
+}
+
+// Binaries returns the paths of an installed release, or an error telling how
+// to install it.
+func (s *Store) Binaries(r Release) (Binaries, error) {
+	if !s.Installed(r) {
+		return Binaries{}, fmt.Errorf("kubernetes %s is not built yet in %s; run `lotse release build %s`", r.Version, s.Dir, r.Version)
+	}
+	return s.binaries(r), nil
+}
+
+func (s *Store) binaries(r Release) Binaries {
+	b := Binaries{Release: r, paths: map[string]string{}}
+	for _, c := range Components {
+		b.paths[c] = filepath.Join(s.KubernetesBinDir(r.Version), c)
+	}
+	for _, c := range EtcdComponents {
+		b.paths[c] = filepath.Join(s.EtcdBinDir(r.Etcd), c)
+	}
+	return b
+}
+
+// Ensure makes a release present, building or downloading what is missing.
+// It is idempotent and safe to call from several processes at once: a file
+// lock serialises builds of the same directory.
+func (s *Store) Ensure(ctx context.Context, r Release, log io.Writer) (Binaries, error) {
+	if log == nil {
+		log = io.Discard
+	}
+	if err := s.ensureDir(ctx, s.KubernetesBinDir(r.Version), log, func(binDir string) error {
+		return s.source().EnsureKubernetes(ctx, r, binDir, log)
+	}); err != nil {
+		return Binaries{}, fmt.Errorf("kubernetes %s: %w", r.Version, err)
+	}
+	if err := s.ensureDir(ctx, s.EtcdBinDir(r.Etcd), log, func(binDir string) error {
+		return s.source().EnsureEtcd(ctx, r.Etcd, binDir, log)
+	}); err != nil {
+		return Binaries{}, fmt.Errorf("etcd %s: %w", r.Etcd, err)
+	}
+	return s.binaries(r), nil
+}
+
+func (s *Store) ensureDir(ctx context.Context, binDir string, log io.Writer, fill func(string) error) error {
+	if stamped(binDir) {
+		return nil
+	}
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return err
+	}
+	unlock, err := lockFile(ctx, binDir+".lock")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if stamped(binDir) { // another process finished it while we waited
+		return nil
+	}
+	start := time.Now()
+	if err := fill(binDir); err != nil {
+		return err
+	}
+	stamp, _ := json.Marshal(map[string]string{"completed": time.Now().UTC().Format(time.RFC3339), "took": time.Since(start).Round(time.Second).String()})
+	return os.WriteFile(filepath.Join(binDir, stampName), stamp, 0o644)
+}
+
+func stamped(binDir string) bool {
+	_, err := os.Stat(filepath.Join(binDir, stampName))
+	return err == nil
+}
+
+// lockFile takes an exclusive flock, waiting until ctx is done.
+func lockFile(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
