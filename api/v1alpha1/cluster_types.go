@@ -57,7 +57,8 @@ type Cluster struct {
 type ClusterSpec struct {
 	// Kubernetes selects the version of the cluster.
 	// +kubebuilder:default={}
-	Kubernetes KubernetesSpec `json:"kubernetes"`
+	// +optional
+	Kubernetes KubernetesSpec `json:"kubernetes,omitempty"`
 
 	// ControlPlane shapes the hosted control plane.
 	// +kubebuilder:default={}
@@ -84,8 +85,9 @@ type KubernetesSpec struct {
 	// +kubebuilder:validation:Enum="1.36.3";"1.35.4"
 	// +kubebuilder:validation:MaxLength=16
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || [int(self.split('.')[0]), int(self.split('.')[1])] == [int(oldSelf.split('.')[0]), int(oldSelf.split('.')[1])] ? int(self.split('.')[2]) >= int(oldSelf.split('.')[2]) : (int(self.split('.')[0]) > int(oldSelf.split('.')[0]) || (int(self.split('.')[0]) == int(oldSelf.split('.')[0]) && int(self.split('.')[1]) > int(oldSelf.split('.')[1])))",messageExpression="'spec.kubernetes.version: downgrade from ' + oldSelf + ' to ' + self + ' is not supported; choose ' + oldSelf + ' or a newer version'",reason=FieldValueForbidden
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || int(self.split('.')[0]) != int(oldSelf.split('.')[0]) || int(self.split('.')[1]) <= int(oldSelf.split('.')[1]) + 1",messageExpression="'spec.kubernetes.version: upgrade from ' + oldSelf + ' to ' + self + ' skips a minor version; upgrade to 1.' + string(int(oldSelf.split('.')[1]) + 1) + '.x first'",reason=FieldValueForbidden
-	Version string `json:"version"`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || int(self.split('.')[0]) != int(oldSelf.split('.')[0]) || int(self.split('.')[1]) <= int(oldSelf.split('.')[1]) + 1",message="spec.kubernetes.version: an upgrade may not skip a minor version; upgrade to the next minor version first",reason=FieldValueForbidden
+	// +optional
+	Version string `json:"version,omitempty"`
 }
 
 // ControlPlaneSpec shapes the hosted control plane.
@@ -95,16 +97,18 @@ type ControlPlaneSpec struct {
 	// Immutable for now.
 	// +kubebuilder:default=false
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.controlPlane.highAvailability is immutable; create a new cluster to change it"
-	HighAvailability bool `json:"highAvailability"`
+	// +optional
+	HighAvailability bool `json:"highAvailability,omitempty"`
 }
 
 // EncryptionSpec configures encryption at rest. Secrets are always encrypted.
-// +kubebuilder:validation:XValidation:rule="self.provider == oldSelf.provider",message="spec.encryption.provider is immutable; changing it needs a key rotation, which is not supported yet"
+// +kubebuilder:validation:XValidation:rule="!has(self.provider) || !has(oldSelf.provider) || self.provider == oldSelf.provider",message="spec.encryption.provider is immutable; changing it needs a key rotation, which is not supported yet"
 type EncryptionSpec struct {
 	// Provider is the encryption provider: aescbc (default), aesgcm or secretbox.
 	// +kubebuilder:default=aescbc
 	// +kubebuilder:validation:Enum=aescbc;aesgcm;secretbox
-	Provider string `json:"provider"`
+	// +optional
+	Provider string `json:"provider,omitempty"`
 
 	// Resources are encrypted in addition to secrets, e.g. "configmaps" or
 	// "widgets.example.com".
@@ -122,23 +126,25 @@ type EncryptedResource string
 
 // NetworkingSpec holds the cluster's address ranges.
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.networking is immutable; create a new cluster to change address ranges"
-// +kubebuilder:validation:XValidation:rule="!isCIDR(self.pods) || !isCIDR(self.services) || !(cidr(self.pods).containsCIDR(cidr(self.services)) || cidr(self.services).containsCIDR(cidr(self.pods)))",messageExpression="'spec.networking.pods (' + self.pods + ') and spec.networking.services (' + self.services + ') overlap; choose disjoint ranges'"
+// +kubebuilder:validation:XValidation:rule="!has(self.pods) || !has(self.services) || !isCIDR(self.pods) || !isCIDR(self.services) || !(cidr(self.pods).containsCIDR(cidr(self.services)) || cidr(self.services).containsCIDR(cidr(self.pods)))",messageExpression="'spec.networking.pods (' + self.pods + ') and spec.networking.services (' + self.services + ') overlap; choose disjoint ranges'"
 type NetworkingSpec struct {
 	// Pods is the CIDR pod addresses come from; each node gets a /24 of it.
 	// +kubebuilder:default="10.244.0.0/16"
 	// +kubebuilder:validation:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4",messageExpression="'spec.networking.pods: ' + self + ' is not an IPv4 CIDR; write it like 10.244.0.0/16'"
-	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'spec.networking.pods: ' + self + ' has host bits set; use ' + string(cidr(self).masked())"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="spec.networking.pods has host bits set; write the network address, e.g. 10.244.0.0/16 instead of 10.244.1.0/16"
 	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).prefixLength() <= 22",message="spec.networking.pods must be /22 or larger so that nodes can get /24 ranges"
-	Pods string `json:"pods"`
+	// +optional
+	Pods string `json:"pods,omitempty"`
 
 	// Services is the CIDR ClusterIPs come from.
 	// +kubebuilder:default="10.96.0.0/16"
 	// +kubebuilder:validation:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4",messageExpression="'spec.networking.services: ' + self + ' is not an IPv4 CIDR; write it like 10.96.0.0/16'"
-	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'spec.networking.services: ' + self + ' has host bits set; use ' + string(cidr(self).masked())"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="spec.networking.services has host bits set; write the network address, e.g. 10.96.0.0/16 instead of 10.96.1.0/16"
 	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || (cidr(self).prefixLength() >= 12 && cidr(self).prefixLength() <= 28)",message="spec.networking.services must be between /12 and /28"
-	Services string `json:"services"`
+	// +optional
+	Services string `json:"services,omitempty"`
 }
 
 // ClusterStatus is what Lotse observed and did.

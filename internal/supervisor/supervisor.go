@@ -35,6 +35,9 @@ type Spec struct {
 	Env     []string
 	Dir     string
 	LogFile string
+	// Tier orders stopping: higher tiers stop first, so clients (API
+	// servers) go before what they depend on (etcd) and shut down cleanly.
+	Tier int
 }
 
 // Hash identifies the spec: a process is restarted when its hash changes.
@@ -374,21 +377,30 @@ func (s *Supervisor) stopMatching(match func(string) bool) {
 	}
 	s.mu.Unlock()
 
+	sort.Slice(ps, func(i, j int) bool { return ps[i].spec.Tier > ps[j].spec.Tier })
 	var wg sync.WaitGroup
-	for _, p := range ps {
-		wg.Add(1)
-		go func(p *proc) {
-			defer wg.Done()
-			close(p.quit)
-			<-p.done
-			s.mu.Lock()
-			pid, st := p.pid, p.startTime
-			s.mu.Unlock()
-			s.terminate(pid, st)
-			s.logf("%s: stopped", p.spec.Name)
-		}(p)
+	for i := 0; i < len(ps); {
+		j := i
+		for j < len(ps) && ps[j].spec.Tier == ps[i].spec.Tier {
+			j++
+		}
+		for _, p := range ps[i:j] {
+			wg.Add(1)
+			go func(p *proc) {
+				defer wg.Done()
+				start := time.Now()
+				close(p.quit)
+				<-p.done
+				s.mu.Lock()
+				pid, st := p.pid, p.startTime
+				s.mu.Unlock()
+				s.terminate(pid, st)
+				s.logf("%s: stopped in %s", p.spec.Name, time.Since(start).Round(time.Millisecond))
+			}(p)
+		}
+		wg.Wait()
+		i = j
 	}
-	wg.Wait()
 	// Whatever still carries a matching marker (left by an earlier lotse,
 	// or started in a race) goes too.
 	for _, f := range FindProcesses(s.owner) {

@@ -113,6 +113,7 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			Path:    spec.Binaries.Path("kube-apiserver"),
 			Args:    args,
 			LogFile: b.logFile(spec.Key, CompAPIServer, i),
+			Tier:    1,
 		})
 	}
 	return specs
@@ -142,6 +143,7 @@ func (b *Backend) loadBalancerSpec(spec controlplane.Spec, l Layout, p pki.Clust
 		Path:    b.LotseBinary,
 		Args:    args,
 		LogFile: b.logFile(spec.Key, CompLoadBalancer, 0),
+		Tier:    2,
 	}
 }
 
@@ -187,6 +189,7 @@ func (b *Backend) controllerManagerSpecs(spec controlplane.Spec, l Layout, p pki
 			Path:    spec.Binaries.Path("kube-controller-manager"),
 			Args:    args,
 			LogFile: b.logFile(spec.Key, CompControllerManager, i),
+			Tier:    3,
 		})
 	}
 	return specs
@@ -223,6 +226,7 @@ func (b *Backend) schedulerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 				fmt.Sprintf("--leader-elect=%t", spec.HighAvailability),
 			},
 			LogFile: b.logFile(spec.Key, CompScheduler, i),
+			Tier:    3,
 		})
 	}
 	return specs
