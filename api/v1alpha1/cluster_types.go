@@ -7,6 +7,11 @@ import (
 // ClusterFinalizer keeps a Cluster until its control plane and data are gone.
 const ClusterFinalizer = "lotse.dev/cluster"
 
+// PausedAnnotation set to "true" stops reconciliation of a Cluster (as
+// Cluster API's paused annotation does): nothing is created, repaired or
+// changed until it is removed. Deletion still works.
+const PausedAnnotation = "lotse.dev/paused"
+
 // Condition types of a Cluster, modelled on Gardener's care conditions.
 const (
 	// ConditionAPIServerAvailable: the API server answers /readyz through the cluster endpoint.
@@ -82,7 +87,9 @@ type KubernetesSpec struct {
 	// without a leading "v". Upgrades go one minor at a time; downgrades are
 	// refused.
 	// +kubebuilder:default="1.36.3"
-	// +kubebuilder:validation:Enum="1.36.3";"1.35.4"
+	// The list below is the release catalog (internal/releases); a unit test keeps them equal.
+	// It is a rule rather than an enum so that the upgrade rules still run and explain themselves.
+	// +kubebuilder:validation:XValidation:rule="self in ['1.36.3', '1.35.4']",messageExpression="'spec.kubernetes.version: ' + self + ' is not in the catalog; supported versions: 1.36.3, 1.35.4 (see `lotse release list`)'",reason=FieldValueInvalid
 	// +kubebuilder:validation:MaxLength=16
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || [int(self.split('.')[0]), int(self.split('.')[1])] == [int(oldSelf.split('.')[0]), int(oldSelf.split('.')[1])] ? int(self.split('.')[2]) >= int(oldSelf.split('.')[2]) : (int(self.split('.')[0]) > int(oldSelf.split('.')[0]) || (int(self.split('.')[0]) == int(oldSelf.split('.')[0]) && int(self.split('.')[1]) > int(oldSelf.split('.')[1])))",messageExpression="'spec.kubernetes.version: downgrade from ' + oldSelf + ' to ' + self + ' is not supported; choose ' + oldSelf + ' or a newer version'",reason=FieldValueForbidden
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || int(self.split('.')[0]) != int(oldSelf.split('.')[0]) || int(self.split('.')[1]) <= int(oldSelf.split('.')[1]) + 1",message="spec.kubernetes.version: an upgrade may not skip a minor version; upgrade to the next minor version first",reason=FieldValueForbidden

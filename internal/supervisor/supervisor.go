@@ -180,7 +180,7 @@ func (s *Supervisor) Ensure(spec Spec) error {
 	// Leftovers with an old spec, or duplicates, must go before we start.
 	for _, e := range extra {
 		s.logf("%s: stopping leftover pid %d", spec.Name, e.PID)
-		s.terminate(e.PID, e.StartTime)
+		s.terminate(e.PID, e.StartTime, s.opts.StopTimeout)
 	}
 	if adopt != nil {
 		s.mu.Lock()
@@ -348,20 +348,27 @@ func (s *Supervisor) SetOnChange(f func(name string)) {
 // SIGKILL). It also terminates any process of the same name the supervisor
 // has not adopted, so nothing of that name is left running.
 func (s *Supervisor) Stop(name string) {
-	s.stopMatching(func(n string) bool { return n == name })
+	s.stopMatching(func(n string) bool { return n == name }, s.opts.StopTimeout)
 }
 
 // StopPrefix stops every process whose name starts with prefix.
 func (s *Supervisor) StopPrefix(prefix string) {
-	s.stopMatching(func(n string) bool { return strings.HasPrefix(n, prefix) })
+	s.stopMatching(func(n string) bool { return strings.HasPrefix(n, prefix) }, s.opts.StopTimeout)
 }
 
 // StopAll stops every process of this owner.
 func (s *Supervisor) StopAll() {
-	s.stopMatching(func(string) bool { return true })
+	s.stopMatching(func(string) bool { return true }, s.opts.StopTimeout)
 }
 
-func (s *Supervisor) stopMatching(match func(string) bool) {
+// KillPrefix ends every process whose name starts with prefix at once
+// (SIGKILL), for when its data is about to be deleted anyway and a graceful
+// shutdown would only cost time.
+func (s *Supervisor) KillPrefix(prefix string) {
+	s.stopMatching(func(n string) bool { return strings.HasPrefix(n, prefix) }, 0)
+}
+
+func (s *Supervisor) stopMatching(match func(string) bool, timeout time.Duration) {
 	s.mu.Lock()
 	var ps []*proc
 	for name, p := range s.procs {
@@ -394,7 +401,7 @@ func (s *Supervisor) stopMatching(match func(string) bool) {
 				s.mu.Lock()
 				pid, st := p.pid, p.startTime
 				s.mu.Unlock()
-				s.terminate(pid, st)
+				s.terminate(pid, st, timeout)
 				s.logf("%s: stopped in %s", p.spec.Name, time.Since(start).Round(time.Millisecond))
 			}(p)
 		}
@@ -406,19 +413,21 @@ func (s *Supervisor) stopMatching(match func(string) bool) {
 	for _, f := range FindProcesses(s.owner) {
 		if match(f.Name) {
 			wg.Add(1)
-			go func(f Found) { defer wg.Done(); s.terminate(f.PID, f.StartTime) }(f)
+			go func(f Found) { defer wg.Done(); s.terminate(f.PID, f.StartTime, timeout) }(f)
 		}
 	}
 	wg.Wait()
 }
 
 // terminate sends SIGTERM to the process group, waits, then SIGKILLs.
-func (s *Supervisor) terminate(pid int, startTime uint64) {
+func (s *Supervisor) terminate(pid int, startTime uint64, timeout time.Duration) {
 	if pid <= 0 || !alive(pid, startTime) {
 		return
 	}
-	signalGroup(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(s.opts.StopTimeout)
+	if timeout > 0 {
+		signalGroup(pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if !alive(pid, startTime) {
 			return

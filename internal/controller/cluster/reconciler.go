@@ -105,6 +105,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !cluster.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, cluster)
 	}
+	if cluster.Annotations[lotsev1.PausedAnnotation] == "true" {
+		logger.V(1).Info("reconciliation paused", "annotation", lotsev1.PausedAnnotation)
+		return ctrl.Result{}, nil
+	}
 	if controllerutil.AddFinalizer(cluster, lotsev1.ClusterFinalizer) {
 		if err := r.Client.Update(ctx, cluster); err != nil {
 			return ctrl.Result{}, err

@@ -237,7 +237,9 @@ func (b *Backend) logFile(key, component string, i int) string {
 
 // Delete stops every process of the control plane and removes its directory.
 func (b *Backend) Delete(ctx context.Context, key string) error {
-	if err := b.Stop(ctx, key); err != nil {
+	// The data goes next, so there is nothing to shut down gracefully for.
+	b.Supervisor.KillPrefix(key + "/")
+	if err := supervisor.WaitStopped(ctx, b.Supervisor.Owner(), key+"/"); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(b.Dir(key)); err != nil {

@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lotse/lotse/internal/pki"
+	"github.com/lotse/lotse/internal/supervisor"
+)
+
+// TestHighAvailability: an HA cluster keeps answering API requests while
+// one etcd member and then one API server are killed, and the supervisor
+// brings the killed processes back.
+func TestHighAvailability(t *testing.T) {
+	const name = "ha"
+	mustCLI(t, "cluster", "create", name, "--ha", "--wait", "--timeout", "3m")
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait") })
+	mc := mgmtClient(t)
+	cl := getCluster(t, mc, name)
+
+	count := map[string]int{}
+	for _, p := range clusterProcesses(name) {
+		count[componentOf(p.Name)]++
+	}
+	want := map[string]int{"etcd": 3, "kube-apiserver": 2, "kube-controller-manager": 2, "kube-scheduler": 2, "loadbalancer": 1}
+	for comp, n := range want {
+		if count[comp] != n {
+			t.Errorf("%s: %d processes, want %d (all: %v)", comp, count[comp], n, count)
+		}
+	}
+
+	// Probe the API through the cluster endpoint continuously, each request
+	// on a new connection, as independent clients would.
+	client := adminHTTPClient(t, name)
+	var ok, failed atomic.Int64
+	var firstFailure atomic.Value
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			resp, err := client.Get(cl.Status.Endpoint + "/api/v1/namespaces/default")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					ok.Add(1)
+				} else {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			if err != nil {
+				failed.Add(1)
+				firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339Nano), err))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+
+	killAndAwaitRestart(t, name+"/etcd-1")
+	// The member rejoins: the cluster is healthy again.
+	waitClusterReady(t, mc, name, 2*time.Minute)
+	killAndAwaitRestart(t, name+"/kube-apiserver-0")
+	waitClusterReady(t, mc, name, 2*time.Minute)
+	time.Sleep(time.Second)
+	cancel()
+	wg.Wait()
+
+	t.Logf("API probes during the outages: %d ok, %d failed", ok.Load(), failed.Load())
+	if ok.Load() < 20 {
+		t.Errorf("only %d successful probes; the probe loop did not run", ok.Load())
+	}
+	if failed.Load() > 0 {
+		t.Errorf("%d API requests failed while one member was down; first: %v", failed.Load(), firstFailure.Load())
+	}
+}
+
+func componentOf(processName string) string {
+	base := filepath.Base(processName)
+	for i := len(base) - 1; i >= 0; i-- {
+		if base[i] == '-' {
+			return base[:i]
+		}
+	}
+	return base
+}
+
+// killAndAwaitRestart SIGKILLs a cluster's process ("cluster/etcd-1") and
+// waits until the supervisor has started a new one under the same name.
+func killAndAwaitRestart(t *testing.T, which string) {
+	t.Helper()
+	full := "clusters/default/" + which
+	var old supervisor.Found
+	for _, f := range supervisor.FindProcesses(env.owner) {
+		if f.Name == full {
+			old = f
+		}
+	}
+	if old.PID == 0 {
+		t.Fatalf("no process %s", full)
+	}
+	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed %s (pid %d)", full, old.PID)
+	waitFor(t, time.Minute, "a new "+full, func() (bool, error) {
+		for _, f := range supervisor.FindProcesses(env.owner) {
+			if f.Name == full && f.PID != old.PID {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// adminHTTPClient authenticates with the cluster's admin certificate and
+// opens a new connection for every request.
+func adminHTTPClient(t testing.TB, name string) *http.Client {
+	t.Helper()
+	p := pki.ClusterPKI{Dir: filepath.Join(clusterDir(name), "pki")}
+	cert, err := tls.LoadX509KeyPair(p.Cert(pki.AdminName), p.Key(pki.AdminName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(p.Cert(pki.CAName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(caPEM)
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			TLSClientConfig:   &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
+		},
+	}
+}

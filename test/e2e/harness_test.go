@@ -1,0 +1,270 @@
+// Package e2e tests Lotse end to end on the real binaries: the lotse binary
+// (LOTSE_BINARY, built by `make e2e`), upstream Kubernetes and etcd from the
+// release cache. One `lotse up` serves all tests; tests that restart it do so
+// through the harness.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/manager"
+	"github.com/lotse/lotse/internal/managementplane"
+	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/supervisor"
+)
+
+// lotse is the harness of the one `lotse up` the tests share.
+type lotseUp struct {
+	binary   string
+	stateDir string
+	owner    string
+
+	mu  sync.Mutex
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{}
+}
+
+// syncBuffer collects a child's output while tests read it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var env *lotseUp
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	binary := os.Getenv("LOTSE_BINARY")
+	if binary == "" {
+		fmt.Fprintln(os.Stderr, "LOTSE_BINARY is not set; run the end-to-end tests with `make e2e`")
+		return 1
+	}
+	stateDir := os.Getenv("LOTSE_E2E_STATE_DIR")
+	if stateDir == "" {
+		d, err := os.MkdirTemp("", "lotse-e2e-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		stateDir = d
+	}
+	stateDir, _ = filepath.Abs(stateDir)
+	env = &lotseUp{binary: binary, stateDir: stateDir, owner: supervisor.OwnerID(stateDir)}
+	// Start from nothing: a previous run that died may have left processes.
+	_ = exec.Command(binary, "down", "--state-dir", stateDir).Run()
+	_ = os.RemoveAll(stateDir)
+	defer func() {
+		env.stop()
+		if out, err := exec.Command(binary, "down", "--state-dir", stateDir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "lotse down: %v: %s\n", err, out)
+		}
+		if left := supervisor.FindProcesses(env.owner); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "processes left after the tests: %v\n", left)
+		}
+		if os.Getenv("LOTSE_E2E_KEEP") == "" {
+			_ = os.RemoveAll(stateDir)
+		}
+	}()
+	if err := env.start(); err != nil {
+		fmt.Fprintln(os.Stderr, "lotse up:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// start runs `lotse up` and waits until its manager serves.
+func (l *lotseUp) start() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := &syncBuffer{}
+	cmd := exec.Command(l.binary, "up", "--state-dir", l.stateDir)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	l.cmd, l.out, l.exited = cmd, out, exited
+	deadline := time.After(5 * time.Minute)
+	for {
+		if strings.Contains(out.String(), "lotse is up") {
+			return nil
+		}
+		select {
+		case <-exited:
+			l.cmd = nil
+			return fmt.Errorf("lotse up exited:\n%s", out.String())
+		case <-deadline:
+			return fmt.Errorf("lotse up did not come up in 5 minutes:\n%s", out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// stop interrupts `lotse up` like Ctrl-C and waits for it.
+func (l *lotseUp) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cmd == nil {
+		return
+	}
+	_ = l.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-l.exited:
+	case <-time.After(2 * time.Minute):
+		_ = l.cmd.Process.Kill()
+		<-l.exited
+	}
+	l.cmd = nil
+}
+
+// crash kills `lotse up` with SIGKILL: nothing gets cleaned up.
+func (l *lotseUp) crash() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cmd == nil {
+		return
+	}
+	_ = l.cmd.Process.Kill()
+	<-l.exited
+	l.cmd = nil
+}
+
+func (l *lotseUp) kubeconfig() string {
+	return filepath.Join(l.stateDir, managementplane.KubeconfigFile)
+}
+
+// lotseCLI runs the lotse CLI against the shared management plane.
+func lotseCLI(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(env.binary, args...)
+	cmd.Env = append(os.Environ(), "LOTSE_KUBECONFIG="+env.kubeconfig())
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func mustCLI(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := lotseCLI(t, args...)
+	if err != nil {
+		t.Fatalf("lotse %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// mgmtClient is a client of the management API.
+func mgmtClient(t testing.TB) client.Client {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", env.kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitFor polls cond until it returns true or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		lastErr = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
+}
+
+func getCluster(t testing.TB, c client.Client, name string) *lotsev1.Cluster {
+	t.Helper()
+	cl := &lotsev1.Cluster{}
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: name}, cl); err != nil {
+		t.Fatalf("get cluster %s: %v", name, err)
+	}
+	return cl
+}
+
+func waitClusterReady(t testing.TB, c client.Client, name string, timeout time.Duration) *lotsev1.Cluster {
+	t.Helper()
+	var cl *lotsev1.Cluster
+	waitFor(t, timeout, "cluster "+name+" Ready", func() (bool, error) {
+		cl = &lotsev1.Cluster{}
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: name}, cl); err != nil {
+			return false, err
+		}
+		return cl.Status.ObservedGeneration == cl.Generation && meta.IsStatusConditionTrue(cl.Status.Conditions, lotsev1.ConditionReady), nil
+	})
+	return cl
+}
+
+// clusterProcesses lists the live processes of a cluster's control plane.
+func clusterProcesses(name string) []supervisor.Found {
+	var out []supervisor.Found
+	for _, f := range supervisor.FindProcesses(env.owner) {
+		if strings.HasPrefix(f.Name, "clusters/default/"+name+"/") {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func clusterDir(name string) string {
+	return filepath.Join(env.stateDir, "clusters", "default", name)
+}
+
+func kubectlPath(t testing.TB) string {
+	t.Helper()
+	store := releases.NewStore(releases.DefaultCacheDir())
+	bins, err := store.Binaries(releases.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bins.Path("kubectl")
+}
+
+func etcdBinaries(t testing.TB) releases.Binaries {
+	t.Helper()
+	bins, err := releases.NewStore(releases.DefaultCacheDir()).Binaries(releases.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bins
+}

@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+)
+
+func validCluster(name string) *lotsev1.Cluster {
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{
+		Name: name, Namespace: "default",
+		// Paused: the manager leaves it alone, so no control plane starts.
+		Annotations: map[string]string{lotsev1.PausedAnnotation: "true"},
+	}}
+	c.Spec.Kubernetes.Version = "1.36.3"
+	return c
+}
+
+// TestValidationOnCreate: bad specs are rejected with a message naming the field.
+func TestValidationOnCreate(t *testing.T) {
+	mc := mgmtClient(t)
+	cases := []struct {
+		name   string
+		mutate func(*lotsev1.Cluster)
+		want   []string
+	}{
+		{"unknown version", func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.20.0" },
+			[]string{"spec.kubernetes.version: 1.20.0 is not in the catalog; supported versions: 1.36.3, 1.35.4"}},
+		{"malformed pod CIDR", func(c *lotsev1.Cluster) { c.Spec.Networking.Pods = "10.244.0.0/33" },
+			[]string{"spec.networking.pods", "is not an IPv4 CIDR", "10.244.0.0/16"}},
+		{"pod CIDR not a CIDR at all", func(c *lotsev1.Cluster) { c.Spec.Networking.Pods = "banana" },
+			[]string{"spec.networking.pods: banana is not an IPv4 CIDR"}},
+		{"malformed service CIDR", func(c *lotsev1.Cluster) { c.Spec.Networking.Services = "10.96.0.0" },
+			[]string{"spec.networking.services: 10.96.0.0 is not an IPv4 CIDR"}},
+		{"host bits set", func(c *lotsev1.Cluster) { c.Spec.Networking.Pods = "10.244.1.0/16" },
+			[]string{"spec.networking.pods has host bits set"}},
+		{"overlapping pod and service CIDRs", func(c *lotsev1.Cluster) {
+			c.Spec.Networking.Pods = "10.0.0.0/8"
+			c.Spec.Networking.Services = "10.96.0.0/16"
+		}, []string{"spec.networking.pods (10.0.0.0/8) and spec.networking.services (10.96.0.0/16) overlap"}},
+		{"service CIDR too large", func(c *lotsev1.Cluster) { c.Spec.Networking.Services = "10.0.0.0/8" },
+			[]string{"spec.networking.services must be between /12 and /28"}},
+		{"unknown encryption provider", func(c *lotsev1.Cluster) { c.Spec.Encryption.Provider = "rot13" },
+			[]string{"spec.encryption.provider", `Unsupported value: "rot13"`, `"aescbc"`}},
+		{"bad encrypted resource", func(c *lotsev1.Cluster) {
+			c.Spec.Encryption.Resources = []lotsev1.EncryptedResource{"Config Maps"}
+		}, []string{"spec.encryption.resources[0]", "should match"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validCluster("invalid")
+			tc.mutate(c)
+			err := mc.Create(context.Background(), c, client.DryRunAll)
+			if err == nil {
+				t.Fatalf("accepted: %+v", c.Spec)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+	// The defaults make a minimal spec valid.
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "minimal", Namespace: "default"}}
+	if err := mc.Create(context.Background(), c, client.DryRunAll); err != nil {
+		t.Fatalf("minimal cluster rejected: %v", err)
+	}
+	if c.Spec.Kubernetes.Version != "1.36.3" || c.Spec.Networking.Pods != "10.244.0.0/16" || c.Spec.Encryption.Provider != "aescbc" {
+		t.Errorf("defaults not applied: %+v", c.Spec)
+	}
+}
+
+// TestValidationOnUpdate: immutable fields, downgrades and skipped minors
+// are rejected with a message naming the field.
+func TestValidationOnUpdate(t *testing.T) {
+	mc := mgmtClient(t)
+	cases := []struct {
+		name    string
+		initial func(*lotsev1.Cluster)
+		update  func(*lotsev1.Cluster)
+		want    string
+	}{
+		{"change networking", nil, func(c *lotsev1.Cluster) { c.Spec.Networking.Pods = "10.200.0.0/16" },
+			"spec.networking is immutable"},
+		{"change high availability", nil, func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = true },
+			"spec.controlPlane.highAvailability is immutable"},
+		{"change encryption provider", nil, func(c *lotsev1.Cluster) { c.Spec.Encryption.Provider = "secretbox" },
+			"spec.encryption.provider is immutable"},
+		{"downgrade", nil, func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },
+			"spec.kubernetes.version: downgrade from 1.36.3 to 1.35.4 is not supported"},
+		{"skip a minor", func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },
+			func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.37.0" },
+			"spec.kubernetes.version: an upgrade may not skip a minor version"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			c := validCluster("upd-" + string(rune('a'+i)))
+			if tc.initial != nil {
+				tc.initial(c)
+			}
+			if err := mc.Create(ctx, c); err != nil {
+				t.Fatalf("create: %v", err)
+			}
+			t.Cleanup(func() { _ = mc.Delete(context.Background(), c) })
+			tc.update(c)
+			err := mc.Update(ctx, c)
+			if err == nil {
+				t.Fatal("update accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error does not mention %q:\n%v", tc.want, err)
+			}
+		})
+	}
+	// A patch upgrade within the catalog is accepted.
+	c := validCluster("upd-ok")
+	c.Spec.Kubernetes.Version = "1.35.4"
+	if err := mc.Create(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mc.Delete(context.Background(), c) })
+	c.Spec.Kubernetes.Version = "1.36.3"
+	if err := mc.Update(context.Background(), c); err != nil {
+		t.Errorf("upgrade 1.35.4 -> 1.36.3 rejected: %v", err)
+	}
+}
+
+// TestCLIChecks: the CLI rejects bad input before calling the API and says what to do.
+func TestCLIChecks(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cluster", "create", "x", "--kubernetes-version", "1.20.0"}, "--kubernetes-version"},
+		{[]string{"cluster", "create"}, "expected one cluster name"},
+		{[]string{"cluster", "get", "does-not-exist"}, "not found; see `lotse cluster list -A`"},
+		{[]string{"cluster", "kubeconfig", "does-not-exist"}, "does not exist or is still being created"},
+		{[]string{"release", "build", "9.9.9"}, "not in the catalog"},
+	}
+	for _, tc := range cases {
+		out, err := lotseCLI(t, tc.args...)
+		if err == nil {
+			t.Errorf("lotse %v succeeded: %s", tc.args, out)
+			continue
+		}
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("lotse %v: output does not mention %q:\n%s", tc.args, tc.want, out)
+		}
+	}
+	// Without a management plane, the CLI says how to get one.
+	cmd := []string{"cluster", "list", "--kubeconfig", "/nonexistent/kubeconfig"}
+	if out, err := lotseCLI(t, cmd...); err == nil || !strings.Contains(out, "/nonexistent/kubeconfig") {
+		t.Errorf("lotse %v: %v\n%s", cmd, err, out)
+	}
+}
