@@ -24,8 +24,8 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
-	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/managementplane"
+	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
 )
 

@@ -63,5 +63,29 @@ func newReleaseCommand() *cobra.Command {
 			return nil
 		},
 	})
+	var version string
+	path := &cobra.Command{
+		Use:   "path COMPONENT",
+		Short: "Print the path of a built binary (kubectl, kube-apiserver, etcd, ...)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := releases.Lookup(version)
+			if err != nil {
+				return err
+			}
+			bins, err := releases.NewStore(cacheDir).Binaries(r)
+			if err != nil {
+				return err
+			}
+			p := bins.Path(args[0])
+			if p == "" {
+				return fmt.Errorf("unknown component %q; known: %v %v", args[0], releases.Components, releases.EtcdComponents)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), p)
+			return nil
+		},
+	}
+	path.Flags().StringVar(&version, "kubernetes-version", releases.Default().Version, "release to look in")
+	cmd.AddCommand(path)
 	return cmd
 }

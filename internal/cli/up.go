@@ -11,8 +11,8 @@ import (
 
 	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/loadbalancer"
-	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/managementplane"
+	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/supervisor"
 )

@@ -164,4 +164,3 @@ func readEtcdRaw(t testing.TB, name, key string) string {
 	}
 	return string(resp.Kvs[0].Value)
 }
-

@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
-	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/managementplane"
+	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/supervisor"
 )
@@ -34,7 +34,7 @@ type lotseUp struct {
 	stateDir string
 	owner    string
 
-	mu  sync.Mutex
+	mu     sync.Mutex
 	cmd    *exec.Cmd
 	out    *syncBuffer
 	exited chan struct{}
@@ -258,13 +258,4 @@ func kubectlPath(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return bins.Path("kubectl")
-}
-
-func etcdBinaries(t testing.TB) releases.Binaries {
-	t.Helper()
-	bins, err := releases.NewStore(releases.DefaultCacheDir()).Binaries(releases.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bins
 }

@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/supervisor"
+)
+
+// BenchmarkCreateToAPIServerAvailable measures the seconds from creating a
+// Cluster object to its APIServerAvailable condition turning true, as a
+// client watching the status sees it. Run with -benchtime 5x for the median of 5:
+//
+//	make bench    (or: LOTSE_BINARY=bin/lotse go test -run '^$' -bench CreateToAPIServer -benchtime 5x ./test/e2e/)
+func BenchmarkCreateToAPIServerAvailable(b *testing.B) {
+	for _, ha := range []bool{false, true} {
+		name := "single"
+		if ha {
+			name = "ha"
+		}
+		b.Run(name, func(b *testing.B) {
+			mc := mgmtClient(b)
+			var samples []float64
+			for i := 0; i < b.N; i++ {
+				cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-%s-%d", name, i), Namespace: "default"}}
+				cl.Spec.ControlPlane.HighAvailability = ha
+				start := time.Now()
+				if err := mc.Create(context.Background(), cl); err != nil {
+					b.Fatal(err)
+				}
+				waitFor(b, 3*time.Minute, "APIServerAvailable", func() (bool, error) {
+					cur := &lotsev1.Cluster{}
+					if err := mc.Get(context.Background(), client.ObjectKeyFromObject(cl), cur); err != nil {
+						return false, err
+					}
+					return meta.IsStatusConditionTrue(cur.Status.Conditions, lotsev1.ConditionAPIServerAvailable), nil
+				})
+				samples = append(samples, time.Since(start).Seconds())
+				b.StopTimer()
+				deleteAndWait(b, mc, cl)
+				b.StartTimer()
+			}
+			b.ReportMetric(median(samples), "s-median")
+			b.ReportMetric(maxOf(samples), "s-max")
+			b.Logf("%s: seconds to APIServerAvailable: %v", name, samples)
+		})
+	}
+}
+
+// BenchmarkIdleRSS reports the resident memory of each control-plane
+// process after the cluster has been Ready and idle for 30 seconds.
+func BenchmarkIdleRSS(b *testing.B) {
+	for _, ha := range []bool{false, true} {
+		name := "single"
+		if ha {
+			name = "ha"
+		}
+		b.Run(name, func(b *testing.B) {
+			mc := mgmtClient(b)
+			for i := 0; i < b.N; i++ {
+				cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("rss-%s-%d", name, i), Namespace: "default"}}
+				cl.Spec.ControlPlane.HighAvailability = ha
+				if err := mc.Create(context.Background(), cl); err != nil {
+					b.Fatal(err)
+				}
+				waitClusterReady(b, mc, cl.Name, 3*time.Minute)
+				time.Sleep(30 * time.Second)
+				byComponent := map[string][]float64{}
+				for _, p := range clusterProcesses(cl.Name) {
+					byComponent[componentOf(p.Name)] = append(byComponent[componentOf(p.Name)], rssMiB(p))
+				}
+				for comp, v := range byComponent {
+					b.ReportMetric(maxOf(v), "MiB-"+comp)
+					b.Logf("%s %s RSS MiB: %v", name, comp, v)
+				}
+				deleteAndWait(b, mc, cl)
+			}
+		})
+	}
+}
+
+func deleteAndWait(b testing.TB, mc client.Client, cl *lotsev1.Cluster) {
+	if err := mc.Delete(context.Background(), cl); err != nil {
+		b.Fatal(err)
+	}
+	waitFor(b, 2*time.Minute, "cluster deleted", func() (bool, error) {
+		err := mc.Get(context.Background(), client.ObjectKeyFromObject(cl), &lotsev1.Cluster{})
+		return apierrors.IsNotFound(err), nil
+	})
+}
+
+// rssMiB reads VmRSS of a process.
+func rssMiB(p supervisor.Found) float64 {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.PID), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func maxOf(v []float64) float64 {
+	m := 0.0
+	for _, x := range v {
+		m = max(m, x)
+	}
+	return m
+}
