@@ -76,6 +76,11 @@ func (p ClusterPKI) Kubeconfig(name string) string { return filepath.Join(p.Dir,
 // leaves existing ones alone.
 func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 	p := ClusterPKI{Dir: dir}
+	switch params.EncryptionProvider {
+	case "", ProviderAESCBC, ProviderAESGCM, ProviderSecretbox:
+	default:
+		return p, fmt.Errorf("unknown encryption provider %q (use aescbc, aesgcm or secretbox)", params.EncryptionProvider)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return p, err
 	}

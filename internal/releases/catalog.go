@@ -93,8 +93,12 @@ func ParseVersion(s string) (Version, error) {
 	}
 	var nums [3]int
 	for i, p := range parts {
+		// Plain decimal numbers only: no sign, no leading zeros.
+		if p == "" || strings.Trim(p, "0123456789") != "" || (len(p) > 1 && p[0] == '0') {
+			return Version{}, fmt.Errorf("version %q is not of the form MAJOR.MINOR.PATCH", s)
+		}
 		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 {
+		if err != nil {
 			return Version{}, fmt.Errorf("version %q is not of the form MAJOR.MINOR.PATCH", s)
 		}
 		nums[i] = n

@@ -153,6 +153,7 @@ func (s *Supervisor) Ensure(spec Spec) error {
 	s.mu.Lock()
 	if p, ok := s.procs[spec.Name]; ok {
 		if p.hash == hash {
+			p.spec.Tier = spec.Tier // not part of the hash: no restart needed
 			s.mu.Unlock()
 			return nil
 		}
