@@ -18,6 +18,10 @@ const (
 	ConditionAPIServerAvailable = "APIServerAvailable"
 	// ConditionControlPlaneHealthy: every control-plane process runs and reports healthy.
 	ConditionControlPlaneHealthy = "ControlPlaneHealthy"
+	// ConditionEveryNodeReady: every machine of every pool is a Ready node.
+	ConditionEveryNodeReady = "EveryNodeReady"
+	// ConditionSystemComponentsHealthy: the managed addons (CoreDNS, ...) are available.
+	ConditionSystemComponentsHealthy = "SystemComponentsHealthy"
 	// ConditionReady: the cluster is fully reconciled and healthy.
 	ConditionReady = "Ready"
 )
@@ -46,6 +50,7 @@ const (
 // +kubebuilder:printcolumn:name="HA",type=boolean,JSONPath=`.spec.controlPlane.highAvailability`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.lastOperation.description`,priority=1
+// +kubebuilder:printcolumn:name="Nodes",type=string,JSONPath=`.status.conditions[?(@.type=="EveryNodeReady")].status`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -79,6 +84,12 @@ type ClusterSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Networking NetworkingSpec `json:"networking"`
+	// Workers are the cluster's worker pools.
+	// +kubebuilder:validation:MaxItems=10
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Workers []WorkerPool `json:"workers,omitempty"`
 }
 
 // KubernetesSpec selects a Kubernetes version from the catalog.
@@ -152,6 +163,13 @@ type NetworkingSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || (cidr(self).prefixLength() >= 12 && cidr(self).prefixLength() <= 28)",message="spec.networking.services must be between /12 and /28"
 	// +optional
 	Services string `json:"services,omitempty"`
+
+	// Nodes is the CIDR machines get their addresses from. Empty: Lotse
+	// picks a free /24 on its host (see status.nodesCIDR).
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4 && cidr(self).prefixLength() >= 16 && cidr(self).prefixLength() <= 28",message="spec.networking.nodes must be an IPv4 CIDR between /16 and /28, e.g. 10.250.7.0/24"
+	// +optional
+	Nodes string `json:"nodes,omitempty"`
 }
 
 // ClusterStatus is what Lotse observed and did.
@@ -179,6 +197,14 @@ type ClusterStatus struct {
 	// KubeconfigSecret names the Secret holding the admin kubeconfig (key "kubeconfig").
 	// +optional
 	KubeconfigSecret string `json:"kubeconfigSecret,omitempty"`
+	// NodesCIDR is the network the cluster's machines live in.
+	// +optional
+	NodesCIDR string `json:"nodesCIDR,omitempty"`
+	// Workers reports each worker pool.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Workers []WorkerPoolStatus `json:"workers,omitempty"`
 }
 
 // Operation types.

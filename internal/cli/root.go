@@ -13,6 +13,10 @@ import (
 
 // Execute runs the lotse command line and returns the process exit code.
 func Execute() int {
+	// lotse up keeps running (and must clean up) when whoever reads its
+	// output goes away; without this, a write to a closed pipe would kill
+	// it with SIGPIPE before it stops its control planes.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRootCommand()

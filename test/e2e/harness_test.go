@@ -110,6 +110,9 @@ func (l *lotseUp) start() error {
 	out := &syncBuffer{}
 	cmd := exec.Command(l.binary, "up", "--state-dir", l.stateDir)
 	cmd.Stdout, cmd.Stderr = out, out
+	// If the test binary dies (a timeout, a kill), lotse up gets the
+	// Ctrl-C it would get from a person and stops its control planes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}
 	if err := cmd.Start(); err != nil {
 		return err
 	}

@@ -199,7 +199,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	switch {
 	case !results.Done():
-		return ctrl.Result{RequeueAfter: 500 * time.Millisecond}, nil
+		// Creation waits on processes that become ready within seconds;
+		// look often so the cluster is reported available promptly.
+		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
 	case !healthy:
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 	default:

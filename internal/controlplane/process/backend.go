@@ -174,12 +174,15 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 		{Name: TaskEtcd, DependsOn: []string{TaskPKI}, Run: func(ctx context.Context) (bool, string, error) {
 			return b.ensureEtcd(ctx, spec, layout, clusterPKI)
 		}},
-		{Name: TaskAPIServer, DependsOn: []string{TaskEtcd}, Run: func(ctx context.Context) (bool, string, error) {
+		// The API servers start together with etcd (they retry until it
+		// answers) and count as done once /readyz passes, which needs etcd:
+		// that saves the time etcd takes to become healthy.
+		{Name: TaskAPIServer, DependsOn: []string{TaskPKI}, Run: func(ctx context.Context) (bool, string, error) {
 			return b.ensureAPIServers(ctx, spec, layout, clusterPKI)
 		}},
 	}
 	if spec.HighAvailability {
-		ts = append(ts, tasks.Task{Name: TaskLoadBalancer, DependsOn: []string{TaskAPIServer}, Run: func(ctx context.Context) (bool, string, error) {
+		ts = append(ts, tasks.Task{Name: TaskLoadBalancer, DependsOn: []string{TaskPKI}, Run: func(ctx context.Context) (bool, string, error) {
 			return b.ensureLoadBalancer(ctx, spec, layout, clusterPKI)
 		}})
 	}

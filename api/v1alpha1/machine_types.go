@@ -1,0 +1,186 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Labels Lotse puts on Machines (and on the Nodes they become).
+const (
+	LabelCluster = "lotse.dev/cluster"
+	LabelPool    = "lotse.dev/pool"
+	LabelMachine = "lotse.dev/machine"
+)
+
+// MachineFinalizer keeps a Machine until its node is drained and its
+// resources are gone.
+const MachineFinalizer = "lotse.dev/machine"
+
+// Machine classes.
+const (
+	// MachineClassLocal: a network namespace on this host with its own
+	// containerd, kubelet and kube-proxy.
+	MachineClassLocal = "local"
+)
+
+// WorkerPool is a group of machines of one class.
+// +kubebuilder:validation:XValidation:rule="self.minimum <= self.maximum",message="spec.workers[]: minimum must not exceed maximum"
+// +kubebuilder:validation:XValidation:rule="self.maxSurge > 0 || self.maxUnavailable > 0",message="spec.workers[].maxSurge and maxUnavailable must not both be 0, or a rolling update could never progress"
+type WorkerPool struct {
+	// Name of the pool: lowercase letters, digits and '-'.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=20
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// Minimum number of machines; without an autoscaler, the pool has this many.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Minimum int32 `json:"minimum"`
+	// Maximum number of machines.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Maximum int32 `json:"maximum"`
+	// MaxSurge is how many machines a rolling update may add above the desired count.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxSurge int32 `json:"maxSurge"`
+	// MaxUnavailable is how many machines a rolling update may take away.
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxUnavailable int32 `json:"maxUnavailable"`
+	// MachineClass selects the machine provider and size.
+	// +kubebuilder:default=local
+	// +kubebuilder:validation:Enum=local
+	// +optional
+	MachineClass string `json:"machineClass,omitempty"`
+	// Labels are put on every node of the pool.
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 253 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="spec.workers[].labels: keys must be valid label keys such as 'example.com/role' or 'tier'"
+	// +optional
+	Labels map[string]LabelValue `json:"labels,omitempty"`
+	// Taints are put on every node of the pool.
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(t, t.key.size() <= 253 && t.key.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="spec.workers[].taints: keys must be valid label keys such as 'example.com/dedicated'"
+	// +kubebuilder:validation:XValidation:rule="self.all(t, t.effect in ['NoSchedule', 'PreferNoSchedule', 'NoExecute'])",message="spec.workers[].taints: effect must be NoSchedule, PreferNoSchedule or NoExecute"
+	// +optional
+	Taints []Taint `json:"taints,omitempty"`
+	// Zones the pool's machines are spread over (recorded as topology.kubernetes.io/zone).
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	Zones []string `json:"zones,omitempty"`
+}
+
+// LabelValue is the value of a node label.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`
+type LabelValue string
+
+// Taint is a node taint.
+type Taint struct {
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Value string `json:"value,omitempty"`
+	// Effect is NoSchedule, PreferNoSchedule or NoExecute.
+	// +kubebuilder:validation:MaxLength=20
+	Effect string `json:"effect"`
+}
+
+// WorkerPoolStatus is the observed state of a pool.
+type WorkerPoolStatus struct {
+	Name string `json:"name"`
+	// Desired number of machines.
+	Desired int32 `json:"desired"`
+	// Ready machines: their node is Ready.
+	Ready int32 `json:"ready"`
+	// Updated machines: they run the pool's current configuration.
+	Updated int32 `json:"updated"`
+}
+
+// MachinePhase is where a Machine is in its life.
+type MachinePhase string
+
+// Machine phases.
+const (
+	MachinePending      MachinePhase = "Pending"
+	MachineProvisioning MachinePhase = "Provisioning"
+	MachineRunning      MachinePhase = "Running"
+	MachineDeleting     MachinePhase = "Deleting"
+	MachineFailed       MachinePhase = "Failed"
+)
+
+// Machine is one machine of a worker pool; it becomes a node of its
+// cluster. Lotse creates and deletes Machines as pools scale.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=lotse
+// +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.cluster`
+// +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.pool`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.nodeName`
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.addresses[0].address`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Machine struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   MachineSpec   `json:"spec"`
+	Status MachineStatus `json:"status,omitempty"`
+}
+
+// MachineSpec says what a machine is for.
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="a Machine's spec is immutable; Lotse replaces machines instead of changing them"
+type MachineSpec struct {
+	// Cluster the machine joins.
+	Cluster string `json:"cluster"`
+	// Pool the machine belongs to.
+	Pool string `json:"pool"`
+	// MachineClass selects the provider.
+	MachineClass string `json:"machineClass"`
+	// Version of the kubelet and kube-proxy.
+	Version string `json:"version"`
+	// Index is the machine's number in its cluster; the local provider
+	// derives its address from it.
+	Index int32 `json:"index"`
+}
+
+// MachineAddress is an address of a machine.
+type MachineAddress struct {
+	Type    corev1.NodeAddressType `json:"type"`
+	Address string                 `json:"address"`
+}
+
+// MachineStatus is what the provider and the node report.
+type MachineStatus struct {
+	// +optional
+	Phase MachinePhase `json:"phase,omitempty"`
+	// ProviderID identifies the machine at its provider (local://...).
+	// +optional
+	ProviderID string `json:"providerID,omitempty"`
+	// NodeName of the node the machine became.
+	// +optional
+	NodeName string `json:"nodeName,omitempty"`
+	// +optional
+	Addresses []MachineAddress `json:"addresses,omitempty"`
+	// FailureMessage says why the machine failed, if it did.
+	// +optional
+	FailureMessage string `json:"failureMessage,omitempty"`
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// MachineList is a list of Machines.
+// +kubebuilder:object:root=true
+type MachineList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Machine `json:"items"`
+}
