@@ -8,13 +8,21 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
-# Packages, by the command that proves they are installed.
+# Packages, by a file that proves they are installed. Nodes run Debian's
+# containerd, runc and CNI plugins; gcc builds the pause image.
 declare -A packages=(
-  [ip]=iproute2
+  [/usr/sbin/ip]=iproute2
+  [/usr/bin/nsenter]=util-linux
+  [/usr/bin/containerd]=containerd
+  [/usr/sbin/runc]=runc
+  [/usr/lib/cni/bridge]=containernetworking-plugins
+  [/usr/sbin/iptables]=iptables
+  [/usr/bin/gcc]=gcc
+  [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
 )
 missing=()
-for cmd in "${!packages[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
+for file in "${!packages[@]}"; do
+  [ -e "$file" ] || missing+=("${packages[$file]}")
 done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
