@@ -34,6 +34,7 @@ func newUpCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&opts.StateDir, "state-dir", managementplane.DefaultStateDir(), "where control planes keep data, PKI and logs ($LOTSE_STATE_DIR)")
 	cmd.Flags().StringVar(&opts.CacheDir, "cache-dir", releases.DefaultCacheDir(), "where upstream binaries are built and kept ($LOTSE_CACHE_DIR)")
+	cmd.Flags().StringSliceVar(&opts.DNSUpstreams, "dns-upstream", nil, "resolver the clusters' CoreDNS forwards other names to (repeatable; default: none, no query leaves a cluster)")
 	return cmd
 }
 
@@ -63,6 +64,7 @@ func newDownCommand() *cobra.Command {
 func newManagerCommand() *cobra.Command {
 	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr string
 	var leaderElect bool
+	var dnsUpstreams []string
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run Lotse's controllers against an existing Kubernetes API",
@@ -92,6 +94,7 @@ func newManagerCommand() *cobra.Command {
 				MetricsAddr:    metricsAddr,
 				HealthAddr:     healthAddr,
 				BuildLog:       cmd.ErrOrStderr(),
+				DNSUpstreams:   dnsUpstreams,
 			})
 			if cmd.Context().Err() != nil {
 				return nil
@@ -103,6 +106,7 @@ func newManagerCommand() *cobra.Command {
 	cmd.Flags().StringVar(&stateDir, "state-dir", managementplane.DefaultStateDir(), "where control planes keep data, PKI and logs")
 	cmd.Flags().StringVar(&cacheDir, "cache-dir", releases.DefaultCacheDir(), "where upstream binaries are built and kept")
 	cmd.Flags().BoolVar(&leaderElect, "leader-elect", false, "elect a leader among several managers")
+	cmd.Flags().StringSliceVar(&dnsUpstreams, "dns-upstream", nil, "resolver the clusters' CoreDNS forwards other names to (repeatable; default: none)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the metrics endpoint (0 disables)")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", "0", "address of /healthz and /readyz (0 disables)")
 	return cmd

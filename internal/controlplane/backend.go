@@ -23,6 +23,8 @@ type Spec struct {
 	HighAvailability bool
 	PodCIDR          string
 	ServiceCIDR      string
+	// NodesCIDR is the machines' network; empty lets the backend choose.
+	NodesCIDR string
 	// EncryptionProvider and EncryptedResources configure encryption at rest.
 	EncryptionProvider string
 	EncryptedResources []string

@@ -18,6 +18,7 @@ import (
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
+	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/supervisor"
@@ -51,6 +52,8 @@ type Options struct {
 	CacheDir string
 	// Out receives progress for the person who ran `lotse up`.
 	Out io.Writer
+	// DNSUpstreams are resolvers the clusters' CoreDNS forwards to.
+	DNSUpstreams []string
 }
 
 // Up runs the management plane until ctx ends, then stops every control
@@ -98,6 +101,9 @@ func Up(ctx context.Context, opts Options) error {
 	defer func() {
 		fmt.Fprintln(out, "stopping all control planes (their data is kept; `lotse up` brings them back)")
 		sup.StopAll()
+		if err := local.StopAll(stateDir); err != nil {
+			fmt.Fprintln(out, "stopping machines:", err)
+		}
 	}()
 
 	spec := ManagementSpec(bins)
@@ -129,11 +135,12 @@ func Up(ctx context.Context, opts Options) error {
 		}
 	}()
 	err = manager.Run(ctx, cfg, manager.Options{
-		Releases:   store,
-		Backend:    backend,
-		Supervisor: sup,
-		BuildLog:   out,
-		Started:    started,
+		Releases:     store,
+		Backend:      backend,
+		Supervisor:   sup,
+		BuildLog:     out,
+		Started:      started,
+		DNSUpstreams: opts.DNSUpstreams,
 	})
 	if ctx.Err() != nil {
 		return nil // a requested stop, not a failure
@@ -223,7 +230,7 @@ func Down(stateDir string) (int, error) {
 	owner := supervisor.OwnerID(abs)
 	n := len(supervisor.FindProcesses(owner))
 	supervisor.New(owner, supervisor.Options{}).StopAll()
-	return n, nil
+	return n, local.StopAll(abs)
 }
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {

@@ -21,9 +21,13 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
 	"github.com/lotse/lotse/internal/controlplane/process"
+	"github.com/lotse/lotse/internal/images"
+	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/supervisor"
+	"github.com/lotse/lotse/internal/tenant"
 )
 
 // Scheme knows Kubernetes' built-in types, CRDs and Lotse's types.
@@ -50,6 +54,9 @@ type Options struct {
 	HealthAddr string
 	// BuildLog receives output of on-demand release builds.
 	BuildLog io.Writer
+	// DNSUpstreams are resolvers the clusters' CoreDNS forwards to (empty:
+	// none, nothing leaves the cluster).
+	DNSUpstreams []string
 	// Started, if set, is closed once the controllers run.
 	Started chan<- struct{}
 }
@@ -84,7 +91,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	tenants := &tenant.Clients{}
 	rec := &clustercontroller.Reconciler{
+		Tenants:      tenants,
+		DNSUpstreams: opts.DNSUpstreams,
 		Client:       mgr.GetClient(),
 		Backend:      opts.Backend,
 		Releases:     opts.Releases,
@@ -93,6 +103,18 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		BuildLog:     opts.BuildLog,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	imgs := &nodeImages{builder: &images.Builder{CacheDir: opts.Releases.Dir, Log: opts.BuildLog}}
+	machines := &machinecontroller.Reconciler{
+		Client:   mgr.GetClient(),
+		Backend:  opts.Backend,
+		Provider: &local.Provider{Supervisor: opts.Supervisor},
+		Releases: opts.Releases,
+		Images:   imgs.source,
+		Tenants:  tenants,
+	}
+	if err := machines.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	opts.Supervisor.SetOnChange(rec.NotifyProcess)

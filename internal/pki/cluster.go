@@ -54,6 +54,7 @@ const (
 	AdminName            = "admin"
 	ControllerMgrName    = "controller-manager"
 	SchedulerName        = "scheduler"
+	KubeProxyName        = "kube-proxy"
 	ControllerMgrServing = "controller-manager-serving"
 	SchedulerServing     = "scheduler-serving"
 	ServiceAccountName   = "sa"
@@ -108,6 +109,7 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 		{CAName, AdminName, CertSpec{CommonName: "lotse-admin", Organization: []string{"system:masters"}, Client: true}},
 		{CAName, ControllerMgrName, CertSpec{CommonName: "system:kube-controller-manager", Client: true}},
 		{CAName, SchedulerName, CertSpec{CommonName: "system:kube-scheduler", Client: true}},
+		{CAName, KubeProxyName, CertSpec{CommonName: "system:kube-proxy", Client: true}},
 		{CAName, ControllerMgrServing, CertSpec{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true}},
 		{CAName, SchedulerServing, CertSpec{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true}},
 		{FrontProxyCAName, FrontProxyClientName, CertSpec{CommonName: "front-proxy-client", Client: true}},

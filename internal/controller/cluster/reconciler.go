@@ -29,6 +29,7 @@ import (
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/tasks"
+	"github.com/lotse/lotse/internal/tenant"
 )
 
 // TaskKubeconfigSecret writes the admin kubeconfig Secret.
@@ -60,6 +61,12 @@ type Reconciler struct {
 	// BuildLog receives the output of release builds started on demand.
 	BuildLog io.Writer
 
+	// Tenants caches clients of tenant clusters.
+	Tenants *tenant.Clients
+	// DNSUpstreams are the resolvers CoreDNS forwards to; empty keeps DNS
+	// inside the cluster (the default: local clusters send nothing out).
+	DNSUpstreams []string
+
 	// ProcessEvents carries supervisor notifications (a process of a
 	// cluster started or died) so status follows within a second.
 	ProcessEvents chan event.GenericEvent
@@ -90,6 +97,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&lotsev1.Cluster{}).
 		Owns(&corev1.Secret{}).
+		Owns(&lotsev1.Machine{}).
 		WatchesRawSource(source.Channel(r.ProcessEvents, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
@@ -154,6 +162,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return true, "", r.ensureKubeconfigSecret(ctx, cluster, spec)
 		},
 	})
+	graph = append(graph, r.workerTasks(cluster, spec)...)
 	results, err := tasks.Run(ctx, graph)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -174,6 +183,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		status.KubeconfigSecret = KubeconfigSecretName(cluster.Name)
 	}
 	applyHealth(status, cluster.Generation, results, cp)
+	if err := r.workerStatus(ctx, cluster, status); err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(cluster.Spec.Workers) > 0 && meta.IsStatusConditionTrue(status.Conditions, lotsev1.ConditionReady) &&
+		!meta.IsStatusConditionTrue(status.Conditions, lotsev1.ConditionEveryNodeReady) {
+		setCondition(status, cluster.Generation, lotsev1.ConditionReady, false, "NodesNotReady", "some machines are not Ready nodes yet")
+	}
+	if b, ok := r.process(); ok {
+		if l, err := b.LoadLayout(spec.Key); err == nil {
+			status.NodesCIDR = l.NodesCIDR
+		}
+	}
 
 	healthy := meta.IsStatusConditionTrue(status.Conditions, lotsev1.ConditionReady)
 	switch {
@@ -223,6 +244,7 @@ func SpecFor(c *lotsev1.Cluster, bins releases.Binaries) controlplane.Spec {
 		HighAvailability:   c.Spec.ControlPlane.HighAvailability,
 		PodCIDR:            c.Spec.Networking.Pods,
 		ServiceCIDR:        c.Spec.Networking.Services,
+		NodesCIDR:          c.Spec.Networking.Nodes,
 		EncryptionProvider: c.Spec.Encryption.Provider,
 		EncryptedResources: resources,
 	}
@@ -293,6 +315,26 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 			return ctrl.Result{}, err
 		}
 		r.event(c, corev1.EventTypeNormal, "Deleting", "Delete", "deleting the control plane")
+	}
+	// Machines first: their finalizers drain nodes and clean up the host.
+	gone, err := r.deleteMachines(ctx, c)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !gone {
+		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateProcessing, 0, "waiting for the machines to be deleted", nil)
+		_ = r.writeStatus(ctx, c, status)
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	if b, ok := r.process(); ok {
+		if n, err := NetworkOf(b, Key(c.Namespace, c.Name)); err == nil {
+			if err := n.DeleteCluster(ctx); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+	}
+	if r.Tenants != nil {
+		r.Tenants.Forget(Key(c.Namespace, c.Name))
 	}
 	if err := r.Backend.Delete(ctx, Key(c.Namespace, c.Name)); err != nil {
 		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateError, 0, err.Error(), nil)

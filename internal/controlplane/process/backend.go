@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,6 +61,29 @@ type Layout struct {
 	Scheduler         []int `json:"scheduler"`
 	// LoadBalancer is the port of the HA endpoint (0 without HA).
 	LoadBalancer int `json:"loadBalancer,omitempty"`
+	// NodesCIDR is the network of the cluster's machines; its first
+	// address (the gateway) is where nodes and pods reach the API.
+	NodesCIDR string `json:"nodesCIDR,omitempty"`
+}
+
+// Gateway is the first address of the nodes network.
+func (l Layout) Gateway() string {
+	p, err := netip.ParsePrefix(l.NodesCIDR)
+	if err != nil {
+		return ""
+	}
+	return p.Masked().Addr().Next().String()
+}
+
+// NodeEndpoint is the API URL for nodes and pods: the gateway, on the
+// same port as the host endpoint.
+func (l Layout) NodeEndpoint() string {
+	gw := l.Gateway()
+	if gw == "" {
+		return ""
+	}
+	ep := l.Endpoint()
+	return "https://" + gw + ":" + ep[strings.LastIndex(ep, ":")+1:]
 }
 
 // Endpoint is the API URL clients use.
@@ -117,7 +141,14 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 	layoutMu.Lock()
 	defer layoutMu.Unlock()
 	if l, err := b.LoadLayout(spec.Key); err == nil {
-		return l, nil
+		if l.NodesCIDR != "" {
+			return l, nil
+		}
+		// Written before clusters had node networks: add one.
+		if l.NodesCIDR, err = b.allocateNodesCIDR(spec); err != nil {
+			return l, err
+		}
+		return l, b.saveLayout(spec.Key, l)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return l, fmt.Errorf("read %s: %w", b.layoutPath(spec.Key), err)
 	}
@@ -141,15 +172,60 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 	if spec.HighAvailability {
 		l.LoadBalancer = take(1)[0]
 	}
+	if l.NodesCIDR, err = b.allocateNodesCIDR(spec); err != nil {
+		return l, err
+	}
+	return l, b.saveLayout(spec.Key, l)
+}
+
+func (b *Backend) saveLayout(key string, l Layout) error {
 	data, _ := json.MarshalIndent(l, "", "  ")
-	if err := os.MkdirAll(b.Dir(spec.Key), 0o700); err != nil {
-		return l, err
+	if err := os.MkdirAll(b.Dir(key), 0o700); err != nil {
+		return err
 	}
-	tmp := b.layoutPath(spec.Key) + ".tmp"
+	tmp := b.layoutPath(key) + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return l, err
+		return err
 	}
-	return l, os.Rename(tmp, b.layoutPath(spec.Key))
+	return os.Rename(tmp, b.layoutPath(key))
+}
+
+// allocateNodesCIDR returns the spec's nodes network, or the first /24 of
+// 10.250.0.0/16 that no other control plane of this backend uses. Node
+// networks must differ between clusters because their gateways all live in
+// the host's network namespace.
+func (b *Backend) allocateNodesCIDR(spec controlplane.Spec) (string, error) {
+	used := map[string]bool{}
+	layouts, _ := filepath.Glob(filepath.Join(b.StateDir, "clusters", "*", "*", "ports.json"))
+	layouts = append(layouts, filepath.Join(b.StateDir, "management", "ports.json"))
+	for _, f := range layouts {
+		if filepath.Dir(f) == b.Dir(spec.Key) {
+			continue
+		}
+		var other Layout
+		if data, err := os.ReadFile(f); err == nil && json.Unmarshal(data, &other) == nil && other.NodesCIDR != "" {
+			used[other.NodesCIDR] = true
+		}
+	}
+	if spec.NodesCIDR != "" {
+		want, err := netip.ParsePrefix(spec.NodesCIDR)
+		if err != nil {
+			return "", err
+		}
+		for u := range used {
+			if p, err := netip.ParsePrefix(u); err == nil && p.Overlaps(want) {
+				return "", fmt.Errorf("nodes network %s overlaps %s of another cluster on this host; choose another spec.networking.nodes", spec.NodesCIDR, u)
+			}
+		}
+		return want.Masked().String(), nil
+	}
+	for i := 0; i < 256; i++ {
+		c := fmt.Sprintf("10.250.%d.0/24", i)
+		if !used[c] {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("no free /24 left in 10.250.0.0/16 for nodes networks")
 }
 
 // Tasks returns the graph that brings a control plane to spec.
@@ -208,6 +284,7 @@ func EndpointTask(spec controlplane.Spec) string {
 func (b *Backend) ensurePKI(spec controlplane.Spec, layout Layout) (pki.ClusterPKI, error) {
 	p, err := pki.EnsureCluster(b.PKI(spec.Key).Dir, pki.ClusterParams{
 		Name:               spec.Name,
+		APIServerHosts:     []string{layout.Gateway()},
 		ServiceCIDR:        spec.ServiceCIDR,
 		EncryptionProvider: spec.EncryptionProvider,
 		EncryptedResources: spec.EncryptedResources,

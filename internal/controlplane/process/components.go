@@ -73,7 +73,9 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 	specs := make([]supervisor.Spec, 0, len(l.APIServer))
 	for i, port := range l.APIServer {
 		args := []string{
-			"--advertise-address=127.0.0.1",
+			// Nodes and pods reach the API through the gateway of the
+			// nodes network (see Layout.NodeEndpoint).
+			"--advertise-address=" + l.Gateway(),
 			"--bind-address=127.0.0.1",
 			fmt.Sprintf("--secure-port=%d", port),
 			"--etcd-servers=" + strings.Join(l.etcdClientURLs(), ","),
@@ -103,9 +105,9 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			"--proxy-client-key-file=" + p.Key(pki.FrontProxyClientName),
 			"--allow-privileged=true",
 			"--profiling=false",
-			// The API servers listen on loopback, which the `kubernetes`
-			// Service may not point at; its endpoints are managed once
-			// nodes can reach the control plane on a routable address.
+			// The API servers listen on loopback ports that differ per
+			// instance; Lotse points the `kubernetes` Service at the one
+			// node endpoint instead (the cluster-network task).
 			"--endpoint-reconciler-type=none",
 		}
 		specs = append(specs, supervisor.Spec{
@@ -240,4 +242,38 @@ func (b *Backend) ensureSchedulers(ctx context.Context, spec controlplane.Spec, 
 	}
 	health := b.healthzAll(ctx, CompScheduler, l.Scheduler, p)
 	return anyHealthy(health), describeUnhealthy(health), nil
+}
+
+// NodeEndpointSpec is the process that serves the API on the gateway of
+// the nodes network, forwarding to the API servers on loopback.
+func (b *Backend) nodeEndpointSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI) supervisor.Spec {
+	ep := l.NodeEndpoint()
+	args := []string{"loadbalancer",
+		"--listen=" + strings.TrimPrefix(ep, "https://"),
+		"--health-path=/readyz",
+		"--ca-file=" + p.Cert(pki.CAName),
+	}
+	for _, port := range l.APIServer {
+		args = append(args, fmt.Sprintf("--backend=127.0.0.1:%d", port))
+	}
+	return supervisor.Spec{
+		Name:    processName(spec.Key, "node-endpoint", 0),
+		Path:    b.LotseBinary,
+		Args:    args,
+		LogFile: b.logFile(spec.Key, "node-endpoint", 0),
+		Tier:    2,
+	}
+}
+
+// EnsureNodeEndpoint runs the node endpoint (the gateway address must exist)
+// and returns its URL.
+func (b *Backend) EnsureNodeEndpoint(spec controlplane.Spec) (string, error) {
+	l, err := b.LoadLayout(spec.Key)
+	if err != nil {
+		return "", err
+	}
+	if err := b.Supervisor.Ensure(b.nodeEndpointSpec(spec, l, b.PKI(spec.Key))); err != nil {
+		return "", err
+	}
+	return l.NodeEndpoint(), nil
 }

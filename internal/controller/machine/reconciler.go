@@ -1,0 +1,468 @@
+// Package machine reconciles Machine objects: it runs each machine through
+// its provider, joins it to its cluster as a node, approves its serving
+// certificate, reports its state, and on deletion drains the node before
+// removing everything of the machine.
+package machine
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/addons"
+	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/controlplane/process"
+	"github.com/lotse/lotse/internal/machine/local"
+	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/tenant"
+)
+
+// ImageSource provides the images a node of a release needs: the pause
+// image's reference and the tarballs to load. ready=false while they are
+// still being built.
+type ImageSource func(ctx context.Context, version string) (pauseRef string, tarballs []string, ready bool, err error)
+
+// DrainTimeout is how long a deleted machine's node is drained before the
+// machine is removed anyway (PodDisruptionBudgets are honoured until then).
+const DrainTimeout = 5 * time.Minute
+
+// Reconciler reconciles Machines of the local machine class.
+type Reconciler struct {
+	Client   client.Client
+	Backend  *process.Backend
+	Provider *local.Provider
+	Releases *releases.Store
+	Images   ImageSource
+	Tenants  *tenant.Clients
+}
+
+// SetupWithManager registers the reconciler.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&lotsev1.Machine{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+// Reconcile brings one Machine towards a Ready node, or removes it.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	m := &lotsev1.Machine{}
+	if err := r.Client.Get(ctx, req.NamespacedName, m); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	key := clustercontroller.Key(m.Namespace, m.Spec.Cluster)
+	if !m.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, m, key)
+	}
+	if controllerutil.AddFinalizer(m, lotsev1.MachineFinalizer) {
+		if err := r.Client.Update(ctx, m); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	cluster := &lotsev1.Cluster{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.Cluster}, cluster); err != nil {
+		return ctrl.Result{}, err
+	}
+	status := m.Status.DeepCopy()
+	status.ObservedGeneration = m.Generation
+	if status.Phase == "" {
+		status.Phase = lotsev1.MachinePending
+	}
+	lm, cs, msg, err := r.machine(ctx, m, cluster, key)
+	if err != nil || lm == nil {
+		if err == nil {
+			setCond(status, m.Generation, "NodeReady", false, "Waiting", msg)
+			return ctrl.Result{RequeueAfter: 5 * time.Second}, r.writeStatus(ctx, m, status)
+		}
+		status.FailureMessage = err.Error()
+		_ = r.writeStatus(ctx, m, status)
+		return ctrl.Result{}, err
+	}
+	node, err := cs.CoreV1().Nodes().Get(ctx, m.Name, metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	if err == nil {
+		lm.PodCIDR = node.Spec.PodCIDR
+	} else {
+		node = nil
+	}
+	st, err := r.Provider.Ensure(ctx, lm)
+	if err != nil {
+		status.FailureMessage = err.Error()
+		setCond(status, m.Generation, "NodeReady", false, "ProvisioningFailed", err.Error())
+		_ = r.writeStatus(ctx, m, status)
+		return ctrl.Result{}, err
+	}
+	status.FailureMessage = ""
+	status.ProviderID = st.ProviderID
+	status.Addresses = []lotsev1.MachineAddress{{Type: corev1.NodeInternalIP, Address: st.Address}}
+	if status.Phase == lotsev1.MachinePending {
+		status.Phase = lotsev1.MachineProvisioning
+	}
+	if err := approveServingCSRs(ctx, cs, m.Name, st.Address); err != nil {
+		log.FromContext(ctx).Error(err, "approve kubelet serving certificate")
+	}
+	ready, why := nodeReady(node)
+	if node != nil {
+		status.NodeName = node.Name
+	}
+	if !st.ProcessesReady {
+		ready, why = false, st.Message
+	}
+	setCond(status, m.Generation, "NodeReady", ready, map[bool]string{true: "KubeletReady", false: "NodeNotReady"}[ready], why)
+	if ready {
+		status.Phase = lotsev1.MachineRunning
+	}
+	if err := r.writeStatus(ctx, m, status); err != nil {
+		return ctrl.Result{}, err
+	}
+	if !ready {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	return ctrl.Result{RequeueAfter: 15 * time.Second}, nil
+}
+
+// machine assembles what the provider needs. A nil machine with a message
+// means "not yet" (binaries or images still building, control plane not up).
+func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1.Cluster, key string) (*local.Machine, kubernetes.Interface, string, error) {
+	rel, err := releases.Lookup(m.Spec.Version)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	bins, err := r.Releases.Binaries(rel)
+	if err != nil {
+		return nil, nil, "waiting for kubernetes " + rel.Version + " binaries", nil
+	}
+	pause, tarballs, ready, err := r.Images(ctx, rel.Version)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if !ready {
+		return nil, nil, "waiting for node images to be built", nil
+	}
+	l, err := r.Backend.LoadLayout(key)
+	if err != nil {
+		return nil, nil, "waiting for the control plane", nil
+	}
+	network, err := local.ParseNetwork(key, l.NodesCIDR)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	kc, err := r.Backend.AdminKubeconfig(clustercontroller.SpecFor(c, bins))
+	if err != nil {
+		return nil, nil, "waiting for the control plane", nil
+	}
+	cs, err := r.Tenants.For(key, kc)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	lm := &local.Machine{
+		ClusterKey:  key,
+		Dir:         filepath.Join(r.Backend.Dir(key), "machines", m.Name),
+		Name:        m.Name,
+		Index:       int(m.Spec.Index),
+		Network:     network,
+		Binaries:    bins,
+		PKI:         r.Backend.PKI(key),
+		APIServer:   l.NodeEndpoint(),
+		ClusterDNS:  addons.ClusterDNS(c.Spec.Networking.Services),
+		ClusterCIDR: c.Spec.Networking.Pods,
+		PauseImage:  pause,
+		Images:      tarballs,
+		Labels: map[string]string{
+			lotsev1.LabelCluster: c.Name, lotsev1.LabelPool: m.Spec.Pool, lotsev1.LabelMachine: m.Name,
+		},
+	}
+	for _, pool := range c.Spec.Workers {
+		if pool.Name != m.Spec.Pool {
+			continue
+		}
+		for k, v := range pool.Labels {
+			lm.Labels[k] = string(v)
+		}
+		for _, t := range pool.Taints {
+			lm.Taints = append(lm.Taints, local.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect})
+		}
+		if len(pool.Zones) > 0 {
+			lm.Labels[corev1.LabelTopologyZone] = pool.Zones[int(m.Spec.Index)%len(pool.Zones)]
+		}
+	}
+	token, err := ensureBootstrapToken(ctx, cs, lm)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	lm.BootstrapToken = token
+	return lm, cs, "", nil
+}
+
+// ensureBootstrapToken creates a short-lived bootstrap token for a machine
+// whose kubelet has no client certificate yet.
+func ensureBootstrapToken(ctx context.Context, cs kubernetes.Interface, m *local.Machine) (string, error) {
+	id := bootstrapTokenID(m)
+	name := "bootstrap-token-" + id
+	sec, err := cs.CoreV1().Secrets("kube-system").Get(ctx, name, metav1.GetOptions{})
+	if err == nil {
+		return id + "." + string(sec.Data["token-secret"]), nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return "", err
+	}
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	secret := hex.EncodeToString(b) // 16 lowercase hex characters, as the token format wants
+	sec = &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system"},
+		Type:       corev1.SecretTypeBootstrapToken,
+		StringData: map[string]string{
+			"token-id":                       id,
+			"token-secret":                   secret,
+			"description":                    "lotse: joins machine " + m.Name,
+			"expiration":                     time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339),
+			"usage-bootstrap-authentication": "true",
+			"usage-bootstrap-signing":        "true",
+			"auth-extra-groups":              clustercontroller.BootstrapGroup,
+		},
+	}
+	if _, err := cs.CoreV1().Secrets("kube-system").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		return "", err
+	}
+	return id + "." + secret, nil
+}
+
+// bootstrapTokenID is 6 characters [a-z0-9], stable per machine.
+func bootstrapTokenID(m *local.Machine) string {
+	return fmt.Sprintf("%s%02x", m.Network.ID[:4], m.Index%256)
+}
+
+// approveServingCSRs approves the kubelet serving certificate requests of
+// this node when they ask for exactly its own name and address.
+func approveServingCSRs(ctx context.Context, cs kubernetes.Interface, nodeName, address string) error {
+	list, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for i := range list.Items {
+		csr := &list.Items[i]
+		if csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || csr.Spec.Username != "system:node:"+nodeName || decided(csr) {
+			continue
+		}
+		block, _ := pem.Decode(csr.Spec.Request)
+		if block == nil {
+			continue
+		}
+		req, err := x509.ParseCertificateRequest(block.Bytes)
+		if err != nil {
+			continue
+		}
+		ok := req.Subject.CommonName == "system:node:"+nodeName
+		for _, ip := range req.IPAddresses {
+			ok = ok && ip.String() == address
+		}
+		for _, d := range req.DNSNames {
+			ok = ok && d == nodeName
+		}
+		if !ok {
+			continue
+		}
+		csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+			Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue,
+			Reason: "LotseMachineMatches", Message: "name and address belong to machine " + nodeName,
+		})
+		if _, err := cs.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func decided(csr *certificatesv1.CertificateSigningRequest) bool {
+	for _, c := range csr.Status.Conditions {
+		if c.Type == certificatesv1.CertificateApproved || c.Type == certificatesv1.CertificateDenied {
+			return true
+		}
+	}
+	return false
+}
+
+func nodeReady(n *corev1.Node) (bool, string) {
+	if n == nil {
+		return false, "the node has not registered yet"
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue, c.Message
+		}
+	}
+	return false, "the node reports no Ready condition yet"
+}
+
+func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, key string) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(m, lotsev1.MachineFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	status := m.Status.DeepCopy()
+	status.Phase = lotsev1.MachineDeleting
+	_ = r.writeStatus(ctx, m, status)
+
+	var cs kubernetes.Interface
+	if kc, err := r.Backend.AdminKubeconfig(controlplane.Spec{Key: key}); err == nil {
+		cs, _ = r.Tenants.For(key, kc)
+	}
+	// A cluster that is being deleted needs no draining: its workloads go with it.
+	cluster := &lotsev1.Cluster{}
+	clusterGoing := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.Cluster}, cluster) != nil ||
+		!cluster.DeletionTimestamp.IsZero()
+	if cs != nil && !clusterGoing && time.Since(m.DeletionTimestamp.Time) < DrainTimeout {
+		drained, msg, err := drain(ctx, cs, m.Name)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !drained {
+			setCond(status, m.Generation, "Drained", false, "Draining", msg)
+			_ = r.writeStatus(ctx, m, status)
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
+	}
+	l, err := r.Backend.LoadLayout(key)
+	if err == nil {
+		network, err := local.ParseNetwork(key, l.NodesCIDR)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		lm := &local.Machine{ClusterKey: key, Dir: filepath.Join(r.Backend.Dir(key), "machines", m.Name), Name: m.Name,
+			Index: int(m.Spec.Index), Network: network}
+		if err := r.Provider.Delete(ctx, lm); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if cs != nil {
+		if err := cs.CoreV1().Nodes().Delete(ctx, m.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			log.FromContext(ctx).Error(err, "delete node object")
+		}
+	}
+	controllerutil.RemoveFinalizer(m, lotsev1.MachineFinalizer)
+	if err := r.Client.Update(ctx, m); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, nil
+}
+
+// drain cordons the node and evicts its pods through the Eviction API, so
+// PodDisruptionBudgets are honoured; DaemonSet and mirror pods stay.
+func drain(ctx context.Context, cs kubernetes.Interface, nodeName string) (bool, string, error) {
+	node, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true, "", nil
+	}
+	if err != nil {
+		return false, "", err
+	}
+	if !node.Spec.Unschedulable {
+		node.Spec.Unschedulable = true
+		if _, err := cs.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+			return false, "", err
+		}
+	}
+	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeName})
+	if err != nil {
+		return false, "", err
+	}
+	var left []string
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror || ownedByDaemonSet(&p) {
+			continue
+		}
+		left = append(left, p.Namespace+"/"+p.Name)
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}}
+		if err := cs.PolicyV1().Evictions(p.Namespace).Evict(ctx, ev); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsTooManyRequests(err) {
+			return false, "", err
+		}
+	}
+	if len(left) > 0 {
+		slices.Sort(left)
+		return false, "evicting " + strings.Join(left, ", "), nil
+	}
+	return true, "", nil
+}
+
+func ownedByDaemonSet(p *corev1.Pod) bool {
+	for _, o := range p.OwnerReferences {
+		if o.Kind == "DaemonSet" {
+			return true
+		}
+	}
+	return false
+}
+
+func setCond(status *lotsev1.MachineStatus, gen int64, typ string, ok bool, reason, msg string) {
+	s := metav1.ConditionFalse
+	if ok {
+		s = metav1.ConditionTrue
+	}
+	if msg == "" {
+		msg = reason
+	}
+	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
+}
+
+func (r *Reconciler) writeStatus(ctx context.Context, m *lotsev1.Machine, status *lotsev1.MachineStatus) error {
+	cur := m.DeepCopy()
+	cur.Status = *status
+	if equalMachineStatus(&m.Status, status) {
+		return nil
+	}
+	err := r.Client.Status().Update(ctx, cur)
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err == nil {
+		m.Status = *status
+		m.ResourceVersion = cur.ResourceVersion
+	}
+	return err
+}
+
+func equalMachineStatus(a, b *lotsev1.MachineStatus) bool {
+	if a.Phase != b.Phase || a.ProviderID != b.ProviderID || a.NodeName != b.NodeName || a.FailureMessage != b.FailureMessage ||
+		a.ObservedGeneration != b.ObservedGeneration || !slices.Equal(a.Addresses, b.Addresses) || len(a.Conditions) != len(b.Conditions) {
+		return false
+	}
+	for i := range a.Conditions {
+		x, y := a.Conditions[i], b.Conditions[i]
+		if x.Type != y.Type || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,192 @@
+// Package images builds the OCI images a node's containerd needs, offline:
+// no Docker, no registry. Each image is built from source that comes through
+// the Go module proxy (the pause container's C source from the
+// k8s.io/kubernetes module, CoreDNS from github.com/coredns/coredns) or from a
+// local static binary, written as a docker-save tarball, and imported into
+// containerd with `ctr images import` (see Import).
+//
+// Image references use the host Registry, which never resolves: nothing is
+// ever pulled, so kubelet must run these images with imagePullPolicy
+// IfNotPresent (or Never) after they were imported.
+package images
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/lotse/lotse/internal/releases"
+)
+
+// Registry is the host part of every image reference. It is a name only: no
+// registry listens there and nothing is ever pulled from it.
+const Registry = "registry.lotse.local"
+
+// Names of the images built from upstream source.
+const (
+	PauseName   = "pause"
+	CoreDNSName = "coredns"
+)
+
+// Kind says how an image is built.
+type Kind string
+
+const (
+	// KindPause compiles build/pause/linux/pause.c of the k8s.io/kubernetes
+	// module with gcc, statically.
+	KindPause Kind = "pause"
+	// KindCoreDNS builds CoreDNS from the Go module proxy with only the
+	// plugins a cluster DNS needs (CoreDNSPlugins).
+	KindCoreDNS Kind = "coredns"
+	// KindBinary wraps a local static binary (see FromBinary).
+	KindBinary Kind = "binary"
+)
+
+// Image is one image to build.
+type Image struct {
+	// Name is the repository name under Registry, e.g. "pause".
+	Name string
+	// Tag is the image tag, e.g. "3.10.2".
+	Tag  string
+	Kind Kind
+	// Source is the module version the image is built from: the
+	// k8s.io/kubernetes version ("v1.36.3") for KindPause, the
+	// github.com/coredns/coredns version ("v1.14.2") for KindCoreDNS.
+	// Unused for KindBinary.
+	Source string
+	// Binary is the local executable of a KindBinary image.
+	Binary string
+	// Entrypoint of the image config. The image's single file (the compiled
+	// or given binary) is stored at Entrypoint[0].
+	Entrypoint []string
+	// User optionally sets the config's user, e.g. "65535:65535".
+	User string
+}
+
+// Ref is the full image reference, e.g. "registry.lotse.local/pause:3.10.2".
+func (i Image) Ref() string { return Ref(i.Name, i.Tag) }
+
+// String is the reference.
+func (i Image) String() string { return i.Ref() }
+
+// Ref returns the reference of image name at tag.
+func Ref(name, tag string) string { return Registry + "/" + name + ":" + tag }
+
+// PauseRef is the reference of the pause image at tag.
+func PauseRef(tag string) string { return Ref(PauseName, tag) }
+
+// CoreDNSRef is the reference of the CoreDNS image at tag.
+func CoreDNSRef(tag string) string { return Ref(CoreDNSName, tag) }
+
+// Pause is the pause image at tag, compiled from the pause.c of the
+// k8s.io/kubernetes module at kubernetesVersion. Like the upstream image it
+// runs as 65535:65535.
+func Pause(tag, kubernetesVersion string) Image {
+	return Image{
+		Name:       PauseName,
+		Tag:        tag,
+		Kind:       KindPause,
+		Source:     "v" + strings.TrimPrefix(kubernetesVersion, "v"),
+		Entrypoint: []string{"/pause"},
+		User:       "65535:65535",
+	}
+}
+
+// CoreDNS is the CoreDNS image built from github.com/coredns/coredns at
+// version ("v1.14.2"); the tag is the version, as upstream tags it.
+func CoreDNS(version string) Image {
+	v := "v" + strings.TrimPrefix(version, "v")
+	return Image{
+		Name:       CoreDNSName,
+		Tag:        v,
+		Kind:       KindCoreDNS,
+		Source:     v,
+		Entrypoint: []string{"/coredns"},
+	}
+}
+
+// FromBinary is an image made of one local static binary. The binary is
+// stored at entrypoint[0], which must be an absolute path; with no
+// entrypoint it is stored at /<name> and that is the entrypoint.
+func FromBinary(name, tag, binaryPath string, entrypoint []string) Image {
+	if len(entrypoint) == 0 {
+		entrypoint = []string{"/" + name}
+	}
+	return Image{
+		Name:       name,
+		Tag:        tag,
+		Kind:       KindBinary,
+		Binary:     binaryPath,
+		Entrypoint: append([]string(nil), entrypoint...),
+	}
+}
+
+// Set is the images a node of one Kubernetes release needs.
+type Set struct {
+	// Pause is containerd's sandbox image (CRI sandbox_image).
+	Pause Image
+	// CoreDNS is the cluster DNS addon's image.
+	CoreDNS Image
+}
+
+// All lists the set's images, pause first.
+func (s Set) All() []Image { return []Image{s.Pause, s.CoreDNS} }
+
+// Refs lists the set's image references, pause first.
+func (s Set) Refs() []string { return []string{s.Pause.Ref(), s.CoreDNS.Ref()} }
+
+// releaseImages are the image versions of one Kubernetes minor. They are the
+// ones kubeadm of that release deploys: PauseVersion and CoreDNSVersion in
+// cmd/kubeadm/app/constants/constants.go of the k8s.io/kubernetes module.
+type releaseImages struct {
+	minor int
+	// pause is the pause tag; pauseFrom is the k8s.io/kubernetes version
+	// whose build/pause/linux/pause.c is compiled for it. The tag is keyed by
+	// pause version only (the cache file is pause-<tag>.tar), so each tag is
+	// built from exactly one Kubernetes version.
+	pause, pauseFrom string
+	// coredns is the github.com/coredns/coredns module version.
+	coredns string
+}
+
+// imageCatalog must have an entry for the minor of every release in
+// releases.All(); a unit test enforces it.
+var imageCatalog = []releaseImages{
+	// kubeadm v1.36.3: PauseVersion "3.10.2", CoreDNSVersion "v1.14.2".
+	{minor: 36, pause: "3.10.2", pauseFrom: "v1.36.3", coredns: "v1.14.2"},
+	// kubeadm v1.35.4: PauseVersion "3.10.1", CoreDNSVersion "v1.13.1".
+	{minor: 35, pause: "3.10.1", pauseFrom: "v1.35.4", coredns: "v1.13.1"},
+}
+
+// Lookup returns the images a node of Kubernetes k8sVersion ("1.36.3" or
+// "v1.36.3") needs, or an error if its minor is not in the image catalog.
+func Lookup(k8sVersion string) (Set, error) {
+	v, err := releases.ParseVersion(k8sVersion)
+	if err != nil {
+		return Set{}, err
+	}
+	for _, r := range imageCatalog {
+		if v.Major == 1 && v.Minor == r.minor {
+			return Set{Pause: Pause(r.pause, r.pauseFrom), CoreDNS: CoreDNS(r.coredns)}, nil
+		}
+	}
+	var known []string
+	for _, r := range imageCatalog {
+		known = append(known, fmt.Sprintf("1.%d", r.minor))
+	}
+	sort.Strings(known)
+	return Set{}, fmt.Errorf("no node images known for kubernetes %s; known minors: %s", k8sVersion, strings.Join(known, ", "))
+}
+
+// ForRelease returns the images a node of Kubernetes k8sVersion needs: those
+// of its minor, so every release of the release catalog (releases.All) has
+// them. For a version of an unknown minor, or not a version at all, it
+// returns the zero Set, whose images have no name and fail to build; use
+// Lookup to get an error instead.
+func ForRelease(k8sVersion string) Set {
+	s, err := Lookup(k8sVersion)
+	if err != nil {
+		return Set{}
+	}
+	return s
+}

@@ -1,0 +1,472 @@
+// Package local is the machine provider that makes a machine out of this
+// host: a network namespace on the cluster's bridge with its own containerd
+// (Debian's containerd, runc and CNI plugins), and the kubelet and
+// kube-proxy of the cluster's release, all supervised processes confined to
+// a cgroup of their own.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lotse/lotse/internal/netns"
+	"github.com/lotse/lotse/internal/pki"
+	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/supervisor"
+)
+
+// Taint is a node taint.
+type Taint struct{ Key, Value, Effect string }
+
+// Machine is everything the provider needs to run one machine.
+type Machine struct {
+	// ClusterKey is the control-plane key ("clusters/ns/name").
+	ClusterKey string
+	// Dir is the machine's directory (under the cluster's).
+	Dir string
+	// Name is the machine's and the node's name.
+	Name     string
+	Index    int
+	Network  Network
+	Binaries releases.Binaries
+	// PKI of the cluster: its CA and the kube-proxy client certificate.
+	PKI pki.ClusterPKI
+	// APIServer is the URL nodes use (the gateway endpoint).
+	APIServer string
+	// BootstrapToken ("id.secret") lets the kubelet ask for its certificate.
+	BootstrapToken string
+	ClusterDNS     string
+	ClusterCIDR    string
+	// PodCIDR is the node's pod range once the controller-manager assigned it.
+	PodCIDR    string
+	Labels     map[string]string
+	Taints     []Taint
+	PauseImage string
+	// Images are image tarballs to load into the machine's containerd.
+	Images []string
+}
+
+func (m *Machine) path(parts ...string) string {
+	return filepath.Join(append([]string{m.Dir}, parts...)...)
+}
+
+// runDir holds sockets and runtime state; short, because socket paths are
+// limited to 108 bytes.
+func (m *Machine) runDir() string {
+	return filepath.Join("/run/lotse", fmt.Sprintf("%s-%d", m.Network.ID, m.Index))
+}
+
+func (m *Machine) runPath(name string) string { return filepath.Join(m.runDir(), name) }
+
+// Socket is the machine's containerd socket.
+func (m *Machine) Socket() string { return m.runPath("containerd.sock") }
+
+// ProviderID identifies the machine.
+func (m *Machine) ProviderID() string {
+	return "local://" + strings.TrimPrefix(m.ClusterKey, "clusters/") + "/" + m.Name
+}
+
+func (m *Machine) cgroupRoot() string { return fmt.Sprintf("/lotse-%s-%d", m.Network.ID, m.Index) }
+
+func (m *Machine) processPrefix() string { return m.ClusterKey + "/machines/" + m.Name + "/" }
+
+// Provider runs local machines.
+type Provider struct {
+	Supervisor *supervisor.Supervisor
+}
+
+// Status of a machine as the provider sees it.
+type Status struct {
+	Address        string
+	ProviderID     string
+	ProcessesReady bool
+	Message        string
+}
+
+// Ensure creates or repairs a machine. It is idempotent.
+func (p *Provider) Ensure(ctx context.Context, m *Machine) (Status, error) {
+	st := Status{ProviderID: m.ProviderID()}
+	ip, err := m.Network.EnsureMachine(ctx, m.Index)
+	if err != nil {
+		return st, fmt.Errorf("network: %w", err)
+	}
+	st.Address = ip.String()
+	for _, d := range []string{m.path("containerd"), m.path("cni", "net.d"), m.path("kubelet"), m.path("pod-logs"), m.path("logs"), m.path("pki"), m.runDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return st, err
+		}
+	}
+	if err := ensureCgroup(m.cgroupRoot()); err != nil {
+		return st, fmt.Errorf("cgroup: %w", err)
+	}
+	if err := writeIfChanged(m.path(cgroupFile), m.cgroupRoot()+"\n"); err != nil {
+		return st, err
+	}
+	files := map[string]string{
+		"containerd.toml": containerdConfig(m),
+		"kubelet.yaml":    kubeletConfig(m),
+		"kube-proxy.yaml": kubeProxyConfig(m),
+		// Pods with dnsPolicy Default get this, not the host's resolv.conf:
+		// no query may leave the machine.
+		"resolv.conf": "# lotse: no upstream resolvers for local clusters\noptions ndots:1\n",
+	}
+	kp, err := m.PKI.KubeconfigFor("local", pki.KubeProxyName, m.APIServer)
+	if err != nil {
+		return st, err
+	}
+	files["kube-proxy.kubeconfig"] = string(kp)
+	if !exists(m.path("kubelet.kubeconfig")) {
+		files["bootstrap.kubeconfig"] = bootstrapKubeconfig(m)
+	}
+	if m.PodCIDR != "" {
+		files[filepath.Join("cni", "net.d", "10-lotse.conflist")] = cniConfig(m, m.PodCIDR)
+	}
+	for name, content := range files {
+		if err := writeIfChanged(m.path(name), content); err != nil {
+			return st, err
+		}
+	}
+
+	if err := p.Supervisor.Ensure(p.spec(m, "containerd", "/usr/bin/containerd", "--config", m.path("containerd.toml"))); err != nil {
+		return st, err
+	}
+	if !socketReady(m.Socket()) {
+		st.Message = "waiting for containerd"
+		return st, nil
+	}
+	if err := importImages(ctx, m); err != nil {
+		return st, err
+	}
+	labels := []string{}
+	for k, v := range m.Labels {
+		labels = append(labels, k+"="+v)
+	}
+	sort.Strings(labels)
+	kubeletArgs := []string{
+		"--config=" + m.path("kubelet.yaml"),
+		"--kubeconfig=" + m.path("kubelet.kubeconfig"),
+		"--bootstrap-kubeconfig=" + m.path("bootstrap.kubeconfig"),
+		"--cert-dir=" + m.path("pki"),
+		"--root-dir=" + m.path("kubelet"),
+		"--hostname-override=" + m.Name,
+		"--node-ip=" + ip.String(),
+	}
+	if len(labels) > 0 {
+		kubeletArgs = append(kubeletArgs, "--node-labels="+strings.Join(labels, ","))
+	}
+	if err := p.Supervisor.Ensure(p.spec(m, "kubelet", m.Binaries.Path("kubelet"), kubeletArgs...)); err != nil {
+		return st, err
+	}
+	if err := p.Supervisor.Ensure(p.spec(m, "kube-proxy", m.Binaries.Path("kube-proxy"), "--config="+m.path("kube-proxy.yaml"))); err != nil {
+		return st, err
+	}
+	st.ProcessesReady = true
+	for _, c := range []string{"containerd", "kubelet", "kube-proxy"} {
+		if s, ok := p.Supervisor.Status(m.processPrefix() + c + "-0"); !ok || !s.Running {
+			st.ProcessesReady = false
+			st.Message = c + " is not running"
+		}
+	}
+	return st, nil
+}
+
+// spec runs a node process inside the machine's network namespace and cgroup.
+func (p *Provider) spec(m *Machine, component, binary string, args ...string) supervisor.Spec {
+	// The shell joins the cgroup first, so everything the process starts
+	// (containerd's shims and containers) stays inside it and can be found
+	// and stopped when the machine goes.
+	script := `for d in /sys/fs/cgroup/*` + m.cgroupRoot() + `; do echo $$ > "$d/cgroup.procs" 2>/dev/null; done; exec nsenter --net=` +
+		netns.Path(m.Network.MachineNS(m.Index)) + ` -- "$0" "$@"`
+	tier := 4
+	if component == "containerd" {
+		tier = 3 // stops after kubelet and kube-proxy
+	}
+	return supervisor.Spec{
+		Name:    m.processPrefix() + component + "-0",
+		Path:    "/bin/sh",
+		Args:    append([]string{"-c", script, binary}, args...),
+		LogFile: m.path("logs", component+".log"),
+		Tier:    tier,
+	}
+}
+
+func bootstrapKubeconfig(m *Machine) string {
+	ca, _ := os.ReadFile(m.PKI.Cert(pki.CAName))
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: kubelet-bootstrap
+  user:
+    token: %s
+contexts:
+- name: bootstrap
+  context: {cluster: local, user: kubelet-bootstrap}
+current-context: bootstrap
+`, m.APIServer, b64(ca), m.BootstrapToken)
+}
+
+// importImages loads each image tarball once (a marker per tarball).
+func importImages(ctx context.Context, m *Machine) error {
+	for _, img := range m.Images {
+		fi, err := os.Stat(img)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", img, err)
+		}
+		marker := m.path("containerd", "imported-"+filepath.Base(img)+"-"+strconv.FormatInt(fi.ModTime().UnixNano(), 10))
+		if exists(marker) {
+			continue
+		}
+		cmd := exec.CommandContext(ctx, "ctr", "--address", m.Socket(), "-n", "k8s.io", "images", "import", img)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("import %s: %v: %s", filepath.Base(img), err, out)
+		}
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete stops a machine and removes everything of it: processes (also the
+// containers and shims in its cgroup), mounts, cgroups, network namespace
+// and directories.
+func (p *Provider) Delete(ctx context.Context, m *Machine) error {
+	prefix := m.processPrefix()
+	p.Supervisor.StopPrefix(prefix + "kube")
+	if socketReady(m.Socket()) {
+		if err := removePods(ctx, m.Socket()); err != nil {
+			// Not fatal: the cgroup sweep below ends whatever is left.
+			fmt.Fprintf(os.Stderr, "machine %s: remove pods: %v\n", m.Name, err)
+		}
+	}
+	p.Supervisor.KillPrefix(prefix)
+	if err := killCgroup(m.cgroupRoot()); err != nil {
+		return err
+	}
+	if err := supervisor.WaitStopped(ctx, p.Supervisor.Owner(), prefix); err != nil {
+		return err
+	}
+	for _, dir := range []string{m.Dir, m.runDir()} {
+		if err := unmountUnder(dir); err != nil {
+			return err
+		}
+	}
+	if err := removeCgroup(m.cgroupRoot()); err != nil {
+		return err
+	}
+	if err := m.Network.DeleteMachine(ctx, m.Index); err != nil {
+		return err
+	}
+	for _, dir := range []string{m.Dir, m.runDir()} {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func socketReady(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode()&os.ModeSocket != 0
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func writeIfChanged(path, content string) error {
+	if old, err := os.ReadFile(path); err == nil && string(old) == content {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// cgroup hierarchies of this host (cgroup v1: one directory per controller).
+func cgroupDirs(root string) []string {
+	matches, _ := filepath.Glob("/sys/fs/cgroup/*")
+	var out []string
+	for _, h := range matches {
+		if fi, err := os.Stat(h); err == nil && fi.IsDir() {
+			out = append(out, filepath.Join(h, root))
+		}
+	}
+	return out
+}
+
+func ensureCgroup(root string) error {
+	for _, d := range cgroupDirs(root) {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			continue // a hierarchy we may not write (e.g. a read-only one) is not ours to manage
+		}
+		// cpuset cgroups start empty and refuse tasks until they have CPUs and memory nodes.
+		if strings.Contains(d, "/cpuset/") {
+			parent := filepath.Dir(d)
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if cur, _ := os.ReadFile(filepath.Join(d, f)); len(strings.TrimSpace(string(cur))) == 0 {
+					v, err := os.ReadFile(filepath.Join(parent, f))
+					if err == nil {
+						_ = os.WriteFile(filepath.Join(d, f), v, 0o644)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// killCgroup SIGKILLs every process in the machine's cgroups until none is left.
+func killCgroup(root string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pids := cgroupPIDs(root)
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v in cgroup %s do not die", pids, root)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func cgroupPIDs(root string) []int {
+	seen := map[int]bool{}
+	for _, d := range cgroupDirs(root) {
+		_ = filepath.WalkDir(d, func(path string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() || e.Name() != "cgroup.procs" {
+				return nil
+			}
+			data, _ := os.ReadFile(path)
+			for _, f := range strings.Fields(string(data)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					seen[pid] = true
+				}
+			}
+			return nil
+		})
+	}
+	out := make([]int, 0, len(seen))
+	for pid := range seen {
+		out = append(out, pid)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// removeCgroup removes the machine's cgroups, deepest first (only empty
+// cgroups can be removed).
+func removeCgroup(root string) error {
+	var errs []error
+	for _, d := range cgroupDirs(root) {
+		var dirs []string
+		_ = filepath.WalkDir(d, func(path string, e os.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				dirs = append(dirs, path)
+			}
+			return nil
+		})
+		sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
+		for _, dir := range dirs {
+			if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, fmt.Errorf("rmdir %s: %w", dir, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unmountUnder unmounts every mount point below dir, deepest first.
+func unmountUnder(dir string) error {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			points = append(points, mp)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, mp := range points {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("unmount %s: %w", mp, err)
+		}
+	}
+	return nil
+}
+
+// unescapeMount decodes the octal escapes (\040 for space) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// cgroupFile records a machine's cgroup root in its directory, so a
+// shutdown can find every machine's containers without the API.
+const cgroupFile = "cgroup"
+
+// StopAll ends every process of every local machine under stateDir:
+// containers and containerd shims live in the machines' cgroups, not in the
+// supervised process groups, so stopping the supervisor alone leaves them.
+// Data, mounts and namespaces stay; the next start brings the machines back.
+func StopAll(stateDir string) error {
+	files, err := filepath.Glob(filepath.Join(stateDir, "clusters", "*", "*", "machines", "*", cgroupFile))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range files {
+		root, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if err := killCgroup(strings.TrimSpace(string(root))); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
