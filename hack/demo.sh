@@ -24,22 +24,58 @@ else
 fi
 cat "$STATE/lotse-up.log"
 
-if ! "$LOTSE" cluster get "$NAME" >/dev/null 2>&1; then
-  "$LOTSE" cluster create "$NAME" --wait
-fi
-"$LOTSE" cluster kubeconfig "$NAME" --output-file "$STATE/$NAME.kubeconfig"
 KUBECTL=$("$LOTSE" release path kubectl)
+export KUBECONFIG_MGMT=$LOTSE_KUBECONFIG
 
+# The sample app: the project's echo server, packed into an offline image.
+mkdir -p bin
+CGO_ENABLED=0 go build -trimpath -o bin/echo ./test/images/echo
+"$LOTSE" image add echo:demo --binary bin/echo
+
+if ! "$LOTSE" cluster get "$NAME" >/dev/null 2>&1; then
+  cat <<YAML | "$KUBECTL" --kubeconfig "$LOTSE_KUBECONFIG" apply -f -
+apiVersion: lotse.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: $NAME
+spec:
+  workers:
+  - name: web
+    minimum: 2
+    maximum: 4
+    labels: {tier: web}
+  - name: batch
+    minimum: 1
+    maximum: 2
+    labels: {tier: batch}
+YAML
+fi
+echo "waiting for cluster $NAME (control plane, 3 nodes, CoreDNS); the first time also builds CoreDNS"
+"$KUBECTL" --kubeconfig "$LOTSE_KUBECONFIG" wait --for=condition=Ready "cluster/$NAME" --timeout=20m
+"$LOTSE" cluster kubeconfig "$NAME" --output-file "$STATE/$NAME.kubeconfig"
+export KUBECONFIG=$STATE/$NAME.kubeconfig
+
+"$KUBECTL" get deployment echo >/dev/null 2>&1 || "$KUBECTL" create deployment echo --image=registry.lotse.local/echo:demo --replicas=3 --port=8080
+"$KUBECTL" get service echo >/dev/null 2>&1 || "$KUBECTL" expose deployment echo --port=80 --target-port=8080 --type=NodePort
+"$KUBECTL" rollout status deployment/echo --timeout=5m
+
+NODE_IP=$("$KUBECTL" get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')
+NODE_PORT=$("$KUBECTL" get service echo -o jsonpath='{.spec.ports[0].nodePort}')
 echo
-echo "\$ kubectl get namespaces"
-"$KUBECTL" --kubeconfig "$STATE/$NAME.kubeconfig" get namespaces
+echo "\$ kubectl get nodes -o wide"
+"$KUBECTL" get nodes -o wide
 echo
-"$LOTSE" cluster list
+echo "\$ kubectl get pods -o wide"
+"$KUBECTL" get pods -o wide
+echo
+echo "\$ curl http://$NODE_IP:$NODE_PORT/"
+for _ in 1 2 3; do curl -s --max-time 5 "http://$NODE_IP:$NODE_PORT/" || true; done
 cat <<MSG
 
-Cluster "$NAME" is ready. Use it with:
+Cluster "$NAME" runs 3 nodes in 2 worker pools and a sample app. Use it with:
   export KUBECONFIG=$STATE/$NAME.kubeconfig
-  $KUBECTL get namespaces
+  $KUBECTL get pods -o wide
+  curl http://$NODE_IP:$NODE_PORT/            # the app, through a NodePort
 Manage clusters with:
   export LOTSE_KUBECONFIG=$LOTSE_KUBECONFIG
   $LOTSE cluster list

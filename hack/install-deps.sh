@@ -17,6 +17,7 @@ declare -A packages=(
   [/usr/sbin/runc]=runc
   [/usr/lib/cni/bridge]=containernetworking-plugins
   [/usr/sbin/iptables]=iptables
+  [/usr/bin/curl]=curl
   [/usr/bin/gcc]=gcc
   [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
 )

@@ -139,3 +139,66 @@ func maxOf(v []float64) float64 {
 	}
 	return m
 }
+
+// BenchmarkClusterWithNodes measures the seconds from creating a Cluster
+// with one pool of 3 machines to Ready: control plane up, 3 Ready nodes and
+// CoreDNS available. It also reports how long one more node takes to join
+// (scaling the pool 3 -> 4) and each node's resident memory.
+//
+//	LOTSE_BINARY=bin/lotse go test -run '^$' -bench ClusterWithNodes -benchtime 5x ./test/e2e/
+func BenchmarkClusterWithNodes(b *testing.B) {
+	mc := mgmtClient(b)
+	ctx := context.Background()
+	var toReady, toJoin []float64
+	perNode := map[string][]float64{}
+	for i := 0; i < b.N; i++ {
+		cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-nodes-%d", i), Namespace: "default"}}
+		cl.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 3, Maximum: 4, MaxSurge: 1}}
+		start := time.Now()
+		if err := mc.Create(ctx, cl); err != nil {
+			b.Fatal(err)
+		}
+		waitClusterReady(b, mc, cl.Name, 15*time.Minute)
+		toReady = append(toReady, time.Since(start).Seconds())
+
+		b.StopTimer()
+		cur := getCluster(b, mc, cl.Name)
+		cur.Spec.Workers[0].Minimum = 4
+		if err := mc.Update(ctx, cur); err != nil {
+			b.Fatal(err)
+		}
+		joinStart := time.Now()
+		waitFor(b, 5*time.Minute, "the fourth node Ready", func() (bool, error) {
+			ms := &lotsev1.MachineList{}
+			if err := mc.List(ctx, ms, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: cl.Name}); err != nil {
+				return false, err
+			}
+			ready := 0
+			for _, m := range ms.Items {
+				if meta.IsStatusConditionTrue(m.Status.Conditions, "NodeReady") {
+					ready++
+				}
+			}
+			return ready == 4, nil
+		})
+		toJoin = append(toJoin, time.Since(joinStart).Seconds())
+		if i == 0 {
+			time.Sleep(30 * time.Second) // idle, for the memory figures
+			for _, p := range clusterProcesses(cl.Name) {
+				if strings.Contains(p.Name, "/machines/") {
+					perNode[componentOf(p.Name)] = append(perNode[componentOf(p.Name)], rssMiB(p))
+				}
+			}
+		}
+		deleteAndWait(b, mc, cl)
+		b.StartTimer()
+	}
+	b.ReportMetric(median(toReady), "s-ready-median")
+	b.ReportMetric(median(toJoin), "s-join-median")
+	b.Logf("seconds to Ready with 3 nodes and CoreDNS: %v", toReady)
+	b.Logf("seconds for one node to join: %v", toJoin)
+	for comp, v := range perNode {
+		b.ReportMetric(maxOf(v), "MiB-"+comp)
+		b.Logf("per node %s RSS MiB: %v", comp, v)
+	}
+}

@@ -61,7 +61,8 @@ func (r *Reconciler) workerTasks(c *lotsev1.Cluster, spec controlplane.Spec) []t
 		{Name: TaskMachines, DependsOn: []string{TaskNodeBootstrap}, Run: func(ctx context.Context) (bool, string, error) {
 			return r.ensureMachines(ctx, c)
 		}},
-		{Name: TaskPodRoutes, DependsOn: []string{TaskNodeBootstrap}, Run: func(ctx context.Context) (bool, string, error) {
+		// After the machines: then every node has its pod range.
+		{Name: TaskPodRoutes, DependsOn: []string{TaskMachines}, Run: func(ctx context.Context) (bool, string, error) {
 			return r.ensurePodRoutes(ctx, spec)
 		}},
 		{Name: TaskAddons, DependsOn: []string{TaskNodeBootstrap}, Run: func(ctx context.Context) (bool, string, error) {

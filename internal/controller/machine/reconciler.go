@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -128,6 +129,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	ready, why := nodeReady(node)
 	if node != nil {
 		status.NodeName = node.Name
+	}
+	// exec, logs and metrics need the kubelet's serving certificate, which
+	// the kubelet only gets after it registered: not Ready before that.
+	if ready && !exists(filepath.Join(lm.Dir, "pki", "kubelet-server-current.pem")) {
+		ready, why = false, "waiting for the kubelet serving certificate"
 	}
 	if !st.ProcessesReady {
 		ready, why = false, st.Message
@@ -298,6 +304,11 @@ func approveServingCSRs(ctx context.Context, cs kubernetes.Interface, nodeName, 
 		}
 	}
 	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func decided(csr *certificatesv1.CertificateSigningRequest) bool {
