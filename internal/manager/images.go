@@ -2,7 +2,6 @@ package manager
 
 import (
 	"context"
-	"io"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -18,7 +17,6 @@ func ExtraImagesDir(cacheDir string) string { return filepath.Join(cacheDir, "im
 // that no reconcile blocks for the minutes a cold CoreDNS build takes.
 type nodeImages struct {
 	builder *images.Builder
-	log     io.Writer
 
 	mu       sync.Mutex
 	building map[string]bool

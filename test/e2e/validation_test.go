@@ -50,6 +50,32 @@ func TestValidationOnCreate(t *testing.T) {
 		{"bad encrypted resource", func(c *lotsev1.Cluster) {
 			c.Spec.Encryption.Resources = []lotsev1.EncryptedResource{"Config Maps"}
 		}, []string{"spec.encryption.resources[0]", "should match"}},
+		{"pool minimum above maximum", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 3, Maximum: 1, MaxSurge: 1}}
+		}, []string{"spec.workers[]: minimum must not exceed maximum"}},
+		{"duplicate pool names", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1}, {Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1}}
+		}, []string{"spec.workers[1]", "Duplicate value", `"a"`}},
+		{"bad pool name", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "Web_Pool", Minimum: 1, Maximum: 1, MaxSurge: 1}}
+		}, []string{"spec.workers[0].name", "should match"}},
+		{"bad taint effect", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1,
+				Taints: []lotsev1.Taint{{Key: "dedicated", Effect: "Sometimes"}}}}
+		}, []string{"spec.workers[].taints: effect must be NoSchedule, PreferNoSchedule or NoExecute"}},
+		{"bad label key", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1,
+				Labels: map[string]lotsev1.LabelValue{"not a key!": "x"}}}
+		}, []string{"spec.workers[].labels: keys must be valid label keys"}},
+		{"bad label value", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1,
+				Labels: map[string]lotsev1.LabelValue{"tier": "-web-"}}}
+		}, []string{"spec.workers[0].labels.tier", "should match"}},
+		{"surge and unavailable both zero", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 0, MaxUnavailable: 0}}
+		}, []string{"maxSurge and maxUnavailable must not both be 0"}},
+		{"bad nodes CIDR", func(c *lotsev1.Cluster) { c.Spec.Networking.Nodes = "10.250.0.0/8" },
+			[]string{"spec.networking.nodes must be an IPv4 CIDR between /16 and /28"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
