@@ -39,6 +39,7 @@ var leafSpecs = []struct {
 	{AdminName, CAName, "lotse-admin", []string{"system:masters"}, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 	{ControllerMgrName, CAName, "system:kube-controller-manager", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 	{SchedulerName, CAName, "system:kube-scheduler", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
+	{KubeProxyName, CAName, "system:kube-proxy", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 	{ControllerMgrServing, CAName, "kube-controller-manager", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
 	{SchedulerServing, CAName, "kube-scheduler", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
 	{FrontProxyClientName, FrontProxyCAName, "front-proxy-client", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
