@@ -59,6 +59,11 @@ func FindProcesses(owner string) []Found {
 		if !ok || state == "Z" {
 			continue
 		}
+		// Children inherit the markers (containerd's shims do), but only the
+		// process the supervisor started leads its own session.
+		if !sessionLeader(pid) {
+			continue
+		}
 		out = append(out, Found{PID: pid, StartTime: st, Name: vars[envName], SpecHash: vars[envHash]})
 	}
 	return out
@@ -88,6 +93,20 @@ func procStat(pid int) (uint64, string, bool) {
 		return 0, "", false
 	}
 	return st, fields[0], true
+}
+
+// sessionLeader reports whether pid leads its session (field 6 of stat).
+func sessionLeader(pid int) bool {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return false
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	return len(fields) > 3 && fields[3] == strconv.Itoa(pid)
 }
 
 // alive reports whether the process with pid and start time still runs.

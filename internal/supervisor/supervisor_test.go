@@ -705,3 +705,32 @@ func TestOwnerID(t *testing.T) {
 		t.Errorf("OwnerID = %q, want 16 hex digits", a)
 	}
 }
+
+// TestChildrenAreNotMistakenForTheProcess: children inherit the markers
+// (containerd's shims do); only the supervised process itself is found, so
+// adoption never takes a child for the process nor kills it as a duplicate.
+func TestChildrenAreNotMistakenForTheProcess(t *testing.T) {
+	owner := testOwner(t)
+	s := newSupervisor(t, owner, Options{MaxBackoff: 200 * time.Millisecond, StopTimeout: 2 * time.Second})
+	spec, ready := shellSpec(t, "parent", `sleep 60 & sleep 60 & touch "$0"; wait`)
+	if err := s.Ensure(spec); err != nil {
+		t.Fatal(err)
+	}
+	waitForFile(t, ready)
+	found := FindProcesses(owner)
+	if len(found) != 1 {
+		t.Fatalf("found %d processes, want only the supervised one: %+v", len(found), found)
+	}
+	st, _ := s.Status("parent")
+	if found[0].PID != st.PID {
+		t.Errorf("found pid %d, supervised pid %d", found[0].PID, st.PID)
+	}
+	// A second supervisor adopts the parent and leaves its children alone.
+	s2 := newSupervisor(t, owner, Options{MaxBackoff: 200 * time.Millisecond, StopTimeout: 2 * time.Second})
+	if err := s2.Ensure(spec); err != nil {
+		t.Fatal(err)
+	}
+	if st2, _ := s2.Status("parent"); !st2.Adopted || st2.PID != st.PID {
+		t.Errorf("second supervisor: %+v, want the parent (pid %d) adopted", st2, st.PID)
+	}
+}

@@ -226,6 +226,30 @@ func TestWorkerPools(t *testing.T) {
 	killAndAwaitRestart(t, name+"/machines/"+victim+"/kubelet-0")
 	waitClusterReady(t, mc, name, 3*time.Minute)
 
+	// A crash of lotse leaves the machines running; the next lotse adopts
+	// their processes instead of starting new ones.
+	var nodeProcs []supervisor.Found
+	for _, p := range clusterProcesses(name) {
+		if strings.Contains(p.Name, "/machines/") {
+			nodeProcs = append(nodeProcs, p)
+		}
+	}
+	if len(nodeProcs) != 9 {
+		t.Errorf("%d node processes, want 9 (containerd, kubelet, kube-proxy on 3 machines)", len(nodeProcs))
+	}
+	env.crash()
+	if err := env.start(); err != nil {
+		t.Fatal(err)
+	}
+	mc = mgmtClient(t)
+	waitClusterReady(t, mc, name, 3*time.Minute)
+	for _, p := range nodeProcs {
+		if !stillRunning(p) {
+			t.Errorf("%s (pid %d) did not survive the restart of lotse", p.Name, p.PID)
+		}
+	}
+	t.Logf("lotse restarted; %d node processes adopted", len(nodeProcs))
+
 	// Scale pool web from 2 to 1: the removed node is drained (cordoned,
 	// pods evicted) before its machine goes; the Deployment stays whole.
 	cur := getCluster(t, mc, name)
@@ -257,6 +281,7 @@ func TestWorkerPools(t *testing.T) {
 		d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
 		return err == nil && d.Status.ReadyReplicas == 3, err
 	})
+	t.Logf("pool web scaled to 1: machine %s drained (cordon seen: %t) and removed", removed, sawCordon)
 	if _, err := cs.CoreV1().Nodes().Get(ctx, removed, metav1.GetOptions{}); err == nil {
 		t.Errorf("node %s still exists after its machine was removed", removed)
 	}
@@ -269,6 +294,7 @@ func TestWorkerPools(t *testing.T) {
 	}
 	mustCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m")
 	deleted = true
+	t.Logf("cluster deleted; checking the host for leftovers of network %s (%s)", network.ID, network.CIDR)
 	if left := clusterProcesses(name); len(left) > 0 {
 		t.Errorf("processes left: %+v", left)
 	}
