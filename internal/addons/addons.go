@@ -49,7 +49,12 @@ type Config struct {
 	Upstreams []string
 	// Replicas of CoreDNS.
 	Replicas int
+	// Tolerations CoreDNS needs to run on the cluster's nodes.
+	Tolerations []Toleration
 }
+
+// Toleration of an exact taint.
+type Toleration struct{ Key, Value, Effect string }
 
 // ClusterDNS is the address of the kube-dns Service: the tenth address of
 // the service range, as kubeadm chooses it.
@@ -70,7 +75,7 @@ func Render(cfg Config) ([]*unstructured.Unstructured, error) {
 	var buf bytes.Buffer
 	if err := corednsTemplate.Execute(&buf, map[string]any{
 		"ClusterDNS": cfg.ClusterDNS, "Image": cfg.CoreDNSImage, "Replicas": max(cfg.Replicas, 1),
-		"Forward": strings.Join(cfg.Upstreams, " "),
+		"Forward": strings.Join(cfg.Upstreams, " "), "Tolerations": cfg.Tolerations,
 	}); err != nil {
 		return nil, err
 	}
@@ -199,6 +204,9 @@ spec:
       # also tolerate a cordoned node and defeat draining it.
       tolerations:
       - {key: CriticalAddonsOnly, operator: Exists}
+{{- range .Tolerations }}
+      - {key: {{ printf "%q" .Key }}, operator: Equal, value: {{ printf "%q" .Value }}, effect: {{ printf "%q" .Effect }}}
+{{- end }}
       affinity:
         podAntiAffinity:
           preferredDuringSchedulingIgnoredDuringExecution:

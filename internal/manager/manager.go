@@ -96,6 +96,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Tenants:      tenants,
 		DNSUpstreams: opts.DNSUpstreams,
 		Client:       mgr.GetClient(),
+		APIReader:    mgr.GetAPIReader(),
 		Backend:      opts.Backend,
 		Releases:     opts.Releases,
 		Recorder:     mgr.GetEventRecorder("lotse"),

@@ -103,25 +103,31 @@ func EnsureBridge(ctx context.Context, ns, name string) error {
 }
 
 // EnsureVeth creates a veth pair: end a in namespace nsA, end b in nsB
-// ("" = this namespace). Both ends come up.
+// ("" = this namespace). Both ends come up. The pair is created in one call
+// with both ends placed directly, so no temporary name can collide with a
+// concurrent creation; a half-made pair is removed and made again.
 func EnsureVeth(ctx context.Context, nsA, a, nsB, b string) error {
-	if !LinkExists(ctx, nsA, a) {
-		// A half-made pair from an interrupted run: remove the other end.
-		if LinkExists(ctx, nsB, b) {
+	hasA, hasB := LinkExists(ctx, nsA, a), LinkExists(ctx, nsB, b)
+	if !hasA || !hasB {
+		if hasA {
+			if _, err := in(ctx, nsA, "link", "delete", a); err != nil {
+				return err
+			}
+		}
+		if hasB {
 			if _, err := in(ctx, nsB, "link", "delete", b); err != nil {
 				return err
 			}
 		}
-		// Create both ends in this namespace, then move them.
-		tmpA, tmpB := tmpName(a), tmpName(b)
-		_, _ = ip(ctx, "link", "delete", tmpA)
-		if _, err := ip(ctx, "link", "add", tmpA, "type", "veth", "peer", "name", tmpB); err != nil {
-			return err
+		args := []string{"link", "add", a}
+		if nsA != "" {
+			args = append(args, "netns", nsA)
 		}
-		if err := move(ctx, tmpA, nsA, a); err != nil {
-			return err
+		args = append(args, "type", "veth", "peer", "name", b)
+		if nsB != "" {
+			args = append(args, "netns", nsB)
 		}
-		if err := move(ctx, tmpB, nsB, b); err != nil {
+		if _, err := ip(ctx, args...); err != nil {
 			return err
 		}
 	}
@@ -129,26 +135,6 @@ func EnsureVeth(ctx context.Context, nsA, a, nsB, b string) error {
 		return err
 	}
 	_, err := in(ctx, nsB, "link", "set", b, "up")
-	return err
-}
-
-func tmpName(n string) string {
-	t := "t" + n
-	if len(t) > 15 {
-		t = t[:15]
-	}
-	return t
-}
-
-func move(ctx context.Context, tmp, ns, name string) error {
-	args := []string{"link", "set", tmp}
-	if ns != "" {
-		args = append(args, "netns", ns)
-	}
-	if _, err := ip(ctx, args...); err != nil {
-		return err
-	}
-	_, err := in(ctx, ns, "link", "set", tmp, "name", name)
 	return err
 }
 

@@ -185,6 +185,10 @@ func TestWorkerPools(t *testing.T) {
 		if err != nil || !strings.Contains(out, other.Name) {
 			t.Errorf("pod %s (node %s) -> pod %s (node %s): %v\n%s", p.Name, p.Spec.NodeName, other.Name, other.Spec.NodeName, err, out)
 		}
+		// No NAT between pods: the other pod sees this pod's own address.
+		if !strings.Contains(out, "you are "+p.Status.PodIP+":") {
+			t.Errorf("pod %s (%s) -> pod %s: the peer saw another source address: %s", p.Name, p.Status.PodIP, other.Name, out)
+		}
 	}
 	// A ClusterIP Service by its DNS name, and the API server through the kubernetes Service.
 	waitFor(t, time.Minute, "the Service by DNS name", func() (bool, error) {
@@ -237,11 +241,31 @@ func TestWorkerPools(t *testing.T) {
 	if len(nodeProcs) != 9 {
 		t.Errorf("%d node processes, want 9 (containerd, kubelet, kube-proxy on 3 machines)", len(nodeProcs))
 	}
+	supLog := filepath.Join(env.stateDir, "logs", "supervisor.log")
+	offset := int64(0)
+	if fi, err := os.Stat(supLog); err == nil {
+		offset = fi.Size()
+	}
 	env.crash()
 	if err := env.start(); err != nil {
 		t.Fatal(err)
 	}
 	mc = mgmtClient(t)
+	// The status may still say Ready from before the crash: wait until the
+	// new lotse has reconciled every machine, which its supervisor log shows.
+	waitFor(t, 3*time.Minute, "every node process handled by the new lotse", func() (bool, error) {
+		data, err := os.ReadFile(supLog)
+		if err != nil || int64(len(data)) < offset {
+			return false, err
+		}
+		since := string(data[offset:])
+		for _, p := range nodeProcs {
+			if !strings.Contains(since, p.Name+": ") {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 	waitClusterReady(t, mc, name, 3*time.Minute)
 	for _, p := range nodeProcs {
 		if !stillRunning(p) {
@@ -252,6 +276,14 @@ func TestWorkerPools(t *testing.T) {
 
 	// Scale pool web from 2 to 1: the removed node is drained (cordoned,
 	// pods evicted) before its machine goes; the Deployment stays whole.
+	before := map[string]bool{}
+	ms0 := &lotsev1.MachineList{}
+	if err := mc.List(ctx, ms0, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name, lotsev1.LabelPool: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms0.Items {
+		before[m.Name] = true
+	}
 	cur := getCluster(t, mc, name)
 	cur.Spec.Workers[0].Minimum = 1
 	if err := mc.Update(ctx, cur); err != nil {
@@ -264,12 +296,18 @@ func TestWorkerPools(t *testing.T) {
 		if err := mc.List(ctx, ms, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name, lotsev1.LabelPool: "web"}); err != nil {
 			return false, err
 		}
+		left := map[string]bool{}
 		for _, m := range ms.Items {
+			left[m.Name] = true
 			if !m.DeletionTimestamp.IsZero() {
-				removed = m.Name
 				if n, err := cs.CoreV1().Nodes().Get(ctx, m.Name, metav1.GetOptions{}); err == nil && n.Spec.Unschedulable {
 					sawCordon = true
 				}
+			}
+		}
+		for m := range before {
+			if !left[m] {
+				removed = m
 			}
 		}
 		return len(ms.Items) == 1 && removed != "", nil
@@ -288,7 +326,7 @@ func TestWorkerPools(t *testing.T) {
 	waitClusterReady(t, mc, name, 3*time.Minute)
 
 	// Delete the cluster: no process, netns, mount, veth, cgroup or directory is left.
-	network, err := local.ParseNetwork("clusters/default/"+name, cl.Status.NodesCIDR)
+	network, err := local.ParseNetwork(local.NetworkID(env.owner, "clusters/default/"+name), cl.Status.NodesCIDR)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,6 +347,12 @@ func TestWorkerPools(t *testing.T) {
 		if strings.Contains(line, clusterDir(name)) || strings.Contains(line, "/run/lotse/"+network.ID) {
 			t.Errorf("mount left: %s", line)
 		}
+	}
+	if out, _ := exec.Command("ip", "route", "show").CombinedOutput(); strings.Contains(string(out), network.CIDR.String()) {
+		t.Errorf("host route to %s left:\n%s", network.CIDR, out)
+	}
+	if out, _ := exec.Command("iptables", "-w", "-S").CombinedOutput(); strings.Contains(string(out), "LOTSE-"+network.ID) {
+		t.Errorf("firewall rules of %s left", network.ID)
 	}
 	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/lotse-" + network.ID + "-*"); len(cg) > 0 {
 		t.Errorf("cgroups left: %v", cg)

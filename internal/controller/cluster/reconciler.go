@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/tasks"
 	"github.com/lotse/lotse/internal/tenant"
@@ -52,8 +54,11 @@ func keyToRequest(processName string) (namespace, name string, ok bool) {
 
 // Reconciler reconciles Clusters.
 type Reconciler struct {
-	Client   client.Client
-	Backend  controlplane.Backend
+	Client client.Client
+	// APIReader reads around the cache where a stale read would do harm
+	// (choosing a free machine index).
+	APIReader client.Reader
+	Backend   controlplane.Backend
 	Releases *releases.Store
 	Recorder events.EventRecorder
 	// EndpointTask names the backend task after which the API answers.
@@ -327,10 +332,11 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	if b, ok := r.process(); ok {
-		if n, err := NetworkOf(b, Key(c.Namespace, c.Name)); err == nil {
-			if err := n.DeleteCluster(ctx); err != nil {
-				return ctrl.Result{}, err
-			}
+		key := Key(c.Namespace, c.Name)
+		// Sweep whatever machines left (a machine whose object vanished
+		// with its finalizer removed by hand), then the network itself.
+		if err := local.DeleteLeftovers(ctx, b.Dir(key), NetworkID(b, key)); err != nil {
+			return ctrl.Result{}, err
 		}
 	}
 	if r.Tenants != nil {
@@ -436,6 +442,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, c *lotsev1.Cluster, status
 func equalStatus(a, b *lotsev1.ClusterStatus) bool {
 	return a.ObservedGeneration == b.ObservedGeneration && a.Phase == b.Phase && a.Endpoint == b.Endpoint &&
 		a.KubernetesVersion == b.KubernetesVersion && a.KubeconfigSecret == b.KubeconfigSecret &&
+		a.NodesCIDR == b.NodesCIDR && slices.Equal(a.Workers, b.Workers) &&
 		(a.LastOperation == nil) == (b.LastOperation == nil) &&
 		(a.LastOperation == nil || (sameOperation(a.LastOperation, b.LastOperation) && a.LastOperation.LastUpdateTime.Equal(&b.LastOperation.LastUpdateTime))) &&
 		conditionsEqual(a.Conditions, b.Conditions)

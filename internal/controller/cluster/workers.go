@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,8 +62,9 @@ func (r *Reconciler) workerTasks(c *lotsev1.Cluster, spec controlplane.Spec) []t
 		{Name: TaskMachines, DependsOn: []string{TaskNodeBootstrap}, Run: func(ctx context.Context) (bool, string, error) {
 			return r.ensureMachines(ctx, c)
 		}},
-		// After the machines: then every node has its pod range.
-		{Name: TaskPodRoutes, DependsOn: []string{TaskMachines}, Run: func(ctx context.Context) (bool, string, error) {
+		// Not after the machines: one broken machine must not keep routes
+		// from the others.
+		{Name: TaskPodRoutes, DependsOn: []string{TaskNodeBootstrap}, Run: func(ctx context.Context) (bool, string, error) {
 			return r.ensurePodRoutes(ctx, spec)
 		}},
 		{Name: TaskAddons, DependsOn: []string{TaskNodeBootstrap}, Run: func(ctx context.Context) (bool, string, error) {
@@ -86,12 +88,20 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	if err != nil {
 		return false, "", err
 	}
-	objs, err := addons.Render(addons.Config{
+	cfg := addons.Config{
 		ClusterDNS:   addons.ClusterDNS(c.Spec.Networking.Services),
 		CoreDNSImage: set.CoreDNS.Ref(),
 		Upstreams:    r.DNSUpstreams,
 		Replicas:     min(2, totalMinimum(c)),
-	})
+	}
+	// CoreDNS tolerates the pools' own taints (exactly those), so a cluster
+	// whose pools are all tainted still has DNS.
+	for _, pool := range c.Spec.Workers {
+		for _, t := range pool.Taints {
+			cfg.Tolerations = append(cfg.Tolerations, addons.Toleration{Key: t.Key, Value: t.Value, Effect: t.Effect})
+		}
+	}
+	objs, err := addons.Render(cfg)
 	if err != nil {
 		return false, "", err
 	}
@@ -101,6 +111,9 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	cs, err := r.Tenants.For(spec.Key, kc)
 	if err != nil {
 		return false, "", err
+	}
+	if totalMinimum(c) == 0 {
+		return true, "", nil // no nodes: nothing can run, nothing to wait for
 	}
 	ok, msg, err := addons.Health(ctx, cs)
 	return ok, msg, err
@@ -120,7 +133,13 @@ func NetworkOf(b *process.Backend, key string) (local.Network, error) {
 	if err != nil {
 		return local.Network{}, err
 	}
-	return local.ParseNetwork(key, l.NodesCIDR)
+	return local.ParseNetwork(NetworkID(b, key), l.NodesCIDR)
+}
+
+// NetworkID is the id of a cluster's local network; it needs no layout, so
+// deletion can find everything even if the layout file is gone.
+func NetworkID(b *process.Backend, key string) string {
+	return local.NetworkID(b.Supervisor.Owner(), key)
 }
 
 func (r *Reconciler) ensureNodeNetwork(ctx context.Context, spec controlplane.Spec) (bool, string, error) {
@@ -132,11 +151,19 @@ func (r *Reconciler) ensureNodeNetwork(ctx context.Context, spec controlplane.Sp
 	if err != nil {
 		return false, "", err
 	}
-	if err := n.EnsureCluster(ctx); err != nil {
+	l, err := b.LoadLayout(spec.Key)
+	if err != nil {
 		return false, "", err
 	}
-	ep, err := b.EnsureNodeEndpoint(spec)
+	ep := l.NodeEndpoint()
+	port, err := strconv.Atoi(ep[strings.LastIndex(ep, ":")+1:])
 	if err != nil {
+		return false, "", err
+	}
+	if err := n.EnsureCluster(ctx, port); err != nil {
+		return false, "", err
+	}
+	if _, err := b.EnsureNodeEndpoint(spec); err != nil {
 		return false, "", err
 	}
 	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(ep, "https://"), time.Second)
@@ -237,8 +264,14 @@ func upsert(_ context.Context, _ metav1.Object, create, update func() error) err
 
 // ensureMachines makes each pool have its desired number of Machines.
 func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bool, string, error) {
+	// Straight from the API: a cache that has not seen a just-created
+	// Machine would hand its index (address, namespace, cgroup) out twice.
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
 	list := &lotsev1.MachineList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{lotsev1.LabelCluster: c.Name}); err != nil {
+	if err := reader.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{lotsev1.LabelCluster: c.Name}); err != nil {
 		return false, "", err
 	}
 	used := map[int32]bool{}

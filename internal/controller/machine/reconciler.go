@@ -7,10 +7,11 @@ package machine
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -126,6 +128,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := approveServingCSRs(ctx, cs, m.Name, st.Address); err != nil {
 		log.FromContext(ctx).Error(err, "approve kubelet serving certificate")
 	}
+	if node != nil {
+		if err := ensureNodeLabels(ctx, cs, node, lm.Labels); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	ready, why := nodeReady(node)
 	if node != nil {
 		status.NodeName = node.Name
@@ -141,6 +148,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	setCond(status, m.Generation, "NodeReady", ready, map[bool]string{true: "KubeletReady", false: "NodeNotReady"}[ready], why)
 	if ready {
 		status.Phase = lotsev1.MachineRunning
+		// The kubelet has its own certificate now; the token has done its job.
+		if err := cs.CoreV1().Secrets("kube-system").Delete(ctx, "bootstrap-token-"+bootstrapTokenID(m.Name), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
 	}
 	if err := r.writeStatus(ctx, m, status); err != nil {
 		return ctrl.Result{}, err
@@ -173,7 +184,7 @@ func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1
 	if err != nil {
 		return nil, nil, "waiting for the control plane", nil
 	}
-	network, err := local.ParseNetwork(key, l.NodesCIDR)
+	network, err := local.ParseNetwork(clustercontroller.NetworkID(r.Backend, key), l.NodesCIDR)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -216,18 +227,22 @@ func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1
 			lm.Labels[corev1.LabelTopologyZone] = pool.Zones[int(m.Spec.Index)%len(pool.Zones)]
 		}
 	}
-	token, err := ensureBootstrapToken(ctx, cs, lm)
-	if err != nil {
-		return nil, nil, "", err
+	// A bootstrap token only while the kubelet has no certificate of its
+	// own yet; it is deleted once the node is Ready.
+	if !exists(filepath.Join(lm.Dir, "kubelet.kubeconfig")) {
+		token, err := ensureBootstrapToken(ctx, cs, lm)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		lm.BootstrapToken = token
 	}
-	lm.BootstrapToken = token
 	return lm, cs, "", nil
 }
 
 // ensureBootstrapToken creates a short-lived bootstrap token for a machine
 // whose kubelet has no client certificate yet.
 func ensureBootstrapToken(ctx context.Context, cs kubernetes.Interface, m *local.Machine) (string, error) {
-	id := bootstrapTokenID(m)
+	id := bootstrapTokenID(m.Name)
 	name := "bootstrap-token-" + id
 	sec, err := cs.CoreV1().Secrets("kube-system").Get(ctx, name, metav1.GetOptions{})
 	if err == nil {
@@ -260,9 +275,10 @@ func ensureBootstrapToken(ctx context.Context, cs kubernetes.Interface, m *local
 	return id + "." + secret, nil
 }
 
-// bootstrapTokenID is 6 characters [a-z0-9], stable per machine.
-func bootstrapTokenID(m *local.Machine) string {
-	return fmt.Sprintf("%s%02x", m.Network.ID[:4], m.Index%256)
+// bootstrapTokenID is 6 characters [a-z0-9], stable per machine name.
+func bootstrapTokenID(machineName string) string {
+	sum := sha256.Sum256([]byte(machineName))
+	return hex.EncodeToString(sum[:3])
 }
 
 // approveServingCSRs approves the kubelet serving certificate requests of
@@ -359,17 +375,15 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, ke
 			return ctrl.Result{RequeueAfter: time.Second}, nil
 		}
 	}
-	l, err := r.Backend.LoadLayout(key)
-	if err == nil {
-		network, err := local.ParseNetwork(key, l.NodesCIDR)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		lm := &local.Machine{ClusterKey: key, Dir: filepath.Join(r.Backend.Dir(key), "machines", m.Name), Name: m.Name,
-			Index: int(m.Spec.Index), Network: network}
-		if err := r.Provider.Delete(ctx, lm); err != nil {
-			return ctrl.Result{}, err
-		}
+	// Deletion needs only the network's id and the index: it works even
+	// when the cluster's layout is gone.
+	lm := &local.Machine{ClusterKey: key, Dir: filepath.Join(r.Backend.Dir(key), "machines", m.Name), Name: m.Name,
+		Index: int(m.Spec.Index), Network: local.Network{ID: clustercontroller.NetworkID(r.Backend, key)}}
+	if err := r.Provider.Delete(ctx, lm); err != nil {
+		return ctrl.Result{}, err
+	}
+	if cs != nil {
+		_ = cs.CoreV1().Secrets("kube-system").Delete(ctx, "bootstrap-token-"+bootstrapTokenID(m.Name), metav1.DeleteOptions{})
 	}
 	if cs != nil {
 		if err := cs.CoreV1().Nodes().Delete(ctx, m.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
@@ -476,4 +490,26 @@ func equalMachineStatus(a, b *lotsev1.MachineStatus) bool {
 		}
 	}
 	return true
+}
+
+// ensureNodeLabels puts the pool's labels on the node through the API. The
+// kubelet may set only some labels on itself (NodeRestriction refuses
+// node-role.kubernetes.io/* and other kubernetes.io keys), and labels
+// changed on the pool later must reach existing nodes too.
+func ensureNodeLabels(ctx context.Context, cs kubernetes.Interface, node *corev1.Node, labels map[string]string) error {
+	missing := false
+	for k, v := range labels {
+		if node.Labels[k] != v {
+			missing = true
+		}
+	}
+	if !missing {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
+	if err != nil {
+		return err
+	}
+	_, err = cs.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "lotse"})
+	return err
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -212,6 +213,11 @@ func (b *Backend) allocateNodesCIDR(spec controlplane.Spec) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		for _, h := range hostPrefixes() {
+			if h.Overlaps(want) {
+				return "", fmt.Errorf("nodes network %s overlaps %s, a network of this host; choose another spec.networking.nodes", spec.NodesCIDR, h)
+			}
+		}
 		for u := range used {
 			if p, err := netip.ParsePrefix(u); err == nil && p.Overlaps(want) {
 				return "", fmt.Errorf("nodes network %s overlaps %s of another cluster on this host; choose another spec.networking.nodes", spec.NodesCIDR, u)
@@ -219,11 +225,21 @@ func (b *Backend) allocateNodesCIDR(spec controlplane.Spec) (string, error) {
 		}
 		return want.Masked().String(), nil
 	}
-	for i := 0; i < 256; i++ {
-		c := fmt.Sprintf("10.250.%d.0/24", i)
-		if !used[c] {
-			return c, nil
+	taken := hostPrefixes()
+	for u := range used {
+		if p, err := netip.ParsePrefix(u); err == nil {
+			taken = append(taken, p)
 		}
+	}
+next:
+	for i := 0; i < 256; i++ {
+		c := netip.MustParsePrefix(fmt.Sprintf("10.250.%d.0/24", i))
+		for _, t := range taken {
+			if t.Overlaps(c) {
+				continue next
+			}
+		}
+		return c.String(), nil
 	}
 	return "", fmt.Errorf("no free /24 left in 10.250.0.0/16 for nodes networks")
 }
@@ -338,4 +354,21 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 func (b *Backend) Stop(ctx context.Context, key string) error {
 	b.Supervisor.StopPrefix(key + "/")
 	return supervisor.WaitStopped(ctx, b.Supervisor.Owner(), key+"/")
+}
+
+// hostPrefixes are the networks of this host's interfaces (other lotse
+// instances' node networks among them), which a new nodes network must not
+// overlap.
+func hostPrefixes() []netip.Prefix {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLoopback() {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }

@@ -28,6 +28,9 @@ state = %[2]q
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %[6]q
   restrict_oom_score_adj = true
+  # Pod network namespaces under this machine's state directory, not the
+  # host-wide /run/netns: deleting the machine finds and removes them.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -101,15 +104,16 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 }
 
 // cniConfig wires pods to a bridge with addresses from the node's pod CIDR.
-// ipMasq: traffic leaving the pod range takes the node's address, so the
-// host and other nodes can answer without routes back into every pod CIDR.
+// No masquerading here: pods talk to pods on other nodes with their own
+// addresses (Kubernetes' network model); traffic leaving the cluster's pod
+// range is masqueraded by the machine's own rule (see ensureMasquerade).
 func cniConfig(m *Machine, podCIDR string) string {
 	conf := map[string]any{
 		"cniVersion": "0.4.0",
 		"name":       "lotse",
 		"plugins": []any{
 			map[string]any{
-				"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+				"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
 				"ipam": map[string]any{
 					"type":    "host-local",
 					"dataDir": m.path("cni", "networks"),

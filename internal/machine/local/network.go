@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
 
 	"github.com/lotse/lotse/internal/netns"
 )
@@ -28,9 +31,11 @@ type Network struct {
 	CIDR netip.Prefix
 }
 
-// NetworkID derives the short id of a cluster's network from its key.
-func NetworkID(clusterKey string) string {
-	sum := sha256.Sum256([]byte(clusterKey))
+// NetworkID derives the short id of a cluster's network from the owner of
+// the processes (the state directory's id) and the cluster key, so two lotse
+// instances on one host never share namespace, cgroup or interface names.
+func NetworkID(owner, clusterKey string) string {
+	sum := sha256.Sum256([]byte(owner + "/" + clusterKey))
 	return hex.EncodeToString(sum[:])[:8]
 }
 
@@ -60,8 +65,9 @@ func (n Network) MachineIP(idx int) (netip.Addr, error) {
 
 func (n Network) prefixLen() int { return n.CIDR.Bits() }
 
-// EnsureCluster creates the switch, the bridge and the host uplink.
-func (n Network) EnsureCluster(ctx context.Context) error {
+// EnsureCluster creates the switch, the bridge and the host uplink, and
+// lets the machines reach only apiPort on the gateway (see hostFirewall).
+func (n Network) EnsureCluster(ctx context.Context, apiPort int) error {
 	sw := n.SwitchNS()
 	if err := netns.Create(ctx, sw); err != nil {
 		return err
@@ -80,11 +86,71 @@ func (n Network) EnsureCluster(ctx context.Context) error {
 	if err := netns.EnsureAddress(ctx, "", n.HostLink(), fmt.Sprintf("%s/%d", n.Gateway(), n.prefixLen())); err != nil {
 		return err
 	}
-	return netns.Sysctl(ctx, "", "net.ipv4.conf."+n.HostLink()+".forwarding", "0")
+	if err := netns.Sysctl(ctx, "", "net.ipv4.conf."+n.HostLink()+".forwarding", "0"); err != nil {
+		return err
+	}
+	return n.ensureHostFirewall(ctx, apiPort)
+}
+
+func (n Network) chain() string { return "LOTSE-" + n.ID }
+
+func iptables(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w"}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// ensureHostFirewall isolates the cluster's machines from the host and from
+// other clusters: from the uplink, the host accepts only the API endpoint and
+// answers to connections it opened itself (API server to kubelet, NodePorts),
+// and forwards nothing (a later ip_forward=1 would otherwise re-enable
+// forwarding on the uplink).
+func (n Network) ensureHostFirewall(ctx context.Context, apiPort int) error {
+	if iptables(ctx, "-N", n.chain()) == nil {
+		for _, rule := range [][]string{
+			{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+			{"-p", "tcp", "-d", n.Gateway().String(), "--dport", strconv.Itoa(apiPort), "-j", "ACCEPT"},
+			{"-j", "DROP"},
+		} {
+			if err := iptables(ctx, append([]string{"-A", n.chain()}, rule...)...); err != nil {
+				return err
+			}
+		}
+	}
+	for _, hook := range [][]string{
+		{"INPUT", "-i", n.HostLink(), "-j", n.chain()},
+		{"FORWARD", "-i", n.HostLink(), "-j", "DROP"},
+		{"FORWARD", "-o", n.HostLink(), "-j", "DROP"},
+	} {
+		if iptables(ctx, append([]string{"-C"}, hook...)...) != nil {
+			if err := iptables(ctx, append([]string{"-I"}, hook...)...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (n Network) deleteHostFirewall(ctx context.Context) {
+	for _, hook := range [][]string{
+		{"INPUT", "-i", n.HostLink(), "-j", n.chain()},
+		{"FORWARD", "-i", n.HostLink(), "-j", "DROP"},
+		{"FORWARD", "-o", n.HostLink(), "-j", "DROP"},
+	} {
+		// -D removes one copy per call; repeat until none is left.
+		for i := 0; i < 10 && iptables(ctx, append([]string{"-D"}, hook...)...) == nil; i++ {
+			continue
+		}
+	}
+	_ = iptables(ctx, "-F", n.chain())
+	_ = iptables(ctx, "-X", n.chain())
 }
 
 // DeleteCluster removes the switch namespace; the host uplink goes with its peer.
 func (n Network) DeleteCluster(ctx context.Context) error {
+	n.deleteHostFirewall(ctx)
 	if err := netns.Delete(ctx, n.SwitchNS()); err != nil {
 		return err
 	}
@@ -129,11 +195,11 @@ func (n Network) DeleteMachine(ctx context.Context, idx int) error {
 	return netns.DeleteLink(ctx, n.SwitchNS(), fmt.Sprintf("m%d", idx))
 }
 
-// ParseNetwork returns the network of the cluster with the given key and nodes CIDR.
-func ParseNetwork(clusterKey, cidr string) (Network, error) {
+// ParseNetwork returns the network with the given id and nodes CIDR.
+func ParseNetwork(id, cidr string) (Network, error) {
 	p, err := netip.ParsePrefix(cidr)
 	if err != nil {
 		return Network{}, fmt.Errorf("nodes network %q: %w", cidr, err)
 	}
-	return Network{ID: NetworkID(clusterKey), CIDR: p.Masked()}, nil
+	return Network{ID: id, CIDR: p.Masked()}, nil
 }

@@ -100,6 +100,9 @@ func (p *Provider) Ensure(ctx context.Context, m *Machine) (Status, error) {
 		return st, fmt.Errorf("network: %w", err)
 	}
 	st.Address = ip.String()
+	if err := ensureMasquerade(ctx, m); err != nil {
+		return st, err
+	}
 	for _, d := range []string{m.path("containerd"), m.path("cni", "net.d"), m.path("kubelet"), m.path("pod-logs"), m.path("logs"), m.path("pki"), m.runDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return st, err
@@ -124,7 +127,7 @@ func (p *Provider) Ensure(ctx context.Context, m *Machine) (Status, error) {
 		return st, err
 	}
 	files["kube-proxy.kubeconfig"] = string(kp)
-	if !exists(m.path("kubelet.kubeconfig")) {
+	if m.BootstrapToken != "" {
 		files["bootstrap.kubeconfig"] = bootstrapKubeconfig(m)
 	}
 	if m.PodCIDR != "" {
@@ -146,9 +149,12 @@ func (p *Provider) Ensure(ctx context.Context, m *Machine) (Status, error) {
 	if err := importImages(ctx, m); err != nil {
 		return st, err
 	}
+	// Labels the kubelet may set on itself; the rest arrive through the API.
 	labels := []string{}
 	for k, v := range m.Labels {
-		labels = append(labels, k+"="+v)
+		if kubeletMaySetLabel(k) {
+			labels = append(labels, k+"="+v)
+		}
 	}
 	sort.Strings(labels)
 	kubeletArgs := []string{
@@ -469,4 +475,93 @@ func StopAll(stateDir string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// DeleteLeftovers removes everything of a cluster's local machines that is
+// still on the host, whatever state their objects are in: processes and
+// containers (by cgroup), mounts, cgroups, runtime directories, machine
+// namespaces, and finally the cluster's switch and uplink.
+func DeleteLeftovers(ctx context.Context, clusterDir, networkID string) error {
+	var errs []error
+	dirs, _ := filepath.Glob(filepath.Join(clusterDir, "machines", "*"))
+	roots := map[string]bool{}
+	for _, d := range dirs {
+		if root, err := os.ReadFile(filepath.Join(d, cgroupFile)); err == nil {
+			roots[strings.TrimSpace(string(root))] = true
+		}
+	}
+	// Cgroups of machines whose directory is already gone.
+	cgs, _ := filepath.Glob("/sys/fs/cgroup/*/lotse-" + networkID + "-*")
+	for _, cg := range cgs {
+		roots["/"+filepath.Base(cg)] = true
+	}
+	for root := range roots {
+		if err := killCgroup(root); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	runDirs, _ := filepath.Glob(filepath.Join("/run/lotse", networkID+"-*"))
+	for _, d := range append(dirs, runDirs...) {
+		if err := unmountUnder(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for root := range roots {
+		if err := removeCgroup(root); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, d := range runDirs {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	nss, _ := netns.List("lm-" + networkID + "-")
+	for _, ns := range nss {
+		if err := netns.Delete(ctx, ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := (Network{ID: networkID}).DeleteCluster(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ensureMasquerade gives traffic from pods to anything outside the cluster's
+// pod range (the API endpoint, the host) the machine's address, so replies
+// find their way back without routes into every node's pod range.
+func ensureMasquerade(ctx context.Context, m *Machine) error {
+	rule := []string{"POSTROUTING", "-s", m.ClusterCIDR, "!", "-d", m.ClusterCIDR, "-m", "comment", "--comment", "lotse: pods leaving the cluster", "-j", "MASQUERADE"}
+	ipt := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netns.Path(m.Network.MachineNS(m.Index)), "--", "iptables", "-w", "-t", "nat"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("iptables %v: %v: %s", args, err, out)
+		}
+		return nil
+	}
+	if ipt(append([]string{"-C"}, rule...)...) == nil {
+		return nil
+	}
+	return ipt(append([]string{"-A"}, rule...)...)
+}
+
+// kubeletMaySetLabel mirrors the NodeRestriction admission rule: keys in the
+// kubernetes.io and k8s.io domains are refused unless they are in the
+// kubelet's own or the node-restriction namespaces, or well known.
+func kubeletMaySetLabel(key string) bool {
+	domain, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return true
+	}
+	restricted := domain == "kubernetes.io" || domain == "k8s.io" || strings.HasSuffix(domain, ".kubernetes.io") || strings.HasSuffix(domain, ".k8s.io")
+	if !restricted {
+		return true
+	}
+	switch domain {
+	case "kubelet.kubernetes.io", "node.kubernetes.io", "topology.kubernetes.io":
+		return true
+	}
+	return strings.HasSuffix(domain, ".node-restriction.kubernetes.io") || domain == "node-restriction.kubernetes.io"
 }
