@@ -59,8 +59,8 @@ type Reconciler struct {
 	// (choosing a free machine index).
 	APIReader client.Reader
 	Backend   controlplane.Backend
-	Releases *releases.Store
-	Recorder events.EventRecorder
+	Releases  *releases.Store
+	Recorder  events.EventRecorder
 	// EndpointTask names the backend task after which the API answers.
 	EndpointTask func(controlplane.Spec) string
 	// BuildLog receives the output of release builds started on demand.
