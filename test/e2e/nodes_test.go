@@ -360,6 +360,9 @@ func TestWorkerPools(t *testing.T) {
 	if _, err := os.Stat(clusterDir(name)); err == nil {
 		t.Errorf("directory %s left", clusterDir(name))
 	}
+	if left, _ := filepath.Glob(filepath.Join(local.DiskRoot(env.stateDir), network.ID+"-*")); len(left) > 0 {
+		t.Errorf("machine disks left: %v", left)
+	}
 	if left, _ := filepath.Glob("/run/lotse/" + network.ID + "-*"); len(left) > 0 {
 		t.Errorf("runtime directories left: %v", left)
 	}

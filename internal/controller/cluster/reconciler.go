@@ -335,7 +335,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 		key := Key(c.Namespace, c.Name)
 		// Sweep whatever machines left (a machine whose object vanished
 		// with its finalizer removed by hand), then the network itself.
-		if err := local.DeleteLeftovers(ctx, b.Dir(key), NetworkID(b, key)); err != nil {
+		if err := local.DeleteLeftovers(ctx, b.Dir(key), local.DiskRoot(b.StateDir), NetworkID(b, key)); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

@@ -199,6 +199,7 @@ func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1
 	lm := &local.Machine{
 		ClusterKey:  key,
 		Dir:         filepath.Join(r.Backend.Dir(key), "machines", m.Name),
+		DiskDir:     local.DiskDir(DiskRoot(r.Backend), network.ID, int(m.Spec.Index)),
 		Name:        m.Name,
 		Index:       int(m.Spec.Index),
 		Network:     network,
@@ -377,8 +378,10 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, ke
 	}
 	// Deletion needs only the network's id and the index: it works even
 	// when the cluster's layout is gone.
+	netID := clustercontroller.NetworkID(r.Backend, key)
 	lm := &local.Machine{ClusterKey: key, Dir: filepath.Join(r.Backend.Dir(key), "machines", m.Name), Name: m.Name,
-		Index: int(m.Spec.Index), Network: local.Network{ID: clustercontroller.NetworkID(r.Backend, key)}}
+		DiskDir: local.DiskDir(DiskRoot(r.Backend), netID, int(m.Spec.Index)),
+		Index:   int(m.Spec.Index), Network: local.Network{ID: netID}}
 	if err := r.Provider.Delete(ctx, lm); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -513,3 +516,6 @@ func ensureNodeLabels(ctx context.Context, cs kubernetes.Interface, node *corev1
 	_, err = cs.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "lotse"})
 	return err
 }
+
+// DiskRoot holds the machines' kubelet roots.
+func DiskRoot(b *process.Backend) string { return local.DiskRoot(b.StateDir) }

@@ -33,6 +33,10 @@ type Machine struct {
 	ClusterKey string
 	// Dir is the machine's directory (under the cluster's).
 	Dir string
+	// DiskDir is the kubelet's root directory: the machine's "disk". It
+	// needs a short path because the kubelet creates unix sockets inside
+	// it, whose paths may not exceed 108 bytes.
+	DiskDir string
 	// Name is the machine's and the node's name.
 	Name     string
 	Index    int
@@ -103,7 +107,7 @@ func (p *Provider) Ensure(ctx context.Context, m *Machine) (Status, error) {
 	if err := ensureMasquerade(ctx, m); err != nil {
 		return st, err
 	}
-	for _, d := range []string{m.path("containerd"), m.path("cni", "net.d"), m.path("kubelet"), m.path("pod-logs"), m.path("logs"), m.path("pki"), m.runDir()} {
+	for _, d := range []string{m.path("containerd"), m.path("cni", "net.d"), m.DiskDir, m.path("pod-logs"), m.path("logs"), m.path("pki"), m.runDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return st, err
 		}
@@ -162,7 +166,7 @@ func (p *Provider) Ensure(ctx context.Context, m *Machine) (Status, error) {
 		"--kubeconfig=" + m.path("kubelet.kubeconfig"),
 		"--bootstrap-kubeconfig=" + m.path("bootstrap.kubeconfig"),
 		"--cert-dir=" + m.path("pki"),
-		"--root-dir=" + m.path("kubelet"),
+		"--root-dir=" + m.DiskDir,
 		"--hostname-override=" + m.Name,
 		"--node-ip=" + ip.String(),
 	}
@@ -266,7 +270,10 @@ func (p *Provider) Delete(ctx context.Context, m *Machine) error {
 	if err := supervisor.WaitStopped(ctx, p.Supervisor.Owner(), prefix); err != nil {
 		return err
 	}
-	for _, dir := range []string{m.Dir, m.runDir()} {
+	for _, dir := range []string{m.DiskDir, m.Dir, m.runDir()} {
+		if dir == "" {
+			continue
+		}
 		if err := unmountUnder(dir); err != nil {
 			return err
 		}
@@ -277,12 +284,25 @@ func (p *Provider) Delete(ctx context.Context, m *Machine) error {
 	if err := m.Network.DeleteMachine(ctx, m.Index); err != nil {
 		return err
 	}
-	for _, dir := range []string{m.Dir, m.runDir()} {
+	for _, dir := range []string{m.DiskDir, m.Dir, m.runDir()} {
+		if dir == "" {
+			continue
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// DiskRoot is the directory of the machines' kubelet roots: "m" right under
+// the state directory, to keep socket paths short.
+func DiskRoot(stateDir string) string { return filepath.Join(stateDir, "m") }
+
+// DiskDir is where machine idx of a network keeps its kubelet root, below
+// diskRoot (a short directory of the state directory).
+func DiskDir(diskRoot, networkID string, idx int) string {
+	return filepath.Join(diskRoot, fmt.Sprintf("%s-%d", networkID, idx))
 }
 
 func socketReady(path string) bool {
@@ -481,7 +501,7 @@ func StopAll(stateDir string) error {
 // still on the host, whatever state their objects are in: processes and
 // containers (by cgroup), mounts, cgroups, runtime directories, machine
 // namespaces, and finally the cluster's switch and uplink.
-func DeleteLeftovers(ctx context.Context, clusterDir, networkID string) error {
+func DeleteLeftovers(ctx context.Context, clusterDir, diskRoot, networkID string) error {
 	var errs []error
 	dirs, _ := filepath.Glob(filepath.Join(clusterDir, "machines", "*"))
 	roots := map[string]bool{}
@@ -501,6 +521,8 @@ func DeleteLeftovers(ctx context.Context, clusterDir, networkID string) error {
 		}
 	}
 	runDirs, _ := filepath.Glob(filepath.Join("/run/lotse", networkID+"-*"))
+	disks, _ := filepath.Glob(filepath.Join(diskRoot, networkID+"-*"))
+	runDirs = append(runDirs, disks...)
 	for _, d := range append(dirs, runDirs...) {
 		if err := unmountUnder(d); err != nil {
 			errs = append(errs, err)
