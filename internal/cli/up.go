@@ -40,6 +40,7 @@ func newUpCommand() *cobra.Command {
 
 func newDownCommand() *cobra.Command {
 	var stateDir string
+	var purge bool
 	cmd := &cobra.Command{
 		Use:   "down",
 		Short: "Stop every process a killed `lotse up` left running (data is kept)",
@@ -47,6 +48,13 @@ func newDownCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := os.Stat(stateDir); os.IsNotExist(err) {
 				fmt.Fprintf(cmd.OutOrStdout(), "nothing to stop: %s does not exist\n", stateDir)
+				return nil
+			}
+			if purge {
+				if err := managementplane.Purge(cmd.Context(), stateDir); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "purged %s: processes, machines and data are gone\n", stateDir)
 				return nil
 			}
 			n, err := managementplane.Down(stateDir)
@@ -58,6 +66,7 @@ func newDownCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", managementplane.DefaultStateDir(), "state directory of the lotse to stop ($LOTSE_STATE_DIR)")
+	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the machines' namespaces, mounts, cgroups and firewall rules, and the state directory: all data is lost")
 	return cmd
 }
 

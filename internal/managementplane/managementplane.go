@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -239,4 +240,48 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// Purge removes everything a lotse with this state directory put on the
+// host: processes, the machines' containers, mounts, cgroups, network
+// namespaces, interfaces and firewall rules, and finally the state
+// directory itself. All data is lost.
+func Purge(ctx context.Context, stateDir string) error {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return err
+	}
+	if _, err := Down(abs); err != nil {
+		return err
+	}
+	owner := supervisor.OwnerID(abs)
+	// Networks by id: from the cluster directories, and from the machine
+	// disks (which outlive a cluster directory removed by hand).
+	clusterDirs := map[string]string{}
+	dirs, _ := filepath.Glob(filepath.Join(abs, "clusters", "*", "*"))
+	for _, d := range dirs {
+		rel, _ := filepath.Rel(abs, d)
+		clusterDirs[local.NetworkID(owner, filepath.ToSlash(rel))] = d
+	}
+	disks, _ := filepath.Glob(filepath.Join(local.DiskRoot(abs), "*"))
+	for _, d := range disks {
+		if id, _, ok := strings.Cut(filepath.Base(d), "-"); ok {
+			if _, known := clusterDirs[id]; !known {
+				clusterDirs[id] = ""
+			}
+		}
+	}
+	var errs []error
+	for id, d := range clusterDirs {
+		if err := local.DeleteLeftovers(ctx, d, local.DiskRoot(abs), id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := local.UnmountUnder(abs); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return os.RemoveAll(abs)
 }

@@ -162,11 +162,7 @@ func BenchmarkClusterWithNodes(b *testing.B) {
 		toReady = append(toReady, time.Since(start).Seconds())
 
 		b.StopTimer()
-		cur := getCluster(b, mc, cl.Name)
-		cur.Spec.Workers[0].Minimum = 4
-		if err := mc.Update(ctx, cur); err != nil {
-			b.Fatal(err)
-		}
+		updateCluster(b, mc, cl.Name, func(c *lotsev1.Cluster) { c.Spec.Workers[0].Minimum = 4 })
 		joinStart := time.Now()
 		waitFor(b, 5*time.Minute, "the fourth node Ready", func() (bool, error) {
 			ms := &lotsev1.MachineList{}

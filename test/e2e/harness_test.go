@@ -19,6 +19,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
@@ -81,19 +82,27 @@ func run(m *testing.M) int {
 	}
 	stateDir, _ = filepath.Abs(stateDir)
 	env = &lotseUp{binary: binary, stateDir: stateDir, owner: supervisor.OwnerID(stateDir)}
-	// Start from nothing: a previous run that died may have left processes.
-	_ = exec.Command(binary, "down", "--state-dir", stateDir).Run()
+	// Start from nothing: a previous run that died may have left processes,
+	// machines and their host plumbing.
+	if _, err := os.Stat(stateDir); err == nil {
+		if out, err := exec.Command(binary, "down", "--purge", "--state-dir", stateDir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "lotse down --purge: %v: %s\n", err, out)
+		}
+	}
 	_ = os.RemoveAll(stateDir)
 	defer func() {
+		if os.Getenv("LOTSE_E2E_KEEP") != "" {
+			env.stop()
+			return
+		}
+		// Clusters that a failed test left are deleted the normal way first.
+		deleteAllClusters()
 		env.stop()
-		if out, err := exec.Command(binary, "down", "--state-dir", stateDir).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "lotse down: %v: %s\n", err, out)
+		if out, err := exec.Command(binary, "down", "--purge", "--state-dir", stateDir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "lotse down --purge: %v: %s\n", err, out)
 		}
 		if left := supervisor.FindProcesses(env.owner); len(left) > 0 {
 			fmt.Fprintf(os.Stderr, "processes left after the tests: %v\n", left)
-		}
-		if os.Getenv("LOTSE_E2E_KEEP") == "" {
-			_ = os.RemoveAll(stateDir)
 		}
 	}()
 	if err := env.start(); err != nil {
@@ -261,4 +270,42 @@ func kubectlPath(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return bins.Path("kubectl")
+}
+
+// updateCluster changes a cluster's spec, retrying when the status writer
+// got in between.
+func updateCluster(t testing.TB, c client.Client, name string, change func(*lotsev1.Cluster)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cl := getCluster(t, c, name)
+		change(cl)
+		return c.Update(context.Background(), cl)
+	})
+	if err != nil {
+		t.Fatalf("update cluster %s: %v", name, err)
+	}
+}
+
+// deleteAllClusters deletes every Cluster and waits (up to 3 minutes) until
+// they are gone, so their machines are cleaned up by Lotse itself.
+func deleteAllClusters() {
+	cfg, err := clientcmd.BuildConfigFromFlags("", env.kubeconfig())
+	if err != nil {
+		return
+	}
+	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	_ = c.DeleteAllOf(ctx, &lotsev1.Cluster{}, client.InNamespace("default"))
+	for ctx.Err() == nil {
+		list := &lotsev1.ClusterList{}
+		if err := c.List(ctx, list); err != nil || len(list.Items) == 0 {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	fmt.Fprintln(os.Stderr, "clusters still exist after 3 minutes; purging the host instead")
 }

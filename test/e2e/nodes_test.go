@@ -284,11 +284,7 @@ func TestWorkerPools(t *testing.T) {
 	for _, m := range ms0.Items {
 		before[m.Name] = true
 	}
-	cur := getCluster(t, mc, name)
-	cur.Spec.Workers[0].Minimum = 1
-	if err := mc.Update(ctx, cur); err != nil {
-		t.Fatal(err)
-	}
+	updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Workers[0].Minimum = 1 })
 	var removed string
 	var sawCordon bool
 	waitFor(t, 5*time.Minute, "pool web at 1 machine", func() (bool, error) {

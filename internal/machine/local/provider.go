@@ -426,6 +426,9 @@ func removeCgroup(root string) error {
 	return errors.Join(errs...)
 }
 
+// UnmountUnder unmounts every mount point below dir, deepest first.
+func UnmountUnder(dir string) error { return unmountUnder(dir) }
+
 // unmountUnder unmounts every mount point below dir, deepest first.
 func unmountUnder(dir string) error {
 	data, err := os.ReadFile("/proc/self/mountinfo")
@@ -503,7 +506,10 @@ func StopAll(stateDir string) error {
 // namespaces, and finally the cluster's switch and uplink.
 func DeleteLeftovers(ctx context.Context, clusterDir, diskRoot, networkID string) error {
 	var errs []error
-	dirs, _ := filepath.Glob(filepath.Join(clusterDir, "machines", "*"))
+	var dirs []string
+	if clusterDir != "" {
+		dirs, _ = filepath.Glob(filepath.Join(clusterDir, "machines", "*"))
+	}
 	roots := map[string]bool{}
 	for _, d := range dirs {
 		if root, err := os.ReadFile(filepath.Join(d, cgroupFile)); err == nil {
