@@ -70,10 +70,19 @@ func TestManagerAgainstExistingCluster(t *testing.T) {
 		crd := &apiextensionsv1.CustomResourceDefinition{}
 		return hc.Get(ctx, client.ObjectKey{Name: "clusters.lotse.dev"}, crd) == nil, nil
 	})
+	// A client made after the CRD exists discovers the new type.
 	nested := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "nested", Namespace: "default"}}
-	if err := hc.Create(ctx, nested); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, time.Minute, "the Cluster type to be served", func() (bool, error) {
+		c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+		if err != nil {
+			return false, err
+		}
+		if err := c.Create(ctx, nested.DeepCopy()); err != nil {
+			return false, err
+		}
+		hc = c
+		return true, nil
+	})
 	waitFor(t, 3*time.Minute, "the nested cluster Ready", func() (bool, error) {
 		cur := &lotsev1.Cluster{}
 		if err := hc.Get(ctx, client.ObjectKeyFromObject(nested), cur); err != nil {
