@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/releases"
 )
 
@@ -140,7 +141,7 @@ func (b *Builder) Ensure(ctx context.Context, img Image) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(tarPath), 0o755); err != nil {
 		return "", err
 	}
-	unlock, err := lockFile(ctx, tarPath+".lock")
+	unlock, err := fsutil.Lock(ctx, tarPath+".lock")
 	if err != nil {
 		return "", err
 	}
@@ -300,7 +301,7 @@ func (b *Builder) build(ctx context.Context, img Image, key string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(tarPath+".stamp", append(stamp, '\n')); err != nil {
+	if err := fsutil.WriteFileAtomic(tarPath+".stamp", append(stamp, '\n'), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(log, "    built %s (%s, %d KiB) in %s\n", filepath.Base(tarPath), id, fi.Size()/1024, took.Round(100*time.Millisecond))
@@ -516,10 +517,10 @@ func (b *Builder) buildCoreDNS(ctx context.Context, img Image) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := writeIfChanged(filepath.Join(dir, "go.mod"), gomod); err != nil {
+	if err := fsutil.WriteIfChanged(filepath.Join(dir, "go.mod"), gomod, 0o644); err != nil {
 		return "", err
 	}
-	if err := writeIfChanged(filepath.Join(dir, "main.go"), corednsMain(directives)); err != nil {
+	if err := fsutil.WriteIfChanged(filepath.Join(dir, "main.go"), corednsMain(directives), 0o644); err != nil {
 		return "", err
 	}
 	fmt.Fprintf(log, "==> coredns %s: resolving modules\n", img.Source)
@@ -628,44 +629,4 @@ func fileSHA256(p string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func writeIfChanged(p string, data []byte) error {
-	if old, err := os.ReadFile(p); err == nil && string(old) == string(data) {
-		return nil
-	}
-	return writeFileAtomic(p, data)
-}
-
-func writeFileAtomic(p string, data []byte) error {
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, p)
-}
-
-// lockFile takes an exclusive flock, waiting until ctx is done.
-func lockFile(ctx context.Context, p string) (func(), error) {
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

@@ -1,6 +1,8 @@
 package images
 
 import (
+	"github.com/lotse/lotse/internal/fsutil"
+
 	"archive/tar"
 	"bytes"
 	"context"
@@ -432,7 +434,7 @@ func TestEnsureCancelledWhileLocked(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(b.TarPath(img)), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := lockFile(context.Background(), b.TarPath(img)+".lock")
+	unlock, err := fsutil.Lock(context.Background(), b.TarPath(img)+".lock")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
+	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
@@ -117,7 +118,7 @@ func Up(ctx context.Context, opts Options) error {
 		return err
 	}
 	kubeconfigPath := filepath.Join(stateDir, KubeconfigFile)
-	if err := writeFileAtomic(kubeconfigPath, kubeconfig, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(kubeconfigPath, kubeconfig, 0o600); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "management API ready at %s after %s\n", backendEndpoint(backend), time.Since(start).Round(10*time.Millisecond))
@@ -232,14 +233,6 @@ func Down(stateDir string) (int, error) {
 	n := len(supervisor.FindProcesses(owner))
 	supervisor.New(owner, supervisor.Options{}).StopAll()
 	return n, local.StopAll(abs)
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // Purge removes everything a lotse with this state directory put on the

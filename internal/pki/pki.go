@@ -22,6 +22,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/lotse/lotse/internal/fsutil"
 )
 
 const (
@@ -195,14 +197,7 @@ func loadPair(dir, name string) (*x509.Certificate, crypto.Signer, error) {
 // writeSecretFile writes atomically with mode 0600, so a crash never leaves a
 // truncated key behind and nobody but the owner can read it.
 func writeSecretFile(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fsutil.WriteFileAtomic(path, data, 0o600)
 }
 
 func exists(path string) bool {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/modfile"
+
+	"github.com/lotse/lotse/internal/fsutil"
 )
 
 // ProxyBuilder builds upstream binaries from the Go module proxy.
@@ -47,7 +49,7 @@ func (b *ProxyBuilder) EnsureKubernetes(ctx context.Context, r Release, binDir s
 	if err != nil {
 		return err
 	}
-	if err := writeIfChanged(filepath.Join(modDir, "go.mod"), gomod); err != nil {
+	if err := fsutil.WriteIfChanged(filepath.Join(modDir, "go.mod"), gomod, 0o644); err != nil {
 		return err
 	}
 	if err := goCmd(ctx, modDir, log, "mod", "tidy"); err != nil {
@@ -95,7 +97,7 @@ tool (
 	go.etcd.io/etcd/etcdctl/v3
 )
 `, tag)
-	if err := writeIfChanged(filepath.Join(modDir, "go.mod"), []byte(gomod)); err != nil {
+	if err := fsutil.WriteIfChanged(filepath.Join(modDir, "go.mod"), []byte(gomod), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(log, "==> etcd %s: resolving modules\n", version)
@@ -200,11 +202,4 @@ func goEnv() []string {
 		env = append(env, kv)
 	}
 	return env
-}
-
-func writeIfChanged(path string, data []byte) error {
-	if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
-		return nil
-	}
-	return os.WriteFile(path, data, 0o644)
 }

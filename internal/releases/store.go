@@ -3,13 +3,13 @@ package releases
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
+
+	"github.com/lotse/lotse/internal/fsutil"
 )
 
 // Store is the versioned cache of upstream binaries:
@@ -130,7 +130,7 @@ func (s *Store) ensureDir(ctx context.Context, binDir string, log io.Writer, fil
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return err
 	}
-	unlock, err := lockFile(ctx, binDir+".lock")
+	unlock, err := fsutil.Lock(ctx, binDir+".lock")
 	if err != nil {
 		return err
 	}
@@ -149,28 +149,4 @@ func (s *Store) ensureDir(ctx context.Context, binDir string, log io.Writer, fil
 func stamped(binDir string) bool {
 	_, err := os.Stat(filepath.Join(binDir, stampName))
 	return err == nil
-}
-
-// lockFile takes an exclusive flock, waiting until ctx is done.
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }

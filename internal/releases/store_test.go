@@ -1,6 +1,8 @@
 package releases
 
 import (
+	"github.com/lotse/lotse/internal/fsutil"
+
 	"context"
 	"errors"
 	"fmt"
@@ -306,9 +308,9 @@ func TestStoreEnsureHonoursContextWhileLocked(t *testing.T) {
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := lockFile(context.Background(), binDir+".lock")
+	unlock, err := fsutil.Lock(context.Background(), binDir+".lock")
 	if err != nil {
-		t.Fatalf("lockFile: %v", err)
+		t.Fatalf("lock: %v", err)
 	}
 	defer unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)

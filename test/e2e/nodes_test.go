@@ -221,13 +221,16 @@ func TestWorkerPools(t *testing.T) {
 		return resp.StatusCode == 200 && strings.Contains(string(body), "hello from"), nil
 	})
 
-	// Killing a machine's kubelet: the supervisor brings it back, the node stays Ready.
+	// Killing a machine's processes: the supervisor brings them back and the
+	// node is Ready again (containerd's running containers survive it).
 	machines := &lotsev1.MachineList{}
 	if err := mc.List(ctx, machines, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name}); err != nil {
 		t.Fatal(err)
 	}
 	victim := machines.Items[0].Name
-	killAndAwaitRestart(t, name+"/machines/"+victim+"/kubelet-0")
+	for _, proc := range []string{"containerd-0", "kubelet-0", "kube-proxy-0"} {
+		killAndAwaitRestart(t, name+"/machines/"+victim+"/"+proc)
+	}
 	waitClusterReady(t, mc, name, 3*time.Minute)
 
 	// A crash of lotse leaves the machines running; the next lotse adopts

@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/ports"
 	"github.com/lotse/lotse/internal/supervisor"
@@ -181,14 +182,7 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 
 func (b *Backend) saveLayout(key string, l Layout) error {
 	data, _ := json.MarshalIndent(l, "", "  ")
-	if err := os.MkdirAll(b.Dir(key), 0o700); err != nil {
-		return err
-	}
-	tmp := b.layoutPath(key) + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, b.layoutPath(key))
+	return fsutil.WriteFileAtomic(b.layoutPath(key), data, 0o600)
 }
 
 // allocateNodesCIDR returns the spec's nodes network, or the first /24 of

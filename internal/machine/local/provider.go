@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/netns"
 	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/releases"
@@ -316,17 +317,7 @@ func exists(path string) bool {
 }
 
 func writeIfChanged(path, content string) error {
-	if old, err := os.ReadFile(path); err == nil && string(old) == content {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fsutil.WriteIfChanged(path, []byte(content), 0o600)
 }
 
 // cgroup hierarchies of this host (cgroup v1: one directory per controller).

@@ -1,0 +1,57 @@
+package fsutil
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestWriteIfChanged(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sub", "f")
+	if err := WriteIfChanged(p, []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi1, _ := os.Stat(p)
+	time.Sleep(10 * time.Millisecond)
+	if err := WriteIfChanged(p, []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi2, _ := os.Stat(p)
+	if !fi1.ModTime().Equal(fi2.ModTime()) {
+		t.Error("unchanged content was rewritten")
+	}
+	if err := WriteIfChanged(p, []byte("b"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(p); string(data) != "b" {
+		t.Errorf("content %q, want b", data)
+	}
+	if fi2.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", fi2.Mode().Perm())
+	}
+	if _, err := os.Stat(p + ".tmp"); !errors.Is(err, os.ErrNotExist) {
+		t.Error("temporary file left behind")
+	}
+}
+
+func TestLockExcludesAndTimesOut(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "lock")
+	unlock, err := Lock(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := Lock(ctx, p); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second lock: %v, want a deadline error", err)
+	}
+	unlock()
+	unlock2, err := Lock(context.Background(), p)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	unlock2()
+}
