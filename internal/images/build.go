@@ -15,7 +15,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -26,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/lotse/lotse/internal/fsutil"
+	"github.com/lotse/lotse/internal/gobuild"
 	"github.com/lotse/lotse/internal/releases"
 )
 
@@ -432,7 +432,7 @@ func (b *Builder) buildPause(ctx context.Context, img Image) (string, error) {
 		return "", fmt.Errorf("the pause image is compiled from C, but gcc is not installed (install gcc and libc6-dev): %w", err)
 	}
 	fmt.Fprintf(log, "==> pause %s: fetching k8s.io/kubernetes@%s source\n", img.Tag, img.Source)
-	mod, err := downloadModule(ctx, dir, "k8s.io/kubernetes@"+img.Source, log)
+	mod, err := gobuild.Download(ctx, dir, "k8s.io/kubernetes@"+img.Source, log)
 	if err != nil {
 		return "", err
 	}
@@ -454,7 +454,7 @@ func (b *Builder) buildPause(ctx context.Context, img Image) (string, error) {
 	tmp := filepath.Join(tmpDir, "pause")
 	args := append(pauseCFlags(img), "-o", tmp, "pause.c")
 	fmt.Fprintf(log, "==> pause %s: gcc %s\n", img.Tag, strings.Join(pauseCFlags(img), " "))
-	cmd := command(ctx, gcc, args...)
+	cmd := gobuild.Command(ctx, gcc, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	output, err := cmd.CombinedOutput()
@@ -492,7 +492,7 @@ func (b *Builder) buildCoreDNS(ctx context.Context, img Image) (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(log, "==> coredns %s: fetching github.com/coredns/coredns@%s\n", img.Source, img.Source)
-	mod, err := downloadModule(ctx, dir, "github.com/coredns/coredns@"+img.Source, log)
+	mod, err := gobuild.Download(ctx, dir, "github.com/coredns/coredns@"+img.Source, log)
 	if err != nil {
 		return "", err
 	}
@@ -524,7 +524,7 @@ func (b *Builder) buildCoreDNS(ctx context.Context, img Image) (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(log, "==> coredns %s: resolving modules\n", img.Source)
-	if err := goCmd(ctx, dir, log, "mod", "tidy"); err != nil {
+	if err := gobuild.Go(ctx, dir, log, "mod", "tidy"); err != nil {
 		return "", fmt.Errorf("go mod tidy for coredns %s: %w", img.Source, err)
 	}
 	fmt.Fprintf(log, "==> coredns %s: building with plugins %s\n", img.Source, strings.Join(directives, " "))
@@ -537,7 +537,7 @@ func (b *Builder) buildCoreDNS(ctx context.Context, img Image) (string, error) {
 	tmp := filepath.Join(tmpDir, "coredns")
 	start := time.Now()
 	ldflags := "-s -w -X github.com/coredns/coredns/coremain.GitCommit=lotse"
-	if err := goCmd(ctx, dir, log, "build", "-trimpath", "-ldflags", ldflags, "-o", tmp, "."); err != nil {
+	if err := gobuild.Go(ctx, dir, log, "build", "-trimpath", "-ldflags", ldflags, "-o", tmp, "."); err != nil {
 		return "", fmt.Errorf("go build coredns %s: %w", img.Source, err)
 	}
 	if err := os.Rename(tmp, out); err != nil {
@@ -556,67 +556,6 @@ func corednsPluginDir(plugin string) string {
 }
 
 // ---- go and module helpers --------------------------------------------------
-
-type moduleInfo struct {
-	Dir, GoMod, Error string
-}
-
-// downloadModule fetches module@version into the module cache and returns
-// where its source and go.mod are.
-func downloadModule(ctx context.Context, dir, modAtVersion string, log io.Writer) (moduleInfo, error) {
-	cmd := command(ctx, "go", "mod", "download", "-json", modAtVersion)
-	cmd.Dir = dir
-	cmd.Env = goEnv()
-	cmd.Stderr = log
-	out, err := cmd.Output()
-	var info moduleInfo
-	if jerr := json.Unmarshal(out, &info); jerr == nil && info.Error != "" {
-		return info, fmt.Errorf("go mod download %s: %s", modAtVersion, info.Error)
-	}
-	if err != nil {
-		return info, fmt.Errorf("go mod download %s: %w", modAtVersion, err)
-	}
-	if info.Dir == "" || info.GoMod == "" {
-		return info, fmt.Errorf("go mod download %s: no source directory in %s", modAtVersion, out)
-	}
-	return info, nil
-}
-
-// command is exec.CommandContext that, when ctx ends, kills the command's
-// whole process group: go build and gcc leave compilers and linkers running
-// otherwise.
-func command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	return cmd
-}
-
-func goCmd(ctx context.Context, dir string, log io.Writer, args ...string) error {
-	cmd := command(ctx, "go", args...)
-	cmd.Dir = dir
-	cmd.Env = goEnv()
-	cmd.Stdout = log
-	cmd.Stderr = log
-	return cmd.Run()
-}
-
-// goEnv is the environment of the builder's go commands: static binaries,
-// the local toolchain (no toolchain downloads), and the work module's own
-// go.mod (never a go.work around it, never the lotse module's).
-func goEnv() []string {
-	env := []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOTOOLCHAIN=local", "GOFLAGS=-mod=mod", "GOWORK=off"}
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "CGO_ENABLED", "GOOS", "GOARCH", "GOTOOLCHAIN", "GOFLAGS", "GOWORK":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
 
 func fileSHA256(p string) (string, error) {
 	f, err := os.Open(p)

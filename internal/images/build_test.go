@@ -1,6 +1,8 @@
 package images
 
 import (
+	"github.com/lotse/lotse/internal/gobuild"
+
 	"github.com/lotse/lotse/internal/fsutil"
 
 	"archive/tar"
@@ -51,7 +53,7 @@ func echoBinary(t *testing.T) string {
 		out := filepath.Join(testTmp, "echo")
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./test/images/echo")
 		cmd.Dir = filepath.Join("..", "..")
-		cmd.Env = append(goEnv(), "GOFLAGS=") // the lotse module: no -mod=mod
+		cmd.Env = append(gobuild.Env(), "GOFLAGS=") // the lotse module: no -mod=mod
 		if b, err := cmd.CombinedOutput(); err != nil {
 			echoError = fmt.Errorf("build echo: %v\n%s", err, b)
 			return

@@ -1,6 +1,8 @@
 package images
 
 import (
+	"github.com/lotse/lotse/internal/gobuild"
+
 	"context"
 	"os"
 	"os/exec"
@@ -137,7 +139,7 @@ func TestCatalogMatchesKubeadm(t *testing.T) {
 		t.Run(r.Version, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
-			mod, err := downloadModule(ctx, t.TempDir(), "k8s.io/kubernetes@v"+r.Version, os.Stderr)
+			mod, err := gobuild.Download(ctx, t.TempDir(), "k8s.io/kubernetes@v"+r.Version, os.Stderr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -157,7 +159,7 @@ func TestCatalogMatchesKubeadm(t *testing.T) {
 			if want := "v1." + strings.Split(r.Version, ".")[1] + "."; !strings.HasPrefix(s.Pause.Source, want) {
 				t.Errorf("pause source %s is not a %sx release", s.Pause.Source, want)
 			}
-			pmod, err := downloadModule(ctx, t.TempDir(), "k8s.io/kubernetes@"+s.Pause.Source, os.Stderr)
+			pmod, err := gobuild.Download(ctx, t.TempDir(), "k8s.io/kubernetes@"+s.Pause.Source, os.Stderr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -178,7 +180,7 @@ func TestCoreDNSVersionsResolve(t *testing.T) {
 		v := ForRelease(r.Version).CoreDNS.Source
 		cmd := exec.Command("go", "mod", "download", "-json", "github.com/coredns/coredns@"+v)
 		cmd.Dir = t.TempDir()
-		cmd.Env = goEnv()
+		cmd.Env = gobuild.Env()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("coredns %s (release %s): %v\n%s", v, r.Version, err, out)
 		}

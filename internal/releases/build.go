@@ -2,11 +2,9 @@ package releases
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"golang.org/x/mod/modfile"
 
 	"github.com/lotse/lotse/internal/fsutil"
+	"github.com/lotse/lotse/internal/gobuild"
 )
 
 // ProxyBuilder builds upstream binaries from the Go module proxy.
@@ -41,7 +40,11 @@ func (b *ProxyBuilder) EnsureKubernetes(ctx context.Context, r Release, binDir s
 	}
 	tag := "v" + r.Version
 	fmt.Fprintf(log, "==> kubernetes %s: resolving k8s.io/kubernetes@%s\n", r.Version, tag)
-	upstream, err := downloadGoMod(ctx, modDir, "k8s.io/kubernetes@"+tag, log)
+	mod, err := gobuild.Download(ctx, modDir, "k8s.io/kubernetes@"+tag, log)
+	if err != nil {
+		return err
+	}
+	upstream, err := os.ReadFile(mod.GoMod)
 	if err != nil {
 		return err
 	}
@@ -52,7 +55,7 @@ func (b *ProxyBuilder) EnsureKubernetes(ctx context.Context, r Release, binDir s
 	if err := fsutil.WriteIfChanged(filepath.Join(modDir, "go.mod"), gomod, 0o644); err != nil {
 		return err
 	}
-	if err := goCmd(ctx, modDir, log, "mod", "tidy"); err != nil {
+	if err := gobuild.Go(ctx, modDir, log, "mod", "tidy"); err != nil {
 		return fmt.Errorf("go mod tidy for kubernetes %s: %w", r.Version, err)
 	}
 	const verPkg = "k8s.io/component-base/version"
@@ -101,7 +104,7 @@ tool (
 		return err
 	}
 	fmt.Fprintf(log, "==> etcd %s: resolving modules\n", version)
-	if err := goCmd(ctx, modDir, log, "mod", "tidy"); err != nil {
+	if err := gobuild.Go(ctx, modDir, log, "mod", "tidy"); err != nil {
 		return fmt.Errorf("go mod tidy for etcd %s: %w", version, err)
 	}
 	for _, t := range []struct{ name, pkg string }{{"etcd", "go.etcd.io/etcd/server/v3"}, {"etcdctl", "go.etcd.io/etcd/etcdctl/v3"}} {
@@ -147,29 +150,10 @@ func kubernetesWorkModule(upstream []byte, tag, stagingTag string) ([]byte, erro
 	return []byte(sb.String()), nil
 }
 
-func downloadGoMod(ctx context.Context, dir, modAtVersion string, log io.Writer) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", modAtVersion)
-	cmd.Dir = dir
-	cmd.Env = goEnv()
-	cmd.Stderr = log
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("go mod download %s: %w", modAtVersion, err)
-	}
-	var info struct{ GoMod, Error string }
-	if err := json.Unmarshal(out, &info); err != nil {
-		return nil, err
-	}
-	if info.Error != "" {
-		return nil, fmt.Errorf("go mod download %s: %s", modAtVersion, info.Error)
-	}
-	return os.ReadFile(info.GoMod)
-}
-
 func buildBinary(ctx context.Context, modDir, pkg, out, ldflags string, log io.Writer) error {
 	start := time.Now()
 	tmp := out + ".tmp"
-	if err := goCmd(ctx, modDir, log, "build", "-trimpath", "-ldflags", ldflags, "-o", tmp, pkg); err != nil {
+	if err := gobuild.Go(ctx, modDir, log, "build", "-trimpath", "-ldflags", ldflags, "-o", tmp, pkg); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("go build %s: %w", pkg, err)
 	}
@@ -178,28 +162,4 @@ func buildBinary(ctx context.Context, modDir, pkg, out, ldflags string, log io.W
 	}
 	fmt.Fprintf(log, "    built %s in %s\n", filepath.Base(out), time.Since(start).Round(100*time.Millisecond))
 	return nil
-}
-
-func goCmd(ctx context.Context, dir string, log io.Writer, args ...string) error {
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = dir
-	cmd.Env = goEnv()
-	cmd.Stdout = log
-	cmd.Stderr = log
-	return cmd.Run()
-}
-
-// goEnv is the environment of the builder's go commands: static binaries, the
-// local toolchain (no toolchain downloads), and the work module's own go.mod.
-func goEnv() []string {
-	env := []string{"CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOFLAGS=-mod=mod", "GOWORK=off"}
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "CGO_ENABLED", "GOTOOLCHAIN", "GOFLAGS", "GOWORK":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }
