@@ -170,7 +170,26 @@ type NetworkingSpec struct {
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4 && cidr(self).prefixLength() >= 16 && cidr(self).prefixLength() <= 28",message="spec.networking.nodes must be an IPv4 CIDR between /16 and /28, e.g. 10.250.7.0/24"
 	// +optional
 	Nodes string `json:"nodes,omitempty"`
+
+	// Egress says whether machines and pods may send traffic outside the
+	// cluster. Deny (the default): they reach only the cluster's own
+	// ranges, its API and tunnel endpoints; anything else (an image pull
+	// from a public registry, say) fails at once, and no packet leaves the
+	// host. Allow: for providers whose machines have real uplinks.
+	// +kubebuilder:validation:Enum=Deny;Allow
+	// +kubebuilder:default=Deny
+	// +optional
+	Egress EgressPolicy `json:"egress,omitempty"`
 }
+
+// EgressPolicy says whether a cluster's traffic may leave it.
+type EgressPolicy string
+
+// Egress policies.
+const (
+	EgressDeny  EgressPolicy = "Deny"
+	EgressAllow EgressPolicy = "Allow"
+)
 
 // ClusterStatus is what Lotse observed and did.
 type ClusterStatus struct {

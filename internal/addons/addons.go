@@ -31,6 +31,8 @@ const FieldManager = "lotse"
 var resources = map[string]schema.GroupVersionResource{
 	"ServiceAccount":      {Version: "v1", Resource: "serviceaccounts"},
 	"ConfigMap":           {Version: "v1", Resource: "configmaps"},
+	"Secret":              {Version: "v1", Resource: "secrets"},
+	"DaemonSet":           {Group: "apps", Version: "v1", Resource: "daemonsets"},
 	"Service":             {Version: "v1", Resource: "services"},
 	"Deployment":          {Group: "apps", Version: "v1", Resource: "deployments"},
 	"ClusterRole":         {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
@@ -51,6 +53,8 @@ type Config struct {
 	Replicas int
 	// Tolerations CoreDNS needs to run on the cluster's nodes.
 	Tolerations []Toleration
+	// Tunnel configures the konnectivity agents; nil leaves them out.
+	Tunnel *Tunnel
 }
 
 // Toleration of an exact taint.
@@ -70,16 +74,28 @@ func ClusterDNS(serviceCIDR string) string {
 	return a.String()
 }
 
+func execute(t *template.Template, values map[string]any) (string, error) {
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, values); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
 // Render returns the desired objects.
 func Render(cfg Config) ([]*unstructured.Unstructured, error) {
-	var buf bytes.Buffer
-	if err := corednsTemplate.Execute(&buf, map[string]any{
+	coredns, err := execute(corednsTemplate, map[string]any{
 		"ClusterDNS": cfg.ClusterDNS, "Image": cfg.CoreDNSImage, "Replicas": max(cfg.Replicas, 1),
 		"Forward": strings.Join(cfg.Upstreams, " "), "Tolerations": cfg.Tolerations,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
-	dec := yamlutil.NewYAMLOrJSONDecoder(&buf, 4096)
+	tunnel, err := renderTunnel(cfg.Tunnel)
+	if err != nil {
+		return nil, err
+	}
+	dec := yamlutil.NewYAMLOrJSONDecoder(strings.NewReader(coredns+"\n---\n"+tunnel), 4096)
 	var out []*unstructured.Unstructured
 	for {
 		u := &unstructured.Unstructured{}
@@ -123,7 +139,19 @@ func Apply(ctx context.Context, dyn dynamic.Interface, objs []*unstructured.Unst
 }
 
 // Health reports whether the addons are available, and if not, why.
-func Health(ctx context.Context, cs kubernetes.Interface) (bool, string, error) {
+func Health(ctx context.Context, cs kubernetes.Interface, withTunnel bool) (bool, string, error) {
+	ok, msg, err := corednsHealth(ctx, cs)
+	if err != nil || !withTunnel {
+		return ok, msg, err
+	}
+	tok, tmsg, err := tunnelHealth(ctx, cs)
+	if err != nil {
+		return false, "", err
+	}
+	return ok && tok, msg + "; " + tmsg, nil
+}
+
+func corednsHealth(ctx context.Context, cs kubernetes.Interface) (bool, string, error) {
 	d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return false, "CoreDNS deployment missing", nil

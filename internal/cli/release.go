@@ -79,7 +79,7 @@ func newReleaseCommand() *cobra.Command {
 			}
 			p := bins.Path(args[0])
 			if p == "" {
-				return fmt.Errorf("unknown component %q; known: %v %v", args[0], releases.Components, releases.EtcdComponents)
+				return fmt.Errorf("unknown component %q; known: %v %v %v", args[0], releases.Components, releases.EtcdComponents, releases.KonnectivityComponents)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), p)
 			return nil

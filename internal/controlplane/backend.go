@@ -30,6 +30,9 @@ type Spec struct {
 	EncryptedResources []string
 	// WithoutScheduler leaves the scheduler out (the management plane runs no pods).
 	WithoutScheduler bool
+	// WithoutTunnel leaves the konnectivity servers out: a control plane
+	// that never has nodes (the management plane) needs no path into them.
+	WithoutTunnel bool
 }
 
 // Component health as seen by the backend.
@@ -73,6 +76,14 @@ func (s Status) Unhealthy() []ComponentHealth {
 	return out
 }
 
+// TunnelCredentials are what a konnectivity agent presents and trusts.
+type TunnelCredentials struct {
+	// CA verifies the tunnel server's certificate.
+	CA []byte
+	// Cert and Key are the agent's client certificate and key.
+	Cert, Key []byte
+}
+
 // Backend hosts control planes.
 type Backend interface {
 	// Tasks returns the named steps that bring the control plane to spec.
@@ -83,6 +94,9 @@ type Backend interface {
 	Status(ctx context.Context, spec Spec) Status
 	// AdminKubeconfig returns a kubeconfig with cluster-admin rights.
 	AdminKubeconfig(spec Spec) ([]byte, error)
+	// TunnelCredentials returns what the cluster's konnectivity agents
+	// present and trust.
+	TunnelCredentials(spec Spec) (TunnelCredentials, error)
 	// Delete stops everything of the control plane and removes its data.
 	Delete(ctx context.Context, key string) error
 	// Stop stops the processes of a control plane but keeps its data, so

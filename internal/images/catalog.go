@@ -121,6 +121,16 @@ func FromBinary(name, tag, binaryPath string, entrypoint []string) Image {
 	}
 }
 
+// KonnectivityAgentName is the image of the tunnel's agent.
+const KonnectivityAgentName = "konnectivity-agent"
+
+// KonnectivityAgent is the tunnel agent's image, made of the agent binary
+// built for konnectivity version ("0.34.0"); the tag is "v" + version, as
+// upstream tags it.
+func KonnectivityAgent(version, binary string) Image {
+	return FromBinary(KonnectivityAgentName, "v"+strings.TrimPrefix(version, "v"), binary, []string{"/proxy-agent"})
+}
+
 // Set is the images a node of one Kubernetes release needs.
 type Set struct {
 	// Pause is containerd's sandbox image (CRI sandbox_image).

@@ -194,7 +194,8 @@ func serveKubeadmCorefile(t *testing.T, coredns string) {
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var output bytes.Buffer
+	// Written by exec's copying goroutine while the test reads it.
+	var output syncBuffer
 	cmd := exec.Command(coredns, "-conf", conf)
 	cmd.Dir = dir
 	cmd.Stdout = &output

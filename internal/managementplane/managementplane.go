@@ -161,6 +161,7 @@ func ManagementSpec(bins releases.Binaries) controlplane.Spec {
 		ServiceCIDR:        "10.96.0.0/16",
 		EncryptionProvider: "aescbc",
 		WithoutScheduler:   true,
+		WithoutTunnel:      true,
 	}
 }
 

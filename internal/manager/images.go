@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/lotse/lotse/internal/images"
+	"github.com/lotse/lotse/internal/releases"
 )
 
 // ExtraImagesDir holds image tarballs loaded into every node besides the
@@ -17,6 +18,9 @@ func ExtraImagesDir(cacheDir string) string { return filepath.Join(cacheDir, "im
 // that no reconcile blocks for the minutes a cold CoreDNS build takes.
 type nodeImages struct {
 	builder *images.Builder
+	// releases has the binaries that images of a release are made of
+	// (the konnectivity agent).
+	releases *releases.Store
 
 	mu       sync.Mutex
 	building map[string]bool
@@ -28,9 +32,15 @@ func (n *nodeImages) source(ctx context.Context, version string) (string, []stri
 	if err != nil {
 		return "", nil, false, err
 	}
+	all := set.All()
+	if agent, ok, err := n.agentImage(version); err != nil {
+		return "", nil, false, err
+	} else if ok {
+		all = append(all, agent)
+	}
 	var tarballs []string
 	ready := true
-	for _, img := range set.All() {
+	for _, img := range all {
 		path, ok := n.builder.Built(img)
 		if !ok {
 			ready = false
@@ -39,14 +49,28 @@ func (n *nodeImages) source(ctx context.Context, version string) (string, []stri
 		tarballs = append(tarballs, path)
 	}
 	if !ready {
-		return "", nil, false, n.startBuild(ctx, version, set)
+		return "", nil, false, n.startBuild(ctx, version, all)
 	}
 	extra, _ := filepath.Glob(filepath.Join(ExtraImagesDir(n.builder.CacheDir), "*.tar"))
 	sort.Strings(extra)
 	return set.Pause.Ref(), append(tarballs, extra...), true, nil
 }
 
-func (n *nodeImages) startBuild(ctx context.Context, version string, set images.Set) error {
+// agentImage is the konnectivity agent's image of a release, if the release
+// has a tunnel and its binaries are built.
+func (n *nodeImages) agentImage(version string) (images.Image, bool, error) {
+	rel, err := releases.Lookup(version)
+	if err != nil || rel.Konnectivity == "" || n.releases == nil {
+		return images.Image{}, false, err
+	}
+	bins, err := n.releases.Binaries(rel)
+	if err != nil {
+		return images.Image{}, false, err
+	}
+	return images.KonnectivityAgent(rel.Konnectivity, bins.Path("konnectivity-agent")), true, nil
+}
+
+func (n *nodeImages) startBuild(ctx context.Context, version string, set []images.Image) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := n.failed[version]; err != nil {
@@ -61,7 +85,12 @@ func (n *nodeImages) startBuild(ctx context.Context, version string, set images.
 	}
 	n.building[version] = true
 	go func() {
-		_, err := n.builder.EnsureSet(context.WithoutCancel(ctx), set)
+		var err error
+		for _, img := range set {
+			if _, err = n.builder.Ensure(context.WithoutCancel(ctx), img); err != nil {
+				break
+			}
+		}
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		delete(n.building, version)

@@ -106,7 +106,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return err
 	}
-	imgs := &nodeImages{builder: &images.Builder{CacheDir: opts.Releases.Dir, Log: opts.BuildLog}}
+	imgs := &nodeImages{builder: &images.Builder{CacheDir: opts.Releases.Dir, Log: opts.BuildLog}, releases: opts.Releases}
 	machines := &machinecontroller.Reconciler{
 		Client:   mgr.GetClient(),
 		Backend:  opts.Backend,

@@ -41,24 +41,29 @@ type ClusterPKI struct {
 
 // File names inside the PKI directory.
 const (
-	CAName               = "ca"
-	EtcdCAName           = "etcd-ca"
-	FrontProxyCAName     = "front-proxy-ca"
-	APIServerName        = "apiserver"
-	APIServerKubeletName = "apiserver-kubelet-client"
-	APIServerEtcdName    = "apiserver-etcd-client"
-	FrontProxyClientName = "front-proxy-client"
-	EtcdServerName       = "etcd-server"
-	EtcdPeerName         = "etcd-peer"
-	EtcdAdminName        = "etcd-admin"
-	AdminName            = "admin"
-	ControllerMgrName    = "controller-manager"
-	SchedulerName        = "scheduler"
-	KubeProxyName        = "kube-proxy"
-	ControllerMgrServing = "controller-manager-serving"
-	SchedulerServing     = "scheduler-serving"
-	ServiceAccountName   = "sa"
-	EncryptionConfigFile = "encryption-config.yaml"
+	CAName           = "ca"
+	EtcdCAName       = "etcd-ca"
+	FrontProxyCAName = "front-proxy-ca"
+	// KonnectivityCAName signs the tunnel's certificates only, so no other
+	// client certificate of the cluster (a kubelet's, say) can pose as an agent.
+	KonnectivityCAName     = "konnectivity-ca"
+	KonnectivityServerName = "konnectivity-server"
+	KonnectivityAgentName  = "konnectivity-agent"
+	APIServerName          = "apiserver"
+	APIServerKubeletName   = "apiserver-kubelet-client"
+	APIServerEtcdName      = "apiserver-etcd-client"
+	FrontProxyClientName   = "front-proxy-client"
+	EtcdServerName         = "etcd-server"
+	EtcdPeerName           = "etcd-peer"
+	EtcdAdminName          = "etcd-admin"
+	AdminName              = "admin"
+	ControllerMgrName      = "controller-manager"
+	SchedulerName          = "scheduler"
+	KubeProxyName          = "kube-proxy"
+	ControllerMgrServing   = "controller-manager-serving"
+	SchedulerServing       = "scheduler-serving"
+	ServiceAccountName     = "sa"
+	EncryptionConfigFile   = "encryption-config.yaml"
 )
 
 // Cert returns the path of NAME.crt.
@@ -86,7 +91,7 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 		return p, err
 	}
 	cas := map[string]*CA{}
-	for _, name := range []string{CAName, EtcdCAName, FrontProxyCAName} {
+	for _, name := range []string{CAName, EtcdCAName, FrontProxyCAName, KonnectivityCAName} {
 		ca, err := ensureCA(dir, name, params.Name+"-"+name)
 		if err != nil {
 			return p, fmt.Errorf("%s: %w", name, err)
@@ -117,6 +122,9 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 		{EtcdCAName, EtcdPeerName, CertSpec{CommonName: "etcd-peer", DNSNames: etcdDNS, IPs: etcdIPs, Server: true, Client: true}},
 		{EtcdCAName, APIServerEtcdName, CertSpec{CommonName: "kube-apiserver-etcd-client", Client: true}},
 		{EtcdCAName, EtcdAdminName, CertSpec{CommonName: "lotse-etcd-admin", Client: true}},
+		// The agents reach the tunnel server where they reach the API server.
+		{KonnectivityCAName, KonnectivityServerName, CertSpec{CommonName: "konnectivity-server", DNSNames: apiDNS, IPs: apiIPs, Server: true}},
+		{KonnectivityCAName, KonnectivityAgentName, CertSpec{CommonName: "system:konnectivity-agent", Client: true}},
 	}
 	for _, l := range leaves {
 		if exists(p.Cert(l.name)) && exists(p.Key(l.name)) {

@@ -47,9 +47,11 @@ var leafSpecs = []struct {
 	{EtcdPeerName, EtcdCAName, "etcd-peer", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
 	{APIServerEtcdName, EtcdCAName, "kube-apiserver-etcd-client", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 	{EtcdAdminName, EtcdCAName, "lotse-etcd-admin", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
+	{KonnectivityServerName, KonnectivityCAName, "konnectivity-server", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
+	{KonnectivityAgentName, KonnectivityCAName, "system:konnectivity-agent", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 }
 
-var caNames = []string{CAName, EtcdCAName, FrontProxyCAName}
+var caNames = []string{CAName, EtcdCAName, FrontProxyCAName, KonnectivityCAName}
 
 // expectedFiles lists every file EnsureCluster must create for provider.
 func expectedFiles(provider string) []string {

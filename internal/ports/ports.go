@@ -5,6 +5,7 @@ package ports
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 )
@@ -54,4 +55,38 @@ func Free(port int) bool {
 	}
 	l.Close()
 	return true
+}
+
+// Registered-range bounds for AllocateRegistered: below the kernel's
+// ephemeral range (32768-60999 by default), so an outgoing connection never
+// holds one of them, and above the ports well-known services use.
+const (
+	registeredLow  = 20000
+	registeredHigh = 32767
+)
+
+// AllocateRegistered returns n distinct free ports on 127.0.0.1 below the
+// ephemeral range, for programs that refuse ephemeral ports (konnectivity
+// wants 1024-49151). Like Allocate, it never hands a port out twice.
+func AllocateRegistered(n int) ([]int, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	out := make([]int, 0, n)
+	for attempts := 0; len(out) < n; attempts++ {
+		if attempts > 1000*n {
+			return nil, fmt.Errorf("could not find %d free ports in %d-%d on 127.0.0.1", n, registeredLow, registeredHigh)
+		}
+		p := registeredLow + rand.IntN(registeredHigh-registeredLow+1)
+		if handed[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		handed[p] = true
+		out = append(out, p)
+	}
+	return out, nil
 }

@@ -182,3 +182,38 @@ replace example.com/local => ../local
 		})
 	}
 }
+
+func TestKonnectivityWorkModule(t *testing.T) {
+	for _, version := range []string{"0.34.0", "v0.34.0"} {
+		f, err := modfile.Parse("go.mod", konnectivityWorkModule(version), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", version, err)
+		}
+		req := map[string]string{}
+		for _, r := range f.Require {
+			req[r.Mod.Path] = r.Mod.Version
+		}
+		// The root module replaces its client with a local directory, so
+		// the work module must require the published client itself.
+		want := map[string]string{konnectivityModule: "v0.34.0", konnectivityModule + "/konnectivity-client": "v0.34.0"}
+		if !reflect.DeepEqual(req, want) {
+			t.Errorf("%s: requires %v, want %v", version, req, want)
+		}
+		var tools []string
+		for _, tl := range f.Tool {
+			tools = append(tools, tl.Path)
+		}
+		sort.Strings(tools)
+		if strings.Join(tools, " ") != konnectivityModule+"/cmd/agent "+konnectivityModule+"/cmd/server" {
+			t.Errorf("%s: tools %v", version, tools)
+		}
+	}
+}
+
+func TestEveryReleaseHasATunnel(t *testing.T) {
+	for _, r := range All() {
+		if r.Konnectivity == "" {
+			t.Errorf("release %s has no konnectivity version: its clusters' API servers could not reach their pods", r.Version)
+		}
+	}
+}

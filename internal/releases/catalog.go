@@ -25,12 +25,20 @@ var Components = []string{
 // EtcdComponents are the binaries built from the etcd modules.
 var EtcdComponents = []string{"etcd", "etcdctl"}
 
+// KonnectivityComponents are the tunnel's binaries, built from
+// sigs.k8s.io/apiserver-network-proxy: the server runs beside each
+// kube-apiserver, the agent inside the tenant cluster (as an image).
+var KonnectivityComponents = []string{"konnectivity-server", "konnectivity-agent"}
+
 // Release is one supported Kubernetes version and the etcd that goes with it.
 type Release struct {
 	// Version is the Kubernetes version without a leading "v", e.g. "1.36.3".
 	Version string
 	// Etcd is the etcd server version used for this release's control planes.
 	Etcd string
+	// Konnectivity is the apiserver-network-proxy version of the tunnel
+	// between the hosted API servers and the cluster's network.
+	Konnectivity string
 	// Digests optionally pins the SHA-256 of each official binary (by component
 	// name). A provider that downloads binaries instead of building them sets
 	// these; Verify refuses a binary whose digest differs.
@@ -41,8 +49,8 @@ type Release struct {
 // patch of each supported minor; the CRD's enum for spec.kubernetes.version is
 // generated from this list (see api/v1alpha1) and a unit test keeps them in sync.
 var catalog = []Release{
-	{Version: "1.36.3", Etcd: "3.6.16"},
-	{Version: "1.35.4", Etcd: "3.6.16"},
+	{Version: "1.36.3", Etcd: "3.6.16", Konnectivity: "0.34.0"},
+	{Version: "1.35.4", Etcd: "3.6.16", Konnectivity: "0.34.0"},
 }
 
 // All returns the catalog, newest first.

@@ -16,6 +16,7 @@ import (
 //
 //	DIR/kubernetes/<version>/bin/<component>
 //	DIR/etcd/<version>/bin/{etcd,etcdctl}
+//	DIR/konnectivity/<version>/bin/{konnectivity-server,konnectivity-agent}
 //	DIR/build/...   work modules of the builder (kept so rebuilds are fast)
 //
 // A directory is complete only when its stamp file exists; a half-finished
@@ -30,6 +31,13 @@ type Store struct {
 type Source interface {
 	EnsureKubernetes(ctx context.Context, r Release, binDir string, log io.Writer) error
 	EnsureEtcd(ctx context.Context, etcdVersion string, binDir string, log io.Writer) error
+}
+
+// KonnectivitySource produces the tunnel's binaries. Upstream publishes
+// them only as container images, so unless the Source can do it too they are
+// built from the Go module proxy, whichever Source a provider chose.
+type KonnectivitySource interface {
+	EnsureKonnectivity(ctx context.Context, version string, binDir string, log io.Writer) error
 }
 
 const stampName = ".complete"
@@ -64,6 +72,18 @@ func (s *Store) KubernetesBinDir(version string) string {
 	return filepath.Join(s.Dir, "kubernetes", version, "bin")
 }
 
+func (s *Store) konnectivitySource() KonnectivitySource {
+	if k, ok := s.Source.(KonnectivitySource); ok {
+		return k
+	}
+	return &ProxyBuilder{WorkDir: filepath.Join(s.Dir, "build")}
+}
+
+// KonnectivityBinDir is where a konnectivity version's binaries live.
+func (s *Store) KonnectivityBinDir(version string) string {
+	return filepath.Join(s.Dir, "konnectivity", version, "bin")
+}
+
 // EtcdBinDir is where an etcd version's binaries live.
 func (s *Store) EtcdBinDir(version string) string {
 	return filepath.Join(s.Dir, "etcd", version, "bin")
@@ -80,7 +100,8 @@ func (b Binaries) Path(component string) string { return b.paths[component] }
 
 // Installed reports whether a release is fully present in the cache.
 func (s *Store) Installed(r Release) bool {
-	return stamped(s.KubernetesBinDir(r.Version)) && stamped(s.EtcdBinDir(r.Etcd))
+	return stamped(s.KubernetesBinDir(r.Version)) && stamped(s.EtcdBinDir(r.Etcd)) &&
+		(r.Konnectivity == "" || stamped(s.KonnectivityBinDir(r.Konnectivity)))
 }
 
 // Binaries returns the paths of an installed release, or an error telling how
@@ -99,6 +120,11 @@ func (s *Store) binaries(r Release) Binaries {
 	}
 	for _, c := range EtcdComponents {
 		b.paths[c] = filepath.Join(s.EtcdBinDir(r.Etcd), c)
+	}
+	if r.Konnectivity != "" {
+		for _, c := range KonnectivityComponents {
+			b.paths[c] = filepath.Join(s.KonnectivityBinDir(r.Konnectivity), c)
+		}
 	}
 	return b
 }
@@ -119,6 +145,13 @@ func (s *Store) Ensure(ctx context.Context, r Release, log io.Writer) (Binaries,
 		return s.source().EnsureEtcd(ctx, r.Etcd, binDir, log)
 	}); err != nil {
 		return Binaries{}, fmt.Errorf("etcd %s: %w", r.Etcd, err)
+	}
+	if r.Konnectivity != "" {
+		if err := s.ensureDir(ctx, s.KonnectivityBinDir(r.Konnectivity), log, func(binDir string) error {
+			return s.konnectivitySource().EnsureKonnectivity(ctx, r.Konnectivity, binDir, log)
+		}); err != nil {
+			return Binaries{}, fmt.Errorf("konnectivity %s: %w", r.Konnectivity, err)
+		}
 	}
 	return s.binaries(r), nil
 }

@@ -78,6 +78,8 @@ type Reconciler struct {
 
 	buildMu  sync.Mutex
 	building map[string]error // version -> nil while building, error if it failed
+
+	pulls pullWatches
 }
 
 // NotifyProcess is the supervisor's OnChange hook.
@@ -167,6 +169,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return true, "", r.ensureKubeconfigSecret(ctx, cluster, spec)
 		},
 	})
+	graph = append(graph, r.kubernetesServiceTask(spec))
 	graph = append(graph, r.workerTasks(cluster, spec)...)
 	results, err := tasks.Run(ctx, graph)
 	if err != nil {

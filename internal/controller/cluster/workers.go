@@ -10,13 +10,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -101,6 +99,9 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 			cfg.Tolerations = append(cfg.Tolerations, addons.Toleration{Key: t.Key, Value: t.Value, Effect: t.Effect})
 		}
 	}
+	if cfg.Tunnel, err = r.tunnelAddon(spec); err != nil {
+		return false, "", err
+	}
 	objs, err := addons.Render(cfg)
 	if err != nil {
 		return false, "", err
@@ -112,11 +113,41 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	if err != nil {
 		return false, "", err
 	}
+	if c.Spec.Networking.Egress != lotsev1.EgressAllow {
+		if err := r.watchImagePulls(ctx, spec); err != nil {
+			return false, "", err
+		}
+	}
 	if totalMinimum(c) == 0 {
 		return true, "", nil // no nodes: nothing can run, nothing to wait for
 	}
-	ok, msg, err := addons.Health(ctx, cs)
+	ok, msg, err := addons.Health(ctx, cs, cfg.Tunnel != nil)
 	return ok, msg, err
+}
+
+// tunnelAddon configures the konnectivity agents of a cluster whose control
+// plane has a tunnel (nil otherwise).
+func (r *Reconciler) tunnelAddon(spec controlplane.Spec) (*addons.Tunnel, error) {
+	b, ok := r.process()
+	if !ok {
+		return nil, nil
+	}
+	l, err := b.LoadLayout(spec.Key)
+	if err != nil || l.Tunnel == nil {
+		return nil, err
+	}
+	creds, err := r.Backend.TunnelCredentials(spec)
+	if err != nil {
+		return nil, err
+	}
+	rel := spec.Binaries.Release
+	return &addons.Tunnel{
+		Image:   images.Ref(images.KonnectivityAgentName, "v"+rel.Konnectivity),
+		Host:    l.Gateway(),
+		Port:    l.Tunnel.Node,
+		Servers: len(l.Tunnel.Agent),
+		CA:      creds.CA, Cert: creds.Cert, Key: creds.Key,
+	}, nil
 }
 
 func totalMinimum(c *lotsev1.Cluster) int {
@@ -160,7 +191,11 @@ func (r *Reconciler) ensureNodeNetwork(ctx context.Context, spec controlplane.Sp
 	if err != nil {
 		return false, "", err
 	}
-	if err := n.EnsureCluster(ctx, port); err != nil {
+	gatewayPorts := []int{port}
+	if l.Tunnel != nil {
+		gatewayPorts = append(gatewayPorts, l.Tunnel.Node)
+	}
+	if err := n.EnsureCluster(ctx, local.ClusterRanges{GatewayPorts: gatewayPorts, Pods: spec.PodCIDR, Services: spec.ServiceCIDR}); err != nil {
 		return false, "", err
 	}
 	if _, err := b.EnsureNodeEndpoint(spec); err != nil {
@@ -176,15 +211,9 @@ func (r *Reconciler) ensureNodeNetwork(ctx context.Context, spec controlplane.Sp
 
 // ensureNodeBootstrap prepares the tenant cluster for nodes joining the way
 // kubeadm's do: RBAC for bootstrap tokens and CSR auto-approval of kubelet
-// client certificates, and the `kubernetes` Service pointing at the node
-// endpoint.
+// client certificates.
 func (r *Reconciler) ensureNodeBootstrap(ctx context.Context, spec controlplane.Spec) (bool, string, error) {
 	cs, err := r.tenantClient(spec)
-	if err != nil {
-		return false, "", err
-	}
-	b, _ := r.process()
-	l, err := b.LoadLayout(spec.Key)
 	if err != nil {
 		return false, "", err
 	}
@@ -216,42 +245,7 @@ func (r *Reconciler) ensureNodeBootstrap(ctx context.Context, spec controlplane.
 			return false, "", err
 		}
 	}
-	if err := ensureKubernetesEndpoints(ctx, cs, l); err != nil {
-		return false, "", err
-	}
 	return true, "", nil
-}
-
-// ensureKubernetesEndpoints points the `kubernetes` Service at the node
-// endpoint (the API servers run with --endpoint-reconciler-type=none).
-func ensureKubernetesEndpoints(ctx context.Context, cs kubernetes.Interface, l process.Layout) error {
-	gw := l.Gateway()
-	ep := l.NodeEndpoint()
-	var port int32
-	if _, err := fmt.Sscanf(ep[strings.LastIndex(ep, ":")+1:], "%d", &port); err != nil {
-		return err
-	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default", Labels: map[string]string{
-			discoveryv1.LabelServiceName: "kubernetes", discoveryv1.LabelManagedBy: "lotse.dev"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{gw}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(port), Protocol: ptr.To(corev1.ProtocolTCP)}},
-	}
-	return upsert(ctx, slice,
-		func() error {
-			_, err := cs.DiscoveryV1().EndpointSlices("default").Create(ctx, slice, metav1.CreateOptions{})
-			return err
-		},
-		func() error {
-			cur, err := cs.DiscoveryV1().EndpointSlices("default").Get(ctx, "kubernetes", metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			cur.Labels, cur.Endpoints, cur.Ports = slice.Labels, slice.Endpoints, slice.Ports
-			_, err = cs.DiscoveryV1().EndpointSlices("default").Update(ctx, cur, metav1.UpdateOptions{})
-			return err
-		})
 }
 
 func upsert(_ context.Context, _ metav1.Object, create, update func() error) error {
@@ -487,7 +481,13 @@ func (r *Reconciler) systemComponentsHealth(ctx context.Context, c *lotsev1.Clus
 		setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, false, "APIUnavailable", err.Error())
 		return nil
 	}
-	ok, msg, err := addons.Health(ctx, cs)
+	withTunnel := false
+	if b, isProcess := r.process(); isProcess {
+		if l, err := b.LoadLayout(spec.Key); err == nil && l.Tunnel != nil {
+			withTunnel = true
+		}
+	}
+	ok, msg, err := addons.Health(ctx, cs, withTunnel)
 	if err != nil {
 		setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, false, "APIUnavailable", err.Error())
 		return nil

@@ -208,6 +208,8 @@ func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1
 		APIServer:   l.NodeEndpoint(),
 		ClusterDNS:  addons.ClusterDNS(c.Spec.Networking.Services),
 		ClusterCIDR: c.Spec.Networking.Pods,
+		ServiceCIDR: c.Spec.Networking.Services,
+		Egress:      c.Spec.Networking.Egress == lotsev1.EgressAllow,
 		PauseImage:  pause,
 		Images:      tarballs,
 		Labels: map[string]string{

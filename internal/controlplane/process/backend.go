@@ -52,6 +52,7 @@ const (
 	TaskLoadBalancer      = "load-balancer"
 	TaskControllerManager = "kube-controller-manager"
 	TaskScheduler         = "kube-scheduler"
+	TaskTunnel            = "konnectivity-server"
 )
 
 // Layout is what a control plane keeps stable across restarts: its ports.
@@ -66,6 +67,19 @@ type Layout struct {
 	// NodesCIDR is the network of the cluster's machines; its first
 	// address (the gateway) is where nodes and pods reach the API.
 	NodesCIDR string `json:"nodesCIDR,omitempty"`
+	// Tunnel holds the ports of the konnectivity servers, one beside each
+	// API server (empty for a control plane without a tunnel).
+	Tunnel *TunnelPorts `json:"tunnel,omitempty"`
+}
+
+// TunnelPorts are the loopback ports of the konnectivity servers, below the
+// ephemeral range as konnectivity requires, and the port agents dial on the
+// gateway (a load balancer in front of every server's agent port).
+type TunnelPorts struct {
+	Agent  []int `json:"agent"`
+	Admin  []int `json:"admin"`
+	Health []int `json:"health"`
+	Node   int   `json:"node"`
 }
 
 // Gateway is the first address of the nodes network.
@@ -143,12 +157,22 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 	layoutMu.Lock()
 	defer layoutMu.Unlock()
 	if l, err := b.LoadLayout(spec.Key); err == nil {
-		if l.NodesCIDR != "" {
-			return l, nil
+		// Layouts written by older versions lack what came later: add it.
+		changed := false
+		if l.NodesCIDR == "" {
+			if l.NodesCIDR, err = b.allocateNodesCIDR(spec); err != nil {
+				return l, err
+			}
+			changed = true
 		}
-		// Written before clusters had node networks: add one.
-		if l.NodesCIDR, err = b.allocateNodesCIDR(spec); err != nil {
-			return l, err
+		if l.Tunnel == nil && !spec.WithoutTunnel {
+			if l.Tunnel, err = allocateTunnel(len(l.APIServer)); err != nil {
+				return l, err
+			}
+			changed = true
+		}
+		if !changed {
+			return l, nil
 		}
 		return l, b.saveLayout(spec.Key, l)
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -177,7 +201,20 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 	if l.NodesCIDR, err = b.allocateNodesCIDR(spec); err != nil {
 		return l, err
 	}
+	if !spec.WithoutTunnel {
+		if l.Tunnel, err = allocateTunnel(apiN); err != nil {
+			return l, err
+		}
+	}
 	return l, b.saveLayout(spec.Key, l)
+}
+
+func allocateTunnel(servers int) (*TunnelPorts, error) {
+	p, err := ports.AllocateRegistered(3*servers + 1)
+	if err != nil {
+		return nil, err
+	}
+	return &TunnelPorts{Agent: p[:servers], Admin: p[servers : 2*servers], Health: p[2*servers : 3*servers], Node: p[3*servers]}, nil
 }
 
 func (b *Backend) saveLayout(key string, l Layout) error {
@@ -267,6 +304,13 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 			return b.ensureAPIServers(ctx, spec, layout, clusterPKI)
 		}},
 	}
+	if !spec.WithoutTunnel {
+		// Beside the API servers, which dial it only when a request
+		// needs the cluster's network.
+		ts = append(ts, tasks.Task{Name: TaskTunnel, DependsOn: []string{TaskPKI}, Run: func(ctx context.Context) (bool, string, error) {
+			return b.ensureTunnelServers(ctx, spec, layout, clusterPKI)
+		}})
+	}
 	if spec.HighAvailability {
 		ts = append(ts, tasks.Task{Name: TaskLoadBalancer, DependsOn: []string{TaskPKI}, Run: func(ctx context.Context) (bool, string, error) {
 			return b.ensureLoadBalancer(ctx, spec, layout, clusterPKI)
@@ -335,6 +379,7 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	if err := os.RemoveAll(b.Dir(key)); err != nil {
 		return fmt.Errorf("remove %s: %w", b.Dir(key), err)
 	}
+	b.removeTunnelSockets(key)
 	// Remove now-empty parents (e.g. the namespace directory), but never the state dir.
 	for d := filepath.Dir(b.Dir(key)); strings.HasPrefix(d, b.StateDir+string(filepath.Separator)); d = filepath.Dir(d) {
 		if os.Remove(d) != nil {

@@ -110,6 +110,9 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			// node endpoint instead (the cluster-network task).
 			"--endpoint-reconciler-type=none",
 		}
+		if l.Tunnel != nil {
+			args = append(args, "--egress-selector-config-file="+b.egressSelectorFile(spec.Key, i))
+		}
 		specs = append(specs, supervisor.Spec{
 			Name:    processName(spec.Key, CompAPIServer, i),
 			Path:    spec.Binaries.Path("kube-apiserver"),
@@ -122,6 +125,9 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 }
 
 func (b *Backend) ensureAPIServers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	if err := b.writeEgressSelectors(spec, l); err != nil {
+		return false, "", err
+	}
 	for _, s := range b.apiServerSpecs(spec, l, p) {
 		if err := b.Supervisor.Ensure(s); err != nil {
 			return false, "", err
@@ -274,6 +280,11 @@ func (b *Backend) EnsureNodeEndpoint(spec controlplane.Spec) (string, error) {
 	}
 	if err := b.Supervisor.Ensure(b.nodeEndpointSpec(spec, l, b.PKI(spec.Key))); err != nil {
 		return "", err
+	}
+	if l.Tunnel != nil {
+		if err := b.Supervisor.Ensure(b.tunnelEndpointSpec(spec, l)); err != nil {
+			return "", err
+		}
 	}
 	return l.NodeEndpoint(), nil
 }

@@ -184,6 +184,7 @@ func (b *Backend) Status(ctx context.Context, spec controlplane.Spec) controlpla
 	if !spec.WithoutScheduler {
 		add(func() []controlplane.ComponentHealth { return b.healthzAll(ctx, CompScheduler, l.Scheduler, p) })
 	}
+	add(func() []controlplane.ComponentHealth { return b.tunnelHealth(ctx, l) })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -5,10 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
-	"os/exec"
 	"strconv"
-	"strings"
 
 	"github.com/lotse/lotse/internal/netns"
 )
@@ -65,9 +64,20 @@ func (n Network) MachineIP(idx int) (netip.Addr, error) {
 
 func (n Network) prefixLen() int { return n.CIDR.Bits() }
 
-// EnsureCluster creates the switch, the bridge and the host uplink, and
-// lets the machines reach only apiPort on the gateway (see hostFirewall).
-func (n Network) EnsureCluster(ctx context.Context, apiPort int) error {
+// ClusterRanges are what the host needs to know of a cluster's network
+// beyond its nodes range.
+type ClusterRanges struct {
+	// GatewayPorts are the TCP ports machines may reach on the gateway
+	// (the API endpoint and the tunnel endpoint).
+	GatewayPorts []int
+	// Pods and Services are the cluster's pod and Service ranges: the host
+	// never routes them (see ensureHostFirewall).
+	Pods, Services string
+}
+
+// EnsureCluster creates the switch, the bridge and the host uplink, and the
+// host's firewall for the cluster (see ensureHostFirewall).
+func (n Network) EnsureCluster(ctx context.Context, r ClusterRanges) error {
 	sw := n.SwitchNS()
 	if err := netns.Create(ctx, sw); err != nil {
 		return err
@@ -89,63 +99,91 @@ func (n Network) EnsureCluster(ctx context.Context, apiPort int) error {
 	if err := netns.Sysctl(ctx, "", "net.ipv4.conf."+n.HostLink()+".forwarding", "0"); err != nil {
 		return err
 	}
-	return n.ensureHostFirewall(ctx, apiPort)
+	return n.ensureHostFirewall(ctx, r)
 }
 
-func (n Network) chain() string { return "LOTSE-" + n.ID }
+// chain filters what the machines send to the host; outputChain what the
+// host sends towards the cluster's pod and Service ranges.
+func (n Network) chain() string       { return "LOTSE-" + n.ID }
+func (n Network) outputChain() string { return "LOTSE-" + n.ID + "-OUT" }
 
-func iptables(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w"}, args...)...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+// ensureHostFirewall isolates the cluster's machines from the host and from
+// other clusters: from the uplink, the host accepts only the gateway ports
+// and answers to connections it opened itself (NodePorts), and forwards
+// nothing (a later ip_forward=1 would otherwise re-enable forwarding on the
+// uplink).
+//
+// Defence in depth for the tunnel: the host has no route into a cluster's
+// pod and Service ranges (the API servers reach them through konnectivity),
+// and those ranges overlap between clusters and may exist beyond the host.
+// A component that bypasses the tunnel must fail at once and locally, not
+// send the packet to the host's default route: the output chain rejects it.
+func (n Network) ensureHostFirewall(ctx context.Context, r ClusterRanges) error {
+	rules := [][]string{{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"}}
+	for _, port := range r.GatewayPorts {
+		rules = append(rules, []string{"-p", "tcp", "-d", n.Gateway().String(), "--dport", strconv.Itoa(port), "-j", "ACCEPT"})
+	}
+	rules = append(rules, []string{"-j", "DROP"})
+	if err := netns.EnsureChain(ctx, "", "filter", n.chain(), rules); err != nil {
+		return err
+	}
+	// Machine networks are the host's own links: never rejected here.
+	out := [][]string{{"-o", "lh-+", "-j", "RETURN"}}
+	for _, cidr := range []string{r.Pods, r.Services} {
+		// A range that overlaps a network of the host itself is the
+		// host's to route: rejecting it would cut the host off.
+		if cidr != "" && !overlapsHostNetwork(cidr) {
+			out = append(out, []string{"-d", cidr, "-m", "comment", "--comment", "lotse: cluster ranges are reached through the tunnel", "-j", "REJECT", "--reject-with", "icmp-net-unreachable"})
+		}
+	}
+	if err := netns.EnsureChain(ctx, "", "filter", n.outputChain(), out); err != nil {
+		return err
+	}
+	for _, hook := range n.hostHooks() {
+		if err := netns.EnsureJump(ctx, "", "filter", hook[0], hook[1:]...); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// ensureHostFirewall isolates the cluster's machines from the host and from
-// other clusters: from the uplink, the host accepts only the API endpoint and
-// answers to connections it opened itself (API server to kubelet, NodePorts),
-// and forwards nothing (a later ip_forward=1 would otherwise re-enable
-// forwarding on the uplink).
-func (n Network) ensureHostFirewall(ctx context.Context, apiPort int) error {
-	if iptables(ctx, "-N", n.chain()) == nil {
-		for _, rule := range [][]string{
-			{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
-			{"-p", "tcp", "-d", n.Gateway().String(), "--dport", strconv.Itoa(apiPort), "-j", "ACCEPT"},
-			{"-j", "DROP"},
-		} {
-			if err := iptables(ctx, append([]string{"-A", n.chain()}, rule...)...); err != nil {
-				return err
+// overlapsHostNetwork reports whether cidr overlaps the network of one of
+// the host's interfaces other than Lotse's own uplinks.
+func overlapsHostNetwork(cidr string) bool {
+	want, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return false
+	}
+	ifaces, _ := net.Interfaces()
+	for _, iface := range ifaces {
+		if len(iface.Name) > 3 && iface.Name[:3] == "lh-" {
+			continue
+		}
+		addrs, _ := iface.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLoopback() && p.Masked().Overlaps(want) {
+				return true
 			}
 		}
 	}
-	for _, hook := range [][]string{
+	return false
+}
+
+func (n Network) hostHooks() [][]string {
+	return [][]string{
 		{"INPUT", "-i", n.HostLink(), "-j", n.chain()},
 		{"FORWARD", "-i", n.HostLink(), "-j", "DROP"},
 		{"FORWARD", "-o", n.HostLink(), "-j", "DROP"},
-	} {
-		if iptables(ctx, append([]string{"-C"}, hook...)...) != nil {
-			if err := iptables(ctx, append([]string{"-I"}, hook...)...); err != nil {
-				return err
-			}
-		}
+		{"OUTPUT", "-j", n.outputChain()},
 	}
-	return nil
 }
 
 func (n Network) deleteHostFirewall(ctx context.Context) {
-	for _, hook := range [][]string{
-		{"INPUT", "-i", n.HostLink(), "-j", n.chain()},
-		{"FORWARD", "-i", n.HostLink(), "-j", "DROP"},
-		{"FORWARD", "-o", n.HostLink(), "-j", "DROP"},
-	} {
-		// -D removes one copy per call; repeat until none is left.
-		for i := 0; i < 10 && iptables(ctx, append([]string{"-D"}, hook...)...) == nil; i++ {
-			continue
-		}
+	for _, hook := range n.hostHooks() {
+		netns.DeleteJump(ctx, "", "filter", hook[0], hook[1:]...)
 	}
-	_ = iptables(ctx, "-F", n.chain())
-	_ = iptables(ctx, "-X", n.chain())
+	netns.DeleteChain(ctx, "", "filter", n.chain())
+	netns.DeleteChain(ctx, "", "filter", n.outputChain())
 }
 
 // DeleteCluster removes the switch namespace; the host uplink goes with its peer.

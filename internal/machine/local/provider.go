@@ -51,6 +51,10 @@ type Machine struct {
 	BootstrapToken string
 	ClusterDNS     string
 	ClusterCIDR    string
+	ServiceCIDR    string
+	// Egress lets the machine and its pods reach networks outside the
+	// cluster; without it such traffic is rejected inside the machine.
+	Egress bool
 	// PodCIDR is the node's pod range once the controller-manager assigned it.
 	PodCIDR    string
 	Labels     map[string]string
@@ -106,6 +110,9 @@ func (p *Provider) Ensure(ctx context.Context, m *Machine) (Status, error) {
 	}
 	st.Address = ip.String()
 	if err := ensureMasquerade(ctx, m); err != nil {
+		return st, err
+	}
+	if err := ensureEgressPolicy(ctx, m); err != nil {
 		return st, err
 	}
 	for _, d := range []string{m.path("containerd"), m.path("cni", "net.d"), m.DiskDir, m.path("pod-logs"), m.path("logs"), m.path("pki"), m.runDir()} {
@@ -547,23 +554,50 @@ func DeleteLeftovers(ctx context.Context, clusterDir, diskRoot, networkID string
 	return errors.Join(errs...)
 }
 
+// egressChain holds a machine's egress policy (in the machine's namespace).
+const egressChain = "LOTSE-EGRESS"
+
+// ensureEgressPolicy rejects, inside the machine, whatever the machine or
+// its pods send outside the cluster's own ranges (nodes, pods, Services),
+// unless the cluster allows egress. A reject answers at once (a pull of an
+// image that is not in the bundle fails in milliseconds, not after DNS
+// time-outs), and the packet never reaches the host.
+func ensureEgressPolicy(ctx context.Context, m *Machine) error {
+	ns := m.Network.MachineNS(m.Index)
+	rules := [][]string{{"-o", "lo", "-j", "RETURN"}}
+	for _, cidr := range []string{m.Network.CIDR.String(), m.ClusterCIDR, m.ServiceCIDR} {
+		if cidr != "" {
+			rules = append(rules, []string{"-d", cidr, "-j", "RETURN"})
+		}
+	}
+	rules = append(rules, []string{"-m", "comment", "--comment", "lotse: egress denied (spec.networking.egress)", "-j", "REJECT", "--reject-with", "icmp-net-unreachable"})
+	if m.Egress {
+		for _, builtin := range []string{"OUTPUT", "FORWARD"} {
+			netns.DeleteJump(ctx, ns, "filter", builtin, "-j", egressChain)
+		}
+		return nil
+	}
+	if err := netns.EnsureChain(ctx, ns, "filter", egressChain, rules); err != nil {
+		return err
+	}
+	for _, builtin := range []string{"OUTPUT", "FORWARD"} {
+		if err := netns.EnsureJump(ctx, ns, "filter", builtin, "-j", egressChain); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ensureMasquerade gives traffic from pods to anything outside the cluster's
 // pod range (the API endpoint, the host) the machine's address, so replies
 // find their way back without routes into every node's pod range.
 func ensureMasquerade(ctx context.Context, m *Machine) error {
 	rule := []string{"POSTROUTING", "-s", m.ClusterCIDR, "!", "-d", m.ClusterCIDR, "-m", "comment", "--comment", "lotse: pods leaving the cluster", "-j", "MASQUERADE"}
-	ipt := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netns.Path(m.Network.MachineNS(m.Index)), "--", "iptables", "-w", "-t", "nat"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("iptables %v: %v: %s", args, err, out)
-		}
+	ns := m.Network.MachineNS(m.Index)
+	if netns.IPTables(ctx, ns, "nat", append([]string{"-C"}, rule...)...) == nil {
 		return nil
 	}
-	if ipt(append([]string{"-C"}, rule...)...) == nil {
-		return nil
-	}
-	return ipt(append([]string{"-A"}, rule...)...)
+	return netns.IPTables(ctx, ns, "nat", append([]string{"-A"}, rule...)...)
 }
 
 // kubeletMaySetLabel mirrors the NodeRestriction admission rule: keys in the

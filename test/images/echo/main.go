@@ -2,7 +2,8 @@
 // only this static binary (no shell, no curl), so it is also the client the
 // tests run inside pods:
 //
-//	echo [serve]            serve HTTP on :8080 ($PORT overrides)
+//	echo [serve]            serve HTTP on :8080 ($PORT overrides); with
+//	                          -tls-cert/-tls-key also webhooks on :8443 (webhooks.go)
 //	                          GET /         hello from <hostname> (you are <remote addr>)
 //	                          GET /healthz  ok
 //	echo get [-k] URL       GET URL, print the body; exit 1 unless the status is 2xx
@@ -57,6 +58,9 @@ func usage() {
 
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	tlsCert := fs.String("tls-cert", "", "also serve the webhooks over HTTPS with this certificate (see webhooks.go)")
+	tlsKey := fs.String("tls-key", "", "the key of -tls-cert")
+	tlsPort := fs.String("tls-port", "8443", "port of the HTTPS server")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -87,8 +91,14 @@ func serve(args []string) error {
 	// As PID 1 of its container nothing stops it but its own handler.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if *tlsCert != "" {
+		tlsSrv := &http.Server{Addr: ":" + *tlsPort, Handler: webhookMux(hostname), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- tlsSrv.ListenAndServeTLS(*tlsCert, *tlsKey) }()
+		defer tlsSrv.Close()
+		log.Printf("serving webhooks on :%s", *tlsPort)
+	}
 	select {
 	case err := <-errc:
 		return err
