@@ -12,6 +12,10 @@ const (
 	LabelMachine = "lotse.dev/machine"
 )
 
+// BootstrapGroup is the group, in a tenant cluster, that the bootstrap
+// tokens of joining machines authenticate as.
+const BootstrapGroup = "system:bootstrappers:lotse:worker"
+
 // MachineFinalizer keeps a Machine until its node is drained and its
 // resources are gone.
 const MachineFinalizer = "lotse.dev/machine"

@@ -6,6 +6,7 @@ package controlplane
 import (
 	"context"
 
+	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/tasks"
 )
@@ -84,6 +85,30 @@ type TunnelCredentials struct {
 	Cert, Key []byte
 }
 
+// NodeAccess says where the machines of a cluster reach its control plane.
+type NodeAccess struct {
+	// NodesCIDR is the network of the cluster's machines; its first
+	// address, the gateway, is where the node endpoints listen.
+	NodesCIDR string
+	Gateway   string
+	// APIServer is the API URL for nodes and pods; APIPort its port.
+	APIServer string
+	APIPort   int
+	// TunnelPort is where konnectivity agents dial the tunnel servers on
+	// the gateway (0: the control plane has no tunnel); TunnelServers is
+	// how many servers each agent must connect to.
+	TunnelPort    int
+	TunnelServers int
+}
+
+// GatewayPorts are the ports machines may reach on the gateway.
+func (a NodeAccess) GatewayPorts() []int {
+	if a.TunnelPort == 0 {
+		return []int{a.APIPort}
+	}
+	return []int{a.APIPort, a.TunnelPort}
+}
+
 // Backend hosts control planes.
 type Backend interface {
 	// Tasks returns the named steps that bring the control plane to spec.
@@ -97,6 +122,15 @@ type Backend interface {
 	// TunnelCredentials returns what the cluster's konnectivity agents
 	// present and trust.
 	TunnelCredentials(spec Spec) (TunnelCredentials, error)
+	// NodeAccess says where machines reach the control plane; it is known
+	// once the control plane's first task ran.
+	NodeAccess(spec Spec) (NodeAccess, error)
+	// EnsureNodeAccess serves the API and the tunnel on the gateway of the
+	// nodes network (the machine provider created the address).
+	EnsureNodeAccess(spec Spec) (NodeAccess, error)
+	// PKI is the control plane's PKI: the CA and node client certificates
+	// machines are given.
+	PKI(key string) pki.ClusterPKI
 	// Delete stops everything of the control plane and removes its data.
 	Delete(ctx context.Context, key string) error
 	// Stop stops the processes of a control plane but keeps its data, so

@@ -92,7 +92,11 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		return err
 	}
 	tenants := &tenant.Clients{}
+	// The wiring: the process backend hosts control planes, the local
+	// provider makes machines; the controllers know only their interfaces.
+	provider := &local.Provider{Supervisor: opts.Supervisor, StateDir: opts.Backend.StateDir}
 	rec := &clustercontroller.Reconciler{
+		Provider:     provider,
 		Tenants:      tenants,
 		DNSUpstreams: opts.DNSUpstreams,
 		Client:       mgr.GetClient(),
@@ -110,7 +114,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	machines := &machinecontroller.Reconciler{
 		Client:   mgr.GetClient(),
 		Backend:  opts.Backend,
-		Provider: &local.Provider{Supervisor: opts.Supervisor},
+		Provider: provider,
 		Releases: opts.Releases,
 		Images:   imgs.source,
 		Tenants:  tenants,

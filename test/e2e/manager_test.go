@@ -101,8 +101,9 @@ func TestManagerAgainstExistingCluster(t *testing.T) {
 			procs++
 		}
 	}
-	if procs != 4 {
-		t.Errorf("nested cluster has %d processes under the manager's state directory, want 4", procs)
+	// etcd, kube-apiserver, konnectivity-server, controller-manager, scheduler.
+	if procs != 5 {
+		t.Errorf("nested cluster has %d processes under the manager's state directory, want 5", procs)
 	}
 
 	// Stopping the manager leaves the control plane it hosts running.

@@ -51,7 +51,7 @@ func TestRestartDuringCreation(t *testing.T) {
 	for _, p := range clusterProcesses(name) {
 		seen[p.Name]++
 	}
-	want := []string{"etcd-0", "kube-apiserver-0", "kube-controller-manager-0", "kube-scheduler-0"}
+	want := []string{"etcd-0", "kube-apiserver-0", "konnectivity-server-0", "kube-controller-manager-0", "kube-scheduler-0"}
 	for _, w := range want {
 		if n := seen["clusters/default/"+name+"/"+w]; n != 1 {
 			t.Errorf("%s: %d processes, want exactly 1", w, n)

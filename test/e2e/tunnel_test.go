@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -53,16 +55,18 @@ func TestTunnel(t *testing.T) {
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	names := []string{"tunnel-a", "tunnel-b"}
-	for i, name := range names {
+	const haName = "tunnel-ha"
+	for i, name := range append(names, haName) {
 		c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
-		// Both clusters keep the default pod and Service ranges.
-		c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: int32(2 - i), Maximum: 3, MaxSurge: 1}}
+		// All clusters keep the default pod and Service ranges.
+		c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: int32(max(2-i, 1)), Maximum: 3, MaxSurge: 1}}
+		c.Spec.ControlPlane.HighAvailability = name == haName
 		if err := mc.Create(ctx, c); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
 	}
-	for _, name := range names {
+	for _, name := range append(names, haName) {
 		waitClusterReady(t, mc, name, 15*time.Minute)
 		waitCondition(t, mc, name, lotsev1.ConditionSystemComponentsHealthy, time.Time{}, 5*time.Minute)
 	}
@@ -86,6 +90,10 @@ func TestTunnel(t *testing.T) {
 			})
 		}
 	})
+
+	// HA: two API servers, each with its own tunnel server; the agents
+	// hold a connection to both, so either API server reaches the pods.
+	t.Run("HA: every API server reaches the pods", newTunnelCluster(t, haName).everyAPIServer)
 
 	tc := newTunnelCluster(t, names[0])
 	t.Run("webhook without endpoints fails within its timeout", tc.webhookWithoutEndpoints)
@@ -453,6 +461,34 @@ func (tc *tunnelCluster) logsExecPortForward(t *testing.T) {
 	})
 }
 
+// everyAPIServer sends the pod proxy request to each API server directly
+// (not through the load balancer).
+func (tc *tunnelCluster) everyAPIServer(t *testing.T) {
+	var layout struct {
+		APIServer []int `json:"apiServer"`
+	}
+	data, err := os.ReadFile(filepath.Join(clusterDir(tc.name), "ports.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &layout); err != nil || len(layout.APIServer) != 2 {
+		t.Fatalf("API server ports %v (%v), want 2", layout.APIServer, err)
+	}
+	pod, err := tc.echoPod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, port := range layout.APIServer {
+		cfg := rest.CopyConfig(tc.cfg)
+		cfg.Host = fmt.Sprintf("https://127.0.0.1:%d", port)
+		cs := kubernetes.NewForConfigOrDie(cfg)
+		waitFor(t, 30*time.Second, fmt.Sprintf("API server %d reaching the echo pod", i), func() (bool, error) {
+			out, err := cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/namespaces/default/pods/" + pod.Name + ":8080/proxy/").DoRaw(context.Background())
+			return err == nil && strings.Contains(string(out), "hello from "+pod.Name), fmt.Errorf("%v: %s", err, out)
+		})
+	}
+}
+
 // webhookWithoutEndpoints: a webhook whose Service selects no pod fails
 // with the API server's error within its timeout, not a hang.
 func (tc *tunnelCluster) webhookWithoutEndpoints(t *testing.T) {
@@ -518,38 +554,77 @@ func (tc *tunnelCluster) killTunnelServer(t *testing.T) {
 	tc.waitWebhookWorks(t)
 }
 
-// killAgents deletes every agent pod at once: new ones (other UIDs) connect
+// killAgents kills every agent process of the cluster with SIGKILL: the
+// kubelets restart them (the pods' restart counts go up), they reconnect,
 // and webhooks work again.
 func (tc *tunnelCluster) killAgents(t *testing.T) {
 	ctx := context.Background()
-	before, err := tc.cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=konnectivity-agent"})
-	if err != nil || len(before.Items) == 0 {
-		t.Fatalf("agent pods: %v (%d)", err, len(before.Items))
-	}
-	old := map[string]bool{}
-	for _, p := range before.Items {
-		old[string(p.UID)] = true
-		if err := tc.cs.CoreV1().Pods("kube-system").Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, 2*time.Minute, "new agents ready", func() (bool, error) {
+	restarts := func() (map[string]int32, int) {
 		list, err := tc.cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=konnectivity-agent"})
 		if err != nil {
-			return false, err
+			t.Fatal(err)
 		}
-		ready := 0
+		out, ready := map[string]int32{}, 0
 		for _, p := range list.Items {
-			if old[string(p.UID)] {
-				return false, fmt.Errorf("old agent %s still there", p.Name)
+			for _, c := range p.Status.ContainerStatuses {
+				out[p.Name] = c.RestartCount
 			}
 			if podReady(&p) {
 				ready++
 			}
 		}
-		return ready == len(before.Items), fmt.Errorf("%d/%d new agents ready", ready, len(before.Items))
+		return out, ready
+	}
+	before, _ := restarts()
+	if len(before) == 0 {
+		t.Fatal("no agent pods")
+	}
+	var layout struct {
+		Tunnel struct {
+			Node int `json:"node"`
+		} `json:"tunnel"`
+	}
+	data, err := os.ReadFile(filepath.Join(clusterDir(tc.name), "ports.json"))
+	if err != nil || json.Unmarshal(data, &layout) != nil || layout.Tunnel.Node == 0 {
+		t.Fatalf("tunnel port of %s: %v", tc.name, err)
+	}
+	pids := agentPIDs(layout.Tunnel.Node)
+	if len(pids) != len(before) {
+		t.Fatalf("%d agent processes for %d agent pods", len(pids), len(before))
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 2*time.Minute, "every agent restarted and ready", func() (bool, error) {
+		now, ready := restarts()
+		for name, n := range before {
+			if now[name] <= n {
+				return false, fmt.Errorf("agent %s not restarted yet", name)
+			}
+		}
+		return ready == len(before), fmt.Errorf("%d/%d agents ready", ready, len(before))
 	})
 	tc.waitWebhookWorks(t)
+}
+
+// agentPIDs finds the agent processes that dial the tunnel endpoint port.
+func agentPIDs(port int) []int {
+	var out []int
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		data, err := os.ReadFile(f)
+		if err != nil || !strings.HasPrefix(string(data), "/proxy-agent\x00") ||
+			!strings.Contains(string(data), fmt.Sprintf("--proxy-server-port=%d\x00", port)) {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(f, "/proc/%d/cmdline", &pid); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func (tc *tunnelCluster) waitWebhookWorks(t *testing.T) {

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -24,24 +23,15 @@ const TaskKubernetesService = "kubernetes-service"
 // differ per instance), so Lotse writes both, with the same address and port.
 func (r *Reconciler) kubernetesServiceTask(spec controlplane.Spec) tasks.Task {
 	return tasks.Task{Name: TaskKubernetesService, DependsOn: []string{r.EndpointTask(spec)}, Run: func(ctx context.Context) (bool, string, error) {
-		b, ok := r.process()
-		if !ok {
-			return true, "", nil
-		}
-		l, err := b.LoadLayout(spec.Key)
+		access, err := r.Backend.NodeAccess(spec)
 		if err != nil {
 			return false, "", err
-		}
-		ep := l.NodeEndpoint()
-		var port int32
-		if _, err := fmt.Sscanf(ep[strings.LastIndex(ep, ":")+1:], "%d", &port); err != nil {
-			return false, "", fmt.Errorf("node endpoint %q: %w", ep, err)
 		}
 		cs, err := r.tenantClient(spec)
 		if err != nil {
 			return false, "", err
 		}
-		return true, "", ensureKubernetesEndpoints(ctx, cs, l.Gateway(), port)
+		return true, "", ensureKubernetesEndpoints(ctx, cs, access.Gateway, int32(access.APIPort))
 	}}
 }
 

@@ -27,8 +27,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controlplane"
-	"github.com/lotse/lotse/internal/machine/local"
+	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/tasks"
 	"github.com/lotse/lotse/internal/tenant"
@@ -40,16 +41,9 @@ const TaskKubeconfigSecret = "kubeconfig-secret"
 // KubeconfigSecretName is the name of a cluster's admin kubeconfig Secret.
 func KubeconfigSecretName(cluster string) string { return cluster + "-kubeconfig" }
 
-// Key is the control-plane key of a cluster.
-func Key(namespace, name string) string { return "clusters/" + namespace + "/" + name }
-
-// keyToRequest maps a supervised process name back to its cluster.
-func keyToRequest(processName string) (namespace, name string, ok bool) {
-	parts := strings.Split(processName, "/")
-	if len(parts) < 3 || parts[0] != "clusters" {
-		return "", "", false
-	}
-	return parts[1], parts[2], true
+// refOf names a Cluster.
+func refOf(c *lotsev1.Cluster) clusterref.Ref {
+	return clusterref.Ref{Namespace: c.Namespace, Name: c.Name}
 }
 
 // Reconciler reconciles Clusters.
@@ -59,8 +53,10 @@ type Reconciler struct {
 	// (choosing a free machine index).
 	APIReader client.Reader
 	Backend   controlplane.Backend
-	Releases  *releases.Store
-	Recorder  events.EventRecorder
+	// Provider makes the machines of worker pools and their network.
+	Provider machine.Provider
+	Releases *releases.Store
+	Recorder events.EventRecorder
 	// EndpointTask names the backend task after which the API answers.
 	EndpointTask func(controlplane.Spec) string
 	// BuildLog receives the output of release builds started on demand.
@@ -84,12 +80,12 @@ type Reconciler struct {
 
 // NotifyProcess is the supervisor's OnChange hook.
 func (r *Reconciler) NotifyProcess(processName string) {
-	ns, name, ok := keyToRequest(processName)
+	ref, ok := clusterref.ParseKey(processName)
 	if !ok || r.ProcessEvents == nil {
 		return
 	}
 	c := &lotsev1.Cluster{}
-	c.Namespace, c.Name = ns, name
+	c.Namespace, c.Name = ref.Namespace, ref.Name
 	select {
 	case r.ProcessEvents <- event.GenericEvent{Object: c}:
 	default: // a reconcile is already queued; the periodic requeue covers the rest
@@ -198,10 +194,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		!meta.IsStatusConditionTrue(status.Conditions, lotsev1.ConditionEveryNodeReady) {
 		setCondition(status, cluster.Generation, lotsev1.ConditionReady, false, "NodesNotReady", "some machines are not Ready nodes yet")
 	}
-	if b, ok := r.process(); ok {
-		if l, err := b.LoadLayout(spec.Key); err == nil {
-			status.NodesCIDR = l.NodesCIDR
-		}
+	if access, err := r.Backend.NodeAccess(spec); err == nil {
+		status.NodesCIDR = access.NodesCIDR
 	}
 
 	healthy := meta.IsStatusConditionTrue(status.Conditions, lotsev1.ConditionReady)
@@ -246,7 +240,7 @@ func SpecFor(c *lotsev1.Cluster, bins releases.Binaries) controlplane.Spec {
 		resources = append(resources, string(r))
 	}
 	return controlplane.Spec{
-		Key:                Key(c.Namespace, c.Name),
+		Key:                refOf(c).Key(),
 		Name:               c.Name,
 		Binaries:           bins,
 		HighAvailability:   c.Spec.ControlPlane.HighAvailability,
@@ -334,18 +328,18 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 		_ = r.writeStatus(ctx, c, status)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	if b, ok := r.process(); ok {
-		key := Key(c.Namespace, c.Name)
+	ref := refOf(c)
+	if r.Provider != nil {
 		// Sweep whatever machines left (a machine whose object vanished
 		// with its finalizer removed by hand), then the network itself.
-		if err := local.DeleteLeftovers(ctx, b.Dir(key), local.DiskRoot(b.StateDir), NetworkID(b, key)); err != nil {
+		if err := r.Provider.DeleteNetwork(ctx, ref); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 	if r.Tenants != nil {
-		r.Tenants.Forget(Key(c.Namespace, c.Name))
+		r.Tenants.Forget(ref.Key())
 	}
-	if err := r.Backend.Delete(ctx, Key(c.Namespace, c.Name)); err != nil {
+	if err := r.Backend.Delete(ctx, ref.Key()); err != nil {
 		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateError, 0, err.Error(), nil)
 		_ = r.writeStatus(ctx, c, status)
 		return ctrl.Result{}, err

@@ -21,10 +21,8 @@ import (
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons"
 	"github.com/lotse/lotse/internal/controlplane"
-	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/images"
-	"github.com/lotse/lotse/internal/machine/local"
-	"github.com/lotse/lotse/internal/netns"
+	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/tasks"
 )
 
@@ -37,14 +35,6 @@ const (
 	TaskAddons        = "addons"
 )
 
-// BootstrapGroup is the group bootstrap tokens authenticate as.
-const BootstrapGroup = "system:bootstrappers:lotse:worker"
-
-func (r *Reconciler) process() (*process.Backend, bool) {
-	b, ok := r.Backend.(*process.Backend)
-	return b, ok
-}
-
 // workerTasks are the tasks of a cluster with worker pools.
 func (r *Reconciler) workerTasks(c *lotsev1.Cluster, spec controlplane.Spec) []tasks.Task {
 	if len(c.Spec.Workers) == 0 {
@@ -52,7 +42,7 @@ func (r *Reconciler) workerTasks(c *lotsev1.Cluster, spec controlplane.Spec) []t
 	}
 	return []tasks.Task{
 		{Name: TaskNodeNetwork, DependsOn: []string{r.EndpointTask(spec)}, Run: func(ctx context.Context) (bool, string, error) {
-			return r.ensureNodeNetwork(ctx, spec)
+			return r.ensureNodeNetwork(ctx, c, spec)
 		}},
 		{Name: TaskNodeBootstrap, DependsOn: []string{TaskNodeNetwork, "kube-controller-manager"}, Run: func(ctx context.Context) (bool, string, error) {
 			return r.ensureNodeBootstrap(ctx, spec)
@@ -63,7 +53,7 @@ func (r *Reconciler) workerTasks(c *lotsev1.Cluster, spec controlplane.Spec) []t
 		// Not after the machines: one broken machine must not keep routes
 		// from the others.
 		{Name: TaskPodRoutes, DependsOn: []string{TaskNodeBootstrap}, Run: func(ctx context.Context) (bool, string, error) {
-			return r.ensurePodRoutes(ctx, spec)
+			return r.ensurePodRoutes(ctx, c, spec)
 		}},
 		{Name: TaskAddons, DependsOn: []string{TaskNodeBootstrap}, Run: func(ctx context.Context) (bool, string, error) {
 			return r.ensureAddons(ctx, c, spec)
@@ -128,12 +118,8 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 // tunnelAddon configures the konnectivity agents of a cluster whose control
 // plane has a tunnel (nil otherwise).
 func (r *Reconciler) tunnelAddon(spec controlplane.Spec) (*addons.Tunnel, error) {
-	b, ok := r.process()
-	if !ok {
-		return nil, nil
-	}
-	l, err := b.LoadLayout(spec.Key)
-	if err != nil || l.Tunnel == nil {
+	access, err := r.Backend.NodeAccess(spec)
+	if err != nil || access.TunnelPort == 0 {
 		return nil, err
 	}
 	creds, err := r.Backend.TunnelCredentials(spec)
@@ -143,9 +129,9 @@ func (r *Reconciler) tunnelAddon(spec controlplane.Spec) (*addons.Tunnel, error)
 	rel := spec.Binaries.Release
 	return &addons.Tunnel{
 		Image:   images.Ref(images.KonnectivityAgentName, "v"+rel.Konnectivity),
-		Host:    l.Gateway(),
-		Port:    l.Tunnel.Node,
-		Servers: len(l.Tunnel.Agent),
+		Host:    access.Gateway,
+		Port:    access.TunnelPort,
+		Servers: access.TunnelServers,
 		CA:      creds.CA, Cert: creds.Cert, Key: creds.Key,
 	}, nil
 }
@@ -158,52 +144,26 @@ func totalMinimum(c *lotsev1.Cluster) int {
 	return n
 }
 
-// NetworkOf returns the local network of a cluster.
-func NetworkOf(b *process.Backend, key string) (local.Network, error) {
-	l, err := b.LoadLayout(key)
-	if err != nil {
-		return local.Network{}, err
+func (r *Reconciler) ensureNodeNetwork(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) (bool, string, error) {
+	if r.Provider == nil {
+		return false, "", fmt.Errorf("worker pools need a machine provider, and this manager has none")
 	}
-	return local.ParseNetwork(NetworkID(b, key), l.NodesCIDR)
-}
-
-// NetworkID is the id of a cluster's local network; it needs no layout, so
-// deletion can find everything even if the layout file is gone.
-func NetworkID(b *process.Backend, key string) string {
-	return local.NetworkID(b.Supervisor.Owner(), key)
-}
-
-func (r *Reconciler) ensureNodeNetwork(ctx context.Context, spec controlplane.Spec) (bool, string, error) {
-	b, ok := r.process()
-	if !ok {
-		return false, "", fmt.Errorf("worker pools need the process backend")
-	}
-	n, err := NetworkOf(b, spec.Key)
+	access, err := r.Backend.NodeAccess(spec)
 	if err != nil {
 		return false, "", err
 	}
-	l, err := b.LoadLayout(spec.Key)
+	if err := r.Provider.EnsureNetwork(ctx, refOf(c), machine.NetworkSpec{
+		CIDR: access.NodesCIDR, GatewayPorts: access.GatewayPorts(), Pods: spec.PodCIDR, Services: spec.ServiceCIDR,
+	}); err != nil {
+		return false, "", err
+	}
+	if _, err := r.Backend.EnsureNodeAccess(spec); err != nil {
+		return false, "", err
+	}
+	addr := net.JoinHostPort(access.Gateway, strconv.Itoa(access.APIPort))
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
-		return false, "", err
-	}
-	ep := l.NodeEndpoint()
-	port, err := strconv.Atoi(ep[strings.LastIndex(ep, ":")+1:])
-	if err != nil {
-		return false, "", err
-	}
-	gatewayPorts := []int{port}
-	if l.Tunnel != nil {
-		gatewayPorts = append(gatewayPorts, l.Tunnel.Node)
-	}
-	if err := n.EnsureCluster(ctx, local.ClusterRanges{GatewayPorts: gatewayPorts, Pods: spec.PodCIDR, Services: spec.ServiceCIDR}); err != nil {
-		return false, "", err
-	}
-	if _, err := b.EnsureNodeEndpoint(spec); err != nil {
-		return false, "", err
-	}
-	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(ep, "https://"), time.Second)
-	if err != nil {
-		return false, "node endpoint " + ep + " not listening yet", nil
+		return false, "node endpoint " + addr + " not listening yet", nil
 	}
 	conn.Close()
 	return true, "", nil
@@ -218,8 +178,8 @@ func (r *Reconciler) ensureNodeBootstrap(ctx context.Context, spec controlplane.
 		return false, "", err
 	}
 	bindings := []struct{ name, role, kind, subject string }{
-		{"lotse:kubelet-bootstrap", "system:node-bootstrapper", rbacv1.GroupKind, BootstrapGroup},
-		{"lotse:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", rbacv1.GroupKind, BootstrapGroup},
+		{"lotse:kubelet-bootstrap", "system:node-bootstrapper", rbacv1.GroupKind, lotsev1.BootstrapGroup},
+		{"lotse:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", rbacv1.GroupKind, lotsev1.BootstrapGroup},
 		{"lotse:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", rbacv1.GroupKind, "system:nodes"},
 	}
 	for _, bd := range bindings {
@@ -360,13 +320,8 @@ func machineReady(m *lotsev1.Machine) bool {
 
 // ensurePodRoutes gives every machine a route to every other node's pod
 // range, via that node's address (what a cloud's route controller does).
-func (r *Reconciler) ensurePodRoutes(ctx context.Context, spec controlplane.Spec) (bool, string, error) {
+func (r *Reconciler) ensurePodRoutes(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) (bool, string, error) {
 	cs, err := r.tenantClient(spec)
-	if err != nil {
-		return false, "", err
-	}
-	b, _ := r.process()
-	n, err := NetworkOf(b, spec.Key)
 	if err != nil {
 		return false, "", err
 	}
@@ -375,8 +330,7 @@ func (r *Reconciler) ensurePodRoutes(ctx context.Context, spec controlplane.Spec
 		return false, "", err
 	}
 	ms := &lotsev1.MachineList{}
-	parts := strings.Split(spec.Key, "/")
-	if err := r.Client.List(ctx, ms, client.InNamespace(parts[1]), client.MatchingLabels{lotsev1.LabelCluster: parts[2]}); err != nil {
+	if err := r.Client.List(ctx, ms, client.InNamespace(c.Namespace), client.MatchingLabels{lotsev1.LabelCluster: c.Name}); err != nil {
 		return false, "", err
 	}
 	for _, node := range nodes.Items {
@@ -390,10 +344,10 @@ func (r *Reconciler) ensurePodRoutes(ctx context.Context, spec controlplane.Spec
 			continue
 		}
 		for _, m := range ms.Items {
-			if m.Name == node.Name || !m.DeletionTimestamp.IsZero() || !netns.Exists(n.MachineNS(int(m.Spec.Index))) {
+			if m.Name == node.Name || !m.DeletionTimestamp.IsZero() {
 				continue
 			}
-			if err := netns.ReplaceRoute(ctx, n.MachineNS(int(m.Spec.Index)), node.Spec.PodCIDR, ip, ""); err != nil {
+			if err := r.Provider.RoutePodRange(ctx, refOf(c), int(m.Spec.Index), node.Spec.PodCIDR, ip); err != nil {
 				return false, "", err
 			}
 		}
@@ -475,19 +429,18 @@ func (r *Reconciler) deleteMachines(ctx context.Context, c *lotsev1.Cluster) (bo
 
 // systemComponentsHealth sets SystemComponentsHealthy from the addons' state.
 func (r *Reconciler) systemComponentsHealth(ctx context.Context, c *lotsev1.Cluster, status *lotsev1.ClusterStatus) error {
-	spec := controlplane.Spec{Key: Key(c.Namespace, c.Name)}
+	spec := controlplane.Spec{Key: refOf(c).Key()}
 	cs, err := r.tenantClient(spec)
 	if err != nil {
 		setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, false, "APIUnavailable", err.Error())
 		return nil
 	}
-	withTunnel := false
-	if b, isProcess := r.process(); isProcess {
-		if l, err := b.LoadLayout(spec.Key); err == nil && l.Tunnel != nil {
-			withTunnel = true
-		}
+	access, err := r.Backend.NodeAccess(spec)
+	if err != nil {
+		setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, false, "ControlPlaneUnknown", err.Error())
+		return nil
 	}
-	ok, msg, err := addons.Health(ctx, cs, withTunnel)
+	ok, msg, err := addons.Health(ctx, cs, access.TunnelPort != 0)
 	if err != nil {
 		setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, false, "APIUnavailable", err.Error())
 		return nil

@@ -12,8 +12,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -34,10 +32,9 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons"
-	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controlplane"
-	"github.com/lotse/lotse/internal/controlplane/process"
-	"github.com/lotse/lotse/internal/machine/local"
+	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/tenant"
 )
@@ -54,8 +51,8 @@ const DrainTimeout = 5 * time.Minute
 // Reconciler reconciles Machines of the local machine class.
 type Reconciler struct {
 	Client   client.Client
-	Backend  *process.Backend
-	Provider *local.Provider
+	Backend  controlplane.Backend
+	Provider machine.Provider
 	Releases *releases.Store
 	Images   ImageSource
 	Tenants  *tenant.Clients
@@ -75,9 +72,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.Get(ctx, req.NamespacedName, m); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	key := clustercontroller.Key(m.Namespace, m.Spec.Cluster)
+	ref := clusterref.Ref{Namespace: m.Namespace, Name: m.Spec.Cluster}
 	if !m.DeletionTimestamp.IsZero() {
-		return r.reconcileDelete(ctx, m, key)
+		return r.reconcileDelete(ctx, m, ref)
 	}
 	if controllerutil.AddFinalizer(m, lotsev1.MachineFinalizer) {
 		if err := r.Client.Update(ctx, m); err != nil {
@@ -93,7 +90,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if status.Phase == "" {
 		status.Phase = lotsev1.MachinePending
 	}
-	lm, cs, msg, err := r.machine(ctx, m, cluster, key)
+	lm, cs, msg, err := r.machine(ctx, m, cluster, ref)
 	if err != nil || lm == nil {
 		if err == nil {
 			setCond(status, m.Generation, "NodeReady", false, "Waiting", msg)
@@ -111,6 +108,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		lm.PodCIDR = node.Spec.PodCIDR
 	} else {
 		node = nil
+	}
+	// A bootstrap token only until the node is Ready: by then the kubelet
+	// has a client certificate of its own, and the token is deleted.
+	if ready, _ := nodeReady(node); !ready {
+		if lm.BootstrapToken, err = ensureBootstrapToken(ctx, cs, m.Name); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	st, err := r.Provider.Ensure(ctx, lm)
 	if err != nil {
@@ -139,7 +143,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	// exec, logs and metrics need the kubelet's serving certificate, which
 	// the kubelet only gets after it registered: not Ready before that.
-	if ready && !exists(filepath.Join(lm.Dir, "pki", "kubelet-server-current.pem")) {
+	if ready && !st.HasServingCertificate {
 		ready, why = false, "waiting for the kubelet serving certificate"
 	}
 	if !st.ProcessesReady {
@@ -164,7 +168,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 // machine assembles what the provider needs. A nil machine with a message
 // means "not yet" (binaries or images still building, control plane not up).
-func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1.Cluster, key string) (*local.Machine, kubernetes.Interface, string, error) {
+func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1.Cluster, ref clusterref.Ref) (*machine.Spec, kubernetes.Interface, string, error) {
 	rel, err := releases.Lookup(m.Spec.Version)
 	if err != nil {
 		return nil, nil, "", err
@@ -180,32 +184,27 @@ func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1
 	if !ready {
 		return nil, nil, "waiting for node images to be built", nil
 	}
-	l, err := r.Backend.LoadLayout(key)
+	cp := controlplane.Spec{Key: ref.Key()}
+	access, err := r.Backend.NodeAccess(cp)
 	if err != nil {
 		return nil, nil, "waiting for the control plane", nil
 	}
-	network, err := local.ParseNetwork(clustercontroller.NetworkID(r.Backend, key), l.NodesCIDR)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	kc, err := r.Backend.AdminKubeconfig(clustercontroller.SpecFor(c, bins))
+	kc, err := r.Backend.AdminKubeconfig(cp)
 	if err != nil {
 		return nil, nil, "waiting for the control plane", nil
 	}
-	cs, err := r.Tenants.For(key, kc)
+	cs, err := r.Tenants.For(ref.Key(), kc)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	lm := &local.Machine{
-		ClusterKey:  key,
-		Dir:         filepath.Join(r.Backend.Dir(key), "machines", m.Name),
-		DiskDir:     local.DiskDir(DiskRoot(r.Backend), network.ID, int(m.Spec.Index)),
+	spec := &machine.Spec{
+		Cluster:     ref,
 		Name:        m.Name,
 		Index:       int(m.Spec.Index),
-		Network:     network,
+		NodesCIDR:   access.NodesCIDR,
 		Binaries:    bins,
-		PKI:         r.Backend.PKI(key),
-		APIServer:   l.NodeEndpoint(),
+		PKI:         r.Backend.PKI(ref.Key()),
+		APIServer:   access.APIServer,
 		ClusterDNS:  addons.ClusterDNS(c.Spec.Networking.Services),
 		ClusterCIDR: c.Spec.Networking.Pods,
 		ServiceCIDR: c.Spec.Networking.Services,
@@ -221,31 +220,22 @@ func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1
 			continue
 		}
 		for k, v := range pool.Labels {
-			lm.Labels[k] = string(v)
+			spec.Labels[k] = string(v)
 		}
 		for _, t := range pool.Taints {
-			lm.Taints = append(lm.Taints, local.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect})
+			spec.Taints = append(spec.Taints, machine.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect})
 		}
 		if len(pool.Zones) > 0 {
-			lm.Labels[corev1.LabelTopologyZone] = pool.Zones[int(m.Spec.Index)%len(pool.Zones)]
+			spec.Labels[corev1.LabelTopologyZone] = pool.Zones[int(m.Spec.Index)%len(pool.Zones)]
 		}
 	}
-	// A bootstrap token only while the kubelet has no certificate of its
-	// own yet; it is deleted once the node is Ready.
-	if !exists(filepath.Join(lm.Dir, "kubelet.kubeconfig")) {
-		token, err := ensureBootstrapToken(ctx, cs, lm)
-		if err != nil {
-			return nil, nil, "", err
-		}
-		lm.BootstrapToken = token
-	}
-	return lm, cs, "", nil
+	return spec, cs, "", nil
 }
 
 // ensureBootstrapToken creates a short-lived bootstrap token for a machine
 // whose kubelet has no client certificate yet.
-func ensureBootstrapToken(ctx context.Context, cs kubernetes.Interface, m *local.Machine) (string, error) {
-	id := bootstrapTokenID(m.Name)
+func ensureBootstrapToken(ctx context.Context, cs kubernetes.Interface, machineName string) (string, error) {
+	id := bootstrapTokenID(machineName)
 	name := "bootstrap-token-" + id
 	sec, err := cs.CoreV1().Secrets("kube-system").Get(ctx, name, metav1.GetOptions{})
 	if err == nil {
@@ -265,11 +255,11 @@ func ensureBootstrapToken(ctx context.Context, cs kubernetes.Interface, m *local
 		StringData: map[string]string{
 			"token-id":                       id,
 			"token-secret":                   secret,
-			"description":                    "lotse: joins machine " + m.Name,
+			"description":                    "lotse: joins machine " + machineName,
 			"expiration":                     time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339),
 			"usage-bootstrap-authentication": "true",
 			"usage-bootstrap-signing":        "true",
-			"auth-extra-groups":              clustercontroller.BootstrapGroup,
+			"auth-extra-groups":              lotsev1.BootstrapGroup,
 		},
 	}
 	if _, err := cs.CoreV1().Secrets("kube-system").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
@@ -325,11 +315,6 @@ func approveServingCSRs(ctx context.Context, cs kubernetes.Interface, nodeName, 
 	return nil
 }
 
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}
-
 func decided(csr *certificatesv1.CertificateSigningRequest) bool {
 	for _, c := range csr.Status.Conditions {
 		if c.Type == certificatesv1.CertificateApproved || c.Type == certificatesv1.CertificateDenied {
@@ -351,7 +336,7 @@ func nodeReady(n *corev1.Node) (bool, string) {
 	return false, "the node reports no Ready condition yet"
 }
 
-func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, key string) (ctrl.Result, error) {
+func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, ref clusterref.Ref) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(m, lotsev1.MachineFinalizer) {
 		return ctrl.Result{}, nil
 	}
@@ -360,8 +345,8 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, ke
 	_ = r.writeStatus(ctx, m, status)
 
 	var cs kubernetes.Interface
-	if kc, err := r.Backend.AdminKubeconfig(controlplane.Spec{Key: key}); err == nil {
-		cs, _ = r.Tenants.For(key, kc)
+	if kc, err := r.Backend.AdminKubeconfig(controlplane.Spec{Key: ref.Key()}); err == nil {
+		cs, _ = r.Tenants.For(ref.Key(), kc)
 	}
 	// A cluster that is being deleted needs no draining: its workloads go with it.
 	cluster := &lotsev1.Cluster{}
@@ -378,13 +363,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, ke
 			return ctrl.Result{RequeueAfter: time.Second}, nil
 		}
 	}
-	// Deletion needs only the network's id and the index: it works even
-	// when the cluster's layout is gone.
-	netID := clustercontroller.NetworkID(r.Backend, key)
-	lm := &local.Machine{ClusterKey: key, Dir: filepath.Join(r.Backend.Dir(key), "machines", m.Name), Name: m.Name,
-		DiskDir: local.DiskDir(DiskRoot(r.Backend), netID, int(m.Spec.Index)),
-		Index:   int(m.Spec.Index), Network: local.Network{ID: netID}}
-	if err := r.Provider.Delete(ctx, lm); err != nil {
+	// Deletion needs only the cluster, the name and the index: it works
+	// even when the control plane is gone.
+	if err := r.Provider.Delete(ctx, &machine.Spec{Cluster: ref, Name: m.Name, Index: int(m.Spec.Index)}); err != nil {
 		return ctrl.Result{}, err
 	}
 	if cs != nil {
@@ -518,6 +499,3 @@ func ensureNodeLabels(ctx context.Context, cs kubernetes.Interface, node *corev1
 	_, err = cs.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "lotse"})
 	return err
 }
-
-// DiskRoot holds the machines' kubelet roots.
-func DiskRoot(b *process.Backend) string { return local.DiskRoot(b.StateDir) }

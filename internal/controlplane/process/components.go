@@ -271,20 +271,40 @@ func (b *Backend) nodeEndpointSpec(spec controlplane.Spec, l Layout, p pki.Clust
 	}
 }
 
-// EnsureNodeEndpoint runs the node endpoint (the gateway address must exist)
-// and returns its URL.
-func (b *Backend) EnsureNodeEndpoint(spec controlplane.Spec) (string, error) {
+// NodeAccess reads where machines reach the control plane from its layout.
+func (b *Backend) NodeAccess(spec controlplane.Spec) (controlplane.NodeAccess, error) {
 	l, err := b.LoadLayout(spec.Key)
 	if err != nil {
-		return "", err
+		return controlplane.NodeAccess{}, err
+	}
+	a := controlplane.NodeAccess{NodesCIDR: l.NodesCIDR, Gateway: l.Gateway(), APIServer: l.NodeEndpoint()}
+	if _, err := fmt.Sscanf(a.APIServer[strings.LastIndex(a.APIServer, ":")+1:], "%d", &a.APIPort); err != nil {
+		return a, fmt.Errorf("node endpoint %q: %w", a.APIServer, err)
+	}
+	if l.Tunnel != nil {
+		a.TunnelPort, a.TunnelServers = l.Tunnel.Node, len(l.Tunnel.Agent)
+	}
+	return a, nil
+}
+
+// EnsureNodeAccess runs the node endpoint and the tunnel endpoint on the
+// gateway (the address must exist).
+func (b *Backend) EnsureNodeAccess(spec controlplane.Spec) (controlplane.NodeAccess, error) {
+	a, err := b.NodeAccess(spec)
+	if err != nil {
+		return a, err
+	}
+	l, err := b.LoadLayout(spec.Key)
+	if err != nil {
+		return a, err
 	}
 	if err := b.Supervisor.Ensure(b.nodeEndpointSpec(spec, l, b.PKI(spec.Key))); err != nil {
-		return "", err
+		return a, err
 	}
 	if l.Tunnel != nil {
 		if err := b.Supervisor.Ensure(b.tunnelEndpointSpec(spec, l)); err != nil {
-			return "", err
+			return a, err
 		}
 	}
-	return l.NodeEndpoint(), nil
+	return a, nil
 }

@@ -18,50 +18,28 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/fsutil"
+	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/netns"
 	"github.com/lotse/lotse/internal/pki"
-	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/supervisor"
 )
 
 // Taint is a node taint.
-type Taint struct{ Key, Value, Effect string }
+type Taint = machine.Taint
 
-// Machine is everything the provider needs to run one machine.
+// Machine is everything the provider needs to run one machine: the
+// controllers' machine.Spec plus where this host keeps it.
 type Machine struct {
-	// ClusterKey is the control-plane key ("clusters/ns/name").
-	ClusterKey string
+	machine.Spec
 	// Dir is the machine's directory (under the cluster's).
 	Dir string
 	// DiskDir is the kubelet's root directory: the machine's "disk". It
 	// needs a short path because the kubelet creates unix sockets inside
 	// it, whose paths may not exceed 108 bytes.
 	DiskDir string
-	// Name is the machine's and the node's name.
-	Name     string
-	Index    int
-	Network  Network
-	Binaries releases.Binaries
-	// PKI of the cluster: its CA and the kube-proxy client certificate.
-	PKI pki.ClusterPKI
-	// APIServer is the URL nodes use (the gateway endpoint).
-	APIServer string
-	// BootstrapToken ("id.secret") lets the kubelet ask for its certificate.
-	BootstrapToken string
-	ClusterDNS     string
-	ClusterCIDR    string
-	ServiceCIDR    string
-	// Egress lets the machine and its pods reach networks outside the
-	// cluster; without it such traffic is rejected inside the machine.
-	Egress bool
-	// PodCIDR is the node's pod range once the controller-manager assigned it.
-	PodCIDR    string
-	Labels     map[string]string
-	Taints     []Taint
-	PauseImage string
-	// Images are image tarballs to load into the machine's containerd.
-	Images []string
+	Network Network
 }
 
 func (m *Machine) path(parts ...string) string {
@@ -81,29 +59,96 @@ func (m *Machine) Socket() string { return m.runPath("containerd.sock") }
 
 // ProviderID identifies the machine.
 func (m *Machine) ProviderID() string {
-	return "local://" + strings.TrimPrefix(m.ClusterKey, "clusters/") + "/" + m.Name
+	return "local://" + m.Cluster.String() + "/" + m.Name
 }
 
 func (m *Machine) cgroupRoot() string { return fmt.Sprintf("/lotse-%s-%d", m.Network.ID, m.Index) }
 
-func (m *Machine) processPrefix() string { return m.ClusterKey + "/machines/" + m.Name + "/" }
+func (m *Machine) processPrefix() string { return m.Cluster.Key() + "/machines/" + m.Name + "/" }
 
 // Provider runs local machines.
 type Provider struct {
 	Supervisor *supervisor.Supervisor
+	// StateDir is the state directory shared with the process backend:
+	// machines live under STATE/clusters/<ns>/<name>/machines/<machine>.
+	StateDir string
 }
 
-// Status of a machine as the provider sees it.
-type Status struct {
-	Address        string
-	ProviderID     string
-	ProcessesReady bool
-	Message        string
+var _ machine.Provider = (*Provider)(nil)
+
+// Network returns the network of a cluster's machines; the CIDR may be
+// empty when only the names are needed (deletion).
+func (p *Provider) Network(cluster clusterref.Ref, cidr string) (Network, error) {
+	id := NetworkID(p.Supervisor.Owner(), cluster.Key())
+	if cidr == "" {
+		return Network{ID: id}, nil
+	}
+	return ParseNetwork(id, cidr)
+}
+
+// EnsureNetwork creates the cluster's switch, uplink and host firewall.
+func (p *Provider) EnsureNetwork(ctx context.Context, cluster clusterref.Ref, spec machine.NetworkSpec) error {
+	n, err := p.Network(cluster, spec.CIDR)
+	if err != nil {
+		return err
+	}
+	return n.EnsureCluster(ctx, ClusterRanges{GatewayPorts: spec.GatewayPorts, Pods: spec.Pods, Services: spec.Services})
+}
+
+// RoutePodRange routes podCIDR via a node's address inside machine index.
+func (p *Provider) RoutePodRange(ctx context.Context, cluster clusterref.Ref, index int, podCIDR, via string) error {
+	n, _ := p.Network(cluster, "")
+	ns := n.MachineNS(index)
+	if !netns.Exists(ns) {
+		return nil
+	}
+	return netns.ReplaceRoute(ctx, ns, podCIDR, via, "")
+}
+
+// DeleteNetwork sweeps whatever the cluster's machines left on the host,
+// then the switch and the uplink.
+func (p *Provider) DeleteNetwork(ctx context.Context, cluster clusterref.Ref) error {
+	n, _ := p.Network(cluster, "")
+	return DeleteLeftovers(ctx, filepath.Join(p.StateDir, filepath.FromSlash(cluster.Key())), DiskRoot(p.StateDir), n.ID)
+}
+
+// machine places a spec on this host.
+func (p *Provider) machine(s *machine.Spec) (*Machine, error) {
+	n, err := p.Network(s.Cluster, s.NodesCIDR)
+	if err != nil {
+		return nil, err
+	}
+	return &Machine{
+		Spec:    *s,
+		Dir:     filepath.Join(p.StateDir, filepath.FromSlash(s.Cluster.Key()), "machines", s.Name),
+		DiskDir: DiskDir(DiskRoot(p.StateDir), n.ID, s.Index),
+		Network: n,
+	}, nil
 }
 
 // Ensure creates or repairs a machine. It is idempotent.
-func (p *Provider) Ensure(ctx context.Context, m *Machine) (Status, error) {
-	st := Status{ProviderID: m.ProviderID()}
+func (p *Provider) Ensure(ctx context.Context, s *machine.Spec) (machine.Status, error) {
+	m, err := p.machine(s)
+	if err != nil {
+		return machine.Status{}, err
+	}
+	st, err := p.ensure(ctx, m)
+	st.HasKubeletCredentials = exists(m.path("kubelet.kubeconfig"))
+	st.HasServingCertificate = exists(m.path("pki", "kubelet-server-current.pem"))
+	return st, err
+}
+
+// Delete stops a machine and removes everything of it.
+func (p *Provider) Delete(ctx context.Context, s *machine.Spec) error {
+	m, err := p.machine(s)
+	if err != nil {
+		return err
+	}
+	return p.delete(ctx, m)
+}
+
+func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, error) {
+	st := machine.Status{ProviderID: m.ProviderID()}
 	ip, err := m.Network.EnsureMachine(ctx, m.Index)
 	if err != nil {
 		return st, fmt.Errorf("network: %w", err)
@@ -262,7 +307,7 @@ func importImages(ctx context.Context, m *Machine) error {
 // Delete stops a machine and removes everything of it: processes (also the
 // containers and shims in its cgroup), mounts, cgroups, network namespace
 // and directories.
-func (p *Provider) Delete(ctx context.Context, m *Machine) error {
+func (p *Provider) delete(ctx context.Context, m *Machine) error {
 	prefix := m.processPrefix()
 	p.Supervisor.StopPrefix(prefix + "kube")
 	if socketReady(m.Socket()) {
