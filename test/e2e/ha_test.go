@@ -14,6 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/supervisor"
 )
@@ -79,10 +84,16 @@ func TestHighAvailability(t *testing.T) {
 		}
 	}()
 
+	// Each time: Lotse sees the outage (ControlPlaneHealthy turns False
+	// after the kill) and then the recovery; a Ready condition from before
+	// the kill proves nothing.
+	recovered := watchRecovery(t, mc, name, lotsev1.ConditionControlPlaneHealthy)
 	killAndAwaitRestart(t, name+"/etcd-1")
-	// The member rejoins: the cluster is healthy again.
+	recovered(2 * time.Minute)
 	waitClusterReady(t, mc, name, 2*time.Minute)
+	recovered = watchRecovery(t, mc, name, lotsev1.ConditionControlPlaneHealthy)
 	killAndAwaitRestart(t, name+"/kube-apiserver-0")
+	recovered(2 * time.Minute)
 	waitClusterReady(t, mc, name, 2*time.Minute)
 	time.Sleep(time.Second)
 	cancel()
@@ -94,6 +105,40 @@ func TestHighAvailability(t *testing.T) {
 	}
 	if failed.Load() > 0 {
 		t.Errorf("%d API requests failed while one member was down; first: %v", failed.Load(), firstFailure.Load())
+	}
+}
+
+// watchRecovery starts watching a condition of a cluster (call it before a
+// fault): the returned function waits until the condition was seen False
+// after the call and is True again, which is evidence newer than the fault.
+func watchRecovery(t *testing.T, mc client.Client, name, typ string) func(timeout time.Duration) {
+	t.Helper()
+	var sawFalse atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	condition := func() *metav1.Condition {
+		cl := &lotsev1.Cluster{}
+		if err := mc.Get(context.Background(), clientKey(name), cl); err != nil {
+			return nil
+		}
+		return meta.FindStatusCondition(cl.Status.Conditions, typ)
+	}
+	go func() {
+		for ctx.Err() == nil {
+			if c := condition(); c != nil && c.Status == metav1.ConditionFalse {
+				sawFalse.Store(true)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func(timeout time.Duration) {
+		t.Helper()
+		defer cancel()
+		waitFor(t, timeout, name+": "+typ+" False after the fault, then True", func() (bool, error) {
+			c := condition()
+			return sawFalse.Load() && c != nil && c.Status == metav1.ConditionTrue, fmt.Errorf("seen False: %t, now %+v", sawFalse.Load(), c)
+		})
 	}
 }
 

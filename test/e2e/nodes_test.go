@@ -228,9 +228,19 @@ func TestWorkerPools(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := machines.Items[0].Name
+	killedAt := time.Now()
 	for _, proc := range []string{"containerd-0", "kubelet-0", "kube-proxy-0"} {
 		killAndAwaitRestart(t, name+"/machines/"+victim+"/"+proc)
 	}
+	// Evidence newer than the kills: the new kubelet renewed the node's
+	// lease (a Ready condition from before would prove nothing).
+	waitFor(t, 2*time.Minute, "the restarted kubelet of "+victim+" renewing its lease", func() (bool, error) {
+		lease, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, victim, metav1.GetOptions{})
+		if err != nil || lease.Spec.RenewTime == nil {
+			return false, err
+		}
+		return lease.Spec.RenewTime.After(killedAt), fmt.Errorf("lease renewed at %s, kill at %s", lease.Spec.RenewTime, killedAt)
+	})
 	waitClusterReady(t, mc, name, 3*time.Minute)
 
 	// A crash of lotse leaves the machines running; the next lotse adopts

@@ -7,15 +7,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -126,8 +122,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 
+	// observedGeneration moves only once this generation is reconciled
+	// (below); until then the status describes the one before.
 	status := cluster.Status.DeepCopy()
-	status.ObservedGeneration = cluster.Generation
 	opType := lotsev1.OperationReconcile
 	if status.LastOperation == nil || (status.LastOperation.Type == lotsev1.OperationCreate && status.LastOperation.State != lotsev1.StateSucceeded) {
 		opType = lotsev1.OperationCreate
@@ -183,6 +180,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	r.setOperation(status, opType, state, results.Progress(), results.Describe(), results)
 	status.Endpoint = cp.Endpoint
 	if results.Done() {
+		status.ObservedGeneration = cluster.Generation
 		status.KubernetesVersion = release.Version
 		status.KubeconfigSecret = KubeconfigSecretName(cluster.Name)
 	}
@@ -285,188 +283,4 @@ func (r *Reconciler) binaries(ctx context.Context, rel releases.Release) (releas
 		r.buildMu.Unlock()
 	}()
 	return releases.Binaries{}, false, nil
-}
-
-func (r *Reconciler) ensureKubeconfigSecret(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) error {
-	data, err := r.Backend.AdminKubeconfig(spec)
-	if err != nil {
-		return err
-	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: KubeconfigSecretName(c.Name)}}
-	_, err = controllerutil.CreateOrUpdate(ctx, r.Client, secret, func() error {
-		if secret.Labels == nil {
-			secret.Labels = map[string]string{}
-		}
-		secret.Labels["lotse.dev/cluster"] = c.Name
-		secret.Type = corev1.SecretTypeOpaque
-		secret.Data = map[string][]byte{"kubeconfig": data}
-		return controllerutil.SetControllerReference(c, secret, r.Client.Scheme())
-	})
-	return err
-}
-
-func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (ctrl.Result, error) {
-	if !controllerutil.ContainsFinalizer(c, lotsev1.ClusterFinalizer) {
-		return ctrl.Result{}, nil
-	}
-	status := c.Status.DeepCopy()
-	if status.Phase != lotsev1.PhaseDeleting {
-		status.Phase = lotsev1.PhaseDeleting
-		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateProcessing, 0, "stopping the control plane and removing its data", nil)
-		if err := r.writeStatus(ctx, c, status); err != nil {
-			return ctrl.Result{}, err
-		}
-		r.event(c, corev1.EventTypeNormal, "Deleting", "Delete", "deleting the control plane")
-	}
-	// Machines first: their finalizers drain nodes and clean up the host.
-	gone, err := r.deleteMachines(ctx, c)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if !gone {
-		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateProcessing, 0, "waiting for the machines to be deleted", nil)
-		_ = r.writeStatus(ctx, c, status)
-		return ctrl.Result{RequeueAfter: time.Second}, nil
-	}
-	ref := refOf(c)
-	if r.Provider != nil {
-		// Sweep whatever machines left (a machine whose object vanished
-		// with its finalizer removed by hand), then the network itself.
-		if err := r.Provider.DeleteNetwork(ctx, ref); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	if r.Tenants != nil {
-		r.Tenants.Forget(ref.Key())
-	}
-	if err := r.Backend.Delete(ctx, ref.Key()); err != nil {
-		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateError, 0, err.Error(), nil)
-		_ = r.writeStatus(ctx, c, status)
-		return ctrl.Result{}, err
-	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: KubeconfigSecretName(c.Name)}}
-	if err := r.Client.Delete(ctx, secret); err != nil && !apierrors.IsNotFound(err) {
-		return ctrl.Result{}, err
-	}
-	controllerutil.RemoveFinalizer(c, lotsev1.ClusterFinalizer)
-	if err := r.Client.Update(ctx, c); err != nil && !apierrors.IsNotFound(err) {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{}, nil
-}
-
-func (r *Reconciler) setOperation(status *lotsev1.ClusterStatus, opType, state string, progress int32, desc string, results tasks.Results) {
-	op := &lotsev1.LastOperation{Type: opType, State: state, Progress: progress, Description: desc, LastUpdateTime: metav1.Now()}
-	for _, res := range results {
-		op.Tasks = append(op.Tasks, lotsev1.TaskStatus{Name: res.Name, State: res.State, Message: truncate(res.Message, 512)})
-	}
-	// Keep the timestamp stable when nothing else changed, so a converged
-	// cluster does not rewrite its status every care cycle.
-	if old := status.LastOperation; old != nil && sameOperation(old, op) {
-		op.LastUpdateTime = old.LastUpdateTime
-	}
-	status.LastOperation = op
-}
-
-func sameOperation(a, b *lotsev1.LastOperation) bool {
-	if a.Type != b.Type || a.State != b.State || a.Progress != b.Progress || a.Description != b.Description || len(a.Tasks) != len(b.Tasks) {
-		return false
-	}
-	for i := range a.Tasks {
-		if a.Tasks[i] != b.Tasks[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func applyHealth(status *lotsev1.ClusterStatus, gen int64, results tasks.Results, cp controlplane.Status) {
-	if cp.APIServerAvailable {
-		setCondition(status, gen, lotsev1.ConditionAPIServerAvailable, true, "HealthzOK", "the API server answers /readyz at "+cp.Endpoint)
-	} else {
-		msg := cp.APIServerMessage
-		if msg == "" {
-			msg = "the API server is not ready yet"
-		}
-		setCondition(status, gen, lotsev1.ConditionAPIServerAvailable, false, "HealthzFailed", msg)
-	}
-	if cp.Healthy() {
-		setCondition(status, gen, lotsev1.ConditionControlPlaneHealthy, true, "AllComponentsHealthy", fmt.Sprintf("%d control-plane processes healthy", len(cp.Components)))
-	} else {
-		var parts []string
-		for _, c := range cp.Unhealthy() {
-			parts = append(parts, c.Name+": "+c.Message)
-		}
-		msg := strings.Join(parts, "; ")
-		if msg == "" {
-			msg = "control plane not created yet"
-		}
-		setCondition(status, gen, lotsev1.ConditionControlPlaneHealthy, false, "ComponentsUnhealthy", truncate(msg, 1024))
-	}
-	switch {
-	case !results.Done():
-		setCondition(status, gen, lotsev1.ConditionReady, false, "Reconciling", results.Describe())
-	case !cp.APIServerAvailable:
-		setCondition(status, gen, lotsev1.ConditionReady, false, "APIServerUnavailable", "the API server does not answer")
-	case !cp.Healthy():
-		setCondition(status, gen, lotsev1.ConditionReady, false, "ControlPlaneUnhealthy", "some control-plane processes are not healthy")
-	default:
-		setCondition(status, gen, lotsev1.ConditionReady, true, "ClusterReady", "the cluster is reconciled and healthy")
-	}
-}
-
-func setCondition(status *lotsev1.ClusterStatus, gen int64, typ string, ok bool, reason, msg string) {
-	s := metav1.ConditionFalse
-	if ok {
-		s = metav1.ConditionTrue
-	}
-	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
-}
-
-func (r *Reconciler) writeStatus(ctx context.Context, c *lotsev1.Cluster, status *lotsev1.ClusterStatus) error {
-	if equalStatus(&c.Status, status) {
-		return nil
-	}
-	c.Status = *status
-	err := r.Client.Status().Update(ctx, c)
-	if apierrors.IsConflict(err) {
-		// Someone changed the object; the watch brings us back with the new one.
-		return nil
-	}
-	return err
-}
-
-func equalStatus(a, b *lotsev1.ClusterStatus) bool {
-	return a.ObservedGeneration == b.ObservedGeneration && a.Phase == b.Phase && a.Endpoint == b.Endpoint &&
-		a.KubernetesVersion == b.KubernetesVersion && a.KubeconfigSecret == b.KubeconfigSecret &&
-		a.NodesCIDR == b.NodesCIDR && slices.Equal(a.Workers, b.Workers) &&
-		(a.LastOperation == nil) == (b.LastOperation == nil) &&
-		(a.LastOperation == nil || (sameOperation(a.LastOperation, b.LastOperation) && a.LastOperation.LastUpdateTime.Equal(&b.LastOperation.LastUpdateTime))) &&
-		conditionsEqual(a.Conditions, b.Conditions)
-}
-
-func conditionsEqual(a, b []metav1.Condition) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := a[i], b[i]
-		if x.Type != y.Type || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message || x.ObservedGeneration != y.ObservedGeneration {
-			return false
-		}
-	}
-	return true
-}
-
-func (r *Reconciler) event(c *lotsev1.Cluster, kind, reason, action, note string, args ...any) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(c, nil, kind, reason, action, note, args...)
-	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-3] + "..."
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ import (
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons"
 	"github.com/lotse/lotse/internal/clusterref"
+	"github.com/lotse/lotse/internal/controller/patch"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/releases"
@@ -86,7 +88,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	status := m.Status.DeepCopy()
-	status.ObservedGeneration = m.Generation
 	if status.Phase == "" {
 		status.Phase = lotsev1.MachinePending
 	}
@@ -97,8 +98,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{RequeueAfter: 5 * time.Second}, r.writeStatus(ctx, m, status)
 		}
 		status.FailureMessage = err.Error()
-		_ = r.writeStatus(ctx, m, status)
-		return ctrl.Result{}, err
+		return ctrl.Result{}, errors.Join(err, r.writeStatus(ctx, m, status))
 	}
 	node, err := cs.CoreV1().Nodes().Get(ctx, m.Name, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -120,9 +120,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		status.FailureMessage = err.Error()
 		setCond(status, m.Generation, "NodeReady", false, "ProvisioningFailed", err.Error())
-		_ = r.writeStatus(ctx, m, status)
-		return ctrl.Result{}, err
+		return ctrl.Result{}, errors.Join(err, r.writeStatus(ctx, m, status))
 	}
+	// The provider brought the machine to this generation's spec.
+	status.ObservedGeneration = m.Generation
 	status.FailureMessage = ""
 	status.ProviderID = st.ProviderID
 	status.Addresses = []lotsev1.MachineAddress{{Type: corev1.NodeInternalIP, Address: st.Address}}
@@ -342,7 +343,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, re
 	}
 	status := m.Status.DeepCopy()
 	status.Phase = lotsev1.MachineDeleting
-	_ = r.writeStatus(ctx, m, status)
+	if err := r.writeStatus(ctx, m, status); err != nil {
+		return ctrl.Result{}, err
+	}
 
 	var cs kubernetes.Interface
 	if kc, err := r.Backend.AdminKubeconfig(controlplane.Spec{Key: ref.Key()}); err == nil {
@@ -359,8 +362,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, re
 		}
 		if !drained {
 			setCond(status, m.Generation, "Drained", false, "Draining", msg)
-			_ = r.writeStatus(ctx, m, status)
-			return ctrl.Result{RequeueAfter: time.Second}, nil
+			return ctrl.Result{RequeueAfter: time.Second}, r.writeStatus(ctx, m, status)
 		}
 	}
 	// Deletion needs only the cluster, the name and the index: it works
@@ -448,20 +450,12 @@ func setCond(status *lotsev1.MachineStatus, gen int64, typ string, ok bool, reas
 }
 
 func (r *Reconciler) writeStatus(ctx context.Context, m *lotsev1.Machine, status *lotsev1.MachineStatus) error {
-	cur := m.DeepCopy()
-	cur.Status = *status
 	if equalMachineStatus(&m.Status, status) {
 		return nil
 	}
-	err := r.Client.Status().Update(ctx, cur)
-	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err == nil {
-		m.Status = *status
-		m.ResourceVersion = cur.ResourceVersion
-	}
-	return err
+	before := m.DeepCopy()
+	m.Status = *status
+	return patch.Status(ctx, r.Client, m, before)
 }
 
 func equalMachineStatus(a, b *lotsev1.MachineStatus) bool {

@@ -137,22 +137,28 @@ func (b *Backend) ensureAPIServers(ctx context.Context, spec controlplane.Spec, 
 	return anyHealthy(health), describeUnhealthy(health), nil
 }
 
-func (b *Backend) loadBalancerSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI) supervisor.Spec {
-	args := []string{"loadbalancer",
-		fmt.Sprintf("--listen=127.0.0.1:%d", l.LoadBalancer),
-		"--health-path=/readyz",
-		"--ca-file=" + p.Cert(pki.CAName),
+// proxySpec is a `lotse loadbalancer` process of a control plane: it listens
+// on listen and spreads connections over the loopback backend ports; with a
+// CA it health-checks them with /readyz over HTTPS, else by connecting.
+func (b *Backend) proxySpec(key, component, listen string, backends []int, caFile string) supervisor.Spec {
+	args := []string{"loadbalancer", "--listen=" + listen}
+	if caFile != "" {
+		args = append(args, "--health-path=/readyz", "--ca-file="+caFile)
 	}
-	for _, port := range l.APIServer {
+	for _, port := range backends {
 		args = append(args, fmt.Sprintf("--backend=127.0.0.1:%d", port))
 	}
 	return supervisor.Spec{
-		Name:    processName(spec.Key, CompLoadBalancer, 0),
+		Name:    processName(key, component, 0),
 		Path:    b.LotseBinary,
 		Args:    args,
-		LogFile: b.logFile(spec.Key, CompLoadBalancer, 0),
+		LogFile: b.logFile(key, component, 0),
 		Tier:    2,
 	}
+}
+
+func (b *Backend) loadBalancerSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI) supervisor.Spec {
+	return b.proxySpec(spec.Key, CompLoadBalancer, fmt.Sprintf("127.0.0.1:%d", l.LoadBalancer), l.APIServer, p.Cert(pki.CAName))
 }
 
 func (b *Backend) ensureLoadBalancer(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
@@ -253,22 +259,7 @@ func (b *Backend) ensureSchedulers(ctx context.Context, spec controlplane.Spec, 
 // NodeEndpointSpec is the process that serves the API on the gateway of
 // the nodes network, forwarding to the API servers on loopback.
 func (b *Backend) nodeEndpointSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI) supervisor.Spec {
-	ep := l.NodeEndpoint()
-	args := []string{"loadbalancer",
-		"--listen=" + strings.TrimPrefix(ep, "https://"),
-		"--health-path=/readyz",
-		"--ca-file=" + p.Cert(pki.CAName),
-	}
-	for _, port := range l.APIServer {
-		args = append(args, fmt.Sprintf("--backend=127.0.0.1:%d", port))
-	}
-	return supervisor.Spec{
-		Name:    processName(spec.Key, "node-endpoint", 0),
-		Path:    b.LotseBinary,
-		Args:    args,
-		LogFile: b.logFile(spec.Key, "node-endpoint", 0),
-		Tier:    2,
-	}
+	return b.proxySpec(spec.Key, "node-endpoint", strings.TrimPrefix(l.NodeEndpoint(), "https://"), l.APIServer, p.Cert(pki.CAName))
 }
 
 // NodeAccess reads where machines reach the control plane from its layout.

@@ -156,17 +156,7 @@ func (b *Backend) tunnelHealth(ctx context.Context, l Layout) []controlplane.Com
 // that keep dialling until they hold one connection per server
 // (--server-count) reach them all.
 func (b *Backend) tunnelEndpointSpec(spec controlplane.Spec, l Layout) supervisor.Spec {
-	args := []string{"loadbalancer", fmt.Sprintf("--listen=%s:%d", l.Gateway(), l.Tunnel.Node)}
-	for _, port := range l.Tunnel.Agent {
-		args = append(args, fmt.Sprintf("--backend=127.0.0.1:%d", port))
-	}
-	return supervisor.Spec{
-		Name:    processName(spec.Key, CompTunnelEndpoint, 0),
-		Path:    b.LotseBinary,
-		Args:    args,
-		LogFile: b.logFile(spec.Key, CompTunnelEndpoint, 0),
-		Tier:    2,
-	}
+	return b.proxySpec(spec.Key, CompTunnelEndpoint, fmt.Sprintf("%s:%d", l.Gateway(), l.Tunnel.Node), l.Tunnel.Agent, "")
 }
 
 // TunnelCredentials returns what an agent needs: the CA that signed the
