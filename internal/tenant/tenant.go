@@ -16,6 +16,22 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
+// Access is what controllers need of tenant clusters; Clients implements
+// it, tests use fake clientsets.
+type Access interface {
+	// For returns the clientset of the cluster key for the given kubeconfig.
+	For(key string, kubeconfig []byte) (kubernetes.Interface, error)
+	// Dynamic returns a dynamic client of the cluster key.
+	Dynamic(key string, kubeconfig []byte) (dynamic.Interface, error)
+	// Informers returns the cluster's shared informer factory and the
+	// context its watches live in.
+	Informers(key string, kubeconfig []byte) (informers.SharedInformerFactory, context.Context, error)
+	// Forget drops the clients of a deleted cluster and stops its watches.
+	Forget(key string)
+}
+
+var _ Access = (*Clients)(nil)
+
 // Clients caches one clientset per cluster.
 type Clients struct {
 	mu    sync.Mutex

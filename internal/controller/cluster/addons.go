@@ -53,10 +53,8 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	if err != nil {
 		return false, "", err
 	}
-	if c.Spec.Networking.Egress != lotsev1.EgressAllow {
-		if err := r.watchImagePulls(ctx, spec); err != nil {
-			return false, "", err
-		}
+	if err := r.watchTenant(ctx, c, spec); err != nil {
+		return false, "", err
 	}
 	if totalMinimum(c) == 0 {
 		return true, "", nil // no nodes: nothing can run, nothing to wait for

@@ -5,74 +5,34 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"sync"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-
-	"github.com/lotse/lotse/internal/controlplane"
 )
 
 // ReasonImageNotInBundle is the reason of the event Lotse adds to a pod
 // whose image cannot be pulled in a cluster without egress.
 const ReasonImageNotInBundle = "ImageNotInBundle"
 
-// pullWatches tracks the clusters whose pods are watched for failed pulls.
-type pullWatches struct {
-	mu      sync.Mutex
-	watched map[string]context.Context // key -> the watch's context
-}
-
-// watchImagePulls makes sure the pods of a cluster without egress are
-// watched: a pull that fails there can only mean the image is not in the
-// node's offline bundle, and the tenant is told so, and how to add it, in an
-// event on the pod (beside the kubelet's own "Failed to pull image").
-func (r *Reconciler) watchImagePulls(ctx context.Context, spec controlplane.Spec) error {
-	kc, err := r.Backend.AdminKubeconfig(spec)
-	if err != nil {
-		return err
-	}
-	factory, watchCtx, err := r.Tenants.Informers(spec.Key, kc)
-	if err != nil {
-		return err
-	}
-	r.pulls.mu.Lock()
-	defer r.pulls.mu.Unlock()
-	if r.pulls.watched == nil {
-		r.pulls.watched = map[string]context.Context{}
-	}
-	if c, ok := r.pulls.watched[spec.Key]; ok && c == watchCtx {
-		return nil // already watching with this client
-	}
-	cs, err := r.Tenants.For(spec.Key, kc)
-	if err != nil {
-		return err
-	}
-	logger := log.FromContext(ctx).WithValues("cluster", spec.Key)
+// imagePullHandler reports, on every pod update, the images that wait on
+// a failed pull (see reportImageNotInBundle).
+func imagePullHandler(ctx context.Context, cs kubernetes.Interface, logger logr.Logger) cache.ResourceEventHandler {
 	check := func(obj any) {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok {
 			return
 		}
 		for _, image := range failedPulls(pod) {
-			if err := reportImageNotInBundle(watchCtx, cs, pod, image); err != nil && watchCtx.Err() == nil {
+			if err := reportImageNotInBundle(ctx, cs, pod, image); err != nil && ctx.Err() == nil {
 				logger.Error(err, "report image not in bundle", "pod", pod.Namespace+"/"+pod.Name)
 			}
 		}
 	}
-	if _, err := factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    check,
-		UpdateFunc: func(_, obj any) { check(obj) },
-	}); err != nil {
-		return err
-	}
-	factory.Start(watchCtx.Done())
-	r.pulls.watched[spec.Key] = watchCtx
-	return nil
+	return cache.ResourceEventHandlerFuncs{AddFunc: check, UpdateFunc: func(_, obj any) { check(obj) }}
 }
 
 // failedPulls lists the images of a pod's containers that wait on a failed pull.

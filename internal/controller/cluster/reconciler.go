@@ -59,7 +59,7 @@ type Reconciler struct {
 	BuildLog io.Writer
 
 	// Tenants caches clients of tenant clusters.
-	Tenants *tenant.Clients
+	Tenants tenant.Access
 	// DNSUpstreams are the resolvers CoreDNS forwards to; empty keeps DNS
 	// inside the cluster (the default: local clusters send nothing out).
 	DNSUpstreams []string
@@ -71,20 +71,13 @@ type Reconciler struct {
 	buildMu  sync.Mutex
 	building map[string]error // version -> nil while building, error if it failed
 
-	pulls pullWatches
+	watches tenantWatches
 }
 
 // NotifyProcess is the supervisor's OnChange hook.
 func (r *Reconciler) NotifyProcess(processName string) {
-	ref, ok := clusterref.ParseKey(processName)
-	if !ok || r.ProcessEvents == nil {
-		return
-	}
-	c := &lotsev1.Cluster{}
-	c.Namespace, c.Name = ref.Namespace, ref.Name
-	select {
-	case r.ProcessEvents <- event.GenericEvent{Object: c}:
-	default: // a reconcile is already queued; the periodic requeue covers the rest
+	if ref, ok := clusterref.ParseKey(processName); ok {
+		r.enqueue(ref.Namespace, ref.Name)
 	}
 }
 
@@ -155,6 +148,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	spec := SpecFor(cluster, bins)
 	graph := r.Backend.Tasks(spec)
+	controlPlaneTasks := map[string]bool{}
+	for _, t := range graph {
+		controlPlaneTasks[t.Name] = true
+	}
 	graph = append(graph, tasks.Task{
 		Name:      TaskKubeconfigSecret,
 		DependsOn: []string{r.EndpointTask(spec)},
@@ -219,16 +216,31 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	switch {
-	case !results.Done():
-		// Creation waits on processes that become ready within seconds;
-		// look often so the cluster is reported available promptly.
+	case controlPlanePending(results, controlPlaneTasks):
+		// The control plane's processes become ready within seconds and
+		// nothing announces it; look often so the cluster is reported
+		// available promptly.
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
-	case !healthy:
-		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
+	case !results.Done() || !healthy:
+		// Machines (owned objects), the supervisor's process events and
+		// the tenant watches (addons, nodes) bring changes at once; this
+		// is the backstop.
+		return ctrl.Result{RequeueAfter: 5 * time.Second}, nil
 	default:
 		// Care: look at the health again even if nothing changes.
 		return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
 	}
+}
+
+// controlPlanePending reports whether a task of the control plane itself
+// has not succeeded yet.
+func controlPlanePending(results tasks.Results, controlPlane map[string]bool) bool {
+	for _, res := range results {
+		if controlPlane[res.Name] && res.State != tasks.Succeeded {
+			return true
+		}
+	}
+	return false
 }
 
 // SpecFor turns a Cluster into the backend's control-plane spec.

@@ -57,7 +57,7 @@ type Reconciler struct {
 	Provider machine.Provider
 	Releases *releases.Store
 	Images   ImageSource
-	Tenants  *tenant.Clients
+	Tenants  tenant.Access
 }
 
 // SetupWithManager registers the reconciler.

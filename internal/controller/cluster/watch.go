@@ -1,0 +1,119 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/controlplane"
+)
+
+// tenantWatches tracks the clusters whose tenant objects are watched.
+type tenantWatches struct {
+	mu      sync.Mutex
+	watched map[string]context.Context // key -> the watch's context
+}
+
+// watchTenant makes sure a cluster with nodes is watched, through the one
+// informer factory per cluster (started with the first watch, stopped when
+// the cluster is forgotten): a change of a managed addon (a tenant deleted
+// or edited it, or it became available) and a node becoming Ready or not
+// reconcile the cluster at once, instead of at the next periodic look. In
+// a cluster without egress, pods are watched for pulls that cannot work.
+func (r *Reconciler) watchTenant(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) error {
+	kc, err := r.Backend.AdminKubeconfig(spec)
+	if err != nil {
+		return err
+	}
+	factory, watchCtx, err := r.Tenants.Informers(spec.Key, kc)
+	if err != nil || factory == nil {
+		return err
+	}
+	r.watches.mu.Lock()
+	defer r.watches.mu.Unlock()
+	if r.watches.watched == nil {
+		r.watches.watched = map[string]context.Context{}
+	}
+	if w, ok := r.watches.watched[spec.Key]; ok && w == watchCtx {
+		return nil // already watching with this client
+	}
+	ref := refOf(c)
+	enqueue := func() { r.enqueue(ref.Namespace, ref.Name) }
+	managed := func(obj any) bool {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		o, ok := obj.(interface{ GetLabels() map[string]string })
+		return ok && o.GetLabels()["app.kubernetes.io/managed-by"] == "lotse"
+	}
+	addons := cache.FilteringResourceEventHandler{FilterFunc: managed, Handler: cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { enqueue() },
+		UpdateFunc: func(_, _ any) { enqueue() },
+		DeleteFunc: func(any) { enqueue() },
+	}}
+	nodes := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { enqueue() },
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Node)
+			n, ok2 := cur.(*corev1.Node)
+			if ok1 && ok2 && nodeReadyStatus(o) != nodeReadyStatus(n) {
+				enqueue()
+			}
+		},
+		DeleteFunc: func(any) { enqueue() },
+	}
+	handlers := []struct {
+		informer cache.SharedIndexInformer
+		handler  cache.ResourceEventHandler
+	}{
+		{factory.Apps().V1().Deployments().Informer(), addons},
+		{factory.Apps().V1().DaemonSets().Informer(), addons},
+		{factory.Core().V1().Nodes().Informer(), nodes},
+	}
+	if c.Spec.Networking.Egress != lotsev1.EgressAllow {
+		cs, err := r.Tenants.For(spec.Key, kc)
+		if err != nil {
+			return err
+		}
+		handlers = append(handlers, struct {
+			informer cache.SharedIndexInformer
+			handler  cache.ResourceEventHandler
+		}{factory.Core().V1().Pods().Informer(), imagePullHandler(watchCtx, cs, log.FromContext(ctx).WithValues("cluster", spec.Key))})
+	}
+	for _, h := range handlers {
+		if _, err := h.informer.AddEventHandler(h.handler); err != nil {
+			return err
+		}
+	}
+	factory.Start(watchCtx.Done())
+	r.watches.watched[spec.Key] = watchCtx
+	return nil
+}
+
+func nodeReadyStatus(n *corev1.Node) corev1.ConditionStatus {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return corev1.ConditionUnknown
+}
+
+// enqueue asks for a reconcile of a cluster; when one is queued already,
+// that one will see the change.
+func (r *Reconciler) enqueue(namespace, name string) {
+	if r.ProcessEvents == nil {
+		return
+	}
+	c := &lotsev1.Cluster{}
+	c.Namespace, c.Name = namespace, name
+	select {
+	case r.ProcessEvents <- event.GenericEvent{Object: c}:
+	default: // the channel is full: reconciles are queued already
+	}
+}
