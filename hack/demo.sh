@@ -70,12 +70,17 @@ echo "\$ kubectl get pods -o wide"
 echo
 echo "\$ curl http://$NODE_IP:$NODE_PORT/"
 for _ in 1 2 3; do curl -s --max-time 5 "http://$NODE_IP:$NODE_PORT/" || true; done
+echo
+echo "\$ kubectl get --raw /api/v1/namespaces/default/services/http:echo:80/proxy/   # API server -> tunnel -> pod"
+"$KUBECTL" get --raw /api/v1/namespaces/default/services/http:echo:80/proxy/ || true
 cat <<MSG
 
 Cluster "$NAME" runs 3 nodes in 2 worker pools and a sample app. Use it with:
   export KUBECONFIG=$STATE/$NAME.kubeconfig
   $KUBECTL get pods -o wide
   curl http://$NODE_IP:$NODE_PORT/            # the app, through a NodePort
+  $KUBECTL get --raw /api/v1/namespaces/default/services/http:echo:80/proxy/   # through the API server's tunnel
+  $KUBECTL logs deploy/echo; $KUBECTL exec deploy/echo -- /echo get http://echo/
 Manage clusters with:
   export LOTSE_KUBECONFIG=$LOTSE_KUBECONFIG
   $LOTSE cluster list

@@ -131,9 +131,18 @@ type Backend interface {
 	// PKI is the control plane's PKI: the CA and node client certificates
 	// machines are given.
 	PKI(key string) pki.ClusterPKI
+	// RestartComponent restarts the instances of one component
+	// ("etcd", "kube-apiserver", ...) one at a time, each after the one
+	// before answers its health check again: how upgrades roll a control
+	// plane without downtime.
+	RestartComponent(ctx context.Context, spec Spec, component string) error
+	// Snapshot writes a consistent snapshot of the control plane's etcd to
+	// path: the hook backups build on.
+	Snapshot(ctx context.Context, spec Spec, path string) error
 	// Delete stops everything of the control plane and removes its data.
 	Delete(ctx context.Context, key string) error
 	// Stop stops the processes of a control plane but keeps its data, so
-	// it comes back with the next Tasks run.
+	// it comes back with the next Tasks run (hibernation: Stop to sleep,
+	// the tasks to wake).
 	Stop(ctx context.Context, key string) error
 }

@@ -60,6 +60,21 @@ func TestClusterLifecycle(t *testing.T) {
 	}
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx := context.Background()
+
+	// Without nodes too, the kubernetes Service has Endpoints and an
+	// EndpointSlice, and they agree.
+	eps, err := cs.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("Endpoints default/kubernetes in a cluster without nodes: %v", err)
+	}
+	slice, err := cs.DiscoveryV1().EndpointSlices("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("EndpointSlice default/kubernetes in a cluster without nodes: %v", err)
+	}
+	if err := endpointsAgree(eps, slice); err != nil {
+		t.Error(err)
+	}
+
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"},
 		Spec: appsv1.DeploymentSpec{

@@ -178,208 +178,240 @@ func TestWorkerPools(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	// Pod to pod across nodes.
-	for i, p := range pods {
-		other := pods[(i+1)%len(pods)]
-		out, err := exec1(p.Name, "get", fmt.Sprintf("http://%s:8080/", other.Status.PodIP))
-		if err != nil || !strings.Contains(out, other.Name) {
-			t.Errorf("pod %s (node %s) -> pod %s (node %s): %v\n%s", p.Name, p.Spec.NodeName, other.Name, other.Spec.NodeName, err, out)
-		}
-		// No NAT between pods: the other pod sees this pod's own address.
-		if !strings.Contains(out, "you are "+p.Status.PodIP+":") {
-			t.Errorf("pod %s (%s) -> pod %s: the peer saw another source address: %s", p.Name, p.Status.PodIP, other.Name, out)
-		}
-	}
-	// A ClusterIP Service by its DNS name, and the API server through the kubernetes Service.
-	waitFor(t, time.Minute, "the Service by DNS name", func() (bool, error) {
-		out, err := exec1(pods[0].Name, "get", "http://web.default.svc.cluster.local/")
-		return err == nil && strings.Contains(out, "hello from web-"), fmt.Errorf("%v: %s", err, out)
-	})
-	if out, err := exec1(pods[1].Name, "get", "-k", "https://kubernetes.default.svc.cluster.local/version"); err != nil || !strings.Contains(out, "gitVersion") {
-		t.Errorf("pod -> kubernetes Service: %v\n%s", err, out)
-	}
-	// kubectl logs.
-	logs, err := exec.Command(kubectlPath(t), "--kubeconfig", kubeconfig, "logs", pods[0].Name).CombinedOutput()
-	if err != nil || !strings.Contains(string(logs), "listening") {
-		t.Errorf("kubectl logs: %v\n%s", err, logs)
-	}
-	// A NodePort answers from the host.
-	nodePort := svcOut.Spec.Ports[0].NodePort
-	var nodeIP string
-	for _, a := range nodes.Items[0].Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			nodeIP = a.Address
-		}
-	}
-	waitFor(t, time.Minute, "the NodePort from the host", func() (bool, error) {
-		resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(fmt.Sprintf("http://%s:%d/", nodeIP, nodePort))
-		if err != nil {
-			return false, err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == 200 && strings.Contains(string(body), "hello from"), nil
-	})
-
-	// Killing a machine's processes: the supervisor brings them back and the
-	// node is Ready again (containerd's running containers survive it).
-	machines := &lotsev1.MachineList{}
-	if err := mc.List(ctx, machines, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name}); err != nil {
-		t.Fatal(err)
-	}
-	victim := machines.Items[0].Name
-	killedAt := time.Now()
-	for _, proc := range []string{"containerd-0", "kubelet-0", "kube-proxy-0"} {
-		killAndAwaitRestart(t, name+"/machines/"+victim+"/"+proc)
-	}
-	// Evidence newer than the kills: the new kubelet renewed the node's
-	// lease (a Ready condition from before would prove nothing).
-	waitFor(t, 2*time.Minute, "the restarted kubelet of "+victim+" renewing its lease", func() (bool, error) {
-		lease, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, victim, metav1.GetOptions{})
-		if err != nil || lease.Spec.RenewTime == nil {
-			return false, err
-		}
-		return lease.Spec.RenewTime.After(killedAt), fmt.Errorf("lease renewed at %s, kill at %s", lease.Spec.RenewTime, killedAt)
-	})
-	waitClusterReady(t, mc, name, 3*time.Minute)
-
-	// A crash of lotse leaves the machines running; the next lotse adopts
-	// their processes instead of starting new ones.
-	var nodeProcs []supervisor.Found
-	for _, p := range clusterProcesses(name) {
-		if strings.Contains(p.Name, "/machines/") {
-			nodeProcs = append(nodeProcs, p)
-		}
-	}
-	if len(nodeProcs) != 9 {
-		t.Errorf("%d node processes, want 9 (containerd, kubelet, kube-proxy on 3 machines)", len(nodeProcs))
-	}
-	supLog := filepath.Join(env.stateDir, "logs", "supervisor.log")
-	offset := int64(0)
-	if fi, err := os.Stat(supLog); err == nil {
-		offset = fi.Size()
-	}
-	env.crash()
-	if err := env.start(); err != nil {
-		t.Fatal(err)
-	}
-	mc = mgmtClient(t)
-	// The status may still say Ready from before the crash: wait until the
-	// new lotse has reconciled every machine, which its supervisor log shows.
-	waitFor(t, 3*time.Minute, "every node process handled by the new lotse", func() (bool, error) {
-		data, err := os.ReadFile(supLog)
-		if err != nil || int64(len(data)) < offset {
-			return false, err
-		}
-		since := string(data[offset:])
-		for _, p := range nodeProcs {
-			if !strings.Contains(since, p.Name+": ") {
-				return false, nil
+	if !t.Run("pod to pod across nodes", func(t *testing.T) {
+		// Pod to pod across nodes.
+		for i, p := range pods {
+			other := pods[(i+1)%len(pods)]
+			out, err := exec1(p.Name, "get", fmt.Sprintf("http://%s:8080/", other.Status.PodIP))
+			if err != nil || !strings.Contains(out, other.Name) {
+				t.Errorf("pod %s (node %s) -> pod %s (node %s): %v\n%s", p.Name, p.Spec.NodeName, other.Name, other.Spec.NodeName, err, out)
+			}
+			// No NAT between pods: the other pod sees this pod's own address.
+			if !strings.Contains(out, "you are "+p.Status.PodIP+":") {
+				t.Errorf("pod %s (%s) -> pod %s: the peer saw another source address: %s", p.Name, p.Status.PodIP, other.Name, out)
 			}
 		}
-		return true, nil
-	})
-	waitClusterReady(t, mc, name, 3*time.Minute)
-	for _, p := range nodeProcs {
-		if !stillRunning(p) {
-			t.Errorf("%s (pid %d) did not survive the restart of lotse", p.Name, p.PID)
-		}
+	}) {
+		return
 	}
-	t.Logf("lotse restarted; %d node processes adopted", len(nodeProcs))
+	if !t.Run("services by DNS name and the API", func(t *testing.T) {
+		// A ClusterIP Service by its DNS name, and the API server through the kubernetes Service.
+		waitFor(t, time.Minute, "the Service by DNS name", func() (bool, error) {
+			out, err := exec1(pods[0].Name, "get", "http://web.default.svc.cluster.local/")
+			return err == nil && strings.Contains(out, "hello from web-"), fmt.Errorf("%v: %s", err, out)
+		})
+		if out, err := exec1(pods[1].Name, "get", "-k", "https://kubernetes.default.svc.cluster.local/version"); err != nil || !strings.Contains(out, "gitVersion") {
+			t.Errorf("pod -> kubernetes Service: %v\n%s", err, out)
+		}
+	}) {
+		return
+	}
+	if !t.Run("kubectl logs", func(t *testing.T) {
+		// kubectl logs.
+		logs, err := exec.Command(kubectlPath(t), "--kubeconfig", kubeconfig, "logs", pods[0].Name).CombinedOutput()
+		if err != nil || !strings.Contains(string(logs), "listening") {
+			t.Errorf("kubectl logs: %v\n%s", err, logs)
+		}
+	}) {
+		return
+	}
+	if !t.Run("NodePort from the host", func(t *testing.T) {
+		// A NodePort answers from the host.
+		nodePort := svcOut.Spec.Ports[0].NodePort
+		var nodeIP string
+		for _, a := range nodes.Items[0].Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				nodeIP = a.Address
+			}
+		}
+		waitFor(t, time.Minute, "the NodePort from the host", func() (bool, error) {
+			resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(fmt.Sprintf("http://%s:%d/", nodeIP, nodePort))
+			if err != nil {
+				return false, err
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode == 200 && strings.Contains(string(body), "hello from"), nil
+		})
 
-	// Scale pool web from 2 to 1: the removed node is drained (cordoned,
-	// pods evicted) before its machine goes; the Deployment stays whole.
-	before := map[string]bool{}
-	ms0 := &lotsev1.MachineList{}
-	if err := mc.List(ctx, ms0, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name, lotsev1.LabelPool: "web"}); err != nil {
-		t.Fatal(err)
+	}) {
+		return
 	}
-	for _, m := range ms0.Items {
-		before[m.Name] = true
-	}
-	updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Workers[0].Minimum = 1 })
-	var removed string
-	var sawCordon bool
-	waitFor(t, 5*time.Minute, "pool web at 1 machine", func() (bool, error) {
-		ms := &lotsev1.MachineList{}
-		if err := mc.List(ctx, ms, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name, lotsev1.LabelPool: "web"}); err != nil {
-			return false, err
+	if !t.Run("killed node processes come back", func(t *testing.T) {
+		// Killing a machine's processes: the supervisor brings them back and the
+		// node is Ready again (containerd's running containers survive it).
+		machines := &lotsev1.MachineList{}
+		if err := mc.List(ctx, machines, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name}); err != nil {
+			t.Fatal(err)
 		}
-		left := map[string]bool{}
-		for _, m := range ms.Items {
-			left[m.Name] = true
-			if !m.DeletionTimestamp.IsZero() {
-				if n, err := cs.CoreV1().Nodes().Get(ctx, m.Name, metav1.GetOptions{}); err == nil && n.Spec.Unschedulable {
-					sawCordon = true
+		victim := machines.Items[0].Name
+		killedAt := time.Now()
+		for _, proc := range []string{"containerd-0", "kubelet-0", "kube-proxy-0"} {
+			killAndAwaitRestart(t, name+"/machines/"+victim+"/"+proc)
+		}
+		// Evidence newer than the kills: the new kubelet renewed the node's
+		// lease (a Ready condition from before would prove nothing).
+		waitFor(t, 2*time.Minute, "the restarted kubelet of "+victim+" renewing its lease", func() (bool, error) {
+			lease, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, victim, metav1.GetOptions{})
+			if err != nil || lease.Spec.RenewTime == nil {
+				return false, err
+			}
+			return lease.Spec.RenewTime.After(killedAt), fmt.Errorf("lease renewed at %s, kill at %s", lease.Spec.RenewTime, killedAt)
+		})
+		waitClusterReady(t, mc, name, 3*time.Minute)
+
+	}) {
+		return
+	}
+	if !t.Run("lotse crash: machines adopted", func(t *testing.T) {
+		// A crash of lotse leaves the machines running; the next lotse adopts
+		// their processes instead of starting new ones.
+		var nodeProcs []supervisor.Found
+		for _, p := range clusterProcesses(name) {
+			if strings.Contains(p.Name, "/machines/") {
+				nodeProcs = append(nodeProcs, p)
+			}
+		}
+		if len(nodeProcs) != 9 {
+			t.Errorf("%d node processes, want 9 (containerd, kubelet, kube-proxy on 3 machines)", len(nodeProcs))
+		}
+		supLog := filepath.Join(env.stateDir, "logs", "supervisor.log")
+		offset := int64(0)
+		if fi, err := os.Stat(supLog); err == nil {
+			offset = fi.Size()
+		}
+		env.crash()
+		if err := env.start(); err != nil {
+			t.Fatal(err)
+		}
+		mc = mgmtClient(t)
+		// The status may still say Ready from before the crash: wait until the
+		// new lotse has reconciled every machine, which its supervisor log shows.
+		waitFor(t, 3*time.Minute, "every node process handled by the new lotse", func() (bool, error) {
+			data, err := os.ReadFile(supLog)
+			if err != nil || int64(len(data)) < offset {
+				return false, err
+			}
+			since := string(data[offset:])
+			for _, p := range nodeProcs {
+				if !strings.Contains(since, p.Name+": ") {
+					return false, nil
 				}
 			}
-		}
-		for m := range before {
-			if !left[m] {
-				removed = m
+			return true, nil
+		})
+		waitClusterReady(t, mc, name, 3*time.Minute)
+		for _, p := range nodeProcs {
+			if !stillRunning(p) {
+				t.Errorf("%s (pid %d) did not survive the restart of lotse", p.Name, p.PID)
 			}
 		}
-		return len(ms.Items) == 1 && removed != "", nil
-	})
-	if !sawCordon {
-		t.Errorf("machine %s went away without its node being seen cordoned", removed)
-	}
-	waitFor(t, 3*time.Minute, "the Deployment whole again on the remaining nodes", func() (bool, error) {
-		d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
-		return err == nil && d.Status.ReadyReplicas == 3, err
-	})
-	t.Logf("pool web scaled to 1: machine %s drained (cordon seen: %t) and removed", removed, sawCordon)
-	if _, err := cs.CoreV1().Nodes().Get(ctx, removed, metav1.GetOptions{}); err == nil {
-		t.Errorf("node %s still exists after its machine was removed", removed)
-	}
-	waitClusterReady(t, mc, name, 3*time.Minute)
+		t.Logf("lotse restarted; %d node processes adopted", len(nodeProcs))
 
-	// Delete the cluster: no process, netns, mount, veth, cgroup or directory is left.
-	network, err := local.ParseNetwork(local.NetworkID(env.owner, "clusters/default/"+name), cl.Status.NodesCIDR)
-	if err != nil {
-		t.Fatal(err)
+	}) {
+		return
 	}
-	mustCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m")
-	deleted = true
-	t.Logf("cluster deleted; checking the host for leftovers of network %s (%s)", network.ID, network.CIDR)
-	if left := clusterProcesses(name); len(left) > 0 {
-		t.Errorf("processes left: %+v", left)
-	}
-	if nss, _ := netns.List("l"); containsID(nss, network.ID) {
-		t.Errorf("network namespaces left: %v", nss)
-	}
-	if out, _ := exec.Command("ip", "-o", "link", "show").CombinedOutput(); strings.Contains(string(out), network.HostLink()) {
-		t.Errorf("host link %s left", network.HostLink())
-	}
-	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(mounts), "\n") {
-		if strings.Contains(line, clusterDir(name)) || strings.Contains(line, "/run/lotse/"+network.ID) {
-			t.Errorf("mount left: %s", line)
+	if !t.Run("scale down drains", func(t *testing.T) {
+		// Scale pool web from 2 to 1: the removed node is drained (cordoned,
+		// pods evicted) before its machine goes; the Deployment stays whole.
+		before := map[string]bool{}
+		ms0 := &lotsev1.MachineList{}
+		if err := mc.List(ctx, ms0, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name, lotsev1.LabelPool: "web"}); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if out, _ := exec.Command("ip", "route", "show").CombinedOutput(); strings.Contains(string(out), network.CIDR.String()) {
-		t.Errorf("host route to %s left:\n%s", network.CIDR, out)
-	}
-	if out, _ := exec.Command("iptables", "-w", "-S").CombinedOutput(); strings.Contains(string(out), "LOTSE-"+network.ID) {
-		t.Errorf("firewall rules of %s left", network.ID)
-	}
-	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/lotse-" + network.ID + "-*"); len(cg) > 0 {
-		t.Errorf("cgroups left: %v", cg)
-	}
-	if _, err := os.Stat(clusterDir(name)); err == nil {
-		t.Errorf("directory %s left", clusterDir(name))
-	}
-	if left, _ := filepath.Glob(filepath.Join(local.DiskRoot(env.stateDir), network.ID+"-*")); len(left) > 0 {
-		t.Errorf("machine disks left: %v", left)
-	}
-	if left, _ := filepath.Glob("/run/lotse/" + network.ID + "-*"); len(left) > 0 {
-		t.Errorf("runtime directories left: %v", left)
-	}
-	for _, f := range supervisor.FindProcesses(env.owner) {
-		if strings.Contains(f.Name, "/"+name+"/") {
-			t.Errorf("process %s (pid %d) left", f.Name, f.PID)
-			_ = syscall.Kill(f.PID, syscall.SIGKILL)
+		for _, m := range ms0.Items {
+			before[m.Name] = true
 		}
+		updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Workers[0].Minimum = 1 })
+		var removed string
+		var sawCordon bool
+		waitFor(t, 5*time.Minute, "pool web at 1 machine", func() (bool, error) {
+			ms := &lotsev1.MachineList{}
+			if err := mc.List(ctx, ms, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name, lotsev1.LabelPool: "web"}); err != nil {
+				return false, err
+			}
+			left := map[string]bool{}
+			for _, m := range ms.Items {
+				left[m.Name] = true
+				if !m.DeletionTimestamp.IsZero() {
+					if n, err := cs.CoreV1().Nodes().Get(ctx, m.Name, metav1.GetOptions{}); err == nil && n.Spec.Unschedulable {
+						sawCordon = true
+					}
+				}
+			}
+			for m := range before {
+				if !left[m] {
+					removed = m
+				}
+			}
+			return len(ms.Items) == 1 && removed != "", nil
+		})
+		if !sawCordon {
+			t.Errorf("machine %s went away without its node being seen cordoned", removed)
+		}
+		waitFor(t, 3*time.Minute, "the Deployment whole again on the remaining nodes", func() (bool, error) {
+			d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+			return err == nil && d.Status.ReadyReplicas == 3, err
+		})
+		t.Logf("pool web scaled to 1: machine %s drained (cordon seen: %t) and removed", removed, sawCordon)
+		if _, err := cs.CoreV1().Nodes().Get(ctx, removed, metav1.GetOptions{}); err == nil {
+			t.Errorf("node %s still exists after its machine was removed", removed)
+		}
+		waitClusterReady(t, mc, name, 3*time.Minute)
+
+	}) {
+		return
+	}
+	if !t.Run("delete leaves nothing", func(t *testing.T) {
+		// Delete the cluster: no process, netns, mount, veth, cgroup or directory is left.
+		network, err := local.ParseNetwork(local.NetworkID(env.owner, "clusters/default/"+name), cl.Status.NodesCIDR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m")
+		deleted = true
+		t.Logf("cluster deleted; checking the host for leftovers of network %s (%s)", network.ID, network.CIDR)
+		if left := clusterProcesses(name); len(left) > 0 {
+			t.Errorf("processes left: %+v", left)
+		}
+		if nss, _ := netns.List("l"); containsID(nss, network.ID) {
+			t.Errorf("network namespaces left: %v", nss)
+		}
+		if out, _ := exec.Command("ip", "-o", "link", "show").CombinedOutput(); strings.Contains(string(out), network.HostLink()) {
+			t.Errorf("host link %s left", network.HostLink())
+		}
+		mounts, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, line := range strings.Split(string(mounts), "\n") {
+			if strings.Contains(line, clusterDir(name)) || strings.Contains(line, "/run/lotse/"+network.ID) {
+				t.Errorf("mount left: %s", line)
+			}
+		}
+		if out, _ := exec.Command("ip", "route", "show").CombinedOutput(); strings.Contains(string(out), network.CIDR.String()) {
+			t.Errorf("host route to %s left:\n%s", network.CIDR, out)
+		}
+		if out, _ := exec.Command("iptables", "-w", "-S").CombinedOutput(); strings.Contains(string(out), "LOTSE-"+network.ID) {
+			t.Errorf("firewall rules of %s left", network.ID)
+		}
+		if cg, _ := filepath.Glob("/sys/fs/cgroup/*/lotse-" + network.ID + "-*"); len(cg) > 0 {
+			t.Errorf("cgroups left: %v", cg)
+		}
+		if _, err := os.Stat(clusterDir(name)); err == nil {
+			t.Errorf("directory %s left", clusterDir(name))
+		}
+		if left, _ := filepath.Glob(filepath.Join(local.DiskRoot(env.stateDir), network.ID+"-*")); len(left) > 0 {
+			t.Errorf("machine disks left: %v", left)
+		}
+		if left, _ := filepath.Glob("/run/lotse/" + network.ID + "-*"); len(left) > 0 {
+			t.Errorf("runtime directories left: %v", left)
+		}
+		for _, f := range supervisor.FindProcesses(env.owner) {
+			if strings.Contains(f.Name, "/"+name+"/") {
+				t.Errorf("process %s (pid %d) left", f.Name, f.PID)
+				_ = syscall.Kill(f.PID, syscall.SIGKILL)
+			}
+		}
+	}) {
+		return
 	}
 }
 

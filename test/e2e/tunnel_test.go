@@ -55,18 +55,22 @@ func TestTunnel(t *testing.T) {
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	names := []string{"tunnel-a", "tunnel-b"}
-	const haName = "tunnel-ha"
-	for i, name := range append(names, haName) {
+	const haName, openName = "tunnel-ha", "tunnel-open"
+	all := append(names, haName, openName)
+	for i, name := range all {
 		c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
 		// All clusters keep the default pod and Service ranges.
 		c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: int32(max(2-i, 1)), Maximum: 3, MaxSurge: 1}}
 		c.Spec.ControlPlane.HighAvailability = name == haName
+		if name == openName {
+			c.Spec.Networking.Egress = lotsev1.EgressAllow
+		}
 		if err := mc.Create(ctx, c); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
 	}
-	for _, name := range append(names, haName) {
+	for _, name := range all {
 		waitClusterReady(t, mc, name, 15*time.Minute)
 		waitCondition(t, mc, name, lotsev1.ConditionSystemComponentsHealthy, time.Time{}, 5*time.Minute)
 	}
@@ -100,6 +104,7 @@ func TestTunnel(t *testing.T) {
 	t.Run("killed tunnel server is replaced", tc.killTunnelServer)
 	t.Run("killed agents are replaced", tc.killAgents)
 	t.Run("image outside the bundle fails locally", newTunnelCluster(t, names[1]).imageNotInBundle)
+	t.Run("egress allowed: the machines' traffic is left alone", newTunnelCluster(t, openName).egressAllowed)
 }
 
 // tunnelCluster is one cluster of TestTunnel with the echo server deployed.
@@ -693,6 +698,74 @@ func (tc *tunnelCluster) imageNotInBundle(t *testing.T) {
 	// ...and the host forwarded nothing from the cluster's uplink.
 	if n := iptablesCounter(t, "", "FORWARD", "DROP", "-i", network.HostLink()); n != 0 {
 		t.Errorf("the host saw %d packets from %s to forward", n, network.HostLink())
+	}
+	_ = tc.cs.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+
+	// The host itself never sends a packet into the cluster's pod or
+	// Service range (the API servers use the tunnel): a connection from the
+	// host to the echo pod's address fails at once, inside the host.
+	echo, err := tc.echoPod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(echo.Status.PodIP, "8080"), 5*time.Second)
+	if err == nil {
+		conn.Close()
+		t.Fatalf("the host reached pod %s at %s directly", echo.Name, echo.Status.PodIP)
+	}
+	if !strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("host -> pod %s: %v (after %s), want an immediate 'network is unreachable'", echo.Status.PodIP, err, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// egressAllowed: with spec.networking.egress Allow the machines have no
+// egress rule, and a failed pull is the kubelet's business (no Lotse event).
+func (tc *tunnelCluster) egressAllowed(t *testing.T) {
+	ctx := context.Background()
+	mc := mgmtClient(t)
+	cl := getCluster(t, mc, tc.name)
+	network := clusterNetwork(t, cl)
+	machines := &lotsev1.MachineList{}
+	if err := mc.List(ctx, machines, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: tc.name}); err != nil || len(machines.Items) == 0 {
+		t.Fatalf("machines of %s: %v", tc.name, err)
+	}
+	for _, m := range machines.Items {
+		out, err := exec.Command("nsenter", "--net="+netns.Path(network.MachineNS(int(m.Spec.Index))), "--", "iptables", "-w", "-S", "OUTPUT").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if strings.Contains(string(out), "LOTSE-EGRESS") {
+			t.Errorf("machine %s of a cluster with egress allowed has the egress rule:\n%s", m.Name, out)
+		}
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pull-allowed"}, Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/e2e-not-in-bundle:1.0"}}}}
+	if _, err := tc.cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var kubeletMsg string
+	waitFor(t, 3*time.Minute, "the pull to fail (after the resolver's time-outs: nothing answers)", func() (bool, error) {
+		p, err := tc.cs.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, s := range p.Status.ContainerStatuses {
+			if w := s.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
+				kubeletMsg = w.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	t.Logf("kubelet: %s", kubeletMsg)
+	if strings.Contains(kubeletMsg, "operation not permitted") || strings.Contains(kubeletMsg, "network is unreachable") {
+		t.Errorf("the pull was rejected inside the machine although egress is allowed: %s", kubeletMsg)
+	}
+	time.Sleep(2 * time.Second) // Lotse's watch would have reported by now
+	evs, err := tc.cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod.Name + ",reason=" + "ImageNotInBundle"})
+	if err != nil || len(evs.Items) != 0 {
+		t.Errorf("ImageNotInBundle events in a cluster with egress allowed: %v %v", err, evs.Items)
 	}
 	_ = tc.cs.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 }

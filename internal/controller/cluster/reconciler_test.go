@@ -71,6 +71,10 @@ func (f *fakeBackend) Delete(_ context.Context, key string) error {
 	return nil
 }
 func (f *fakeBackend) Stop(context.Context, string) error { return nil }
+func (f *fakeBackend) RestartComponent(context.Context, controlplane.Spec, string) error {
+	return nil
+}
+func (f *fakeBackend) Snapshot(context.Context, controlplane.Spec, string) error { return nil }
 
 // fakeTenants hands out one fake clientset per cluster.
 type fakeTenants struct {

@@ -77,6 +77,10 @@ func (b fakeBackend) EnsureNodeAccess(s controlplane.Spec) (controlplane.NodeAcc
 func (fakeBackend) PKI(string) pki.ClusterPKI            { return pki.ClusterPKI{Dir: "/pki"} }
 func (fakeBackend) Delete(context.Context, string) error { return nil }
 func (fakeBackend) Stop(context.Context, string) error   { return nil }
+func (fakeBackend) RestartComponent(context.Context, controlplane.Spec, string) error {
+	return nil
+}
+func (fakeBackend) Snapshot(context.Context, controlplane.Spec, string) error { return nil }
 
 // fakeTenants hands out one fake clientset for every cluster.
 type fakeTenants struct{ cs *kubefake.Clientset }

@@ -1,0 +1,110 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/gobuild"
+	"github.com/lotse/lotse/internal/pki"
+	"github.com/lotse/lotse/internal/supervisor"
+)
+
+// Operations on a running control plane that the lifecycle controllers
+// (upgrades, backups) build on.
+
+// instances returns the process specs of one component, in instance order,
+// and a probe of their health (one entry per instance, same order).
+func (b *Backend) instances(spec controlplane.Spec, l Layout, p pki.ClusterPKI, component string) ([]supervisor.Spec, func(context.Context) []controlplane.ComponentHealth, error) {
+	switch component {
+	case CompEtcd:
+		return b.etcdSpecs(spec, l, p), func(ctx context.Context) []controlplane.ComponentHealth { return b.etcdHealth(ctx, l, p) }, nil
+	case CompAPIServer:
+		return b.apiServerSpecs(spec, l, p), func(ctx context.Context) []controlplane.ComponentHealth { return b.apiServerHealth(ctx, l, p) }, nil
+	case CompTunnelServer:
+		return b.tunnelServerSpecs(spec, l, p), func(ctx context.Context) []controlplane.ComponentHealth { return b.tunnelHealth(ctx, l) }, nil
+	case CompControllerManager:
+		return b.controllerManagerSpecs(spec, l, p), func(ctx context.Context) []controlplane.ComponentHealth {
+			return b.healthzAll(ctx, CompControllerManager, l.ControllerManager, p)
+		}, nil
+	case CompScheduler:
+		return b.schedulerSpecs(spec, l, p), func(ctx context.Context) []controlplane.ComponentHealth {
+			return b.healthzAll(ctx, CompScheduler, l.Scheduler, p)
+		}, nil
+	}
+	return nil, nil, fmt.Errorf("unknown control-plane component %q (etcd, kube-apiserver, konnectivity-server, kube-controller-manager, kube-scheduler)", component)
+}
+
+// RestartComponent restarts the instances of one component one at a time:
+// each is stopped gracefully and started again (with the spec's binaries,
+// so an upgrade is a restart with new binaries), and the next one only
+// after this one answers its health check. Three etcd members keep their
+// quorum and two API servers keep serving through the load balancer.
+func (b *Backend) RestartComponent(ctx context.Context, spec controlplane.Spec, component string) error {
+	l, err := b.LoadLayout(spec.Key)
+	if err != nil {
+		return err
+	}
+	specs, health, err := b.instances(spec, l, b.PKI(spec.Key), component)
+	if err != nil {
+		return err
+	}
+	if component == CompAPIServer {
+		if err := b.writeEgressSelectors(spec, l); err != nil {
+			return err
+		}
+	}
+	for i, s := range specs {
+		b.Supervisor.Stop(s.Name)
+		if err := b.Supervisor.Ensure(s); err != nil {
+			return err
+		}
+		for {
+			hs := health(ctx)
+			if i < len(hs) && hs[i].Healthy {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s did not become healthy after its restart: %w", s.Name, ctx.Err())
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// Snapshot writes a consistent snapshot of the control plane's etcd to
+// path (etcdctl snapshot save from the first healthy member), as a backup
+// takes it. The file holds every key in plain etcd form: Secrets stay
+// encrypted with the cluster's encryption key, which is not in it.
+func (b *Backend) Snapshot(ctx context.Context, spec controlplane.Spec, path string) error {
+	l, err := b.LoadLayout(spec.Key)
+	if err != nil {
+		return err
+	}
+	p := b.PKI(spec.Key)
+	endpoint := ""
+	for i, h := range b.etcdHealth(ctx, l, p) {
+		if h.Healthy {
+			endpoint = l.etcdClientURLs()[i]
+			break
+		}
+	}
+	if endpoint == "" {
+		return fmt.Errorf("no healthy etcd member to take a snapshot from")
+	}
+	tmp := path + ".part"
+	cmd := gobuild.Command(ctx, spec.Binaries.Path("etcdctl"), "snapshot", "save", tmp,
+		"--endpoints="+endpoint, "--cacert="+p.Cert(pki.EtcdCAName), "--cert="+p.Cert(pki.EtcdAdminName), "--key="+p.Key(pki.EtcdAdminName))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("etcdctl snapshot save: %v: %s", err, out)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
