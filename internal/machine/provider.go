@@ -87,9 +87,6 @@ type Status struct {
 	ProviderID     string
 	ProcessesReady bool
 	Message        string
-	// HasKubeletCredentials: the kubelet holds a client certificate of its
-	// own, so it needs no bootstrap token any more.
-	HasKubeletCredentials bool
 	// HasServingCertificate: the kubelet serves with a certificate of the
 	// cluster's CA (exec, logs and metrics need it).
 	HasServingCertificate bool

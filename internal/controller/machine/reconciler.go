@@ -109,9 +109,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	} else {
 		node = nil
 	}
-	// A bootstrap token only until the node is Ready: by then the kubelet
-	// has a client certificate of its own, and the token is deleted.
-	if ready, _ := nodeReady(node); !ready {
+	// A bootstrap token only until the node registered: the kubelet
+	// registers with the client certificate the token got it. The token is
+	// deleted once the node is Ready.
+	if node == nil {
 		if lm.BootstrapToken, err = ensureBootstrapToken(ctx, cs, m.Name); err != nil {
 			return ctrl.Result{}, err
 		}

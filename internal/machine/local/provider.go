@@ -26,9 +26,6 @@ import (
 	"github.com/lotse/lotse/internal/supervisor"
 )
 
-// Taint is a node taint.
-type Taint = machine.Taint
-
 // Machine is everything the provider needs to run one machine: the
 // controllers' machine.Spec plus where this host keeps it.
 type Machine struct {
@@ -133,7 +130,6 @@ func (p *Provider) Ensure(ctx context.Context, s *machine.Spec) (machine.Status,
 		return machine.Status{}, err
 	}
 	st, err := p.ensure(ctx, m)
-	st.HasKubeletCredentials = exists(m.path("kubelet.kubeconfig"))
 	st.HasServingCertificate = exists(m.path("pki", "kubelet-server-current.pem"))
 	return st, err
 }
