@@ -659,21 +659,7 @@ func (tc *tunnelCluster) imageNotInBundle(t *testing.T) {
 	if _, err := tc.cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var kubeletMsg string
-	waitFor(t, time.Minute, "the pull to fail", func() (bool, error) {
-		p, err := tc.cs.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, s := range p.Status.ContainerStatuses {
-			if w := s.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
-				kubeletMsg = w.Message
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	t.Logf("kubelet: %s", kubeletMsg)
+	tc.waitPullFailed(t, pod.Name, time.Minute)
 	waitFor(t, 30*time.Second, "Lotse's ImageNotInBundle event", func() (bool, error) {
 		evs, err := tc.cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod.Name + ",reason=ImageNotInBundle"})
 		if err != nil || len(evs.Items) == 0 {
@@ -744,21 +730,8 @@ func (tc *tunnelCluster) egressAllowed(t *testing.T) {
 	if _, err := tc.cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var kubeletMsg string
-	waitFor(t, 3*time.Minute, "the pull to fail (after the resolver's time-outs: nothing answers)", func() (bool, error) {
-		p, err := tc.cs.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, s := range p.Status.ContainerStatuses {
-			if w := s.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
-				kubeletMsg = w.Message
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	t.Logf("kubelet: %s", kubeletMsg)
+	// Nothing answers the resolver here: the pull fails after its time-outs.
+	kubeletMsg := tc.waitPullFailed(t, pod.Name, 3*time.Minute)
 	if strings.Contains(kubeletMsg, "operation not permitted") || strings.Contains(kubeletMsg, "network is unreachable") {
 		t.Errorf("the pull was rejected inside the machine although egress is allowed: %s", kubeletMsg)
 	}
@@ -768,6 +741,28 @@ func (tc *tunnelCluster) egressAllowed(t *testing.T) {
 		t.Errorf("ImageNotInBundle events in a cluster with egress allowed: %v %v", err, evs.Items)
 	}
 	_ = tc.cs.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+}
+
+// waitPullFailed waits until a pod's container waits on a failed pull and
+// returns the kubelet's message.
+func (tc *tunnelCluster) waitPullFailed(t *testing.T, pod string, timeout time.Duration) string {
+	t.Helper()
+	var msg string
+	waitFor(t, timeout, "the pull of "+pod+"'s image to fail", func() (bool, error) {
+		p, err := tc.cs.CoreV1().Pods("default").Get(context.Background(), pod, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, s := range p.Status.ContainerStatuses {
+			if w := s.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
+				msg = w.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	t.Logf("kubelet: %s", msg)
+	return msg
 }
 
 // waitCondition waits until a condition of a cluster is True with a

@@ -2,9 +2,6 @@ package cluster
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,125 +9,27 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	kubefake "k8s.io/client-go/kubernetes/fake"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/controller/controllertest"
 	"github.com/lotse/lotse/internal/controlplane"
-	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/releases"
-	"github.com/lotse/lotse/internal/tasks"
 )
 
-// fakeBackend is a control-plane backend in memory: its one task is done
-// when ready is true; it records deletions.
-type fakeBackend struct {
-	mu      sync.Mutex
-	ready   bool
-	deleted []string
-}
-
-func (f *fakeBackend) Tasks(spec controlplane.Spec) []tasks.Task {
-	return []tasks.Task{{Name: "control-plane", Run: func(context.Context) (bool, string, error) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.ready, "starting", nil
-	}}}
-}
-
-func (f *fakeBackend) Status(context.Context, controlplane.Spec) controlplane.Status {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return controlplane.Status{Endpoint: "https://127.0.0.1:6443", APIServerAvailable: f.ready,
-		Components: []controlplane.ComponentHealth{{Name: "kube-apiserver-0", Healthy: f.ready}}}
-}
-
-func (f *fakeBackend) AdminKubeconfig(controlplane.Spec) ([]byte, error) {
-	return []byte("fake kubeconfig"), nil
-}
-func (f *fakeBackend) TunnelCredentials(controlplane.Spec) (controlplane.TunnelCredentials, error) {
-	return controlplane.TunnelCredentials{}, nil
-}
-func (f *fakeBackend) NodeAccess(controlplane.Spec) (controlplane.NodeAccess, error) {
-	return controlplane.NodeAccess{NodesCIDR: "10.250.0.0/24", Gateway: "10.250.0.1", APIServer: "https://10.250.0.1:6443", APIPort: 6443}, nil
-}
-func (f *fakeBackend) EnsureNodeAccess(s controlplane.Spec) (controlplane.NodeAccess, error) {
-	return f.NodeAccess(s)
-}
-func (f *fakeBackend) PKI(string) pki.ClusterPKI { return pki.ClusterPKI{} }
-func (f *fakeBackend) Delete(_ context.Context, key string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.deleted = append(f.deleted, key)
-	return nil
-}
-func (f *fakeBackend) Stop(context.Context, string) error { return nil }
-func (f *fakeBackend) RestartComponent(context.Context, controlplane.Spec, string) error {
-	return nil
-}
-func (f *fakeBackend) Snapshot(context.Context, controlplane.Spec, string) error { return nil }
-
-// fakeTenants hands out one fake clientset per cluster.
-type fakeTenants struct {
-	mu  sync.Mutex
-	cs  map[string]*kubefake.Clientset
-	got []string // forgotten keys
-}
-
-func (f *fakeTenants) For(key string, _ []byte) (kubernetes.Interface, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.cs == nil {
-		f.cs = map[string]*kubefake.Clientset{}
-	}
-	if f.cs[key] == nil {
-		f.cs[key] = kubefake.NewClientset()
-	}
-	return f.cs[key], nil
-}
-func (f *fakeTenants) Dynamic(string, []byte) (dynamic.Interface, error) { return nil, nil }
-func (f *fakeTenants) Informers(string, []byte) (informers.SharedInformerFactory, context.Context, error) {
-	return nil, nil, nil
-}
-func (f *fakeTenants) Forget(key string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.got = append(f.got, key)
-}
-
-// installedStore is a release store in which the default release counts
-// as built (stamp files only).
-func installedStore(t *testing.T) *releases.Store {
-	t.Helper()
-	s := releases.NewStore(t.TempDir())
-	r := releases.Default()
-	for _, d := range []string{s.KubernetesBinDir(r.Version), s.EtcdBinDir(r.Etcd), s.KonnectivityBinDir(r.Konnectivity)} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, ".complete"), []byte("{}"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
-}
-
-func newTestReconciler(t *testing.T, objs ...client.Object) (*Reconciler, client.Client, *fakeBackend, *fakeTenants) {
+func newTestReconciler(t *testing.T, objs ...client.Object) (*Reconciler, client.Client, *controllertest.FakeBackend, *controllertest.FakeTenants) {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = lotsev1.AddToScheme(scheme)
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&lotsev1.Cluster{}).Build()
-	b, tn := &fakeBackend{}, &fakeTenants{}
+	b, tn := &controllertest.FakeBackend{}, &controllertest.FakeTenants{}
 	return &Reconciler{
-		Client: c, Backend: b, Releases: installedStore(t), Tenants: tn,
-		EndpointTask: func(controlplane.Spec) string { return "control-plane" },
+		Client: c, Backend: b, Releases: controllertest.InstalledStore(t), Tenants: tn,
+		EndpointTask: func(controlplane.Spec) string { return controllertest.TaskName },
 	}, c, b, tn
 }
 
@@ -169,9 +68,7 @@ func TestReconcileCreates(t *testing.T) {
 		t.Errorf("finalizers %v", got.Finalizers)
 	}
 
-	b.mu.Lock()
-	b.ready = true
-	b.mu.Unlock()
+	b.SetReady(true)
 	got = reconcile(t, r, c)
 	if !meta.IsStatusConditionTrue(got.Status.Conditions, lotsev1.ConditionReady) || got.Status.ObservedGeneration != 1 || got.Status.Phase != lotsev1.PhaseRunning {
 		t.Errorf("when up: phase %q, observedGeneration %d, conditions %+v", got.Status.Phase, got.Status.ObservedGeneration, got.Status.Conditions)
@@ -181,8 +78,7 @@ func TestReconcileCreates(t *testing.T) {
 		t.Errorf("kubeconfig secret: %v %q", err, secret.Data["kubeconfig"])
 	}
 	// The kubernetes Service's endpoints were written into the tenant.
-	cs, _ := tn.For(refOf(testCluster()).Key(), nil)
-	if _, err := cs.DiscoveryV1().EndpointSlices("default").Get(context.Background(), "kubernetes", metav1.GetOptions{}); err != nil {
+	if _, err := tn.Clientset(refOf(testCluster()).Key()).DiscoveryV1().EndpointSlices("default").Get(context.Background(), "kubernetes", metav1.GetOptions{}); err != nil {
 		t.Errorf("tenant EndpointSlice: %v", err)
 	}
 
@@ -209,11 +105,11 @@ func TestReconcileDeletes(t *testing.T) {
 	if got := reconcile(t, r, c); got != nil {
 		t.Errorf("cluster still there after its deletion was reconciled: finalizers %v", got.Finalizers)
 	}
-	if len(b.deleted) != 1 || b.deleted[0] != "clusters/default/c1" {
-		t.Errorf("backend deletions %v", b.deleted)
+	if d := b.Deleted(); len(d) != 1 || d[0] != "clusters/default/c1" {
+		t.Errorf("backend deletions %v", d)
 	}
-	if len(tn.got) != 1 {
-		t.Errorf("tenant clients not forgotten: %v", tn.got)
+	if f := tn.Forgotten(); len(f) != 1 {
+		t.Errorf("tenant clients not forgotten: %v", f)
 	}
 	if err := c.Get(context.Background(), client.ObjectKeyFromObject(secret), &corev1.Secret{}); err == nil {
 		t.Error("kubeconfig Secret left behind")
@@ -224,7 +120,7 @@ func TestReconcileDeletes(t *testing.T) {
 // or waits on "newer than the fault" would be fooled.
 func TestConditionsKeepTransitionTime(t *testing.T) {
 	r, c, b, _ := newTestReconciler(t, testCluster())
-	b.ready = true
+	b.SetReady(true)
 	first := reconcile(t, r, c)
 	time.Sleep(1100 * time.Millisecond) // lastTransitionTime has second resolution
 	second := reconcile(t, r, c)

@@ -2,18 +2,12 @@ package machine
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,92 +16,11 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/clusterref"
-	"github.com/lotse/lotse/internal/controlplane"
-	"github.com/lotse/lotse/internal/machine"
-	"github.com/lotse/lotse/internal/pki"
+	"github.com/lotse/lotse/internal/controller/controllertest"
 	"github.com/lotse/lotse/internal/releases"
-	"github.com/lotse/lotse/internal/tasks"
 )
 
-// fakeProvider makes machines in memory and records what it was asked.
-type fakeProvider struct {
-	mu      sync.Mutex
-	ensured []machine.Spec
-	deleted []machine.Spec
-	serving bool
-}
-
-func (f *fakeProvider) EnsureNetwork(context.Context, clusterref.Ref, machine.NetworkSpec) error {
-	return nil
-}
-func (f *fakeProvider) RoutePodRange(context.Context, clusterref.Ref, int, string, string) error {
-	return nil
-}
-func (f *fakeProvider) DeleteNetwork(context.Context, clusterref.Ref) error { return nil }
-func (f *fakeProvider) Ensure(_ context.Context, s *machine.Spec) (machine.Status, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.ensured = append(f.ensured, *s)
-	return machine.Status{Address: "10.250.0.10", ProviderID: "fake://" + s.Name, ProcessesReady: true, HasServingCertificate: f.serving}, nil
-}
-func (f *fakeProvider) Delete(_ context.Context, s *machine.Spec) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.deleted = append(f.deleted, *s)
-	return nil
-}
-
-// fakeBackend answers for a control plane that is up.
-type fakeBackend struct{}
-
-func (fakeBackend) Tasks(controlplane.Spec) []tasks.Task { return nil }
-func (fakeBackend) Status(context.Context, controlplane.Spec) controlplane.Status {
-	return controlplane.Status{}
-}
-func (fakeBackend) AdminKubeconfig(controlplane.Spec) ([]byte, error) { return []byte("k"), nil }
-func (fakeBackend) TunnelCredentials(controlplane.Spec) (controlplane.TunnelCredentials, error) {
-	return controlplane.TunnelCredentials{}, nil
-}
-func (fakeBackend) NodeAccess(controlplane.Spec) (controlplane.NodeAccess, error) {
-	return controlplane.NodeAccess{NodesCIDR: "10.250.0.0/24", Gateway: "10.250.0.1", APIServer: "https://10.250.0.1:6443", APIPort: 6443}, nil
-}
-func (b fakeBackend) EnsureNodeAccess(s controlplane.Spec) (controlplane.NodeAccess, error) {
-	return b.NodeAccess(s)
-}
-func (fakeBackend) PKI(string) pki.ClusterPKI            { return pki.ClusterPKI{Dir: "/pki"} }
-func (fakeBackend) Delete(context.Context, string) error { return nil }
-func (fakeBackend) Stop(context.Context, string) error   { return nil }
-func (fakeBackend) RestartComponent(context.Context, controlplane.Spec, string) error {
-	return nil
-}
-func (fakeBackend) Snapshot(context.Context, controlplane.Spec, string) error { return nil }
-
-// fakeTenants hands out one fake clientset for every cluster.
-type fakeTenants struct{ cs *kubefake.Clientset }
-
-func (f *fakeTenants) For(string, []byte) (kubernetes.Interface, error)  { return f.cs, nil }
-func (f *fakeTenants) Dynamic(string, []byte) (dynamic.Interface, error) { return nil, nil }
-func (f *fakeTenants) Informers(string, []byte) (informers.SharedInformerFactory, context.Context, error) {
-	return nil, nil, nil
-}
-func (f *fakeTenants) Forget(string) {}
-
-func installedStore(t *testing.T) *releases.Store {
-	t.Helper()
-	s := releases.NewStore(t.TempDir())
-	r := releases.Default()
-	for _, d := range []string{s.KubernetesBinDir(r.Version), s.EtcdBinDir(r.Etcd), s.KonnectivityBinDir(r.Konnectivity)} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, ".complete"), []byte("{}"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
-}
-
-func setup(t *testing.T) (*Reconciler, client.Client, *fakeProvider, *kubefake.Clientset) {
+func setup(t *testing.T) (*Reconciler, client.Client, *controllertest.FakeProvider, *kubefake.Clientset) {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
@@ -119,8 +32,9 @@ func setup(t *testing.T) (*Reconciler, client.Client, *fakeProvider, *kubefake.C
 	m := &lotsev1.Machine{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "c1-w-abc", Generation: 1},
 		Spec: lotsev1.MachineSpec{Cluster: "c1", Pool: "w", Version: releases.Default().Version, Index: 3}}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cl, m).WithStatusSubresource(&lotsev1.Machine{}, &lotsev1.Cluster{}).Build()
-	p, cs := &fakeProvider{}, kubefake.NewClientset()
-	r := &Reconciler{Client: c, Backend: fakeBackend{}, Provider: p, Releases: installedStore(t), Tenants: &fakeTenants{cs: cs},
+	p, tenants := &controllertest.FakeProvider{}, &controllertest.FakeTenants{}
+	cs := tenants.Clientset(clusterref.Ref{Namespace: "default", Name: "c1"}.Key())
+	r := &Reconciler{Client: c, Backend: &controllertest.FakeBackend{}, Provider: p, Releases: controllertest.InstalledStore(t), Tenants: tenants,
 		Images: func(context.Context, string) (string, []string, bool, error) {
 			return "registry.lotse.local/pause:3.10.2", []string{"/images/pause.tar"}, true, nil
 		}}
@@ -146,10 +60,11 @@ func TestMachineJoins(t *testing.T) {
 	// No node yet: the provider is asked for the machine with a bootstrap
 	// token, the pool's labels and taints, and the cluster's ranges.
 	m := reconcileMachine(t, r, c)
-	if len(p.ensured) != 1 {
-		t.Fatalf("provider asked %d times", len(p.ensured))
+	ensured := p.Ensured()
+	if len(ensured) != 1 {
+		t.Fatalf("provider asked %d times", len(ensured))
 	}
-	s := p.ensured[0]
+	s := ensured[0]
 	if s.Cluster != (clusterref.Ref{Namespace: "default", Name: "c1"}) || s.Index != 3 || s.NodesCIDR != "10.250.0.0/24" ||
 		s.APIServer != "https://10.250.0.1:6443" || s.ClusterCIDR != "10.244.0.0/16" || s.ServiceCIDR != "10.96.0.0/16" || s.Egress {
 		t.Errorf("machine spec %+v", s)
@@ -177,7 +92,7 @@ func TestMachineJoins(t *testing.T) {
 	if meta.IsStatusConditionTrue(m.Status.Conditions, "NodeReady") {
 		t.Error("Ready without the kubelet's serving certificate")
 	}
-	p.serving = true
+	p.SetServingCertificate(true)
 	m = reconcileMachine(t, r, c)
 	if !meta.IsStatusConditionTrue(m.Status.Conditions, "NodeReady") || m.Status.Phase != lotsev1.MachineRunning {
 		t.Errorf("phase %q, conditions %+v", m.Status.Phase, m.Status.Conditions)
@@ -186,7 +101,7 @@ func TestMachineJoins(t *testing.T) {
 	if _, err := cs.CoreV1().Secrets("kube-system").Get(ctx, "bootstrap-token-"+bootstrapTokenID(m.Name), metav1.GetOptions{}); err == nil {
 		t.Error("bootstrap token left after the node became Ready")
 	}
-	if last := p.ensured[len(p.ensured)-1]; last.BootstrapToken != "" {
+	if all := p.Ensured(); all[len(all)-1].BootstrapToken != "" {
 		t.Error("a Ready node's machine still got a bootstrap token")
 	}
 	if got, _ := cs.CoreV1().Nodes().Get(ctx, m.Name, metav1.GetOptions{}); got.Labels["tier"] != "web" {
@@ -211,8 +126,8 @@ func TestMachineDeleted(t *testing.T) {
 	if m := reconcileMachine(t, r, c); m != nil {
 		t.Errorf("machine still there: finalizers %v", m.Finalizers)
 	}
-	if len(p.deleted) != 1 || p.deleted[0].Name != "c1-w-abc" || p.deleted[0].Index != 3 || p.deleted[0].Cluster.Name != "c1" {
-		t.Errorf("provider deletions %+v", p.deleted)
+	if d := p.DeletedMachines(); len(d) != 1 || d[0].Name != "c1-w-abc" || d[0].Index != 3 || d[0].Cluster.Name != "c1" {
+		t.Errorf("provider deletions %+v", d)
 	}
 	if _, err := cs.CoreV1().Nodes().Get(ctx, "c1-w-abc", metav1.GetOptions{}); err == nil {
 		t.Error("node object left behind")
