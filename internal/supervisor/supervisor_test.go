@@ -115,6 +115,21 @@ func mustEnsure(t *testing.T, s *Supervisor, spec Spec) Status {
 }
 
 // found returns the processes of owner, sorted by name then PID.
+// foundWhen polls found until cond holds (at most 5 s) and returns what it
+// found last. Right after a start or a kill, /proc may briefly show a
+// process that is still exec'ing or already dying; the callers' assertions
+// then judge the settled state.
+func foundWhen(owner string, cond func([]Found) bool) []Found {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fs := found(owner)
+		if cond(fs) || time.Now().After(deadline) {
+			return fs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func found(owner string) []Found {
 	fs := FindProcesses(owner)
 	sort.Slice(fs, func(i, j int) bool {
@@ -196,7 +211,7 @@ func TestEnsureStartsProcess(t *testing.T) {
 	if !st.Running || st.PID <= 0 || st.Adopted || st.Restarts != 0 || st.LastExit != "" {
 		t.Errorf("status after Ensure = %+v", st)
 	}
-	fs := found(owner)
+	fs := foundWhen(owner, func(fs []Found) bool { return len(fs) == 1 && fs[0].PID == st.PID })
 	if len(fs) != 1 {
 		t.Fatalf("FindProcesses = %+v, want one process", fs)
 	}
@@ -322,7 +337,7 @@ func TestEnsureChangedSpecRestarts(t *testing.T) {
 			if alive(old.PID, oldStart) {
 				t.Errorf("old pid %d still alive after the spec changed", old.PID)
 			}
-			fs := found(owner)
+			fs := foundWhen(owner, func(fs []Found) bool { return len(fs) == 1 && fs[0].PID == st.PID && fs[0].SpecHash == changed.Hash() })
 			if len(fs) != 1 || fs[0].PID != st.PID || fs[0].SpecHash != changed.Hash() {
 				t.Errorf("FindProcesses = %+v, want only pid %d with hash %s", fs, st.PID, changed.Hash())
 			}
@@ -353,7 +368,7 @@ func TestRestartAfterKill(t *testing.T) {
 	if alive(old.PID, oldStart) {
 		t.Error("old process still alive")
 	}
-	fs := found(owner)
+	fs := foundWhen(owner, func(fs []Found) bool { return len(fs) == 1 && fs[0].PID == st.PID })
 	if len(fs) != 1 || fs[0].PID != st.PID || fs[0].SpecHash != spec.Hash() {
 		t.Errorf("FindProcesses = %+v, want only the restarted pid %d", fs, st.PID)
 	}
@@ -402,7 +417,7 @@ func TestNewSupervisorAdopts(t *testing.T) {
 	if st.Adopted {
 		t.Error("a process the supervisor started itself is reported as adopted")
 	}
-	if fs := found(owner); len(fs) != 1 || fs[0].PID != st.PID {
+	if fs := foundWhen(owner, func(fs []Found) bool { return len(fs) == 1 && fs[0].PID == st.PID }); len(fs) != 1 || fs[0].PID != st.PID {
 		t.Errorf("FindProcesses = %+v, want only pid %d", fs, st.PID)
 	}
 }
@@ -434,7 +449,7 @@ func TestLeftovers(t *testing.T) {
 			}
 			s := newSupervisor(t, owner, testOptions)
 			st := mustEnsure(t, s, spec)
-			fs := found(owner)
+			fs := foundWhen(owner, func(fs []Found) bool { return len(fs) == 1 && fs[0].PID == st.PID })
 			if len(fs) != 1 || fs[0].PID != st.PID || fs[0].Name != spec.Name {
 				t.Fatalf("FindProcesses = %+v, want exactly one %s (pid %d)", fs, spec.Name, st.PID)
 			}
