@@ -224,6 +224,27 @@ type ClusterStatus struct {
 	// +listMapKey=name
 	// +optional
 	Workers []WorkerPoolStatus `json:"workers,omitempty"`
+	// Addons reports each component Lotse manages inside the cluster.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Addons []AddonStatus `json:"addons,omitempty"`
+}
+
+// AddonStatus reports one managed component inside the tenant cluster.
+type AddonStatus struct {
+	// Name of the addon, e.g. "coredns".
+	Name string `json:"name"`
+	// Healthy: every object exists as declared and its workloads are
+	// rolled out and available.
+	Healthy bool `json:"healthy"`
+	// Message says what is (not) available.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Ignored lists the addon's objects annotated lotse.dev/ignore=true in
+	// the cluster, which Lotse leaves alone and does not repair.
+	// +optional
+	Ignored []string `json:"ignored,omitempty"`
 }
 
 // Operation types.

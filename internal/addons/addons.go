@@ -1,43 +1,57 @@
-// Package addons keeps the components Lotse manages inside a tenant
-// cluster (CoreDNS today) in their desired state. Every reconcile applies
-// them with server-side apply and forced ownership, so whatever a tenant
-// deletes or edits comes back: drift correction is simply applying again.
+// Package addons declares the components Lotse manages inside a tenant
+// cluster (CoreDNS, the tunnel agents, ...): each is rendered in Go from
+// typed values into the objects that make it up. Keeping them as declared
+// (applying, watching, repairing) is the keeper's job (internal/addons/keeper).
 package addons
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"io"
 	"net/netip"
-	"strings"
-	"text/template"
 
 	appsv1 "k8s.io/api/apps/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
-	yamlutil "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 )
 
 // FieldManager owns the fields Lotse applies.
 const FieldManager = "lotse"
 
-// resources maps the kinds addons use to their API resources.
-var resources = map[string]schema.GroupVersionResource{
+// Labels and annotations on managed objects.
+const (
+	// LabelManagedBy marks every object Lotse manages in a tenant cluster.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// LabelAddon names the addon an object belongs to; objects carrying it
+	// that are no longer declared are deleted.
+	LabelAddon = "addons.lotse.dev/addon"
+	// AnnotationIgnore set to "true" on an object in the tenant cluster
+	// makes Lotse leave it alone (no repair, no update, no deletion) and
+	// report that it does (as Gardener's resources.gardener.cloud/ignore).
+	AnnotationIgnore = "lotse.dev/ignore"
+)
+
+// Resources maps the kinds addons use to their API resources; the keeper
+// watches each of them in every tenant cluster.
+var Resources = map[string]schema.GroupVersionResource{
 	"ServiceAccount":      {Version: "v1", Resource: "serviceaccounts"},
 	"ConfigMap":           {Version: "v1", Resource: "configmaps"},
 	"Secret":              {Version: "v1", Resource: "secrets"},
-	"DaemonSet":           {Group: "apps", Version: "v1", Resource: "daemonsets"},
 	"Service":             {Version: "v1", Resource: "services"},
+	"DaemonSet":           {Group: "apps", Version: "v1", Resource: "daemonsets"},
 	"Deployment":          {Group: "apps", Version: "v1", Resource: "deployments"},
 	"ClusterRole":         {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
 	"ClusterRoleBinding":  {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"Role":                {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+	"RoleBinding":         {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
 	"PodDisruptionBudget": {Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"},
+	"NetworkPolicy":       {Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"},
+}
+
+// Addon is one managed component: a name and the objects that make it up.
+type Addon struct {
+	Name    string
+	Objects []*unstructured.Unstructured
 }
 
 // Config shapes the addons of one cluster.
@@ -74,221 +88,115 @@ func ClusterDNS(serviceCIDR string) string {
 	return a.String()
 }
 
-func execute(t *template.Template, values map[string]any) (string, error) {
-	var buf bytes.Buffer
-	if err := t.Execute(&buf, values); err != nil {
-		return "", err
+// Render returns the declared addons of a cluster.
+func Render(cfg Config) ([]Addon, error) {
+	renderers := []struct {
+		name   string
+		render func(Config) ([]runtime.Object, error)
+	}{
+		{CoreDNSName, renderCoreDNS},
+		{TunnelAgentName, renderTunnel},
 	}
-	return buf.String(), nil
-}
-
-// Render returns the desired objects.
-func Render(cfg Config) ([]*unstructured.Unstructured, error) {
-	coredns, err := execute(corednsTemplate, map[string]any{
-		"ClusterDNS": cfg.ClusterDNS, "Image": cfg.CoreDNSImage, "Replicas": max(cfg.Replicas, 1),
-		"Forward": strings.Join(cfg.Upstreams, " "), "Tolerations": cfg.Tolerations,
-	})
-	if err != nil {
-		return nil, err
-	}
-	tunnel, err := renderTunnel(cfg.Tunnel)
-	if err != nil {
-		return nil, err
-	}
-	dec := yamlutil.NewYAMLOrJSONDecoder(strings.NewReader(coredns+"\n---\n"+tunnel), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if err == io.EOF {
-				break
-			}
-			return nil, err
+	var out []Addon
+	for _, r := range renderers {
+		objs, err := r.render(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("addon %s: %w", r.name, err)
 		}
-		if len(u.Object) == 0 {
+		if len(objs) == 0 {
 			continue
 		}
-		if _, ok := resources[u.GetKind()]; !ok {
-			return nil, fmt.Errorf("addon object %s/%s: kind not known to the applier", u.GetKind(), u.GetName())
+		a := Addon{Name: r.name}
+		for _, o := range objs {
+			u, err := toUnstructured(o)
+			if err != nil {
+				return nil, fmt.Errorf("addon %s: %w", r.name, err)
+			}
+			if _, ok := Resources[u.GetKind()]; !ok {
+				return nil, fmt.Errorf("addon %s: object %s/%s: kind not known to the keeper", r.name, u.GetKind(), u.GetName())
+			}
+			labels := u.GetLabels()
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[LabelManagedBy] = FieldManager
+			labels[LabelAddon] = r.name
+			u.SetLabels(labels)
+			a.Objects = append(a.Objects, u)
 		}
-		out = append(out, u)
+		out = append(out, a)
 	}
 	return out, nil
 }
 
-// Apply applies every object with server-side apply (forced), which
-// restores deleted objects and reverts edits of the fields Lotse owns.
-func Apply(ctx context.Context, dyn dynamic.Interface, objs []*unstructured.Unstructured) error {
-	for _, u := range objs {
-		gvr := resources[u.GetKind()]
-		data, err := u.MarshalJSON()
-		if err != nil {
-			return err
-		}
-		ri := dyn.Resource(gvr)
-		var r dynamic.ResourceInterface = ri
-		if ns := u.GetNamespace(); ns != "" {
-			r = ri.Namespace(ns)
-		}
-		force := true
-		if _, err := r.Patch(ctx, u.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: FieldManager, Force: &force}); err != nil {
-			return fmt.Errorf("apply %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-	}
-	return nil
-}
-
-// Health reports whether the addons are available, and if not, why.
-func Health(ctx context.Context, cs kubernetes.Interface, withTunnel bool) (bool, string, error) {
-	ok, msg, err := corednsHealth(ctx, cs)
-	if err != nil || !withTunnel {
-		return ok, msg, err
-	}
-	tok, tmsg, err := tunnelHealth(ctx, cs)
+// toUnstructured converts a typed object (with its TypeMeta set) into the
+// form that is applied: no status, no null fields (creationTimestamp), so
+// Lotse owns exactly the fields it declares.
+func toUnstructured(o runtime.Object) (*unstructured.Unstructured, error) {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
 	if err != nil {
-		return false, "", err
+		return nil, err
 	}
-	return ok && tok, msg + "; " + tmsg, nil
+	delete(m, "status")
+	dropNulls(m)
+	u := &unstructured.Unstructured{Object: m}
+	if u.GetKind() == "" || u.GetAPIVersion() == "" || u.GetName() == "" {
+		return nil, fmt.Errorf("object %T without kind, apiVersion or name", o)
+	}
+	return u, nil
 }
 
-func corednsHealth(ctx context.Context, cs kubernetes.Interface) (bool, string, error) {
-	d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return false, "CoreDNS deployment missing", nil
-	}
-	if err != nil {
-		return false, "", err
-	}
-	for _, c := range d.Status.Conditions {
-		if c.Type == appsv1.DeploymentAvailable && c.Status == "True" && d.Status.AvailableReplicas > 0 {
-			return true, fmt.Sprintf("CoreDNS available (%d/%d)", d.Status.AvailableReplicas, d.Status.Replicas), nil
+func dropNulls(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if x == nil {
+				delete(v, k)
+				continue
+			}
+			dropNulls(x)
+		}
+	case []any:
+		for _, x := range v {
+			dropNulls(x)
 		}
 	}
-	return false, fmt.Sprintf("CoreDNS not available yet (%d/%d ready)", d.Status.ReadyReplicas, d.Status.Replicas), nil
 }
 
-var corednsTemplate = template.Must(template.New("coredns").Parse(`
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: coredns, namespace: kube-system, labels: {app.kubernetes.io/managed-by: lotse}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "system:coredns", labels: {app.kubernetes.io/managed-by: lotse}}
-rules:
-- apiGroups: [""]
-  resources: [endpoints, services, pods, namespaces]
-  verbs: [list, watch]
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "system:coredns", labels: {app.kubernetes.io/managed-by: lotse}}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
-subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: coredns, namespace: kube-system, labels: {app.kubernetes.io/managed-by: lotse}}
-data:
-  Corefile: |
-    .:53 {
-        errors
-        health {
-            lameduck 5s
-        }
-        ready
-        kubernetes cluster.local in-addr.arpa ip6.arpa {
-            pods insecure
-            fallthrough in-addr.arpa ip6.arpa
-            ttl 30
-        }
-        prometheus :9153
-{{- if .Forward }}
-        forward . {{ .Forward }}
-{{- end }}
-        cache 30
-        loop
-        reload
-        loadbalance
-    }
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns, app.kubernetes.io/managed-by: lotse}}
-spec:
-  replicas: {{ .Replicas }}
-  selector: {matchLabels: {k8s-app: kube-dns}}
-  strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 1}}
-  template:
-    metadata: {labels: {k8s-app: kube-dns}}
-    spec:
-      serviceAccountName: coredns
-      priorityClassName: system-cluster-critical
-      dnsPolicy: Default
-      # Only the critical-addons taint: a broad NoSchedule toleration would
-      # also tolerate a cordoned node and defeat draining it.
-      tolerations:
-      - {key: CriticalAddonsOnly, operator: Exists}
-{{- range .Tolerations }}
-      - {key: {{ printf "%q" .Key }}, operator: Equal, value: {{ printf "%q" .Value }}, effect: {{ printf "%q" .Effect }}}
-{{- end }}
-      affinity:
-        podAntiAffinity:
-          preferredDuringSchedulingIgnoredDuringExecution:
-          - weight: 100
-            podAffinityTerm:
-              topologyKey: kubernetes.io/hostname
-              labelSelector: {matchLabels: {k8s-app: kube-dns}}
-      containers:
-      - name: coredns
-        image: {{ .Image }}
-        imagePullPolicy: Never
-        args: ["-conf", "/etc/coredns/Corefile"]
-        resources:
-          requests: {cpu: 50m, memory: 40Mi}
-          limits: {memory: 170Mi}
-        ports:
-        - {name: dns, containerPort: 53, protocol: UDP}
-        - {name: dns-tcp, containerPort: 53, protocol: TCP}
-        - {name: metrics, containerPort: 9153, protocol: TCP}
-        livenessProbe:
-          httpGet: {path: /health, port: 8080}
-          initialDelaySeconds: 10
-          periodSeconds: 10
-        readinessProbe:
-          httpGet: {path: /ready, port: 8181}
-          periodSeconds: 2
-        securityContext:
-          allowPrivilegeEscalation: false
-          capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}
-          readOnlyRootFilesystem: true
-        volumeMounts:
-        - {name: config, mountPath: /etc/coredns, readOnly: true}
-      volumes:
-      - name: config
-        configMap: {name: coredns, items: [{key: Corefile, path: Corefile}]}
----
-apiVersion: policy/v1
-kind: PodDisruptionBudget
-metadata: {name: coredns, namespace: kube-system, labels: {app.kubernetes.io/managed-by: lotse}}
-spec:
-  maxUnavailable: 1
-  selector: {matchLabels: {k8s-app: kube-dns}}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: kube-dns
-  namespace: kube-system
-  labels: {k8s-app: kube-dns, kubernetes.io/name: CoreDNS, app.kubernetes.io/managed-by: lotse}
-spec:
-  selector: {k8s-app: kube-dns}
-  clusterIP: {{ .ClusterDNS }}
-  ports:
-  - {name: dns, port: 53, protocol: UDP}
-  - {name: dns-tcp, port: 53, protocol: TCP}
-  - {name: metrics, port: 9153, protocol: TCP}
-`))
+// WorkloadHealth says whether a live Deployment or DaemonSet is rolled out
+// and available; other kinds are healthy when they exist.
+func WorkloadHealth(u *unstructured.Unstructured) (bool, string, error) {
+	switch u.GetKind() {
+	case "Deployment":
+		d := &appsv1.Deployment{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, d); err != nil {
+			return false, "", err
+		}
+		s := d.Status
+		want := int32(1)
+		if d.Spec.Replicas != nil {
+			want = *d.Spec.Replicas
+		}
+		available := false
+		for _, c := range s.Conditions {
+			if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue {
+				available = true
+			}
+		}
+		if !available || s.AvailableReplicas == 0 || s.ObservedGeneration < d.Generation {
+			return false, fmt.Sprintf("deployment %s not available yet (%d/%d ready)", d.Name, s.ReadyReplicas, want), nil
+		}
+		return true, fmt.Sprintf("deployment %s available (%d/%d)", d.Name, s.AvailableReplicas, want), nil
+	case "DaemonSet":
+		ds := &appsv1.DaemonSet{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, ds); err != nil {
+			return false, "", err
+		}
+		s := ds.Status
+		if s.ObservedGeneration < ds.Generation || s.DesiredNumberScheduled == 0 || s.NumberReady < s.DesiredNumberScheduled || s.UpdatedNumberScheduled < s.DesiredNumberScheduled {
+			return false, fmt.Sprintf("daemonset %s: %d/%d pods ready and updated", ds.Name, min(s.NumberReady, s.UpdatedNumberScheduled), s.DesiredNumberScheduled), nil
+		}
+		return true, fmt.Sprintf("daemonset %s: %d/%d pods ready", ds.Name, s.NumberReady, s.DesiredNumberScheduled), nil
+	}
+	return true, "", nil
+}

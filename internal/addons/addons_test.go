@@ -1,14 +1,13 @@
 package addons
 
 import (
-	"context"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 func testTunnel() *Tunnel {
@@ -16,10 +15,12 @@ func testTunnel() *Tunnel {
 		CA: []byte("ca"), Cert: []byte("cert"), Key: []byte("key")}
 }
 
-func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
-	for _, o := range objs {
-		if o.GetKind() == kind && o.GetName() == name {
-			return o
+func find(set []Addon, kind, name string) *unstructured.Unstructured {
+	for _, a := range set {
+		for _, o := range a.Objects {
+			if o.GetKind() == kind && o.GetName() == name {
+				return o
+			}
 		}
 	}
 	return nil
@@ -109,44 +110,79 @@ func toStrings(v any) []string {
 	return out
 }
 
-func TestHealth(t *testing.T) {
-	available := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: "kube-system"},
-		Status: appsv1.DeploymentStatus{AvailableReplicas: 1, Replicas: 1, Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: "True"}}}}
-	agents := func(desired, ready int32) *appsv1.DaemonSet {
-		return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: TunnelAgentName, Namespace: "kube-system", Generation: 1},
-			Status: appsv1.DaemonSetStatus{ObservedGeneration: 1, DesiredNumberScheduled: desired, NumberReady: ready, UpdatedNumberScheduled: desired}}
+func TestRenderedObjectsAreLabelledAndClean(t *testing.T) {
+	set, err := Render(Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", Tunnel: testTunnel()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range set {
+		for _, o := range a.Objects {
+			if o.GetLabels()[LabelAddon] != a.Name || o.GetLabels()[LabelManagedBy] != FieldManager {
+				t.Errorf("%s %s: labels %v", o.GetKind(), o.GetName(), o.GetLabels())
+			}
+			if _, ok := o.Object["status"]; ok {
+				t.Errorf("%s %s carries a status", o.GetKind(), o.GetName())
+			}
+			if _, ok := o.Object["metadata"].(map[string]any)["creationTimestamp"]; ok {
+				t.Errorf("%s %s carries a creationTimestamp", o.GetKind(), o.GetName())
+			}
+		}
+	}
+	cm := find(set, "ConfigMap", CoreDNSName)
+	if corefile, _, _ := unstructured.NestedString(cm.Object, "data", "Corefile"); strings.Contains(corefile, "forward") {
+		t.Errorf("CoreDNS forwards without upstreams:\n%s", corefile)
+	}
+	set, _ = Render(Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", Upstreams: []string{"192.0.2.53"}})
+	cm = find(set, "ConfigMap", CoreDNSName)
+	if corefile, _, _ := unstructured.NestedString(cm.Object, "data", "Corefile"); !strings.Contains(corefile, "forward . 192.0.2.53") {
+		t.Errorf("CoreDNS does not forward to the upstream:\n%s", corefile)
+	}
+}
+
+func TestWorkloadHealth(t *testing.T) {
+	deployment := func(available bool, ready int32) *unstructured.Unstructured {
+		d := &appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"}, ObjectMeta: metav1.ObjectMeta{Name: "coredns", Generation: 1},
+			Status: appsv1.DeploymentStatus{ObservedGeneration: 1, AvailableReplicas: ready, ReadyReplicas: ready, Replicas: 2}}
+		if available {
+			d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: "True"}}
+		}
+		return mustUnstructured(t, d)
+	}
+	agents := func(desired, ready, updated int32) *unstructured.Unstructured {
+		return mustUnstructured(t, &appsv1.DaemonSet{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"}, ObjectMeta: metav1.ObjectMeta{Name: TunnelAgentName, Generation: 1},
+			Status: appsv1.DaemonSetStatus{ObservedGeneration: 1, DesiredNumberScheduled: desired, NumberReady: ready, UpdatedNumberScheduled: updated}})
 	}
 	tests := []struct {
-		name       string
-		objs       []any
-		withTunnel bool
-		want       bool
-		wantMsg    string
+		name    string
+		obj     *unstructured.Unstructured
+		want    bool
+		wantMsg string
 	}{
-		{"no CoreDNS", nil, false, false, "CoreDNS deployment missing"},
-		{"CoreDNS available", []any{available}, false, true, "CoreDNS available"},
-		{"agents missing", []any{available}, true, false, "konnectivity-agent daemonset missing"},
-		{"agent not connected", []any{available, agents(2, 1)}, true, false, "1/2 agents connected to the tunnel"},
-		{"all connected", []any{available, agents(2, 2)}, true, true, "2/2 agents connected"},
+		{"deployment available", deployment(true, 1), true, "deployment coredns available (1/1)"},
+		{"deployment not available", deployment(false, 0), false, "not available yet (0/1 ready)"},
+		{"daemonset not rolled out", agents(2, 2, 1), false, "1/2 pods ready and updated"},
+		{"daemonset ready", agents(2, 2, 2), true, "2/2 pods ready"},
+		{"daemonset without nodes", agents(0, 0, 0), false, "0/0"},
+		{"other kinds exist", mustUnstructured(t, &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}}), true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cs := fake.NewClientset()
-			for _, o := range tt.objs {
-				switch o := o.(type) {
-				case *appsv1.Deployment:
-					_, _ = cs.AppsV1().Deployments("kube-system").Create(context.Background(), o, metav1.CreateOptions{})
-				case *appsv1.DaemonSet:
-					_, _ = cs.AppsV1().DaemonSets("kube-system").Create(context.Background(), o, metav1.CreateOptions{})
-				}
-			}
-			ok, msg, err := Health(context.Background(), cs, tt.withTunnel)
+			ok, msg, err := WorkloadHealth(tt.obj)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if ok != tt.want || !strings.Contains(msg, tt.wantMsg) {
-				t.Errorf("Health = %t %q, want %t and %q", ok, msg, tt.want, tt.wantMsg)
+				t.Errorf("WorkloadHealth = %t %q, want %t and %q", ok, msg, tt.want, tt.wantMsg)
 			}
 		})
 	}
+}
+
+func mustUnstructured(t *testing.T, o runtime.Object) *unstructured.Unstructured {
+	t.Helper()
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &unstructured.Unstructured{Object: m}
 }

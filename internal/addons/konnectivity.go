@@ -1,14 +1,14 @@
 package addons
 
 import (
-	"context"
-	"encoding/base64"
 	"fmt"
-	"text/template"
+	"strconv"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Tunnel configures the konnectivity agents: every node runs one (host
@@ -27,7 +27,8 @@ type Tunnel struct {
 	CA, Cert, Key []byte
 }
 
-// TunnelAgentName names the agent's DaemonSet, Secret and ServiceAccount.
+// TunnelAgentName names the tunnel addon and the agent's DaemonSet, Secret
+// and ServiceAccount.
 const TunnelAgentName = "konnectivity-agent"
 
 // Ports the agent listens on in each node's network namespace, loopback only.
@@ -36,118 +37,91 @@ const (
 	tunnelAgentHealthPort = 8134
 )
 
-func renderTunnel(t *Tunnel) (string, error) {
+func renderTunnel(cfg Config) ([]runtime.Object, error) {
+	t := cfg.Tunnel
 	if t == nil {
-		return "", nil
+		return nil, nil
 	}
 	if t.Image == "" || t.Host == "" || t.Port == 0 || t.Servers < 1 || len(t.CA) == 0 || len(t.Cert) == 0 || len(t.Key) == 0 {
-		return "", fmt.Errorf("tunnel addon: image, host, port, server count and credentials are all required")
+		return nil, fmt.Errorf("image, host, port, server count and credentials are all required")
 	}
-	b64 := base64.StdEncoding.EncodeToString
-	return execute(tunnelTemplate, map[string]any{
-		"Name": TunnelAgentName, "Image": t.Image, "Host": t.Host, "Port": t.Port, "Servers": t.Servers,
-		"CA": b64(t.CA), "Cert": b64(t.Cert), "Key": b64(t.Key),
-		"AdminPort": tunnelAgentAdminPort, "HealthPort": tunnelAgentHealthPort,
-	})
+	selector := map[string]string{"k8s-app": TunnelAgentName}
+	args := []string{
+		"--proxy-server-host=" + t.Host,
+		"--proxy-server-port=" + strconv.Itoa(t.Port),
+		"--ca-cert=/etc/konnectivity/ca.crt",
+		"--agent-cert=/etc/konnectivity/tls.crt",
+		"--agent-key=/etc/konnectivity/tls.key",
+		"--agent-id=$(NODE_NAME)",
+		// The server sends a node's kubelet traffic to that node's agent.
+		"--agent-identifiers=ipv4=$(HOST_IP)",
+		"--sync-forever=true",
+		"--sync-interval=1s",
+		"--sync-interval-cap=15s",
+		"--probe-interval=1s",
+		"--keepalive-time=30s",
+		"--admin-bind-address=127.0.0.1",
+		"--admin-server-port=" + strconv.Itoa(tunnelAgentAdminPort),
+		"--health-server-host=127.0.0.1",
+		"--health-server-port=" + strconv.Itoa(tunnelAgentHealthPort),
+	}
+	daemonSet := &appsv1.DaemonSet{
+		TypeMeta:   typeMeta("apps/v1", "DaemonSet"),
+		ObjectMeta: objectMeta(systemNamespace, TunnelAgentName, selector),
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: selector},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr(intstr.FromInt32(1))}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: selector},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:           TunnelAgentName,
+					AutomountServiceAccountToken: ptr(false),
+					SecurityContext:              &corev1.PodSecurityContext{FSGroup: ptr(int64(65534))},
+					PriorityClassName:            "system-node-critical",
+					// On the node's own network: the API server's kubelet
+					// connections (logs, exec, port-forward) and pod traffic
+					// leave from the node.
+					HostNetwork: true,
+					DNSPolicy:   corev1.DNSClusterFirstWithHostNet,
+					Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					Containers: []corev1.Container{{
+						Name:            "agent",
+						Image:           t.Image,
+						ImagePullPolicy: corev1.PullNever,
+						Args:            args,
+						Env:             []corev1.EnvVar{fieldEnv("NODE_NAME", "spec.nodeName"), fieldEnv("HOST_IP", "status.hostIP")},
+						Resources:       requests("10m", "20Mi", "100Mi"),
+						LivenessProbe:   withFailureThreshold(httpProbe("127.0.0.1", "/healthz", tunnelAgentHealthPort, 10, 0), 3),
+						ReadinessProbe:  httpProbe("127.0.0.1", "/readyz", tunnelAgentHealthPort, 1, 0),
+						SecurityContext: restricted(65534),
+						VolumeMounts:    []corev1.VolumeMount{{Name: "credentials", MountPath: "/etc/konnectivity", ReadOnly: true}},
+					}},
+					Volumes: []corev1.Volume{{Name: "credentials", VolumeSource: corev1.VolumeSource{
+						Secret: &corev1.SecretVolumeSource{SecretName: TunnelAgentName, DefaultMode: ptr(int32(0o440))}}}},
+				},
+			},
+		},
+	}
+	return []runtime.Object{
+		&corev1.Secret{TypeMeta: typeMeta("v1", "Secret"), ObjectMeta: objectMeta(systemNamespace, TunnelAgentName, nil), Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{"ca.crt": t.CA, "tls.crt": t.Cert, "tls.key": t.Key}},
+		serviceAccount(systemNamespace, TunnelAgentName, false),
+		daemonSet,
+	}, nil
 }
 
-// tunnelHealth reports whether every scheduled agent is connected (ready).
-func tunnelHealth(ctx context.Context, cs kubernetes.Interface) (bool, string, error) {
-	ds, err := cs.AppsV1().DaemonSets("kube-system").Get(ctx, TunnelAgentName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return false, "konnectivity-agent daemonset missing", nil
-	}
-	if err != nil {
-		return false, "", err
-	}
-	s := ds.Status
-	if s.ObservedGeneration < ds.Generation || s.DesiredNumberScheduled == 0 || s.NumberReady < s.DesiredNumberScheduled || s.UpdatedNumberScheduled < s.DesiredNumberScheduled {
-		return false, fmt.Sprintf("konnectivity-agent: %d/%d agents connected to the tunnel", s.NumberReady, s.DesiredNumberScheduled), nil
-	}
-	return true, fmt.Sprintf("konnectivity-agent: %d/%d agents connected", s.NumberReady, s.DesiredNumberScheduled), nil
+func withFailureThreshold(p *corev1.Probe, n int32) *corev1.Probe {
+	p.FailureThreshold = n
+	return p
 }
 
-var tunnelTemplate = template.Must(template.New("konnectivity").Parse(`
-apiVersion: v1
-kind: Secret
-metadata: {name: {{ .Name }}, namespace: kube-system, labels: {app.kubernetes.io/managed-by: lotse}}
-type: Opaque
-data:
-  ca.crt: {{ .CA }}
-  tls.crt: {{ .Cert }}
-  tls.key: {{ .Key }}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: {{ .Name }}, namespace: kube-system, labels: {app.kubernetes.io/managed-by: lotse}}
-automountServiceAccountToken: false
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: {{ .Name }}, namespace: kube-system, labels: {k8s-app: {{ .Name }}, app.kubernetes.io/managed-by: lotse}}
-spec:
-  selector: {matchLabels: {k8s-app: {{ .Name }}}}
-  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 1}}
-  template:
-    metadata: {labels: {k8s-app: {{ .Name }}}}
-    spec:
-      serviceAccountName: {{ .Name }}
-      automountServiceAccountToken: false
-      securityContext: {fsGroup: 65534}
-      priorityClassName: system-node-critical
-      # On the node's own network: the API server's kubelet connections
-      # (logs, exec, port-forward) and pod traffic leave from the node.
-      hostNetwork: true
-      dnsPolicy: ClusterFirstWithHostNet
-      tolerations:
-      - {operator: Exists}
-      containers:
-      - name: agent
-        image: {{ .Image }}
-        imagePullPolicy: Never
-        args:
-        - --proxy-server-host={{ .Host }}
-        - --proxy-server-port={{ .Port }}
-        - --ca-cert=/etc/konnectivity/ca.crt
-        - --agent-cert=/etc/konnectivity/tls.crt
-        - --agent-key=/etc/konnectivity/tls.key
-        - --agent-id=$(NODE_NAME)
-        # The server sends a node's kubelet traffic to that node's agent.
-        - --agent-identifiers=ipv4=$(HOST_IP)
-        - --sync-forever=true
-        - --sync-interval=1s
-        - --sync-interval-cap=15s
-        - --probe-interval=1s
-        - --keepalive-time=30s
-        - --admin-bind-address=127.0.0.1
-        - --admin-server-port={{ .AdminPort }}
-        - --health-server-host=127.0.0.1
-        - --health-server-port={{ .HealthPort }}
-        env:
-        - name: NODE_NAME
-          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
-        - name: HOST_IP
-          valueFrom: {fieldRef: {fieldPath: status.hostIP}}
-        resources:
-          requests: {cpu: 10m, memory: 20Mi}
-          limits: {memory: 100Mi}
-        livenessProbe:
-          httpGet: {host: 127.0.0.1, path: /healthz, port: {{ .HealthPort }}}
-          periodSeconds: 10
-          failureThreshold: 3
-        readinessProbe:
-          httpGet: {host: 127.0.0.1, path: /readyz, port: {{ .HealthPort }}}
-          periodSeconds: 1
-        securityContext:
-          runAsUser: 65534
-          runAsGroup: 65534
-          runAsNonRoot: true
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities: {drop: [ALL]}
-        volumeMounts:
-        - {name: credentials, mountPath: /etc/konnectivity, readOnly: true}
-      volumes:
-      - name: credentials
-        secret: {secretName: {{ .Name }}, defaultMode: 0440}
-`))
+// restricted is the security context of a container that needs no
+// privileges at all.
+func restricted(uid int64) *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsUser: ptr(uid), RunAsGroup: ptr(uid), RunAsNonRoot: ptr(true),
+		AllowPrivilegeEscalation: ptr(false), ReadOnlyRootFilesystem: ptr(true),
+		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+}

@@ -20,6 +20,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/addons/keeper"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
 	"github.com/lotse/lotse/internal/controlplane/process"
@@ -95,9 +96,11 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	// The wiring: the process backend hosts control planes, the local
 	// provider makes machines; the controllers know only their interfaces.
 	provider := &local.Provider{Supervisor: opts.Supervisor, StateDir: opts.Backend.StateDir}
+	addonKeeper := &keeper.Keeper{}
 	rec := &clustercontroller.Reconciler{
 		Provider:     provider,
 		Tenants:      tenants,
+		Addons:       addonKeeper,
 		DNSUpstreams: opts.DNSUpstreams,
 		Client:       mgr.GetClient(),
 		APIReader:    mgr.GetAPIReader(),
@@ -110,6 +113,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	addonKeeper.Changed = rec.NotifyAddons
 	imgs := &nodeImages{builder: &images.Builder{CacheDir: opts.Releases.Dir, Log: opts.BuildLog}, releases: opts.Releases}
 	machines := &machinecontroller.Reconciler{
 		Client:   mgr.GetClient(),

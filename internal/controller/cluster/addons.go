@@ -4,15 +4,32 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"strings"
+
+	"k8s.io/client-go/dynamic"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons"
+	"github.com/lotse/lotse/internal/addons/keeper"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/images"
 )
 
-// ensureAddons applies the managed components (drift correction included)
-// and is done once they are available.
+// AddonKeeper keeps the declared addons of tenant clusters (applies them,
+// watches and repairs them); keeper.Keeper implements it.
+type AddonKeeper interface {
+	// Ensure declares a cluster's addons and returns each one's state.
+	Ensure(ctx context.Context, key string, dyn dynamic.Interface, set []addons.Addon, events keeper.EventFunc) ([]keeper.State, error)
+	// States returns the last known state of a cluster's addons.
+	States(key string) ([]keeper.State, bool)
+	// Forget stops keeping a deleted cluster's addons.
+	Forget(key string)
+}
+
+// ensureAddons declares the managed components to the keeper (which applies
+// what changed and repairs drift between reconciles) and is done once they
+// are available.
 func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) (bool, string, error) {
 	kc, err := r.Backend.AdminKubeconfig(spec)
 	if err != nil {
@@ -42,14 +59,16 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	if cfg.Tunnel, err = r.tunnelAddon(spec); err != nil {
 		return false, "", err
 	}
-	objs, err := addons.Render(cfg)
+	declared, err := addons.Render(cfg)
 	if err != nil {
 		return false, "", err
 	}
-	if err := addons.Apply(ctx, dyn, objs); err != nil {
-		return false, "", err
-	}
-	cs, err := r.Tenants.For(spec.Key, kc)
+	// Events of repairs go to the Cluster; the keeper calls this from its
+	// own goroutines, so it holds a copy.
+	subject := c.DeepCopy()
+	states, err := r.Addons.Ensure(ctx, spec.Key, dyn, declared, func(eventType, reason, msg string) {
+		r.event(subject, eventType, reason, "KeepAddons", "%s", msg)
+	})
 	if err != nil {
 		return false, "", err
 	}
@@ -59,8 +78,33 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	if totalMinimum(c) == 0 {
 		return true, "", nil // no nodes: nothing can run, nothing to wait for
 	}
-	ok, msg, err := addons.Health(ctx, cs, cfg.Tunnel != nil)
-	return ok, msg, err
+	ok, msg := summarize(states)
+	return ok, msg, nil
+}
+
+// summarize turns the addons' states into one verdict and message.
+func summarize(states []keeper.State) (bool, string) {
+	ok := true
+	var msgs []string
+	for _, s := range states {
+		ok = ok && s.Healthy
+		if !s.Healthy {
+			msgs = append(msgs, fmt.Sprintf("%s: %s", s.Name, s.Message))
+		}
+	}
+	if ok {
+		return true, fmt.Sprintf("%d addons available", len(states))
+	}
+	return false, strings.Join(msgs, "; ")
+}
+
+// addonStatus is the status.addons view of the keeper's states.
+func addonStatus(states []keeper.State) []lotsev1.AddonStatus {
+	var out []lotsev1.AddonStatus
+	for _, s := range states {
+		out = append(out, lotsev1.AddonStatus{Name: s.Name, Healthy: s.Healthy, Message: truncate(s.Message, 512), Ignored: s.Ignored})
+	}
+	return out
 }
 
 // tunnelAddon configures the konnectivity agents of a cluster whose control

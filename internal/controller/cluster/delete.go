@@ -48,6 +48,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 			return ctrl.Result{}, err
 		}
 	}
+	if r.Addons != nil {
+		r.Addons.Forget(ref.Key())
+	}
 	if r.Tenants != nil {
 		r.Tenants.Forget(ref.Key())
 	}

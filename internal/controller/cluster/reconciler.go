@@ -60,6 +60,8 @@ type Reconciler struct {
 
 	// Tenants caches clients of tenant clusters.
 	Tenants tenant.Access
+	// Addons keeps the managed components inside tenant clusters.
+	Addons AddonKeeper
 	// DNSUpstreams are the resolvers CoreDNS forwards to; empty keeps DNS
 	// inside the cluster (the default: local clusters send nothing out).
 	DNSUpstreams []string
@@ -73,6 +75,10 @@ type Reconciler struct {
 
 	watches tenantWatches
 }
+
+// NotifyAddons is the addon keeper's Changed hook: an addon's health
+// changed, so the cluster's status follows.
+func (r *Reconciler) NotifyAddons(key string) { r.NotifyProcess(key) }
 
 // NotifyProcess is the supervisor's OnChange hook.
 func (r *Reconciler) NotifyProcess(processName string) {

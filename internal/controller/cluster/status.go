@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
-	"github.com/lotse/lotse/internal/addons"
 	"github.com/lotse/lotse/internal/controller/patch"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/tasks"
@@ -101,10 +100,16 @@ func (r *Reconciler) writeStatus(ctx context.Context, c *lotsev1.Cluster, status
 func equalStatus(a, b *lotsev1.ClusterStatus) bool {
 	return a.ObservedGeneration == b.ObservedGeneration && a.Phase == b.Phase && a.Endpoint == b.Endpoint &&
 		a.KubernetesVersion == b.KubernetesVersion && a.KubeconfigSecret == b.KubeconfigSecret &&
-		a.NodesCIDR == b.NodesCIDR && slices.Equal(a.Workers, b.Workers) &&
+		a.NodesCIDR == b.NodesCIDR && slices.Equal(a.Workers, b.Workers) && addonsEqual(a.Addons, b.Addons) &&
 		(a.LastOperation == nil) == (b.LastOperation == nil) &&
 		(a.LastOperation == nil || (sameOperation(a.LastOperation, b.LastOperation) && a.LastOperation.LastUpdateTime.Equal(&b.LastOperation.LastUpdateTime))) &&
 		conditionsEqual(a.Conditions, b.Conditions)
+}
+
+func addonsEqual(a, b []lotsev1.AddonStatus) bool {
+	return slices.EqualFunc(a, b, func(x, y lotsev1.AddonStatus) bool {
+		return x.Name == y.Name && x.Healthy == y.Healthy && x.Message == y.Message && slices.Equal(x.Ignored, y.Ignored)
+	})
 }
 
 func conditionsEqual(a, b []metav1.Condition) bool {
@@ -139,6 +144,7 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 		status.Workers = nil
 		meta.RemoveStatusCondition(&status.Conditions, lotsev1.ConditionEveryNodeReady)
 		meta.RemoveStatusCondition(&status.Conditions, lotsev1.ConditionSystemComponentsHealthy)
+		status.Addons = nil
 		return nil
 	}
 	list := &lotsev1.MachineList{}
@@ -168,9 +174,7 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 		}
 		status.Workers = append(status.Workers, ps)
 	}
-	if err := r.systemComponentsHealth(ctx, c, status); err != nil {
-		return err
-	}
+	r.systemComponentsHealth(c, status)
 	if len(notReady) == 0 {
 		setCondition(status, c.Generation, lotsev1.ConditionEveryNodeReady, true, "AllNodesReady", "every machine of every pool is a Ready node")
 	} else {
@@ -180,28 +184,19 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 	return nil
 }
 
-// systemComponentsHealth sets SystemComponentsHealthy from the addons' state.
-func (r *Reconciler) systemComponentsHealth(ctx context.Context, c *lotsev1.Cluster, status *lotsev1.ClusterStatus) error {
-	spec := controlplane.Spec{Key: refOf(c).Key()}
-	cs, err := r.tenantClient(spec)
-	if err != nil {
-		setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, false, "APIUnavailable", err.Error())
-		return nil
+// systemComponentsHealth sets SystemComponentsHealthy and status.addons
+// from the keeper's view of the addons (its watches keep it current).
+func (r *Reconciler) systemComponentsHealth(c *lotsev1.Cluster, status *lotsev1.ClusterStatus) {
+	states, known := r.Addons.States(refOf(c).Key())
+	if !known {
+		setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, false, "AddonsUnknown", "the addons have not been applied yet")
+		return
 	}
-	access, err := r.Backend.NodeAccess(spec)
-	if err != nil {
-		setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, false, "ControlPlaneUnknown", err.Error())
-		return nil
-	}
-	ok, msg, err := addons.Health(ctx, cs, access.TunnelPort != 0)
-	if err != nil {
-		setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, false, "APIUnavailable", err.Error())
-		return nil
-	}
+	status.Addons = addonStatus(states)
+	ok, msg := summarize(states)
 	reason := "AddonsAvailable"
 	if !ok {
 		reason = "AddonsUnavailable"
 	}
-	setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, ok, reason, msg)
-	return nil
+	setCondition(status, c.Generation, lotsev1.ConditionSystemComponentsHealthy, ok, reason, truncate(msg, 1024))
 }

@@ -21,10 +21,10 @@ type tenantWatches struct {
 
 // watchTenant makes sure a cluster with nodes is watched, through the one
 // informer factory per cluster (started with the first watch, stopped when
-// the cluster is forgotten): a change of a managed addon (a tenant deleted
-// or edited it, or it became available) and a node becoming Ready or not
-// reconcile the cluster at once, instead of at the next periodic look. In
-// a cluster without egress, pods are watched for pulls that cannot work.
+// the cluster is forgotten): a node becoming Ready or not reconciles the
+// cluster at once, instead of at the next periodic look. In a cluster
+// without egress, pods are watched for pulls that cannot work. (The addon
+// keeper watches the addons itself and reports changes of their health.)
 func (r *Reconciler) watchTenant(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) error {
 	kc, err := r.Backend.AdminKubeconfig(spec)
 	if err != nil {
@@ -44,18 +44,6 @@ func (r *Reconciler) watchTenant(ctx context.Context, c *lotsev1.Cluster, spec c
 	}
 	ref := refOf(c)
 	enqueue := func() { r.enqueue(ref.Namespace, ref.Name) }
-	managed := func(obj any) bool {
-		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
-		o, ok := obj.(interface{ GetLabels() map[string]string })
-		return ok && o.GetLabels()["app.kubernetes.io/managed-by"] == "lotse"
-	}
-	addons := cache.FilteringResourceEventHandler{FilterFunc: managed, Handler: cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { enqueue() },
-		UpdateFunc: func(_, _ any) { enqueue() },
-		DeleteFunc: func(any) { enqueue() },
-	}}
 	nodes := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { enqueue() },
 		UpdateFunc: func(old, cur any) {
@@ -71,8 +59,6 @@ func (r *Reconciler) watchTenant(ctx context.Context, c *lotsev1.Cluster, spec c
 		informer cache.SharedIndexInformer
 		handler  cache.ResourceEventHandler
 	}{
-		{factory.Apps().V1().Deployments().Informer(), addons},
-		{factory.Apps().V1().DaemonSets().Informer(), addons},
 		{factory.Core().V1().Nodes().Informer(), nodes},
 	}
 	if c.Spec.Networking.Egress != lotsev1.EgressAllow {
