@@ -464,7 +464,7 @@ func refOf(o *unstructured.Unstructured) (ref, error) {
 func lotseFields(o *unstructured.Unstructured) string {
 	for _, e := range o.GetManagedFields() {
 		if e.Manager == addons.FieldManager && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" && e.FieldsV1 != nil {
-			return string(e.FieldsV1.Raw)
+			return e.FieldsV1.GetRawString()
 		}
 	}
 	return ""
@@ -487,7 +487,7 @@ func editor(o *unstructured.Unstructured, before string) string {
 		if e.Manager == addons.FieldManager || e.FieldsV1 == nil {
 			continue
 		}
-		theirs, err := fieldSet(string(e.FieldsV1.Raw))
+		theirs, err := fieldSet(e.FieldsV1.GetRawString())
 		if err == nil && !theirs.Intersection(lost).Empty() && !slices.Contains(who, e.Manager) {
 			who = append(who, e.Manager)
 		}

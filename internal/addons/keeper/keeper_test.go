@@ -275,7 +275,7 @@ func TestKeeper(t *testing.T) {
 
 func TestLotseFieldsAndEditor(t *testing.T) {
 	entry := func(manager string, op metav1.ManagedFieldsOperationType, sub, fields string) metav1.ManagedFieldsEntry {
-		return metav1.ManagedFieldsEntry{Manager: manager, Operation: op, Subresource: sub, FieldsV1: &metav1.FieldsV1{Raw: []byte(fields)}}
+		return metav1.ManagedFieldsEntry{Manager: manager, Operation: op, Subresource: sub, FieldsV1: metav1.NewFieldsV1(fields)}
 	}
 	before := `{"f:data":{"f:a":{},"f:b":{}},"f:spec":{"f:replicas":{}}}`
 	o := &unstructured.Unstructured{}
