@@ -249,8 +249,14 @@ func TestKeeper(t *testing.T) {
 			t.Fatalf("coredns replicas: %v", err)
 		}
 		for _, get := range []func() error{
-			func() error { _, err := e.cs.AppsV1().DaemonSets("kube-system").Get(ctx, addons.TunnelAgentName, metav1.GetOptions{}); return err },
-			func() error { _, err := e.cs.CoreV1().Secrets("kube-system").Get(ctx, addons.TunnelAgentName, metav1.GetOptions{}); return err },
+			func() error {
+				_, err := e.cs.AppsV1().DaemonSets("kube-system").Get(ctx, addons.TunnelAgentName, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := e.cs.CoreV1().Secrets("kube-system").Get(ctx, addons.TunnelAgentName, metav1.GetOptions{})
+				return err
+			},
 		} {
 			if err := get(); !apierrors.IsNotFound(err) {
 				t.Errorf("an object of the dropped tunnel addon is still there: %v", err)
