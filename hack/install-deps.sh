@@ -17,6 +17,8 @@ declare -A packages=(
   [/usr/sbin/runc]=runc
   [/usr/lib/cni/bridge]=containernetworking-plugins
   [/usr/sbin/iptables]=iptables
+  # The network policy agent's image carries the host's iptables and ipset.
+  [/usr/sbin/ipset]=ipset
   [/usr/bin/curl]=curl
   [/usr/bin/gcc]=gcc
   [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev

@@ -80,7 +80,8 @@ type ClusterSpec struct {
 	// +optional
 	Encryption EncryptionSpec `json:"encryption"`
 
-	// Networking holds the cluster's address ranges. Immutable.
+	// Networking holds the cluster's address ranges (immutable) and its
+	// network policy defaults.
 	// +kubebuilder:default={}
 	// +optional
 	Networking NetworkingSpec `json:"networking"`
@@ -142,8 +143,8 @@ type EncryptionSpec struct {
 // +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 type EncryptedResource string
 
-// NetworkingSpec holds the cluster's address ranges.
-// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.networking is immutable; create a new cluster to change address ranges"
+// NetworkingSpec holds the cluster's address ranges and network policy defaults.
+// +kubebuilder:validation:XValidation:rule="(has(self.pods) ? self.pods : ”) == (has(oldSelf.pods) ? oldSelf.pods : ”) && (has(self.services) ? self.services : ”) == (has(oldSelf.services) ? oldSelf.services : ”) && (has(self.nodes) ? self.nodes : ”) == (has(oldSelf.nodes) ? oldSelf.nodes : ”) && (has(self.egress) ? self.egress : ”) == (has(oldSelf.egress) ? oldSelf.egress : ”)",message="spec.networking.pods, services, nodes and egress are immutable; create a new cluster to change them"
 // +kubebuilder:validation:XValidation:rule="!has(self.pods) || !has(self.services) || !isCIDR(self.pods) || !isCIDR(self.services) || !(cidr(self.pods).containsCIDR(cidr(self.services)) || cidr(self.services).containsCIDR(cidr(self.pods)))",messageExpression="'spec.networking.pods (' + self.pods + ') and spec.networking.services (' + self.services + ') overlap; choose disjoint ranges'"
 type NetworkingSpec struct {
 	// Pods is the CIDR pod addresses come from; each node gets a /24 of it.
@@ -180,6 +181,14 @@ type NetworkingSpec struct {
 	// +kubebuilder:default=Deny
 	// +optional
 	Egress EgressPolicy `json:"egress,omitempty"`
+
+	// DefaultDenyTenantNamespaces puts a deny-all NetworkPolicy (DNS still
+	// allowed) into every namespace outside kube-system, kube-public and
+	// kube-node-lease, now and when one is created: tenants then open
+	// traffic with policies of their own. kube-system is always protected
+	// this way. May be changed at any time.
+	// +optional
+	DefaultDenyTenantNamespaces bool `json:"defaultDenyTenantNamespaces,omitempty"`
 }
 
 // EgressPolicy says whether a cluster's traffic may leave it.

@@ -69,6 +69,9 @@ type Config struct {
 	Tolerations []Toleration
 	// Tunnel configures the konnectivity agents; nil leaves them out.
 	Tunnel *Tunnel
+	// NetworkPolicies configures their enforcement and the default
+	// policies; nil leaves both out.
+	NetworkPolicies *NetworkPolicies
 }
 
 // Toleration of an exact taint.
@@ -96,6 +99,8 @@ func Render(cfg Config) ([]Addon, error) {
 	}{
 		{CoreDNSName, renderCoreDNS},
 		{TunnelAgentName, renderTunnel},
+		{NetworkPolicyAgentName, renderNetworkPolicyAgent},
+		{DefaultNetworkPoliciesName, renderDefaultNetworkPolicies},
 	}
 	var out []Addon
 	for _, r := range renderers {

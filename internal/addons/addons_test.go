@@ -1,6 +1,7 @@
 package addons
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -185,4 +186,104 @@ func mustUnstructured(t *testing.T, o runtime.Object) *unstructured.Unstructured
 		t.Fatal(err)
 	}
 	return &unstructured.Unstructured{Object: m}
+}
+
+func testPolicies() *NetworkPolicies {
+	return &NetworkPolicies{AgentImage: "registry.lotse.local/kube-router:v2.1.0", ServiceCIDR: "10.96.0.0/16",
+		NodesCIDR: "10.250.3.0/24", APIServer: "10.250.3.1", APIPort: 24001}
+}
+
+func TestRenderNetworkPolicies(t *testing.T) {
+	withTenants := testPolicies()
+	withTenants.DefaultDenyTenantNamespaces, withTenants.TenantNamespaces = true, []string{"shop", "blog"}
+	badNodes := testPolicies()
+	badNodes.NodesCIDR = "nodes"
+	tests := []struct {
+		name      string
+		cfg       Config
+		present   []string // "namespace/name" of NetworkPolicies
+		absent    []string
+		wantErr   string
+		checkSpec func(t *testing.T, set []Addon)
+	}{
+		{
+			name:    "kube-system protected, tenants untouched",
+			cfg:     Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", NetworkPolicies: testPolicies()},
+			present: []string{"kube-system/deny-all", "kube-system/allow-dns", "kube-system/allow-to-apiserver", "kube-system/allow-to-dns"},
+			absent:  []string{"kube-system/allow-dns-upstreams", "shop/deny-all"},
+			checkSpec: func(t *testing.T, set []Addon) {
+				api := find(set, "NetworkPolicy", "allow-to-apiserver")
+				to, _, _ := unstructured.NestedSlice(api.Object, "spec", "egress")
+				if got := fmt.Sprint(to); !strings.Contains(got, "10.250.3.1/32") || !strings.Contains(got, "24001") {
+					t.Errorf("allow-to-apiserver egress %s", got)
+				}
+				dns := find(set, "NetworkPolicy", "allow-dns")
+				from, _, _ := unstructured.NestedSlice(dns.Object, "spec", "ingress")
+				if got := fmt.Sprint(from); !strings.Contains(got, "namespaceSelector:map[]") || !strings.Contains(got, "10.250.3.0/24") {
+					t.Errorf("allow-dns ingress %s", got)
+				}
+				ds := find(set, "DaemonSet", NetworkPolicyAgentName)
+				args, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
+				if got := fmt.Sprint(args); !strings.Contains(got, "--run-firewall=true") || !strings.Contains(got, "--run-router=false") ||
+					!strings.Contains(got, "--service-cluster-ip-range=10.96.0.0/16") {
+					t.Errorf("agent container %s", got)
+				}
+				coredns := find(set, "Deployment", CoreDNSName)
+				labels, _, _ := unstructured.NestedStringMap(coredns.Object, "spec", "template", "metadata", "labels")
+				if labels[LabelToAPIServer] != "allowed" || labels["k8s-app"] != "kube-dns" {
+					t.Errorf("CoreDNS pod labels %v", labels)
+				}
+			},
+		},
+		{
+			name:    "tenant namespaces denied on request",
+			cfg:     Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", NetworkPolicies: withTenants},
+			present: []string{"shop/deny-all", "shop/allow-to-dns", "blog/deny-all", "blog/allow-to-dns", "kube-system/deny-all"},
+		},
+		{
+			name:    "upstream resolvers allowed for CoreDNS",
+			cfg:     Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", Upstreams: []string{"192.0.2.53"}, NetworkPolicies: testPolicies()},
+			present: []string{"kube-system/allow-dns-upstreams"},
+		},
+		{
+			name:    "a bad nodes range",
+			cfg:     Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", NetworkPolicies: badNodes},
+			wantErr: `nodes range "nodes"`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, err := Render(tt.cfg)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Render: %v, want an error about %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			policies := map[string]bool{}
+			for _, a := range set {
+				for _, o := range a.Objects {
+					if o.GetKind() == "NetworkPolicy" {
+						policies[o.GetNamespace()+"/"+o.GetName()] = true
+					}
+				}
+			}
+			for _, p := range tt.present {
+				if !policies[p] {
+					t.Errorf("no NetworkPolicy %s (have %v)", p, policies)
+				}
+			}
+			for _, p := range tt.absent {
+				if policies[p] {
+					t.Errorf("NetworkPolicy %s rendered, want none", p)
+				}
+			}
+			if tt.checkSpec != nil {
+				tt.checkSpec(t, set)
+			}
+		})
+	}
 }

@@ -61,7 +61,7 @@ func renderCoreDNS(cfg Config) ([]runtime.Object, error) {
 			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
 				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr(intstr.FromInt32(1))}},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: selector},
+				ObjectMeta: metav1.ObjectMeta{Labels: withPolicyLabels(selector, LabelToAPIServer)},
 				Spec: corev1.PodSpec{
 					ServiceAccountName: CoreDNSName,
 					PriorityClassName:  "system-cluster-critical",

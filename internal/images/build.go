@@ -177,6 +177,10 @@ func (i Image) validate() error {
 		if i.Binary == "" {
 			return fmt.Errorf("image %s: no binary", i.Ref())
 		}
+	case KindGoModule:
+		if i.Module == "" || i.Source == "" || !strings.HasPrefix(i.Package, i.Module) {
+			return fmt.Errorf("image %s: needs a module, its version and a main package inside it", i.Ref())
+		}
 	default:
 		return fmt.Errorf("image %s: unknown kind %q", i.Ref(), i.Kind)
 	}
@@ -198,6 +202,19 @@ func (b *Builder) key(img Image) (string, error) {
 			return "", err
 		}
 		parts = append(parts, "binary=sha256:"+sum)
+	case KindGoModule:
+		parts = append(parts, "module="+img.Module+"@"+img.Source, "package="+img.Package)
+	}
+	if len(img.HostFiles) > 0 {
+		tree, err := collectHostFiles(context.Background(), img.HostFiles)
+		if err != nil {
+			return "", err
+		}
+		sum, err := tree.digest()
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, "hostfiles="+strings.Join(img.HostFiles, ",")+"@sha256:"+sum)
 	}
 	return strings.Join(parts, ";"), nil
 }
@@ -245,9 +262,26 @@ func (b *Builder) build(ctx context.Context, img Image, key string) error {
 		desc = "github.com/coredns/coredns@" + img.Source + " plugins " + strings.Join(CoreDNSPlugins, ",")
 	case KindBinary:
 		binary = img.Binary
+	case KindGoModule:
+		binary, err = b.buildGoModule(ctx, img)
+		desc = img.Package + "@" + img.Source
 	}
 	if err != nil {
 		return err
+	}
+	var layers []string
+	if len(img.HostFiles) > 0 {
+		tree, err := collectHostFiles(ctx, img.HostFiles)
+		if err != nil {
+			return err
+		}
+		hostLayer := tarPath + ".hostfiles.tmp"
+		defer os.Remove(hostLayer)
+		if err := tree.writeLayer(hostLayer); err != nil {
+			return err
+		}
+		layers = append(layers, hostLayer)
+		desc += " with host files " + strings.Join(img.HostFiles, " ")
 	}
 	if err := checkStaticAMD64(binary); err != nil {
 		return err
@@ -265,7 +299,7 @@ func (b *Builder) build(ctx context.Context, img Image, key string) error {
 		// Not the path: the same binary gives the same image wherever it is.
 		desc = "static binary sha256:" + binSum
 	}
-	image, err := assemble(img, layerPath, desc)
+	image, err := assemble(img, append(layers, layerPath), desc)
 	if err != nil {
 		return err
 	}
@@ -358,19 +392,23 @@ func writeLayer(layerPath, binary, dest string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), out.Close()
 }
 
-// assemble makes a linux/amd64 OCI image of the single layer at layerPath.
-func assemble(img Image, layerPath, desc string) (v1.Image, error) {
-	layer, err := tarball.LayerFromFile(layerPath, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, err
-	}
+// assemble makes a linux/amd64 OCI image of the layers at layerPaths.
+func assemble(img Image, layerPaths []string, desc string) (v1.Image, error) {
 	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
-	image, err := mutate.Append(base, mutate.Addendum{
-		Layer:     layer,
-		MediaType: types.OCILayer,
-		History:   v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "lotse: " + desc, Comment: "built by github.com/lotse/lotse/internal/images"},
-	})
+	var adds []mutate.Addendum
+	for _, p := range layerPaths {
+		layer, err := tarball.LayerFromFile(p, tarball.WithMediaType(types.OCILayer))
+		if err != nil {
+			return nil, err
+		}
+		adds = append(adds, mutate.Addendum{
+			Layer:     layer,
+			MediaType: types.OCILayer,
+			History:   v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "lotse: " + desc, Comment: "built by github.com/lotse/lotse/internal/images"},
+		})
+	}
+	image, err := mutate.Append(base, adds...)
 	if err != nil {
 		return nil, err
 	}
@@ -544,6 +582,54 @@ func (b *Builder) buildCoreDNS(ctx context.Context, img Image) (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(log, "    built coredns in %s\n", time.Since(start).Round(100*time.Millisecond))
+	return out, nil
+}
+
+// buildGoModule builds img.Package of img.Module at img.Source in a
+// generated work module, statically.
+func (b *Builder) buildGoModule(ctx context.Context, img Image) (string, error) {
+	log := b.log()
+	dir := filepath.Join(b.cacheDir(), "build", img.Name+"-"+img.Source)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(log, "==> %s: fetching %s@%s\n", img.Name, img.Module, img.Source)
+	mod, err := gobuild.Download(ctx, dir, img.Module+"@"+img.Source, log)
+	if err != nil {
+		return "", err
+	}
+	upstreamMod, err := os.ReadFile(mod.GoMod)
+	if err != nil {
+		return "", err
+	}
+	gomod, err := workModule(upstreamMod, img.Module, img.Source, img.Name+"build", img.Name+" built from its module")
+	if err != nil {
+		return "", err
+	}
+	if err := fsutil.WriteIfChanged(filepath.Join(dir, "go.mod"), gomod, 0o644); err != nil {
+		return "", err
+	}
+	// No Go file of its own imports the package (a main package cannot be
+	// imported), so go get records what building it needs.
+	if err := gobuild.Go(ctx, dir, log, "get", img.Package+"@"+img.Source); err != nil {
+		return "", fmt.Errorf("go get %s@%s: %w", img.Package, img.Source, err)
+	}
+	fmt.Fprintf(log, "==> %s: building %s\n", img.Name, img.Package)
+	tmpDir, err := os.MkdirTemp(dir, ".out-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmpDir)
+	tmp := filepath.Join(tmpDir, img.Name)
+	start := time.Now()
+	if err := gobuild.Go(ctx, dir, log, "build", "-trimpath", "-ldflags", "-s -w", "-o", tmp, img.Package); err != nil {
+		return "", fmt.Errorf("go build %s@%s: %w", img.Package, img.Source, err)
+	}
+	out := filepath.Join(dir, img.Name)
+	if err := os.Rename(tmp, out); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(log, "    built %s in %s\n", img.Name, time.Since(start).Round(100*time.Millisecond))
 	return out, nil
 }
 

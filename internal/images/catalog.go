@@ -40,6 +40,9 @@ const (
 	KindCoreDNS Kind = "coredns"
 	// KindBinary wraps a local static binary (see FromBinary).
 	KindBinary Kind = "binary"
+	// KindGoModule builds a main package of a module from the Go module
+	// proxy, statically (see FromGoModule).
+	KindGoModule Kind = "gomodule"
 )
 
 // Image is one image to build.
@@ -61,6 +64,13 @@ type Image struct {
 	Entrypoint []string
 	// User optionally sets the config's user, e.g. "65535:65535".
 	User string
+	// Module and Package are the module path and the main package a
+	// KindGoModule image is built from (Source is the module version).
+	Module, Package string
+	// HostFiles are host programs and directories the binary needs at run
+	// time (iptables, ipset), stored at the same paths in a layer of their
+	// own with everything they load (see collectHostFiles).
+	HostFiles []string
 }
 
 // Ref is the full image reference, e.g. "registry.lotse.local/pause:3.10.2".
@@ -121,6 +131,23 @@ func FromBinary(name, tag, binaryPath string, entrypoint []string) Image {
 	}
 }
 
+// FromGoModule is an image of the main package pkg of module at version,
+// built statically from the Go module proxy; the binary is stored at
+// /<name> and is the entrypoint. hostFiles are added as described at
+// Image.HostFiles.
+func FromGoModule(name, tag, module, version, pkg string, hostFiles ...string) Image {
+	return Image{
+		Name:       name,
+		Tag:        tag,
+		Kind:       KindGoModule,
+		Module:     module,
+		Source:     version,
+		Package:    pkg,
+		Entrypoint: []string{"/" + name},
+		HostFiles:  hostFiles,
+	}
+}
+
 // KonnectivityAgentName is the image of the tunnel's agent.
 const KonnectivityAgentName = "konnectivity-agent"
 
@@ -130,6 +157,26 @@ const KonnectivityAgentName = "konnectivity-agent"
 func KonnectivityAgent(version, binary string) Image {
 	return FromBinary(KonnectivityAgentName, "v"+strings.TrimPrefix(version, "v"), binary, []string{"/proxy-agent"})
 }
+
+// Images of the node agents Lotse manages, the same for every release.
+const (
+	KubeRouterName    = "kube-router"
+	KubeRouterVersion = "v2.1.0"
+)
+
+// KubeRouter is the network policy agent's image: kube-router (its
+// firewall part) with the host's iptables and ipset, which it executes to
+// program the node. iptables is whichever variant the host's alternatives
+// select (nft on Debian 12), the one kube-proxy on the nodes uses too.
+func KubeRouter() Image {
+	return FromGoModule(KubeRouterName, KubeRouterVersion, "github.com/cloudnativelabs/kube-router/v2", KubeRouterVersion,
+		"github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
+		"/usr/sbin/iptables", "/usr/sbin/iptables-save", "/usr/sbin/iptables-restore", "/usr/sbin/ipset",
+		"/usr/lib/x86_64-linux-gnu/xtables")
+}
+
+// NodeAgents are the images of the node agents, loaded on every node.
+func NodeAgents() []Image { return []Image{KubeRouter()} }
 
 // Set is the images a node of one Kubernetes release needs.
 type Set struct {

@@ -32,7 +32,7 @@ func (n *nodeImages) source(ctx context.Context, version string) (string, []stri
 	if err != nil {
 		return "", nil, false, err
 	}
-	all := set.All()
+	all := append(set.All(), images.NodeAgents()...)
 	if agent, ok, err := n.agentImage(version); err != nil {
 		return "", nil, false, err
 	} else if ok {

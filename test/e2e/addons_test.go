@@ -3,23 +3,33 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/netns"
 )
 
 // TestAddons: one cluster with two nodes whose managed components are
 // kept as declared: what a tenant deletes or edits comes back (with an
 // event on the Cluster saying so), an object annotated lotse.dev/ignore is
-// left alone and reported in status.addons.
+// left alone and reported in status.addons; NetworkPolicies are enforced
+// (see networkPolicies).
 func TestAddons(t *testing.T) {
 	const name = "addons"
 	t.Parallel()
@@ -43,7 +53,7 @@ func TestAddons(t *testing.T) {
 			t.Errorf("addon %s not healthy: %s", a.Name, a.Message)
 		}
 	}
-	for _, want := range []string{"coredns", "konnectivity-agent"} {
+	for _, want := range []string{"coredns", "konnectivity-agent", "kube-router", "default-network-policies"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("status.addons %v lacks %s", names, want)
 		}
@@ -110,6 +120,209 @@ func TestAddons(t *testing.T) {
 			return err == nil && strings.Contains(cm.Data["Corefile"], "prometheus"), err
 		})
 	})
+
+	networkPolicies(t, mc, name, cs)
+}
+
+// networkPolicies: kube-system is protected while DNS answers everyone;
+// tenant policies are enforced (ingress and egress); the tenant default
+// deny comes and goes with the spec; a deleted default policy comes back.
+func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.Interface) {
+	ctx := context.Background()
+	buildEchoImage(t)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	mustCLI(t, "cluster", "kubeconfig", name, "--output-file", kubeconfig)
+	for _, app := range []string{"web", "client"} {
+		deployEchoApp(t, cs, "default", app)
+	}
+	clientPod := readyPodOf(t, cs, "default", "client")
+	get := func(url string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, kubectlPath(t), "--kubeconfig", kubeconfig, "exec", "-n", "default", clientPod, "--",
+			"/echo", "get", "-timeout", "2s", url).CombinedOutput()
+		return string(out), err
+	}
+	const web = "http://web.default.svc.cluster.local/"
+	waitFor(t, time.Minute, "client -> web by DNS name", func() (bool, error) {
+		out, err := get(web)
+		return err == nil && strings.Contains(out, "hello from web-"), fmt.Errorf("%v: %s", err, out)
+	})
+
+	if !t.Run("kube-system is protected, DNS answers", func(t *testing.T) {
+		dns := readyPodOf(t, cs, "kube-system", "")
+		pod, err := cs.CoreV1().Pods("kube-system").Get(ctx, dns, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// CoreDNS serves metrics on 9153, which no policy opens. It does
+		// answer its own node (the firewall lets a node reach its pods, for
+		// probes), so what stops the tenant pod is the policy.
+		metrics := fmt.Sprintf("http://%s:9153/metrics", pod.Status.PodIP)
+		ns := machineNSOf(t, getCluster(t, mc, name), pod.Status.HostIP)
+		if out, err := exec.Command("nsenter", "--net="+netns.Path(ns), "--", "curl", "-sS", "-m", "5", metrics).CombinedOutput(); err != nil || !strings.Contains(string(out), "coredns_") {
+			t.Fatalf("CoreDNS metrics from its node: %v\n%.300s", err, out)
+		}
+		rules, err := exec.Command("nsenter", "--net="+netns.Path(ns), "--", "iptables", "-w", "-S").CombinedOutput()
+		if err != nil || !strings.Contains(string(rules), "KUBE-ROUTER-FORWARD") {
+			t.Errorf("no kube-router chains on the node: %v", err)
+		}
+		out, err := get(metrics)
+		if err == nil {
+			t.Errorf("a tenant pod reached CoreDNS's metrics port:\n%.200s", out)
+		}
+		if out, err := get(web); err != nil {
+			t.Errorf("DNS and the web Service no longer work: %v\n%s", err, out)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("a tenant policy is enforced, and its removal restores traffic", func(t *testing.T) {
+		deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-web", Namespace: "default"},
+			Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+		if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "web denied", func() (bool, error) {
+			_, err := get(web)
+			return err != nil, nil
+		})
+		if err := cs.NetworkingV1().NetworkPolicies("default").Delete(ctx, "deny-web", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "web reachable again", func() (bool, error) {
+			out, err := get(web)
+			return err == nil, fmt.Errorf("%v: %s", err, out)
+		})
+	}) {
+		return
+	}
+
+	if !t.Run("a deleted default policy comes back", func(t *testing.T) {
+		before, err := cs.NetworkingV1().NetworkPolicies("kube-system").Get(ctx, "deny-all", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.NetworkingV1().NetworkPolicies("kube-system").Delete(ctx, "deny-all", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "kube-system/deny-all back", func() (bool, error) {
+			p, err := cs.NetworkingV1().NetworkPolicies("kube-system").Get(ctx, "deny-all", metav1.GetOptions{})
+			return err == nil && p.UID != before.UID, err
+		})
+	}) {
+		return
+	}
+
+	t.Run("tenant namespaces denied on request", func(t *testing.T) {
+		updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Networking.DefaultDenyTenantNamespaces = true })
+		waitFor(t, 30*time.Second, "default/deny-all", func() (bool, error) {
+			_, err := cs.NetworkingV1().NetworkPolicies("default").Get(ctx, "deny-all", metav1.GetOptions{})
+			return err == nil, err
+		})
+		waitFor(t, time.Minute, "web denied by the default", func() (bool, error) {
+			out, err := get(web)
+			// Denied, not unresolvable: DNS stays allowed.
+			return err != nil && !strings.Contains(out, "no such host"), fmt.Errorf("%v: %s", err, out)
+		})
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "later"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, "later/deny-all for a new namespace", func() (bool, error) {
+			_, err := cs.NetworkingV1().NetworkPolicies("later").Get(ctx, "deny-all", metav1.GetOptions{})
+			return err == nil, err
+		})
+		updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Networking.DefaultDenyTenantNamespaces = false })
+		waitFor(t, 30*time.Second, "the tenant defaults removed", func() (bool, error) {
+			list, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{LabelSelector: "addons.lotse.dev/addon"})
+			if err != nil {
+				return false, err
+			}
+			for _, p := range list.Items {
+				if p.Namespace != "kube-system" {
+					return false, fmt.Errorf("%s/%s still there", p.Namespace, p.Name)
+				}
+			}
+			return true, nil
+		})
+		waitFor(t, time.Minute, "web reachable again", func() (bool, error) {
+			out, err := get(web)
+			return err == nil, fmt.Errorf("%v: %s", err, out)
+		})
+	})
+}
+
+// machineNSOf is the network namespace of the machine with address ip.
+func machineNSOf(t testing.TB, cl *lotsev1.Cluster, ip string) string {
+	t.Helper()
+	n := clusterNetwork(t, cl)
+	for i := 0; i < 64; i++ {
+		if a, err := n.MachineIP(i); err == nil && a.String() == ip {
+			return n.MachineNS(i)
+		}
+	}
+	t.Fatalf("no machine of %s has address %s", cl.Name, ip)
+	return ""
+}
+
+// deployEchoApp runs one echo server labelled app=NAME behind a Service
+// NAME (port 80).
+func deployEchoApp(t testing.TB, cs kubernetes.Interface, namespace, name string) {
+	t.Helper()
+	ctx := context.Background()
+	labels := map[string]string{"app": name}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever,
+					Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+				}}},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments(namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if _, err := cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readyPodOf waits for a ready pod labelled app=APP (k8s-app=kube-dns for
+// an empty app) and returns its name.
+func readyPodOf(t testing.TB, cs kubernetes.Interface, namespace, app string) string {
+	t.Helper()
+	selector := "app=" + app
+	if app == "" {
+		selector = "k8s-app=kube-dns"
+	}
+	var name string
+	waitFor(t, 3*time.Minute, "a ready pod "+selector, func() (bool, error) {
+		list, err := cs.CoreV1().Pods(namespace).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return false, err
+		}
+		for i := range list.Items {
+			if p := &list.Items[i]; p.DeletionTimestamp == nil && podReady(p) {
+				name = p.Name
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return name
 }
 
 // waitClusterEvent waits for an event on a Cluster with the given reason

@@ -113,7 +113,11 @@ func TestValidationOnUpdate(t *testing.T) {
 		want    string
 	}{
 		{"change networking", nil, func(c *lotsev1.Cluster) { c.Spec.Networking.Pods = "10.200.0.0/16" },
-			"spec.networking is immutable"},
+			"spec.networking.pods, services, nodes and egress are immutable"},
+		{"set a nodes range later", nil, func(c *lotsev1.Cluster) { c.Spec.Networking.Nodes = "10.250.9.0/24" },
+			"spec.networking.pods, services, nodes and egress are immutable"},
+		{"change egress", nil, func(c *lotsev1.Cluster) { c.Spec.Networking.Egress = lotsev1.EgressAllow },
+			"spec.networking.pods, services, nodes and egress are immutable"},
 		{"change high availability", nil, func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = true },
 			"spec.controlPlane.highAvailability is immutable"},
 		{"change encryption provider", nil, func(c *lotsev1.Cluster) { c.Spec.Encryption.Provider = "secretbox" },
@@ -155,6 +159,11 @@ func TestValidationOnUpdate(t *testing.T) {
 	c.Spec.Kubernetes.Version = "1.36.3"
 	if err := mc.Update(context.Background(), c); err != nil {
 		t.Errorf("upgrade 1.35.4 -> 1.36.3 rejected: %v", err)
+	}
+	// The network policy default may change at any time.
+	c.Spec.Networking.DefaultDenyTenantNamespaces = true
+	if err := mc.Update(context.Background(), c); err != nil {
+		t.Errorf("spec.networking.defaultDenyTenantNamespaces change rejected: %v", err)
 	}
 }
 

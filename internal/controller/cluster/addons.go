@@ -59,6 +59,12 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	if cfg.Tunnel, err = r.tunnelAddon(spec); err != nil {
 		return false, "", err
 	}
+	if err := r.watchTenant(ctx, c, spec); err != nil {
+		return false, "", err
+	}
+	if cfg.NetworkPolicies, err = r.networkPolicies(ctx, c, spec); err != nil {
+		return false, "", err
+	}
 	declared, err := addons.Render(cfg)
 	if err != nil {
 		return false, "", err
@@ -70,9 +76,6 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 		r.event(subject, eventType, reason, "KeepAddons", "%s", msg)
 	})
 	if err != nil {
-		return false, "", err
-	}
-	if err := r.watchTenant(ctx, c, spec); err != nil {
 		return false, "", err
 	}
 	if totalMinimum(c) == 0 {
@@ -126,6 +129,28 @@ func (r *Reconciler) tunnelAddon(spec controlplane.Spec) (*addons.Tunnel, error)
 		Servers: access.TunnelServers,
 		CA:      creds.CA, Cert: creds.Cert, Key: creds.Key,
 	}, nil
+}
+
+// networkPolicies configures the policy agent and the default policies.
+func (r *Reconciler) networkPolicies(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) (*addons.NetworkPolicies, error) {
+	access, err := r.Backend.NodeAccess(spec)
+	if err != nil {
+		return nil, err
+	}
+	np := &addons.NetworkPolicies{
+		AgentImage:                  images.KubeRouter().Ref(),
+		ServiceCIDR:                 c.Spec.Networking.Services,
+		NodesCIDR:                   access.NodesCIDR,
+		APIServer:                   access.Gateway,
+		APIPort:                     access.APIPort,
+		DefaultDenyTenantNamespaces: c.Spec.Networking.DefaultDenyTenantNamespaces,
+	}
+	if np.DefaultDenyTenantNamespaces {
+		if np.TenantNamespaces, err = r.tenantNamespaces(ctx, spec); err != nil {
+			return nil, err
+		}
+	}
+	return np, nil
 }
 
 func totalMinimum(c *lotsev1.Cluster) int {

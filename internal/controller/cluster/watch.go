@@ -2,14 +2,20 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"sort"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/addons"
 	"github.com/lotse/lotse/internal/controlplane"
 )
 
@@ -60,6 +66,11 @@ func (r *Reconciler) watchTenant(ctx context.Context, c *lotsev1.Cluster, spec c
 		handler  cache.ResourceEventHandler
 	}{
 		{factory.Core().V1().Nodes().Informer(), nodes},
+		// New and deleted namespaces change the default policies.
+		{factory.Core().V1().Namespaces().Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { enqueue() },
+			DeleteFunc: func(any) { enqueue() },
+		}},
 	}
 	if c.Spec.Networking.Egress != lotsev1.EgressAllow {
 		cs, err := r.Tenants.For(spec.Key, kc)
@@ -79,6 +90,37 @@ func (r *Reconciler) watchTenant(ctx context.Context, c *lotsev1.Cluster, spec c
 	factory.Start(watchCtx.Done())
 	r.watches.watched[spec.Key] = watchCtx
 	return nil
+}
+
+// tenantNamespaces lists a cluster's namespaces other than the system
+// ones, from the watch's cache.
+func (r *Reconciler) tenantNamespaces(ctx context.Context, spec controlplane.Spec) ([]string, error) {
+	kc, err := r.Backend.AdminKubeconfig(spec)
+	if err != nil {
+		return nil, err
+	}
+	factory, _, err := r.Tenants.Informers(spec.Key, kc)
+	if err != nil || factory == nil {
+		return nil, err
+	}
+	inf := factory.Core().V1().Namespaces()
+	syncCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), inf.Informer().HasSynced) {
+		return nil, fmt.Errorf("namespaces of %s not listed yet", spec.Key)
+	}
+	list, err := inf.Lister().List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, ns := range list {
+		if !slices.Contains(addons.SystemNamespaces, ns.Name) && ns.DeletionTimestamp.IsZero() {
+			out = append(out, ns.Name)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 func nodeReadyStatus(n *corev1.Node) corev1.ConditionStatus {
