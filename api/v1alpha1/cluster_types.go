@@ -144,7 +144,7 @@ type EncryptionSpec struct {
 type EncryptedResource string
 
 // NetworkingSpec holds the cluster's address ranges and network policy defaults.
-// +kubebuilder:validation:XValidation:rule="(has(self.pods) ? self.pods : ”) == (has(oldSelf.pods) ? oldSelf.pods : ”) && (has(self.services) ? self.services : ”) == (has(oldSelf.services) ? oldSelf.services : ”) && (has(self.nodes) ? self.nodes : ”) == (has(oldSelf.nodes) ? oldSelf.nodes : ”) && (has(self.egress) ? self.egress : ”) == (has(oldSelf.egress) ? oldSelf.egress : ”)",message="spec.networking.pods, services, nodes and egress are immutable; create a new cluster to change them"
+// +kubebuilder:validation:XValidation:rule="has(self.pods) == has(oldSelf.pods) && (!has(self.pods) || self.pods == oldSelf.pods) && has(self.services) == has(oldSelf.services) && (!has(self.services) || self.services == oldSelf.services) && has(self.nodes) == has(oldSelf.nodes) && (!has(self.nodes) || self.nodes == oldSelf.nodes) && has(self.egress) == has(oldSelf.egress) && (!has(self.egress) || self.egress == oldSelf.egress)",message="spec.networking.pods, services, nodes and egress are immutable; create a new cluster to change them"
 // +kubebuilder:validation:XValidation:rule="!has(self.pods) || !has(self.services) || !isCIDR(self.pods) || !isCIDR(self.services) || !(cidr(self.pods).containsCIDR(cidr(self.services)) || cidr(self.services).containsCIDR(cidr(self.pods)))",messageExpression="'spec.networking.pods (' + self.pods + ') and spec.networking.services (' + self.services + ') overlap; choose disjoint ranges'"
 type NetworkingSpec struct {
 	// Pods is the CIDR pod addresses come from; each node gets a /24 of it.
