@@ -170,6 +170,10 @@ type MachineStatus struct {
 	NodeName string `json:"nodeName,omitempty"`
 	// +optional
 	Addresses []MachineAddress `json:"addresses,omitempty"`
+	// LocalVolumesPath is where node-local volumes (the local-path
+	// StorageClass) live on the machine; they go away with it.
+	// +optional
+	LocalVolumesPath string `json:"localVolumesPath,omitempty"`
 	// FailureMessage says why the machine failed, if it did.
 	// +optional
 	FailureMessage string `json:"failureMessage,omitempty"`

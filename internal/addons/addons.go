@@ -46,6 +46,8 @@ var Resources = map[string]schema.GroupVersionResource{
 	"RoleBinding":         {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
 	"PodDisruptionBudget": {Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"},
 	"NetworkPolicy":       {Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"},
+	"StorageClass":        {Group: "storage.k8s.io", Version: "v1", Resource: "storageclasses"},
+	"APIService":          {Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"},
 }
 
 // Addon is one managed component: a name and the objects that make it up.
@@ -72,6 +74,11 @@ type Config struct {
 	// NetworkPolicies configures their enforcement and the default
 	// policies; nil leaves both out.
 	NetworkPolicies *NetworkPolicies
+	// Storage configures the default StorageClass of node-local volumes;
+	// nil leaves it out.
+	Storage *Storage
+	// Metrics configures metrics-server; nil leaves it out.
+	Metrics *Metrics
 }
 
 // Toleration of an exact taint.
@@ -101,6 +108,8 @@ func Render(cfg Config) ([]Addon, error) {
 		{TunnelAgentName, renderTunnel},
 		{NetworkPolicyAgentName, renderNetworkPolicyAgent},
 		{DefaultNetworkPoliciesName, renderDefaultNetworkPolicies},
+		{StorageName, renderStorage},
+		{MetricsServerName, renderMetrics},
 	}
 	var out []Addon
 	for _, r := range renderers {
@@ -202,6 +211,17 @@ func WorkloadHealth(u *unstructured.Unstructured) (bool, string, error) {
 			return false, fmt.Sprintf("daemonset %s: %d/%d pods ready and updated", ds.Name, min(s.NumberReady, s.UpdatedNumberScheduled), s.DesiredNumberScheduled), nil
 		}
 		return true, fmt.Sprintf("daemonset %s: %d/%d pods ready", ds.Name, s.NumberReady, s.DesiredNumberScheduled), nil
+	case "APIService":
+		conditions, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conditions {
+			if c, ok := c.(map[string]any); ok && c["type"] == "Available" {
+				if c["status"] == "True" {
+					return true, fmt.Sprintf("APIService %s available", u.GetName()), nil
+				}
+				return false, fmt.Sprintf("APIService %s not available: %v", u.GetName(), c["message"]), nil
+			}
+		}
+		return false, fmt.Sprintf("APIService %s not available yet", u.GetName()), nil
 	}
 	return true, "", nil
 }

@@ -164,6 +164,10 @@ func TestWorkloadHealth(t *testing.T) {
 		{"daemonset not rolled out", agents(2, 2, 1), false, "1/2 pods ready and updated"},
 		{"daemonset ready", agents(2, 2, 2), true, "2/2 pods ready"},
 		{"daemonset without nodes", agents(0, 0, 0), false, "0/0"},
+		{"APIService available", &unstructured.Unstructured{Object: map[string]any{"kind": "APIService", "metadata": map[string]any{"name": "v1beta1.metrics.k8s.io"},
+			"status": map[string]any{"conditions": []any{map[string]any{"type": "Available", "status": "True"}}}}}, true, "available"},
+		{"APIService failing", &unstructured.Unstructured{Object: map[string]any{"kind": "APIService", "metadata": map[string]any{"name": "v1beta1.metrics.k8s.io"},
+			"status": map[string]any{"conditions": []any{map[string]any{"type": "Available", "status": "False", "message": "no endpoints"}}}}}, false, "no endpoints"},
 		{"other kinds exist", mustUnstructured(t, &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}}), true, ""},
 	}
 	for _, tt := range tests {
@@ -285,5 +289,71 @@ func TestRenderNetworkPolicies(t *testing.T) {
 				tt.checkSpec(t, set)
 			}
 		})
+	}
+}
+
+func TestRenderStorage(t *testing.T) {
+	cfg := Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", Storage: &Storage{ProvisionerImage: "p", HelperImage: "h",
+		NodePaths: map[string]string{"node-b": "/m/b/local-volumes", "node-a": "/m/a/local-volumes"}}}
+	set, err := Render(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := find(set, "StorageClass", StorageClassName)
+	if sc == nil || sc.GetAnnotations()["storageclass.kubernetes.io/is-default-class"] != "true" ||
+		sc.Object["volumeBindingMode"] != "WaitForFirstConsumer" || sc.Object["reclaimPolicy"] != "Delete" {
+		t.Fatalf("storage class %v", sc)
+	}
+	cm := find(set, "ConfigMap", StorageName)
+	conf, _, _ := unstructured.NestedString(cm.Object, "data", "config.json")
+	a, b := strings.Index(conf, `"node-a"`), strings.Index(conf, `"node-b"`)
+	if a < 0 || b < a || !strings.Contains(conf, "/m/a/local-volumes") || !strings.Contains(conf, DefaultLocalVolumesPath) {
+		t.Errorf("config.json (nodes sorted, each with its path, and a default):\n%s", conf)
+	}
+	dep := find(set, "Deployment", StorageName)
+	sum1, _, _ := unstructured.NestedString(dep.Object, "spec", "template", "metadata", "annotations", "lotse.dev/config-checksum")
+
+	cfg.Storage.NodePaths["node-c"] = "/m/c/local-volumes"
+	set, _ = Render(cfg)
+	sum2, _, _ := unstructured.NestedString(find(set, "Deployment", StorageName).Object, "spec", "template", "metadata", "annotations", "lotse.dev/config-checksum")
+	if sum1 == "" || sum1 == sum2 {
+		t.Errorf("the config checksum does not follow the nodes: %q -> %q", sum1, sum2)
+	}
+
+	cfg.Storage.NodePaths["node-d"] = "relative"
+	if _, err := Render(cfg); err == nil || !strings.Contains(err.Error(), "not absolute") {
+		t.Errorf("a relative volumes path: %v", err)
+	}
+}
+
+func TestRenderMetrics(t *testing.T) {
+	cfg := Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x",
+		Metrics: &Metrics{Image: "m", CA: []byte("ca"), Cert: []byte("cert"), Key: []byte("key"), NodesCIDR: "10.250.3.0/24"}}
+	set, err := Render(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := find(set, "APIService", "v1beta1.metrics.k8s.io")
+	if api == nil {
+		t.Fatal("no APIService")
+	}
+	if skip, _, _ := unstructured.NestedBool(api.Object, "spec", "insecureSkipTLSVerify"); skip {
+		t.Error("the API server must verify metrics-server")
+	}
+	if ca, _, _ := unstructured.NestedString(api.Object, "spec", "caBundle"); ca != "Y2E=" { // base64("ca")
+		t.Errorf("caBundle %q", ca)
+	}
+	policy := find(set, "NetworkPolicy", "allow-metrics-server")
+	if got := fmt.Sprint(policy.Object["spec"]); !strings.Contains(got, "10.250.3.0/24") || !strings.Contains(got, "10250") {
+		t.Errorf("allow-metrics-server %s", got)
+	}
+	dep := find(set, "Deployment", MetricsServerName)
+	if got := fmt.Sprint(dep.Object["spec"]); !strings.Contains(got, "--kubelet-certificate-authority=") || strings.Contains(got, "insecure") {
+		t.Errorf("metrics-server must verify the kubelets: %s", got)
+	}
+
+	cfg.Metrics.Cert = nil
+	if _, err := Render(cfg); err == nil || !strings.Contains(err.Error(), "serving certificate") {
+		t.Errorf("without a certificate: %v", err)
 	}
 }

@@ -85,6 +85,12 @@ type TunnelCredentials struct {
 	Cert, Key []byte
 }
 
+// ServingCredentials are a serving certificate and the CA clients verify
+// it with (PEM).
+type ServingCredentials struct {
+	CA, Cert, Key []byte
+}
+
 // NodeAccess says where the machines of a cluster reach its control plane.
 type NodeAccess struct {
 	// NodesCIDR is the network of the cluster's machines; its first
@@ -122,6 +128,10 @@ type Backend interface {
 	// TunnelCredentials returns what the cluster's konnectivity agents
 	// present and trust.
 	TunnelCredentials(spec Spec) (TunnelCredentials, error)
+	// AddonServing returns the serving certificate (and the CA that signed
+	// it) of an addon the API server calls, e.g. an aggregated API, for
+	// dnsNames: issued once per cluster and kept.
+	AddonServing(spec Spec, name string, dnsNames []string) (ServingCredentials, error)
 	// NodeAccess says where machines reach the control plane; it is known
 	// once the control plane's first task ran.
 	NodeAccess(spec Spec) (NodeAccess, error)

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -168,6 +169,11 @@ func (i Image) validate() error {
 	if len(i.Entrypoint) == 0 || !path.IsAbs(i.Entrypoint[0]) || path.Clean(i.Entrypoint[0]) != i.Entrypoint[0] || i.Entrypoint[0] == "/" {
 		return fmt.Errorf("image %s: entrypoint %q must start with the clean absolute path of the binary", i.Ref(), i.Entrypoint)
 	}
+	for l := range i.Links {
+		if !path.IsAbs(l) || path.Clean(l) != l || l == "/" {
+			return fmt.Errorf("image %s: link %q must be a clean absolute path", i.Ref(), l)
+		}
+	}
 	switch i.Kind {
 	case KindPause, KindCoreDNS:
 		if i.Source == "" {
@@ -204,6 +210,9 @@ func (b *Builder) key(img Image) (string, error) {
 		parts = append(parts, "binary=sha256:"+sum)
 	case KindGoModule:
 		parts = append(parts, "module="+img.Module+"@"+img.Source, "package="+img.Package)
+	}
+	for _, l := range sortedLinks(img.Links) {
+		parts = append(parts, "link="+l+"->"+img.Links[l])
 	}
 	if len(img.HostFiles) > 0 {
 		tree, err := collectHostFiles(context.Background(), img.HostFiles)
@@ -270,10 +279,13 @@ func (b *Builder) build(ctx context.Context, img Image, key string) error {
 		return err
 	}
 	var layers []string
-	if len(img.HostFiles) > 0 {
+	if len(img.HostFiles) > 0 || len(img.Links) > 0 {
 		tree, err := collectHostFiles(ctx, img.HostFiles)
 		if err != nil {
 			return err
+		}
+		for _, l := range sortedLinks(img.Links) {
+			tree.links[l] = img.Links[l]
 		}
 		hostLayer := tarPath + ".hostfiles.tmp"
 		defer os.Remove(hostLayer)
@@ -281,7 +293,9 @@ func (b *Builder) build(ctx context.Context, img Image, key string) error {
 			return err
 		}
 		layers = append(layers, hostLayer)
-		desc += " with host files " + strings.Join(img.HostFiles, " ")
+		if len(img.HostFiles) > 0 {
+			desc += " with host files " + strings.Join(img.HostFiles, " ")
+		}
 	}
 	if err := checkStaticAMD64(binary); err != nil {
 		return err
@@ -293,7 +307,7 @@ func (b *Builder) build(ctx context.Context, img Image, key string) error {
 		return err
 	}
 	if img.Kind == KindBinary {
-		if !strings.HasSuffix(key, ";binary=sha256:"+binSum) {
+		if !strings.Contains(key+";", ";binary=sha256:"+binSum+";") {
 			return fmt.Errorf("binary %s changed while the image was being built; try again", img.Binary)
 		}
 		// Not the path: the same binary gives the same image wherever it is.
@@ -583,6 +597,15 @@ func (b *Builder) buildCoreDNS(ctx context.Context, img Image) (string, error) {
 	}
 	fmt.Fprintf(log, "    built coredns in %s\n", time.Since(start).Round(100*time.Millisecond))
 	return out, nil
+}
+
+func sortedLinks(links map[string]string) []string {
+	out := make([]string, 0, len(links))
+	for l := range links {
+		out = append(out, l)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // buildGoModule builds img.Package of img.Module at img.Source in a

@@ -71,6 +71,9 @@ type Image struct {
 	// time (iptables, ipset), stored at the same paths in a layer of their
 	// own with everything they load (see collectHostFiles).
 	HostFiles []string
+	// Links are symlinks to add (path in the image -> target), e.g. a
+	// multi-call binary's applet names.
+	Links map[string]string
 }
 
 // Ref is the full image reference, e.g. "registry.lotse.local/pause:3.10.2".
@@ -175,8 +178,48 @@ func KubeRouter() Image {
 		"/usr/lib/x86_64-linux-gnu/xtables")
 }
 
-// NodeAgents are the images of the node agents, loaded on every node.
-func NodeAgents() []Image { return []Image{KubeRouter()} }
+// Storage: rancher's local-path-provisioner and the image of its helper
+// pods, which create and remove the volume directories with the setup and
+// teardown scripts Lotse gives it (/bin/sh is Debian's static busybox).
+const (
+	LocalPathProvisionerName    = "local-path-provisioner"
+	LocalPathProvisionerVersion = "v0.0.30"
+	LocalPathHelperName         = "local-path-helper"
+	// busyboxBinary is the static busybox of Debian's busybox-static.
+	busyboxBinary = "/bin/busybox"
+)
+
+// LocalPathProvisioner is the dynamic node-local volume provisioner.
+func LocalPathProvisioner() Image {
+	return FromGoModule(LocalPathProvisionerName, LocalPathProvisionerVersion, "github.com/rancher/local-path-provisioner",
+		LocalPathProvisionerVersion, "github.com/rancher/local-path-provisioner")
+}
+
+// LocalPathHelper is the helper pods' image: busybox as /bin/sh (its
+// applets run without links of their own).
+func LocalPathHelper() Image {
+	img := FromBinary(LocalPathHelperName, "busybox", busyboxBinary, []string{"/bin/busybox"})
+	img.Links = map[string]string{"/bin/sh": "busybox"}
+	return img
+}
+
+// metrics-server serves the resource metrics API.
+const (
+	MetricsServerName    = "metrics-server"
+	MetricsServerVersion = "v0.8.0"
+)
+
+// MetricsServer is metrics-server built from its module.
+func MetricsServer() Image {
+	return FromGoModule(MetricsServerName, MetricsServerVersion, "sigs.k8s.io/metrics-server", MetricsServerVersion,
+		"sigs.k8s.io/metrics-server/cmd/metrics-server")
+}
+
+// NodeAgents are the images of the node agents and addons that are the
+// same for every release, loaded on every node.
+func NodeAgents() []Image {
+	return []Image{KubeRouter(), LocalPathProvisioner(), LocalPathHelper(), MetricsServer()}
+}
 
 // Set is the images a node of one Kubernetes release needs.
 type Set struct {

@@ -90,4 +90,7 @@ type Status struct {
 	// HasServingCertificate: the kubelet serves with a certificate of the
 	// cluster's CA (exec, logs and metrics need it).
 	HasServingCertificate bool
+	// LocalVolumesPath is where node-local volumes live on the machine:
+	// on its own disk, so they go away with the machine.
+	LocalVolumesPath string
 }

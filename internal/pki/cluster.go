@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 )
 
 // Encryption providers of the EncryptionConfiguration.
@@ -257,4 +259,43 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 		}
 	}
 	return dns, ips
+}
+
+// AddonsCAName signs the serving certificates of addons the API server
+// calls (metrics-server's aggregated API): a CA of their own, so such a
+// certificate is good for nothing else.
+const AddonsCAName = "addons-ca"
+
+// EnsureAddonServing returns the PEM CA, certificate and key an addon
+// serves with, issued by the cluster's addons CA for dnsNames; they are
+// made once and kept (reissued only when the names change).
+func (p ClusterPKI) EnsureAddonServing(name string, dnsNames []string) (ca, cert, key []byte, err error) {
+	leaf := "addon-" + name
+	c, err := ensureCA(p.Dir, AddonsCAName, "lotse-addons-ca")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	current := exists(p.Cert(leaf)) && exists(p.Key(leaf))
+	if current {
+		old, _, err := loadPair(p.Dir, leaf)
+		current = err == nil && slices.Equal(old.DNSNames, dnsNames) && old.CheckSignatureFrom(c.Cert) == nil &&
+			time.Until(old.NotAfter) > leafValidity/4
+	}
+	if !current {
+		kp, err := c.Issue(CertSpec{CommonName: dnsNames[0], DNSNames: dnsNames, Server: true})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := writePair(p.Dir, leaf, kp.Cert, kp.Key); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if ca, err = os.ReadFile(p.Cert(AddonsCAName)); err != nil {
+		return nil, nil, nil, err
+	}
+	if cert, err = os.ReadFile(p.Cert(leaf)); err != nil {
+		return nil, nil, nil, err
+	}
+	key, err = os.ReadFile(p.Key(leaf))
+	return ca, cert, key, err
 }

@@ -3,6 +3,7 @@ package pki
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -552,5 +553,38 @@ func TestRenderEncryptionConfig(t *testing.T) {
 				t.Errorf("last provider = %v, want identity: {}", r.Providers[1])
 			}
 		})
+	}
+}
+
+func TestEnsureAddonServing(t *testing.T) {
+	p := ClusterPKI{Dir: t.TempDir()}
+	names := []string{"metrics-server.kube-system.svc", "metrics-server.kube-system.svc.cluster.local"}
+	ca, cert, key, err := p.EnsureAddonServing("metrics-server", names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: names[0]}); err != nil {
+		t.Errorf("the certificate does not verify with the addons CA: %v", err)
+	}
+	_, again, _, err := p.EnsureAddonServing("metrics-server", names)
+	if err != nil || string(again) != string(cert) {
+		t.Errorf("a second call reissued the certificate (%v)", err)
+	}
+	_, other, _, err := p.EnsureAddonServing("metrics-server", names[:1])
+	if err != nil || string(other) == string(cert) {
+		t.Errorf("changed names kept the old certificate (%v)", err)
+	}
+	if fi, err := os.Stat(p.Key("addon-metrics-server")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file: %v %v", fi.Mode(), err)
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -11,8 +12,11 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -33,6 +37,7 @@ import (
 func TestAddons(t *testing.T) {
 	const name = "addons"
 	t.Parallel()
+	buildEchoImage(t) // before the machines load their images
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
@@ -53,7 +58,7 @@ func TestAddons(t *testing.T) {
 			t.Errorf("addon %s not healthy: %s", a.Name, a.Message)
 		}
 	}
-	for _, want := range []string{"coredns", "konnectivity-agent", "kube-router", "default-network-policies"} {
+	for _, want := range []string{"coredns", "konnectivity-agent", "kube-router", "default-network-policies", "local-path-provisioner", "metrics-server"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("status.addons %v lacks %s", names, want)
 		}
@@ -121,7 +126,227 @@ func TestAddons(t *testing.T) {
 		})
 	})
 
-	networkPolicies(t, mc, name, cs)
+	if !t.Run("network policies", func(t *testing.T) { networkPolicies(t, mc, name, cs) }) {
+		return
+	}
+	if !t.Run("node-local volumes", func(t *testing.T) { localVolumes(t, mc, name, cs) }) {
+		return
+	}
+	t.Run("resource metrics and autoscaling", func(t *testing.T) { resourceMetrics(t, name, cs) })
+}
+
+// resourceMetrics: metrics-server answers through the aggregation layer
+// (kubectl top), and a CPU-based HorizontalPodAutoscaler scales a
+// Deployment up under load and back down without it.
+func resourceMetrics(t *testing.T, name string, cs kubernetes.Interface) {
+	ctx := context.Background()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	mustCLI(t, "cluster", "kubeconfig", name, "--output-file", kubeconfig)
+	kubectl := func(timeout time.Duration, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, kubectlPath(t), append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, "kubectl top nodes", func() (bool, error) {
+		out, err := kubectl(30*time.Second, "top", "nodes", "--no-headers")
+		if err != nil {
+			return false, fmt.Errorf("%v: %s", err, out)
+		}
+		for _, n := range nodes.Items {
+			if !strings.Contains(out, n.Name) {
+				return false, fmt.Errorf("no line for %s: %s", n.Name, out)
+			}
+		}
+		return true, nil
+	})
+
+	labels := map[string]string{"app": "burn"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "burn", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever,
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m")}},
+				}}},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	zero := int32(0)
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: "burn", Namespace: "default"},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "burn"},
+			MinReplicas:    ptr.To[int32](1),
+			MaxReplicas:    3,
+			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.ResourceMetricSourceType, Resource: &autoscalingv2.ResourceMetricSource{
+				Name: corev1.ResourceCPU, Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: ptr.To[int32](50)}}}},
+			// No stabilization: the test should not wait the default five
+			// minutes for the way down.
+			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
+				ScaleUp:   &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &zero},
+				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &zero},
+			},
+		},
+	}
+	if _, err := cs.AutoscalingV2().HorizontalPodAutoscalers("default").Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	burner := readyPodOf(t, cs, "default", "burn")
+	replicas := func() int32 {
+		d, err := cs.AppsV1().Deployments("default").Get(ctx, "burn", metav1.GetOptions{})
+		if err != nil || d.Spec.Replicas == nil {
+			return -1
+		}
+		return *d.Spec.Replicas
+	}
+	// One busy core against a request of 20m.
+	spin := make(chan error, 1)
+	go func() {
+		out, err := kubectl(3*time.Minute, "exec", burner, "--", "/echo", "spin", "75s")
+		if err != nil {
+			err = fmt.Errorf("%v: %s", err, out)
+		}
+		spin <- err
+	}()
+	waitFor(t, 3*time.Minute, "the HPA to scale burn up", func() (bool, error) {
+		return replicas() > 1, nil
+	})
+	t.Logf("scaled up to %d replicas", replicas())
+	if err := <-spin; err != nil {
+		t.Fatalf("spin: %v", err)
+	}
+	waitFor(t, 4*time.Minute, "the HPA to scale burn back to 1", func() (bool, error) {
+		return replicas() == 1, nil
+	})
+}
+
+// localVolumes: a PVC of the default StorageClass binds once a pod uses
+// it; what the pod writes survives the pod, on the machine's own disk; the
+// volume goes away with the PVC.
+func localVolumes(t *testing.T, mc client.Client, name string, cs kubernetes.Interface) {
+	ctx := context.Background()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	mustCLI(t, "cluster", "kubeconfig", name, "--output-file", kubeconfig)
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "data", Namespace: "default"},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("16Mi")}},
+		},
+	}
+	if _, err := cs.CoreV1().PersistentVolumeClaims("default").Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := func(podName string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: "default"},
+			Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever,
+					VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
+				Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}},
+			},
+		}
+	}
+	kubectl := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, kubectlPath(t), append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	waitRunning := func(podName string) *corev1.Pod {
+		var p *corev1.Pod
+		waitFor(t, 2*time.Minute, podName+" running", func() (bool, error) {
+			var err error
+			p, err = cs.CoreV1().Pods("default").Get(ctx, podName, metav1.GetOptions{})
+			return err == nil && p.Status.Phase == corev1.PodRunning, err
+		})
+		return p
+	}
+
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, pod("writer"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	writer := waitRunning("writer")
+	claim, err := cs.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data", metav1.GetOptions{})
+	if err != nil || claim.Status.Phase != corev1.ClaimBound || claim.Spec.StorageClassName == nil || *claim.Spec.StorageClassName != "local-path" {
+		t.Fatalf("claim %+v: %v", claim.Status, err)
+	}
+	if out, err := kubectl("exec", "writer", "--", "/echo", "write", "/data/greeting", "hello from the volume"); err != nil {
+		t.Fatalf("write: %v\n%s", err, out)
+	}
+	// On the host, the data lies on the disk of the writer's machine.
+	pv, err := cs.CoreV1().PersistentVolumes().Get(ctx, claim.Spec.VolumeName, metav1.GetOptions{})
+	if err != nil || pv.Spec.HostPath == nil {
+		t.Fatalf("volume %s: %v", claim.Spec.VolumeName, err)
+	}
+	var machineDisk string
+	for _, m := range listMachines(t, mc, name) {
+		if m.Status.NodeName == writer.Spec.NodeName {
+			machineDisk = m.Status.LocalVolumesPath
+		}
+	}
+	if machineDisk == "" || !strings.HasPrefix(pv.Spec.HostPath.Path, machineDisk+"/") {
+		t.Errorf("volume path %s is not below the machine's volumes path %q", pv.Spec.HostPath.Path, machineDisk)
+	}
+	if data, err := os.ReadFile(filepath.Join(pv.Spec.HostPath.Path, "greeting")); err != nil || string(data) != "hello from the volume" {
+		t.Errorf("the data on the machine's disk: %q, %v", data, err)
+	}
+
+	if err := cs.CoreV1().Pods("default").Delete(ctx, "writer", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "writer gone", func() (bool, error) {
+		_, err := cs.CoreV1().Pods("default").Get(ctx, "writer", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, pod("reader"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reader := waitRunning("reader")
+	if reader.Spec.NodeName != writer.Spec.NodeName {
+		t.Errorf("the reader runs on %s, the volume lives on %s", reader.Spec.NodeName, writer.Spec.NodeName)
+	}
+	if out, err := kubectl("exec", "reader", "--", "/echo", "read", "/data/greeting"); err != nil || out != "hello from the volume" {
+		t.Errorf("read after the pod was replaced: %q, %v", out, err)
+	}
+
+	// Reclaim policy Delete: the PVC's end is the data's end.
+	if err := cs.CoreV1().Pods("default").Delete(ctx, "reader", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "data", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, "the volume's directory removed", func() (bool, error) {
+		_, err := os.Stat(pv.Spec.HostPath.Path)
+		return os.IsNotExist(err), err
+	})
+	waitFor(t, time.Minute, "the PV deleted", func() (bool, error) {
+		_, err := cs.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), err
+	})
+}
+
+func listMachines(t testing.TB, mc client.Client, cluster string) []lotsev1.Machine {
+	t.Helper()
+	list := &lotsev1.MachineList{}
+	if err := mc.List(context.Background(), list, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: cluster}); err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
 }
 
 // networkPolicies: kube-system is protected while DNS answers everyone;
@@ -129,7 +354,6 @@ func TestAddons(t *testing.T) {
 // deny comes and goes with the spec; a deleted default policy comes back.
 func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.Interface) {
 	ctx := context.Background()
-	buildEchoImage(t)
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	mustCLI(t, "cluster", "kubeconfig", name, "--output-file", kubeconfig)
 	for _, app := range []string{"web", "client"} {

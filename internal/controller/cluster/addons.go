@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons"
@@ -63,6 +64,12 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 		return false, "", err
 	}
 	if cfg.NetworkPolicies, err = r.networkPolicies(ctx, c, spec); err != nil {
+		return false, "", err
+	}
+	if cfg.Storage, err = r.storage(ctx, c); err != nil {
+		return false, "", err
+	}
+	if cfg.Metrics, err = r.metrics(spec); err != nil {
 		return false, "", err
 	}
 	declared, err := addons.Render(cfg)
@@ -151,6 +158,39 @@ func (r *Reconciler) networkPolicies(ctx context.Context, c *lotsev1.Cluster, sp
 		}
 	}
 	return np, nil
+}
+
+// storage configures node-local volumes: each machine's node keeps them
+// where its machine says (on the machine's own disk).
+func (r *Reconciler) storage(ctx context.Context, c *lotsev1.Cluster) (*addons.Storage, error) {
+	list := &lotsev1.MachineList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{lotsev1.LabelCluster: c.Name}); err != nil {
+		return nil, err
+	}
+	s := &addons.Storage{
+		ProvisionerImage: images.LocalPathProvisioner().Ref(),
+		HelperImage:      images.LocalPathHelper().Ref(),
+		NodePaths:        map[string]string{},
+	}
+	for _, m := range list.Items {
+		if m.Status.NodeName != "" && m.Status.LocalVolumesPath != "" && m.DeletionTimestamp.IsZero() {
+			s.NodePaths[m.Status.NodeName] = m.Status.LocalVolumesPath
+		}
+	}
+	return s, nil
+}
+
+// metrics configures metrics-server with its serving certificate.
+func (r *Reconciler) metrics(spec controlplane.Spec) (*addons.Metrics, error) {
+	access, err := r.Backend.NodeAccess(spec)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := r.Backend.AddonServing(spec, addons.MetricsServerName, addons.MetricsServerDNSNames)
+	if err != nil {
+		return nil, err
+	}
+	return &addons.Metrics{Image: images.MetricsServer().Ref(), CA: creds.CA, Cert: creds.Cert, Key: creds.Key, NodesCIDR: access.NodesCIDR}, nil
 }
 
 func totalMinimum(c *lotsev1.Cluster) int {

@@ -71,6 +71,10 @@ func (f *FakeBackend) AdminKubeconfig(controlplane.Spec) ([]byte, error) {
 	return []byte("fake kubeconfig"), nil
 }
 
+func (f *FakeBackend) AddonServing(controlplane.Spec, string, []string) (controlplane.ServingCredentials, error) {
+	return controlplane.ServingCredentials{CA: []byte("ca"), Cert: []byte("cert"), Key: []byte("key")}, nil
+}
+
 func (f *FakeBackend) TunnelCredentials(controlplane.Spec) (controlplane.TunnelCredentials, error) {
 	return controlplane.TunnelCredentials{}, nil
 }

@@ -127,6 +127,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	status.ObservedGeneration = m.Generation
 	status.FailureMessage = ""
 	status.ProviderID = st.ProviderID
+	status.LocalVolumesPath = st.LocalVolumesPath
 	status.Addresses = []lotsev1.MachineAddress{{Type: corev1.NodeInternalIP, Address: st.Address}}
 	if status.Phase == lotsev1.MachinePending {
 		status.Phase = lotsev1.MachineProvisioning
@@ -460,7 +461,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, m *lotsev1.Machine, status
 }
 
 func equalMachineStatus(a, b *lotsev1.MachineStatus) bool {
-	if a.Phase != b.Phase || a.ProviderID != b.ProviderID || a.NodeName != b.NodeName || a.FailureMessage != b.FailureMessage ||
+	if a.Phase != b.Phase || a.ProviderID != b.ProviderID || a.NodeName != b.NodeName || a.FailureMessage != b.FailureMessage || a.LocalVolumesPath != b.LocalVolumesPath ||
 		a.ObservedGeneration != b.ObservedGeneration || !slices.Equal(a.Addresses, b.Addresses) || len(a.Conditions) != len(b.Conditions) {
 		return false
 	}

@@ -174,3 +174,13 @@ func (b *Backend) TunnelCredentials(spec controlplane.Spec) (controlplane.Tunnel
 	c.Key, err = os.ReadFile(p.Key(pki.KonnectivityAgentName))
 	return c, err
 }
+
+// AddonServing issues (once) an addon's serving certificate from the
+// cluster's addons CA.
+func (b *Backend) AddonServing(spec controlplane.Spec, name string, dnsNames []string) (controlplane.ServingCredentials, error) {
+	if len(dnsNames) == 0 {
+		return controlplane.ServingCredentials{}, fmt.Errorf("addon %s: no DNS names to serve", name)
+	}
+	ca, cert, key, err := b.PKI(spec.Key).EnsureAddonServing(name, dnsNames)
+	return controlplane.ServingCredentials{CA: ca, Cert: cert, Key: key}, err
+}

@@ -144,7 +144,7 @@ func (p *Provider) Delete(ctx context.Context, s *machine.Spec) error {
 }
 
 func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, error) {
-	st := machine.Status{ProviderID: m.ProviderID()}
+	st := machine.Status{ProviderID: m.ProviderID(), LocalVolumesPath: filepath.Join(m.DiskDir, "local-volumes")}
 	ip, err := m.Network.EnsureMachine(ctx, m.Index)
 	if err != nil {
 		return st, fmt.Errorf("network: %w", err)

@@ -7,6 +7,9 @@
 //	                          GET /         hello from <hostname> (you are <remote addr>)
 //	                          GET /healthz  ok
 //	echo get [-k] URL       GET URL, print the body; exit 1 unless the status is 2xx
+//	echo write FILE TEXT    write TEXT to FILE (volume tests)
+//	echo read FILE          print FILE
+//	echo spin DURATION      keep one CPU busy for DURATION (autoscaling tests)
 //
 // e.g. kubectl exec POD -- /echo get http://web.default.svc:8080/
 package main
@@ -39,6 +42,31 @@ func main() {
 		err = serve(args)
 	case "get":
 		err = get(args)
+	case "write":
+		if len(args) != 2 {
+			usage()
+			os.Exit(2)
+		}
+		err = os.WriteFile(args[0], []byte(args[1]), 0o644)
+	case "spin":
+		var d time.Duration
+		if len(args) != 1 {
+			usage()
+			os.Exit(2)
+		}
+		if d, err = time.ParseDuration(args[0]); err == nil {
+			for end := time.Now().Add(d); time.Now().Before(end); {
+			}
+		}
+	case "read":
+		if len(args) != 1 {
+			usage()
+			os.Exit(2)
+		}
+		var data []byte
+		if data, err = os.ReadFile(args[0]); err == nil {
+			_, err = os.Stdout.Write(data)
+		}
 	case "-h", "-help", "--help", "help":
 		usage()
 		return
@@ -53,7 +81,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintf(os.Stderr, "usage:\n  echo [serve]           serve HTTP on :8080 ($PORT overrides)\n  echo get [-k] [-timeout 10s] URL\n")
+	fmt.Fprintf(os.Stderr, "usage:\n  echo [serve]           serve HTTP on :8080 ($PORT overrides)\n  echo get [-k] [-timeout 10s] URL\n  echo write FILE TEXT\n  echo read FILE\n  echo spin DURATION\n")
 }
 
 func serve(args []string) error {
