@@ -55,7 +55,7 @@ e2e: build
 demo: deps releases
 	@hack/demo.sh
 
-## bench: the figures in docs/benchmarks.md (creation latency, idle RSS, nodes, tunnel, addons)
+## bench: the figures in docs/benchmarks.md (creation latency, idle RSS, nodes, tunnel, addons, load balancers)
 bench: build releases
 	@$(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null
 	@rc=0; export LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR); \
@@ -64,6 +64,7 @@ bench: build releases
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'ClusterWithNodes' -benchtime 5x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'WebhookThroughTunnel' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'AddonDrift' -benchtime 1x ./test/e2e/... || rc=$$?; \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'LoadBalancer' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
 
 ## demo-down: stop the demo's lotse (SIGINT, like Ctrl-C); data stays

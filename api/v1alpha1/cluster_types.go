@@ -85,6 +85,14 @@ type ClusterSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Networking NetworkingSpec `json:"networking"`
+	// Region of the cluster's machines (topology.kubernetes.io/region on
+	// the nodes), unless a pool names its own.
+	// +kubebuilder:default=local
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Region string `json:"region,omitempty"`
+
 	// Workers are the cluster's worker pools.
 	// +kubebuilder:validation:MaxItems=10
 	// +listType=map

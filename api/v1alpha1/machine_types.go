@@ -74,6 +74,21 @@ type WorkerPool struct {
 	// +kubebuilder:validation:MaxItems=8
 	// +optional
 	Zones []string `json:"zones,omitempty"`
+	// Region of the pool's machines (topology.kubernetes.io/region);
+	// empty: the cluster's spec.region.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Region string `json:"region,omitempty"`
+}
+
+// Zone is the zone of the pool's machine with the given index: the pool's
+// zones in turn (empty without zones).
+func (p WorkerPool) Zone(index int32) string {
+	if len(p.Zones) == 0 {
+		return ""
+	}
+	return p.Zones[int(index)%len(p.Zones)]
 }
 
 // LabelValue is the value of a node label.
@@ -114,6 +129,9 @@ const (
 	MachineRunning      MachinePhase = "Running"
 	MachineDeleting     MachinePhase = "Deleting"
 	MachineFailed       MachinePhase = "Failed"
+	// MachineStopped: the machine exists, its processes are stopped (its
+	// node carries the cloud provider's shutdown taint).
+	MachineStopped MachinePhase = "Stopped"
 )
 
 // Machine is one machine of a worker pool; it becomes a node of its
@@ -162,7 +180,7 @@ type MachineAddress struct {
 type MachineStatus struct {
 	// +optional
 	Phase MachinePhase `json:"phase,omitempty"`
-	// ProviderID identifies the machine at its provider (local://...).
+	// ProviderID identifies the machine at its provider (lotse://NAMESPACE/CLUSTER/MACHINE).
 	// +optional
 	ProviderID string `json:"providerID,omitempty"`
 	// NodeName of the node the machine became.

@@ -34,6 +34,6 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newReleaseCommand(), newUpCommand(), newDownCommand(), newManagerCommand(), newLoadBalancerCommand(), newClusterCommand(), newImageCommand())
+	root.AddCommand(newReleaseCommand(), newUpCommand(), newDownCommand(), newManagerCommand(), newLoadBalancerCommand(), newServiceLBCommand(), newClusterCommand(), newImageCommand())
 	return root
 }

@@ -17,6 +17,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
+	cloudlocal "github.com/lotse/lotse/internal/cloudprovider/local"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/fsutil"
@@ -56,6 +57,8 @@ type Options struct {
 	Out io.Writer
 	// DNSUpstreams are resolvers the clusters' CoreDNS forwards to.
 	DNSUpstreams []string
+	// LBAddressPool is the range of public LoadBalancer addresses.
+	LBAddressPool string
 }
 
 // Up runs the management plane until ctx ends, then stops every control
@@ -137,12 +140,13 @@ func Up(ctx context.Context, opts Options) error {
 		}
 	}()
 	err = manager.Run(ctx, cfg, manager.Options{
-		Releases:     store,
-		Backend:      backend,
-		Supervisor:   sup,
-		BuildLog:     out,
-		Started:      started,
-		DNSUpstreams: opts.DNSUpstreams,
+		Releases:      store,
+		Backend:       backend,
+		Supervisor:    sup,
+		BuildLog:      out,
+		Started:       started,
+		DNSUpstreams:  opts.DNSUpstreams,
+		LBAddressPool: opts.LBAddressPool,
 	})
 	if ctx.Err() != nil {
 		return nil // a requested stop, not a failure
@@ -238,7 +242,7 @@ func Down(stateDir string) (int, error) {
 
 // Purge removes everything a lotse with this state directory put on the
 // host: processes, the machines' containers, mounts, cgroups, network
-// namespaces, interfaces and firewall rules, and finally the state
+// namespaces, interfaces, balancer addresses and firewall rules, and finally the state
 // directory itself. All data is lost.
 func Purge(ctx context.Context, stateDir string) error {
 	abs, err := filepath.Abs(stateDir)
@@ -270,6 +274,9 @@ func Purge(ctx context.Context, stateDir string) error {
 		if err := local.DeleteLeftovers(ctx, d, local.DiskRoot(abs), id); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := cloudlocal.RemoveAll(ctx, abs); err != nil {
+		errs = append(errs, err)
 	}
 	if err := local.UnmountUnder(abs); err != nil {
 		errs = append(errs, err)

@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -21,8 +23,12 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons/keeper"
+	"github.com/lotse/lotse/internal/cloudcontroller"
+	cloudlocal "github.com/lotse/lotse/internal/cloudprovider/local"
+	"github.com/lotse/lotse/internal/clusterref"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
+	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/images"
 	"github.com/lotse/lotse/internal/machine/local"
@@ -58,8 +64,43 @@ type Options struct {
 	// DNSUpstreams are resolvers the clusters' CoreDNS forwards to (empty:
 	// none, nothing leaves the cluster).
 	DNSUpstreams []string
+	// LBAddressPool is where public addresses of LoadBalancer Services
+	// come from (default DefaultLBAddressPool).
+	LBAddressPool string
 	// Started, if set, is closed once the controllers run.
 	Started chan<- struct{}
+}
+
+// DefaultLBAddressPool is the default range of public LoadBalancer
+// addresses, put on the host's loopback.
+const DefaultLBAddressPool = "10.254.254.0/24"
+
+// lbPool parses and checks the LoadBalancer address pool: IPv4, /16 to
+// /30, and not overlapping a network of this host.
+func lbPool(s string) (netip.Prefix, error) {
+	if s == "" {
+		s = DefaultLBAddressPool
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() || p.Bits() < 16 || p.Bits() > 30 {
+		return netip.Prefix{}, fmt.Errorf("--lb-address-pool %q: want an IPv4 CIDR from /16 to /30, e.g. %s", s, DefaultLBAddressPool)
+	}
+	p = p.Masked()
+	ifaces, _ := net.Interfaces()
+	for _, iface := range ifaces {
+		if iface.Name == cloudlocal.PublicInterface {
+			continue
+		}
+		addrs, _ := iface.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if hp, err := netip.ParsePrefix(n.String()); err == nil && hp.Addr().Is4() && hp.Masked().Overlaps(p) && hp.Bits() < 32 {
+					return netip.Prefix{}, fmt.Errorf("--lb-address-pool %s overlaps %s on %s; choose a free range", p, n, iface.Name)
+				}
+			}
+		}
+	}
+	return p, nil
 }
 
 // Run installs the CRDs and runs the controllers until ctx ends.
@@ -96,11 +137,29 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	// The wiring: the process backend hosts control planes, the local
 	// provider makes machines; the controllers know only their interfaces.
 	provider := &local.Provider{Supervisor: opts.Supervisor, StateDir: opts.Backend.StateDir}
+	pool, err := lbPool(opts.LBAddressPool)
+	if err != nil {
+		return err
+	}
 	addonKeeper := &keeper.Keeper{}
+	cloud := &cloudcontroller.Runner{
+		Machines: &cloudlocal.Machines{Client: mgr.GetClient()},
+		LoadBalancers: &cloudlocal.LoadBalancers{
+			Supervisor: opts.Supervisor, StateDir: opts.Backend.StateDir, Binary: opts.Backend.LotseBinary, PublicPool: pool,
+			NodesCIDR: func(ref clusterref.Ref) (netip.Prefix, error) {
+				access, err := opts.Backend.NodeAccess(controlplane.Spec{Key: ref.Key()})
+				if err != nil {
+					return netip.Prefix{}, err
+				}
+				return netip.ParsePrefix(access.NodesCIDR)
+			},
+		},
+	}
 	rec := &clustercontroller.Reconciler{
 		Provider:     provider,
 		Tenants:      tenants,
 		Addons:       addonKeeper,
+		Cloud:        cloud,
 		DNSUpstreams: opts.DNSUpstreams,
 		Client:       mgr.GetClient(),
 		APIReader:    mgr.GetAPIReader(),

@@ -192,3 +192,16 @@ func Sysctl(ctx context.Context, ns, key, value string) error {
 	}
 	return nil
 }
+
+// DeleteAddress removes cidr from link in ns, if it is there.
+func DeleteAddress(ctx context.Context, ns, link, cidr string) error {
+	if !LinkExists(ctx, ns, link) {
+		return nil
+	}
+	out, err := in(ctx, ns, "-o", "addr", "show", "dev", link)
+	if err != nil || !strings.Contains(out, " "+cidr+" ") {
+		return err
+	}
+	_, err = in(ctx, ns, "addr", "del", cidr, "dev", link)
+	return err
+}

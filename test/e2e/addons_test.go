@@ -3,6 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -41,7 +46,8 @@ func TestAddons(t *testing.T) {
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
-	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "pool", Minimum: 2, Maximum: 3, MaxSurge: 1}}
+	c.Spec.Region = "lab"
+	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "pool", Minimum: 2, Maximum: 3, MaxSurge: 1, Zones: []string{"zone-a", "zone-b"}}}
 	if err := mc.Create(ctx, c); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +138,196 @@ func TestAddons(t *testing.T) {
 	if !t.Run("node-local volumes", func(t *testing.T) { localVolumes(t, mc, name, cs) }) {
 		return
 	}
-	t.Run("resource metrics and autoscaling", func(t *testing.T) { resourceMetrics(t, name, cs) })
+	if !t.Run("resource metrics and autoscaling", func(t *testing.T) { resourceMetrics(t, name, cs) }) {
+		return
+	}
+	t.Run("cloud controller manager", func(t *testing.T) { cloudControllerManager(t, mc, name, cs) })
+}
+
+// cloudControllerManager: nodes carry their machine's metadata, and
+// Services of type LoadBalancer get an address and a balancer (public or
+// internal, source ranges, PROXY protocol v2); bad annotations are
+// reported on the Service; deleting the Service releases everything.
+func cloudControllerManager(t *testing.T, mc client.Client, name string, cs kubernetes.Interface) {
+	ctx := context.Background()
+	machines := map[string]lotsev1.Machine{}
+	for _, m := range listMachines(t, mc, name) {
+		machines[m.Status.NodeName] = m
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		m, ok := machines[n.Name]
+		if !ok {
+			t.Fatalf("node %s has no machine", n.Name)
+		}
+		wantZone := []string{"zone-a", "zone-b"}[int(m.Spec.Index)%2]
+		if n.Spec.ProviderID != "lotse://default/"+name+"/"+m.Name || n.Labels["topology.kubernetes.io/zone"] != wantZone ||
+			n.Labels["topology.kubernetes.io/region"] != "lab" || n.Labels["node.kubernetes.io/instance-type"] != "local" {
+			t.Errorf("node %s: providerID %q, labels %v", n.Name, n.Spec.ProviderID, n.Labels)
+		}
+		for _, taint := range n.Spec.Taints {
+			if taint.Key == "node.cloudprovider.kubernetes.io/uninitialized" {
+				t.Errorf("node %s is still uninitialized", n.Name)
+			}
+		}
+		if len(n.Status.Addresses) == 0 || n.Status.Addresses[0].Address != m.Status.Addresses[0].Address {
+			t.Errorf("node %s addresses %v, machine %v", n.Name, n.Status.Addresses, m.Status.Addresses)
+		}
+	}
+
+	deployEchoAppWithArgs(t, cs, "default", "proxied", "serve", "-proxy-protocol")
+	readyPodOf(t, cs, "default", "proxied")
+	lbService := func(t *testing.T, svcName, app string, annotations map[string]string) *corev1.Service {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: svcName, Namespace: "default", Annotations: annotations},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": app},
+				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+		}
+		created := time.Now()
+		if _, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var out *corev1.Service
+		waitFor(t, time.Minute, svcName+" gets an address", func() (bool, error) {
+			out, err = cs.CoreV1().Services("default").Get(ctx, svcName, metav1.GetOptions{})
+			return err == nil && len(out.Status.LoadBalancer.Ingress) == 1, err
+		})
+		ip := out.Status.LoadBalancer.Ingress[0].IP
+		waitFor(t, time.Minute, svcName+" answers on "+ip, func() (bool, error) {
+			body, err := httpGet("http://" + ip + "/")
+			return err == nil && strings.Contains(body, "hello from "+app+"-"), err
+		})
+		t.Logf("%s: created -> answering on %s in %s", svcName, ip, time.Since(created).Round(time.Millisecond))
+		return out
+	}
+
+	var public *corev1.Service
+	if !t.Run("public address from the host, source ranges", func(t *testing.T) {
+		public = lbService(t, "web-public", "web", nil)
+		ip := public.Status.LoadBalancer.Ingress[0].IP
+		if !strings.HasPrefix(ip, "10.254.254.") {
+			t.Errorf("public address %s is not from the pool", ip)
+		}
+		setRanges := func(ranges []string) {
+			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				svc, err := cs.CoreV1().Services("default").Get(ctx, "web-public", metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				svc.Spec.LoadBalancerSourceRanges = ranges
+				_, err = cs.CoreV1().Services("default").Update(ctx, svc, metav1.UpdateOptions{})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		setRanges([]string{"192.0.2.0/24"})
+		waitFor(t, 30*time.Second, "the host refused", func() (bool, error) {
+			_, err := httpGet("http://" + ip + "/")
+			return err != nil, nil
+		})
+		setRanges([]string{ip + "/32"}) // the host talks to a local address from that address
+		waitFor(t, 30*time.Second, "the host allowed again", func() (bool, error) {
+			_, err := httpGet("http://" + ip + "/")
+			return err == nil, err
+		})
+	}) {
+		return
+	}
+
+	if !t.Run("PROXY protocol v2 tells the backend the real client", func(t *testing.T) {
+		svc := lbService(t, "proxied-lb", "proxied", map[string]string{"lb.lotse.dev/loadbalancer-pool-protocol": "proxyv2"})
+		ip := svc.Status.LoadBalancer.Ingress[0].IP
+		if mode := svc.Status.LoadBalancer.Ingress[0].IPMode; mode == nil || *mode != corev1.LoadBalancerIPModeProxy {
+			t.Errorf("ipMode %v, want Proxy", mode)
+		}
+		conn, err := net.DialTimeout("tcp", ip+":80", 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: proxied\r\n\r\n")
+		reply, _ := io.ReadAll(conn)
+		if want := "(you are " + conn.LocalAddr().String() + ")"; !strings.Contains(string(reply), want) {
+			t.Errorf("the backend did not see this client (%s):\n%s", want, reply)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("internal address on the node network", func(t *testing.T) {
+		svc := lbService(t, "web-internal", "web", map[string]string{"lb.lotse.dev/internal": "true"})
+		ip := netip.MustParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+		nodesCIDR := netip.MustParsePrefix(getCluster(t, mc, name).Status.NodesCIDR)
+		if !nodesCIDR.Contains(ip) {
+			t.Errorf("internal address %s is not in the node network %s", ip, nodesCIDR)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("a bad annotation is reported, nothing half-made", func(t *testing.T) {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: "default", Annotations: map[string]string{"lb.lotse.dev/loadbalancer-flavor": "large"}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "web"},
+				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+		}
+		if _, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "an event naming the annotation", func() (bool, error) {
+			events, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=bad"})
+			if err != nil {
+				return false, err
+			}
+			for _, e := range events.Items {
+				if e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, "unknown annotation lb.lotse.dev/loadbalancer-flavor") {
+					return true, nil
+				}
+			}
+			return false, fmt.Errorf("%d events", len(events.Items))
+		})
+		got, err := cs.CoreV1().Services("default").Get(ctx, "bad", metav1.GetOptions{})
+		if err != nil || len(got.Status.LoadBalancer.Ingress) != 0 {
+			t.Errorf("the bad Service got an address: %v %v", got.Status.LoadBalancer, err)
+		}
+	}) {
+		return
+	}
+
+	t.Run("deleting the Service releases its balancer", func(t *testing.T) {
+		ip := public.Status.LoadBalancer.Ingress[0].IP
+		if err := cs.CoreV1().Services("default").Delete(ctx, "web-public", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "the address gone from the host", func() (bool, error) {
+			out, err := exec.Command("ip", "-o", "addr", "show", "dev", "lo").CombinedOutput()
+			return err == nil && !strings.Contains(string(out), " "+ip+"/32 "), fmt.Errorf("%v: %s", err, out)
+		})
+		if _, err := httpGet("http://" + ip + "/"); err == nil {
+			t.Error("the released address still answers")
+		}
+	})
+}
+
+// httpGet GETs url on a new connection each time (a kept-alive one would
+// outlive a change of the balancer's allowed ranges).
+func httpGet(url string) (string, error) {
+	resp, err := (&http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return string(body), fmt.Errorf("status %s", resp.Status)
+	}
+	return string(body), err
 }
 
 // resourceMetrics: metrics-server answers through the aggregation layer
@@ -495,6 +690,12 @@ func machineNSOf(t testing.TB, cl *lotsev1.Cluster, ip string) string {
 // NAME (port 80).
 func deployEchoApp(t testing.TB, cs kubernetes.Interface, namespace, name string) {
 	t.Helper()
+	deployEchoAppWithArgs(t, cs, namespace, name)
+}
+
+// deployEchoAppWithArgs is deployEchoApp with the server's arguments.
+func deployEchoAppWithArgs(t testing.TB, cs kubernetes.Interface, namespace, name string, args ...string) {
+	t.Helper()
 	ctx := context.Background()
 	labels := map[string]string{"app": name}
 	dep := &appsv1.Deployment{
@@ -505,7 +706,7 @@ func deployEchoApp(t testing.TB, cs kubernetes.Interface, namespace, name string
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever,
+					Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever, Args: args,
 					Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
 					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
 				}}},

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
@@ -141,4 +142,63 @@ func addonRSS(b *testing.B) (float64, string) {
 		parts = append(parts, fmt.Sprintf("%s %.1f", strings.TrimPrefix(bin, "/"), found[bin]))
 	}
 	return total, strings.Join(parts, ", ")
+}
+
+// BenchmarkLoadBalancer measures how long a Service of type LoadBalancer
+// takes from its creation until its address answers HTTP from the host
+// (20 Services one after another, each deleted before the next), on a
+// one-node cluster whose echo pod is ready. Run with -benchtime 1x:
+//
+//	LOTSE_BINARY=bin/lotse go test -run '^$' -bench LoadBalancer -benchtime 1x ./test/e2e/
+func BenchmarkLoadBalancer(b *testing.B) {
+	buildEchoImage(b)
+	mc := mgmtClient(b)
+	const name = "bench-lb"
+	cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+	cl.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
+	if err := mc.Create(context.Background(), cl); err != nil {
+		b.Fatal(err)
+	}
+	defer deleteAndWait(b, mc, cl)
+	waitClusterReady(b, mc, name, 15*time.Minute)
+	cs := tenantClient(b, name)
+	deployEchoApp(b, cs, "default", "web")
+	readyPodOf(b, cs, "default", "web")
+	ctx := context.Background()
+	const services = 20
+	for i := 0; i < b.N; i++ {
+		var took []float64
+		for k := 0; k < services; k++ {
+			svcName := fmt.Sprintf("lb-%d", k)
+			svc := &corev1.Service{
+				ObjectMeta: metav1.ObjectMeta{Name: svcName, Namespace: "default"},
+				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "web"},
+					Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+			}
+			start := time.Now()
+			if _, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			for {
+				got, err := cs.CoreV1().Services("default").Get(ctx, svcName, metav1.GetOptions{})
+				if err == nil && len(got.Status.LoadBalancer.Ingress) == 1 {
+					if body, err := httpGet("http://" + got.Status.LoadBalancer.Ingress[0].IP + "/"); err == nil && strings.Contains(body, "hello from") {
+						break
+					}
+				}
+				if time.Since(start) > time.Minute {
+					b.Fatalf("%s not answering after a minute", svcName)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			took = append(took, float64(time.Since(start).Microseconds())/1000)
+			if err := cs.CoreV1().Services("default").Delete(ctx, svcName, metav1.DeleteOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(percentile(took, 50), "ms-p50-answering")
+		b.ReportMetric(percentile(took, 99), "ms-max-answering")
+		b.Logf("LoadBalancer Service created -> answering from the host: p50 %.0f ms, max %.0f ms (%d Services)",
+			percentile(took, 50), percentile(took, 99), services)
+	}
 }

@@ -115,7 +115,7 @@ func TestWorkerPools(t *testing.T) {
 		if tainted != (pool == "batch") {
 			t.Errorf("node %s of pool %s: dedicated=batch taint present=%t", n.Name, pool, tainted)
 		}
-		if !strings.HasPrefix(n.Spec.ProviderID, "local://") {
+		if !strings.HasPrefix(n.Spec.ProviderID, "lotse://default/pools/") {
 			t.Errorf("node %s has provider ID %q", n.Name, n.Spec.ProviderID)
 		}
 	}

@@ -8,11 +8,13 @@ import (
 	"strings"
 
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons"
 	"github.com/lotse/lotse/internal/addons/keeper"
+	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/images"
 )
@@ -191,6 +193,30 @@ func (r *Reconciler) metrics(spec controlplane.Spec) (*addons.Metrics, error) {
 		return nil, err
 	}
 	return &addons.Metrics{Image: images.MetricsServer().Ref(), CA: creds.CA, Cert: creds.Cert, Key: creds.Key, NodesCIDR: access.NodesCIDR}, nil
+}
+
+// CloudControllers runs the cloud controller manager of each cluster
+// (cloudcontroller.Runner implements it).
+type CloudControllers interface {
+	// Ensure runs the cluster's cloud controllers with this client.
+	Ensure(ctx context.Context, cluster clusterref.Ref, cs kubernetes.Interface, region string)
+	// Forget stops them and removes the cluster's load balancers.
+	Forget(ctx context.Context, cluster clusterref.Ref) error
+}
+
+// ensureCloud runs the cluster's cloud controllers.
+func (r *Reconciler) ensureCloud(_ context.Context, c *lotsev1.Cluster, spec controlplane.Spec) (bool, string, error) {
+	if r.Cloud == nil {
+		return true, "", nil
+	}
+	cs, err := r.tenantClient(spec)
+	if err != nil {
+		return false, "", err
+	}
+	// The controllers outlive this reconcile: the context only carries
+	// the logger.
+	r.Cloud.Ensure(context.Background(), refOf(c), cs, c.Spec.Region)
+	return true, "", nil
 }
 
 func totalMinimum(c *lotsev1.Cluster) int {

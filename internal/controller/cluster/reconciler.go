@@ -62,6 +62,8 @@ type Reconciler struct {
 	Tenants tenant.Access
 	// Addons keeps the managed components inside tenant clusters.
 	Addons AddonKeeper
+	// Cloud runs the clusters' cloud controller managers (nil: none).
+	Cloud CloudControllers
 	// DNSUpstreams are the resolvers CoreDNS forwards to; empty keeps DNS
 	// inside the cluster (the default: local clusters send nothing out).
 	DNSUpstreams []string

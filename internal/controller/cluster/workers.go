@@ -23,6 +23,7 @@ const (
 	TaskMachines      = "machines"
 	TaskPodRoutes     = "pod-routes"
 	TaskAddons        = "addons"
+	TaskCloud         = "cloud-controller-manager"
 )
 
 // workerTasks are the tasks of a cluster with worker pools.
@@ -37,7 +38,12 @@ func (r *Reconciler) workerTasks(c *lotsev1.Cluster, spec controlplane.Spec) []t
 		{Name: TaskNodeBootstrap, DependsOn: []string{TaskNodeNetwork, "kube-controller-manager"}, Run: func(ctx context.Context) (bool, string, error) {
 			return r.ensureNodeBootstrap(ctx, spec)
 		}},
-		{Name: TaskMachines, DependsOn: []string{TaskNodeBootstrap}, Run: func(ctx context.Context) (bool, string, error) {
+		// Before the machines: their kubelets run with an external cloud
+		// provider, and their nodes stay tainted until it initializes them.
+		{Name: TaskCloud, DependsOn: []string{TaskNodeNetwork}, Run: func(ctx context.Context) (bool, string, error) {
+			return r.ensureCloud(ctx, c, spec)
+		}},
+		{Name: TaskMachines, DependsOn: []string{TaskNodeBootstrap, TaskCloud}, Run: func(ctx context.Context) (bool, string, error) {
 			return r.ensureMachines(ctx, c)
 		}},
 		// Not after the machines: one broken machine must not keep routes

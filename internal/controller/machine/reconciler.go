@@ -228,8 +228,8 @@ func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1
 		for _, t := range pool.Taints {
 			spec.Taints = append(spec.Taints, machine.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect})
 		}
-		if len(pool.Zones) > 0 {
-			spec.Labels[corev1.LabelTopologyZone] = pool.Zones[int(m.Spec.Index)%len(pool.Zones)]
+		if zone := pool.Zone(m.Spec.Index); zone != "" {
+			spec.Labels[corev1.LabelTopologyZone] = zone
 		}
 	}
 	return spec, cs, "", nil

@@ -98,7 +98,8 @@ mode: iptables
 clusterCIDR: %[2]q
 hostnameOverride: %[3]q
 metricsBindAddress: 127.0.0.1:10249
-healthzBindAddress: 127.0.0.1:10256
+# On the node address too: balancers of LoadBalancer Services check it.
+healthzBindAddress: 0.0.0.0:10256
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 `, m.path("kube-proxy.kubeconfig"), m.ClusterCIDR, m.Name)
 }

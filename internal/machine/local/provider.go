@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lotse/lotse/internal/cloudprovider"
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/machine"
@@ -54,9 +55,9 @@ func (m *Machine) runPath(name string) string { return filepath.Join(m.runDir(),
 // Socket is the machine's containerd socket.
 func (m *Machine) Socket() string { return m.runPath("containerd.sock") }
 
-// ProviderID identifies the machine.
+// ProviderID identifies the machine, as the cloud provider names it.
 func (m *Machine) ProviderID() string {
-	return "local://" + m.Cluster.String() + "/" + m.Name
+	return cloudprovider.ProviderID(m.Cluster, m.Name)
 }
 
 func (m *Machine) cgroupRoot() string { return fmt.Sprintf("/lotse-%s-%d", m.Network.ID, m.Index) }
@@ -218,6 +219,9 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 		"--root-dir=" + m.DiskDir,
 		"--hostname-override=" + m.Name,
 		"--node-ip=" + ip.String(),
+		// Lotse's cloud controller manager gives the node its metadata
+		// (and takes the uninitialized taint off).
+		"--cloud-provider=external",
 	}
 	if len(labels) > 0 {
 		kubeletArgs = append(kubeletArgs, "--node-labels="+strings.Join(labels, ","))

@@ -2,7 +2,8 @@
 // only this static binary (no shell, no curl), so it is also the client the
 // tests run inside pods:
 //
-//	echo [serve]            serve HTTP on :8080 ($PORT overrides); with
+//	echo [serve]            serve HTTP on :8080 ($PORT overrides; -proxy-protocol: behind a
+//	                          balancer that sends the PROXY header); with
 //	                          -tls-cert/-tls-key also webhooks on :8443 (webhooks.go)
 //	                          GET /         hello from <hostname> (you are <remote addr>)
 //	                          GET /healthz  ok
@@ -89,6 +90,7 @@ func serve(args []string) error {
 	tlsCert := fs.String("tls-cert", "", "also serve the webhooks over HTTPS with this certificate (see webhooks.go)")
 	tlsKey := fs.String("tls-key", "", "the key of -tls-cert")
 	tlsPort := fs.String("tls-port", "8443", "port of the HTTPS server")
+	proxyProtocol := fs.Bool("proxy-protocol", false, "expect a PROXY protocol header (v1 or v2) on every HTTP connection and report the client it names")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,6 +115,9 @@ func serve(args []string) error {
 	ln, err := net.Listen("tcp", ":"+port)
 	if err != nil {
 		return err
+	}
+	if *proxyProtocol {
+		ln = proxyListener{ln}
 	}
 	log.Printf("listening on %s", ln.Addr())
 
