@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,6 +296,33 @@ func cloudControllerManager(t *testing.T, mc client.Client, name string, cs kube
 		got, err := cs.CoreV1().Services("default").Get(ctx, "bad", metav1.GetOptions{})
 		if err != nil || len(got.Status.LoadBalancer.Ingress) != 0 {
 			t.Errorf("the bad Service got an address: %v %v", got.Status.LoadBalancer, err)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("a killed balancer is restarted", func(t *testing.T) {
+		ip := public.Status.LoadBalancer.Ingress[0].IP
+		var pids []int
+		for _, p := range clusterProcesses(name) {
+			if strings.Contains(p.Name, "/lb-") {
+				pids = append(pids, p.PID)
+			}
+		}
+		if len(pids) == 0 {
+			t.Fatal("no balancer process of the cluster")
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		waitFor(t, 30*time.Second, "the public balancer answering again", func() (bool, error) {
+			body, err := httpGet("http://" + ip + "/")
+			return err == nil && strings.Contains(body, "hello from web-"), err
+		})
+		for _, p := range clusterProcesses(name) {
+			if slices.Contains(pids, p.PID) {
+				t.Errorf("balancer %s still has the killed PID %d", p.Name, p.PID)
+			}
 		}
 	}) {
 		return
@@ -619,6 +647,48 @@ func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.
 		return
 	}
 
+	if !t.Run("a killed policy agent: rules keep working, the agent comes back", func(t *testing.T) {
+		deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-web", Namespace: "default"},
+			Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+		if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "web denied", func() (bool, error) {
+			_, err := get(web)
+			return err != nil, nil
+		})
+		before := agentRestarts(t, cs)
+		cl := getCluster(t, mc, name)
+		killed := 0
+		for _, m := range listMachines(t, mc, name) {
+			for _, pid := range pidsInNetns(machineNSOf(t, cl, m.Status.Addresses[0].Address), "/kube-router") {
+				if err := syscall.Kill(pid, syscall.SIGKILL); err == nil {
+					killed++
+				}
+			}
+		}
+		if killed == 0 {
+			t.Fatal("no kube-router process found on the cluster's machines")
+		}
+		// The rules are in the kernel: with the agents dead, still denied.
+		if out, err := get(web); err == nil {
+			t.Errorf("web reachable while the agents were dead: %s", out)
+		}
+		waitFor(t, 2*time.Minute, "the agents restarted and ready", func() (bool, error) {
+			return agentRestarts(t, cs) >= before+int32(killed), nil
+		})
+		if err := cs.NetworkingV1().NetworkPolicies("default").Delete(ctx, "deny-web", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "web reachable again (the restarted agents follow policy changes)", func() (bool, error) {
+			out, err := get(web)
+			return err == nil, fmt.Errorf("%v: %s", err, out)
+		})
+	}) {
+		return
+	}
+
 	if !t.Run("a deleted default policy comes back", func(t *testing.T) {
 		before, err := cs.NetworkingV1().NetworkPolicies("kube-system").Get(ctx, "deny-all", metav1.GetOptions{})
 		if err != nil {
@@ -671,6 +741,51 @@ func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.
 			return err == nil, fmt.Errorf("%v: %s", err, out)
 		})
 	})
+}
+
+// agentRestarts sums the restart counts of the kube-router pods that are ready.
+func agentRestarts(t testing.TB, cs kubernetes.Interface) int32 {
+	t.Helper()
+	list, err := cs.CoreV1().Pods("kube-system").List(context.Background(), metav1.ListOptions{LabelSelector: "k8s-app=kube-router"})
+	if err != nil {
+		return -1
+	}
+	var n int32
+	for _, p := range list.Items {
+		if !podReady(&p) {
+			return -1
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			n += c.RestartCount
+		}
+	}
+	return n
+}
+
+// pidsInNetns lists the processes whose argv[0] is argv0 and that live in
+// the named network namespace.
+func pidsInNetns(ns, argv0 string) []int {
+	var want syscall.Stat_t
+	if err := syscall.Stat(netns.Path(ns), &want); err != nil {
+		return nil
+	}
+	var out []int
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		data, err := os.ReadFile(f)
+		if err != nil || !strings.HasPrefix(string(data), argv0+"\x00") {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(f, "/proc/%d/cmdline", &pid); err != nil {
+			continue
+		}
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err == nil && link == fmt.Sprintf("net:[%d]", want.Ino) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // machineNSOf is the network namespace of the machine with address ip.
