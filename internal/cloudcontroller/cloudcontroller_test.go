@@ -21,7 +21,9 @@ func (m machines) Machine(_ context.Context, _ clusterref.Ref, nodeName, _ strin
 
 type noBalancers struct{ deleted []clusterref.Ref }
 
-func (n *noBalancers) Ensure(context.Context, cloudprovider.LoadBalancer) (string, error) { return "", nil }
+func (n *noBalancers) Ensure(context.Context, cloudprovider.LoadBalancer) (string, error) {
+	return "", nil
+}
 func (n *noBalancers) Get(context.Context, clusterref.Ref, string) (string, bool, error) {
 	return "", false, nil
 }
@@ -38,7 +40,7 @@ func TestRunnerInitializesNodes(t *testing.T) {
 	ref := clusterref.Ref{Namespace: "default", Name: "shop"}
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "m1", Annotations: map[string]string{"alpha.kubernetes.io/provided-node-ip": "10.250.0.2"}},
-		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "node.cloudprovider.kubernetes.io/uninitialized", Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
+		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "node.cloudprovider.kubernetes.io/uninitialized", Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
 		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}},
 			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.250.0.2"}}},
 	}
