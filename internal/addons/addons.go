@@ -84,6 +84,19 @@ type Config struct {
 // Toleration of an exact taint.
 type Toleration struct{ Key, Value, Effect string }
 
+// deploymentTolerations are those of the addons' Deployments: the
+// critical-addons taint and the pools' own taints (so a cluster whose pools
+// are all tainted still runs them), nothing broader: a NoSchedule
+// toleration for everything would also tolerate a cordoned node and defeat
+// draining it.
+func (cfg Config) deploymentTolerations() []corev1.Toleration {
+	out := []corev1.Toleration{{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}}
+	for _, t := range cfg.Tolerations {
+		out = append(out, corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpEqual, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
+	}
+	return out
+}
+
 // ClusterDNS is the address of the kube-dns Service: the tenth address of
 // the service range, as kubeadm chooses it.
 func ClusterDNS(serviceCIDR string) string {

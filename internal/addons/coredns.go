@@ -45,13 +45,6 @@ func corefile(upstreams []string) string {
 
 func renderCoreDNS(cfg Config) ([]runtime.Object, error) {
 	selector := map[string]string{"k8s-app": "kube-dns"}
-	// Only the critical-addons taint and the pools' own taints: a broad
-	// NoSchedule toleration would also tolerate a cordoned node and defeat
-	// draining it.
-	tolerations := []corev1.Toleration{{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}}
-	for _, t := range cfg.Tolerations {
-		tolerations = append(tolerations, corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpEqual, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
-	}
 	deployment := &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
 		ObjectMeta: objectMeta(systemNamespace, CoreDNSName, selector),
@@ -66,7 +59,7 @@ func renderCoreDNS(cfg Config) ([]runtime.Object, error) {
 					ServiceAccountName: CoreDNSName,
 					PriorityClassName:  "system-cluster-critical",
 					DNSPolicy:          corev1.DNSDefault,
-					Tolerations:        tolerations,
+					Tolerations:        cfg.deploymentTolerations(),
 					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
 						PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{
 							TopologyKey: "kubernetes.io/hostname", LabelSelector: &metav1.LabelSelector{MatchLabels: selector}}}}}},

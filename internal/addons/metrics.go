@@ -50,10 +50,6 @@ func renderMetrics(cfg Config) ([]runtime.Object, error) {
 	}
 	name := MetricsServerName
 	selector := map[string]string{"k8s-app": name}
-	tolerations := []corev1.Toleration{{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}}
-	for _, t := range cfg.Tolerations {
-		tolerations = append(tolerations, corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpEqual, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
-	}
 	httpsProbe := func(path string) *corev1.Probe {
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("https"), Scheme: corev1.URISchemeHTTPS}},
 			PeriodSeconds: 5, FailureThreshold: 3}
@@ -71,7 +67,7 @@ func renderMetrics(cfg Config) ([]runtime.Object, error) {
 				Spec: corev1.PodSpec{
 					ServiceAccountName: name,
 					PriorityClassName:  "system-cluster-critical",
-					Tolerations:        tolerations,
+					Tolerations:        cfg.deploymentTolerations(),
 					Containers: []corev1.Container{{
 						Name:            name,
 						Image:           m.Image,

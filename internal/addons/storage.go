@@ -98,10 +98,6 @@ func renderStorage(cfg Config) ([]runtime.Object, error) {
 	// the pod template restarts it at once when nodes come or go.
 	sum := sha256.Sum256(confJSON)
 	selector := map[string]string{"app": StorageName}
-	tolerations := []corev1.Toleration{{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}}
-	for _, t := range cfg.Tolerations {
-		tolerations = append(tolerations, corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpEqual, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
-	}
 	deployment := &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
 		ObjectMeta: objectMeta(systemNamespace, StorageName, selector),
@@ -117,7 +113,7 @@ func renderStorage(cfg Config) ([]runtime.Object, error) {
 				Spec: corev1.PodSpec{
 					ServiceAccountName: StorageName,
 					PriorityClassName:  "system-cluster-critical",
-					Tolerations:        tolerations,
+					Tolerations:        cfg.deploymentTolerations(),
 					Containers: []corev1.Container{{
 						Name:            "provisioner",
 						Image:           s.ProvisionerImage,

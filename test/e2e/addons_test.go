@@ -388,21 +388,8 @@ func resourceMetrics(t *testing.T, name string, cs kubernetes.Interface) {
 		return true, nil
 	})
 
-	labels := map[string]string{"app": "burn"}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "burn", Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever,
-					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m")}},
-				}}},
-			},
-		},
-	}
+	dep := echoDeployment("default", "burn")
+	dep.Spec.Template.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m")}
 	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -596,6 +583,29 @@ func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.
 		return err == nil && strings.Contains(out, "hello from web-"), fmt.Errorf("%v: %s", err, out)
 	})
 
+	// A tenant policy that denies all ingress to web, and its removal.
+	denyWeb := func(t *testing.T) {
+		deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-web", Namespace: "default"},
+			Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+		if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "web denied", func() (bool, error) {
+			_, err := get(web)
+			return err != nil, nil
+		})
+	}
+	allowWeb := func(t *testing.T) {
+		if err := cs.NetworkingV1().NetworkPolicies("default").Delete(ctx, "deny-web", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "web reachable again", func() (bool, error) {
+			out, err := get(web)
+			return err == nil, fmt.Errorf("%v: %s", err, out)
+		})
+	}
+
 	if !t.Run("kube-system is protected, DNS answers", func(t *testing.T) {
 		dns := readyPodOf(t, cs, "kube-system", "")
 		pod, err := cs.CoreV1().Pods("kube-system").Get(ctx, dns, metav1.GetOptions{})
@@ -626,38 +636,14 @@ func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.
 	}
 
 	if !t.Run("a tenant policy is enforced, and its removal restores traffic", func(t *testing.T) {
-		deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-web", Namespace: "default"},
-			Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
-		if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, deny, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, time.Minute, "web denied", func() (bool, error) {
-			_, err := get(web)
-			return err != nil, nil
-		})
-		if err := cs.NetworkingV1().NetworkPolicies("default").Delete(ctx, "deny-web", metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, time.Minute, "web reachable again", func() (bool, error) {
-			out, err := get(web)
-			return err == nil, fmt.Errorf("%v: %s", err, out)
-		})
+		denyWeb(t)
+		allowWeb(t)
 	}) {
 		return
 	}
 
 	if !t.Run("a killed policy agent: rules keep working, the agent comes back", func(t *testing.T) {
-		deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-web", Namespace: "default"},
-			Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
-		if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, deny, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, time.Minute, "web denied", func() (bool, error) {
-			_, err := get(web)
-			return err != nil, nil
-		})
+		denyWeb(t)
 		before := agentRestarts(t, cs)
 		cl := getCluster(t, mc, name)
 		killed := 0
@@ -678,13 +664,7 @@ func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.
 		waitFor(t, 2*time.Minute, "the agents restarted and ready", func() (bool, error) {
 			return agentRestarts(t, cs) >= before+int32(killed), nil
 		})
-		if err := cs.NetworkingV1().NetworkPolicies("default").Delete(ctx, "deny-web", metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, time.Minute, "web reachable again (the restarted agents follow policy changes)", func() (bool, error) {
-			out, err := get(web)
-			return err == nil, fmt.Errorf("%v: %s", err, out)
-		})
+		allowWeb(t) // the restarted agents follow policy changes
 	}) {
 		return
 	}
@@ -813,7 +793,23 @@ func deployEchoAppWithArgs(t testing.TB, cs kubernetes.Interface, namespace, nam
 	t.Helper()
 	ctx := context.Background()
 	labels := map[string]string{"app": name}
-	dep := &appsv1.Deployment{
+	dep := echoDeployment(namespace, name, args...)
+	if _, err := cs.AppsV1().Deployments(namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if _, err := cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// echoDeployment is one echo server labelled app=NAME, ready once it serves.
+func echoDeployment(namespace, name string, args ...string) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](1),
@@ -827,16 +823,6 @@ func deployEchoAppWithArgs(t testing.TB, cs kubernetes.Interface, namespace, nam
 				}}},
 			},
 		},
-	}
-	if _, err := cs.AppsV1().Deployments(namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
-	}
-	if _, err := cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -29,16 +29,8 @@ import (
 //
 //	LOTSE_BINARY=bin/lotse go test -run '^$' -bench AddonDrift -benchtime 1x ./test/e2e/
 func BenchmarkAddonDrift(b *testing.B) {
-	mc := mgmtClient(b)
 	const name = "bench-addons"
-	cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
-	cl.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
-	if err := mc.Create(context.Background(), cl); err != nil {
-		b.Fatal(err)
-	}
-	defer deleteAndWait(b, mc, cl)
-	waitClusterReady(b, mc, name, 15*time.Minute)
-	waitCondition(b, mc, name, lotsev1.ConditionSystemComponentsHealthy, time.Time{}, 5*time.Minute)
+	oneNodeCluster(b, name)
 	cs := tenantClient(b, name)
 
 	const trials = 100
@@ -152,15 +144,8 @@ func addonRSS(b *testing.B) (float64, string) {
 //	LOTSE_BINARY=bin/lotse go test -run '^$' -bench LoadBalancer -benchtime 1x ./test/e2e/
 func BenchmarkLoadBalancer(b *testing.B) {
 	buildEchoImage(b)
-	mc := mgmtClient(b)
 	const name = "bench-lb"
-	cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
-	cl.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
-	if err := mc.Create(context.Background(), cl); err != nil {
-		b.Fatal(err)
-	}
-	defer deleteAndWait(b, mc, cl)
-	waitClusterReady(b, mc, name, 15*time.Minute)
+	oneNodeCluster(b, name)
 	cs := tenantClient(b, name)
 	deployEchoApp(b, cs, "default", "web")
 	readyPodOf(b, cs, "default", "web")
@@ -201,4 +186,19 @@ func BenchmarkLoadBalancer(b *testing.B) {
 		b.Logf("LoadBalancer Service created -> answering from the host: p50 %.0f ms, max %.0f ms (%d Services)",
 			percentile(took, 50), percentile(took, 99), services)
 	}
+}
+
+// oneNodeCluster creates a cluster with one node for a benchmark, waits
+// until it is ready with its addons available, and deletes it (waiting)
+// when the benchmark ends.
+func oneNodeCluster(b *testing.B, name string) {
+	mc := mgmtClient(b)
+	cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+	cl.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
+	if err := mc.Create(context.Background(), cl); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { deleteAndWait(b, mc, cl) })
+	waitClusterReady(b, mc, name, 15*time.Minute)
+	waitCondition(b, mc, name, lotsev1.ConditionSystemComponentsHealthy, time.Time{}, 5*time.Minute)
 }

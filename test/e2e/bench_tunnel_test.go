@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/supervisor"
 )
 
@@ -27,16 +26,8 @@ import (
 //	LOTSE_BINARY=bin/lotse go test -run '^$' -bench WebhookThroughTunnel -benchtime 1x ./test/e2e/
 func BenchmarkWebhookThroughTunnel(b *testing.B) {
 	buildEchoImage(b)
-	mc := mgmtClient(b)
 	const name = "bench-tunnel"
-	cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
-	cl.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
-	if err := mc.Create(context.Background(), cl); err != nil {
-		b.Fatal(err)
-	}
-	defer deleteAndWait(b, mc, cl)
-	waitClusterReady(b, mc, name, 15*time.Minute)
-	waitCondition(b, mc, name, lotsev1.ConditionSystemComponentsHealthy, time.Time{}, 5*time.Minute)
+	oneNodeCluster(b, name)
 	tc := newTunnelCluster(b, name)
 	tc.registerEchoWebhooks(b)
 	waitFor(b, 30*time.Second, "the webhooks answering", func() (bool, error) {
