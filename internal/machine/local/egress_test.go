@@ -64,6 +64,17 @@ func TestEgressPolicy(t *testing.T) {
 			t.Errorf("%s does not jump to %s exactly once:\n%s", builtin, egressChain, got)
 		}
 	}
+	seen := rawRules(t, ns, egressSeenChain)
+	for _, want := range []string{"-d 127.0.0.0/8 -j RETURN", "-d 10.244.0.0/16 -j RETURN", "-j ACCEPT"} {
+		if !strings.Contains(seen, want) {
+			t.Errorf("%s lacks %q:\n%s", egressSeenChain, want, seen)
+		}
+	}
+	for _, builtin := range []string{"OUTPUT", "PREROUTING"} {
+		if got := rawRules(t, ns, builtin); strings.Count(got, "-j "+egressSeenChain) != 1 {
+			t.Errorf("raw %s does not jump to %s exactly once:\n%s", builtin, egressSeenChain, got)
+		}
+	}
 	// Allowing egress takes the jumps out.
 	m.Egress = true
 	if err := ensureEgressPolicy(ctx, m); err != nil {
@@ -74,6 +85,18 @@ func TestEgressPolicy(t *testing.T) {
 			t.Errorf("egress allowed, but %s still jumps to %s:\n%s", builtin, egressChain, got)
 		}
 	}
+	if got := rawRules(t, ns, "OUTPUT"); strings.Contains(got, egressSeenChain) {
+		t.Errorf("egress allowed, but raw OUTPUT still counts:\n%s", got)
+	}
+}
+
+func rawRules(t *testing.T, ns, chain string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", "--net="+netns.Path(ns), "--", "iptables", "-w", "-t", "raw", "-S", chain).CombinedOutput()
+	if err != nil {
+		return ""
+	}
+	return string(out)
 }
 
 // A packet to the outside fails at once inside the machine.

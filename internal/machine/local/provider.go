@@ -602,32 +602,52 @@ func DeleteLeftovers(ctx context.Context, clusterDir, diskRoot, networkID string
 // egressChain holds a machine's egress policy (in the machine's namespace).
 const egressChain = "LOTSE-EGRESS"
 
-// ensureEgressPolicy rejects, inside the machine, whatever the machine or
-// its pods send outside the cluster's own ranges (nodes, pods, Services),
-// unless the cluster allows egress. A reject answers at once (a pull of an
-// image that is not in the bundle fails in milliseconds, not after DNS
-// time-outs), and the packet never reaches the host.
+// egressSeenChain counts, in the raw table, the packets the egress policy
+// is about to reject. The network policy agent rewrites the whole filter
+// table now and then (kube-router saves and restores it), which resets
+// the counters of the filter chain; raw is left alone, so this count is
+// the lasting evidence of what the policy stopped.
+const egressSeenChain = "LOTSE-EGRESS-SEEN"
+
 func ensureEgressPolicy(ctx context.Context, m *Machine) error {
 	ns := m.Network.MachineNS(m.Index)
-	rules := [][]string{{"-o", "lo", "-j", "RETURN"}}
+	exceptions := [][]string{{"-o", "lo", "-j", "RETURN"}}
 	for _, cidr := range []string{m.Network.CIDR.String(), m.ClusterCIDR, m.ServiceCIDR} {
 		if cidr != "" {
-			rules = append(rules, []string{"-d", cidr, "-j", "RETURN"})
+			exceptions = append(exceptions, []string{"-d", cidr, "-j", "RETURN"})
 		}
 	}
-	rules = append(rules, []string{"-m", "comment", "--comment", "lotse: egress denied (spec.networking.egress)", "-j", "REJECT", "--reject-with", "icmp-net-unreachable"})
-	if m.Egress {
-		for _, builtin := range []string{"OUTPUT", "FORWARD"} {
-			netns.DeleteJump(ctx, ns, "filter", builtin, "-j", egressChain)
+	chains := []struct {
+		table, chain string
+		builtins     []string
+		last         []string
+	}{
+		{"filter", egressChain, []string{"OUTPUT", "FORWARD"},
+			[]string{"-m", "comment", "--comment", "lotse: egress denied (spec.networking.egress)", "-j", "REJECT", "--reject-with", "icmp-net-unreachable"}},
+		// In raw, -o is not known yet (no routing decision): loopback
+		// traffic is told apart by its destination.
+		{"raw", egressSeenChain, []string{"OUTPUT", "PREROUTING"},
+			[]string{"-m", "comment", "--comment", "lotse: egress attempts (rejected in filter " + egressChain + ")", "-j", "ACCEPT"}},
+	}
+	for _, c := range chains {
+		if m.Egress {
+			for _, builtin := range c.builtins {
+				netns.DeleteJump(ctx, ns, c.table, builtin, "-j", c.chain)
+			}
+			continue
 		}
-		return nil
-	}
-	if err := netns.EnsureChain(ctx, ns, "filter", egressChain, rules); err != nil {
-		return err
-	}
-	for _, builtin := range []string{"OUTPUT", "FORWARD"} {
-		if err := netns.EnsureJump(ctx, ns, "filter", builtin, "-j", egressChain); err != nil {
+		rules := append([][]string{}, exceptions...)
+		if c.table == "raw" {
+			rules[0] = []string{"-d", "127.0.0.0/8", "-j", "RETURN"}
+		}
+		rules = append(rules, c.last)
+		if err := netns.EnsureChain(ctx, ns, c.table, c.chain, rules); err != nil {
 			return err
+		}
+		for _, builtin := range c.builtins {
+			if err := netns.EnsureJump(ctx, ns, c.table, builtin, "-j", c.chain); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
