@@ -57,7 +57,14 @@ export KUBECONFIG=$STATE/$NAME.kubeconfig
 
 "$KUBECTL" get deployment echo >/dev/null 2>&1 || "$KUBECTL" create deployment echo --image=registry.lotse.local/echo:demo --replicas=3 --port=8080
 "$KUBECTL" get service echo >/dev/null 2>&1 || "$KUBECTL" expose deployment echo --port=80 --target-port=8080 --type=NodePort
+"$KUBECTL" get service echo-lb >/dev/null 2>&1 || "$KUBECTL" expose deployment echo --name=echo-lb --port=80 --target-port=8080 --type=LoadBalancer
 "$KUBECTL" rollout status deployment/echo --timeout=5m
+LB_IP=""
+for _ in $(seq 1 60); do
+  LB_IP=$("$KUBECTL" get service echo-lb -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
+  [ -n "$LB_IP" ] && break
+  sleep 1
+done
 
 NODE_IP=$("$KUBECTL" get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')
 NODE_PORT=$("$KUBECTL" get service echo -o jsonpath='{.spec.ports[0].nodePort}')
@@ -73,12 +80,20 @@ for _ in 1 2 3; do curl -s --max-time 5 "http://$NODE_IP:$NODE_PORT/" || true; d
 echo
 echo "\$ kubectl get --raw /api/v1/namespaces/default/services/http:echo:80/proxy/   # API server -> tunnel -> pod"
 "$KUBECTL" get --raw /api/v1/namespaces/default/services/http:echo:80/proxy/ || true
+echo
+echo "\$ curl http://$LB_IP/   # the LoadBalancer Service echo-lb"
+curl -s --max-time 5 "http://$LB_IP/" || true
+echo
+echo "\$ kubectl top nodes   # metrics-server, through the tunnel"
+for _ in $(seq 1 30); do "$KUBECTL" top nodes 2>/dev/null && break; sleep 2; done
 cat <<MSG
 
 Cluster "$NAME" runs 3 nodes in 2 worker pools and a sample app. Use it with:
   export KUBECONFIG=$STATE/$NAME.kubeconfig
   $KUBECTL get pods -o wide
   curl http://$NODE_IP:$NODE_PORT/            # the app, through a NodePort
+  curl http://$LB_IP/                         # the app, through its LoadBalancer Service
+  $KUBECTL top pods -A                        # resource metrics
   $KUBECTL get --raw /api/v1/namespaces/default/services/http:echo:80/proxy/   # through the API server's tunnel
   $KUBECTL logs deploy/echo; $KUBECTL exec deploy/echo -- /echo get http://echo/
 Manage clusters with:
