@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/lotse/lotse/internal/controlplane"
-	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/releases/releasestest"
 	"github.com/lotse/lotse/internal/supervisor"
 )
 
@@ -17,13 +17,7 @@ import (
 // under a supervisor of its own, stopped when the test ends.
 func realEtcd(t *testing.T) (*Backend, controlplane.Spec) {
 	t.Helper()
-	bins, err := releases.NewStore(releases.DefaultCacheDir()).Binaries(releases.Default())
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the release must be built before the unit tests: %v", err)
-		}
-		t.Skipf("needs the default release built (make releases): %v", err)
-	}
+	bins := releasestest.Binaries(t)
 	dir, err := os.MkdirTemp("", "lotse-ops-") // short: etcd's unix sockets live below
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
-	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/releases/releasestest"
 	"github.com/lotse/lotse/internal/supervisor"
 	"github.com/lotse/lotse/internal/tasks"
 )
@@ -23,13 +23,7 @@ import (
 // and skips elsewhere.
 func ControlPlane(t testing.TB) []byte {
 	t.Helper()
-	bins, err := releases.NewStore(releases.DefaultCacheDir()).Binaries(releases.Default())
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the release must be built before the unit tests: %v", err)
-		}
-		t.Skipf("needs the default release built (make releases): %v", err)
-	}
+	bins := releasestest.Binaries(t)
 	dir, err := os.MkdirTemp("", "lotse-cp-") // short: etcd's unix sockets live below
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,24 @@
+// Package releasestest gives tests the binaries of the default release
+// from the release cache, which `make test` builds before the unit tests.
+package releasestest
+
+import (
+	"os"
+	"testing"
+
+	"github.com/lotse/lotse/internal/releases"
+)
+
+// Binaries returns the default release's binaries. Without them a test
+// fails in CI (they must have been built) and is skipped elsewhere.
+func Binaries(t testing.TB) releases.Binaries {
+	t.Helper()
+	bins, err := releases.NewStore(releases.DefaultCacheDir()).Binaries(releases.Default())
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the release must be built before the unit tests: %v", err)
+		}
+		t.Skipf("needs the default release built (make releases): %v", err)
+	}
+	return bins
+}
