@@ -12,7 +12,7 @@ K8S_VERSION ?= $(shell sed -n 's/^	{Version: "\([0-9.]*\)".*/\1/p' internal/rele
 CONTROLLER_GEN := $(GO) tool -modfile=hack/tools/go.mod controller-gen
 STATICCHECK := $(GO) tool -modfile=hack/tools/go.mod staticcheck
 
-.PHONY: all build generate deps releases test unit e2e lint demo demo-down bench clean
+.PHONY: all build generate cni-manifests deps releases test unit e2e lint demo demo-down bench clean
 
 all: build
 
@@ -23,6 +23,10 @@ build:
 generate:
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+
+## cni-manifests: Cilium's manifest from its upstream Helm chart (hack/render-cilium.sh)
+cni-manifests:
+	hack/render-cilium.sh
 
 ## deps: host packages the tests and the demo need (Debian 12)
 deps:
@@ -39,6 +43,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=$$tmp && \
+	diff -r $$tmp config/crd/bases >/dev/null || { echo "config/crd/bases is stale: run make generate"; exit 1; }
 
 unit:
 	$(GO) test -race -count=1 ./api/... ./internal/... ./config/...

@@ -190,6 +190,18 @@ type NetworkingSpec struct {
 	// +optional
 	Egress EgressPolicy `json:"egress,omitempty"`
 
+	// Plugin is the pod network (CNI) of the nodes. bridge (the default):
+	// Lotse's routed bridge, which runs everywhere, with kube-router
+	// enforcing NetworkPolicies. cilium and calico: the upstream projects
+	// at pinned versions, rendered and kept by Lotse, for providers whose
+	// nodes can pull their images (the local machines of a host without
+	// registry access cannot). Fixed at creation.
+	// +kubebuilder:validation:Enum=bridge;cilium;calico
+	// +kubebuilder:default=bridge
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",messageExpression="'spec.networking.plugin cannot change on an existing cluster (' + oldSelf + ' to ' + self + '): every pod would lose its network; create a new cluster with plugin ' + self + ' and move the workloads to it'",reason=FieldValueForbidden
+	// +optional
+	Plugin NetworkPlugin `json:"plugin,omitempty"`
+
 	// DefaultDenyTenantNamespaces puts a deny-all NetworkPolicy (DNS still
 	// allowed) into every namespace outside kube-system, kube-public and
 	// kube-node-lease, now and when one is created: tenants then open
@@ -198,6 +210,16 @@ type NetworkingSpec struct {
 	// +optional
 	DefaultDenyTenantNamespaces bool `json:"defaultDenyTenantNamespaces,omitempty"`
 }
+
+// NetworkPlugin is a cluster's pod network implementation.
+type NetworkPlugin string
+
+// Network plugins.
+const (
+	NetworkPluginBridge NetworkPlugin = "bridge"
+	NetworkPluginCilium NetworkPlugin = "cilium"
+	NetworkPluginCalico NetworkPlugin = "calico"
+)
 
 // EgressPolicy says whether a cluster's traffic may leave it.
 type EgressPolicy string

@@ -155,7 +155,7 @@ type Machine struct {
 }
 
 // MachineSpec says what a machine is for.
-// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="a Machine's spec is immutable; Lotse replaces machines instead of changing them"
+// +kubebuilder:validation:XValidation:rule="self.cluster == oldSelf.cluster && self.pool == oldSelf.pool && self.machineClass == oldSelf.machineClass && self.version == oldSelf.version && self.index == oldSelf.index",message="a Machine's spec is immutable except spec.stopped; Lotse replaces machines instead of changing them"
 type MachineSpec struct {
 	// Cluster the machine joins.
 	Cluster string `json:"cluster"`
@@ -168,6 +168,13 @@ type MachineSpec struct {
 	// Index is the machine's number in its cluster; the local provider
 	// derives its address from it.
 	Index int32 `json:"index"`
+	// Stopped powers the machine off, as stopping a cloud server does: its
+	// processes and containers end, its disk (and node-local volumes)
+	// stays, and the cloud controller manager puts the shutdown taint on
+	// its node once the node is NotReady. Unset, it starts again. Pods are
+	// not drained first; hibernation drains before it stops machines.
+	// +optional
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // MachineAddress is an address of a machine.

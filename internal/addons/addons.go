@@ -34,20 +34,22 @@ const (
 // Resources maps the kinds addons use to their API resources; the keeper
 // watches each of them in every tenant cluster.
 var Resources = map[string]schema.GroupVersionResource{
-	"ServiceAccount":      {Version: "v1", Resource: "serviceaccounts"},
-	"ConfigMap":           {Version: "v1", Resource: "configmaps"},
-	"Secret":              {Version: "v1", Resource: "secrets"},
-	"Service":             {Version: "v1", Resource: "services"},
-	"DaemonSet":           {Group: "apps", Version: "v1", Resource: "daemonsets"},
-	"Deployment":          {Group: "apps", Version: "v1", Resource: "deployments"},
-	"ClusterRole":         {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
-	"ClusterRoleBinding":  {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
-	"Role":                {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
-	"RoleBinding":         {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
-	"PodDisruptionBudget": {Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"},
-	"NetworkPolicy":       {Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"},
-	"StorageClass":        {Group: "storage.k8s.io", Version: "v1", Resource: "storageclasses"},
-	"APIService":          {Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"},
+	"ServiceAccount":           {Version: "v1", Resource: "serviceaccounts"},
+	"ConfigMap":                {Version: "v1", Resource: "configmaps"},
+	"Secret":                   {Version: "v1", Resource: "secrets"},
+	"Service":                  {Version: "v1", Resource: "services"},
+	"DaemonSet":                {Group: "apps", Version: "v1", Resource: "daemonsets"},
+	"Deployment":               {Group: "apps", Version: "v1", Resource: "deployments"},
+	"ClusterRole":              {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+	"ClusterRoleBinding":       {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"Role":                     {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+	"RoleBinding":              {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+	"PodDisruptionBudget":      {Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"},
+	"NetworkPolicy":            {Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"},
+	"StorageClass":             {Group: "storage.k8s.io", Version: "v1", Resource: "storageclasses"},
+	"APIService":               {Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"},
+	"Namespace":                {Version: "v1", Resource: "namespaces"},
+	"CustomResourceDefinition": {Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"},
 }
 
 // Addon is one managed component: a name and the objects that make it up.
@@ -79,6 +81,35 @@ type Config struct {
 	Storage *Storage
 	// Metrics configures metrics-server; nil leaves it out.
 	Metrics *Metrics
+	// Network selects the pod network; nil is Lotse's bridge, which needs
+	// nothing in the cluster (the machines configure it).
+	Network *Network
+}
+
+// Network plugins besides the bridge.
+const (
+	PluginBridge = "bridge"
+	PluginCilium = "cilium"
+	PluginCalico = "calico"
+)
+
+// Network configures a pod network that runs inside the cluster.
+type Network struct {
+	// Plugin is bridge, cilium or calico.
+	Plugin string
+	// PodCIDR is the cluster's pod range.
+	PodCIDR string
+	// APIServerHost and APIServerPort are where nodes reach the API server:
+	// the network agents start before the kubernetes Service works.
+	APIServerHost string
+	APIServerPort int
+}
+
+// PluginEnforcesPolicies says whether the pod network enforces
+// NetworkPolicies itself (Cilium and Calico do; with the bridge,
+// kube-router does).
+func (n *Network) PluginEnforcesPolicies() bool {
+	return n != nil && n.Plugin != "" && n.Plugin != PluginBridge
 }
 
 // Toleration of an exact taint.
@@ -117,6 +148,7 @@ func Render(cfg Config) ([]Addon, error) {
 		name   string
 		render func(Config) ([]runtime.Object, error)
 	}{
+		{PodNetworkName, renderPodNetwork},
 		{CoreDNSName, renderCoreDNS},
 		{TunnelAgentName, renderTunnel},
 		{NetworkPolicyAgentName, renderNetworkPolicyAgent},
@@ -154,6 +186,26 @@ func Render(cfg Config) ([]Addon, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// PodNetworkName is the addon of a pod network that runs in the cluster.
+const PodNetworkName = "pod-network"
+
+func renderPodNetwork(cfg Config) ([]runtime.Object, error) {
+	n := cfg.Network
+	if n == nil || n.Plugin == "" || n.Plugin == PluginBridge {
+		return nil, nil
+	}
+	if n.APIServerHost == "" || n.APIServerPort == 0 || n.PodCIDR == "" {
+		return nil, fmt.Errorf("the API server's address and the pod range are required")
+	}
+	switch n.Plugin {
+	case PluginCilium:
+		return renderCilium(cfg)
+	case PluginCalico:
+		return renderCalico(cfg)
+	}
+	return nil, fmt.Errorf("unknown network plugin %q; use bridge, cilium or calico", n.Plugin)
 }
 
 // toUnstructured converts a typed object (with its TypeMeta set) into the

@@ -2,6 +2,7 @@ package addons
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -355,5 +356,95 @@ func TestRenderMetrics(t *testing.T) {
 	cfg.Metrics.Cert = nil
 	if _, err := Render(cfg); err == nil || !strings.Contains(err.Error(), "serving certificate") {
 		t.Errorf("without a certificate: %v", err)
+	}
+}
+
+func TestRenderPodNetwork(t *testing.T) {
+	network := func(plugin string) *Network {
+		return &Network{Plugin: plugin, PodCIDR: "10.244.0.0/16", APIServerHost: "10.250.3.1", APIServerPort: 24001}
+	}
+	tests := []struct {
+		name    string
+		network *Network
+		want    map[string]string // kind -> name that must be there
+		absent  map[string]string
+		wantErr string
+	}{
+		{name: "bridge: nothing in the cluster, kube-router enforces policies", network: network("bridge"),
+			absent: map[string]string{"DaemonSet": "cilium", "Deployment": "calico-kube-controllers"},
+			want:   map[string]string{"DaemonSet": NetworkPolicyAgentName}},
+		{name: "no network given is the bridge", network: nil, want: map[string]string{"DaemonSet": NetworkPolicyAgentName}},
+		{name: "cilium", network: network("cilium"),
+			want: map[string]string{"DaemonSet": "cilium", "Deployment": "cilium-operator", "ConfigMap": "cilium-config",
+				"ClusterRole": "cilium", "Namespace": "cilium-secrets"},
+			absent: map[string]string{"DaemonSet": NetworkPolicyAgentName}},
+		{name: "calico", network: network("calico"),
+			want: map[string]string{"DaemonSet": "calico-node", "Deployment": "calico-kube-controllers", "ConfigMap": "kubernetes-services-endpoint",
+				"CustomResourceDefinition": "ippools.crd.projectcalico.org"},
+			absent: map[string]string{"DaemonSet": NetworkPolicyAgentName}},
+		{name: "unknown plugin", network: network("flannel"), wantErr: `unknown network plugin "flannel"`},
+		{name: "cilium without the API server", network: &Network{Plugin: "cilium", PodCIDR: "10.244.0.0/16"}, wantErr: "API server"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, err := Render(Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", NetworkPolicies: testPolicies(), Network: tt.network})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Render: %v, want an error about %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for kind, name := range tt.want {
+				if find(set, kind, name) == nil {
+					t.Errorf("%s %s missing", kind, name)
+				}
+			}
+			for kind, name := range tt.absent {
+				if find(set, kind, name) != nil {
+					t.Errorf("%s %s rendered", kind, name)
+				}
+			}
+		})
+	}
+}
+
+// The cluster's own values reach the plugins and no placeholder is left.
+func TestPodNetworkValues(t *testing.T) {
+	for _, plugin := range []string{PluginCilium, PluginCalico} {
+		t.Run(plugin, func(t *testing.T) {
+			set, err := Render(Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x",
+				Network: &Network{Plugin: plugin, PodCIDR: "10.123.0.0/16", APIServerHost: "10.250.3.1", APIServerPort: 24001}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var all strings.Builder
+			for _, a := range set {
+				for _, o := range a.Objects {
+					data, err := o.MarshalJSON()
+					if err != nil {
+						t.Fatal(err)
+					}
+					all.Write(data)
+				}
+			}
+			text := all.String()
+			if strings.Contains(text, "LOTSE_") {
+				t.Error("a placeholder is left in the rendering")
+			}
+			for _, want := range []string{`"10.250.3.1"`, `"24001"`} {
+				if !strings.Contains(text, want) {
+					t.Errorf("the API server's %s is not in the rendering", want)
+				}
+			}
+			if plugin == PluginCalico && !strings.Contains(text, `"10.123.0.0/16"`) {
+				t.Error("calico's pool is not the cluster's pod range")
+			}
+		})
+	}
+	if !regexp.MustCompile(`^v[0-9]+[.][0-9]+[.][0-9]+$`).MatchString(CiliumVersion) {
+		t.Errorf("CiliumVersion %q from the manifest's header", CiliumVersion)
 	}
 }

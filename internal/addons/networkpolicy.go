@@ -55,7 +55,7 @@ const networkPolicyAgentHealthPort = 20244
 
 func renderNetworkPolicyAgent(cfg Config) ([]runtime.Object, error) {
 	np := cfg.NetworkPolicies
-	if np == nil {
+	if np == nil || cfg.Network.PluginEnforcesPolicies() {
 		return nil, nil
 	}
 	if np.AgentImage == "" || np.ServiceCIDR == "" {

@@ -29,6 +29,10 @@ type Provider interface {
 	DeleteNetwork(ctx context.Context, cluster clusterref.Ref) error
 	// Ensure creates or repairs a machine. It is idempotent.
 	Ensure(ctx context.Context, spec *Spec) (Status, error)
+	// Stop ends every process and container of a machine and keeps its
+	// disk and network, so that Ensure starts it again as it was. It needs
+	// only the cluster, the nodes CIDR, the name and the index of spec.
+	Stop(ctx context.Context, spec *Spec) error
 	// Delete stops a machine and removes everything of it. It needs only
 	// the cluster, the name and the index of spec.
 	Delete(ctx context.Context, spec *Spec) error
@@ -72,6 +76,10 @@ type Spec struct {
 	// Egress lets the machine and its pods reach networks outside the
 	// cluster; without it such traffic is rejected inside the machine.
 	Egress bool
+	// BridgeCNI: the provider configures Lotse's routed bridge as the pod
+	// network; otherwise a plugin running in the cluster (Cilium, Calico)
+	// installs its own.
+	BridgeCNI bool
 	// PodCIDR is the node's pod range once the controller-manager assigned it.
 	PodCIDR    string
 	Labels     map[string]string

@@ -142,7 +142,66 @@ func TestAddons(t *testing.T) {
 	if !t.Run("resource metrics and autoscaling", func(t *testing.T) { resourceMetrics(t, name, cs) }) {
 		return
 	}
-	t.Run("cloud controller manager", func(t *testing.T) { cloudControllerManager(t, mc, name, cs) })
+	if !t.Run("cloud controller manager", func(t *testing.T) { cloudControllerManager(t, mc, name, cs) }) {
+		return
+	}
+	// Last: it takes a node away.
+	t.Run("a stopped machine's node is tainted, a deleted one's removed", func(t *testing.T) { stoppedMachine(t, mc, name, cs) })
+}
+
+// stoppedMachine: stopping a machine makes the cloud controller manager
+// taint its node as shut down (once the node is NotReady); starting it
+// again clears the taint; deleting the machine removes its Node.
+func stoppedMachine(t *testing.T, mc client.Client, name string, cs kubernetes.Interface) {
+	ctx := context.Background()
+	const shutdownTaint = "node.cloudprovider.kubernetes.io/shutdown"
+	machines := listMachines(t, mc, name)
+	m := machines[len(machines)-1]
+	setStopped := func(stopped bool) {
+		t.Helper()
+		patch := []byte(fmt.Sprintf(`{"spec":{"stopped":%t}}`, stopped))
+		if err := mc.Patch(ctx, &m, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hasTaint := func() (bool, error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, m.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == shutdownTaint }), nil
+	}
+	if tainted, err := hasTaint(); err != nil || tainted {
+		t.Fatalf("before the stop: tainted %v, %v", tainted, err)
+	}
+
+	setStopped(true)
+	waitFor(t, time.Minute, m.Name+" stopped", func() (bool, error) {
+		got := &lotsev1.Machine{}
+		err := mc.Get(ctx, client.ObjectKeyFromObject(&m), got)
+		return err == nil && got.Status.Phase == lotsev1.MachineStopped && got.Status.ObservedGeneration == got.Generation, err
+	})
+	// The node goes NotReady after the controller-manager's grace period
+	// (50 s), then the cloud controller manager adds the taint.
+	waitFor(t, 3*time.Minute, m.Name+" tainted as shut down", hasTaint)
+
+	setStopped(false)
+	waitFor(t, 3*time.Minute, m.Name+" running again, taint gone", func() (bool, error) {
+		got := &lotsev1.Machine{}
+		if err := mc.Get(ctx, client.ObjectKeyFromObject(&m), got); err != nil {
+			return false, err
+		}
+		tainted, err := hasTaint()
+		return err == nil && got.Status.Phase == lotsev1.MachineRunning && !tainted, err
+	})
+
+	if err := mc.Delete(ctx, &m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Minute, m.Name+"'s Node removed", func() (bool, error) {
+		_, err := cs.CoreV1().Nodes().Get(ctx, m.Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
 }
 
 // cloudControllerManager: nodes carry their machine's metadata, and

@@ -74,6 +74,8 @@ func TestValidationOnCreate(t *testing.T) {
 		{"surge and unavailable both zero", func(c *lotsev1.Cluster) {
 			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 0, MaxUnavailable: 0}}
 		}, []string{"maxSurge and maxUnavailable must not both be 0"}},
+		{"unknown network plugin", func(c *lotsev1.Cluster) { c.Spec.Networking.Plugin = "flannel" },
+			[]string{"spec.networking.plugin", `Unsupported value: "flannel"`, `"bridge"`, `"cilium"`, `"calico"`}},
 		{"bad nodes CIDR", func(c *lotsev1.Cluster) { c.Spec.Networking.Nodes = "10.250.0.0/8" },
 			[]string{"spec.networking.nodes must be an IPv4 CIDR between /16 and /28"}},
 	}
@@ -97,7 +99,8 @@ func TestValidationOnCreate(t *testing.T) {
 	if err := mc.Create(context.Background(), c, client.DryRunAll); err != nil {
 		t.Fatalf("minimal cluster rejected: %v", err)
 	}
-	if c.Spec.Kubernetes.Version != "1.36.3" || c.Spec.Networking.Pods != "10.244.0.0/16" || c.Spec.Encryption.Provider != "aescbc" {
+	if c.Spec.Kubernetes.Version != "1.36.3" || c.Spec.Networking.Pods != "10.244.0.0/16" || c.Spec.Encryption.Provider != "aescbc" ||
+		c.Spec.Networking.Plugin != lotsev1.NetworkPluginBridge {
 		t.Errorf("defaults not applied: %+v", c.Spec)
 	}
 }
@@ -118,6 +121,8 @@ func TestValidationOnUpdate(t *testing.T) {
 			"spec.networking.pods, services, nodes and egress are immutable"},
 		{"change egress", nil, func(c *lotsev1.Cluster) { c.Spec.Networking.Egress = lotsev1.EgressAllow },
 			"spec.networking.pods, services, nodes and egress are immutable"},
+		{"change the network plugin", nil, func(c *lotsev1.Cluster) { c.Spec.Networking.Plugin = lotsev1.NetworkPluginCilium },
+			"spec.networking.plugin cannot change on an existing cluster (bridge to cilium)"},
 		{"change high availability", nil, func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = true },
 			"spec.controlPlane.highAvailability is immutable"},
 		{"change encryption provider", nil, func(c *lotsev1.Cluster) { c.Spec.Encryption.Provider = "secretbox" },

@@ -65,6 +65,9 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	if err := r.watchTenant(ctx, c, spec); err != nil {
 		return false, "", err
 	}
+	if cfg.Network, err = r.podNetwork(c, spec); err != nil {
+		return false, "", err
+	}
 	if cfg.NetworkPolicies, err = r.networkPolicies(ctx, c, spec); err != nil {
 		return false, "", err
 	}
@@ -160,6 +163,21 @@ func (r *Reconciler) networkPolicies(ctx context.Context, c *lotsev1.Cluster, sp
 		}
 	}
 	return np, nil
+}
+
+// podNetwork configures a pod network that runs in the cluster (nil for
+// Lotse's bridge, which the machines set up themselves).
+func (r *Reconciler) podNetwork(c *lotsev1.Cluster, spec controlplane.Spec) (*addons.Network, error) {
+	plugin := c.Spec.Networking.Plugin
+	if plugin == "" || plugin == lotsev1.NetworkPluginBridge {
+		return nil, nil
+	}
+	access, err := r.Backend.NodeAccess(spec)
+	if err != nil {
+		return nil, err
+	}
+	return &addons.Network{Plugin: string(plugin), PodCIDR: c.Spec.Networking.Pods,
+		APIServerHost: access.Gateway, APIServerPort: access.APIPort}, nil
 }
 
 // storage configures node-local volumes: each machine's node keeps them

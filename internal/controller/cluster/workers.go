@@ -132,6 +132,9 @@ func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bo
 			have = have[len(have)-desired:]
 		}
 		for _, m := range have {
+			if m.Spec.Stopped {
+				continue // powered off on purpose: nothing to wait for
+			}
 			if !machineReady(m) {
 				waiting = append(waiting, m.Name)
 			}

@@ -111,6 +111,7 @@ type FakeProvider struct {
 	mu      sync.Mutex
 	ensured []machine.Spec
 	deleted []machine.Spec
+	stopped []machine.Spec
 	serving bool
 }
 
@@ -150,6 +151,20 @@ func (f *FakeProvider) Ensure(_ context.Context, s *machine.Spec) (machine.Statu
 	defer f.mu.Unlock()
 	f.ensured = append(f.ensured, *s)
 	return machine.Status{Address: "10.250.0.10", ProviderID: "fake://" + s.Name, ProcessesReady: true, HasServingCertificate: f.serving}, nil
+}
+
+// StoppedMachines lists the specs Stop was called with.
+func (f *FakeProvider) StoppedMachines() []machine.Spec {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]machine.Spec(nil), f.stopped...)
+}
+
+func (f *FakeProvider) Stop(_ context.Context, s *machine.Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopped = append(f.stopped, *s)
+	return nil
 }
 
 func (f *FakeProvider) Delete(_ context.Context, s *machine.Spec) error {

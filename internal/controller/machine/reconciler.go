@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -91,6 +92,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if status.Phase == "" {
 		status.Phase = lotsev1.MachinePending
 	}
+	if m.Spec.Stopped {
+		return ctrl.Result{}, r.stop(ctx, m, cluster, ref, status)
+	}
+	if status.Phase == lotsev1.MachineStopped {
+		status.Phase = lotsev1.MachineProvisioning // starting again
+	}
 	lm, cs, msg, err := r.machine(ctx, m, cluster, ref)
 	if err != nil || lm == nil {
 		if err == nil {
@@ -141,6 +148,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 	ready, why := nodeReady(node)
+	if !ready && !lm.BridgeCNI && node != nil {
+		// The plugin's agents are what make the node Ready; say so, since
+		// on a host without registry access they never start.
+		why = fmt.Sprintf("%s (spec.networking.plugin %s: its agents must start on the node, from images the node pulls from upstream's registry)", why, cluster.Spec.Networking.Plugin)
+	}
 	if node != nil {
 		status.NodeName = node.Name
 	}
@@ -167,6 +179,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	return ctrl.Result{RequeueAfter: 15 * time.Second}, nil
+}
+
+// stop powers a machine off; its node goes NotReady and the cloud
+// controller manager taints it as shut down.
+func (r *Reconciler) stop(ctx context.Context, m *lotsev1.Machine, c *lotsev1.Cluster, ref clusterref.Ref, status *lotsev1.MachineStatus) error {
+	nodesCIDR := c.Status.NodesCIDR
+	if nodesCIDR == "" {
+		nodesCIDR = c.Spec.Networking.Nodes
+	}
+	if err := r.Provider.Stop(ctx, &machine.Spec{Cluster: ref, Name: m.Name, Index: int(m.Spec.Index), NodesCIDR: nodesCIDR}); err != nil {
+		setCond(status, m.Generation, "NodeReady", false, "StopFailed", err.Error())
+		return errors.Join(err, r.writeStatus(ctx, m, status))
+	}
+	status.ObservedGeneration = m.Generation
+	status.Phase = lotsev1.MachineStopped
+	setCond(status, m.Generation, "NodeReady", false, "MachineStopped", "spec.stopped is set: the machine is powered off")
+	return r.writeStatus(ctx, m, status)
 }
 
 // machine assembles what the provider needs. A nil machine with a message
@@ -212,6 +241,7 @@ func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1
 		ClusterCIDR: c.Spec.Networking.Pods,
 		ServiceCIDR: c.Spec.Networking.Services,
 		Egress:      c.Spec.Networking.Egress == lotsev1.EgressAllow,
+		BridgeCNI:   c.Spec.Networking.Plugin == "" || c.Spec.Networking.Plugin == lotsev1.NetworkPluginBridge,
 		PauseImage:  pause,
 		Images:      tarballs,
 		Labels: map[string]string{
@@ -357,7 +387,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, re
 	cluster := &lotsev1.Cluster{}
 	clusterGoing := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.Cluster}, cluster) != nil ||
 		!cluster.DeletionTimestamp.IsZero()
-	if cs != nil && !clusterGoing && time.Since(m.DeletionTimestamp.Time) < DrainTimeout {
+	// A stopped machine's pods cannot end gracefully: no kubelet runs to
+	// end them. Its Node's deletion lets the pod garbage collector remove them.
+	if cs != nil && !clusterGoing && !m.Spec.Stopped && time.Since(m.DeletionTimestamp.Time) < DrainTimeout {
 		drained, msg, err := drain(ctx, cs, m.Name)
 		if err != nil {
 			return ctrl.Result{}, err

@@ -66,7 +66,7 @@ func TestMachineJoins(t *testing.T) {
 	}
 	s := ensured[0]
 	if s.Cluster != (clusterref.Ref{Namespace: "default", Name: "c1"}) || s.Index != 3 || s.NodesCIDR != "10.250.0.0/24" ||
-		s.APIServer != "https://10.250.0.1:6443" || s.ClusterCIDR != "10.244.0.0/16" || s.ServiceCIDR != "10.96.0.0/16" || s.Egress {
+		s.APIServer != "https://10.250.0.1:6443" || s.ClusterCIDR != "10.244.0.0/16" || s.ServiceCIDR != "10.96.0.0/16" || s.Egress || !s.BridgeCNI {
 		t.Errorf("machine spec %+v", s)
 	}
 	if s.Labels["tier"] != "web" || s.Labels[lotsev1.LabelPool] != "w" || len(s.Taints) != 1 || s.Taints[0].Key != "dedicated" {
@@ -131,5 +131,88 @@ func TestMachineDeleted(t *testing.T) {
 	}
 	if _, err := cs.CoreV1().Nodes().Get(ctx, "c1-w-abc", metav1.GetOptions{}); err == nil {
 		t.Error("node object left behind")
+	}
+}
+
+func TestMachineStoppedAndStarted(t *testing.T) {
+	ctx := context.Background()
+	r, c, p, cs := setup(t)
+	p.SetServingCertificate(true)
+	reconcileMachine(t, r, c)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "c1-w-abc"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
+	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if m := reconcileMachine(t, r, c); m.Status.Phase != lotsev1.MachineRunning {
+		t.Fatalf("phase %q before the stop", m.Status.Phase)
+	}
+
+	setStopped := func(stopped bool) {
+		t.Helper()
+		m := &lotsev1.Machine{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "c1-w-abc"}, m); err != nil {
+			t.Fatal(err)
+		}
+		m.Spec.Stopped = stopped
+		m.Generation++
+		if err := c.Update(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setStopped(true)
+	ensuredBefore := len(p.Ensured())
+	m := reconcileMachine(t, r, c)
+	if stopped := p.StoppedMachines(); len(stopped) != 1 || stopped[0].Name != "c1-w-abc" || stopped[0].Index != 3 {
+		t.Errorf("provider stops %+v", stopped)
+	}
+	if len(p.Ensured()) != ensuredBefore {
+		t.Error("a stopped machine was ensured (started) again")
+	}
+	cond := meta.FindStatusCondition(m.Status.Conditions, "NodeReady")
+	if m.Status.Phase != lotsev1.MachineStopped || cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != "MachineStopped" || m.Status.ObservedGeneration != m.Generation {
+		t.Errorf("stopped machine: phase %q, observedGeneration %d of %d, NodeReady %+v", m.Status.Phase, m.Status.ObservedGeneration, m.Generation, cond)
+	}
+
+	// Started again: ensured, and Running once its node is Ready.
+	setStopped(false)
+	m = reconcileMachine(t, r, c)
+	if len(p.Ensured()) != ensuredBefore+1 {
+		t.Error("the machine was not started again")
+	}
+	if m.Status.Phase != lotsev1.MachineRunning {
+		t.Errorf("phase %q after the start", m.Status.Phase)
+	}
+}
+
+func TestStoppedMachineDeletedWithoutDraining(t *testing.T) {
+	ctx := context.Background()
+	r, c, p, cs := setup(t)
+	reconcileMachine(t, r, c)
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "c1-w-abc"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A pod on the node that no kubelet will ever end: a drain would wait
+	// for it until the drain timeout.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app"}, Spec: corev1.PodSpec{NodeName: "c1-w-abc"}}
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	m := &lotsev1.Machine{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "c1-w-abc"}, m); err != nil {
+		t.Fatal(err)
+	}
+	m.Spec.Stopped = true
+	if err := c.Update(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	reconcileMachine(t, r, c)
+	if err := c.Delete(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if m := reconcileMachine(t, r, c); m != nil {
+		t.Errorf("stopped machine not removed at once: phase %q, conditions %+v", m.Status.Phase, m.Status.Conditions)
+	}
+	if d := p.DeletedMachines(); len(d) != 1 {
+		t.Errorf("provider deletions %+v", d)
 	}
 }

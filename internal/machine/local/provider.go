@@ -144,6 +144,21 @@ func (p *Provider) Delete(ctx context.Context, s *machine.Spec) error {
 	return p.delete(ctx, m)
 }
 
+// Stop ends a machine's processes and containers (by its cgroup, as a
+// power-off would) and keeps its disk, directories and network namespace.
+func (p *Provider) Stop(ctx context.Context, s *machine.Spec) error {
+	m, err := p.machine(s)
+	if err != nil {
+		return err
+	}
+	prefix := m.processPrefix()
+	p.Supervisor.StopPrefix(prefix)
+	if err := killCgroup(m.cgroupRoot()); err != nil {
+		return err
+	}
+	return supervisor.WaitStopped(ctx, p.Supervisor.Owner(), prefix)
+}
+
 func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, error) {
 	st := machine.Status{ProviderID: m.ProviderID(), LocalVolumesPath: filepath.Join(m.DiskDir, "local-volumes")}
 	ip, err := m.Network.EnsureMachine(ctx, m.Index)
@@ -184,7 +199,7 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 	if m.BootstrapToken != "" {
 		files["bootstrap.kubeconfig"] = bootstrapKubeconfig(m)
 	}
-	if m.PodCIDR != "" {
+	if m.PodCIDR != "" && m.BridgeCNI {
 		files[filepath.Join("cni", "net.d", "10-lotse.conflist")] = cniConfig(m, m.PodCIDR)
 	}
 	for name, content := range files {
