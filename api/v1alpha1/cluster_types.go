@@ -24,6 +24,10 @@ const (
 	ConditionSystemComponentsHealthy = "SystemComponentsHealthy"
 	// ConditionReady: the cluster is fully reconciled and healthy.
 	ConditionReady = "Ready"
+	// ConditionRemediationAllowed is False while some pool has more
+	// unhealthy machines than its healthCheck.maxUnhealthy: Lotse then
+	// replaces none of them.
+	ConditionRemediationAllowed = "RemediationAllowed"
 )
 
 // ClusterPhase summarises where a Cluster is in its life.

@@ -80,6 +80,42 @@ type WorkerPool struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +optional
 	Region string `json:"region,omitempty"`
+	// HealthCheck replaces machines whose nodes stay unhealthy, as
+	// Cluster API's MachineHealthChecks do.
+	// +kubebuilder:default={}
+	// +optional
+	HealthCheck MachineHealthCheck `json:"healthCheck"`
+}
+
+// MachineHealthCheck says when a pool's machine counts as broken and how
+// many may be repaired at once.
+type MachineHealthCheck struct {
+	// NodeNotReadyTimeout is how long a machine's node may be NotReady or
+	// Unknown (or its processes keep failing) before the machine is
+	// replaced. "0s" turns repairs off.
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(h|m|s))+$')",messageExpression="'spec.workers[].healthCheck.nodeNotReadyTimeout: ' + self + ' is not a duration; write it like 5m, 90s or 1h30m'"
+	// +optional
+	NodeNotReadyTimeout string `json:"nodeNotReadyTimeout,omitempty"`
+	// NodeStartupTimeout is how long a new machine may take to become a
+	// Ready node before it is replaced.
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(h|m|s))+$')",messageExpression="'spec.workers[].healthCheck.nodeStartupTimeout: ' + self + ' is not a duration; write it like 10m or 600s'"
+	// +optional
+	NodeStartupTimeout string `json:"nodeStartupTimeout,omitempty"`
+	// MaxUnhealthy stops all repairs of the pool while more of its machines
+	// than this are unhealthy (a percentage of the pool, "40%", or a count,
+	// "2"; a node that is NotReady counts at once, before its timeout
+	// ends): many failing at once points to a cause that new machines would
+	// not fix (a network or control-plane fault), and replacing them all
+	// would only make it worse.
+	// +kubebuilder:default="40%"
+	// +kubebuilder:validation:MaxLength=8
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+|(100|[1-9]?[0-9])%)$')",messageExpression="'spec.workers[].healthCheck.maxUnhealthy: ' + self + ' must be a percentage from 0% to 100% or a count of machines, like 40% or 2'"
+	// +optional
+	MaxUnhealthy string `json:"maxUnhealthy,omitempty"`
 }
 
 // Zone is the zone of the pool's machine with the given index: the pool's

@@ -812,7 +812,11 @@ func pidsInNetns(ns, argv0 string) []int {
 	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, f := range cmdlines {
 		data, err := os.ReadFile(f)
-		if err != nil || !strings.HasPrefix(string(data), argv0+"\x00") {
+		if err != nil {
+			continue
+		}
+		// argv0 as given, or the base name of a binary started by path.
+		if first, _, _ := strings.Cut(string(data), "\x00"); first != argv0 && filepath.Base(first) != argv0 {
 			continue
 		}
 		var pid int

@@ -74,6 +74,14 @@ func TestValidationOnCreate(t *testing.T) {
 		{"surge and unavailable both zero", func(c *lotsev1.Cluster) {
 			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 0, MaxUnavailable: 0}}
 		}, []string{"maxSurge and maxUnavailable must not both be 0"}},
+		{"malformed health check timeout", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1,
+				HealthCheck: lotsev1.MachineHealthCheck{NodeNotReadyTimeout: "5 minutes"}}}
+		}, []string{"spec.workers[].healthCheck.nodeNotReadyTimeout: 5 minutes is not a duration; write it like 5m"}},
+		{"maxUnhealthy above 100%", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1,
+				HealthCheck: lotsev1.MachineHealthCheck{MaxUnhealthy: "140%"}}}
+		}, []string{"spec.workers[].healthCheck.maxUnhealthy: 140% must be a percentage from 0% to 100% or a count"}},
 		{"unknown network plugin", func(c *lotsev1.Cluster) { c.Spec.Networking.Plugin = "flannel" },
 			[]string{"spec.networking.plugin", `Unsupported value: "flannel"`, `"bridge"`, `"cilium"`, `"calico"`}},
 		{"bad nodes CIDR", func(c *lotsev1.Cluster) { c.Spec.Networking.Nodes = "10.250.0.0/8" },

@@ -9,6 +9,9 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -143,6 +146,7 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 	if len(c.Spec.Workers) == 0 {
 		status.Workers = nil
 		meta.RemoveStatusCondition(&status.Conditions, lotsev1.ConditionEveryNodeReady)
+		meta.RemoveStatusCondition(&status.Conditions, lotsev1.ConditionRemediationAllowed)
 		meta.RemoveStatusCondition(&status.Conditions, lotsev1.ConditionSystemComponentsHealthy)
 		status.Addons = nil
 		return nil
@@ -152,14 +156,17 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 		return err
 	}
 	status.Workers = nil
-	var notReady []string
+	var notReady, blocked []string
+	now := time.Now()
 	for _, pool := range c.Spec.Workers {
 		ps := lotsev1.WorkerPoolStatus{Name: pool.Name, Desired: pool.Minimum}
+		var live []*lotsev1.Machine
 		for i := range list.Items {
 			m := &list.Items[i]
 			if m.Spec.Pool != pool.Name || !m.DeletionTimestamp.IsZero() {
 				continue
 			}
+			live = append(live, m)
 			if m.Spec.Version == c.Spec.Kubernetes.Version {
 				ps.Updated++
 			}
@@ -173,6 +180,30 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 			notReady = append(notReady, fmt.Sprintf("pool %s: %d/%d ready", pool.Name, ps.Ready, ps.Desired))
 		}
 		status.Workers = append(status.Workers, ps)
+		repair, err := checkPool(pool, live, now)
+		if err != nil {
+			return err
+		}
+		if repair.blocked != "" {
+			blocked = append(blocked, repair.blocked)
+		}
+	}
+	wasAllowed := !meta.IsStatusConditionFalse(status.Conditions, lotsev1.ConditionRemediationAllowed)
+	if len(blocked) == 0 {
+		cond := meta.FindStatusCondition(status.Conditions, lotsev1.ConditionRemediationAllowed)
+		switch {
+		case !wasAllowed, cond != nil && cond.Reason == reasonRepairsResumed && now.Sub(cond.LastTransitionTime.Time) < repairSettle:
+			setCondition(status, c.Generation, lotsev1.ConditionRemediationAllowed, true, reasonRepairsResumed,
+				"no pool has more unhealthy machines than its maxUnhealthy; repairs resume "+repairSettle.String()+" after this transition")
+		default:
+			setCondition(status, c.Generation, lotsev1.ConditionRemediationAllowed, true, "HealthChecksPass", "no pool has more unhealthy machines than its maxUnhealthy")
+		}
+	} else {
+		msg := truncate(strings.Join(blocked, "; "), 1024)
+		setCondition(status, c.Generation, lotsev1.ConditionRemediationAllowed, false, "TooManyUnhealthy", msg)
+		if wasAllowed {
+			r.event(c, corev1.EventTypeWarning, "RepairsStopped", "Repair", "%s", msg)
+		}
 	}
 	r.systemComponentsHealth(c, status)
 	if len(notReady) == 0 {

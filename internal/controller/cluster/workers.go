@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -92,6 +93,26 @@ func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bo
 		wanted[pool.Name] = true
 		have := byPool[pool.Name]
 		desired := int(pool.Minimum)
+		// Repairs first, so that replacements are created right away.
+		repair, err := checkPool(pool, have, time.Now())
+		if err != nil {
+			return false, "", err
+		}
+		if len(repair.replace) > 0 && !repairsPaused(c, time.Now()) {
+			var kept []*lotsev1.Machine
+			for _, m := range have {
+				why, bad := repair.replace[m]
+				if !bad {
+					kept = append(kept, m)
+					continue
+				}
+				if err := r.Client.Delete(ctx, m); client.IgnoreNotFound(err) != nil {
+					return false, "", err
+				}
+				r.event(c, corev1.EventTypeWarning, "MachineRepaired", "Repair", "pool %s: replacing machine %s: %s", pool.Name, m.Name, why)
+			}
+			have = kept
+		}
 		for len(have) < desired {
 			m := &lotsev1.Machine{
 				ObjectMeta: metav1.ObjectMeta{

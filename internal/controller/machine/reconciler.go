@@ -136,7 +136,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	status.ProviderID = st.ProviderID
 	status.LocalVolumesPath = st.LocalVolumesPath
 	status.Addresses = []lotsev1.MachineAddress{{Type: corev1.NodeInternalIP, Address: st.Address}}
-	if status.Phase == lotsev1.MachinePending {
+	provisioningStarts := status.Phase == lotsev1.MachinePending
+	if provisioningStarts {
 		status.Phase = lotsev1.MachineProvisioning
 	}
 	if err := approveServingCSRs(ctx, cs, m.Name, st.Address); err != nil {
@@ -164,7 +165,25 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !st.ProcessesReady {
 		ready, why = false, st.Message
 	}
+	wasReady := meta.IsStatusConditionTrue(status.Conditions, "NodeReady")
 	setCond(status, m.Generation, "NodeReady", ready, map[bool]string{true: "KubeletReady", false: "NodeNotReady"}[ready], why)
+	if provisioningStarts && !ready {
+		// Health checks time a new machine's startup from here, not from
+		// its creation: waiting for binaries, images or the control plane
+		// is not the machine's fault.
+		meta.FindStatusCondition(status.Conditions, "NodeReady").LastTransitionTime = metav1.Now()
+	}
+	if wasReady && !ready {
+		// The node itself went NotReady: date the condition from when it
+		// did, not from when this reconcile noticed (health checks time
+		// their timeouts from it).
+		if since, ok := nodeNotReadySince(node); ok {
+			cond := meta.FindStatusCondition(status.Conditions, "NodeReady")
+			if since.Before(&cond.LastTransitionTime) {
+				cond.LastTransitionTime = since
+			}
+		}
+	}
 	if ready {
 		status.Phase = lotsev1.MachineRunning
 		// The kubelet has its own certificate now; the token has done its job.
@@ -369,6 +388,33 @@ func nodeReady(n *corev1.Node) (bool, string) {
 	return false, "the node reports no Ready condition yet"
 }
 
+// nodeNotReadySince is when a node's Ready condition left True, if it did.
+func nodeNotReadySince(n *corev1.Node) (metav1.Time, bool) {
+	if n == nil {
+		return metav1.Time{}, false
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue {
+			return c.LastTransitionTime, !c.LastTransitionTime.IsZero()
+		}
+	}
+	return metav1.Time{}, false
+}
+
+// nodeUnreachable: the node's kubelet stopped reporting (Ready Unknown).
+func nodeUnreachable(ctx context.Context, cs kubernetes.Interface, name string) bool {
+	node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionUnknown
+		}
+	}
+	return false
+}
+
 func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, ref clusterref.Ref) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(m, lotsev1.MachineFinalizer) {
 		return ctrl.Result{}, nil
@@ -389,7 +435,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, re
 		!cluster.DeletionTimestamp.IsZero()
 	// A stopped machine's pods cannot end gracefully: no kubelet runs to
 	// end them. Its Node's deletion lets the pod garbage collector remove them.
-	if cs != nil && !clusterGoing && !m.Spec.Stopped && time.Since(m.DeletionTimestamp.Time) < DrainTimeout {
+	// Nor can an unreachable node's (its kubelet stopped reporting, the
+	// usual reason a health check replaces a machine).
+	if cs != nil && !clusterGoing && !m.Spec.Stopped && !nodeUnreachable(ctx, cs, m.Name) && time.Since(m.DeletionTimestamp.Time) < DrainTimeout {
 		drained, msg, err := drain(ctx, cs, m.Name)
 		if err != nil {
 			return ctrl.Result{}, err
