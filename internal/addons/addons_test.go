@@ -52,6 +52,41 @@ func TestRender(t *testing.T) {
 			cfg:     Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", Tunnel: &Tunnel{Image: "x", Host: "h", Port: 1, Servers: 1}},
 			wantErr: "credentials",
 		},
+		{
+			name:      "bridge: nothing in the cluster, kube-router enforces policies",
+			cfg:       podNetworkConfig(testNetwork("bridge")),
+			wantKinds: map[string]string{"DaemonSet": NetworkPolicyAgentName},
+			absent:    map[string]string{"DaemonSet": "cilium", "Deployment": "calico-kube-controllers"},
+		},
+		{
+			name:      "no network given is the bridge",
+			cfg:       podNetworkConfig(nil),
+			wantKinds: map[string]string{"DaemonSet": NetworkPolicyAgentName},
+		},
+		{
+			name: "cilium",
+			cfg:  podNetworkConfig(testNetwork("cilium")),
+			wantKinds: map[string]string{"DaemonSet": "cilium", "Deployment": "cilium-operator", "ConfigMap": "cilium-config",
+				"ClusterRole": "cilium", "Namespace": "cilium-secrets"},
+			absent: map[string]string{"DaemonSet": NetworkPolicyAgentName},
+		},
+		{
+			name: "calico",
+			cfg:  podNetworkConfig(testNetwork("calico")),
+			wantKinds: map[string]string{"DaemonSet": "calico-node", "Deployment": "calico-kube-controllers", "ConfigMap": "kubernetes-services-endpoint",
+				"CustomResourceDefinition": "ippools.crd.projectcalico.org"},
+			absent: map[string]string{"DaemonSet": NetworkPolicyAgentName},
+		},
+		{
+			name:    "unknown plugin",
+			cfg:     podNetworkConfig(testNetwork("flannel")),
+			wantErr: `unknown network plugin "flannel"`,
+		},
+		{
+			name:    "cilium without the API server",
+			cfg:     podNetworkConfig(&Network{Plugin: "cilium", PodCIDR: "10.244.0.0/16"}),
+			wantErr: "API server",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,6 +112,14 @@ func TestRender(t *testing.T) {
 			}
 		})
 	}
+}
+
+func testNetwork(plugin string) *Network {
+	return &Network{Plugin: plugin, PodCIDR: "10.244.0.0/16", APIServerHost: "10.250.3.1", APIServerPort: 24001}
+}
+
+func podNetworkConfig(n *Network) Config {
+	return Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", NetworkPolicies: testPolicies(), Network: n}
 }
 
 func TestRenderTunnelAgent(t *testing.T) {
@@ -356,58 +399,6 @@ func TestRenderMetrics(t *testing.T) {
 	cfg.Metrics.Cert = nil
 	if _, err := Render(cfg); err == nil || !strings.Contains(err.Error(), "serving certificate") {
 		t.Errorf("without a certificate: %v", err)
-	}
-}
-
-func TestRenderPodNetwork(t *testing.T) {
-	network := func(plugin string) *Network {
-		return &Network{Plugin: plugin, PodCIDR: "10.244.0.0/16", APIServerHost: "10.250.3.1", APIServerPort: 24001}
-	}
-	tests := []struct {
-		name    string
-		network *Network
-		want    map[string]string // kind -> name that must be there
-		absent  map[string]string
-		wantErr string
-	}{
-		{name: "bridge: nothing in the cluster, kube-router enforces policies", network: network("bridge"),
-			absent: map[string]string{"DaemonSet": "cilium", "Deployment": "calico-kube-controllers"},
-			want:   map[string]string{"DaemonSet": NetworkPolicyAgentName}},
-		{name: "no network given is the bridge", network: nil, want: map[string]string{"DaemonSet": NetworkPolicyAgentName}},
-		{name: "cilium", network: network("cilium"),
-			want: map[string]string{"DaemonSet": "cilium", "Deployment": "cilium-operator", "ConfigMap": "cilium-config",
-				"ClusterRole": "cilium", "Namespace": "cilium-secrets"},
-			absent: map[string]string{"DaemonSet": NetworkPolicyAgentName}},
-		{name: "calico", network: network("calico"),
-			want: map[string]string{"DaemonSet": "calico-node", "Deployment": "calico-kube-controllers", "ConfigMap": "kubernetes-services-endpoint",
-				"CustomResourceDefinition": "ippools.crd.projectcalico.org"},
-			absent: map[string]string{"DaemonSet": NetworkPolicyAgentName}},
-		{name: "unknown plugin", network: network("flannel"), wantErr: `unknown network plugin "flannel"`},
-		{name: "cilium without the API server", network: &Network{Plugin: "cilium", PodCIDR: "10.244.0.0/16"}, wantErr: "API server"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			set, err := Render(Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", NetworkPolicies: testPolicies(), Network: tt.network})
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Render: %v, want an error about %s", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			for kind, name := range tt.want {
-				if find(set, kind, name) == nil {
-					t.Errorf("%s %s missing", kind, name)
-				}
-			}
-			for kind, name := range tt.absent {
-				if find(set, kind, name) != nil {
-					t.Errorf("%s %s rendered", kind, name)
-				}
-			}
-		})
 	}
 }
 

@@ -55,7 +55,7 @@ func calicoCRD(kind string, namespaced bool) *apiextensionsv1.CustomResourceDefi
 		ObjectMeta: objectMeta("", plural+"."+calicoGroup, nil),
 		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
 			Group: calicoGroup,
-			Names: apiextensionsv1.CustomResourceDefinitionNames{Kind: kind, ListKind: kind + "List", Plural: plural, Singular: lower(kind)},
+			Names: apiextensionsv1.CustomResourceDefinitionNames{Kind: kind, ListKind: kind + "List", Plural: plural, Singular: strings.ToLower(kind)},
 			Scope: scope,
 			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
 				Name: "v1", Served: true, Storage: true,
@@ -75,14 +75,12 @@ func calicoCRD(kind string, namespaced bool) *apiextensionsv1.CustomResourceDefi
 // plural is the lower-case plural of a Calico kind (all of them end in a
 // consonant other than s or y, or in "y" after a consonant).
 func plural(kind string) string {
-	l := lower(kind)
+	l := strings.ToLower(kind)
 	if l[len(l)-1] == 'y' {
 		return l[:len(l)-1] + "ies"
 	}
 	return l + "s"
 }
-
-func lower(s string) string { return strings.ToLower(s) }
 
 // calicoCNIConfig is the network configuration calico's install-cni writes
 // on every node; the __...__ placeholders are its own.

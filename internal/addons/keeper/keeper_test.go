@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 
 	"github.com/lotse/lotse/internal/addons"
 	"github.com/lotse/lotse/internal/controlplane/process/processtest"
@@ -328,7 +329,7 @@ func TestPodNetworksApplyDryRun(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					opts := metav1.PatchOptions{FieldManager: addons.FieldManager, Force: ptrTo(true), DryRun: []string{metav1.DryRunAll}}
+					opts := metav1.PatchOptions{FieldManager: addons.FieldManager, Force: ptr.To(true), DryRun: []string{metav1.DryRunAll}}
 					if o.GetKind() == "Namespace" {
 						opts.DryRun = nil // the objects inside it need it to exist
 					}
@@ -348,5 +349,3 @@ func TestPodNetworksApplyDryRun(t *testing.T) {
 		})
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }

@@ -376,27 +376,33 @@ func decided(csr *certificatesv1.CertificateSigningRequest) bool {
 	return false
 }
 
+// readyCondition is a node's Ready condition (nil without one).
+func readyCondition(n *corev1.Node) *corev1.NodeCondition {
+	if n == nil {
+		return nil
+	}
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeReady {
+			return &n.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
 func nodeReady(n *corev1.Node) (bool, string) {
 	if n == nil {
 		return false, "the node has not registered yet"
 	}
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue, c.Message
-		}
+	if c := readyCondition(n); c != nil {
+		return c.Status == corev1.ConditionTrue, c.Message
 	}
 	return false, "the node reports no Ready condition yet"
 }
 
 // nodeNotReadySince is when a node's Ready condition left True, if it did.
 func nodeNotReadySince(n *corev1.Node) (metav1.Time, bool) {
-	if n == nil {
-		return metav1.Time{}, false
-	}
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue {
-			return c.LastTransitionTime, !c.LastTransitionTime.IsZero()
-		}
+	if c := readyCondition(n); c != nil && c.Status != corev1.ConditionTrue {
+		return c.LastTransitionTime, !c.LastTransitionTime.IsZero()
 	}
 	return metav1.Time{}, false
 }
@@ -407,12 +413,8 @@ func nodeUnreachable(ctx context.Context, cs kubernetes.Interface, name string) 
 	if err != nil {
 		return false
 	}
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionUnknown
-		}
-	}
-	return false
+	c := readyCondition(node)
+	return c != nil && c.Status == corev1.ConditionUnknown
 }
 
 func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, ref clusterref.Ref) (ctrl.Result, error) {
