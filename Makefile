@@ -9,10 +9,12 @@ LOTSE_CACHE_DIR ?= $(HOME)/.cache/lotse
 export LOTSE_CACHE_DIR
 LOTSE := $(CURDIR)/bin/lotse
 K8S_VERSION ?= $(shell sed -n 's/^	{Version: "\([0-9.]*\)".*/\1/p' internal/releases/catalog.go | head -1)
+# The upgrade tests start from the newest patch of the minor before the default.
+UPGRADE_FROM ?= $(shell sed -n 's/^	{Version: "\([0-9.]*\)".*/\1/p' internal/releases/catalog.go | sed -n 2p)
 CONTROLLER_GEN := $(GO) tool -modfile=hack/tools/go.mod controller-gen
 STATICCHECK := $(GO) tool -modfile=hack/tools/go.mod staticcheck
 
-.PHONY: all build generate cni-manifests deps releases test unit e2e lint demo demo-down bench clean
+.PHONY: all build generate cni-manifests deps releases test-releases test unit e2e lint demo demo-down bench clean
 
 all: build
 
@@ -36,8 +38,12 @@ deps:
 releases: build
 	$(LOTSE) release build $(K8S_VERSION)
 
+## test-releases: the default version and the one the upgrade tests start from
+test-releases: build
+	$(LOTSE) release build $(K8S_VERSION) $(UPGRADE_FROM)
+
 ## test: everything CI runs: lint, unit tests, end-to-end tests on real binaries
-test: deps releases lint unit e2e
+test: deps test-releases lint unit e2e
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

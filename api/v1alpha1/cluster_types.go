@@ -110,10 +110,12 @@ type KubernetesSpec struct {
 	// Version is a Kubernetes version from the catalog (`lotse release list`),
 	// without a leading "v". Upgrades go one minor at a time; downgrades are
 	// refused.
-	// +kubebuilder:default="1.36.3"
-	// The list below is the release catalog (internal/releases); a unit test keeps them equal.
+	// +kubebuilder:default="1.37.2"
+	// The list below is the release catalog without expired versions (releases.Selectable);
+	// a unit test keeps them equal. A cluster already on a version that expired keeps it
+	// (validation ratcheting lets an unchanged value stay).
 	// It is a rule rather than an enum so that the upgrade rules still run and explain themselves.
-	// +kubebuilder:validation:XValidation:rule="self in ['1.36.3', '1.35.4']",messageExpression="'spec.kubernetes.version: ' + self + ' is not in the catalog; supported versions: 1.36.3, 1.35.4 (see `lotse release list`)'",reason=FieldValueInvalid
+	// +kubebuilder:validation:XValidation:rule="self in ['1.37.2', '1.36.3', '1.35.4']",messageExpression="'spec.kubernetes.version: ' + self + ' is not in the catalog or has expired; supported versions: 1.37.2, 1.36.3, 1.35.4 (see `lotse release list`)'",reason=FieldValueInvalid
 	// +kubebuilder:validation:MaxLength=16
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || [int(self.split('.')[0]), int(self.split('.')[1])] == [int(oldSelf.split('.')[0]), int(oldSelf.split('.')[1])] ? int(self.split('.')[2]) >= int(oldSelf.split('.')[2]) : (int(self.split('.')[0]) > int(oldSelf.split('.')[0]) || (int(self.split('.')[0]) == int(oldSelf.split('.')[0]) && int(self.split('.')[1]) > int(oldSelf.split('.')[1])))",messageExpression="'spec.kubernetes.version: downgrade from ' + oldSelf + ' to ' + self + ' is not supported; choose ' + oldSelf + ' or a newer version'",reason=FieldValueForbidden
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || int(self.split('.')[0]) != int(oldSelf.split('.')[0]) || int(self.split('.')[1]) <= int(oldSelf.split('.')[1]) + 1",message="spec.kubernetes.version: an upgrade may not skip a minor version; upgrade to the next minor version first",reason=FieldValueForbidden
@@ -272,6 +274,33 @@ type ClusterStatus struct {
 	// +listMapKey=name
 	// +optional
 	Addons []AddonStatus `json:"addons,omitempty"`
+	// Upgrade is the progress of a version change while one runs:
+	// kubernetesVersion stays at the old version until every component
+	// and node runs the new one.
+	// +optional
+	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+}
+
+// UpgradeStatus is the progress of a version change.
+type UpgradeStatus struct {
+	// FromVersion is the version the cluster ran when the upgrade began.
+	FromVersion string `json:"fromVersion"`
+	// ToVersion is spec.kubernetes.version.
+	ToVersion string `json:"toVersion"`
+	// Components, in the order they are updated (etcd, kube-apiserver,
+	// kube-controller-manager, kube-scheduler, then each worker pool as
+	// "pool/NAME"): how many of their instances run the new version.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Components []ComponentUpgradeStatus `json:"components,omitempty"`
+}
+
+// ComponentUpgradeStatus is how far one component is updated.
+type ComponentUpgradeStatus struct {
+	Name    string `json:"name"`
+	Updated int32  `json:"updated"`
+	Total   int32  `json:"total"`
 }
 
 // AddonStatus reports one managed component inside the tenant cluster.

@@ -54,6 +54,24 @@ type WorkerPool struct {
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	MaxUnavailable int32 `json:"maxUnavailable"`
+	// UpdateStrategy says how machines move to a new Kubernetes version
+	// (after the control plane): RollingReplace creates a machine at the
+	// new version, waits until it is a Ready node, then drains and deletes
+	// an old one, at the pace maxSurge and maxUnavailable allow.
+	// +kubebuilder:default=RollingReplace
+	// +kubebuilder:validation:Enum=RollingReplace
+	// +optional
+	UpdateStrategy UpdateStrategy `json:"updateStrategy,omitempty"`
+	// DrainTimeout is how long the drain of a machine that goes away (in
+	// a roll, a scale-down or a repair) may be held up, for example by a
+	// PodDisruptionBudget, before its remaining pods are deleted without
+	// eviction and the machine goes anyway. Unset: the drain waits as long
+	// as it takes and the roll with it (reported in the pool's status and
+	// by events).
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(h|m|s))+$')",messageExpression="'spec.workers[].drainTimeout: ' + self + ' is not a duration; write it like 10m, 90s or 1h'"
+	// +optional
+	DrainTimeout string `json:"drainTimeout,omitempty"`
 	// MachineClass selects the machine provider and size.
 	// +kubebuilder:default=local
 	// +kubebuilder:validation:Enum=local
@@ -153,7 +171,18 @@ type WorkerPoolStatus struct {
 	Ready int32 `json:"ready"`
 	// Updated machines: they run the pool's current configuration.
 	Updated int32 `json:"updated"`
+	// Message says what a roll or a drain of the pool waits for.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
+
+// UpdateStrategy is how a pool's machines move to a new version.
+type UpdateStrategy string
+
+// Update strategies.
+const (
+	UpdateRollingReplace UpdateStrategy = "RollingReplace"
+)
 
 // MachinePhase is where a Machine is in its life.
 type MachinePhase string

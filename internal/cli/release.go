@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lotse/lotse/internal/images"
 	"github.com/lotse/lotse/internal/releases"
 )
 
@@ -19,12 +21,17 @@ func newReleaseCommand() *cobra.Command {
 	cmd.PersistentFlags().StringVar(&cacheDir, "cache-dir", releases.DefaultCacheDir(), "where upstream binaries are built and kept ($LOTSE_CACHE_DIR)")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
-		Short: "List the supported Kubernetes versions and whether they are built",
-		Args:  cobra.NoArgs,
+		Short: "List the Kubernetes versions of the catalog, their classification and whether they are built",
+		Long: "Lists every release with its classification (supported; deprecated: works until its expiration date;\n" +
+			"expired: no cluster may choose it and maintenance moves clusters off it), the versions of etcd,\n" +
+			"CoreDNS and pause that go with it (as that release's kubeadm pins them), and whether its binaries\n" +
+			"are in the cache.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			store := releases.NewStore(cacheDir)
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "VERSION\tETCD\tDEFAULT\tBUILT")
+			fmt.Fprintln(w, "VERSION\tCLASSIFICATION\tEXPIRES\tETCD\tCOREDNS\tPAUSE\tDEFAULT\tBUILT")
+			now := time.Now()
 			for _, r := range releases.All() {
 				def := ""
 				if r.Version == releases.Default().Version {
@@ -34,7 +41,13 @@ func newReleaseCommand() *cobra.Command {
 				if store.Installed(r) {
 					built = "yes"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.Version, r.Etcd, def, built)
+				expires := r.ExpirationDate
+				if expires == "" {
+					expires = "-"
+				}
+				set := images.ForRelease(r.Version)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, r.ClassificationAt(now), expires, r.Etcd,
+					set.CoreDNS.Tag, set.Pause.Tag, def, built)
 			}
 			return w.Flush()
 		},

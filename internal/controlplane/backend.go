@@ -51,6 +51,15 @@ type Status struct {
 	APIServerAvailable bool
 	APIServerMessage   string
 	Components         []ComponentHealth
+	// Rollout says, per component in upgrade order, how many instances
+	// run the spec's binaries and flags: an upgrade's progress.
+	Rollout []ComponentRollout
+}
+
+// ComponentRollout is how far a component's instances are updated.
+type ComponentRollout struct {
+	Component      string
+	Updated, Total int
 }
 
 // Healthy reports whether every component is healthy.

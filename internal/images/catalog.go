@@ -252,6 +252,9 @@ type releaseImages struct {
 // imageCatalog must have an entry for the minor of every release in
 // releases.All(); a unit test enforces it.
 var imageCatalog = []releaseImages{
+	// kubeadm v1.37.2: PauseVersion "3.10.2" (built from the same source
+	// as for 1.36), CoreDNSVersion "v1.14.6".
+	{minor: 37, pause: "3.10.2", pauseFrom: "v1.36.3", coredns: "v1.14.6"},
 	// kubeadm v1.36.3: PauseVersion "3.10.2", CoreDNSVersion "v1.14.2".
 	{minor: 36, pause: "3.10.2", pauseFrom: "v1.36.3", coredns: "v1.14.2"},
 	// kubeadm v1.35.4: PauseVersion "3.10.1", CoreDNSVersion "v1.13.1".
@@ -289,4 +292,17 @@ func ForRelease(k8sVersion string) Set {
 		return Set{}
 	}
 	return s
+}
+
+// PreviousMinor returns the images of the minor before k8sVersion's, if the
+// image catalog has it. A node loads its CoreDNS image too: during an
+// upgrade the cluster's DNS keeps the old version until the last node of
+// the old version has gone (see the cluster controller's addonVersion).
+func PreviousMinor(k8sVersion string) (Set, bool) {
+	v, err := releases.ParseVersion(k8sVersion)
+	if err != nil || v.Minor == 0 {
+		return Set{}, false
+	}
+	s, err := Lookup(fmt.Sprintf("%d.%d.0", v.Major, v.Minor-1))
+	return s, err == nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ func TestForRelease(t *testing.T) {
 		pauseSource string
 		coredns     string
 	}{
+		{"1.37.2", "registry.lotse.local/pause:3.10.2", "v1.36.3", "registry.lotse.local/coredns:v1.14.6"},
 		{"1.36.3", "registry.lotse.local/pause:3.10.2", "v1.36.3", "registry.lotse.local/coredns:v1.14.2"},
 		{"v1.36.3", "registry.lotse.local/pause:3.10.2", "v1.36.3", "registry.lotse.local/coredns:v1.14.2"},
 		{"1.35.4", "registry.lotse.local/pause:3.10.1", "v1.35.4", "registry.lotse.local/coredns:v1.13.1"},
@@ -154,10 +156,11 @@ func TestCatalogMatchesKubeadm(t *testing.T) {
 			if m := corednsRe.FindSubmatch(src); m == nil || string(m[1]) != s.CoreDNS.Tag {
 				t.Errorf("kubeadm %s CoreDNSVersion = %q, catalog has %q", r.Version, m, s.CoreDNS.Tag)
 			}
-			// The pause source must be a release of the same minor whose
+			// The pause source must be a release of the catalog (the same
+			// tag may serve several minors, built once) whose
 			// build/pause/Makefile tags pause as the catalog does.
-			if want := "v1." + strings.Split(r.Version, ".")[1] + "."; !strings.HasPrefix(s.Pause.Source, want) {
-				t.Errorf("pause source %s is not a %sx release", s.Pause.Source, want)
+			if !slices.Contains(releases.Versions(), strings.TrimPrefix(s.Pause.Source, "v")) {
+				t.Errorf("pause source %s is not a release of the catalog %v", s.Pause.Source, releases.Versions())
 			}
 			pmod, err := gobuild.Download(ctx, t.TempDir(), "k8s.io/kubernetes@"+s.Pause.Source, os.Stderr)
 			if err != nil {
@@ -184,5 +187,25 @@ func TestCoreDNSVersionsResolve(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("coredns %s (release %s): %v\n%s", v, r.Version, err, out)
 		}
+	}
+}
+
+func TestPreviousMinor(t *testing.T) {
+	tests := []struct {
+		version, coredns string
+		ok               bool
+	}{
+		{"1.37.2", "registry.lotse.local/coredns:v1.14.2", true},
+		{"1.36.3", "registry.lotse.local/coredns:v1.13.1", true},
+		{"1.35.4", "", false}, // 1.34 is not in the catalog
+		{"junk", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.version, func(t *testing.T) {
+			s, ok := PreviousMinor(tt.version)
+			if ok != tt.ok || (ok && s.CoreDNS.Ref() != tt.coredns) {
+				t.Errorf("PreviousMinor(%s) = %s, %v; want %s, %v", tt.version, s.CoreDNS.Ref(), ok, tt.coredns, tt.ok)
+			}
+		})
 	}
 }

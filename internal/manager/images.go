@@ -33,6 +33,9 @@ func (n *nodeImages) source(ctx context.Context, version string) (string, []stri
 		return "", nil, false, err
 	}
 	all := append(set.All(), images.NodeAgents()...)
+	if prev, ok := images.PreviousMinor(version); ok && prev.CoreDNS.Ref() != set.CoreDNS.Ref() {
+		all = append(all, prev.CoreDNS)
+	}
 	if agent, ok, err := n.agentImage(version); err != nil {
 		return "", nil, false, err
 	} else if ok {

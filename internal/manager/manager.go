@@ -181,6 +181,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Releases: opts.Releases,
 		Images:   imgs.source,
 		Tenants:  tenants,
+		Recorder: mgr.GetEventRecorder("lotse"),
 	}
 	if err := machines.SetupWithManager(mgr); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Components every release provides, in the order they are built. kube-apiserver
@@ -39,18 +40,39 @@ type Release struct {
 	// Konnectivity is the apiserver-network-proxy version of the tunnel
 	// between the hosted API servers and the cluster's network.
 	Konnectivity string
+	// Classification says whether clusters may still use the release, as
+	// Gardener classifies its versions: supported, deprecated (works, but
+	// moves to expired on ExpirationDate) or expired (no new cluster and no
+	// update may choose it; maintenance moves clusters off it).
+	Classification Classification
+	// ExpirationDate is the day ("2027-02-28", UTC) from which the release
+	// counts as expired; empty for a release without a planned end.
+	ExpirationDate string
 	// Digests optionally pins the SHA-256 of each official binary (by component
 	// name). A provider that downloads binaries instead of building them sets
 	// these; Verify refuses a binary whose digest differs.
 	Digests map[string]string
 }
 
-// catalog lists the supported releases, newest first. Keep it to the newest
-// patch of each supported minor; the CRD's enum for spec.kubernetes.version is
-// generated from this list (see api/v1alpha1) and a unit test keeps them in sync.
+// Classification of a release.
+type Classification string
+
+// Classifications, in the order a release passes through them.
+const (
+	Supported  Classification = "supported"
+	Deprecated Classification = "deprecated"
+	Expired    Classification = "expired"
+)
+
+// catalog lists the releases, newest first: the newest patch of each of the
+// three newest minors (etcd: the newest patch of the minor that release's
+// kubeadm pins). The CRD's rule for spec.kubernetes.version lists the
+// versions that are not expired (see api/v1alpha1); a unit test keeps them
+// in sync. Expiration dates follow the end of upstream's patch support.
 var catalog = []Release{
-	{Version: "1.36.3", Etcd: "3.6.16", Konnectivity: "0.34.0"},
-	{Version: "1.35.4", Etcd: "3.6.16", Konnectivity: "0.34.0"},
+	{Version: "1.37.2", Etcd: "3.7.3", Konnectivity: "0.34.0", Classification: Supported},
+	{Version: "1.36.3", Etcd: "3.6.16", Konnectivity: "0.34.0", Classification: Supported},
+	{Version: "1.35.4", Etcd: "3.6.16", Konnectivity: "0.34.0", Classification: Deprecated, ExpirationDate: "2027-02-28"},
 }
 
 // All returns the catalog, newest first.
@@ -62,6 +84,118 @@ func All() []Release {
 
 // Default is the release used when a Cluster does not name one: the newest.
 func Default() Release { return catalog[0] }
+
+// Expiration returns the day the release expires, if it has one.
+func (r Release) Expiration() (time.Time, bool) {
+	if r.ExpirationDate == "" {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.DateOnly, r.ExpirationDate)
+	return t, err == nil
+}
+
+// ClassificationAt is the release's classification at now: an expiration
+// date that has come makes it expired whatever the catalog says.
+func (r Release) ClassificationAt(now time.Time) Classification {
+	if exp, ok := r.Expiration(); ok && !now.Before(exp) {
+		return Expired
+	}
+	return r.Classification
+}
+
+// Selectable lists the versions a new cluster or an update may choose
+// (those not classified expired in the catalog), newest first; the CRD's
+// rule allows exactly these.
+func Selectable() []string {
+	var vs []string
+	for _, r := range catalog {
+		if r.Classification != Expired {
+			vs = append(vs, r.Version)
+		}
+	}
+	return vs
+}
+
+// CheckTarget says whether a cluster at from (empty: a new cluster) may be
+// set to version to at now: to must be in the catalog and not expired, and
+// an upgrade goes one minor at a time, never down. The schema's rules say
+// the same; this catches what only time changes (an expiration date that
+// came after the schema was generated).
+func CheckTarget(from, to string, now time.Time) error {
+	r, err := Lookup(to)
+	if err != nil {
+		return err
+	}
+	if from != "" && strings.TrimPrefix(from, "v") == r.Version {
+		return nil // staying on a version is always allowed
+	}
+	if r.ClassificationAt(now) == Expired {
+		return fmt.Errorf("kubernetes %s expired on %s; choose a supported version: %s", r.Version, r.ExpirationDate,
+			strings.Join(supportedAt(now), ", "))
+	}
+	if from == "" {
+		return nil
+	}
+	f, err := ParseVersion(from)
+	if err != nil {
+		return err
+	}
+	t, _ := ParseVersion(r.Version)
+	switch {
+	case t.Less(f):
+		return fmt.Errorf("downgrade from %s to %s is not supported", from, r.Version)
+	case t.Major != f.Major || t.Minor > f.Minor+1:
+		return fmt.Errorf("an upgrade from %s to %s skips a minor version; upgrade to 1.%d first", from, r.Version, f.Minor+1)
+	}
+	return nil
+}
+
+func supportedAt(now time.Time) []string {
+	var vs []string
+	for _, r := range catalog {
+		if r.ClassificationAt(now) != Expired {
+			vs = append(vs, r.Version)
+		}
+	}
+	return vs
+}
+
+// LatestPatch returns the newest release of v's minor, if the catalog has
+// one: the target of an automatic patch update.
+func LatestPatch(v string) (Release, bool) {
+	pv, err := ParseVersion(v)
+	if err != nil {
+		return Release{}, false
+	}
+	for _, r := range catalog { // newest first
+		if rv, _ := ParseVersion(r.Version); rv.Major == pv.Major && rv.Minor == pv.Minor {
+			return r, true
+		}
+	}
+	return Release{}, false
+}
+
+// NextSupported returns where a cluster on v goes when v has expired: the
+// newest patch of v's minor if that one is not expired, else the newest
+// patch of the next minor (one minor at a time) that is not.
+func NextSupported(v string, now time.Time) (Release, bool) {
+	pv, err := ParseVersion(v)
+	if err != nil {
+		return Release{}, false
+	}
+	for _, minor := range []int{pv.Minor, pv.Minor + 1} {
+		r, ok := LatestPatch(fmt.Sprintf("%d.%d.0", pv.Major, minor))
+		if ok && r.ClassificationAt(now) != Expired && !mustParse(r.Version).Less(pv) {
+			return r, true
+		}
+	}
+	return Release{}, false
+}
+
+func mustParse(v string) Version {
+	pv, _ := ParseVersion(v)
+	return pv
+}
 
 // Lookup finds a release by version ("1.36.3" or "v1.36.3").
 func Lookup(version string) (Release, error) {

@@ -2,8 +2,10 @@ package releases
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseVersion(t *testing.T) {
@@ -202,5 +204,104 @@ func TestCatalogInvariants(t *testing.T) {
 	all[0].Version = "0.0.0"
 	if All()[0].Version == "0.0.0" || Default().Version == "0.0.0" {
 		t.Error("All() exposes the catalog itself")
+	}
+}
+
+func TestClassificationAt(t *testing.T) {
+	day := func(s string) time.Time { d, _ := time.Parse(time.DateOnly, s); return d }
+	r := Release{Version: "1.35.4", Classification: Deprecated, ExpirationDate: "2027-02-28"}
+	tests := []struct {
+		name string
+		r    Release
+		now  time.Time
+		want Classification
+	}{
+		{"before expiration", r, day("2027-02-27"), Deprecated},
+		{"on the day", r, day("2027-02-28"), Expired},
+		{"after", r, day("2028-01-01"), Expired},
+		{"no date", Release{Version: "1.37.2", Classification: Supported}, day("2099-01-01"), Supported},
+		{"expired in the catalog", Release{Version: "1.34.0", Classification: Expired}, day("2020-01-01"), Expired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.r.ClassificationAt(tt.now); got != tt.want {
+				t.Errorf("ClassificationAt(%s) = %s, want %s", tt.now.Format(time.DateOnly), got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheckTarget(t *testing.T) {
+	today := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	later := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC) // 1.35 has expired
+	tests := []struct {
+		name, from, to string
+		now            time.Time
+		wantErr        string
+	}{
+		{"new cluster, newest", "", "1.37.2", today, ""},
+		{"new cluster, deprecated", "", "1.35.4", today, ""},
+		{"new cluster, expired", "", "1.35.4", later, "kubernetes 1.35.4 expired on 2027-02-28; choose a supported version: 1.37.2, 1.36.3"},
+		{"staying on an expired version", "1.35.4", "1.35.4", later, ""},
+		{"one minor up", "1.36.3", "1.37.2", today, ""},
+		{"patch up", "1.36.1", "1.36.3", today, ""},
+		{"skip a minor", "1.35.4", "1.37.2", today, "skips a minor version; upgrade to 1.36 first"},
+		{"downgrade", "1.37.2", "1.36.3", today, "downgrade from 1.37.2 to 1.36.3 is not supported"},
+		{"not in the catalog", "1.36.3", "1.36.9", today, "not in the catalog"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckTarget(tt.from, tt.to, tt.now)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CheckTarget(%q, %q): %v", tt.from, tt.to, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("CheckTarget(%q, %q) = %v, want an error containing %q", tt.from, tt.to, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestNextSupported(t *testing.T) {
+	today := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	later := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name, from string
+		now        time.Time
+		want       string
+		ok         bool
+	}{
+		{"older patch of a supported minor", "1.36.1", today, "1.36.3", true},
+		{"newest patch already", "1.37.2", today, "1.37.2", true},
+		{"expired minor goes one minor up", "1.35.4", later, "1.36.3", true},
+		{"unknown minor", "1.30.0", today, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := NextSupported(tt.from, tt.now)
+			if ok != tt.ok || got.Version != tt.want {
+				t.Errorf("NextSupported(%s) = %q, %v; want %q, %v", tt.from, got.Version, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestSelectableExcludesExpired(t *testing.T) {
+	sel := Selectable()
+	for _, r := range All() {
+		if got, want := slices.Contains(sel, r.Version), r.Classification != Expired; got != want {
+			t.Errorf("Selectable() contains %s = %v, want %v (classification %s)", r.Version, got, want, r.Classification)
+		}
+		if r.Classification == "" {
+			t.Errorf("release %s has no classification", r.Version)
+		}
+		if r.Classification == Deprecated {
+			if _, ok := r.Expiration(); !ok {
+				t.Errorf("deprecated release %s has no valid expiration date (%q)", r.Version, r.ExpirationDate)
+			}
+		}
 	}
 }

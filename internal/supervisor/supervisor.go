@@ -338,6 +338,25 @@ func (s *Supervisor) changed(name string) {
 	}
 }
 
+// RunningHash returns the spec hash the process of this name runs with:
+// the supervised one's, or that of a process an earlier supervisor left
+// which nobody has claimed yet. ok is false when no process of that name is
+// known. Rolling updates use it to tell instances still on an old spec
+// from new ones, also right after lotse restarted.
+func (s *Supervisor) RunningHash(name string) (hash string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, found := s.procs[name]; found {
+		return p.hash, true
+	}
+	for _, f := range s.found[name] {
+		if alive(f.PID, f.StartTime) {
+			return f.SpecHash, true
+		}
+	}
+	return "", false
+}
+
 // SetOnChange replaces the hook called when a process starts or exits.
 func (s *Supervisor) SetOnChange(f func(name string)) {
 	s.mu.Lock()

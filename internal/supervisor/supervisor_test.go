@@ -749,3 +749,31 @@ func TestChildrenAreNotMistakenForTheProcess(t *testing.T) {
 		t.Errorf("second supervisor: %+v, want the parent (pid %d) adopted", st2, st.PID)
 	}
 }
+
+func TestRunningHash(t *testing.T) {
+	owner := testOwner(t)
+	s1 := newSupervisor(t, owner, testOptions)
+	if h, ok := s1.RunningHash("cp/etcd-0"); ok {
+		t.Fatalf("RunningHash of an unknown process = %q, true; want not found", h)
+	}
+	spec := sleepSpec("cp/etcd-0")
+	mustEnsure(t, s1, spec)
+	if h, ok := s1.RunningHash(spec.Name); !ok || h != spec.Hash() {
+		t.Errorf("RunningHash = %q, %v; want %q, true", h, ok, spec.Hash())
+	}
+	abandon(s1) // lotse is killed; the process keeps running
+
+	// A new supervisor knows the hash before anything claims the process,
+	// so a rolling update can tell it is still on its old spec.
+	s2 := newSupervisor(t, owner, testOptions)
+	if h, ok := s2.RunningHash(spec.Name); !ok || h != spec.Hash() {
+		t.Errorf("RunningHash of an unclaimed leftover = %q, %v; want %q, true", h, ok, spec.Hash())
+	}
+	changed := spec
+	changed.Args = append([]string{}, spec.Args...)
+	changed.Args[0] = "61"
+	mustEnsure(t, s2, changed)
+	if h, ok := s2.RunningHash(spec.Name); !ok || h != changed.Hash() {
+		t.Errorf("RunningHash after the spec changed = %q, %v; want %q, true", h, ok, changed.Hash())
+	}
+}

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -435,6 +436,12 @@ func podReady(p *corev1.Pod) bool {
 
 func tenantClient(t testing.TB, name string) kubernetes.Interface {
 	t.Helper()
+	return kubernetes.NewForConfigOrDie(tenantConfig(t, name))
+}
+
+// tenantConfig is the admin REST config of a cluster.
+func tenantConfig(t testing.TB, name string) *rest.Config {
+	t.Helper()
 	data, err := os.ReadFile(filepath.Join(clusterDir(name), "pki", "admin.kubeconfig"))
 	if err != nil {
 		t.Fatal(err)
@@ -443,5 +450,5 @@ func tenantClient(t testing.TB, name string) kubernetes.Interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kubernetes.NewForConfigOrDie(cfg)
+	return cfg
 }

@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/releases"
 )
 
 func validCluster(name string) *lotsev1.Cluster {
@@ -30,7 +31,7 @@ func TestValidationOnCreate(t *testing.T) {
 		want   []string
 	}{
 		{"unknown version", func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.20.0" },
-			[]string{"spec.kubernetes.version: 1.20.0 is not in the catalog; supported versions: 1.36.3, 1.35.4"}},
+			[]string{"spec.kubernetes.version: 1.20.0 is not in the catalog or has expired; supported versions: 1.37.2, 1.36.3, 1.35.4"}},
 		{"malformed pod CIDR", func(c *lotsev1.Cluster) { c.Spec.Networking.Pods = "10.244.0.0/33" },
 			[]string{"spec.networking.pods", "is not an IPv4 CIDR", "10.244.0.0/16"}},
 		{"pod CIDR not a CIDR at all", func(c *lotsev1.Cluster) { c.Spec.Networking.Pods = "banana" },
@@ -82,6 +83,12 @@ func TestValidationOnCreate(t *testing.T) {
 			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1,
 				HealthCheck: lotsev1.MachineHealthCheck{MaxUnhealthy: "140%"}}}
 		}, []string{"spec.workers[].healthCheck.maxUnhealthy: 140% must be a percentage from 0% to 100% or a count"}},
+		{"malformed drain timeout", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1, DrainTimeout: "soon"}}
+		}, []string{"spec.workers[].drainTimeout: soon is not a duration; write it like 10m"}},
+		{"unknown update strategy", func(c *lotsev1.Cluster) {
+			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1, UpdateStrategy: "Recreate"}}
+		}, []string{"spec.workers[0].updateStrategy", `Unsupported value: "Recreate"`, `"RollingReplace"`}},
 		{"unknown network plugin", func(c *lotsev1.Cluster) { c.Spec.Networking.Plugin = "flannel" },
 			[]string{"spec.networking.plugin", `Unsupported value: "flannel"`, `"bridge"`, `"cilium"`, `"calico"`}},
 		{"bad nodes CIDR", func(c *lotsev1.Cluster) { c.Spec.Networking.Nodes = "10.250.0.0/8" },
@@ -107,7 +114,7 @@ func TestValidationOnCreate(t *testing.T) {
 	if err := mc.Create(context.Background(), c, client.DryRunAll); err != nil {
 		t.Fatalf("minimal cluster rejected: %v", err)
 	}
-	if c.Spec.Kubernetes.Version != "1.36.3" || c.Spec.Networking.Pods != "10.244.0.0/16" || c.Spec.Encryption.Provider != "aescbc" ||
+	if c.Spec.Kubernetes.Version != releases.Default().Version || c.Spec.Networking.Pods != "10.244.0.0/16" || c.Spec.Encryption.Provider != "aescbc" ||
 		c.Spec.Networking.Plugin != lotsev1.NetworkPluginBridge {
 		t.Errorf("defaults not applied: %+v", c.Spec)
 	}
@@ -138,7 +145,7 @@ func TestValidationOnUpdate(t *testing.T) {
 		{"downgrade", nil, func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },
 			"spec.kubernetes.version: downgrade from 1.36.3 to 1.35.4 is not supported"},
 		{"skip a minor", func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },
-			func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.37.0" },
+			func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.37.2" },
 			"spec.kubernetes.version: an upgrade may not skip a minor version"},
 	}
 	for i, tc := range cases {

@@ -17,6 +17,7 @@ import (
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/images"
+	"github.com/lotse/lotse/internal/releases"
 )
 
 // AddonKeeper keeps the declared addons of tenant clusters (applies them,
@@ -42,7 +43,11 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	if err != nil {
 		return false, "", err
 	}
-	set, err := images.Lookup(c.Spec.Kubernetes.Version)
+	version, err := r.addonVersion(ctx, c)
+	if err != nil {
+		return false, "", err
+	}
+	set, err := images.Lookup(version)
 	if err != nil {
 		return false, "", err
 	}
@@ -243,4 +248,27 @@ func totalMinimum(c *lotsev1.Cluster) int {
 		n += int(p.Minimum)
 	}
 	return n
+}
+
+// addonVersion is the release whose addon versions (CoreDNS) the cluster
+// runs: that of its oldest machine. During a roll, nodes of the old
+// version have only the old images, while new nodes load the images of
+// the minor before theirs too (see manager's node images); so the addons
+// move when the last old machine has gone.
+func (r *Reconciler) addonVersion(ctx context.Context, c *lotsev1.Cluster) (string, error) {
+	list := &lotsev1.MachineList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{lotsev1.LabelCluster: c.Name}); err != nil {
+		return "", err
+	}
+	version := c.Spec.Kubernetes.Version
+	oldest, err := releases.ParseVersion(version)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range list.Items {
+		if v, err := releases.ParseVersion(m.Spec.Version); err == nil && v.Less(oldest) {
+			oldest, version = v, m.Spec.Version
+		}
+	}
+	return version, nil
 }

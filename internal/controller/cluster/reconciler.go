@@ -140,6 +140,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		setCondition(status, cluster.Generation, lotsev1.ConditionReady, false, "UnsupportedVersion", err.Error())
 		return ctrl.Result{}, r.writeStatus(ctx, cluster, status)
 	}
+	if err := releases.CheckTarget(cluster.Status.KubernetesVersion, release.Version, time.Now()); err != nil {
+		// The schema refuses what it can; an expiration date that came
+		// after it was generated is caught here. The control plane keeps
+		// running at the version it has.
+		msg := "spec.kubernetes.version: " + err.Error()
+		r.setOperation(status, opType, lotsev1.StateError, 0, msg, nil)
+		setCondition(status, cluster.Generation, lotsev1.ConditionReady, false, "UnsupportedVersion", msg)
+		if status.Phase == "" {
+			status.Phase = lotsev1.PhaseFailed
+		}
+		r.event(cluster, corev1.EventTypeWarning, "UnsupportedVersion", "Reconcile", "%s", msg)
+		return ctrl.Result{RequeueAfter: time.Minute}, r.writeStatus(ctx, cluster, status)
+	}
 	bins, ready, err := r.binaries(ctx, release)
 	if err != nil || !ready {
 		msg := fmt.Sprintf("building kubernetes %s binaries (about 10 minutes on a cold cache)", release.Version)
@@ -184,6 +197,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	previousPhase := status.Phase
 	r.setOperation(status, opType, state, results.Progress(), results.Describe(), results)
 	status.Endpoint = cp.Endpoint
+	r.trackUpgrade(ctx, cluster, status, release.Version, cp, results.Done())
 	if results.Done() {
 		status.ObservedGeneration = cluster.Generation
 		status.KubernetesVersion = release.Version

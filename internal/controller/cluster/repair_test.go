@@ -92,6 +92,7 @@ func TestMaxUnhealthy(t *testing.T) {
 
 func poolCluster(maxUnhealthy string) *lotsev1.Cluster {
 	c := testCluster()
+	c.Spec.Kubernetes.Version = "1.36.3" // the machines' version: no roll
 	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 2, Maximum: 2, MaxSurge: 1,
 		HealthCheck: lotsev1.MachineHealthCheck{NodeNotReadyTimeout: "1m", MaxUnhealthy: maxUnhealthy}}}
 	return c

@@ -105,7 +105,14 @@ func equalStatus(a, b *lotsev1.ClusterStatus) bool {
 		a.NodesCIDR == b.NodesCIDR && slices.Equal(a.Workers, b.Workers) && addonsEqual(a.Addons, b.Addons) &&
 		(a.LastOperation == nil) == (b.LastOperation == nil) &&
 		(a.LastOperation == nil || (sameOperation(a.LastOperation, b.LastOperation) && a.LastOperation.LastUpdateTime.Equal(&b.LastOperation.LastUpdateTime))) &&
-		conditionsEqual(a.Conditions, b.Conditions)
+		conditionsEqual(a.Conditions, b.Conditions) && upgradeEqual(a.Upgrade, b.Upgrade)
+}
+
+func upgradeEqual(a, b *lotsev1.UpgradeStatus) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.FromVersion == b.FromVersion && a.ToVersion == b.ToVersion && slices.Equal(a.Components, b.Components)
 }
 
 func addonsEqual(a, b []lotsev1.AddonStatus) bool {
@@ -159,10 +166,14 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 	now := time.Now()
 	for _, pool := range c.Spec.Workers {
 		ps := lotsev1.WorkerPoolStatus{Name: pool.Name, Desired: pool.Minimum}
-		var live []*lotsev1.Machine
+		var live, deleting []*lotsev1.Machine
 		for i := range list.Items {
 			m := &list.Items[i]
-			if m.Spec.Pool != pool.Name || !m.DeletionTimestamp.IsZero() {
+			if m.Spec.Pool != pool.Name {
+				continue
+			}
+			if !m.DeletionTimestamp.IsZero() {
+				deleting = append(deleting, m)
 				continue
 			}
 			live = append(live, m)
@@ -178,11 +189,17 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 		if ps.Ready < ps.Desired {
 			notReady = append(notReady, fmt.Sprintf("pool %s: %d/%d ready", pool.Name, ps.Ready, ps.Desired))
 		}
-		status.Workers = append(status.Workers, ps)
 		repair, err := checkPool(pool, live, now)
 		if err != nil {
 			return err
 		}
+		mayRepair := repair.blocked == "" && !repairsPaused(c, now)
+		ps.Message = planPool(pool, int(pool.Minimum), live, deleting, c.Spec.Kubernetes.Version, mayRepair).waiting
+		if ps.Message == "" {
+			ps.Message = drainMessage(deleting)
+		}
+		ps.Message = truncate(ps.Message, 1024)
+		status.Workers = append(status.Workers, ps)
 		if repair.blocked != "" {
 			blocked = append(blocked, repair.blocked)
 		}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -72,11 +73,14 @@ func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bo
 	}
 	used := map[int32]bool{}
 	byPool := map[string][]*lotsev1.Machine{}
+	deletingByPool := map[string][]*lotsev1.Machine{}
 	for i := range list.Items {
 		m := &list.Items[i]
 		used[m.Spec.Index] = true
 		if m.DeletionTimestamp.IsZero() {
 			byPool[m.Spec.Pool] = append(byPool[m.Spec.Pool], m)
+		} else {
+			deletingByPool[m.Spec.Pool] = append(deletingByPool[m.Spec.Pool], m)
 		}
 	}
 	nextIndex := func() int32 {
@@ -98,7 +102,9 @@ func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bo
 		if err != nil {
 			return false, "", err
 		}
-		if len(repair.replace) > 0 && !repairsPaused(c, time.Now()) {
+		deleting := deletingByPool[pool.Name]
+		mayRepair := repair.blocked == "" && !repairsPaused(c, time.Now())
+		if len(repair.replace) > 0 && mayRepair {
 			var kept []*lotsev1.Machine
 			for _, m := range have {
 				why, bad := repair.replace[m]
@@ -109,11 +115,24 @@ func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bo
 				if err := r.Client.Delete(ctx, m); client.IgnoreNotFound(err) != nil {
 					return false, "", err
 				}
+				deleting = append(deleting, m)
 				r.event(c, corev1.EventTypeWarning, "MachineRepaired", "Repair", "pool %s: replacing machine %s: %s", pool.Name, m.Name, why)
 			}
 			have = kept
 		}
-		for len(have) < desired {
+		plan := planPool(pool, desired, have, deleting, c.Spec.Kubernetes.Version, mayRepair)
+		for _, rm := range plan.remove {
+			if err := r.Client.Delete(ctx, rm.machine); client.IgnoreNotFound(err) != nil {
+				return false, "", err
+			}
+			if rm.reason == "RollingUpdate" {
+				r.event(c, corev1.EventTypeNormal, "MachineReplaced", "RollingUpdate", "pool %s: draining and deleting machine %s (version %s)", pool.Name, rm.machine.Name, rm.machine.Spec.Version)
+			} else {
+				r.event(c, corev1.EventTypeNormal, "MachineDeleted", "ScaleDown", "pool %s: draining and deleting machine %s", pool.Name, rm.machine.Name)
+			}
+			have = slices.DeleteFunc(have, func(m *lotsev1.Machine) bool { return m == rm.machine })
+		}
+		for range plan.create {
 			m := &lotsev1.Machine{
 				ObjectMeta: metav1.ObjectMeta{
 					GenerateName: c.Name + "-" + pool.Name + "-",
@@ -135,22 +154,8 @@ func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bo
 			have = append(have, m)
 			r.event(c, corev1.EventTypeNormal, "MachineCreated", "ScaleUp", "pool %s: created machine %s", pool.Name, m.Name)
 		}
-		if len(have) > desired {
-			// Remove machines that are not running first, then the newest.
-			sort.SliceStable(have, func(i, j int) bool {
-				ri, rj := have[i].Status.Phase == lotsev1.MachineRunning, have[j].Status.Phase == lotsev1.MachineRunning
-				if ri != rj {
-					return !ri
-				}
-				return have[i].Spec.Index > have[j].Spec.Index
-			})
-			for _, m := range have[:len(have)-desired] {
-				if err := r.Client.Delete(ctx, m); client.IgnoreNotFound(err) != nil {
-					return false, "", err
-				}
-				r.event(c, corev1.EventTypeNormal, "MachineDeleted", "ScaleDown", "pool %s: draining and deleting machine %s", pool.Name, m.Name)
-			}
-			have = have[len(have)-desired:]
+		if plan.waiting != "" {
+			waiting = append(waiting, "pool "+pool.Name+": "+plan.waiting)
 		}
 		for _, m := range have {
 			if m.Spec.Stopped {

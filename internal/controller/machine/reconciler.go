@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -47,10 +48,6 @@ import (
 // still being built.
 type ImageSource func(ctx context.Context, version string) (pauseRef string, tarballs []string, ready bool, err error)
 
-// DrainTimeout is how long a deleted machine's node is drained before the
-// machine is removed anyway (PodDisruptionBudgets are honoured until then).
-const DrainTimeout = 5 * time.Minute
-
 // Reconciler reconciles Machines of the local machine class.
 type Reconciler struct {
 	Client   client.Client
@@ -59,6 +56,9 @@ type Reconciler struct {
 	Releases *releases.Store
 	Images   ImageSource
 	Tenants  tenant.Access
+	// Recorder records events on Machines (a drain held up by a
+	// PodDisruptionBudget, a drain forced after its timeout).
+	Recorder events.EventRecorder
 }
 
 // SetupWithManager registers the reconciler.
@@ -439,13 +439,35 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, re
 	// end them. Its Node's deletion lets the pod garbage collector remove them.
 	// Nor can an unreachable node's (its kubelet stopped reporting, the
 	// usual reason a health check replaces a machine).
-	if cs != nil && !clusterGoing && !m.Spec.Stopped && !nodeUnreachable(ctx, cs, m.Name) && time.Since(m.DeletionTimestamp.Time) < DrainTimeout {
-		drained, msg, err := drain(ctx, cs, m.Name)
+	if cs != nil && !clusterGoing && !m.Spec.Stopped && !nodeUnreachable(ctx, cs, m.Name) {
+		timeout, hasTimeout := drainTimeout(cluster, m.Spec.Pool)
+		force := hasTimeout && time.Since(m.DeletionTimestamp.Time) >= timeout
+		drained, blocked, msg, err := drain(ctx, cs, m.Name, force)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
 		if !drained {
-			setCond(status, m.Generation, "Drained", false, "Draining", msg)
+			was := meta.FindStatusCondition(status.Conditions, "Drained")
+			reason := "Draining"
+			if blocked {
+				reason = "DrainBlocked"
+				if was == nil || was.Reason != reason {
+					note := msg + "; the drain waits for the budget to allow it"
+					if hasTimeout {
+						note += fmt.Sprintf(" (at most %s, the pool's drainTimeout)", timeout)
+					} else {
+						note += " (the pool sets no drainTimeout)"
+					}
+					r.event(m, corev1.EventTypeWarning, "DrainBlocked", "Drain", "%s", note)
+				}
+			}
+			if force {
+				reason = "DrainForced"
+				if was == nil || was.Reason != reason {
+					r.event(m, corev1.EventTypeWarning, "DrainForced", "Drain", "drainTimeout %s passed: deleting the remaining pods without eviction: %s", timeout, msg)
+				}
+			}
+			setCond(status, m.Generation, "Drained", false, reason, msg)
 			return ctrl.Result{RequeueAfter: time.Second}, r.writeStatus(ctx, m, status)
 		}
 	}
@@ -470,26 +492,28 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, re
 }
 
 // drain cordons the node and evicts its pods through the Eviction API, so
-// PodDisruptionBudgets are honoured; DaemonSet and mirror pods stay.
-func drain(ctx context.Context, cs kubernetes.Interface, nodeName string) (bool, string, error) {
+// PodDisruptionBudgets are honoured; DaemonSet and mirror pods stay. blocked
+// says a budget refused an eviction. With force the pods are deleted
+// instead (the pool's drainTimeout passed).
+func drain(ctx context.Context, cs kubernetes.Interface, nodeName string, force bool) (drained, blocked bool, msg string, err error) {
 	node, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return true, "", nil
+		return true, false, "", nil
 	}
 	if err != nil {
-		return false, "", err
+		return false, false, "", err
 	}
 	if !node.Spec.Unschedulable {
 		node.Spec.Unschedulable = true
 		if _, err := cs.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
-			return false, "", err
+			return false, false, "", err
 		}
 	}
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeName})
 	if err != nil {
-		return false, "", err
+		return false, false, "", err
 	}
-	var left []string
+	var left, held []string
 	for _, p := range pods.Items {
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
@@ -497,20 +521,54 @@ func drain(ctx context.Context, cs kubernetes.Interface, nodeName string) (bool,
 		if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror || ownedByDaemonSet(&p) {
 			continue
 		}
-		left = append(left, p.Namespace+"/"+p.Name)
+		name := p.Namespace + "/" + p.Name
+		left = append(left, name)
 		if p.DeletionTimestamp != nil {
 			continue
 		}
+		if force {
+			if err := cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return false, false, "", err
+			}
+			continue
+		}
 		ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}}
-		if err := cs.PolicyV1().Evictions(p.Namespace).Evict(ctx, ev); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsTooManyRequests(err) {
-			return false, "", err
+		switch err := cs.PolicyV1().Evictions(p.Namespace).Evict(ctx, ev); {
+		case err == nil, apierrors.IsNotFound(err):
+		case apierrors.IsTooManyRequests(err):
+			// The disruption budget allows no eviction now.
+			held = append(held, name)
+		default:
+			return false, false, "", err
 		}
 	}
-	if len(left) > 0 {
-		slices.Sort(left)
-		return false, "evicting " + strings.Join(left, ", "), nil
+	if len(left) == 0 {
+		return true, false, "", nil
 	}
-	return true, "", nil
+	slices.Sort(left)
+	msg = "evicting " + strings.Join(left, ", ")
+	if len(held) > 0 {
+		slices.Sort(held)
+		msg += "; blocked by a PodDisruptionBudget: " + strings.Join(held, ", ")
+	}
+	return false, len(held) > 0, msg, nil
+}
+
+// drainTimeout is the pool's drainTimeout, if it sets one.
+func drainTimeout(c *lotsev1.Cluster, pool string) (time.Duration, bool) {
+	for _, p := range c.Spec.Workers {
+		if p.Name == pool && p.DrainTimeout != "" {
+			d, err := time.ParseDuration(p.DrainTimeout)
+			return d, err == nil
+		}
+	}
+	return 0, false
+}
+
+func (r *Reconciler) event(m *lotsev1.Machine, kind, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(m, nil, kind, reason, action, note, args...)
+	}
 }
 
 func ownedByDaemonSet(p *corev1.Pod) bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/pki"
@@ -60,14 +61,19 @@ func (b *Backend) etcdSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) 
 }
 
 func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
-	for _, s := range b.etcdSpecs(spec, l, p) {
-		if err := b.Supervisor.Ensure(s); err != nil {
-			return false, "", err
-		}
+	probe := func(ctx context.Context) []controlplane.ComponentHealth { return b.etcdHealth(ctx, l, p) }
+	current, msg, err := b.rollout(ctx, CompEtcd, b.etcdSpecs(spec, l, p), probe, b.gate(spec, l, p, CompEtcd))
+	if err != nil || !current {
+		return false, msg, err
 	}
-	health := b.etcdHealth(ctx, l, p)
+	health := probe(ctx)
 	return quorum(health), describeUnhealthy(health), nil
 }
+
+// apiServerShutdownDelay is how long a stopping API server of an HA
+// control plane keeps serving after it reported not ready: a few health
+// check intervals of the load balancers.
+const apiServerShutdownDelay = 5 * time.Second
 
 func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) []supervisor.Spec {
 	specs := make([]supervisor.Spec, 0, len(l.APIServer))
@@ -113,6 +119,15 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 		if l.Tunnel != nil {
 			args = append(args, "--egress-selector-config-file="+b.egressSelectorFile(spec.Key, i))
 		}
+		if len(l.APIServer) > 1 {
+			// Graceful hand-over behind the load balancers: on SIGTERM
+			// /readyz fails at once, the balancers (which check it every
+			// second) stop sending new connections, the server keeps
+			// serving for the delay, then answers what still arrives with
+			// 429 + Retry-After (clients retry on the other server) until
+			// its in-flight requests are done.
+			args = append(args, "--shutdown-delay-duration="+apiServerShutdownDelay.String(), "--shutdown-send-retry-after=true")
+		}
 		specs = append(specs, supervisor.Spec{
 			Name:    processName(spec.Key, CompAPIServer, i),
 			Path:    spec.Binaries.Path("kube-apiserver"),
@@ -128,12 +143,12 @@ func (b *Backend) ensureAPIServers(ctx context.Context, spec controlplane.Spec, 
 	if err := b.writeEgressSelectors(spec, l); err != nil {
 		return false, "", err
 	}
-	for _, s := range b.apiServerSpecs(spec, l, p) {
-		if err := b.Supervisor.Ensure(s); err != nil {
-			return false, "", err
-		}
+	probe := func(ctx context.Context) []controlplane.ComponentHealth { return b.apiServerHealth(ctx, l, p) }
+	current, msg, err := b.rollout(ctx, CompAPIServer, b.apiServerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompAPIServer))
+	if err != nil || !current {
+		return false, msg, err
 	}
-	health := b.apiServerHealth(ctx, l, p)
+	health := probe(ctx)
 	return anyHealthy(health), describeUnhealthy(health), nil
 }
 
@@ -210,12 +225,14 @@ func (b *Backend) controllerManagerSpecs(spec controlplane.Spec, l Layout, p pki
 }
 
 func (b *Backend) ensureControllerManagers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
-	for _, s := range b.controllerManagerSpecs(spec, l, p) {
-		if err := b.Supervisor.Ensure(s); err != nil {
-			return false, "", err
-		}
+	probe := func(ctx context.Context) []controlplane.ComponentHealth {
+		return b.healthzAll(ctx, CompControllerManager, l.ControllerManager, p)
 	}
-	health := b.healthzAll(ctx, CompControllerManager, l.ControllerManager, p)
+	current, msg, err := b.rollout(ctx, CompControllerManager, b.controllerManagerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompControllerManager))
+	if err != nil || !current {
+		return false, msg, err
+	}
+	health := probe(ctx)
 	return anyHealthy(health), describeUnhealthy(health), nil
 }
 
@@ -247,12 +264,14 @@ func (b *Backend) schedulerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 }
 
 func (b *Backend) ensureSchedulers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
-	for _, s := range b.schedulerSpecs(spec, l, p) {
-		if err := b.Supervisor.Ensure(s); err != nil {
-			return false, "", err
-		}
+	probe := func(ctx context.Context) []controlplane.ComponentHealth {
+		return b.healthzAll(ctx, CompScheduler, l.Scheduler, p)
 	}
-	health := b.healthzAll(ctx, CompScheduler, l.Scheduler, p)
+	current, msg, err := b.rollout(ctx, CompScheduler, b.schedulerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompScheduler))
+	if err != nil || !current {
+		return false, msg, err
+	}
+	health := probe(ctx)
 	return anyHealthy(health), describeUnhealthy(health), nil
 }
 

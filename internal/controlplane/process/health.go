@@ -198,6 +198,7 @@ func (b *Backend) Status(ctx context.Context, spec controlplane.Spec) controlpla
 	}()
 	wg.Wait()
 	sortComponents(st.Components)
+	st.Rollout = b.rolloutStatus(spec, l, p)
 	return st
 }
 

@@ -118,12 +118,12 @@ func (b *Backend) ensureTunnelServers(ctx context.Context, spec controlplane.Spe
 	if err := os.MkdirAll(b.runDir(), 0o700); err != nil {
 		return false, "", err
 	}
-	for _, s := range b.tunnelServerSpecs(spec, l, p) {
-		if err := b.Supervisor.Ensure(s); err != nil {
-			return false, "", err
-		}
+	probe := func(ctx context.Context) []controlplane.ComponentHealth { return b.tunnelHealth(ctx, l) }
+	current, msg, err := b.rollout(ctx, CompTunnelServer, b.tunnelServerSpecs(spec, l, p), probe, "")
+	if err != nil || !current {
+		return false, msg, err
 	}
-	health := b.tunnelHealth(ctx, l)
+	health := probe(ctx)
 	return anyHealthy(health), describeUnhealthy(health), nil
 }
 
