@@ -198,7 +198,9 @@ func (b *Backend) Status(ctx context.Context, spec controlplane.Spec) controlpla
 	}()
 	wg.Wait()
 	sortComponents(st.Components)
-	st.Rollout = b.rolloutStatus(spec, l, p)
+	if b.Supervisor != nil { // a backend that only observes (tests, the CLI) knows no processes
+		st.Rollout = b.rolloutStatus(spec, l, p)
+	}
 	return st
 }
 
