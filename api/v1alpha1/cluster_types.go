@@ -12,6 +12,14 @@ const ClusterFinalizer = "lotse.dev/cluster"
 // changed until it is removed. Deletion still works.
 const PausedAnnotation = "lotse.dev/paused"
 
+// OperationAnnotation asks Lotse for a one-off operation on a Cluster (as
+// Gardener's gardener.cloud/operation does); Lotse removes it once the
+// operation ran.
+const OperationAnnotation = "lotse.dev/operation"
+
+// OperationMaintain runs the cluster's maintenance now, outside its window.
+const OperationMaintain = "maintain"
+
 // Condition types of a Cluster, modelled on Gardener's care conditions.
 const (
 	// ConditionAPIServerAvailable: the API server answers /readyz through the cluster endpoint.
@@ -97,6 +105,11 @@ type ClusterSpec struct {
 	// +optional
 	Region string `json:"region,omitempty"`
 
+	// Maintenance says when Lotse may apply automatic updates.
+	// +kubebuilder:default={}
+	// +optional
+	Maintenance MaintenanceSpec `json:"maintenance"`
+
 	// Workers are the cluster's worker pools.
 	// +kubebuilder:validation:MaxItems=10
 	// +listType=map
@@ -121,6 +134,47 @@ type KubernetesSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || !oldSelf.matches('^[0-9]+[.][0-9]+[.][0-9]+$') || int(self.split('.')[0]) != int(oldSelf.split('.')[0]) || int(self.split('.')[1]) <= int(oldSelf.split('.')[1]) + 1",message="spec.kubernetes.version: an upgrade may not skip a minor version; upgrade to the next minor version first",reason=FieldValueForbidden
 	// +optional
 	Version string `json:"version,omitempty"`
+}
+
+// MaintenanceSpec says when and what Lotse updates on its own, as
+// Gardener's shoot maintenance does.
+type MaintenanceSpec struct {
+	// TimeWindow is the daily window in which Lotse applies pending
+	// automatic updates and moves the cluster off an expired version.
+	// Unset: Lotse picks an hour when the cluster is created and writes it
+	// here.
+	// +optional
+	TimeWindow *MaintenanceTimeWindow `json:"timeWindow,omitempty"`
+	// AutoUpdate selects the automatic updates.
+	// +kubebuilder:default={}
+	// +optional
+	AutoUpdate MaintenanceAutoUpdate `json:"autoUpdate"`
+}
+
+// MaintenanceTimeWindow is a daily window, each end written HHMMSS+ZZZZ
+// (time of day and its offset from UTC), e.g. begin 220000+0100, end
+// 230000+0100. It lasts 30 minutes to 6 hours and may cross midnight
+// (begin 230000+0000, end 010000+0000).
+// +kubebuilder:validation:XValidation:rule="!self.begin.matches('^([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9][+-]([01][0-9]|1[0-4])[0-5][0-9]$') || !self.end.matches('^([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9][+-]([01][0-9]|1[0-4])[0-5][0-9]$') || (((int(self.end.substring(0, 2)) * 3600 + int(self.end.substring(2, 4)) * 60 + int(self.end.substring(4, 6)) - (self.end.substring(6, 7) == '-' ? -1 : 1) * (int(self.end.substring(7, 9)) * 3600 + int(self.end.substring(9, 11)) * 60)) - (int(self.begin.substring(0, 2)) * 3600 + int(self.begin.substring(2, 4)) * 60 + int(self.begin.substring(4, 6)) - (self.begin.substring(6, 7) == '-' ? -1 : 1) * (int(self.begin.substring(7, 9)) * 3600 + int(self.begin.substring(9, 11)) * 60))) % 86400 + 86400) % 86400 >= 1800 && (((int(self.end.substring(0, 2)) * 3600 + int(self.end.substring(2, 4)) * 60 + int(self.end.substring(4, 6)) - (self.end.substring(6, 7) == '-' ? -1 : 1) * (int(self.end.substring(7, 9)) * 3600 + int(self.end.substring(9, 11)) * 60)) - (int(self.begin.substring(0, 2)) * 3600 + int(self.begin.substring(2, 4)) * 60 + int(self.begin.substring(4, 6)) - (self.begin.substring(6, 7) == '-' ? -1 : 1) * (int(self.begin.substring(7, 9)) * 3600 + int(self.begin.substring(9, 11)) * 60))) % 86400 + 86400) % 86400 <= 21600",messageExpression="'spec.maintenance.timeWindow: from ' + self.begin + ' to ' + self.end + ' is not a window of 30 minutes to 6 hours; end must come after begin (a window may cross midnight), e.g. begin 220000+0100, end 230000+0100'",reason=FieldValueInvalid
+type MaintenanceTimeWindow struct {
+	// Begin of the window, HHMMSS+ZZZZ.
+	// +kubebuilder:validation:MaxLength=11
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9][+-]([01][0-9]|1[0-4])[0-5][0-9]$')",messageExpression="'spec.maintenance.timeWindow.begin: ' + self + ' is not a time of day with its UTC offset; write it HHMMSS+ZZZZ, like 220000+0100'"
+	Begin string `json:"begin"`
+	// End of the window, HHMMSS+ZZZZ.
+	// +kubebuilder:validation:MaxLength=11
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9][+-]([01][0-9]|1[0-4])[0-5][0-9]$')",messageExpression="'spec.maintenance.timeWindow.end: ' + self + ' is not a time of day with its UTC offset; write it HHMMSS+ZZZZ, like 230000+0100'"
+	End string `json:"end"`
+}
+
+// MaintenanceAutoUpdate selects the updates Lotse applies in the window.
+type MaintenanceAutoUpdate struct {
+	// KubernetesVersion moves the cluster to the newest patch of its
+	// minor in the window (default true). An expired version is replaced
+	// by the next supported one in the window whatever this says.
+	// +kubebuilder:default=true
+	// +optional
+	KubernetesVersion *bool `json:"kubernetesVersion,omitempty"`
 }
 
 // ControlPlaneSpec shapes the hosted control plane.
@@ -274,11 +328,33 @@ type ClusterStatus struct {
 	// +listMapKey=name
 	// +optional
 	Addons []AddonStatus `json:"addons,omitempty"`
+	// Maintenance shows the next maintenance window, what it will do and
+	// what the last one did.
+	// +optional
+	Maintenance *MaintenanceStatus `json:"maintenance,omitempty"`
 	// Upgrade is the progress of a version change while one runs:
 	// kubernetesVersion stays at the old version until every component
 	// and node runs the new one.
 	// +optional
 	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+}
+
+// MaintenanceStatus is the cluster's maintenance schedule and history.
+type MaintenanceStatus struct {
+	// NextWindowBegin and NextWindowEnd bound the next (or current) window.
+	NextWindowBegin metav1.Time `json:"nextWindowBegin"`
+	NextWindowEnd   metav1.Time `json:"nextWindowEnd"`
+	// Pending lists what the next window will do, e.g. "kubernetes 1.36.1
+	// -> 1.36.3 (autoUpdate.kubernetesVersion)".
+	// +optional
+	Pending []string `json:"pending,omitempty"`
+	// LastRunTime is when maintenance last ran (in a window, or asked for
+	// with the annotation lotse.dev/operation: maintain); LastRunActions
+	// what it did.
+	// +optional
+	LastRunTime *metav1.Time `json:"lastRunTime,omitempty"`
+	// +optional
+	LastRunActions []string `json:"lastRunActions,omitempty"`
 }
 
 // UpgradeStatus is the progress of a version change.

@@ -91,7 +91,7 @@ func newClusterCommand() *cobra.Command {
 	}
 	flags.register(cmd)
 	cmd.AddCommand(newClusterCreateCommand(flags), newClusterListCommand(flags), newClusterGetCommand(flags),
-		newClusterKubeconfigCommand(flags), newClusterDeleteCommand(flags))
+		newClusterKubeconfigCommand(flags), newClusterDeleteCommand(flags), newClusterUpgradeCommand(flags), newClusterMaintainCommand(flags))
 	return cmd
 }
 
@@ -274,6 +274,22 @@ func newClusterGetCommand(flags *clientFlags) *cobra.Command {
 			fmt.Fprintln(out, "Conditions:")
 			for _, cond := range cl.Status.Conditions {
 				fmt.Fprintf(out, "  %-22s %-6s %s: %s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
+			}
+			if up := cl.Status.Upgrade; up != nil {
+				fmt.Fprintf(out, "Upgrade:     %s -> %s\n", up.FromVersion, up.ToVersion)
+				for _, comp := range up.Components {
+					fmt.Fprintf(out, "  %-26s %d/%d updated\n", comp.Name, comp.Updated, comp.Total)
+				}
+			}
+			if m := cl.Status.Maintenance; m != nil {
+				fmt.Fprintf(out, "Maintenance: next window %s to %s", m.NextWindowBegin.UTC().Format(time.RFC3339), m.NextWindowEnd.UTC().Format(time.RFC3339))
+				if len(m.Pending) > 0 {
+					fmt.Fprintf(out, "; will do: %s", strings.Join(m.Pending, "; "))
+				}
+				fmt.Fprintln(out)
+				if m.LastRunTime != nil {
+					fmt.Fprintf(out, "  last run %s: %s\n", m.LastRunTime.UTC().Format(time.RFC3339), strings.Join(m.LastRunActions, "; "))
+				}
 			}
 			if op := cl.Status.LastOperation; op != nil {
 				fmt.Fprintf(out, "Last operation: %s %s %d%%: %s\n", op.Type, op.State, op.Progress, op.Description)

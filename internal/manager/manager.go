@@ -28,6 +28,7 @@ import (
 	"github.com/lotse/lotse/internal/clusterref"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
+	maintenancecontroller "github.com/lotse/lotse/internal/controller/maintenance"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/images"
@@ -173,6 +174,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		return err
 	}
 	addonKeeper.Changed = rec.NotifyAddons
+	maint := &maintenancecontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
+	if err := maint.SetupWithManager(mgr); err != nil {
+		return err
+	}
 	imgs := &nodeImages{builder: &images.Builder{CacheDir: opts.Releases.Dir, Log: opts.BuildLog}, releases: opts.Releases}
 	machines := &machinecontroller.Reconciler{
 		Client:   mgr.GetClient(),

@@ -116,13 +116,41 @@ func Selectable() []string {
 	return vs
 }
 
+// Catalog is a list of releases, newest first. The package's functions
+// work on the built-in one (DefaultCatalog); controllers take a Catalog so
+// that tests can give them another (a release that has expired, say).
+type Catalog []Release
+
+// DefaultCatalog is the built-in catalog.
+func DefaultCatalog() Catalog { return Catalog(All()) }
+
+// CheckTarget says whether a cluster at from (empty: a new cluster) may be
+// set to version to at now, by the built-in catalog.
+func CheckTarget(from, to string, now time.Time) error {
+	return DefaultCatalog().CheckTarget(from, to, now)
+}
+
+// LatestPatch returns the built-in catalog's newest release of v's minor.
+func LatestPatch(v string) (Release, bool) { return DefaultCatalog().LatestPatch(v) }
+
+// NextSupported is DefaultCatalog().NextSupported.
+func NextSupported(v string, now time.Time) (Release, bool) {
+	return DefaultCatalog().NextSupported(v, now)
+}
+
+// Lookup finds a release of the built-in catalog by version ("1.36.3" or "v1.36.3").
+func Lookup(version string) (Release, error) { return DefaultCatalog().Lookup(version) }
+
+// Versions lists the built-in catalog's versions, newest first.
+func Versions() []string { return DefaultCatalog().Versions() }
+
 // CheckTarget says whether a cluster at from (empty: a new cluster) may be
 // set to version to at now: to must be in the catalog and not expired, and
 // an upgrade goes one minor at a time, never down. The schema's rules say
 // the same; this catches what only time changes (an expiration date that
 // came after the schema was generated).
-func CheckTarget(from, to string, now time.Time) error {
-	r, err := Lookup(to)
+func (c Catalog) CheckTarget(from, to string, now time.Time) error {
+	r, err := c.Lookup(to)
 	if err != nil {
 		return err
 	}
@@ -131,7 +159,7 @@ func CheckTarget(from, to string, now time.Time) error {
 	}
 	if r.ClassificationAt(now) == Expired {
 		return fmt.Errorf("kubernetes %s expired on %s; choose a supported version: %s", r.Version, r.ExpirationDate,
-			strings.Join(supportedAt(now), ", "))
+			strings.Join(c.supportedAt(now), ", "))
 	}
 	if from == "" {
 		return nil
@@ -150,9 +178,9 @@ func CheckTarget(from, to string, now time.Time) error {
 	return nil
 }
 
-func supportedAt(now time.Time) []string {
+func (c Catalog) supportedAt(now time.Time) []string {
 	var vs []string
-	for _, r := range catalog {
+	for _, r := range c {
 		if r.ClassificationAt(now) != Expired {
 			vs = append(vs, r.Version)
 		}
@@ -162,12 +190,12 @@ func supportedAt(now time.Time) []string {
 
 // LatestPatch returns the newest release of v's minor, if the catalog has
 // one: the target of an automatic patch update.
-func LatestPatch(v string) (Release, bool) {
+func (c Catalog) LatestPatch(v string) (Release, bool) {
 	pv, err := ParseVersion(v)
 	if err != nil {
 		return Release{}, false
 	}
-	for _, r := range catalog { // newest first
+	for _, r := range c { // newest first
 		if rv, _ := ParseVersion(r.Version); rv.Major == pv.Major && rv.Minor == pv.Minor {
 			return r, true
 		}
@@ -178,13 +206,13 @@ func LatestPatch(v string) (Release, bool) {
 // NextSupported returns where a cluster on v goes when v has expired: the
 // newest patch of v's minor if that one is not expired, else the newest
 // patch of the next minor (one minor at a time) that is not.
-func NextSupported(v string, now time.Time) (Release, bool) {
+func (c Catalog) NextSupported(v string, now time.Time) (Release, bool) {
 	pv, err := ParseVersion(v)
 	if err != nil {
 		return Release{}, false
 	}
 	for _, minor := range []int{pv.Minor, pv.Minor + 1} {
-		r, ok := LatestPatch(fmt.Sprintf("%d.%d.0", pv.Major, minor))
+		r, ok := c.LatestPatch(fmt.Sprintf("%d.%d.0", pv.Major, minor))
 		if ok && r.ClassificationAt(now) != Expired && !mustParse(r.Version).Less(pv) {
 			return r, true
 		}
@@ -198,21 +226,21 @@ func mustParse(v string) Version {
 }
 
 // Lookup finds a release by version ("1.36.3" or "v1.36.3").
-func Lookup(version string) (Release, error) {
+func (c Catalog) Lookup(version string) (Release, error) {
 	v := strings.TrimPrefix(version, "v")
-	for _, r := range catalog {
+	for _, r := range c {
 		if r.Version == v {
 			return r, nil
 		}
 	}
 	return Release{}, fmt.Errorf("kubernetes version %q is not in the catalog; supported versions: %s (see `lotse release list`)",
-		version, strings.Join(Versions(), ", "))
+		version, strings.Join(c.Versions(), ", "))
 }
 
 // Versions lists the catalog's versions, newest first.
-func Versions() []string {
-	vs := make([]string, 0, len(catalog))
-	for _, r := range catalog {
+func (c Catalog) Versions() []string {
+	vs := make([]string, 0, len(c))
+	for _, r := range c {
 		vs = append(vs, r.Version)
 	}
 	return vs

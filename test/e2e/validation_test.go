@@ -89,6 +89,12 @@ func TestValidationOnCreate(t *testing.T) {
 		{"unknown update strategy", func(c *lotsev1.Cluster) {
 			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 1, Maximum: 1, MaxSurge: 1, UpdateStrategy: "Recreate"}}
 		}, []string{"spec.workers[0].updateStrategy", `Unsupported value: "Recreate"`, `"RollingReplace"`}},
+		{"maintenance window ends before it begins", func(c *lotsev1.Cluster) {
+			c.Spec.Maintenance.TimeWindow = &lotsev1.MaintenanceTimeWindow{Begin: "100000+0100", End: "090000+0100"}
+		}, []string{"spec.maintenance.timeWindow: from 100000+0100 to 090000+0100 is not a window of 30 minutes to 6 hours; end must come after begin"}},
+		{"malformed maintenance window offset", func(c *lotsev1.Cluster) {
+			c.Spec.Maintenance.TimeWindow = &lotsev1.MaintenanceTimeWindow{Begin: "220000+1", End: "230000+0100"}
+		}, []string{"spec.maintenance.timeWindow.begin: 220000+1 is not a time of day with its UTC offset; write it HHMMSS+ZZZZ"}},
 		{"unknown network plugin", func(c *lotsev1.Cluster) { c.Spec.Networking.Plugin = "flannel" },
 			[]string{"spec.networking.plugin", `Unsupported value: "flannel"`, `"bridge"`, `"cilium"`, `"calico"`}},
 		{"bad nodes CIDR", func(c *lotsev1.Cluster) { c.Spec.Networking.Nodes = "10.250.0.0/8" },

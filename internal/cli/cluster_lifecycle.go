@@ -1,0 +1,77 @@
+package cli
+
+// Day-2 commands: upgrade a cluster, run its maintenance now.
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+)
+
+// patchCluster merge-patches a Cluster, explaining a missing one.
+func patchCluster(cmd *cobra.Command, flags *clientFlags, name string, patch map[string]any) error {
+	c, err := flags.client()
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	cl := &lotsev1.Cluster{}
+	cl.Namespace, cl.Name = flags.namespace, name
+	if err := c.Patch(cmd.Context(), cl, client.RawPatch(types.MergePatchType, data)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("cluster %s/%s not found; see `lotse cluster list -A`", flags.namespace, name)
+		}
+		return explain(err)
+	}
+	return nil
+}
+
+func newClusterUpgradeCommand(flags *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "upgrade NAME VERSION",
+		Short: "Upgrade a cluster to a version of the catalog (a patch, or the next minor)",
+		Long: "Sets spec.kubernetes.version. Lotse then updates etcd, the API servers, controller-managers\n" +
+			"and schedulers one instance at a time and rolls the worker pools; `lotse cluster get NAME`\n" +
+			"shows the progress in status.upgrade. Versions: `lotse release list`.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return fmt.Errorf("usage: lotse cluster upgrade NAME VERSION (e.g. lotse cluster upgrade c1 1.37.2)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := patchCluster(cmd, flags, args[0], map[string]any{"spec": map[string]any{"kubernetes": map[string]any{"version": args[1]}}}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s/%s is being upgraded to %s\n", flags.namespace, args[0], args[1])
+			return nil
+		},
+	}
+}
+
+func newClusterMaintainCommand(flags *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "maintain NAME",
+		Short: "Run a cluster's maintenance now, outside its window",
+		Long: "Annotates the cluster with lotse.dev/operation=maintain: Lotse applies the pending automatic\n" +
+			"updates (status.maintenance.pending) at once and removes the annotation.",
+		Args: exactlyOneName("lotse cluster maintain NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := patchCluster(cmd, flags, args[0], map[string]any{"metadata": map[string]any{"annotations": map[string]any{
+				lotsev1.OperationAnnotation: lotsev1.OperationMaintain}}}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "maintenance of cluster %s/%s requested; status.maintenance shows what it did\n", flags.namespace, args[0])
+			return nil
+		},
+	}
+}
