@@ -181,9 +181,11 @@ type MaintenanceAutoUpdate struct {
 type ControlPlaneSpec struct {
 	// HighAvailability runs 3 etcd members and 2 API servers behind one
 	// endpoint, and 2 leader-elected controller-managers and schedulers.
-	// Immutable for now.
+	// A single-replica control plane may become highly available (its etcd
+	// grows to 3 members, keeping its data; the endpoint stays); the way
+	// back is refused.
 	// +kubebuilder:default=false
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.controlPlane.highAvailability is immutable; create a new cluster to change it"
+	// +kubebuilder:validation:XValidation:rule="self || !oldSelf",message="spec.controlPlane.highAvailability cannot go back to false: a highly available control plane does not shrink to one replica; create a new cluster (and restore a backup into it) for that"
 	// +optional
 	HighAvailability bool `json:"highAvailability,omitempty"`
 }

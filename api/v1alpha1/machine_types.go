@@ -36,7 +36,8 @@ type WorkerPool struct {
 	// +kubebuilder:validation:MaxLength=20
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
-	// Minimum number of machines; without an autoscaler, the pool has this many.
+	// Minimum number of machines. With maximum above it, the pool
+	// autoscales between the two; otherwise it has this many.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	Minimum int32 `json:"minimum"`
@@ -57,9 +58,13 @@ type WorkerPool struct {
 	// UpdateStrategy says how machines move to a new Kubernetes version
 	// (after the control plane): RollingReplace creates a machine at the
 	// new version, waits until it is a Ready node, then drains and deletes
-	// an old one, at the pace maxSurge and maxUnavailable allow.
+	// an old one, at the pace maxSurge and maxUnavailable allow. InPlace
+	// drains a machine, swaps its kubelet and kube-proxy for the new
+	// version's and uncordons it, max(1, maxUnavailable) machines at a
+	// time: the node, its disk and node-local volumes stay. A new machine
+	// class always replaces machines.
 	// +kubebuilder:default=RollingReplace
-	// +kubebuilder:validation:Enum=RollingReplace
+	// +kubebuilder:validation:Enum=RollingReplace;InPlace
 	// +optional
 	UpdateStrategy UpdateStrategy `json:"updateStrategy,omitempty"`
 	// DrainTimeout is how long the drain of a machine that goes away (in
@@ -72,9 +77,12 @@ type WorkerPool struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(h|m|s))+$')",messageExpression="'spec.workers[].drainTimeout: ' + self + ' is not a duration; write it like 10m, 90s or 1h'"
 	// +optional
 	DrainTimeout string `json:"drainTimeout,omitempty"`
-	// MachineClass selects the machine provider and size.
+	// MachineClass selects the machine provider and size: local (as big
+	// as the host), small (1 CPU, 2 GiB allocatable), medium (2 CPU,
+	// 4 GiB), large (4 CPU, 8 GiB); a node's allocatable and its machine's
+	// cgroup limits follow the class.
 	// +kubebuilder:default=local
-	// +kubebuilder:validation:Enum=local
+	// +kubebuilder:validation:Enum=local;small;medium;large
 	// +optional
 	MachineClass string `json:"machineClass,omitempty"`
 	// Labels are put on every node of the pool.
@@ -98,11 +106,37 @@ type WorkerPool struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +optional
 	Region string `json:"region,omitempty"`
+	// Autoscaler tunes how a pool with minimum < maximum shrinks (it grows
+	// whenever pods are unschedulable and would fit its nodes).
+	// +kubebuilder:default={}
+	// +optional
+	Autoscaler PoolAutoscaler `json:"autoscaler"`
 	// HealthCheck replaces machines whose nodes stay unhealthy, as
 	// Cluster API's MachineHealthChecks do.
 	// +kubebuilder:default={}
 	// +optional
 	HealthCheck MachineHealthCheck `json:"healthCheck"`
+}
+
+// PoolAutoscaler tunes scale-down, with the cluster-autoscaler's meaning.
+type PoolAutoscaler struct {
+	// ScaleDownUnneededTime is how long a node must have been unneeded
+	// (its pods' requests under the threshold and all of them able to
+	// move elsewhere) before it is drained and removed; a new node is not
+	// considered before it is that old.
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(h|m|s))+$')",messageExpression="'spec.workers[].autoscaler.scaleDownUnneededTime: ' + self + ' is not a duration; write it like 10m or 90s'"
+	// +optional
+	ScaleDownUnneededTime string `json:"scaleDownUnneededTime,omitempty"`
+	// ScaleDownUtilizationThreshold is the share of a node's allocatable
+	// CPU and memory (the larger of the two, in percent) its pods may
+	// request for the node to count as unneeded.
+	// +kubebuilder:default=50
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	ScaleDownUtilizationThreshold int32 `json:"scaleDownUtilizationThreshold,omitempty"`
 }
 
 // MachineHealthCheck says when a pool's machine counts as broken and how
@@ -182,7 +216,13 @@ type UpdateStrategy string
 // Update strategies.
 const (
 	UpdateRollingReplace UpdateStrategy = "RollingReplace"
+	UpdateInPlace        UpdateStrategy = "InPlace"
 )
+
+// ReasonUpdatingInPlace is the NodeReady reason of a machine that is
+// drained for, or going through, an in-place update: not a fault, so
+// health checks leave it alone.
+const ReasonUpdatingInPlace = "UpdatingInPlace"
 
 // MachinePhase is where a Machine is in its life.
 type MachinePhase string
@@ -220,7 +260,7 @@ type Machine struct {
 }
 
 // MachineSpec says what a machine is for.
-// +kubebuilder:validation:XValidation:rule="self.cluster == oldSelf.cluster && self.pool == oldSelf.pool && self.machineClass == oldSelf.machineClass && self.version == oldSelf.version && self.index == oldSelf.index",message="a Machine's spec is immutable except spec.stopped; Lotse replaces machines instead of changing them"
+// +kubebuilder:validation:XValidation:rule="self.cluster == oldSelf.cluster && self.pool == oldSelf.pool && self.machineClass == oldSelf.machineClass && self.index == oldSelf.index",message="a Machine's cluster, pool, machineClass and index are immutable; Lotse replaces machines instead of changing them (only spec.stopped, and spec.version for an in-place update, change)"
 type MachineSpec struct {
 	// Cluster the machine joins.
 	Cluster string `json:"cluster"`

@@ -87,6 +87,8 @@ type Spec struct {
 	PauseImage string
 	// Images are image tarballs to load into the machine.
 	Images []string
+	// Class is the machine's size (zero: the host's).
+	Class Class
 }
 
 // Status of a machine as the provider sees it.

@@ -143,6 +143,24 @@ func readLayout(t testing.TB, name string) process.Layout {
 // readEtcdRaw reads a key straight from the cluster's etcd, bypassing the API.
 func readEtcdRaw(t testing.TB, name, key string) string {
 	t.Helper()
+	c := etcdClient(t, name)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("etcd get %s: %v", key, err)
+	}
+	if len(resp.Kvs) != 1 {
+		t.Fatalf("etcd key %s: %d values", key, len(resp.Kvs))
+	}
+	return string(resp.Kvs[0].Value)
+}
+
+// etcdClient connects to a cluster's etcd members with the admin
+// certificate.
+func etcdClient(t testing.TB, name string) *clientv3.Client {
+	t.Helper()
 	l := readLayout(t, name)
 	p := pki.ClusterPKI{Dir: filepath.Join(clusterDir(name), "pki")}
 	cert, err := tls.LoadX509KeyPair(p.Cert(pki.EtcdAdminName), p.Key(pki.EtcdAdminName))
@@ -167,15 +185,5 @@ func readEtcdRaw(t testing.TB, name, key string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := c.Get(ctx, key)
-	if err != nil {
-		t.Fatalf("etcd get %s: %v", key, err)
-	}
-	if len(resp.Kvs) != 1 {
-		t.Fatalf("etcd key %s: %d values", key, len(resp.Kvs))
-	}
-	return string(resp.Kvs[0].Value)
+	return c
 }

@@ -8,12 +8,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
@@ -177,4 +182,105 @@ func adminHTTPClient(t testing.TB, name string) *http.Client {
 			TLSClientConfig:   &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
 		},
 	}
+}
+
+// TestMakeHighlyAvailable: a single-replica cluster with data becomes
+// highly available in place: etcd grows to three voting members, two API
+// servers serve behind a balancer on the old endpoint, every object is
+// still there, and the cluster then survives the loss of the member that
+// held the data at first.
+func TestMakeHighlyAvailable(t *testing.T) {
+	const name = "grow"
+	t.Parallel()
+	mustCLI(t, "cluster", "create", name, "--wait", "--timeout", "3m")
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait") })
+	mc := mgmtClient(t)
+	before := getCluster(t, mc, name)
+	cs := tenantClient(t, name)
+	ctx := context.Background()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "data"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 30
+	for i := range n {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%d", i)}, Data: map[string]string{"i": fmt.Sprint(i)}}
+		if _, err := cs.CoreV1().ConfigMaps("data").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s"}, StringData: map[string]string{"password": "kept"}}
+	if _, err := cs.CoreV1().Secrets("data").Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = true })
+	waitFor(t, 5*time.Minute, name+" highly available and Ready", func() (bool, error) {
+		c := getCluster(t, mc, name)
+		return c.Status.ObservedGeneration == c.Generation && c.Status.Phase == lotsev1.PhaseRunning, fmt.Errorf("%s", describeOp(c))
+	})
+	waitProbedHealthy(t, name, true)
+	count := map[string]int{}
+	for _, p := range clusterProcesses(name) {
+		count[componentOf(p.Name)]++
+	}
+	want := map[string]int{"etcd": 3, "kube-apiserver": 2, "kube-controller-manager": 2, "kube-scheduler": 2, "loadbalancer": 1}
+	for comp, k := range want {
+		if count[comp] != k {
+			t.Errorf("%s: %d processes, want %d (all: %v)", comp, count[comp], k, count)
+		}
+	}
+	if after := getCluster(t, mc, name); after.Status.Endpoint != before.Status.Endpoint {
+		t.Errorf("endpoint moved from %s to %s", before.Status.Endpoint, after.Status.Endpoint)
+	}
+	ec := etcdClient(t, name)
+	defer ec.Close()
+	members, err := ec.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members.Members) != 3 {
+		t.Errorf("etcd has %d members, want 3", len(members.Members))
+	}
+	for _, m := range members.Members {
+		if m.IsLearner {
+			t.Errorf("etcd member %s is still a learner", m.Name)
+		}
+	}
+
+	// The data is all there, read through the old kubeconfig.
+	cms, err := cs.CoreV1().ConfigMaps("data").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cms.Items) != n+1 { // and kube-root-ca.crt
+		t.Errorf("%d ConfigMaps in namespace data, want %d", len(cms.Items), n+1)
+	}
+	got, err := cs.CoreV1().Secrets("data").Get(ctx, "s", metav1.GetOptions{})
+	if err != nil || string(got.Data["password"]) != "kept" {
+		t.Errorf("secret after the change: %v (%v)", got, err)
+	}
+
+	// The member that held the data at first may now fail: the two new
+	// ones keep the quorum.
+	var etcd0 int
+	for _, p := range clusterProcesses(name) {
+		if strings.HasSuffix(p.Name, "/etcd-0") {
+			etcd0 = p.PID
+		}
+	}
+	if etcd0 == 0 {
+		t.Fatal("no etcd-0 process")
+	}
+	if err := syscall.Kill(etcd0, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(etcd0, syscall.SIGCONT)
+	// If etcd-0 led, the first request may time out while the other two
+	// elect a new leader; then writes work without it.
+	waitFor(t, 30*time.Second, "a write while etcd-0 is frozen", func() (bool, error) {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := cs.CoreV1().ConfigMaps("data").Create(wctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "while-etcd-0-is-frozen"}}, metav1.CreateOptions{})
+		return err == nil, err
+	})
 }

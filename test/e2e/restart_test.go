@@ -2,12 +2,17 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
-	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
-	"github.com/lotse/lotse/internal/supervisor"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/supervisor"
 )
 
 // TestRestartDuringCreation: killing lotse (SIGKILL) while a cluster is
@@ -100,4 +105,58 @@ func stillRunning(p supervisor.Found) bool {
 		}
 	}
 	return false
+}
+
+// TestRestartDuringUpgrade: killing lotse after an upgrade replaced etcd
+// but before it got further, then starting it again, finishes the upgrade:
+// every process at the new version, exactly one of each.
+func TestRestartDuringUpgrade(t *testing.T) {
+	const name = "restart-up"
+	from, to := upgradeFrom(t), releases.Default().Version
+	mustCLI(t, "cluster", "create", name, "--kubernetes-version", from, "--wait", "--timeout", "3m")
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait") })
+	mc := mgmtClient(t)
+	updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = to })
+	newEtcd := "/etcd/" + releases.Default().Etcd + "/"
+	waitFor(t, 2*time.Minute, "etcd replaced by the new version", func() (bool, error) {
+		for _, p := range clusterProcesses(name) {
+			if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID)); err == nil && componentOf(p.Name) == "etcd" && strings.Contains(exe, newEtcd) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	env.crash()
+	t.Logf("killed lotse with etcd at the new version")
+	if err := env.start(); err != nil {
+		t.Fatal(err)
+	}
+	mc = mgmtClient(t)
+	waitFor(t, 5*time.Minute, name+" upgraded after the restart", func() (bool, error) {
+		c := getCluster(t, mc, name)
+		return c.Status.KubernetesVersion == to && c.Status.Upgrade == nil && c.Status.Phase == lotsev1.PhaseRunning, fmt.Errorf("%s", describeOp(c))
+	})
+	seen := map[string]int{}
+	for _, p := range clusterProcesses(name) {
+		seen[componentOf(p.Name)]++
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
+		if err != nil {
+			continue
+		}
+		switch c := componentOf(p.Name); c {
+		case "etcd":
+			if !strings.Contains(exe, newEtcd) {
+				t.Errorf("%s runs %s", p.Name, exe)
+			}
+		case "kube-apiserver", "kube-controller-manager", "kube-scheduler":
+			if !strings.Contains(exe, "/kubernetes/"+to+"/") {
+				t.Errorf("%s runs %s", p.Name, exe)
+			}
+		}
+	}
+	for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "konnectivity-server"} {
+		if seen[c] != 1 {
+			t.Errorf("%s: %d processes, want 1 (all: %v)", c, seen[c], seen)
+		}
+	}
 }

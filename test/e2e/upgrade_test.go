@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,7 +50,7 @@ type apiLoad struct {
 	start      time.Time
 }
 
-func startAPILoad(t *testing.T, cluster, namespace string) *apiLoad {
+func startAPILoad(t testing.TB, cluster, namespace string) *apiLoad {
 	t.Helper()
 	cfg := tenantConfig(t, cluster)
 	cfg.QPS, cfg.Burst = 500, 500 // the load, not client-go's limiter, sets the pace
@@ -138,7 +139,7 @@ func metaAccessor(o any) (string, error) {
 	return "", fmt.Errorf("%T has no metadata", o)
 }
 
-func (l *apiLoad) finish(t *testing.T) {
+func (l *apiLoad) finish(t testing.TB) {
 	t.Helper()
 	l.stop()
 	l.wg.Wait()
@@ -152,12 +153,14 @@ func (l *apiLoad) finish(t *testing.T) {
 	}
 }
 
-// TestUpgrade: an HA cluster with a pool of two nodes, a workload with a
-// PodDisruptionBudget and a steady client load is upgraded one minor:
-// etcd, API servers, controller-managers and schedulers roll one instance
-// at a time, then the pool rolls with maxSurge 1 / maxUnavailable 0. No
-// client request fails, the pool never has fewer Ready nodes than
-// desired, and at the end every process and node runs the new version.
+// TestUpgrade: an HA cluster with a pool of two nodes, a pool of one
+// updated in place, a workload with a PodDisruptionBudget and a steady
+// client load is upgraded one minor: etcd, API servers, controller-managers
+// and schedulers roll one instance at a time, then the first pool rolls
+// with maxSurge 1 / maxUnavailable 0 and the second swaps its kubelet in
+// place. No client request fails, the rolling pool never has fewer Ready
+// nodes than desired, the in-place machine keeps its node-local data, and
+// at the end every process and node runs the new version.
 func TestUpgrade(t *testing.T) {
 	const name = "upgrade"
 	t.Parallel()
@@ -167,13 +170,26 @@ func TestUpgrade(t *testing.T) {
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
 	c.Spec.Kubernetes.Version = from
 	c.Spec.ControlPlane.HighAvailability = true
-	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 2, Maximum: 2, MaxSurge: 1, MaxUnavailable: 0}}
+	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 2, Maximum: 2, MaxSurge: 1, MaxUnavailable: 0},
+		{Name: "keep", Minimum: 1, Maximum: 1, MaxSurge: 1, UpdateStrategy: lotsev1.UpdateInPlace}}
 	if err := mc.Create(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
 	waitClusterReady(t, mc, name, 20*time.Minute)
 	cs := tenantClient(t, name)
+
+	// The in-place pool's machine keeps its node-local data.
+	var kept lotsev1.Machine
+	for _, m := range listMachines(t, mc, name) {
+		if m.Spec.Pool == "keep" {
+			kept = m
+		}
+	}
+	marker := filepath.Join(kept.Status.LocalVolumesPath, "kept-by-in-place-update")
+	if err := os.WriteFile(marker, []byte("yes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	// A workload that must keep running, guarded by a budget.
 	deployEchoApp(t, cs, "default", "web")
@@ -202,7 +218,7 @@ func TestUpgrade(t *testing.T) {
 	go func() {
 		defer sampling.Done()
 		for sampleCtx.Err() == nil {
-			if nodes, err := cs.CoreV1().Nodes().List(sampleCtx, metav1.ListOptions{}); err == nil {
+			if nodes, err := cs.CoreV1().Nodes().List(sampleCtx, metav1.ListOptions{LabelSelector: lotsev1.LabelPool + "=w"}); err == nil {
 				ready := int64(0)
 				for i := range nodes.Items {
 					if n := &nodes.Items[i]; nodeReady(n) && !n.Spec.Unschedulable {
@@ -277,19 +293,29 @@ func TestUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(nodes.Items) != 2 {
-		t.Errorf("%d nodes after the roll, want 2", len(nodes.Items))
+	if len(nodes.Items) != 3 {
+		t.Errorf("%d nodes after the roll, want 3", len(nodes.Items))
 	}
 	for _, n := range nodes.Items {
-		if n.Status.NodeInfo.KubeletVersion != "v"+to || !nodeReady(&n) {
-			t.Errorf("node %s: kubelet %s, ready %v; want v%s and Ready", n.Name, n.Status.NodeInfo.KubeletVersion, nodeReady(&n), to)
+		if n.Status.NodeInfo.KubeletVersion != "v"+to || !nodeReady(&n) || n.Spec.Unschedulable {
+			t.Errorf("node %s: kubelet %s, ready %v, unschedulable %v; want v%s, Ready and schedulable", n.Name,
+				n.Status.NodeInfo.KubeletVersion, nodeReady(&n), n.Spec.Unschedulable, to)
 		}
 	}
+	sawKept := false
 	for _, m := range listMachines(t, mc, name) {
 		if m.Spec.Version != to {
 			t.Errorf("machine %s at %s", m.Name, m.Spec.Version)
 		}
+		sawKept = sawKept || m.UID == kept.UID
 	}
+	if !sawKept {
+		t.Errorf("the in-place pool's machine %s was replaced", kept.Name)
+	}
+	if data, err := os.ReadFile(marker); err != nil || string(data) != "yes" {
+		t.Errorf("node-local data of %s after the in-place update: %q, %v", kept.Name, data, err)
+	}
+	waitClusterEvent(t, name, "MachineUpdating", kept.Name+" in place from "+from)
 	d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
 	if err != nil || d.Status.AvailableReplicas != 2 {
 		t.Errorf("web after the upgrade: %v available (%v), want 2", d.Status.AvailableReplicas, err)

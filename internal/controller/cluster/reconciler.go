@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -74,6 +75,13 @@ type Reconciler struct {
 
 	buildMu  sync.Mutex
 	building map[string]error // version -> nil while building, error if it failed
+
+	// desired holds the size the autoscaler decided per pool
+	// ("ns/cluster/pool" -> int) until status.workers[].desired says it.
+	desired sync.Map
+	// unplaceable holds, per cluster, the pending pods no pool can take
+	// and why (for the pools' status).
+	unplaceable sync.Map
 
 	watches tenantWatches
 }
@@ -248,6 +256,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// the tenant watches (addons, nodes) bring changes at once; this
 		// is the backstop.
 		return ctrl.Result{RequeueAfter: 5 * time.Second}, nil
+	case slices.ContainsFunc(cluster.Spec.Workers, autoscaled):
+		// Autoscaled pools: unneeded nodes are found by looking.
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 	default:
 		// Care: look at the health again even if nothing changes.
 		return ctrl.Result{RequeueAfter: 30 * time.Second}, nil

@@ -91,16 +91,23 @@ func (h healthCheck) allowed(total int) (int, error) {
 // that when many nodes fail together (a network fault, say) no repair
 // starts just because one of them passed its timeout first.
 func failing(m *lotsev1.Machine) bool {
-	if m.Spec.Stopped || !m.DeletionTimestamp.IsZero() || m.Status.Phase != lotsev1.MachineRunning {
+	if m.Spec.Stopped || !m.DeletionTimestamp.IsZero() || m.Status.Phase != lotsev1.MachineRunning || updatingInPlace(m) {
 		return false
 	}
 	return !meta.IsStatusConditionTrue(m.Status.Conditions, "NodeReady")
 }
 
+// updatingInPlace: the machine's node is drained for, or going through,
+// an in-place update; that is no fault.
+func updatingInPlace(m *lotsev1.Machine) bool {
+	c := meta.FindStatusCondition(m.Status.Conditions, "NodeReady")
+	return c != nil && c.Reason == lotsev1.ReasonUpdatingInPlace
+}
+
 // unhealthy says whether a machine needs replacing, and why. A stopped
 // machine is stopped on purpose and never counts.
 func (h healthCheck) unhealthy(m *lotsev1.Machine, now time.Time) (bool, string) {
-	if m.Spec.Stopped || !m.DeletionTimestamp.IsZero() {
+	if m.Spec.Stopped || !m.DeletionTimestamp.IsZero() || updatingInPlace(m) {
 		return false, ""
 	}
 	cond := meta.FindStatusCondition(m.Status.Conditions, "NodeReady")

@@ -13,6 +13,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons/keeper"
+	"github.com/lotse/lotse/internal/controlplane"
 )
 
 var testNow = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -121,7 +122,7 @@ func TestUnhealthyMachineReplaced(t *testing.T) {
 	broken.Spec.Index = 1
 	r, c, _, _ := newTestReconciler(t, cl, healthy, broken)
 	r.Addons = &keeper.Keeper{}
-	if _, _, err := r.ensureMachines(ctx, cl); err != nil {
+	if _, _, err := r.ensureMachines(ctx, cl, controlplane.Spec{}); err != nil {
 		t.Fatal(err)
 	}
 	names := liveMachines(t, c)
@@ -145,7 +146,7 @@ func TestTooManyUnhealthyStopsRepairs(t *testing.T) {
 	b.Spec.Index = 1
 	r, c, _, _ := newTestReconciler(t, cl, a, b)
 	r.Addons = &keeper.Keeper{}
-	if _, _, err := r.ensureMachines(ctx, cl); err != nil {
+	if _, _, err := r.ensureMachines(ctx, cl, controlplane.Spec{}); err != nil {
 		t.Fatal(err)
 	}
 	if names := liveMachines(t, c); len(names) != 2 || names[0] != "c1-w-a" || names[1] != "c1-w-b" {
@@ -171,7 +172,7 @@ func TestFailingNodesCountAtOnce(t *testing.T) {
 	fresh := testMachine("c1-w-b", lotsev1.MachineRunning, false, time.Until(testNow)+time.Second)
 	fresh.Spec.Index = 1
 	r, c, _, _ := newTestReconciler(t, cl, past, fresh)
-	if _, _, err := r.ensureMachines(ctx, cl); err != nil {
+	if _, _, err := r.ensureMachines(ctx, cl, controlplane.Spec{}); err != nil {
 		t.Fatal(err)
 	}
 	if names := liveMachines(t, c); len(names) != 2 || names[0] != "c1-w-a" {
@@ -202,7 +203,7 @@ func TestRepairsSettleAfterStorm(t *testing.T) {
 			broken := testMachine("c1-w-broken", lotsev1.MachineRunning, false, time.Until(testNow)+2*time.Minute)
 			broken.Spec.Index = 1
 			r, c, _, _ := newTestReconciler(t, cl, healthy, broken)
-			if _, _, err := r.ensureMachines(ctx, cl); err != nil {
+			if _, _, err := r.ensureMachines(ctx, cl, controlplane.Spec{}); err != nil {
 				t.Fatal(err)
 			}
 			names := liveMachines(t, c)

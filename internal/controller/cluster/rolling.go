@@ -6,6 +6,7 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -20,6 +21,8 @@ type poolPlan struct {
 	create int
 	// remove are machines to drain and delete, with why.
 	remove []removal
+	// update are machines to move to the version in place.
+	update []*lotsev1.Machine
 	// waiting says what a roll waits for ("" when there is no roll).
 	waiting string
 }
@@ -44,14 +47,14 @@ type removal struct {
 func planPool(pool lotsev1.WorkerPool, desired int, live, deleting []*lotsev1.Machine, version string, mayRemoveUnready bool) poolPlan {
 	var old, current, oldDraining []*lotsev1.Machine
 	for _, m := range live {
-		if m.Spec.Version == version {
+		if upToDate(pool, m, version) {
 			current = append(current, m)
 		} else {
 			old = append(old, m)
 		}
 	}
 	for _, m := range deleting {
-		if m.Spec.Version != version {
+		if !upToDate(pool, m, version) {
 			oldDraining = append(oldDraining, m)
 		}
 	}
@@ -85,6 +88,11 @@ func planPool(pool lotsev1.WorkerPool, desired int, live, deleting []*lotsev1.Ma
 		return plan
 	}
 
+	if pool.UpdateStrategy == lotsev1.UpdateInPlace && !slices.ContainsFunc(old, func(m *lotsev1.Machine) bool {
+		return classOf(m.Spec.MachineClass) != classOf(pool.MachineClass)
+	}) {
+		return planInPlace(pool, desired, live, old, current, version, mayRemoveUnready)
+	}
 	surge, unavailable := int(pool.MaxSurge), int(pool.MaxUnavailable)
 	if surge == 0 && unavailable == 0 {
 		surge = 1 // a roll must be able to move
@@ -128,7 +136,7 @@ func planPool(pool lotsev1.WorkerPool, desired int, live, deleting []*lotsev1.Ma
 		plan.remove = append(plan.remove, removal{m, "RollingUpdate"})
 	}
 	updated := len(current)
-	plan.waiting = fmt.Sprintf("rolling update to %s: %d of %d machines updated", version, updated, desired)
+	plan.waiting = fmt.Sprintf("rolling update to %s (%s machines): %d of %d machines updated", version, classOf(pool.MachineClass), updated, desired)
 	switch {
 	case len(held) > 0:
 		plan.waiting += "; " + strings.Join(held, "; ")
@@ -141,6 +149,67 @@ func planPool(pool lotsev1.WorkerPool, desired int, live, deleting []*lotsev1.Ma
 		plan.waiting += fmt.Sprintf("; waiting for new machines to be Ready nodes (maxSurge %d, maxUnavailable %d)", surge, unavailable)
 	}
 	return plan
+}
+
+// planInPlace updates old machines in place, at most max(1,
+// maxUnavailable) at a time: a machine at the new version that is not a
+// Ready node yet (draining, swapping, or new) counts as one of them.
+// Scaling goes on as without a roll.
+func planInPlace(pool lotsev1.WorkerPool, desired int, live, old, current []*lotsev1.Machine, version string, mayUpdateUnready bool) poolPlan {
+	var plan poolPlan
+	if n := desired - len(live); n > 0 {
+		plan.create = n
+	}
+	budget := max(1, int(pool.MaxUnavailable))
+	busy, updated := 0, 0
+	for _, m := range current {
+		switch {
+		case machineReady(m):
+			updated++
+		case !m.Spec.Stopped:
+			busy++
+		}
+	}
+	sort.SliceStable(old, func(i, j int) bool {
+		ri, rj := machineReady(old[i]), machineReady(old[j])
+		if ri != rj {
+			return !ri
+		}
+		return old[i].Spec.Index < old[j].Spec.Index
+	})
+	var held []string
+	for _, m := range old {
+		switch {
+		case m.Spec.Stopped:
+			held = append(held, m.Name+" is stopped (start or delete it to update it)")
+		case !machineReady(m) && !mayUpdateUnready:
+			held = append(held, m.Name+" is not Ready and repairs are stopped (see RemediationAllowed)")
+		case busy < budget:
+			plan.update = append(plan.update, m)
+			busy++
+		}
+	}
+	plan.waiting = fmt.Sprintf("in-place update to %s: %d of %d machines updated", version, updated, len(live))
+	if len(held) > 0 {
+		plan.waiting += "; " + strings.Join(held, "; ")
+	} else if busy > 0 {
+		plan.waiting += fmt.Sprintf("; %d updating (at most %d at a time)", busy, budget)
+	}
+	return plan
+}
+
+// upToDate says whether a machine runs the pool's current configuration:
+// the cluster's version and the pool's machine class. Machines that do not
+// are replaced by a rolling update.
+func upToDate(pool lotsev1.WorkerPool, m *lotsev1.Machine, version string) bool {
+	return m.Spec.Version == version && classOf(m.Spec.MachineClass) == classOf(pool.MachineClass)
+}
+
+func classOf(name string) string {
+	if name == "" {
+		return lotsev1.MachineClassLocal
+	}
+	return name
 }
 
 // drainMessage describes the drains of a pool's machines that are being

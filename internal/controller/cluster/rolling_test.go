@@ -25,6 +25,58 @@ func rollMachine(index int32, version string, ready bool) *lotsev1.Machine {
 	return m
 }
 
+func machineNames(ms []*lotsev1.Machine) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+func TestPlanInPlace(t *testing.T) {
+	const oldV, newV = "1.36.3", "1.37.2"
+	inPlace := func(unavailable int32) lotsev1.WorkerPool {
+		return lotsev1.WorkerPool{Name: "p", MaxSurge: 1, MaxUnavailable: unavailable, UpdateStrategy: lotsev1.UpdateInPlace}
+	}
+	tests := []struct {
+		name        string
+		pool        lotsev1.WorkerPool
+		live        []*lotsev1.Machine
+		wantUpdate  []string
+		wantWaiting string
+	}{
+		{"one at a time with maxUnavailable 0", inPlace(0), []*lotsev1.Machine{rollMachine(1, oldV, true), rollMachine(0, oldV, true)},
+			[]string{"m0"}, "in-place update to 1.37.2: 0 of 2 machines updated; 1 updating (at most 1 at a time)"},
+		{"one is updating: the next waits", inPlace(0), []*lotsev1.Machine{rollMachine(0, newV, false), rollMachine(1, oldV, true)},
+			nil, "1 updating"},
+		{"maxUnavailable 2: two at once", inPlace(2), []*lotsev1.Machine{rollMachine(0, oldV, true), rollMachine(1, oldV, true), rollMachine(2, oldV, true)},
+			[]string{"m0", "m1"}, "0 of 3 machines updated"},
+		{"not Ready first", inPlace(0), []*lotsev1.Machine{rollMachine(0, oldV, true), rollMachine(1, oldV, false)},
+			[]string{"m1"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plan := planPool(tt.pool, len(tt.live), tt.live, nil, newV, true)
+			if got := machineNames(plan.update); !slices.Equal(got, tt.wantUpdate) {
+				t.Errorf("update = %v, want %v", got, tt.wantUpdate)
+			}
+			if plan.create != 0 || len(plan.remove) != 0 {
+				t.Errorf("an in-place update created %d and removed %v machines", plan.create, names(plan.remove))
+			}
+			if !strings.Contains(plan.waiting, tt.wantWaiting) {
+				t.Errorf("waiting = %q, want %q", plan.waiting, tt.wantWaiting)
+			}
+		})
+	}
+	// A new machine class cannot be had in place: the pool rolls by replacement.
+	pool := inPlace(0)
+	pool.MachineClass = "small"
+	plan := planPool(pool, 1, []*lotsev1.Machine{rollMachine(0, oldV, true)}, nil, newV, true)
+	if len(plan.update) != 0 || plan.create != 1 {
+		t.Errorf("class change with InPlace: update %v, create %d; want a replacement", machineNames(plan.update), plan.create)
+	}
+}
+
 func names(rs []removal) []string {
 	var out []string
 	for _, r := range rs {
@@ -63,7 +115,7 @@ func TestPlanPool(t *testing.T) {
 		{name: "steady", pool: pool(1, 0), desired: 2, live: []*lotsev1.Machine{rollMachine(0, newV, true), rollMachine(1, newV, true)}},
 		{name: "roll starts with a surge machine", pool: pool(1, 0), desired: 2,
 			live: []*lotsev1.Machine{rollMachine(0, oldV, true), rollMachine(1, oldV, true)}, wantCreate: 1,
-			wantWaiting: "rolling update to 1.37.2: 0 of 2 machines updated"},
+			wantWaiting: "rolling update to 1.37.2 (local machines): 0 of 2 machines updated"},
 		{name: "new machine not Ready yet: nothing goes", pool: pool(1, 0), desired: 2,
 			live:        []*lotsev1.Machine{rollMachine(0, oldV, true), rollMachine(1, oldV, true), rollMachine(2, newV, false)},
 			wantWaiting: "waiting for new machines to be Ready nodes (maxSurge 1, maxUnavailable 0)"},
@@ -82,6 +134,8 @@ func TestPlanPool(t *testing.T) {
 		{name: "not Ready old machines stay while repairs are stopped", pool: pool(1, 0), desired: 2,
 			live:       []*lotsev1.Machine{rollMachine(0, oldV, false), rollMachine(1, oldV, false)},
 			wantCreate: 1, repairsStopped: true, wantWaiting: "m0 is not Ready and repairs are stopped"},
+		{name: "a new machine class rolls the pool", pool: lotsev1.WorkerPool{Name: "p", MaxSurge: 1, MachineClass: "small"}, desired: 1,
+			live: []*lotsev1.Machine{rollMachine(0, newV, true)}, wantCreate: 1, wantWaiting: "rolling update to 1.37.2 (small machines): 0 of 1"},
 		{name: "both zero still rolls with one surge machine", pool: pool(0, 0), desired: 1,
 			live: []*lotsev1.Machine{rollMachine(0, oldV, true)}, wantCreate: 1, wantWaiting: "0 of 1 machines updated"},
 		{name: "a stopped old machine holds the roll", pool: pool(1, 0), desired: 2,

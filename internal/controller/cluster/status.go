@@ -165,7 +165,7 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 	var notReady, blocked []string
 	now := time.Now()
 	for _, pool := range c.Spec.Workers {
-		ps := lotsev1.WorkerPoolStatus{Name: pool.Name, Desired: pool.Minimum}
+		ps := lotsev1.WorkerPoolStatus{Name: pool.Name, Desired: int32(r.poolDesired(c, pool))}
 		var live, deleting []*lotsev1.Machine
 		for i := range list.Items {
 			m := &list.Items[i]
@@ -177,7 +177,7 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 				continue
 			}
 			live = append(live, m)
-			if m.Spec.Version == c.Spec.Kubernetes.Version {
+			if upToDate(pool, m, c.Spec.Kubernetes.Version) {
 				ps.Updated++
 			}
 			if machineReady(m) {
@@ -194,9 +194,12 @@ func (r *Reconciler) workerStatus(ctx context.Context, c *lotsev1.Cluster, statu
 			return err
 		}
 		mayRepair := repair.blocked == "" && !repairsPaused(c, now)
-		ps.Message = planPool(pool, int(pool.Minimum), live, deleting, c.Spec.Kubernetes.Version, mayRepair).waiting
+		ps.Message = planPool(pool, int(ps.Desired), live, deleting, c.Spec.Kubernetes.Version, mayRepair).waiting
 		if ps.Message == "" {
 			ps.Message = drainMessage(deleting)
+		}
+		if note, _ := r.unplaceable.Load(refOf(c).Key()); autoscaled(pool) && ps.Message == "" && note != nil && note.(string) != "" {
+			ps.Message = "pending pods no pool can take: " + note.(string)
 		}
 		ps.Message = truncate(ps.Message, 1024)
 		status.Workers = append(status.Workers, ps)

@@ -35,7 +35,7 @@ func (r *Reconciler) trackUpgrade(ctx context.Context, c *lotsev1.Cluster, statu
 		list := &lotsev1.MachineList{}
 		if err := r.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{lotsev1.LabelCluster: c.Name}); err == nil {
 			for _, pool := range c.Spec.Workers {
-				pu := lotsev1.ComponentUpgradeStatus{Name: "pool/" + pool.Name, Total: pool.Minimum}
+				pu := lotsev1.ComponentUpgradeStatus{Name: "pool/" + pool.Name, Total: int32(r.poolDesired(c, pool))}
 				for _, m := range list.Items {
 					if m.Spec.Pool == pool.Name && m.DeletionTimestamp.IsZero() && m.Spec.Version == target && machineReady(&m) {
 						pu.Updated++

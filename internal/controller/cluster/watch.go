@@ -72,6 +72,27 @@ func (r *Reconciler) watchTenant(ctx context.Context, c *lotsev1.Cluster, spec c
 			DeleteFunc: func(any) { enqueue() },
 		}},
 	}
+	// Unschedulable pods may make a pool grow (and pods that go, shrink).
+	handlers = append(handlers, struct {
+		informer cache.SharedIndexInformer
+		handler  cache.ResourceEventHandler
+	}{factory.Core().V1().Pods().Informer(), cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if p, ok := obj.(*corev1.Pod); ok && unschedulable(p) {
+				enqueue()
+			}
+		},
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Pod)
+			n, ok2 := cur.(*corev1.Pod)
+			if ok1 && ok2 && unschedulable(n) && !unschedulable(o) {
+				enqueue()
+			}
+		},
+	}}, struct {
+		informer cache.SharedIndexInformer
+		handler  cache.ResourceEventHandler
+	}{factory.Apps().V1().DaemonSets().Informer(), cache.ResourceEventHandlerFuncs{}})
 	if c.Spec.Networking.Egress != lotsev1.EgressAllow {
 		cs, err := r.Tenants.For(spec.Key, kc)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/controlplane"
@@ -46,7 +47,7 @@ func (r *Reconciler) workerTasks(c *lotsev1.Cluster, spec controlplane.Spec) []t
 			return r.ensureCloud(ctx, c, spec)
 		}},
 		{Name: TaskMachines, DependsOn: []string{TaskNodeBootstrap, TaskCloud}, Run: func(ctx context.Context) (bool, string, error) {
-			return r.ensureMachines(ctx, c)
+			return r.ensureMachines(ctx, c, spec)
 		}},
 		// Not after the machines: one broken machine must not keep routes
 		// from the others.
@@ -59,8 +60,9 @@ func (r *Reconciler) workerTasks(c *lotsev1.Cluster, spec controlplane.Spec) []t
 	}
 }
 
-// ensureMachines makes each pool have its desired number of Machines.
-func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bool, string, error) {
+// ensureMachines makes each pool have its desired number of Machines:
+// repairs, autoscaling, rolling updates, then scaling to the size.
+func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) (bool, string, error) {
 	// Straight from the API: a cache that has not seen a just-created
 	// Machine would hand its index (address, namespace, cgroup) out twice.
 	reader := r.APIReader
@@ -93,10 +95,65 @@ func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bo
 	}
 	var waiting []string
 	wanted := map[string]bool{}
+	sizes := map[string]int{}
+	anyAutoscaled := false
+	for _, pool := range c.Spec.Workers {
+		sizes[pool.Name] = r.poolDesired(c, pool)
+		anyAutoscaled = anyAutoscaled || autoscaled(pool)
+	}
+	var tenant *tenantState
+	pending := 0
+	if anyAutoscaled {
+		var err error
+		if tenant, err = r.readTenant(ctx, spec); err != nil {
+			return false, "", err
+		}
+	}
+	if tenant != nil {
+		ready := map[string]int{}
+		for pool, ms := range byPool {
+			for _, m := range ms {
+				if machineReady(m) {
+					ready[pool]++
+				}
+			}
+		}
+		up, n, err := r.scaleUp(c, tenant, sizes, ready)
+		if err != nil {
+			return false, "", err
+		}
+		pending = n
+		for pool, add := range up.Add {
+			r.event(c, corev1.EventTypeNormal, "ScaleUp", "Autoscale", "pool %s: %d -> %d machines for %d unschedulable pods", pool, sizes[pool], sizes[pool]+add, n)
+			sizes[pool] += add
+		}
+		r.noteUnplaceable(c, up.Unplaceable)
+	}
 	for _, pool := range c.Spec.Workers {
 		wanted[pool.Name] = true
 		have := byPool[pool.Name]
-		desired := int(pool.Minimum)
+		desired := sizes[pool.Name]
+		rolling := slices.ContainsFunc(have, func(m *lotsev1.Machine) bool { return !upToDate(pool, m, c.Spec.Kubernetes.Version) })
+		if autoscaled(pool) && tenant != nil && pending == 0 && !rolling && desired > int(pool.Minimum) {
+			gone, why, err := r.scaleDown(ctx, pool, have, tenant, time.Now())
+			if err != nil {
+				return false, "", err
+			}
+			if gone != nil {
+				if err := r.Client.Delete(ctx, gone); client.IgnoreNotFound(err) != nil {
+					return false, "", err
+				}
+				r.event(c, corev1.EventTypeNormal, "ScaleDown", "Autoscale", "pool %s: %d -> %d machines: draining and deleting %s, unneeded since %s",
+					pool.Name, desired, desired-1, gone.Name, gone.Annotations[UnneededSinceAnnotation])
+				have = slices.DeleteFunc(have, func(m *lotsev1.Machine) bool { return m == gone })
+				desired--
+			} else if why != "" {
+				log.FromContext(ctx).V(1).Info("autoscaler: nodes kept", "pool", pool.Name, "why", why)
+			}
+		}
+		if autoscaled(pool) {
+			r.desired.Store(poolKey(c, pool.Name), desired)
+		}
 		// Repairs first, so that replacements are created right away.
 		repair, err := checkPool(pool, have, time.Now())
 		if err != nil {
@@ -131,6 +188,15 @@ func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster) (bo
 				r.event(c, corev1.EventTypeNormal, "MachineDeleted", "ScaleDown", "pool %s: draining and deleting machine %s", pool.Name, rm.machine.Name)
 			}
 			have = slices.DeleteFunc(have, func(m *lotsev1.Machine) bool { return m == rm.machine })
+		}
+		for _, m := range plan.update {
+			before := m.DeepCopy()
+			from := m.Spec.Version
+			m.Spec.Version = c.Spec.Kubernetes.Version
+			if err := r.Client.Patch(ctx, m, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+				return false, "", err
+			}
+			r.event(c, corev1.EventTypeNormal, "MachineUpdating", "InPlaceUpdate", "pool %s: updating machine %s in place from %s to %s", pool.Name, m.Name, from, m.Spec.Version)
 		}
 		for range plan.create {
 			m := &lotsev1.Machine{

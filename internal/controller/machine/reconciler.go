@@ -124,6 +124,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 	}
+	if node != nil && inPlaceDue(node, m.Spec.Version) {
+		// An in-place update: drain first; the Ensure below then swaps
+		// the kubelet and kube-proxy, and the node is uncordoned once it
+		// is Ready at the new version.
+		drained, msg, err := r.drainForUpdate(ctx, cs, m, cluster, node)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !drained {
+			setCond(status, m.Generation, "NodeReady", false, lotsev1.ReasonUpdatingInPlace, "draining before the in-place update to "+m.Spec.Version+": "+msg)
+			return ctrl.Result{RequeueAfter: time.Second}, r.writeStatus(ctx, m, status)
+		}
+	}
 	st, err := r.Provider.Ensure(ctx, lm)
 	if err != nil {
 		status.FailureMessage = err.Error()
@@ -165,8 +178,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !st.ProcessesReady {
 		ready, why = false, st.Message
 	}
+	reason := map[bool]string{true: "KubeletReady", false: "NodeNotReady"}[ready]
+	if node != nil && node.Annotations[InPlaceUpdateAnnotation] != "" {
+		// The last step of an in-place update: uncordon once the node
+		// is Ready at the new version.
+		done, err := r.finishUpdate(ctx, cs, m, node, ready)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !done {
+			ready, reason, why = false, lotsev1.ReasonUpdatingInPlace, "updating in place to "+m.Spec.Version+": "+why
+		}
+	}
 	wasReady := meta.IsStatusConditionTrue(status.Conditions, "NodeReady")
-	setCond(status, m.Generation, "NodeReady", ready, map[bool]string{true: "KubeletReady", false: "NodeNotReady"}[ready], why)
+	setCond(status, m.Generation, "NodeReady", ready, reason, why)
 	if provisioningStarts && !ready {
 		// Health checks time a new machine's startup from here, not from
 		// its creation: waiting for binaries, images or the control plane
@@ -248,7 +273,12 @@ func (r *Reconciler) machine(ctx context.Context, m *lotsev1.Machine, c *lotsev1
 	if err != nil {
 		return nil, nil, "", err
 	}
+	class, err := machine.LookupClass(m.Spec.MachineClass)
+	if err != nil {
+		return nil, nil, "", err
+	}
 	spec := &machine.Spec{
+		Class:       class,
 		Cluster:     ref,
 		Name:        m.Name,
 		Index:       int(m.Spec.Index),

@@ -70,6 +70,37 @@ type Layout struct {
 	// Tunnel holds the ports of the konnectivity servers, one beside each
 	// API server (empty for a control plane without a tunnel).
 	Tunnel *TunnelPorts `json:"tunnel,omitempty"`
+	// EtcdJoin records, per member index, how a member that did not
+	// start with the cluster joined it (a single-replica control plane
+	// made highly available): the member list it joined. Its flags keep
+	// saying so, so its process spec never changes afterwards.
+	EtcdJoin map[int]EtcdJoin `json:"etcdJoin,omitempty"`
+	// EtcdPending lists the members still to be added, in order.
+	EtcdPending []int `json:"etcdPending,omitempty"`
+}
+
+// EtcdJoin is how a member was started the first time.
+type EtcdJoin struct {
+	// InitialCluster is the --initial-cluster it started with.
+	InitialCluster string `json:"initialCluster"`
+	// State is "new" (it started the cluster) or "existing".
+	State string `json:"state"`
+}
+
+// etcdMembers are the indexes of the members that are part of the
+// cluster (all but those still pending).
+func (l Layout) etcdMembers() []int {
+	var out []int
+next:
+	for i := range l.EtcdClient {
+		for _, p := range l.EtcdPending {
+			if p == i {
+				continue next
+			}
+		}
+		out = append(out, i)
+	}
+	return out
 }
 
 // TunnelPorts are the loopback ports of the konnectivity servers, below the
@@ -171,6 +202,15 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 			}
 			changed = true
 		}
+		switch {
+		case spec.HighAvailability && l.LoadBalancer == 0:
+			if err := growToHA(&l); err != nil {
+				return l, err
+			}
+			changed = true
+		case !spec.HighAvailability && l.LoadBalancer != 0:
+			return l, fmt.Errorf("a highly available control plane cannot become a single-replica one; create a new cluster")
+		}
 		if !changed {
 			return l, nil
 		}
@@ -207,6 +247,39 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 		}
 	}
 	return l, b.saveLayout(spec.Key, l)
+}
+
+// growToHA turns a single-replica layout into a highly available one
+// without changing the endpoint: the load balancer takes over the API
+// server's port (so every kubeconfig and every node keeps working), both
+// API servers get new ports, and two etcd members are to be added to the
+// one that holds the data.
+func growToHA(l *Layout) error {
+	if len(l.EtcdClient) != 1 || len(l.APIServer) != 1 {
+		return fmt.Errorf("layout has %d etcd members and %d API servers; cannot make it highly available", len(l.EtcdClient), len(l.APIServer))
+	}
+	p, err := ports.Allocate(2*2 + 2 + 1 + 1)
+	if err != nil {
+		return err
+	}
+	l.EtcdJoin = map[int]EtcdJoin{0: {InitialCluster: fmt.Sprintf("etcd-0=https://127.0.0.1:%d", l.EtcdPeer[0]), State: "new"}}
+	l.EtcdClient = append(l.EtcdClient, p[0], p[1])
+	l.EtcdPeer = append(l.EtcdPeer, p[2], p[3])
+	l.EtcdPending = []int{1, 2}
+	l.LoadBalancer = l.APIServer[0]
+	l.APIServer = []int{p[4], p[5]}
+	l.ControllerManager = append(l.ControllerManager, p[6])
+	l.Scheduler = append(l.Scheduler, p[7])
+	if l.Tunnel != nil {
+		t, err := ports.AllocateRegistered(3)
+		if err != nil {
+			return err
+		}
+		l.Tunnel.Agent = append(l.Tunnel.Agent, t[0])
+		l.Tunnel.Admin = append(l.Tunnel.Admin, t[1])
+		l.Tunnel.Health = append(l.Tunnel.Health, t[2])
+	}
+	return nil
 }
 
 func allocateTunnel(servers int) (*TunnelPorts, error) {

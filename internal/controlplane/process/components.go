@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -22,42 +23,51 @@ const (
 )
 
 func (b *Backend) etcdSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) []supervisor.Spec {
-	n := len(l.EtcdClient)
-	var initial []string
-	for i := 0; i < n; i++ {
-		initial = append(initial, fmt.Sprintf("etcd-%d=https://127.0.0.1:%d", i, l.EtcdPeer[i]))
-	}
-	specs := make([]supervisor.Spec, 0, n)
-	for i := 0; i < n; i++ {
-		client := fmt.Sprintf("https://127.0.0.1:%d", l.EtcdClient[i])
-		peer := fmt.Sprintf("https://127.0.0.1:%d", l.EtcdPeer[i])
-		specs = append(specs, supervisor.Spec{
-			Name: processName(spec.Key, CompEtcd, i),
-			Path: spec.Binaries.Path("etcd"),
-			Args: []string{
-				"--name=" + fmt.Sprintf("etcd-%d", i),
-				"--data-dir=" + filepath.Join(b.Dir(spec.Key), "data", fmt.Sprintf("etcd-%d", i)),
-				"--listen-client-urls=" + client,
-				"--advertise-client-urls=" + client,
-				"--listen-peer-urls=" + peer,
-				"--initial-advertise-peer-urls=" + peer,
-				"--initial-cluster=" + strings.Join(initial, ","),
-				"--initial-cluster-state=new",
-				"--initial-cluster-token=" + strings.ReplaceAll(spec.Key, "/", "-"),
-				"--cert-file=" + p.Cert(pki.EtcdServerName),
-				"--key-file=" + p.Key(pki.EtcdServerName),
-				"--trusted-ca-file=" + p.Cert(pki.EtcdCAName),
-				"--client-cert-auth=true",
-				"--peer-cert-file=" + p.Cert(pki.EtcdPeerName),
-				"--peer-key-file=" + p.Key(pki.EtcdPeerName),
-				"--peer-trusted-ca-file=" + p.Cert(pki.EtcdCAName),
-				"--peer-client-cert-auth=true",
-				"--log-level=warn",
-			},
-			LogFile: b.logFile(spec.Key, CompEtcd, i),
-		})
+	members := l.etcdMembers()
+	specs := make([]supervisor.Spec, 0, len(members))
+	for _, i := range members {
+		specs = append(specs, b.etcdSpec(spec, l, p, i))
 	}
 	return specs
+}
+
+// etcdSpec is the process of member i.
+func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i int) supervisor.Spec {
+	var initial []string
+	for m := range l.EtcdClient {
+		initial = append(initial, fmt.Sprintf("etcd-%d=https://127.0.0.1:%d", m, l.EtcdPeer[m]))
+	}
+	client := fmt.Sprintf("https://127.0.0.1:%d", l.EtcdClient[i])
+	peer := fmt.Sprintf("https://127.0.0.1:%d", l.EtcdPeer[i])
+	initialCluster, state := strings.Join(initial, ","), "new"
+	if j, ok := l.EtcdJoin[i]; ok {
+		initialCluster, state = j.InitialCluster, j.State
+	}
+	return supervisor.Spec{
+		Name: processName(spec.Key, CompEtcd, i),
+		Path: spec.Binaries.Path("etcd"),
+		Args: []string{
+			"--name=" + fmt.Sprintf("etcd-%d", i),
+			"--data-dir=" + filepath.Join(b.Dir(spec.Key), "data", fmt.Sprintf("etcd-%d", i)),
+			"--listen-client-urls=" + client,
+			"--advertise-client-urls=" + client,
+			"--listen-peer-urls=" + peer,
+			"--initial-advertise-peer-urls=" + peer,
+			"--initial-cluster=" + initialCluster,
+			"--initial-cluster-state=" + state,
+			"--initial-cluster-token=" + strings.ReplaceAll(spec.Key, "/", "-"),
+			"--cert-file=" + p.Cert(pki.EtcdServerName),
+			"--key-file=" + p.Key(pki.EtcdServerName),
+			"--trusted-ca-file=" + p.Cert(pki.EtcdCAName),
+			"--client-cert-auth=true",
+			"--peer-cert-file=" + p.Cert(pki.EtcdPeerName),
+			"--peer-key-file=" + p.Key(pki.EtcdPeerName),
+			"--peer-trusted-ca-file=" + p.Cert(pki.EtcdCAName),
+			"--peer-client-cert-auth=true",
+			"--log-level=warn",
+		},
+		LogFile: b.logFile(spec.Key, CompEtcd, i),
+	}
 }
 
 func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
@@ -65,6 +75,9 @@ func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layo
 	current, msg, err := b.rollout(ctx, CompEtcd, b.etcdSpecs(spec, l, p), probe, b.gate(spec, l, p, CompEtcd))
 	if err != nil || !current {
 		return false, msg, err
+	}
+	if len(l.EtcdPending) > 0 {
+		return b.addEtcdMember(ctx, spec, l, p)
 	}
 	health := probe(ctx)
 	return quorum(health), describeUnhealthy(health), nil
@@ -177,7 +190,18 @@ func (b *Backend) loadBalancerSpec(spec controlplane.Spec, l Layout, p pki.Clust
 }
 
 func (b *Backend) ensureLoadBalancer(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
-	if err := b.Supervisor.Ensure(b.loadBalancerSpec(spec, l, p)); err != nil {
+	lb := b.loadBalancerSpec(spec, l, p)
+	if _, running := b.Supervisor.RunningHash(lb.Name); !running {
+		// A control plane made highly available: the balancer takes over
+		// the port its single API server listened on, once that has
+		// moved to its new port.
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", l.LoadBalancer))
+		if err != nil {
+			return false, fmt.Sprintf("waiting for port %d to be free for the load balancer (the API server moves off it)", l.LoadBalancer), nil
+		}
+		ln.Close()
+	}
+	if err := b.Supervisor.Ensure(lb); err != nil {
 		return false, "", err
 	}
 	ok, msg := b.probeReadyz(ctx, l.Endpoint(), p)

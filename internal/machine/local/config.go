@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/lotse/lotse/internal/machine"
 )
 
 // containerdConfig keeps everything of one machine's containerd under its own
@@ -84,8 +86,29 @@ hairpinMode: hairpin-veth
 evictionHard: {memory.available: "100Mi", nodefs.available: "2%%", imagefs.available: "2%%"}
 imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
-%[9]s`, m.cgroupRoot(), m.Socket(), m.ProviderID(), m.PKI.Cert("ca"), m.ClusterDNS,
-		m.path("resolv.conf"), m.path("pod-logs"), m.path("kubelet-plugins"), taints)
+%[9]s%[10]s`, m.cgroupRoot(), m.Socket(), m.ProviderID(), m.PKI.Cert("ca"), m.ClusterDNS,
+		m.path("resolv.conf"), m.path("pod-logs"), m.path("kubelet-plugins"), taints, systemReserved(m.Class))
+}
+
+// evictionMemory is the kubelet's memory.available eviction threshold
+// (evictionHard above), which allocatable leaves out too.
+const evictionMemory = 100 << 20
+
+// systemReserved makes a machine of a sized class report its class as
+// allocatable: the kubelet sees the host's CPUs and memory as capacity,
+// and everything beyond the class is reserved.
+func systemReserved(c machine.Class) string {
+	if c.CPU == 0 && c.Memory == 0 {
+		return ""
+	}
+	hostCPU, hostMem := machine.Host()
+	alloc := c.Allocatable(hostCPU, hostMem)
+	cpu := hostCPU - alloc.Cpu().MilliValue()
+	mem := hostMem - alloc.Memory().Value() - evictionMemory
+	if mem < 0 {
+		mem = 0
+	}
+	return fmt.Sprintf("systemReserved: {cpu: \"%dm\", memory: \"%d\"}\n", cpu, mem)
 }
 
 // kubeProxyConfig: conntrack sysctls are read-only inside a network

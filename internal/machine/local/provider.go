@@ -180,6 +180,9 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 	if err := ensureCgroup(m.cgroupRoot()); err != nil {
 		return st, fmt.Errorf("cgroup: %w", err)
 	}
+	if err := limitCgroup(m.cgroupRoot(), m.Class); err != nil {
+		return st, fmt.Errorf("cgroup limits of class %s: %w", m.Class.Name, err)
+	}
 	if err := writeIfChanged(m.path(cgroupFile), m.cgroupRoot()+"\n"); err != nil {
 		return st, err
 	}
@@ -415,6 +418,46 @@ func ensureCgroup(root string) error {
 					}
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// limitCgroup bounds a machine of a sized class as a VM of that size is
+// bounded: its CPU time to the class's CPUs, its memory to the class's
+// plus what its own agents need (cgroup v1: cpu and memory hierarchies).
+// The kubelet bounds the pods inside to the allocatable.
+func limitCgroup(root string, c machine.Class) error {
+	if c.CPU == 0 && c.Memory == 0 {
+		return nil
+	}
+	const period = 100000
+	writes := map[string]string{}
+	if c.CPU > 0 {
+		writes["cpu/cpu.cfs_period_us"] = fmt.Sprint(period)
+		writes["cpu/cpu.cfs_quota_us"] = fmt.Sprint(c.CPU * period / 1000)
+	}
+	if c.Memory > 0 {
+		writes["memory/memory.limit_in_bytes"] = fmt.Sprint(c.Memory + machine.AgentOverhead)
+	}
+	for rel, v := range writes {
+		dir, file := filepath.Split(rel)
+		base := filepath.Join("/sys/fs/cgroup", dir)
+		if _, err := os.Stat(base); err != nil {
+			// cgroup v2 (one hierarchy): cpu.max and memory.max.
+			if strings.HasPrefix(file, "cpu.cfs_quota") {
+				if err := os.WriteFile(filepath.Join("/sys/fs/cgroup", root, "cpu.max"), []byte(v+" "+fmt.Sprint(period)), 0o644); err != nil {
+					return err
+				}
+			} else if strings.HasPrefix(file, "memory.limit") {
+				if err := os.WriteFile(filepath.Join("/sys/fs/cgroup", root, "memory.max"), []byte(v), 0o644); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(base, root, file), []byte(v), 0o644); err != nil {
+			return err
 		}
 	}
 	return nil

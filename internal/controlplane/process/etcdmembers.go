@@ -1,0 +1,147 @@
+package process
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/pki"
+)
+
+// Growing etcd from one member to three (a single-replica control plane
+// made highly available). Each new member joins as a learner, which does
+// not vote, and is promoted once it has caught up with the leader: adding
+// a voting member that is not running yet would cost the quorum (two of
+// two) until it is. One member at a time, each step decided from the
+// cluster's member list, so a lotse killed in between continues.
+
+// etcdClient connects to the members that are part of the cluster.
+func (b *Backend) etcdClient(l Layout, p pki.ClusterPKI) (*clientv3.Client, error) {
+	var endpoints []string
+	for _, i := range l.etcdMembers() {
+		endpoints = append(endpoints, fmt.Sprintf("https://127.0.0.1:%d", l.EtcdClient[i]))
+	}
+	return b.etcdClientAt(p, endpoints...)
+}
+
+// etcdClientAt connects to the given etcd endpoints with the admin certificate.
+func (b *Backend) etcdClientAt(p pki.ClusterPKI, endpoints ...string) (*clientv3.Client, error) {
+	caPEM, err := os.ReadFile(p.Cert(pki.EtcdCAName))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cert, err := tls.LoadX509KeyPair(p.Cert(pki.EtcdAdminName), p.Key(pki.EtcdAdminName))
+	if err != nil {
+		return nil, err
+	}
+	return clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 2 * time.Second,
+		TLS:         &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		Logger:      zap.NewNop(),
+	})
+}
+
+// addEtcdMember takes the next pending member one step further: add it as
+// a learner, record how it joins, start it, promote it once it caught up,
+// and drop it from the pending list once it is a healthy voting member.
+func (b *Backend) addEtcdMember(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	i := l.EtcdPending[0]
+	name := fmt.Sprintf("etcd-%d", i)
+	peerURL := fmt.Sprintf("https://127.0.0.1:%d", l.EtcdPeer[i])
+	cli, err := b.etcdClient(l, p)
+	if err != nil {
+		return false, "", err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return false, fmt.Sprintf("adding etcd member %s: listing members: %v", name, err), nil
+	}
+	members := list.Members
+	member := findMember(members, peerURL)
+	if member == nil {
+		resp, err := cli.MemberAddAsLearner(ctx, []string{peerURL})
+		if err != nil {
+			return false, fmt.Sprintf("adding etcd member %s: %v", name, err), nil
+		}
+		log.FromContext(ctx).Info("etcd: added a learner", "member", name, "peer", peerURL)
+		members, member = resp.Members, resp.Member
+	}
+	if _, recorded := l.EtcdJoin[i]; !recorded {
+		var initial []string
+		for _, m := range members {
+			n := m.Name
+			if m.ID == member.ID {
+				n = name
+			}
+			if n == "" || len(m.PeerURLs) == 0 {
+				return false, fmt.Sprintf("adding etcd member %s: member %x has not started yet", name, m.ID), nil
+			}
+			initial = append(initial, n+"="+m.PeerURLs[0])
+		}
+		slices.Sort(initial)
+		join := EtcdJoin{InitialCluster: strings.Join(initial, ","), State: "existing"}
+		if l, err = b.updateLayout(spec.Key, func(l *Layout) { l.EtcdJoin[i] = join }); err != nil {
+			return false, "", err
+		}
+	}
+	if err := b.Supervisor.Ensure(b.etcdSpec(spec, l, p, i)); err != nil {
+		return false, "", err
+	}
+	if member.IsLearner {
+		if _, err := cli.MemberPromote(ctx, member.ID); err != nil {
+			// Most often "can only promote a learner member which is in
+			// sync with leader": it is still catching up.
+			return false, fmt.Sprintf("adding etcd member %s: a learner catching up (%v)", name, err), nil
+		}
+		log.FromContext(ctx).Info("etcd: promoted a learner", "member", name)
+	}
+	if h := b.etcdHealth(ctx, l, p); i >= len(h) || !h[i].Healthy {
+		return false, fmt.Sprintf("adding etcd member %s: waiting for it to be healthy", name), nil
+	}
+	if _, err := b.updateLayout(spec.Key, func(l *Layout) { l.EtcdPending = slices.DeleteFunc(l.EtcdPending, func(m int) bool { return m == i }) }); err != nil {
+		return false, "", err
+	}
+	return false, fmt.Sprintf("etcd member %s joined", name), nil
+}
+
+func findMember(members []*etcdserverpb.Member, peerURL string) *etcdserverpb.Member {
+	for _, m := range members {
+		if slices.Contains(m.PeerURLs, peerURL) {
+			return m
+		}
+	}
+	return nil
+}
+
+// updateLayout changes the recorded layout of a control plane under the
+// layout lock and returns it.
+func (b *Backend) updateLayout(key string, change func(*Layout)) (Layout, error) {
+	layoutMu.Lock()
+	defer layoutMu.Unlock()
+	l, err := b.LoadLayout(key)
+	if err != nil {
+		return l, err
+	}
+	if l.EtcdJoin == nil {
+		l.EtcdJoin = map[int]EtcdJoin{}
+	}
+	change(&l)
+	return l, b.saveLayout(key, l)
+}
