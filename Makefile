@@ -57,18 +57,20 @@ unit:
 	$(GO) test -race -count=1 ./api/... ./internal/... ./config/...
 
 # The end-to-end tests run one `lotse up` on E2E_STATE_DIR; whatever happens,
-# `lotse down` afterwards makes sure no process outlives the run.
+# `lotse down` afterwards makes sure no process outlives the run. Four tests
+# at a time (each on its own cluster): most of their time goes to waiting
+# for timeouts (health checks, grace periods), not to the two cores.
 E2E_STATE_DIR ?= /tmp/lotse-e2e-$(shell id -u)
 e2e: build
 	@$(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null
-	@rc=0; LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR) $(GO) test -count=1 -timeout 30m -v ./test/e2e/... || rc=$$?; \
+	@rc=0; LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR) $(GO) test -count=1 -timeout 45m -parallel 4 -v ./test/e2e/... || rc=$$?; \
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
 
 ## demo: start lotse, create a cluster, use it with kubectl
 demo: deps releases
 	@hack/demo.sh
 
-## bench: the figures in docs/benchmarks.md (creation latency, idle RSS, nodes, tunnel, addons, load balancers)
+## bench: the figures in docs/benchmarks.md (creation latency, idle RSS, nodes, tunnel, addons, load balancers, upgrades, autoscaling, repairs)
 bench: build releases
 	@$(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null
 	@rc=0; export LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR); \
@@ -78,6 +80,9 @@ bench: build releases
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'WebhookThroughTunnel' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'AddonDrift' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'LoadBalancer' -benchtime 1x ./test/e2e/... || rc=$$?; \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Upgrade' -benchtime 1x ./test/e2e/... || rc=$$?; \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'PendingPodToNode' -benchtime 3x ./test/e2e/... || rc=$$?; \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'MachineRepair' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
 
 ## demo-down: stop the demo's lotse (SIGINT, like Ctrl-C); data stays

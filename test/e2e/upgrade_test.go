@@ -187,6 +187,9 @@ func TestUpgrade(t *testing.T) {
 		}
 	}
 	marker := filepath.Join(kept.Status.LocalVolumesPath, "kept-by-in-place-update")
+	if err := os.MkdirAll(kept.Status.LocalVolumesPath, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(marker, []byte("yes"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +258,7 @@ func TestUpgrade(t *testing.T) {
 	load.finish(t)
 	stopSampling()
 	sampling.Wait()
-	t.Logf("upgrade %s -> %s of an HA cluster with 2 nodes took %s", from, to, took.Round(time.Second))
+	t.Logf("upgrade %s -> %s of an HA cluster with 3 nodes (2 replaced, 1 in place) took %s", from, to, took.Round(time.Second))
 
 	if m := minReady.Load(); m < 2 {
 		t.Errorf("the pool had %d schedulable Ready nodes at one point, fewer than the 2 desired (maxUnavailable 0)", m)
