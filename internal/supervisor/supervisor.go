@@ -38,6 +38,9 @@ type Spec struct {
 	// Tier orders stopping: higher tiers stop first, so clients (API
 	// servers) go before what they depend on (etcd) and shut down cleanly.
 	Tier int
+	// StopTimeout, if set, replaces the supervisor's for this process:
+	// how long it gets after SIGTERM before SIGKILL. Not part of the hash.
+	StopTimeout time.Duration
 }
 
 // Hash identifies the spec: a process is restarted when its hash changes.
@@ -153,7 +156,7 @@ func (s *Supervisor) Ensure(spec Spec) error {
 	s.mu.Lock()
 	if p, ok := s.procs[spec.Name]; ok {
 		if p.hash == hash {
-			p.spec.Tier = spec.Tier // not part of the hash: no restart needed
+			p.spec.Tier, p.spec.StopTimeout = spec.Tier, spec.StopTimeout // not part of the hash: no restart needed
 			s.mu.Unlock()
 			return nil
 		}
@@ -421,7 +424,11 @@ func (s *Supervisor) stopMatching(match func(string) bool, timeout time.Duration
 				s.mu.Lock()
 				pid, st := p.pid, p.startTime
 				s.mu.Unlock()
-				s.terminate(pid, st, timeout)
+				t := timeout
+				if p.spec.StopTimeout > 0 && timeout > 0 {
+					t = min(t, p.spec.StopTimeout)
+				}
+				s.terminate(pid, st, t)
 				s.logf("%s: stopped in %s", p.spec.Name, time.Since(start).Round(time.Millisecond))
 			}(p)
 		}

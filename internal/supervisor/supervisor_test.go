@@ -531,6 +531,9 @@ func TestKillAndStopEscalate(t *testing.T) {
 		{"KillPrefix", 3 * time.Second, func(s *Supervisor) { s.KillPrefix("k/") }, 0, 1500 * time.Millisecond},
 		// StopPrefix waits StopTimeout, then kills.
 		{"StopPrefix", 600 * time.Millisecond, func(s *Supervisor) { s.StopPrefix("k/") }, 500 * time.Millisecond, 2500 * time.Millisecond},
+		// The processes' own StopTimeout (100 ms) wins over the
+		// supervisor's (10 s).
+		{"spec StopTimeout", 100 * time.Millisecond, func(s *Supervisor) { s.StopPrefix("k/") }, 0, 1200 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -540,6 +543,10 @@ func TestKillAndStopEscalate(t *testing.T) {
 			s := newSupervisor(t, owner, opts)
 			for _, n := range []string{"k/1", "k/2"} {
 				spec, ready := shellSpec(t, n, termIgnoring)
+				if tt.name == "spec StopTimeout" {
+					s.opts.StopTimeout = 10 * time.Second // the spec's 100 ms must win
+					spec.StopTimeout = 100 * time.Millisecond
+				}
 				mustEnsure(t, s, spec)
 				waitForFile(t, ready)
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
@@ -107,15 +108,24 @@ func stillRunning(p supervisor.Found) bool {
 	return false
 }
 
-// TestRestartDuringUpgrade: killing lotse after an upgrade replaced etcd
-// but before it got further, then starting it again, finishes the upgrade:
-// every process at the new version, exactly one of each.
+// TestRestartDuringUpgrade: killing lotse twice during an upgrade (after
+// etcd was replaced, and while the pool rolls, with a machine of each
+// version), then starting it again, finishes the upgrade: every process at
+// the new version, exactly one of each, and the pool's one machine
+// replaced once, never doubled beyond its surge.
 func TestRestartDuringUpgrade(t *testing.T) {
 	const name = "restart-up"
 	from, to := upgradeFrom(t), releases.Default().Version
-	mustCLI(t, "cluster", "create", name, "--kubernetes-version", from, "--wait", "--timeout", "3m")
-	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait") })
 	mc := mgmtClient(t)
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+	c.Spec.Kubernetes.Version = from
+	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
+	if err := mc.Create(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
+	waitClusterReady(t, mc, name, 15*time.Minute)
+	first := listMachines(t, mc, name)[0]
 	updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = to })
 	newEtcd := "/etcd/" + releases.Default().Etcd + "/"
 	waitFor(t, 2*time.Minute, "etcd replaced by the new version", func() (bool, error) {
@@ -132,7 +142,22 @@ func TestRestartDuringUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	mc = mgmtClient(t)
-	waitFor(t, 5*time.Minute, name+" upgraded after the restart", func() (bool, error) {
+
+	// The roll: a new machine exists beside the old one.
+	waitFor(t, 5*time.Minute, "a machine at the new version beside the old one", func() (bool, error) {
+		ms := listMachines(t, mc, name)
+		return len(ms) == 2 && ms[0].Spec.Version != ms[1].Spec.Version, nil
+	})
+	env.crash()
+	t.Logf("killed lotse during the pool's roll")
+	if err := env.start(); err != nil {
+		t.Fatal(err)
+	}
+	mc = mgmtClient(t)
+	waitFor(t, 5*time.Minute, name+" upgraded after the restarts", func() (bool, error) {
+		if n := len(listMachines(t, mc, name)); n > 2 {
+			t.Errorf("%d machines in a pool of 1 with maxSurge 1", n)
+		}
 		c := getCluster(t, mc, name)
 		return c.Status.KubernetesVersion == to && c.Status.Upgrade == nil && c.Status.Phase == lotsev1.PhaseRunning, fmt.Errorf("%s", describeOp(c))
 	})
@@ -159,4 +184,16 @@ func TestRestartDuringUpgrade(t *testing.T) {
 			t.Errorf("%s: %d processes, want 1 (all: %v)", c, seen[c], seen)
 		}
 	}
+	ms := listMachines(t, mc, name)
+	if len(ms) != 1 || ms[0].Name == first.Name || ms[0].Spec.Version != to {
+		t.Errorf("machines after the roll: %v; want one new machine at %s instead of %s", machineSummary(ms), to, first.Name)
+	}
+}
+
+func machineSummary(ms []lotsev1.Machine) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Name+"@"+m.Spec.Version)
+	}
+	return out
 }

@@ -67,12 +67,19 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 			"--log-level=warn",
 		},
 		LogFile: b.logFile(spec.Key, CompEtcd, i),
+		// A stopping etcd waits its request timeout (7 s) for the API
+		// servers' watch streams before it closes (and only then hands
+		// over its leadership). Its WAL makes a kill safe, and a rolling
+		// update moves the leadership away before it replaces a leader
+		// (handOverLeadership), so a second is enough.
+		StopTimeout: time.Second,
 	}
 }
 
 func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
 	probe := func(ctx context.Context) []controlplane.ComponentHealth { return b.etcdHealth(ctx, l, p) }
-	current, msg, err := b.rollout(ctx, CompEtcd, b.etcdSpecs(spec, l, p), probe, b.gate(spec, l, p, CompEtcd))
+	handOver := func(ctx context.Context, i int) error { return b.handOverLeadership(ctx, l, p, i) }
+	current, msg, err := b.rollout(ctx, CompEtcd, b.etcdSpecs(spec, l, p), probe, b.gate(spec, l, p, CompEtcd), handOver)
 	if err != nil || !current {
 		return false, msg, err
 	}
@@ -87,6 +94,10 @@ func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layo
 // control plane keeps serving after it reported not ready: a few health
 // check intervals of the load balancers.
 const apiServerShutdownDelay = 5 * time.Second
+
+// watchTerminationGrace is how long a stopping API server takes to end
+// its watches (rate-limited, so their clients do not all come back at once).
+const watchTerminationGrace = 2 * time.Second
 
 func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) []supervisor.Spec {
 	specs := make([]supervisor.Spec, 0, len(l.APIServer))
@@ -128,6 +139,10 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			// instance; Lotse points the `kubernetes` Service at the one
 			// node endpoint instead (the cluster-network task).
 			"--endpoint-reconciler-type=none",
+			// On SIGTERM end the open watches (clients re-watch) instead of
+			// waiting up to a minute for them: a restart, an upgrade or a
+			// stop takes seconds, not the supervisor's kill timeout.
+			"--shutdown-watch-termination-grace-period=" + watchTerminationGrace.String(),
 		}
 		if l.Tunnel != nil {
 			args = append(args, "--egress-selector-config-file="+b.egressSelectorFile(spec.Key, i))
@@ -157,7 +172,7 @@ func (b *Backend) ensureAPIServers(ctx context.Context, spec controlplane.Spec, 
 		return false, "", err
 	}
 	probe := func(ctx context.Context) []controlplane.ComponentHealth { return b.apiServerHealth(ctx, l, p) }
-	current, msg, err := b.rollout(ctx, CompAPIServer, b.apiServerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompAPIServer))
+	current, msg, err := b.rollout(ctx, CompAPIServer, b.apiServerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompAPIServer), nil)
 	if err != nil || !current {
 		return false, msg, err
 	}
@@ -252,7 +267,7 @@ func (b *Backend) ensureControllerManagers(ctx context.Context, spec controlplan
 	probe := func(ctx context.Context) []controlplane.ComponentHealth {
 		return b.healthzAll(ctx, CompControllerManager, l.ControllerManager, p)
 	}
-	current, msg, err := b.rollout(ctx, CompControllerManager, b.controllerManagerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompControllerManager))
+	current, msg, err := b.rollout(ctx, CompControllerManager, b.controllerManagerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompControllerManager), nil)
 	if err != nil || !current {
 		return false, msg, err
 	}
@@ -291,7 +306,7 @@ func (b *Backend) ensureSchedulers(ctx context.Context, spec controlplane.Spec, 
 	probe := func(ctx context.Context) []controlplane.ComponentHealth {
 		return b.healthzAll(ctx, CompScheduler, l.Scheduler, p)
 	}
-	current, msg, err := b.rollout(ctx, CompScheduler, b.schedulerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompScheduler))
+	current, msg, err := b.rollout(ctx, CompScheduler, b.schedulerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompScheduler), nil)
 	if err != nil || !current {
 		return false, msg, err
 	}

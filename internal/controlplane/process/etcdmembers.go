@@ -145,3 +145,53 @@ func (b *Backend) updateLayout(key string, change func(*Layout)) (Layout, error)
 	change(&l)
 	return l, b.saveLayout(key, l)
 }
+
+// handOverLeadership moves the etcd leadership away from member i before
+// it is replaced, to the first other healthy voting member, so the
+// cluster does not wait for an election.
+func (b *Backend) handOverLeadership(ctx context.Context, l Layout, p pki.ClusterPKI, i int) error {
+	members := l.etcdMembers()
+	if len(members) < 2 {
+		return nil
+	}
+	endpoint := fmt.Sprintf("https://127.0.0.1:%d", l.EtcdClient[i])
+	cli, err := b.etcdClientAt(p, endpoint)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := cli.Status(ctx, endpoint)
+	if err != nil {
+		return nil // not answering: it leads nothing worth handing over
+	}
+	if st.Leader != st.Header.MemberId {
+		return nil
+	}
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return err
+	}
+	health := b.etcdHealth(ctx, l, p)
+	for _, m := range list.Members {
+		if m.ID == st.Header.MemberId || m.IsLearner || len(m.ClientURLs) == 0 {
+			continue
+		}
+		healthy := false
+		for j, port := range l.EtcdClient {
+			if slices.Contains(m.ClientURLs, fmt.Sprintf("https://127.0.0.1:%d", port)) && j < len(health) && health[j].Healthy {
+				healthy = true
+			}
+		}
+		if !healthy {
+			continue
+		}
+		if _, err := cli.MoveLeader(ctx, m.ID); err != nil {
+			return fmt.Errorf("moving the etcd leadership to %s: %w", m.Name, err)
+		}
+		log.FromContext(ctx).Info("etcd: moved the leadership before a replacement", "from", fmt.Sprintf("etcd-%d", i), "to", m.Name)
+		return nil
+	}
+	return fmt.Errorf("no other healthy member to take the etcd leadership")
+}

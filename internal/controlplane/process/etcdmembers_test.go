@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -114,6 +115,33 @@ func TestGrowEtcd(t *testing.T) {
 		if st, _ := b.Supervisor.Status(name); st.PID != pid {
 			t.Errorf("%s restarted after the growth", name)
 		}
+	}
+	// A leader about to be replaced hands its leadership over.
+	leaderOf := func() (uint64, int) {
+		st, err := cli.Status(ctx, cli.Endpoints()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, port := range l.EtcdClient {
+			one, err := b.etcdClientAt(p, fmt.Sprintf("https://127.0.0.1:%d", port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := one.Status(ctx, one.Endpoints()[0])
+			one.Close()
+			if err == nil && s.Header.MemberId == st.Leader {
+				return st.Leader, i
+			}
+		}
+		t.Fatalf("leader %x is none of the members", st.Leader)
+		return 0, 0
+	}
+	leader, idx := leaderOf()
+	if err := b.handOverLeadership(ctx, l, p, idx); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := leaderOf(); after == leader {
+		t.Errorf("etcd-%d still leads after handing over", idx)
 	}
 	// The way back is refused.
 	spec.HighAvailability = false

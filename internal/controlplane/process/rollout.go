@@ -62,8 +62,11 @@ func (b *Backend) gate(spec controlplane.Spec, l Layout, p pki.ClusterPKI, compo
 // and only once the gate is open and every instance answers its health
 // check; the caller's task runs again until none is left. It returns
 // whether every instance runs its spec and, if not, what it waits for.
+//
+// beforeReplace, if set, runs before an instance is replaced (etcd hands
+// over its leadership there); an error leaves the instance running.
 func (b *Backend) rollout(ctx context.Context, component string, specs []supervisor.Spec,
-	health func(context.Context) []controlplane.ComponentHealth, gate string) (bool, string, error) {
+	health func(context.Context) []controlplane.ComponentHealth, gate string, beforeReplace func(context.Context, int) error) (bool, string, error) {
 	var stale []int // indexes into specs
 	for i, s := range specs {
 		h, ok := b.Supervisor.RunningHash(s.Name)
@@ -93,6 +96,11 @@ func (b *Backend) rollout(ctx context.Context, component string, specs []supervi
 		return false, progress + "; waiting for " + strings.Join(sick, ", ") + " to be healthy before the next one", nil
 	}
 	s := specs[next]
+	if beforeReplace != nil {
+		if err := beforeReplace(ctx, next); err != nil {
+			return false, fmt.Sprintf("%s; before replacing %s: %v", progress, s.Name, err), nil
+		}
+	}
 	log.FromContext(ctx).Info("rolling update: replacing a control-plane process", "component", component, "process", s.Name, "left", len(stale))
 	// Ensure stops the old process gracefully (an API server fails its
 	// /readyz at once, so the load balancers take it out, and serves for

@@ -69,14 +69,14 @@ func TestRolloutOneAtATime(t *testing.T) {
 	pid := func(i int) int { st, _ := sup.Status(fmt.Sprintf("c/x-%d", i)); return st.PID }
 
 	// A new component starts everything at once.
-	done, msg, err := b.rollout(ctx, "x", specs("60"), health, "")
+	done, msg, err := b.rollout(ctx, "x", specs("60"), health, "", nil)
 	if err != nil || !done {
 		t.Fatalf("first rollout = %v, %q, %v; want done", done, msg, err)
 	}
 	before := []int{pid(0), pid(1), pid(2)}
 
 	next := specs("61")
-	if done, msg, _ := b.rollout(ctx, "x", next, health, "waiting for etcd to be updated first"); done || !strings.Contains(msg, "waiting for etcd") {
+	if done, msg, _ := b.rollout(ctx, "x", next, health, "waiting for etcd to be updated first", nil); done || !strings.Contains(msg, "waiting for etcd") {
 		t.Fatalf("rollout with a closed gate = %v, %q", done, msg)
 	}
 	if got := []int{pid(0), pid(1), pid(2)}; !slices.Equal(got, before) {
@@ -84,7 +84,7 @@ func TestRolloutOneAtATime(t *testing.T) {
 	}
 
 	for step := 0; step < 3; step++ {
-		done, msg, err := b.rollout(ctx, "x", next, health, "")
+		done, msg, err := b.rollout(ctx, "x", next, health, "", nil)
 		if err != nil || done {
 			t.Fatalf("step %d: rollout = %v, %q, %v; want one replacement", step, done, msg, err)
 		}
@@ -101,7 +101,7 @@ func TestRolloutOneAtATime(t *testing.T) {
 		// the last one every instance runs its spec; the caller's health
 		// check takes over.)
 		healthy[step] = false
-		if _, msg, _ := b.rollout(ctx, "x", next, health, ""); step < 2 && !strings.Contains(msg, fmt.Sprintf("waiting for x-%d", step)) {
+		if _, msg, _ := b.rollout(ctx, "x", next, health, "", nil); step < 2 && !strings.Contains(msg, fmt.Sprintf("waiting for x-%d", step)) {
 			t.Errorf("step %d: rollout while x-%d is unhealthy says %q", step, step, msg)
 		}
 		for i := step + 1; i < 3; i++ {
@@ -111,7 +111,7 @@ func TestRolloutOneAtATime(t *testing.T) {
 		}
 		healthy[step] = true
 	}
-	if done, msg, err := b.rollout(ctx, "x", next, health, ""); !done || err != nil {
+	if done, msg, err := b.rollout(ctx, "x", next, health, "", nil); !done || err != nil {
 		t.Fatalf("after every instance was replaced: %v, %q, %v; want done", done, msg, err)
 	}
 }

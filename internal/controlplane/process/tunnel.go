@@ -119,7 +119,7 @@ func (b *Backend) ensureTunnelServers(ctx context.Context, spec controlplane.Spe
 		return false, "", err
 	}
 	probe := func(ctx context.Context) []controlplane.ComponentHealth { return b.tunnelHealth(ctx, l) }
-	current, msg, err := b.rollout(ctx, CompTunnelServer, b.tunnelServerSpecs(spec, l, p), probe, "")
+	current, msg, err := b.rollout(ctx, CompTunnelServer, b.tunnelServerSpecs(spec, l, p), probe, "", nil)
 	if err != nil || !current {
 		return false, msg, err
 	}
