@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -214,6 +215,11 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 	if err := p.Supervisor.Ensure(p.spec(m, "containerd", "/usr/bin/containerd", "--config", m.path("containerd.toml"))); err != nil {
 		return st, err
 	}
+	// containerd is up within a second or two; waiting here saves a
+	// requeue round trip on every new machine.
+	for deadline := time.Now().Add(3 * time.Second); !socketReady(m.Socket()) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if !socketReady(m.Socket()) {
 		st.Message = "waiting for containerd"
 		return st, nil
@@ -300,26 +306,45 @@ current-context: bootstrap
 `, m.APIServer, b64(ca), m.BootstrapToken)
 }
 
-// importImages loads each image tarball once (a marker per tarball).
+// importImages loads each image tarball once (a marker per tarball), a
+// few at a time: reading and unpacking overlap.
 func importImages(ctx context.Context, m *Machine) error {
+	type pending struct{ img, marker string }
+	var todo []pending
 	for _, img := range m.Images {
 		fi, err := os.Stat(img)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", img, err)
 		}
 		marker := m.path("containerd", "imported-"+filepath.Base(img)+"-"+strconv.FormatInt(fi.ModTime().UnixNano(), 10))
-		if exists(marker) {
-			continue
-		}
-		cmd := exec.CommandContext(ctx, "ctr", "--address", m.Socket(), "-n", "k8s.io", "images", "import", img)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("import %s: %v: %s", filepath.Base(img), err, out)
-		}
-		if err := os.WriteFile(marker, nil, 0o600); err != nil {
-			return err
+		if !exists(marker) {
+			todo = append(todo, pending{img, marker})
 		}
 	}
-	return nil
+	const parallel = 3
+	sem := make(chan struct{}, parallel)
+	errs := make(chan error, len(todo))
+	var wg sync.WaitGroup
+	for _, p := range todo {
+		img, marker := p.img, p.marker
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cmd := exec.CommandContext(ctx, "ctr", "--address", m.Socket(), "-n", "k8s.io", "images", "import", img)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("import %s: %v: %s", filepath.Base(img), err, out)
+				return
+			}
+			if err := os.WriteFile(marker, nil, 0o600); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs // nil when none failed
 }
 
 // Delete stops a machine and removes everything of it: processes (also the
