@@ -36,16 +36,7 @@ func TestHighAvailability(t *testing.T) {
 	mc := mgmtClient(t)
 	cl := getCluster(t, mc, name)
 
-	count := map[string]int{}
-	for _, p := range clusterProcesses(name) {
-		count[componentOf(p.Name)]++
-	}
-	want := map[string]int{"etcd": 3, "kube-apiserver": 2, "kube-controller-manager": 2, "kube-scheduler": 2, "loadbalancer": 1}
-	for comp, n := range want {
-		if count[comp] != n {
-			t.Errorf("%s: %d processes, want %d (all: %v)", comp, count[comp], n, count)
-		}
-	}
+	checkHAProcesses(t, name)
 
 	// Probe the API through the cluster endpoint continuously, each request
 	// on a new connection, as independent clients would.
@@ -106,6 +97,23 @@ func TestHighAvailability(t *testing.T) {
 	}
 	if failed.Load() > 0 {
 		t.Errorf("%d API requests failed while one member was down; first: %v", failed.Load(), firstFailure.Load())
+	}
+}
+
+// checkHAProcesses checks that an HA cluster runs exactly its processes:
+// 3 etcd members, 2 API servers, 2 controller-managers and schedulers, 1
+// load balancer.
+func checkHAProcesses(t *testing.T, name string) {
+	t.Helper()
+	count := map[string]int{}
+	for _, p := range clusterProcesses(name) {
+		count[componentOf(p.Name)]++
+	}
+	want := map[string]int{"etcd": 3, "kube-apiserver": 2, "kube-controller-manager": 2, "kube-scheduler": 2, "loadbalancer": 1}
+	for comp, n := range want {
+		if count[comp] != n {
+			t.Errorf("%s: %d processes, want %d (all: %v)", comp, count[comp], n, count)
+		}
 	}
 }
 
@@ -219,16 +227,7 @@ func TestMakeHighlyAvailable(t *testing.T) {
 		return c.Status.ObservedGeneration == c.Generation && c.Status.Phase == lotsev1.PhaseRunning, fmt.Errorf("%s", describeOp(c))
 	})
 	waitProbedHealthy(t, name, true)
-	count := map[string]int{}
-	for _, p := range clusterProcesses(name) {
-		count[componentOf(p.Name)]++
-	}
-	want := map[string]int{"etcd": 3, "kube-apiserver": 2, "kube-controller-manager": 2, "kube-scheduler": 2, "loadbalancer": 1}
-	for comp, k := range want {
-		if count[comp] != k {
-			t.Errorf("%s: %d processes, want %d (all: %v)", comp, count[comp], k, count)
-		}
-	}
+	checkHAProcesses(t, name)
 	if after := getCluster(t, mc, name); after.Status.Endpoint != before.Status.Endpoint {
 		t.Errorf("endpoint moved from %s to %s", before.Status.Endpoint, after.Status.Endpoint)
 	}

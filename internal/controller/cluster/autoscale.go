@@ -65,11 +65,7 @@ type tenantState struct {
 }
 
 func (r *Reconciler) readTenant(ctx context.Context, spec controlplane.Spec) (*tenantState, error) {
-	kc, err := r.Backend.AdminKubeconfig(spec)
-	if err != nil {
-		return nil, err
-	}
-	factory, _, err := r.Tenants.Informers(spec.Key, kc)
+	factory, err := r.tenantInformers(spec)
 	if err != nil || factory == nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -113,14 +114,21 @@ func (r *Reconciler) watchTenant(ctx context.Context, c *lotsev1.Cluster, spec c
 	return nil
 }
 
-// tenantNamespaces lists a cluster's namespaces other than the system
-// ones, from the watch's cache.
-func (r *Reconciler) tenantNamespaces(ctx context.Context, spec controlplane.Spec) ([]string, error) {
+// tenantInformers is the cluster's shared informer factory (nil while the
+// tenant cannot be reached).
+func (r *Reconciler) tenantInformers(spec controlplane.Spec) (informers.SharedInformerFactory, error) {
 	kc, err := r.Backend.AdminKubeconfig(spec)
 	if err != nil {
 		return nil, err
 	}
 	factory, _, err := r.Tenants.Informers(spec.Key, kc)
+	return factory, err
+}
+
+// tenantNamespaces lists a cluster's namespaces other than the system
+// ones, from the watch's cache.
+func (r *Reconciler) tenantNamespaces(ctx context.Context, spec controlplane.Spec) ([]string, error) {
+	factory, err := r.tenantInformers(spec)
 	if err != nil || factory == nil {
 		return nil, err
 	}
