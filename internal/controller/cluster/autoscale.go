@@ -35,7 +35,21 @@ const (
 
 func autoscaled(p lotsev1.WorkerPool) bool { return p.Minimum < p.Maximum }
 
-func poolKey(c *lotsev1.Cluster, pool string) string { return c.Namespace + "/" + c.Name + "/" + pool }
+// poolKey names a pool of one cluster object: by its UID, so that a new
+// cluster of the same name never inherits a deleted one's sizes.
+func poolKey(c *lotsev1.Cluster, pool string) string { return string(c.UID) + "/" + pool }
+
+// forgetAutoscaling drops what autoscaling remembered of a deleted cluster.
+func (r *Reconciler) forgetAutoscaling(c *lotsev1.Cluster) {
+	prefix := poolKey(c, "")
+	r.desired.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), prefix) {
+			r.desired.Delete(k)
+		}
+		return true
+	})
+	r.unplaceable.Delete(refOf(c).Key())
+}
 
 // poolDesired is a pool's size before this reconcile's decisions: its
 // minimum without autoscaling, else the last decided size, within bounds.

@@ -59,6 +59,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 	if r.Tenants != nil {
 		r.Tenants.Forget(ref.Key())
 	}
+	r.forgetAutoscaling(c)
 	if err := r.Backend.Delete(ctx, ref.Key()); err != nil {
 		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateError, 0, err.Error(), nil)
 		return ctrl.Result{}, errors.Join(err, r.writeStatus(ctx, c, status))

@@ -77,7 +77,7 @@ type Reconciler struct {
 	building map[string]error // version -> nil while building, error if it failed
 
 	// desired holds the size the autoscaler decided per pool
-	// ("ns/cluster/pool" -> int) until status.workers[].desired says it.
+	// ("cluster-uid/pool" -> int) until status.workers[].desired says it.
 	desired sync.Map
 	// unplaceable holds, per cluster, the pending pods no pool can take
 	// and why (for the pools' status).
