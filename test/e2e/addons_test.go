@@ -53,6 +53,7 @@ func TestAddons(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
+	diagnoseOnFailure(t, name)
 	waitClusterReady(t, mc, name, 15*time.Minute)
 	waitCondition(t, mc, name, lotsev1.ConditionSystemComponentsHealthy, time.Time{}, 5*time.Minute)
 	cs := tenantClient(t, name)
@@ -176,17 +177,17 @@ func stoppedMachine(t *testing.T, mc client.Client, name string, cs kubernetes.I
 	}
 
 	setStopped(true)
-	waitFor(t, time.Minute, m.Name+" stopped", func() (bool, error) {
+	waitFor(t, 3*time.Minute, m.Name+" stopped", func() (bool, error) {
 		got := &lotsev1.Machine{}
 		err := mc.Get(ctx, client.ObjectKeyFromObject(&m), got)
 		return err == nil && got.Status.Phase == lotsev1.MachineStopped && got.Status.ObservedGeneration == got.Generation, err
 	})
 	// The node goes NotReady after the controller-manager's grace period
 	// (50 s), then the cloud controller manager adds the taint.
-	waitFor(t, 3*time.Minute, m.Name+" tainted as shut down", hasTaint)
+	waitFor(t, 5*time.Minute, m.Name+" tainted as shut down", hasTaint)
 
 	setStopped(false)
-	waitFor(t, 3*time.Minute, m.Name+" running again, taint gone", func() (bool, error) {
+	waitFor(t, 5*time.Minute, m.Name+" running again, taint gone", func() (bool, error) {
 		got := &lotsev1.Machine{}
 		if err := mc.Get(ctx, client.ObjectKeyFromObject(&m), got); err != nil {
 			return false, err
@@ -198,7 +199,7 @@ func stoppedMachine(t *testing.T, mc client.Client, name string, cs kubernetes.I
 	if err := mc.Delete(ctx, &m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 3*time.Minute, m.Name+"'s Node removed", func() (bool, error) {
+	waitFor(t, 5*time.Minute, m.Name+"'s Node removed", func() (bool, error) {
 		_, err := cs.CoreV1().Nodes().Get(ctx, m.Name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	})

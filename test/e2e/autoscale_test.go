@@ -36,6 +36,7 @@ func TestAutoscaling(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
+	diagnoseOnFailure(t, name)
 	cl := waitClusterReady(t, mc, name, 15*time.Minute)
 	cs := tenantClient(t, name)
 

@@ -28,6 +28,7 @@ func TestMaintenance(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "3m") })
+	diagnoseOnFailure(t, name)
 
 	var cl *lotsev1.Cluster
 	waitFor(t, time.Minute, "a default maintenance window and status.maintenance", func() (bool, error) {

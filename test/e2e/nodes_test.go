@@ -89,6 +89,7 @@ func TestWorkerPools(t *testing.T) {
 			_, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m")
 		}
 	})
+	diagnoseOnFailure(t, name)
 	cl := waitClusterReady(t, mc, name, 15*time.Minute)
 	t.Logf("cluster with 3 nodes Ready after %s", time.Since(start).Round(time.Second))
 
@@ -315,6 +316,9 @@ func TestWorkerPools(t *testing.T) {
 	if !t.Run("scale down drains", func(t *testing.T) {
 		// Scale pool web from 2 to 1: the removed node is drained (cordoned,
 		// pods evicted) before its machine goes; the Deployment stays whole.
+		// The maximum goes down too: a lower minimum alone leaves an
+		// autoscaled pool at its size until a node is unneeded (as the
+		// cluster-autoscaler does).
 		before := map[string]bool{}
 		ms0 := &lotsev1.MachineList{}
 		if err := mc.List(ctx, ms0, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name, lotsev1.LabelPool: "web"}); err != nil {
@@ -323,7 +327,7 @@ func TestWorkerPools(t *testing.T) {
 		for _, m := range ms0.Items {
 			before[m.Name] = true
 		}
-		updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Workers[0].Minimum = 1 })
+		updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Workers[0].Minimum, c.Spec.Workers[0].Maximum = 1, 1 })
 		var removed string
 		var sawCordon bool
 		waitFor(t, 5*time.Minute, "pool web at 1 machine", func() (bool, error) {

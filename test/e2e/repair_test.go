@@ -30,6 +30,7 @@ func TestMachineRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
+	diagnoseOnFailure(t, name)
 	cl := waitClusterReady(t, mc, name, 15*time.Minute)
 
 	// freeze stops a machine's kubelet until the test ends (or thaw).
@@ -71,7 +72,7 @@ func TestMachineRepair(t *testing.T) {
 		freeze(victim)
 		// 50 s until the node is Unknown, 45 s of timeout, then the
 		// replacement joins.
-		waitFor(t, 4*time.Minute, victim.Name+" replaced", func() (bool, error) {
+		waitFor(t, 8*time.Minute, victim.Name+" replaced", func() (bool, error) {
 			names := machineNames()
 			return len(names) == 2 && !slices.Contains(names, victim.Name), nil
 		})
@@ -88,7 +89,7 @@ func TestMachineRepair(t *testing.T) {
 		for _, m := range listMachines(t, mc, name) {
 			freeze(m)
 		}
-		waitFor(t, 3*time.Minute, "RemediationAllowed False", func() (bool, error) {
+		waitFor(t, 5*time.Minute, "RemediationAllowed False", func() (bool, error) {
 			got := getCluster(t, mc, name)
 			cond := meta.FindStatusCondition(got.Status.Conditions, lotsev1.ConditionRemediationAllowed)
 			return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == "TooManyUnhealthy", nil
@@ -102,10 +103,10 @@ func TestMachineRepair(t *testing.T) {
 		}
 		since := time.Now()
 		thaw()
-		waitCondition(t, mc, name, lotsev1.ConditionRemediationAllowed, since.Add(-time.Second), 3*time.Minute)
+		waitCondition(t, mc, name, lotsev1.ConditionRemediationAllowed, since.Add(-time.Second), 5*time.Minute)
 		// Both come back; neither is replaced on the way (repairs settle
 		// for a minute after a storm).
-		waitClusterReady(t, mc, name, 3*time.Minute)
+		waitClusterReady(t, mc, name, 5*time.Minute)
 		if after := machineNames(); !slices.Equal(before, after) {
 			t.Errorf("machines changed: %v -> %v", before, after)
 		}

@@ -124,6 +124,7 @@ func TestRestartDuringUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
+	diagnoseOnFailure(t, name)
 	waitClusterReady(t, mc, name, 15*time.Minute)
 	first := listMachines(t, mc, name)[0]
 	updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = to })

@@ -176,6 +176,7 @@ func TestUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
+	diagnoseOnFailure(t, name)
 	waitClusterReady(t, mc, name, 20*time.Minute)
 	cs := tenantClient(t, name)
 
