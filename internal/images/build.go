@@ -53,6 +53,8 @@ type Builder struct {
 	CacheDir string
 	// Log receives build progress and compiler output; nil discards it.
 	Log io.Writer
+
+	inputs inputDigests
 }
 
 // NewBuilder returns a builder on the default cache directory.
@@ -203,7 +205,9 @@ func (b *Builder) key(img Image) (string, error) {
 	case KindCoreDNS:
 		parts = append(parts, "coredns="+img.Source, "plugins="+strings.Join(CoreDNSPlugins, ","))
 	case KindBinary:
-		sum, err := fileSHA256(img.Binary)
+		sum, err := b.inputs.digest("binary "+img.Binary,
+			func() (*hostTree, error) { return &hostTree{files: map[string]bool{img.Binary: true}}, nil },
+			func(*hostTree) (string, error) { return fileSHA256(img.Binary) })
 		if err != nil {
 			return "", err
 		}
@@ -215,11 +219,9 @@ func (b *Builder) key(img Image) (string, error) {
 		parts = append(parts, "link="+l+"->"+img.Links[l])
 	}
 	if len(img.HostFiles) > 0 {
-		tree, err := collectHostFiles(context.Background(), img.HostFiles)
-		if err != nil {
-			return "", err
-		}
-		sum, err := tree.digest()
+		sum, err := b.inputs.digest("hostfiles "+strings.Join(img.HostFiles, ","),
+			func() (*hostTree, error) { return collectHostFiles(context.Background(), img.HostFiles) },
+			(*hostTree).digest)
 		if err != nil {
 			return "", err
 		}

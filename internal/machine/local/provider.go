@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -69,8 +68,12 @@ func (m *Machine) processPrefix() string { return m.Cluster.Key() + "/machines/"
 type Provider struct {
 	Supervisor *supervisor.Supervisor
 	// StateDir is the state directory shared with the process backend:
-	// machines live under STATE/clusters/<ns>/<name>/machines/<machine>.
+	// machines live under STATE/clusters/<ns>/<name>/machines/<machine>,
+	// the seeds of their images under STATE/image-seeds.
 	StateDir string
+
+	seedsOnce  sync.Once
+	imageSeeds *seeds
 }
 
 var _ machine.Provider = (*Provider)(nil)
@@ -212,6 +215,9 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 		}
 	}
 
+	if err := p.seedImages(ctx, m); err != nil {
+		return st, err
+	}
 	if err := p.Supervisor.Ensure(p.spec(m, "containerd", "/usr/bin/containerd", "--config", m.path("containerd.toml"))); err != nil {
 		return st, err
 	}
@@ -306,45 +312,50 @@ current-context: bootstrap
 `, m.APIServer, b64(ca), m.BootstrapToken)
 }
 
-// importImages loads each image tarball once (a marker per tarball), a
-// few at a time: reading and unpacking overlap.
+// importImages loads each image tarball once (a marker per tarball).
 func importImages(ctx context.Context, m *Machine) error {
-	type pending struct{ img, marker string }
-	var todo []pending
+	var todo []string
+	markers := map[string]string{}
 	for _, img := range m.Images {
-		fi, err := os.Stat(img)
+		marker, err := importMarker(m, img)
 		if err != nil {
-			return fmt.Errorf("image %s: %w", img, err)
+			return err
 		}
-		marker := m.path("containerd", "imported-"+filepath.Base(img)+"-"+strconv.FormatInt(fi.ModTime().UnixNano(), 10))
 		if !exists(marker) {
-			todo = append(todo, pending{img, marker})
+			todo = append(todo, img)
+			markers[img] = marker
 		}
 	}
-	const parallel = 3
-	sem := make(chan struct{}, parallel)
-	errs := make(chan error, len(todo))
-	var wg sync.WaitGroup
-	for _, p := range todo {
-		img, marker := p.img, p.marker
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			cmd := exec.CommandContext(ctx, "ctr", "--address", m.Socket(), "-n", "k8s.io", "images", "import", img)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs <- fmt.Errorf("import %s: %v: %s", filepath.Base(img), err, out)
-				return
-			}
-			if err := os.WriteFile(marker, nil, 0o600); err != nil {
-				errs <- err
-			}
-		}()
+	return importTarballs(ctx, m.Socket(), todo, func(img string) error {
+		return os.WriteFile(markers[img], nil, 0o600)
+	})
+}
+
+// seedImages gives a new machine (no containerd root yet) its images from
+// the seed of its image set, and marks them imported.
+func (p *Provider) seedImages(ctx context.Context, m *Machine) error {
+	root := m.path("containerd", "root")
+	if exists(root) || len(m.Images) == 0 {
+		return nil
 	}
-	wg.Wait()
-	close(errs)
-	return <-errs // nil when none failed
+	p.seedsOnce.Do(func() { p.imageSeeds = &seeds{dir: filepath.Join(p.StateDir, "image-seeds")} })
+	if err := os.MkdirAll(p.imageSeeds.dir, 0o700); err != nil {
+		return err
+	}
+	seeded, err := p.imageSeeds.seedRoot(ctx, m.Images, root)
+	if err != nil || !seeded {
+		return err
+	}
+	for _, img := range m.Images {
+		marker, err := importMarker(m, img)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Delete stops a machine and removes everything of it: processes (also the
