@@ -39,7 +39,7 @@ const (
 )
 
 // ClusterPhase summarises where a Cluster is in its life.
-// +kubebuilder:validation:Enum=Pending;Creating;Running;Updating;Unhealthy;Deleting;Failed
+// +kubebuilder:validation:Enum=Pending;Creating;Running;Updating;Unhealthy;Deleting;Failed;Hibernating;Hibernated;Waking
 type ClusterPhase string
 
 // Phases of a Cluster.
@@ -51,6 +51,12 @@ const (
 	PhaseUnhealthy ClusterPhase = "Unhealthy"
 	PhaseDeleting  ClusterPhase = "Deleting"
 	PhaseFailed    ClusterPhase = "Failed"
+	// PhaseHibernating: draining and stopping on the way to sleep.
+	PhaseHibernating ClusterPhase = "Hibernating"
+	// PhaseHibernated: asleep; nothing of the cluster runs.
+	PhaseHibernated ClusterPhase = "Hibernated"
+	// PhaseWaking: starting again after hibernation.
+	PhaseWaking ClusterPhase = "Waking"
 )
 
 // Cluster is a tenant Kubernetes cluster whose control plane Lotse hosts.
@@ -116,6 +122,50 @@ type ClusterSpec struct {
 	// +listMapKey=name
 	// +optional
 	Workers []WorkerPool `json:"workers,omitempty"`
+
+	// Hibernation puts the cluster to sleep and wakes it, by hand or on
+	// schedules.
+	// +optional
+	Hibernation *HibernationSpec `json:"hibernation,omitempty"`
+}
+
+// HibernationSpec: a hibernating cluster drains its workloads, stops its
+// machines (their disks, and so node-local volumes, are kept) and its
+// control plane (etcd's data is kept); waking starts everything again.
+type HibernationSpec struct {
+	// Enabled hibernates the cluster when true and wakes it when false.
+	// Schedules set it at their start and end times.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// Schedules hibernate the cluster at each start time and wake it at
+	// each end time.
+	// +kubebuilder:validation:MaxItems=10
+	// +optional
+	Schedules []HibernationSchedule `json:"schedules,omitempty"`
+}
+
+// HibernationSchedule is a pair of times in cron syntax (minute hour
+// day-of-month month day-of-week), e.g. start "0 20 * * 1-5" and end
+// "0 7 * * 1-5": nights of working days.
+// +kubebuilder:validation:XValidation:rule="has(self.start) || has(self.end)",message="a schedule needs start, end or both"
+type HibernationSchedule struct {
+	// Start is when the cluster goes to sleep.
+	// +kubebuilder:validation:Pattern=`^\S+ \S+ \S+ \S+ \S+$`
+	// +optional
+	Start string `json:"start,omitempty"`
+	// End is when the cluster wakes up.
+	// +kubebuilder:validation:Pattern=`^\S+ \S+ \S+ \S+ \S+$`
+	// +optional
+	End string `json:"end,omitempty"`
+	// Location is the time zone (IANA name, e.g. Europe/Zurich) of the
+	// times; default UTC.
+	// +optional
+	Location string `json:"location,omitempty"`
+}
+
+// Hibernating says whether the spec asks the cluster to sleep.
+func (c *Cluster) Hibernating() bool {
+	return c.Spec.Hibernation != nil && c.Spec.Hibernation.Enabled != nil && *c.Spec.Hibernation.Enabled
 }
 
 // KubernetesSpec selects a Kubernetes version from the catalog.
@@ -339,6 +389,27 @@ type ClusterStatus struct {
 	// and node runs the new one.
 	// +optional
 	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+	// Hibernation is where the cluster is on its way to sleep or back.
+	// +optional
+	Hibernation *HibernationStatus `json:"hibernation,omitempty"`
+}
+
+// HibernationStatus reports hibernation.
+type HibernationStatus struct {
+	// Hibernated is true once nothing of the cluster runs: machines and
+	// control plane stopped.
+	Hibernated bool `json:"hibernated"`
+	// Since is when the cluster started going to sleep.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+	// Step is what hibernation or waking does now.
+	// +optional
+	Step string `json:"step,omitempty"`
+	// NextStart and NextEnd are the schedules' next times.
+	// +optional
+	NextStart *metav1.Time `json:"nextStart,omitempty"`
+	// +optional
+	NextEnd *metav1.Time `json:"nextEnd,omitempty"`
 }
 
 // MaintenanceStatus is the cluster's maintenance schedule and history.

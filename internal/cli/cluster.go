@@ -91,7 +91,8 @@ func newClusterCommand() *cobra.Command {
 	}
 	flags.register(cmd)
 	cmd.AddCommand(newClusterCreateCommand(flags), newClusterListCommand(flags), newClusterGetCommand(flags),
-		newClusterKubeconfigCommand(flags), newClusterDeleteCommand(flags), newClusterUpgradeCommand(flags), newClusterMaintainCommand(flags))
+		newClusterKubeconfigCommand(flags), newClusterDeleteCommand(flags), newClusterUpgradeCommand(flags), newClusterMaintainCommand(flags),
+		newClusterHibernationCommand(flags, true), newClusterHibernationCommand(flags, false))
 	return cmd
 }
 

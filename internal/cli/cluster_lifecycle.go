@@ -1,6 +1,7 @@
 package cli
 
-// Day-2 commands: upgrade a cluster, run its maintenance now.
+// Day-2 commands: upgrade a cluster, run its maintenance now, hibernate
+// and wake it.
 
 import (
 	"encoding/json"
@@ -71,6 +72,35 @@ func newClusterMaintainCommand(flags *clientFlags) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "maintenance of cluster %s/%s requested; status.maintenance shows what it did\n", flags.namespace, args[0])
+			return nil
+		},
+	}
+}
+
+// newClusterHibernationCommand sets spec.hibernation.enabled: hibernate
+// (true) or wake (false).
+func newClusterHibernationCommand(flags *clientFlags, hibernate bool) *cobra.Command {
+	use, short, long, done := "hibernate NAME", "Put a cluster to sleep: workloads drained, machines and control plane stopped, data kept",
+		"Sets spec.hibernation.enabled to true. Lotse drains the workloads, stops the machines (their disks\n"+
+			"and node-local volumes stay) and the control plane (etcd's data stays); the API endpoint answers\n"+
+			"503 with a message until the cluster is woken with `lotse cluster wake NAME`.",
+		"cluster %s/%s is going to sleep; `lotse cluster get %s` shows Hibernated when it is\n"
+	if !hibernate {
+		use, short, long, done = "wake NAME", "Wake a hibernated cluster",
+			"Sets spec.hibernation.enabled to false: the control plane and the machines start again and the\n"+
+				"nodes hibernation cordoned are uncordoned.",
+			"cluster %s/%s is waking up; `lotse cluster get %s` shows Running when it is\n"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  long,
+		Args:  exactlyOneName("lotse cluster " + use),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := patchCluster(cmd, flags, args[0], map[string]any{"spec": map[string]any{"hibernation": map[string]any{"enabled": hibernate}}}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), done, flags.namespace, args[0], args[0])
 			return nil
 		},
 	}

@@ -89,6 +89,14 @@ func (r *Runner) Ensure(ctx context.Context, cluster clusterref.Ref, cs kubernet
 // Forget stops the cloud controllers of a deleted cluster and removes its
 // balancers.
 func (r *Runner) Forget(ctx context.Context, cluster clusterref.Ref) error {
+	r.Stop(cluster)
+	return r.LoadBalancers.DeleteCluster(ctx, cluster)
+}
+
+// Stop stops the cloud controllers of a cluster and keeps its balancers'
+// records (hibernation: the next Ensure brings them back at their
+// addresses).
+func (r *Runner) Stop(cluster clusterref.Ref) {
 	r.mu.Lock()
 	c, ok := r.clusters[cluster.Key()]
 	delete(r.clusters, cluster.Key())
@@ -97,7 +105,6 @@ func (r *Runner) Forget(ctx context.Context, cluster clusterref.Ref) error {
 		c.cancel()
 		<-c.done
 	}
-	return r.LoadBalancers.DeleteCluster(ctx, cluster)
 }
 
 func (r *Runner) run(ctx context.Context, cloud *cloudprovider.Cloud, cs kubernetes.Interface, clusterName string) (err error) {

@@ -27,10 +27,12 @@ import (
 	cloudlocal "github.com/lotse/lotse/internal/cloudprovider/local"
 	"github.com/lotse/lotse/internal/clusterref"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	hibernationcontroller "github.com/lotse/lotse/internal/controller/hibernation"
 	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
 	maintenancecontroller "github.com/lotse/lotse/internal/controller/maintenance"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
+	"github.com/lotse/lotse/internal/hibernation"
 	"github.com/lotse/lotse/internal/images"
 	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/releases"
@@ -161,6 +163,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Tenants:      tenants,
 		Addons:       addonKeeper,
 		Cloud:        cloud,
+		Responders:   &hibernation.Responders{},
 		DNSUpstreams: opts.DNSUpstreams,
 		Client:       mgr.GetClient(),
 		APIReader:    mgr.GetAPIReader(),
@@ -176,6 +179,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	addonKeeper.Changed = rec.NotifyAddons
 	maint := &maintenancecontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
 	if err := maint.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	sleep := &hibernationcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
+	if err := sleep.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	imgs := &nodeImages{builder: &images.Builder{CacheDir: opts.Releases.Dir, Log: opts.BuildLog}, releases: opts.Releases}

@@ -225,6 +225,8 @@ type CloudControllers interface {
 	Ensure(ctx context.Context, cluster clusterref.Ref, cs kubernetes.Interface, region string)
 	// Forget stops them and removes the cluster's load balancers.
 	Forget(ctx context.Context, cluster clusterref.Ref) error
+	// Stop stops them and keeps the load balancers' addresses.
+	Stop(cluster clusterref.Ref)
 }
 
 // ensureCloud runs the cluster's cloud controllers.

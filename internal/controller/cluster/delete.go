@@ -51,6 +51,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 	if r.Addons != nil {
 		r.Addons.Forget(ref.Key())
 	}
+	if r.Responders != nil {
+		r.Responders.Stop(ref.Key())
+	}
 	if r.Cloud != nil {
 		if err := r.Cloud.Forget(ctx, ref); err != nil {
 			return ctrl.Result{}, err

@@ -65,6 +65,9 @@ type Reconciler struct {
 	Addons AddonKeeper
 	// Cloud runs the clusters' cloud controller managers (nil: none).
 	Cloud CloudControllers
+	// Responders answer on the API endpoints of hibernated clusters (nil:
+	// the port is closed while a cluster sleeps).
+	Responders Responders
 	// DNSUpstreams are the resolvers CoreDNS forwards to; empty keeps DNS
 	// inside the cluster (the default: local clusters send nothing out).
 	DNSUpstreams []string
@@ -176,6 +179,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	spec := SpecFor(cluster, bins)
+	if cluster.Hibernating() {
+		return r.hibernate(ctx, cluster, status, spec)
+	}
+	waking := hibernationStarted(status)
+	awake := !waking
+	if waking {
+		if awake, err = r.wakeUp(ctx, cluster, spec); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	graph := r.Backend.Tasks(spec)
 	controlPlaneTasks := map[string]bool{}
 	for _, t := range graph {
@@ -234,6 +247,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	default:
 		status.Phase = lotsev1.PhaseUnhealthy
 	}
+	switch {
+	case waking && awake && healthy:
+		status.Hibernation.Since, status.Hibernation.Hibernated, status.Hibernation.Step = nil, false, ""
+		r.event(cluster, corev1.EventTypeNormal, "Woken", "Wake", "the cluster is awake: control plane, machines and nodes are back")
+	case waking:
+		status.Phase = lotsev1.PhaseWaking
+		status.Hibernation.Hibernated, status.Hibernation.Step = false, "starting the control plane and the machines"
+	}
+	scheduleTimes(cluster, status, time.Now())
 	if previousPhase != status.Phase {
 		logger.Info("phase changed", "from", previousPhase, "to", status.Phase)
 		kind := corev1.EventTypeNormal

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/drain"
 )
 
 // InPlaceUpdateAnnotation on a Node marks an in-place update Lotse
@@ -48,7 +49,7 @@ func (r *Reconciler) drainForUpdate(ctx context.Context, cs kubernetes.Interface
 	}
 	timeout, hasTimeout := drainTimeout(cluster, m.Spec.Pool)
 	force := hasTimeout && time.Since(since) >= timeout
-	drained, blocked, msg, err := drain(ctx, cs, node.Name, force)
+	drained, blocked, msg, err := drain.Node(ctx, cs, node.Name, force)
 	if err != nil || drained {
 		return drained, msg, err
 	}

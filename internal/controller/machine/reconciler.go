@@ -15,12 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,6 +36,7 @@ import (
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controller/patch"
 	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/drain"
 	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/tenant"
@@ -472,7 +471,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, re
 	if cs != nil && !clusterGoing && !m.Spec.Stopped && !nodeUnreachable(ctx, cs, m.Name) {
 		timeout, hasTimeout := drainTimeout(cluster, m.Spec.Pool)
 		force := hasTimeout && time.Since(m.DeletionTimestamp.Time) >= timeout
-		drained, blocked, msg, err := drain(ctx, cs, m.Name, force)
+		drained, blocked, msg, err := drain.Node(ctx, cs, m.Name, force)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -521,69 +520,6 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, m *lotsev1.Machine, re
 	return ctrl.Result{}, nil
 }
 
-// drain cordons the node and evicts its pods through the Eviction API, so
-// PodDisruptionBudgets are honoured; DaemonSet and mirror pods stay. blocked
-// says a budget refused an eviction. With force the pods are deleted
-// instead (the pool's drainTimeout passed).
-func drain(ctx context.Context, cs kubernetes.Interface, nodeName string, force bool) (drained, blocked bool, msg string, err error) {
-	node, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return true, false, "", nil
-	}
-	if err != nil {
-		return false, false, "", err
-	}
-	if !node.Spec.Unschedulable {
-		node.Spec.Unschedulable = true
-		if _, err := cs.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
-			return false, false, "", err
-		}
-	}
-	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeName})
-	if err != nil {
-		return false, false, "", err
-	}
-	var left, held []string
-	for _, p := range pods.Items {
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue
-		}
-		if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror || ownedByDaemonSet(&p) {
-			continue
-		}
-		name := p.Namespace + "/" + p.Name
-		left = append(left, name)
-		if p.DeletionTimestamp != nil {
-			continue
-		}
-		if force {
-			if err := cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				return false, false, "", err
-			}
-			continue
-		}
-		ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}}
-		switch err := cs.PolicyV1().Evictions(p.Namespace).Evict(ctx, ev); {
-		case err == nil, apierrors.IsNotFound(err):
-		case apierrors.IsTooManyRequests(err):
-			// The disruption budget allows no eviction now.
-			held = append(held, name)
-		default:
-			return false, false, "", err
-		}
-	}
-	if len(left) == 0 {
-		return true, false, "", nil
-	}
-	slices.Sort(left)
-	msg = "evicting " + strings.Join(left, ", ")
-	if len(held) > 0 {
-		slices.Sort(held)
-		msg += "; blocked by a PodDisruptionBudget: " + strings.Join(held, ", ")
-	}
-	return false, len(held) > 0, msg, nil
-}
-
 // drainTimeout is the pool's drainTimeout, if it sets one.
 func drainTimeout(c *lotsev1.Cluster, pool string) (time.Duration, bool) {
 	for _, p := range c.Spec.Workers {
@@ -599,15 +535,6 @@ func (r *Reconciler) event(m *lotsev1.Machine, kind, reason, action, note string
 	if r.Recorder != nil {
 		r.Recorder.Eventf(m, nil, kind, reason, action, note, args...)
 	}
-}
-
-func ownedByDaemonSet(p *corev1.Pod) bool {
-	for _, o := range p.OwnerReferences {
-		if o.Kind == "DaemonSet" {
-			return true
-		}
-	}
-	return false
 }
 
 func setCond(status *lotsev1.MachineStatus, gen int64, typ string, ok bool, reason, msg string) {

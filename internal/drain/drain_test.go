@@ -1,4 +1,4 @@
-package machine
+package drain
 
 import (
 	"context"
@@ -51,7 +51,7 @@ func TestDrain(t *testing.T) {
 				deletes++
 				return false, nil, nil
 			})
-			drained, blocked, msg, err := drain(context.Background(), cs, "n1", tt.force)
+			drained, blocked, msg, err := Node(context.Background(), cs, "n1", tt.force)
 			if err != nil {
 				t.Fatal(err)
 			}
