@@ -83,6 +83,7 @@ bench: build releases
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Upgrade' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'PendingPodToNode' -benchtime 3x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'MachineRepair' -benchtime 1x ./test/e2e/... || rc=$$?; \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Hibernation' -benchtime 3x ./test/e2e/... || rc=$$?; \
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
 
 ## demo-down: stop the demo's lotse (SIGINT, like Ctrl-C); data stays

@@ -198,3 +198,63 @@ func machineSummary(ms []lotsev1.Machine) []string {
 	}
 	return out
 }
+
+// TestRestartDuringHibernation: killing lotse while a cluster goes to
+// sleep (its machine being stopped) and while it wakes (the control plane
+// starting) and starting lotse again ends where the spec says: asleep
+// with nothing running, then awake with its node Ready and uncordoned.
+func TestRestartDuringHibernation(t *testing.T) {
+	const name = "restart-sleep"
+	mc := mgmtClient(t)
+	ctx := context.Background()
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
+	if err := mc.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
+	diagnoseOnFailure(t, name)
+	waitClusterReady(t, mc, name, 15*time.Minute)
+
+	mustCLI(t, "cluster", "hibernate", name)
+	waitFor(t, 2*time.Minute, "the machine told to stop", func() (bool, error) {
+		ms := listMachines(t, mc, name)
+		return len(ms) == 1 && ms[0].Spec.Stopped, nil
+	})
+	env.crash()
+	t.Logf("killed lotse while the machine stops")
+	if err := env.start(); err != nil {
+		t.Fatal(err)
+	}
+	mc = mgmtClient(t)
+	waitFor(t, 3*time.Minute, name+" Hibernated after the restart", func() (bool, error) {
+		got := getCluster(t, mc, name)
+		return got.Status.Phase == lotsev1.PhaseHibernated, nil
+	})
+	if left := clusterProcesses(name); len(left) > 0 {
+		t.Errorf("processes of the hibernated cluster still run: %+v", left)
+	}
+
+	mustCLI(t, "cluster", "wake", name)
+	waitFor(t, 2*time.Minute, "the control plane starting", func() (bool, error) {
+		return len(clusterProcesses(name)) > 0, nil
+	})
+	env.crash()
+	t.Logf("killed lotse while the cluster wakes")
+	if err := env.start(); err != nil {
+		t.Fatal(err)
+	}
+	mc = mgmtClient(t)
+	got := waitClusterReady(t, mc, name, 5*time.Minute)
+	if got.Status.Hibernation != nil && got.Status.Hibernation.Since != nil {
+		t.Errorf("status.hibernation after waking: %+v", got.Status.Hibernation)
+	}
+	ms := listMachines(t, mc, name)
+	if len(ms) != 1 || ms[0].Spec.Stopped || ms[0].Annotations["lotse.dev/hibernated"] != "" {
+		t.Errorf("machines after waking: %v", machineSummary(ms))
+	}
+	nodes, err := tenantClient(t, name).CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 || nodes.Items[0].Spec.Unschedulable {
+		t.Errorf("nodes after waking: %d, %v", len(nodes.Items), err)
+	}
+}
