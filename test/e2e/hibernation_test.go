@@ -119,9 +119,10 @@ func TestHibernation(t *testing.T) {
 	}
 
 	t.Run("on a schedule", func(t *testing.T) {
-		// Asleep from the next minute, awake the minute after.
+		// Asleep from the next minute, awake two minutes later (room for
+		// going to sleep on a loaded machine before the end is due).
 		now := time.Now().UTC()
-		startAt, endAt := now.Add(time.Minute), now.Add(2*time.Minute)
+		startAt, endAt := now.Add(time.Minute), now.Add(3*time.Minute)
 		if now.Second() > 45 { // leave the reconciler time to see the schedule first
 			startAt, endAt = startAt.Add(time.Minute), endAt.Add(time.Minute)
 		}

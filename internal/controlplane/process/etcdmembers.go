@@ -174,6 +174,11 @@ func (b *Backend) handOverLeadership(ctx context.Context, l Layout, p pki.Cluste
 		return err
 	}
 	health := b.etcdHealth(ctx, l, p)
+	// The most caught-up healthy member takes over: the leader drops
+	// proposals until the transfer ends, and a transferee that has every
+	// entry already ends it at once.
+	var to *etcdserverpb.Member
+	var toApplied uint64
 	for _, m := range list.Members {
 		if m.ID == st.Header.MemberId || m.IsLearner || len(m.ClientURLs) == 0 {
 			continue
@@ -187,11 +192,20 @@ func (b *Backend) handOverLeadership(ctx context.Context, l Layout, p pki.Cluste
 		if !healthy {
 			continue
 		}
-		if _, err := cli.MoveLeader(ctx, m.ID); err != nil {
-			return fmt.Errorf("moving the etcd leadership to %s: %w", m.Name, err)
+		ms, err := cli.Status(ctx, m.ClientURLs[0])
+		if err != nil {
+			continue
 		}
-		log.FromContext(ctx).Info("etcd: moved the leadership before a replacement", "from", fmt.Sprintf("etcd-%d", i), "to", m.Name)
-		return nil
+		if to == nil || ms.RaftAppliedIndex > toApplied {
+			to, toApplied = m, ms.RaftAppliedIndex
+		}
 	}
-	return fmt.Errorf("no other healthy member to take the etcd leadership")
+	if to == nil {
+		return fmt.Errorf("no other healthy member to take the etcd leadership")
+	}
+	if _, err := cli.MoveLeader(ctx, to.ID); err != nil {
+		return fmt.Errorf("moving the etcd leadership to %s: %w", to.Name, err)
+	}
+	log.FromContext(ctx).Info("etcd: moved the leadership before a replacement", "from", fmt.Sprintf("etcd-%d", i), "to", to.Name)
+	return nil
 }
