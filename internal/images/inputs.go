@@ -2,6 +2,7 @@ package images
 
 import (
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -65,6 +66,18 @@ func (d *inputDigests) digest(id string, collect func() (*hostTree, error), hash
 	}
 	for l, target := range tree.links {
 		m.links[l] = target
+	}
+	// The directories holding them too: a file added to an expanded
+	// directory, or a library appearing beside the ones ldd found,
+	// changes its directory's time.
+	for _, p := range tree.paths() {
+		dir := filepath.Dir(p)
+		if _, seen := m.files[dir]; seen {
+			continue
+		}
+		st, ok := stampOf(dir)
+		remember = remember && ok
+		m.files[dir] = st
 	}
 	if m.sum, err = hash(tree); err != nil {
 		return "", err

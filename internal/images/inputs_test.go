@@ -46,6 +46,13 @@ func TestInputDigests(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, true},
+		{"a file added beside them", func(t *testing.T, file, _ string) {
+			later := time.Now().Add(time.Hour)
+			if err := os.WriteFile(filepath.Join(filepath.Dir(file), "new-lib"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_ = os.Chtimes(filepath.Dir(file), later, later) // the same second as before is possible
+		}, true},
 		{"file gone", func(t *testing.T, file, _ string) {
 			if err := os.Remove(file); err != nil {
 				t.Fatal(err)

@@ -90,6 +90,11 @@ func (r *Reconciler) hibernate(ctx context.Context, c *lotsev1.Cluster, status *
 		status.Hibernation = &lotsev1.HibernationStatus{}
 	}
 	h := status.Hibernation
+	if h.Since != nil && !h.Hibernated && status.Phase != lotsev1.PhaseHibernating {
+		// Left from a wake that had not finished: a new sleep begins, with
+		// its own drain.
+		h.Since = nil
+	}
 	if h.Since == nil {
 		now := metav1.Now()
 		h.Since = &now
@@ -137,9 +142,23 @@ func (r *Reconciler) hibernate(ctx context.Context, c *lotsev1.Cluster, status *
 // sleepSteps drains, stops the machines, then the rest; it says what it
 // waits for (wait true) or that everything is stopped.
 func (r *Reconciler) sleepSteps(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec, since time.Time) (string, bool, error) {
-	machines, err := r.clusterMachines(ctx, c)
-	if err != nil {
+	list := &lotsev1.MachineList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{lotsev1.LabelCluster: c.Name}); err != nil {
 		return "", false, err
+	}
+	var machines []*lotsev1.Machine
+	var deleting []string
+	for i := range list.Items {
+		if list.Items[i].DeletionTimestamp.IsZero() {
+			machines = append(machines, &list.Items[i])
+		} else {
+			deleting = append(deleting, list.Items[i].Name)
+		}
+	}
+	if len(deleting) > 0 {
+		// Their finalizers drain through the API: let them finish first.
+		sort.Strings(deleting)
+		return "waiting for machines being deleted: " + strings.Join(deleting, ", "), true, nil
 	}
 	var running []*lotsev1.Machine
 	for _, m := range machines {

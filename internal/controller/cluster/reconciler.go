@@ -142,6 +142,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		opType = lotsev1.OperationCreate
 	}
 
+	if cluster.Hibernating() {
+		// Before the release checks: a sleeping cluster needs no binaries,
+		// and an expired version may still go to sleep.
+		return r.hibernate(ctx, cluster, status, controlplane.Spec{Key: refOf(cluster).Key()})
+	}
 	release, err := releases.Lookup(cluster.Spec.Kubernetes.Version)
 	if err != nil {
 		// Schema validation keeps this from happening unless the catalog
@@ -179,9 +184,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	spec := SpecFor(cluster, bins)
-	if cluster.Hibernating() {
-		return r.hibernate(ctx, cluster, status, spec)
-	}
 	waking := hibernationStarted(status)
 	awake := !waking
 	if waking {
@@ -248,7 +250,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		status.Phase = lotsev1.PhaseUnhealthy
 	}
 	switch {
-	case waking && awake && healthy:
+	case waking && awake && results.Done():
+		// Awake once everything runs again and hibernation's marks are
+		// gone; health is then the ordinary conditions' business.
 		status.Hibernation.Since, status.Hibernation.Hibernated, status.Hibernation.Step = nil, false, ""
 		r.event(cluster, corev1.EventTypeNormal, "Woken", "Wake", "the cluster is awake: control plane, machines and nodes are back")
 	case waking:

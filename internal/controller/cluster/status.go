@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -105,7 +106,8 @@ func equalStatus(a, b *lotsev1.ClusterStatus) bool {
 		a.NodesCIDR == b.NodesCIDR && slices.Equal(a.Workers, b.Workers) && addonsEqual(a.Addons, b.Addons) &&
 		(a.LastOperation == nil) == (b.LastOperation == nil) &&
 		(a.LastOperation == nil || (sameOperation(a.LastOperation, b.LastOperation) && a.LastOperation.LastUpdateTime.Equal(&b.LastOperation.LastUpdateTime))) &&
-		conditionsEqual(a.Conditions, b.Conditions) && upgradeEqual(a.Upgrade, b.Upgrade)
+		conditionsEqual(a.Conditions, b.Conditions) && upgradeEqual(a.Upgrade, b.Upgrade) &&
+		equality.Semantic.DeepEqual(a.Hibernation, b.Hibernation)
 }
 
 func upgradeEqual(a, b *lotsev1.UpgradeStatus) bool {

@@ -8,7 +8,11 @@ package hibernation
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,7 +28,7 @@ import (
 )
 
 // CheckedAnnotation holds the time (RFC 3339) up to which the schedules
-// were applied.
+// were applied, and after a space a digest of the schedules it is about.
 const CheckedAnnotation = "lotse.dev/hibernation-schedules-checked"
 
 // Reconciler applies hibernation schedules.
@@ -67,12 +71,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil // a spec change brings the next look
 	}
 	now := r.now().Truncate(time.Second)
-	checked, err := time.Parse(time.RFC3339, c.Annotations[CheckedAnnotation])
-	if err != nil {
-		// First look: the schedules apply from now on, not retroactively.
-		return r.record(ctx, c, now, nil, schedules)
+	sum := schedulesSum(c.Spec.Hibernation.Schedules)
+	checked, checkedSum, _ := strings.Cut(c.Annotations[CheckedAnnotation], " ")
+	at, err := time.Parse(time.RFC3339, checked)
+	if err != nil || checkedSum != sum {
+		// First look at these schedules (new or edited): they apply from
+		// now on, not retroactively.
+		return r.record(ctx, c, now, sum, nil, schedules)
 	}
-	hibernate, due := hibernation.Due(schedules, checked, now)
+	hibernate, due := hibernation.Due(schedules, at, now)
 	if !due {
 		return requeue(schedules, now), nil
 	}
@@ -82,13 +89,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		what := map[bool]string{true: "hibernating", false: "waking"}[hibernate]
 		r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "HibernationScheduled", "Hibernate", "a hibernation schedule is due: %s the cluster", what)
 	}
-	return r.record(ctx, c, now, enabled, schedules)
+	return r.record(ctx, c, now, sum, enabled, schedules)
 }
 
 // record writes the check time and, when set, spec.hibernation.enabled in
 // one patch.
-func (r *Reconciler) record(ctx context.Context, c *lotsev1.Cluster, now time.Time, enabled *bool, schedules []hibernation.Schedule) (ctrl.Result, error) {
-	p := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}`, CheckedAnnotation, now.UTC().Format(time.RFC3339))
+func (r *Reconciler) record(ctx context.Context, c *lotsev1.Cluster, now time.Time, sum string, enabled *bool, schedules []hibernation.Schedule) (ctrl.Result, error) {
+	p := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}`, CheckedAnnotation, now.UTC().Format(time.RFC3339)+" "+sum)
 	if enabled != nil {
 		p += fmt.Sprintf(`,"spec":{"hibernation":{"enabled":%t}}`, *enabled)
 	}
@@ -97,6 +104,14 @@ func (r *Reconciler) record(ctx context.Context, c *lotsev1.Cluster, now time.Ti
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	return requeue(schedules, now), nil
+}
+
+// schedulesSum identifies a list of schedules, so that an edit is told
+// from the list the check time belongs to.
+func schedulesSum(specs []lotsev1.HibernationSchedule) string {
+	data, _ := json.Marshal(specs)
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:4])
 }
 
 // requeue comes back at the schedules' next time.

@@ -48,7 +48,7 @@ func TestSchedules(t *testing.T) {
 			c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "c1"}}
 			c.Spec.Hibernation = &lotsev1.HibernationSpec{Enabled: tt.enabled, Schedules: tt.schedules}
 			if tt.checked != "" {
-				c.Annotations = map[string]string{CheckedAnnotation: tt.checked}
+				c.Annotations = map[string]string{CheckedAnnotation: tt.checked + " " + schedulesSum(tt.schedules)}
 			}
 			scheme := runtime.NewScheme()
 			_ = clientgoscheme.AddToScheme(scheme)
@@ -67,7 +67,7 @@ func TestSchedules(t *testing.T) {
 			if e := got.Spec.Hibernation.Enabled; (e == nil) != (tt.wantEnabled == nil) || (e != nil && *e != *tt.wantEnabled) {
 				t.Errorf("enabled %v, want %v", ptr.Deref(e, false), ptr.Deref(tt.wantEnabled, false))
 			}
-			if moved := got.Annotations[CheckedAnnotation] == tt.now.Format(time.RFC3339); moved != tt.wantChecked {
+			if moved := got.Annotations[CheckedAnnotation] == tt.now.Format(time.RFC3339)+" "+schedulesSum(tt.schedules); moved != tt.wantChecked {
 				t.Errorf("checked annotation %q (moved %t, want %t)", got.Annotations[CheckedAnnotation], moved, tt.wantChecked)
 			}
 			var event string
@@ -83,5 +83,34 @@ func TestSchedules(t *testing.T) {
 				t.Errorf("requeue after %s, want %s", res.RequeueAfter, tt.wantRequeue)
 			}
 		})
+	}
+}
+
+// TestEditedSchedulesStartOver: a schedule added (or changed) after the
+// last check does not act on times before the edit.
+func TestEditedSchedulesStartOver(t *testing.T) {
+	at := func(h, m int) time.Time { return time.Date(2026, 12, 1, h, m, 0, 0, time.UTC) }
+	before := []lotsev1.HibernationSchedule{{Start: "0 22 * * *"}}
+	after := []lotsev1.HibernationSchedule{{Start: "0 8 * * *"}} // 08:00 lies between the check and now
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "c1",
+		Annotations: map[string]string{CheckedAnnotation: at(6, 0).Format(time.RFC3339) + " " + schedulesSum(before)}}}
+	c.Spec.Hibernation = &lotsev1.HibernationSpec{Schedules: after}
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = lotsev1.AddToScheme(scheme)
+	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(c).Build()
+	r := &Reconciler{Client: cl, Recorder: events.NewFakeRecorder(10), Now: func() time.Time { return at(12, 0) }}
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(c)}); err != nil {
+		t.Fatal(err)
+	}
+	got := &lotsev1.Cluster{}
+	if err := cl.Get(context.Background(), client.ObjectKeyFromObject(c), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Hibernating() {
+		t.Error("the edited schedule hibernated the cluster for a time before the edit")
+	}
+	if want := at(12, 0).Format(time.RFC3339) + " " + schedulesSum(after); got.Annotations[CheckedAnnotation] != want {
+		t.Errorf("checked %q, want %q", got.Annotations[CheckedAnnotation], want)
 	}
 }

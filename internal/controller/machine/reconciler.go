@@ -95,7 +95,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.stop(ctx, m, cluster, ref, status)
 	}
 	if status.Phase == lotsev1.MachineStopped {
-		status.Phase = lotsev1.MachineProvisioning // starting again
+		// Starting again: the startup timeout of health checks counts from
+		// now, not from when the machine stopped (hours ago, after a
+		// hibernation).
+		status.Phase = lotsev1.MachineProvisioning
+		meta.RemoveStatusCondition(&status.Conditions, "NodeReady")
+		setCond(status, m.Generation, "NodeReady", false, "Starting", "the machine starts again after a stop")
 	}
 	lm, cs, msg, err := r.machine(ctx, m, cluster, ref)
 	if err != nil || lm == nil {

@@ -192,7 +192,11 @@ func (b *Backend) handOverLeadership(ctx context.Context, l Layout, p pki.Cluste
 		if !healthy {
 			continue
 		}
-		ms, err := cli.Status(ctx, m.ClientURLs[0])
+		// Each its own short deadline: one member that stopped answering
+		// after the health probe must not use up the hand-over's time.
+		sctx, scancel := context.WithTimeout(ctx, time.Second)
+		ms, err := cli.Status(sctx, m.ClientURLs[0])
+		scancel()
 		if err != nil {
 			continue
 		}

@@ -43,6 +43,8 @@ type seeds struct {
 	// mu: builders and pruners exclusively, machines copying a seed
 	// shared.
 	mu sync.RWMutex
+	// failed remembers builds that failed, by key (under mu).
+	failed map[string]failedSeed
 }
 
 // seedKey names a set of image tarballs by their paths and modification
@@ -140,6 +142,10 @@ func replaceWithCopy(path string) error {
 	return os.Rename(tmp, path)
 }
 
+// retryFailedSeed is how long a seed whose build failed is not tried
+// again (machines import their images themselves meanwhile).
+const retryFailedSeed = 5 * time.Minute
+
 // ensure builds the seed of key unless it is there.
 func (s *seeds) ensure(ctx context.Context, key string, images []string) error {
 	complete := filepath.Join(s.path(key), "complete")
@@ -151,6 +157,26 @@ func (s *seeds) ensure(ctx context.Context, key string, images []string) error {
 	if _, err := os.Stat(complete); err == nil {
 		return nil // built while this one waited
 	}
+	if f, ok := s.failed[key]; ok && time.Since(f.at) < retryFailedSeed {
+		return f.err
+	}
+	err := s.build(ctx, key, images)
+	if err != nil {
+		if s.failed == nil {
+			s.failed = map[string]failedSeed{}
+		}
+		s.failed[key] = failedSeed{time.Now(), err}
+	}
+	return err
+}
+
+type failedSeed struct {
+	at  time.Time
+	err error
+}
+
+// build makes the seed of key; the caller holds s.mu.
+func (s *seeds) build(ctx context.Context, key string, images []string) error {
 	s.prune(key)
 	tmp := s.path(key) + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
@@ -159,7 +185,7 @@ func (s *seeds) ensure(ctx context.Context, key string, images []string) error {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return err
 	}
-	if err := importIntoSeed(ctx, tmp, key, images); err != nil {
+	if err := importIntoSeed(ctx, tmp, runName(s.dir, key), images); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("image seed: %w", err)
 	}
@@ -196,14 +222,26 @@ func (s *seeds) prune(key string) {
 	}
 	sort.Slice(done, func(i, j int) bool { return done[i].used.After(done[j].used) })
 	for i := keepSeeds - 1; i < len(done); i++ {
-		_ = os.RemoveAll(filepath.Join(s.dir, done[i].name))
+		// A seed used within the hour stays even beyond keepSeeds: many
+		// image sets in use at once must not evict each other's seeds.
+		if time.Since(done[i].used) > time.Hour {
+			_ = os.RemoveAll(filepath.Join(s.dir, done[i].name))
+		}
 	}
+}
+
+// runName names the runtime directory of a seed build: short (socket
+// paths are limited), and distinct per state directory, since two lotse
+// instances may build a seed of the same images at once.
+func runName(seedsDir, key string) string {
+	sum := sha256.Sum256([]byte(seedsDir))
+	return "seed-" + hex.EncodeToString(sum[:3]) + "-" + key[:8]
 }
 
 // importIntoSeed runs a containerd of its own over dir/root (without the
 // CRI plugin: nothing runs in a seed), imports the images, and stops it.
-func importIntoSeed(ctx context.Context, dir, key string, images []string) error {
-	run := filepath.Join("/run/lotse", "seed-"+key[:8])
+func importIntoSeed(ctx context.Context, dir, runDir string, images []string) error {
+	run := filepath.Join("/run/lotse", runDir)
 	if err := os.RemoveAll(run); err != nil {
 		return err
 	}

@@ -173,7 +173,13 @@ func TestImageSeeds(t *testing.T) {
 		t.Errorf("images in the seeded containerd: %v\n%s", err, out)
 	}
 
-	// Seeds of more image sets than keepSeeds: the least recently used go.
+	// Seeds of more image sets than keepSeeds: the least recently used
+	// goes once it has not been used for an hour.
+	first, _ := seedKey(images)
+	long := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(s.path(first), long, long); err != nil {
+		t.Fatal(err)
+	}
 	var keys []string
 	for i := 2; i <= keepSeeds+1; i++ {
 		imgs := []string{testImage(t, dir, fmt.Sprintf("registry.lotse.local/seed-test:%d", i))}
@@ -184,7 +190,6 @@ func TestImageSeeds(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // distinct modification times
 	}
-	first, _ := seedKey(images)
 	entries, _ := os.ReadDir(s.dir)
 	var left []string
 	for _, e := range entries {

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/lotse/lotse/internal/cloudprovider"
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/fsutil"
@@ -343,8 +345,14 @@ func (p *Provider) seedImages(ctx context.Context, m *Machine) error {
 		return err
 	}
 	seeded, err := p.imageSeeds.seedRoot(ctx, m.Images, root)
-	if err != nil || !seeded {
-		return err
+	if err != nil {
+		// The machine imports its images itself (importImages), slower
+		// but independent of the seed.
+		log.FromContext(ctx).Error(err, "image seed unusable; the machine imports its images itself", "machine", m.Name)
+		return nil
+	}
+	if !seeded {
+		return nil
 	}
 	for _, img := range m.Images {
 		marker, err := importMarker(m, img)
