@@ -54,7 +54,7 @@ lint:
 	diff -r $$tmp config/crd/bases >/dev/null || { echo "config/crd/bases is stale: run make generate"; exit 1; }
 
 unit:
-	$(GO) test -race -count=1 ./api/... ./internal/... ./config/...
+	$(GO) test -race -count=1 -timeout 20m ./api/... ./internal/... ./config/...
 
 # The end-to-end tests run one `lotse up` on E2E_STATE_DIR; whatever happens,
 # `lotse down` afterwards makes sure no process outlives the run. Four tests

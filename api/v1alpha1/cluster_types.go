@@ -39,7 +39,7 @@ const (
 )
 
 // ClusterPhase summarises where a Cluster is in its life.
-// +kubebuilder:validation:Enum=Pending;Creating;Running;Updating;Unhealthy;Deleting;Failed;Hibernating;Hibernated;Waking
+// +kubebuilder:validation:Enum=Pending;Creating;Running;Updating;Unhealthy;Deleting;Failed;Hibernating;Hibernated;Waking;Restoring
 type ClusterPhase string
 
 // Phases of a Cluster.
@@ -127,6 +127,10 @@ type ClusterSpec struct {
 	// schedules.
 	// +optional
 	Hibernation *HibernationSpec `json:"hibernation,omitempty"`
+
+	// Backup takes etcd snapshots on a schedule and keeps the newest.
+	// +optional
+	Backup *BackupSpec `json:"backup,omitempty"`
 }
 
 // HibernationSpec: a hibernating cluster drains its workloads, stops its
@@ -392,6 +396,12 @@ type ClusterStatus struct {
 	// Hibernation is where the cluster is on its way to sleep or back.
 	// +optional
 	Hibernation *HibernationStatus `json:"hibernation,omitempty"`
+	// Backup reports the cluster's snapshots.
+	// +optional
+	Backup *BackupStatus `json:"backup,omitempty"`
+	// Restore reports the latest restore from a snapshot.
+	// +optional
+	Restore *RestoreStatus `json:"restore,omitempty"`
 }
 
 // HibernationStatus reports hibernation.

@@ -92,7 +92,8 @@ func newClusterCommand() *cobra.Command {
 	flags.register(cmd)
 	cmd.AddCommand(newClusterCreateCommand(flags), newClusterListCommand(flags), newClusterGetCommand(flags),
 		newClusterKubeconfigCommand(flags), newClusterDeleteCommand(flags), newClusterUpgradeCommand(flags), newClusterMaintainCommand(flags),
-		newClusterHibernationCommand(flags, true), newClusterHibernationCommand(flags, false))
+		newClusterHibernationCommand(flags, true), newClusterHibernationCommand(flags, false),
+		newClusterBackupCommand(flags), newClusterBackupsCommand(flags), newClusterRestoreCommand(flags))
 	return cmd
 }
 

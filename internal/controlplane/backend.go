@@ -5,6 +5,7 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 
 	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/releases"
@@ -124,6 +125,20 @@ func (a NodeAccess) GatewayPorts() []int {
 	return []int{a.APIPort, a.TunnelPort}
 }
 
+// ErrRestoreRefused marks a restore the backend refused before it changed
+// anything (the snapshot does not fit the control plane).
+var ErrRestoreRefused = errors.New("restore refused")
+
+// RestoreInput is what a restore puts back.
+type RestoreInput struct {
+	// Snapshot is the path of an etcd snapshot file (as Snapshot writes).
+	Snapshot string
+	// Credentials are a backup's credentials (from BackupCredentials);
+	// the backend takes from them the encryption keys the restored data
+	// needs, and keeps the cluster's own identity (CA, keys).
+	Credentials map[string][]byte
+}
+
 // Backend hosts control planes.
 type Backend interface {
 	// Tasks returns the named steps that bring the control plane to spec.
@@ -158,6 +173,14 @@ type Backend interface {
 	// Snapshot writes a consistent snapshot of the control plane's etcd to
 	// path: the hook backups build on.
 	Snapshot(ctx context.Context, spec Spec, path string) error
+	// BackupCredentials returns, by name, the credentials a backup keeps
+	// beside the snapshot: certificates, keys and encryption keys.
+	BackupCredentials(spec Spec) (map[string][]byte, error)
+	// Restore replaces the control plane's etcd data with a snapshot and
+	// leaves it stopped (the next Tasks run starts it on the restored
+	// data). It checks what it can before it stops anything, and running
+	// it again after a crash has the same result.
+	Restore(ctx context.Context, spec Spec, in RestoreInput) error
 	// Delete stops everything of the control plane and removes its data.
 	Delete(ctx context.Context, key string) error
 	// Stop stops the processes of a control plane but keeps its data, so

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -23,9 +24,11 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons/keeper"
+	"github.com/lotse/lotse/internal/backup"
 	"github.com/lotse/lotse/internal/cloudcontroller"
 	cloudlocal "github.com/lotse/lotse/internal/cloudprovider/local"
 	"github.com/lotse/lotse/internal/clusterref"
+	backupcontroller "github.com/lotse/lotse/internal/controller/backup"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	hibernationcontroller "github.com/lotse/lotse/internal/controller/hibernation"
 	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
@@ -70,6 +73,9 @@ type Options struct {
 	// LBAddressPool is where public addresses of LoadBalancer Services
 	// come from (default DefaultLBAddressPool).
 	LBAddressPool string
+	// BackupDir keeps the snapshots of clusters whose spec.backup names
+	// no destination (default: backups/ in the state directory).
+	BackupDir string
 	// Started, if set, is closed once the controllers run.
 	Started chan<- struct{}
 }
@@ -158,7 +164,13 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 			},
 		},
 	}
+	backupDir := opts.BackupDir
+	if backupDir == "" {
+		backupDir = filepath.Join(opts.Backend.StateDir, "backups")
+	}
+	destinations := &backup.Destinations{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), DefaultDir: backupDir}
 	rec := &clustercontroller.Reconciler{
+		Destinations: destinations,
 		Provider:     provider,
 		Tenants:      tenants,
 		Addons:       addonKeeper,
@@ -179,6 +191,13 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	addonKeeper.Changed = rec.NotifyAddons
 	maint := &maintenancecontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
 	if err := maint.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	backups := &backupcontroller.Reconciler{
+		Client: mgr.GetClient(), Backend: opts.Backend, Releases: opts.Releases, Destinations: destinations,
+		Recorder: mgr.GetEventRecorder("lotse"), WorkDir: filepath.Join(backupDir, ".work"),
+	}
+	if err := backups.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	sleep := &hibernationcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}

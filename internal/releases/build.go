@@ -79,7 +79,8 @@ func (b *ProxyBuilder) EnsureKubernetes(ctx context.Context, r Release, binDir s
 	return nil
 }
 
-// EnsureEtcd builds etcd and etcdctl at version into binDir.
+// EnsureEtcd builds etcd, etcdctl and etcdutl (offline snapshot restore)
+// at version into binDir.
 func (b *ProxyBuilder) EnsureEtcd(ctx context.Context, version string, binDir string, log io.Writer) error {
 	modDir := filepath.Join(b.WorkDir, "etcd-"+version)
 	if err := os.MkdirAll(modDir, 0o755); err != nil {
@@ -93,11 +94,13 @@ go 1.26.0
 require (
 	go.etcd.io/etcd/server/v3 %[1]s
 	go.etcd.io/etcd/etcdctl/v3 %[1]s
+	go.etcd.io/etcd/etcdutl/v3 %[1]s
 )
 
 tool (
 	go.etcd.io/etcd/server/v3
 	go.etcd.io/etcd/etcdctl/v3
+	go.etcd.io/etcd/etcdutl/v3
 )
 `, tag)
 	if err := fsutil.WriteIfChanged(filepath.Join(modDir, "go.mod"), []byte(gomod), 0o644); err != nil {
@@ -107,7 +110,9 @@ tool (
 	if err := gobuild.Go(ctx, modDir, log, "mod", "tidy"); err != nil {
 		return fmt.Errorf("go mod tidy for etcd %s: %w", version, err)
 	}
-	for _, t := range []struct{ name, pkg string }{{"etcd", "go.etcd.io/etcd/server/v3"}, {"etcdctl", "go.etcd.io/etcd/etcdctl/v3"}} {
+	for _, t := range []struct{ name, pkg string }{
+		{"etcd", "go.etcd.io/etcd/server/v3"}, {"etcdctl", "go.etcd.io/etcd/etcdctl/v3"}, {"etcdutl", "go.etcd.io/etcd/etcdutl/v3"},
+	} {
 		fmt.Fprintf(log, "==> etcd %s: building %s\n", version, t.name)
 		if err := buildBinary(ctx, modDir, t.pkg, filepath.Join(binDir, t.name), "-s -w", log); err != nil {
 			return err

@@ -24,7 +24,7 @@ var Components = []string{
 }
 
 // EtcdComponents are the binaries built from the etcd modules.
-var EtcdComponents = []string{"etcd", "etcdctl"}
+var EtcdComponents = []string{"etcd", "etcdctl", "etcdutl"}
 
 // KonnectivityComponents are the tunnel's binaries, built from
 // sigs.k8s.io/apiserver-network-proxy: the server runs beside each

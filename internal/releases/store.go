@@ -100,8 +100,8 @@ func (b Binaries) Path(component string) string { return b.paths[component] }
 
 // Installed reports whether a release is fully present in the cache.
 func (s *Store) Installed(r Release) bool {
-	return stamped(s.KubernetesBinDir(r.Version)) && stamped(s.EtcdBinDir(r.Etcd)) &&
-		(r.Konnectivity == "" || stamped(s.KonnectivityBinDir(r.Konnectivity)))
+	return stamped(s.KubernetesBinDir(r.Version), Components) && stamped(s.EtcdBinDir(r.Etcd), EtcdComponents) &&
+		(r.Konnectivity == "" || stamped(s.KonnectivityBinDir(r.Konnectivity), KonnectivityComponents))
 }
 
 // Binaries returns the paths of an installed release, or an error telling how
@@ -136,18 +136,18 @@ func (s *Store) Ensure(ctx context.Context, r Release, log io.Writer) (Binaries,
 	if log == nil {
 		log = io.Discard
 	}
-	if err := s.ensureDir(ctx, s.KubernetesBinDir(r.Version), log, func(binDir string) error {
+	if err := s.ensureDir(ctx, s.KubernetesBinDir(r.Version), Components, log, func(binDir string) error {
 		return s.source().EnsureKubernetes(ctx, r, binDir, log)
 	}); err != nil {
 		return Binaries{}, fmt.Errorf("kubernetes %s: %w", r.Version, err)
 	}
-	if err := s.ensureDir(ctx, s.EtcdBinDir(r.Etcd), log, func(binDir string) error {
+	if err := s.ensureDir(ctx, s.EtcdBinDir(r.Etcd), EtcdComponents, log, func(binDir string) error {
 		return s.source().EnsureEtcd(ctx, r.Etcd, binDir, log)
 	}); err != nil {
 		return Binaries{}, fmt.Errorf("etcd %s: %w", r.Etcd, err)
 	}
 	if r.Konnectivity != "" {
-		if err := s.ensureDir(ctx, s.KonnectivityBinDir(r.Konnectivity), log, func(binDir string) error {
+		if err := s.ensureDir(ctx, s.KonnectivityBinDir(r.Konnectivity), KonnectivityComponents, log, func(binDir string) error {
 			return s.konnectivitySource().EnsureKonnectivity(ctx, r.Konnectivity, binDir, log)
 		}); err != nil {
 			return Binaries{}, fmt.Errorf("konnectivity %s: %w", r.Konnectivity, err)
@@ -156,8 +156,8 @@ func (s *Store) Ensure(ctx context.Context, r Release, log io.Writer) (Binaries,
 	return s.binaries(r), nil
 }
 
-func (s *Store) ensureDir(ctx context.Context, binDir string, log io.Writer, fill func(string) error) error {
-	if stamped(binDir) {
+func (s *Store) ensureDir(ctx context.Context, binDir string, components []string, log io.Writer, fill func(string) error) error {
+	if stamped(binDir, components) {
 		return nil
 	}
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
@@ -168,7 +168,7 @@ func (s *Store) ensureDir(ctx context.Context, binDir string, log io.Writer, fil
 		return err
 	}
 	defer unlock()
-	if stamped(binDir) { // another process finished it while we waited
+	if stamped(binDir, components) { // another process finished it while we waited
 		return nil
 	}
 	start := time.Now()
@@ -179,7 +179,16 @@ func (s *Store) ensureDir(ctx context.Context, binDir string, log io.Writer, fil
 	return os.WriteFile(filepath.Join(binDir, stampName), stamp, 0o644)
 }
 
-func stamped(binDir string) bool {
-	_, err := os.Stat(filepath.Join(binDir, stampName))
-	return err == nil
+// stamped reports whether binDir was filled completely with components: a
+// cache filled before a component joined the list (etcdutl) is filled again.
+func stamped(binDir string, components []string) bool {
+	if _, err := os.Stat(filepath.Join(binDir, stampName)); err != nil {
+		return false
+	}
+	for _, c := range components {
+		if _, err := os.Stat(filepath.Join(binDir, c)); err != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -266,10 +266,10 @@ func TestStoreFailedSourceIsRetried(t *testing.T) {
 			if s.Installed(testRelease) {
 				t.Error("Installed() = true after a failed Ensure")
 			}
-			if tt.failKube && stamped(s.KubernetesBinDir(testRelease.Version)) {
+			if tt.failKube && stamped(s.KubernetesBinDir(testRelease.Version), Components) {
 				t.Error("failed kubernetes build left a stamp")
 			}
-			if tt.failEtcd && stamped(s.EtcdBinDir(testRelease.Etcd)) {
+			if tt.failEtcd && stamped(s.EtcdBinDir(testRelease.Etcd), EtcdComponents) {
 				t.Error("failed etcd build left a stamp")
 			}
 			if _, err := s.Binaries(testRelease); err == nil {

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/backup"
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/machine"
@@ -65,6 +66,9 @@ type Reconciler struct {
 	Addons AddonKeeper
 	// Cloud runs the clusters' cloud controller managers (nil: none).
 	Cloud CloudControllers
+	// Destinations are where backups are kept and the key that seals
+	// them (nil: restores are refused).
+	Destinations *backup.Destinations
 	// Responders answer on the API endpoints of hibernated clusters (nil:
 	// the port is closed while a cluster sleeps).
 	Responders Responders
@@ -184,6 +188,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	spec := SpecFor(cluster, bins)
+	if cluster.Annotations[lotsev1.RestoreAnnotation] != "" {
+		if done, res, err := r.restore(ctx, cluster, status, spec, release); done {
+			return res, err
+		}
+	}
 	waking := hibernationStarted(status)
 	awake := !waking
 	if waking {
@@ -258,6 +267,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	case waking:
 		status.Phase = lotsev1.PhaseWaking
 		status.Hibernation.Hibernated, status.Hibernation.Step = false, "starting the control plane and the machines"
+	}
+	if status.Restore != nil && status.Restore.Step == lotsev1.RestoreStepStarting {
+		if !controlPlanePending(results, controlPlaneTasks) && cp.APIServerAvailable {
+			if err := r.finishRestore(ctx, cluster, status); err != nil {
+				return ctrl.Result{}, err
+			}
+		} else {
+			status.Phase = lotsev1.PhaseRestoring
+		}
 	}
 	scheduleTimes(cluster, status, time.Now())
 	if previousPhase != status.Phase {

@@ -27,9 +27,10 @@ import (
 // FakeBackend is a control plane in memory: its one task ("control-plane")
 // is done once Ready is set; it records deletions.
 type FakeBackend struct {
-	mu      sync.Mutex
-	ready   bool
-	deleted []string
+	mu        sync.Mutex
+	ready     bool
+	deleted   []string
+	snapshots int
 }
 
 // SetReady makes the control plane come up (or go down).
@@ -93,7 +94,28 @@ func (f *FakeBackend) RestartComponent(context.Context, controlplane.Spec, strin
 	return nil
 }
 
-func (f *FakeBackend) Snapshot(context.Context, controlplane.Spec, string) error { return nil }
+// Snapshot writes a small stand-in for an etcd snapshot and counts the call.
+func (f *FakeBackend) Snapshot(_ context.Context, spec controlplane.Spec, path string) error {
+	f.mu.Lock()
+	f.snapshots++
+	f.mu.Unlock()
+	return os.WriteFile(path, []byte("fake etcd snapshot of "+spec.Key), 0o600)
+}
+
+// Snapshots counts the snapshots taken.
+func (f *FakeBackend) Snapshots() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.snapshots
+}
+
+func (f *FakeBackend) BackupCredentials(controlplane.Spec) (map[string][]byte, error) {
+	return map[string][]byte{}, nil
+}
+
+func (f *FakeBackend) Restore(context.Context, controlplane.Spec, controlplane.RestoreInput) error {
+	return nil
+}
 
 func (f *FakeBackend) Delete(_ context.Context, key string) error {
 	f.mu.Lock()
@@ -221,17 +243,23 @@ func (f *FakeTenants) Forget(key string) {
 }
 
 // InstalledStore is a release store in a temporary directory in which the
-// default release counts as built (stamp files only, no binaries).
+// default release counts as built (stamp files and empty binaries).
 func InstalledStore(t testing.TB) *releases.Store {
 	t.Helper()
 	s := releases.NewStore(t.TempDir())
 	r := releases.Default()
-	for _, d := range []string{s.KubernetesBinDir(r.Version), s.EtcdBinDir(r.Etcd), s.KonnectivityBinDir(r.Konnectivity)} {
+	for d, files := range map[string][]string{
+		s.KubernetesBinDir(r.Version):        releases.Components,
+		s.EtcdBinDir(r.Etcd):                 releases.EtcdComponents,
+		s.KonnectivityBinDir(r.Konnectivity): releases.KonnectivityComponents,
+	} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(d, ".complete"), []byte("{}"), 0o644); err != nil {
-			t.Fatal(err)
+		for _, f := range append(files, ".complete") {
+			if err := os.WriteFile(filepath.Join(d, f), []byte("{}"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	return s

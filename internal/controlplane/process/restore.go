@@ -1,0 +1,145 @@
+package process
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/fsutil"
+	"github.com/lotse/lotse/internal/gobuild"
+)
+
+// restoreRevisionBump is how far a restore moves etcd's revision past the
+// snapshot's: beyond any revision a client saw before, so no watch or
+// cache mistakes restored data for data it already has (the figure
+// upstream's etcd recovery guide uses). The snapshot's revisions are also
+// marked compacted, so clients list again instead of resuming a watch.
+const restoreRevisionBump = "1000000000"
+
+// encryptionKeyPrefix names the files that hold encryption-at-rest keys in
+// a control plane's PKI directory: the only credentials a restore takes
+// from a backup (restored data cannot be read without them).
+const encryptionKeyPrefix = "encryption-key-"
+
+// BackupCredentials returns the files of the control plane's PKI
+// directory (certificates, keys, the encryption keys and kubeconfigs), by
+// name, for a backup to keep beside the etcd snapshot.
+func (b *Backend) BackupCredentials(spec controlplane.Spec) (map[string][]byte, error) {
+	dir := b.PKI(spec.Key).Dir
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read the control plane's credentials: %w", err)
+	}
+	out := map[string][]byte{}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out[e.Name()] = data
+	}
+	return out, nil
+}
+
+// Restore replaces the control plane's etcd data with a snapshot and
+// leaves the control plane stopped; the next Tasks run starts it on the
+// restored data. Every member gets a data directory restored from the same
+// snapshot with the cluster's member list, revisions bumped and marked
+// compacted. The snapshot's encryption keys join the cluster's own (a key
+// the cluster has under the same name but with other bytes is refused
+// before anything stops). Run again after a crash, it does the same
+// again: old data is moved aside first and removed only at the end.
+func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in controlplane.RestoreInput) error {
+	l, err := b.ensureLayout(spec)
+	if err != nil {
+		return err
+	}
+	p := b.PKI(spec.Key)
+	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+		return err
+	}
+	keys := map[string][]byte{}
+	for name, data := range in.Credentials {
+		if !strings.HasPrefix(name, encryptionKeyPrefix) || strings.ContainsRune(name, '/') {
+			continue
+		}
+		current, err := os.ReadFile(p.Path(name))
+		switch {
+		case err == nil && !bytes.Equal(bytes.TrimSpace(current), bytes.TrimSpace(data)):
+			return fmt.Errorf("%w: the snapshot's encryption key %s differs from the cluster's; restore it into a new cluster instead", controlplane.ErrRestoreRefused, name)
+		case err == nil:
+		case os.IsNotExist(err):
+			keys[name] = data
+		default:
+			return err
+		}
+	}
+
+	dataDir := filepath.Join(b.Dir(spec.Key), "data")
+	staging := filepath.Join(dataDir, "restore-staging")
+	if err := os.RemoveAll(staging); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		return err
+	}
+	members := l.etcdMembers()
+	var initial []string
+	for _, m := range members {
+		initial = append(initial, fmt.Sprintf("etcd-%d=https://127.0.0.1:%d", m, l.EtcdPeer[m]))
+	}
+	for _, m := range members {
+		cmd := gobuild.Command(ctx, spec.Binaries.Path("etcdutl"), "snapshot", "restore", in.Snapshot,
+			"--name="+fmt.Sprintf("etcd-%d", m),
+			"--data-dir="+filepath.Join(staging, fmt.Sprintf("etcd-%d", m)),
+			"--initial-cluster="+strings.Join(initial, ","),
+			"--initial-cluster-token="+strings.ReplaceAll(spec.Key, "/", "-"),
+			"--initial-advertise-peer-urls="+fmt.Sprintf("https://127.0.0.1:%d", l.EtcdPeer[m]),
+			"--bump-revision="+restoreRevisionBump, "--mark-compacted")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			os.RemoveAll(staging)
+			return fmt.Errorf("%w: etcdutl snapshot restore: %v: %s", controlplane.ErrRestoreRefused, err, bytes.TrimSpace(out))
+		}
+	}
+
+	// From here on the cluster's data changes: stop everything first.
+	if err := b.Stop(ctx, spec.Key); err != nil {
+		return err
+	}
+	for name, data := range keys {
+		if err := fsutil.WriteFileAtomic(p.Path(name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	aside := filepath.Join(dataDir, "before-restore")
+	if err := os.MkdirAll(aside, 0o700); err != nil {
+		return err
+	}
+	for _, m := range members {
+		name := fmt.Sprintf("etcd-%d", m)
+		current := filepath.Join(dataDir, name)
+		if _, err := os.Stat(current); err == nil {
+			old := filepath.Join(aside, name)
+			if err := os.RemoveAll(old); err != nil {
+				return err
+			}
+			if err := os.Rename(current, old); err != nil {
+				return err
+			}
+		}
+		if err := os.Rename(filepath.Join(staging, name), current); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(aside); err != nil {
+		return err
+	}
+	return os.RemoveAll(staging)
+}
