@@ -36,6 +36,7 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringVar(&opts.CacheDir, "cache-dir", releases.DefaultCacheDir(), "where upstream binaries are built and kept ($LOTSE_CACHE_DIR)")
 	cmd.Flags().StringSliceVar(&opts.DNSUpstreams, "dns-upstream", nil, "resolver the clusters' CoreDNS forwards other names to (repeatable; default: none, no query leaves a cluster)")
 	cmd.Flags().StringVar(&opts.LBAddressPool, "lb-address-pool", manager.DefaultLBAddressPool, "range the public addresses of LoadBalancer Services come from (on the host's loopback)")
+	cmd.Flags().StringVar(&opts.BackupDir, "backup-dir", "", "where snapshots of clusters without a spec.backup destination go (default STATE/backups)")
 	return cmd
 }
 
@@ -72,7 +73,7 @@ func newDownCommand() *cobra.Command {
 }
 
 func newManagerCommand() *cobra.Command {
-	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool string
+	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir string
 	var leaderElect bool
 	var dnsUpstreams []string
 	cmd := &cobra.Command{
@@ -106,6 +107,7 @@ func newManagerCommand() *cobra.Command {
 				BuildLog:       cmd.ErrOrStderr(),
 				DNSUpstreams:   dnsUpstreams,
 				LBAddressPool:  lbPool,
+				BackupDir:      backupDir,
 			})
 			if cmd.Context().Err() != nil {
 				return nil
@@ -119,6 +121,7 @@ func newManagerCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&leaderElect, "leader-elect", false, "elect a leader among several managers")
 	cmd.Flags().StringSliceVar(&dnsUpstreams, "dns-upstream", nil, "resolver the clusters' CoreDNS forwards other names to (repeatable; default: none)")
 	cmd.Flags().StringVar(&lbPool, "lb-address-pool", manager.DefaultLBAddressPool, "range the public addresses of LoadBalancer Services come from (on the host's loopback)")
+	cmd.Flags().StringVar(&backupDir, "backup-dir", "", "where snapshots of clusters without a spec.backup destination go (default STATE/backups)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the metrics endpoint (0 disables)")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", "0", "address of /healthz and /readyz (0 disables)")
 	return cmd

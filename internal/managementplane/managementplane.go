@@ -59,6 +59,9 @@ type Options struct {
 	DNSUpstreams []string
 	// LBAddressPool is the range of public LoadBalancer addresses.
 	LBAddressPool string
+	// BackupDir keeps cluster snapshots without another destination
+	// (empty: STATE/backups).
+	BackupDir string
 }
 
 // Up runs the management plane until ctx ends, then stops every control
@@ -147,6 +150,7 @@ func Up(ctx context.Context, opts Options) error {
 		Started:       started,
 		DNSUpstreams:  opts.DNSUpstreams,
 		LBAddressPool: opts.LBAddressPool,
+		BackupDir:     opts.BackupDir,
 	})
 	if ctx.Err() != nil {
 		return nil // a requested stop, not a failure

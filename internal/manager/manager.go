@@ -168,6 +168,9 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if backupDir == "" {
 		backupDir = filepath.Join(opts.Backend.StateDir, "backups")
 	}
+	if abs, err := filepath.Abs(backupDir); err == nil {
+		backupDir = abs
+	}
 	destinations := &backup.Destinations{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), DefaultDir: backupDir}
 	rec := &clustercontroller.Reconciler{
 		Destinations: destinations,
