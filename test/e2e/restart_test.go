@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -256,5 +259,109 @@ func TestRestartDuringHibernation(t *testing.T) {
 	nodes, err := tenantClient(t, name).CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil || len(nodes.Items) != 1 || nodes.Items[0].Spec.Unschedulable {
 		t.Errorf("nodes after waking: %d, %v", len(nodes.Items), err)
+	}
+}
+
+// TestRestartDuringRestore: killing lotse just after an on-demand backup
+// is asked for, and while a restore runs (control plane being stopped,
+// the data swapped or starting), and starting lotse again ends with the
+// snapshot taken and the cluster restored: the snapshot's objects, none
+// written after it, one process per component.
+func TestRestartDuringRestore(t *testing.T) {
+	const name = "restart-restore"
+	mc := mgmtClient(t)
+	ctx := context.Background()
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+	c.Spec.Backup = &lotsev1.BackupSpec{}
+	if err := mc.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
+	diagnoseOnFailure(t, name)
+	waitClusterReady(t, mc, name, 10*time.Minute)
+	cs := tenantClient(t, name)
+	configMap := func(key string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: key, Namespace: "default"}}
+	}
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, configMap("in-snapshot"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	annotate := func(key, value string) {
+		t.Helper()
+		cl := getCluster(t, mc, name)
+		before := cl.DeepCopy()
+		if cl.Annotations == nil {
+			cl.Annotations = map[string]string{}
+		}
+		cl.Annotations[key] = value
+		if err := mc.Patch(ctx, cl, client.MergeFrom(before)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	annotate(lotsev1.OperationAnnotation, lotsev1.OperationBackup)
+	env.crash()
+	t.Log("killed lotse right after the backup was asked for")
+	if err := env.start(); err != nil {
+		t.Fatal(err)
+	}
+	mc = mgmtClient(t)
+	var snap string
+	waitFor(t, 3*time.Minute, "the snapshot after the restart", func() (bool, error) {
+		got := getCluster(t, mc, name)
+		_, pending := got.Annotations[lotsev1.OperationAnnotation]
+		if b := got.Status.Backup; !pending && b != nil && b.LastSnapshot != "" {
+			snap = b.LastSnapshot
+			return true, nil
+		}
+		return false, nil
+	})
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, configMap("after-snapshot"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	annotate(lotsev1.RestoreAnnotation, snap)
+	waitFor(t, time.Minute, "the restore to start", func() (bool, error) {
+		return getCluster(t, mc, name).Status.Phase == lotsev1.PhaseRestoring, nil
+	})
+	env.crash()
+	t.Log("killed lotse during the restore")
+	if err := env.start(); err != nil {
+		t.Fatal(err)
+	}
+	mc = mgmtClient(t)
+	waitFor(t, 3*time.Minute, "the restore to finish after the restart", func() (bool, error) {
+		got := getCluster(t, mc, name)
+		rs := got.Status.Restore
+		_, pending := got.Annotations[lotsev1.RestoreAnnotation]
+		return !pending && rs != nil && rs.Step == lotsev1.RestoreStepSucceeded, nil
+	})
+	waitClusterReady(t, mc, name, 3*time.Minute)
+	cs = tenantClient(t, name)
+	waitFor(t, time.Minute, "the restored objects", func() (bool, error) {
+		if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "in-snapshot", metav1.GetOptions{}); err != nil {
+			return false, err
+		}
+		_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "after-snapshot", metav1.GetOptions{})
+		if err == nil {
+			return false, fmt.Errorf("after-snapshot is still there")
+		}
+		return apierrors.IsNotFound(err), err
+	})
+	seen := map[string]int{}
+	for _, p := range clusterProcesses(name) {
+		seen[componentOf(p.Name)]++
+	}
+	for comp, n := range seen {
+		if n != 1 {
+			t.Errorf("%s: %d processes after the restore, want 1", comp, n)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(clusterDir(name), "data")); len(entries) != 1 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("data directories after the restore: %v, want only etcd-0", names)
 	}
 }
