@@ -5,10 +5,12 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/lotse/lotse/internal/care"
 	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/loadbalancer"
 	"github.com/lotse/lotse/internal/managementplane"
@@ -37,6 +39,10 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringSliceVar(&opts.DNSUpstreams, "dns-upstream", nil, "resolver the clusters' CoreDNS forwards other names to (repeatable; default: none, no query leaves a cluster)")
 	cmd.Flags().StringVar(&opts.LBAddressPool, "lb-address-pool", manager.DefaultLBAddressPool, "range the public addresses of LoadBalancer Services come from (on the host's loopback)")
 	cmd.Flags().StringVar(&opts.BackupDir, "backup-dir", "", "where snapshots of clusters without a spec.backup destination go (default STATE/backups)")
+	cmd.Flags().StringVar(&opts.MetricsAddr, "metrics-bind-address", "0", "address of the manager's Prometheus metrics, e.g. 127.0.0.1:9464 (0 disables)")
+	cmd.Flags().StringSliceVar(&opts.AlertWebhooks, "alert-webhook", nil, "URL that receives Alertmanager webhook payloads of Lotse's alerts (repeatable)")
+	cmd.Flags().DurationVar(&opts.AlertAfter, "alert-after", care.DefaultAlertAfter, "how long a health condition stays False before it alerts")
+	cmd.Flags().DurationVar(&opts.RestartUnhealthyAfter, "restart-unhealthy-after", care.DefaultRestartAfter, "how long a control-plane component may fail its health check (with what it depends on healthy) before it is restarted; negative: never")
 	return cmd
 }
 
@@ -74,6 +80,8 @@ func newDownCommand() *cobra.Command {
 
 func newManagerCommand() *cobra.Command {
 	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir string
+	var alertWebhooks []string
+	var alertAfter, restartAfter time.Duration
 	var leaderElect bool
 	var dnsUpstreams []string
 	cmd := &cobra.Command{
@@ -98,16 +106,19 @@ func newManagerCommand() *cobra.Command {
 			abs, _ := filepath.Abs(stateDir)
 			sup := supervisor.New(supervisor.OwnerID(abs), supervisor.Options{Log: cmd.ErrOrStderr()})
 			err = manager.Run(cmd.Context(), cfg, manager.Options{
-				Releases:       releases.NewStore(cacheDir),
-				Backend:        process.New(abs, sup),
-				Supervisor:     sup,
-				LeaderElection: leaderElect,
-				MetricsAddr:    metricsAddr,
-				HealthAddr:     healthAddr,
-				BuildLog:       cmd.ErrOrStderr(),
-				DNSUpstreams:   dnsUpstreams,
-				LBAddressPool:  lbPool,
-				BackupDir:      backupDir,
+				Releases:              releases.NewStore(cacheDir),
+				Backend:               process.New(abs, sup),
+				Supervisor:            sup,
+				LeaderElection:        leaderElect,
+				MetricsAddr:           metricsAddr,
+				HealthAddr:            healthAddr,
+				BuildLog:              cmd.ErrOrStderr(),
+				DNSUpstreams:          dnsUpstreams,
+				LBAddressPool:         lbPool,
+				BackupDir:             backupDir,
+				AlertWebhooks:         alertWebhooks,
+				AlertAfter:            alertAfter,
+				RestartUnhealthyAfter: restartAfter,
 			})
 			if cmd.Context().Err() != nil {
 				return nil
@@ -122,6 +133,9 @@ func newManagerCommand() *cobra.Command {
 	cmd.Flags().StringSliceVar(&dnsUpstreams, "dns-upstream", nil, "resolver the clusters' CoreDNS forwards other names to (repeatable; default: none)")
 	cmd.Flags().StringVar(&lbPool, "lb-address-pool", manager.DefaultLBAddressPool, "range the public addresses of LoadBalancer Services come from (on the host's loopback)")
 	cmd.Flags().StringVar(&backupDir, "backup-dir", "", "where snapshots of clusters without a spec.backup destination go (default STATE/backups)")
+	cmd.Flags().StringSliceVar(&alertWebhooks, "alert-webhook", nil, "URL that receives Alertmanager webhook payloads of Lotse's alerts (repeatable)")
+	cmd.Flags().DurationVar(&alertAfter, "alert-after", care.DefaultAlertAfter, "how long a health condition stays False before it alerts")
+	cmd.Flags().DurationVar(&restartAfter, "restart-unhealthy-after", care.DefaultRestartAfter, "how long a control-plane component may fail its health check (with what it depends on healthy) before it is restarted; negative: never")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the metrics endpoint (0 disables)")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", "0", "address of /healthz and /readyz (0 disables)")
 	return cmd

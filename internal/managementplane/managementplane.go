@@ -62,6 +62,13 @@ type Options struct {
 	// BackupDir keeps cluster snapshots without another destination
 	// (empty: STATE/backups).
 	BackupDir string
+	// MetricsAddr serves the manager's Prometheus metrics ("" or "0": off).
+	MetricsAddr string
+	// AlertWebhooks and AlertAfter: see manager.Options.
+	AlertWebhooks []string
+	AlertAfter    time.Duration
+	// RestartUnhealthyAfter: see manager.Options.
+	RestartUnhealthyAfter time.Duration
 }
 
 // Up runs the management plane until ctx ends, then stops every control
@@ -143,14 +150,18 @@ func Up(ctx context.Context, opts Options) error {
 		}
 	}()
 	err = manager.Run(ctx, cfg, manager.Options{
-		Releases:      store,
-		Backend:       backend,
-		Supervisor:    sup,
-		BuildLog:      out,
-		Started:       started,
-		DNSUpstreams:  opts.DNSUpstreams,
-		LBAddressPool: opts.LBAddressPool,
-		BackupDir:     opts.BackupDir,
+		Releases:              store,
+		Backend:               backend,
+		Supervisor:            sup,
+		BuildLog:              out,
+		Started:               started,
+		DNSUpstreams:          opts.DNSUpstreams,
+		LBAddressPool:         opts.LBAddressPool,
+		BackupDir:             opts.BackupDir,
+		MetricsAddr:           opts.MetricsAddr,
+		AlertWebhooks:         opts.AlertWebhooks,
+		AlertAfter:            opts.AlertAfter,
+		RestartUnhealthyAfter: opts.RestartUnhealthyAfter,
 	})
 	if ctx.Err() != nil {
 		return nil // a requested stop, not a failure

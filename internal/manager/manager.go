@@ -28,6 +28,7 @@ import (
 	"github.com/lotse/lotse/internal/cloudcontroller"
 	cloudlocal "github.com/lotse/lotse/internal/cloudprovider/local"
 	"github.com/lotse/lotse/internal/clusterref"
+	"github.com/lotse/lotse/internal/care"
 	backupcontroller "github.com/lotse/lotse/internal/controller/backup"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	hibernationcontroller "github.com/lotse/lotse/internal/controller/hibernation"
@@ -38,6 +39,7 @@ import (
 	"github.com/lotse/lotse/internal/hibernation"
 	"github.com/lotse/lotse/internal/images"
 	"github.com/lotse/lotse/internal/machine/local"
+	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/supervisor"
 	"github.com/lotse/lotse/internal/tenant"
@@ -73,6 +75,16 @@ type Options struct {
 	// LBAddressPool is where public addresses of LoadBalancer Services
 	// come from (default DefaultLBAddressPool).
 	LBAddressPool string
+	// AlertWebhooks receive Alertmanager webhook payloads of Lotse's
+	// alerts (none: alerts show only as events and metrics).
+	AlertWebhooks []string
+	// AlertAfter is how long a health condition stays False before it
+	// alerts (default 5 min).
+	AlertAfter time.Duration
+	// RestartUnhealthyAfter is how long a control-plane component may stay
+	// unhealthy, with what it depends on healthy, before the care
+	// controller restarts it (default 3 min; negative: never).
+	RestartUnhealthyAfter time.Duration
 	// BackupDir keeps the snapshots of clusters whose spec.backup names
 	// no destination (default: backups/ in the state directory).
 	BackupDir string
@@ -201,6 +213,19 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Recorder: mgr.GetEventRecorder("lotse"), WorkDir: filepath.Join(backupDir, ".work"),
 	}
 	if err := backups.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	for _, u := range opts.AlertWebhooks {
+		if err := care.CheckWebhookURL(u); err != nil {
+			return err
+		}
+	}
+	metrics.Register(mgr.GetClient())
+	if err := mgr.Add(&care.Controller{
+		Client: mgr.GetClient(), Backend: opts.Backend, Releases: opts.Releases, Recorder: mgr.GetEventRecorder("lotse"),
+		Notifier: &care.Webhook{URLs: opts.AlertWebhooks}, AlertAfter: opts.AlertAfter, RestartAfter: opts.RestartUnhealthyAfter,
+		Refresh: func(ref clusterref.Ref) { rec.NotifyProcess(ref.Key() + "/care") },
+	}); err != nil {
 		return err
 	}
 	sleep := &hibernationcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}

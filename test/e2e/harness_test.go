@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/managementplane"
 	"github.com/lotse/lotse/internal/manager"
+	"github.com/lotse/lotse/internal/ports"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/supervisor"
 )
@@ -34,6 +36,10 @@ type lotseUp struct {
 	binary   string
 	stateDir string
 	owner    string
+	// metricsAddr serves the manager's metrics; alerts receives its
+	// alert webhooks.
+	metricsAddr string
+	alerts      *alertSink
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -81,7 +87,16 @@ func run(m *testing.M) int {
 		stateDir = d
 	}
 	stateDir, _ = filepath.Abs(stateDir)
-	env = &lotseUp{binary: binary, stateDir: stateDir, owner: supervisor.OwnerID(stateDir)}
+	env = &lotseUp{binary: binary, stateDir: stateDir, owner: supervisor.OwnerID(stateDir), alerts: &alertSink{}}
+	metricsPort, err := ports.Allocate(1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env.metricsAddr = fmt.Sprintf("127.0.0.1:%d", metricsPort[0])
+	sink := httptest.NewServer(env.alerts)
+	defer sink.Close()
+	env.alerts.url = sink.URL
 	// Start from nothing: a previous run that died may have left processes,
 	// machines and their host plumbing.
 	if _, err := os.Stat(stateDir); err == nil {
@@ -117,7 +132,10 @@ func (l *lotseUp) start() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := &syncBuffer{}
-	cmd := exec.Command(l.binary, "up", "--state-dir", l.stateDir)
+	// Alerts after 20 s (not 5 min) and repairs after 90 s (not 3 min),
+	// so the care test sees them in minutes.
+	cmd := exec.Command(l.binary, "up", "--state-dir", l.stateDir, "--metrics-bind-address", l.metricsAddr,
+		"--alert-webhook", l.alerts.url, "--alert-after", "20s", "--restart-unhealthy-after", "90s")
 	cmd.Stdout, cmd.Stderr = out, out
 	// If the test binary dies (a timeout, a kill), lotse up gets the
 	// Ctrl-C it would get from a person and stops its control planes.

@@ -31,6 +31,7 @@ import (
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	"github.com/lotse/lotse/internal/controller/patch"
 	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/releases"
 )
 
@@ -50,8 +51,6 @@ type Reconciler struct {
 	WorkDir string
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
-	// Observe, if set, hears of every backup's outcome (metrics).
-	Observe func(c *lotsev1.Cluster, took time.Duration, err error)
 }
 
 // SetupWithManager registers the reconciler: spec and annotation changes
@@ -149,8 +148,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		} else {
 			start := time.Now()
 			name, err := r.backup(ctx, c, status, now)
-			if r.Observe != nil {
-				r.Observe(c, time.Since(start), err)
+			if err != nil {
+				metrics.BackupsTotal.WithLabelValues(c.Namespace, c.Name, "failure").Inc()
+			} else {
+				metrics.BackupsTotal.WithLabelValues(c.Namespace, c.Name, "success").Inc()
+				metrics.BackupDuration.WithLabelValues(c.Namespace, c.Name).Observe(time.Since(start).Seconds())
 			}
 			if err != nil {
 				status.LastError, status.LastFailureTime = err.Error(), &metav1.Time{Time: now}

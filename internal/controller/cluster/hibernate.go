@@ -30,6 +30,7 @@ import (
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/drain"
 	"github.com/lotse/lotse/internal/hibernation"
+	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/pki"
 )
 
@@ -112,6 +113,7 @@ func (r *Reconciler) hibernate(ctx context.Context, c *lotsev1.Cluster, status *
 		} else {
 			h.Hibernated, h.Step = true, ""
 			r.event(c, corev1.EventTypeNormal, "Hibernated", "Hibernate", "no process of the cluster runs; set spec.hibernation.enabled to false to wake it")
+			metrics.HibernationsTotal.WithLabelValues(c.Namespace, c.Name, "hibernate").Inc()
 		}
 	}
 	if h.Hibernated {

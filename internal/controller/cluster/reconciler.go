@@ -28,6 +28,7 @@ import (
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/machine"
+	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/tasks"
 	"github.com/lotse/lotse/internal/tenant"
@@ -253,7 +254,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		status.Phase = lotsev1.PhaseRunning
 	case opType == lotsev1.OperationCreate:
 		status.Phase = lotsev1.PhaseCreating
-	case cluster.Status.ObservedGeneration != cluster.Generation || !results.Done():
+	case cluster.Status.ObservedGeneration != cluster.Generation || status.Upgrade != nil ||
+		(!results.Done() && !controlPlanePending(results, controlPlaneTasks)):
+		// A change on its way (spec, version, pools rolling).
 		status.Phase = lotsev1.PhaseUpdating
 	default:
 		status.Phase = lotsev1.PhaseUnhealthy
@@ -264,6 +267,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// gone; health is then the ordinary conditions' business.
 		status.Hibernation.Since, status.Hibernation.Hibernated, status.Hibernation.Step = nil, false, ""
 		r.event(cluster, corev1.EventTypeNormal, "Woken", "Wake", "the cluster is awake: control plane, machines and nodes are back")
+		metrics.HibernationsTotal.WithLabelValues(cluster.Namespace, cluster.Name, "wake").Inc()
 	case waking:
 		status.Phase = lotsev1.PhaseWaking
 		status.Hibernation.Hibernated, status.Hibernation.Step = false, "starting the control plane and the machines"

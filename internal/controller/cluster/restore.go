@@ -17,6 +17,7 @@ import (
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/backup"
 	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/releases"
 )
 
@@ -176,6 +177,7 @@ func (r *Reconciler) refuseRestore(ctx context.Context, c *lotsev1.Cluster, stat
 	}
 	status.Restore = &lotsev1.RestoreStatus{From: from, Step: lotsev1.RestoreStepFailed, Message: msg, StartTime: start, CompletionTime: &now}
 	r.event(c, corev1.EventTypeWarning, "RestoreRefused", "Restore", "restore from %s refused: %v", from, cause)
+	metrics.RestoresTotal.WithLabelValues(c.Namespace, c.Name, "refused").Inc()
 	if err := r.writeStatus(ctx, c, status); err != nil {
 		return err
 	}
@@ -205,6 +207,7 @@ func (r *Reconciler) finishRestore(ctx context.Context, c *lotsev1.Cluster, stat
 	status.Restore.Step, status.Restore.CompletionTime = lotsev1.RestoreStepSucceeded, &now
 	took := now.Sub(status.Restore.StartTime.Time).Round(100 * time.Millisecond)
 	status.Restore.Message = fmt.Sprintf("restored in %s", took)
+	metrics.RestoresTotal.WithLabelValues(c.Namespace, c.Name, "success").Inc()
 	r.event(c, corev1.EventTypeNormal, "Restored", "Restore", "etcd restored from %s; the control plane answers again (%s)", status.Restore.From, took)
 	return nil
 }
