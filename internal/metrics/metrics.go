@@ -77,7 +77,7 @@ var Names = []string{
 }
 
 var (
-	clustersDesc = prometheus.NewDesc("lotse_clusters", "Clusters by phase.", []string{"phase"}, nil)
+	clustersDesc  = prometheus.NewDesc("lotse_clusters", "Clusters by phase.", []string{"phase"}, nil)
 	conditionDesc = prometheus.NewDesc("lotse_cluster_condition", "A cluster's conditions: 1 for the status it has.",
 		[]string{"namespace", "cluster", "condition", "status"}, nil)
 	infoDesc = prometheus.NewDesc("lotse_cluster_info", "Each cluster's version, phase and HA.",
