@@ -114,9 +114,23 @@ type Contents struct {
 // etcd snapshot into dir. Nothing is returned unless the whole file
 // authenticated, ended properly and the snapshot matches its manifest: a
 // truncated or altered file gives ErrCorrupt (wrapped).
-func Read(r io.Reader, key []byte, dir string) (Contents, error) {
-	var c Contents
-	opened, err := newOpenReader(r, key)
+func Read(r io.Reader, key []byte, dir string) (c Contents, err error) {
+	// Failures to read the source (a connection reset) or to write the
+	// extracted snapshot (a full disk) are not the file's fault: they are
+	// returned as they are, so a caller tries again instead of calling
+	// the backup corrupt.
+	src := &errorRecorder{r: r}
+	var sink errorRecorder
+	defer func() {
+		switch {
+		case err == nil:
+		case src.err != nil:
+			err = fmt.Errorf("reading the backup: %w", src.err)
+		case sink.err != nil:
+			err = fmt.Errorf("extracting the etcd snapshot: %w", sink.err)
+		}
+	}()
+	opened, err := newOpenReader(src, key)
 	if err != nil {
 		return c, err
 	}
@@ -164,7 +178,8 @@ func Read(r io.Reader, key []byte, dir string) (Contents, error) {
 				return c, err
 			}
 			h := sha256.New()
-			etcdSize, err = io.Copy(io.MultiWriter(f, h), tr)
+			sink.w = f
+			etcdSize, err = io.Copy(io.MultiWriter(&sink, h), tr)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
@@ -190,6 +205,30 @@ func Read(r io.Reader, key []byte, dir string) (Contents, error) {
 		return c, fmt.Errorf("%w: the etcd snapshot does not match its manifest", ErrCorrupt)
 	}
 	return c, nil
+}
+
+// errorRecorder passes reads or writes through and keeps the first error
+// other than io.EOF.
+type errorRecorder struct {
+	r   io.Reader
+	w   io.Writer
+	err error
+}
+
+func (e *errorRecorder) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+func (e *errorRecorder) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 func corrupt(err error) error {

@@ -171,3 +171,27 @@ func TestSnapshotNames(t *testing.T) {
 		}
 	}
 }
+
+// failingReader fails after n bytes, like a connection reset.
+type failingReader struct {
+	data []byte
+	n    int
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, errors.New("connection reset by peer")
+	}
+	k := copy(p, f.data[:min(len(p), f.n, len(f.data))])
+	f.data, f.n = f.data[k:], f.n-k
+	return k, nil
+}
+
+func TestReadTransportErrorIsNotCorruption(t *testing.T) {
+	key := testKey(t)
+	sealed, _ := sealedBackup(t, key, 3*chunkSize)
+	_, err := Read(&failingReader{data: sealed, n: len(sealed) / 2}, key, t.TempDir())
+	if err == nil || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "connection reset") {
+		t.Errorf("a failed read: %v, want the read error, not corruption", err)
+	}
+}

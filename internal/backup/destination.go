@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,38 @@ type Destinations struct {
 	// DefaultDir holds snapshots of clusters whose spec.backup names no
 	// destination.
 	DefaultDir string
+	// WorkDir holds snapshots while they are sealed or extracted (empty:
+	// the system's temporary directory).
+	WorkDir string
+}
+
+// TempDir makes a private working directory for one backup or restore.
+func (d *Destinations) TempDir(pattern string) (string, error) {
+	if d.WorkDir != "" {
+		if err := os.MkdirAll(d.WorkDir, 0o700); err != nil {
+			return "", err
+		}
+	}
+	return os.MkdirTemp(d.WorkDir, pattern)
+}
+
+// ExistingKey returns the manager's backup key without creating one: a
+// restore on a rebuilt management plane must use the saved key, not a
+// new one that could never open the snapshot.
+func (d *Destinations) ExistingKey(ctx context.Context) ([]byte, error) {
+	secret := &corev1.Secret{}
+	ref := client.ObjectKey{Namespace: KeyNamespace, Name: KeySecretName}
+	if err := d.Reader.Get(ctx, ref, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("the backup key Secret %s does not exist: create it from your copy of the key (data key %q, %d bytes) before restoring", ref, keyDataName, KeySize)
+		}
+		return nil, fmt.Errorf("read the backup key Secret %s: %w", ref, err)
+	}
+	key := secret.Data[keyDataName]
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("the backup key Secret %s holds %d bytes under %q, needs %d", ref, len(key), keyDataName, KeySize)
+	}
+	return key, nil
 }
 
 // Store returns where the snapshots of cluster NAMESPACE/NAME live, as

@@ -71,6 +71,10 @@ func NewS3Store(cfg S3Config) (*S3Store, error) {
 	case "https":
 		secure = true
 	case "http":
+		// Signed requests in the clear: only to this machine.
+		if ip := net.ParseIP(u.Hostname()); u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return nil, fmt.Errorf("S3 endpoint %q: http:// is only for a store on this machine's loopback; use https://", cfg.Endpoint)
+		}
 	default:
 		return nil, fmt.Errorf("S3 endpoint %q: the scheme must be https (or http for a server on loopback)", cfg.Endpoint)
 	}

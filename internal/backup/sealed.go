@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -18,21 +19,25 @@ import (
 // size streams through a fixed amount of memory and any change to it is
 // found:
 //
-//	header: magic "LOTSEBAK", version (1 byte), key id (8), nonce prefix (7)
+//	header: magic "LOTSEBAK", version (1 byte), key id (8), salt (32), nonce prefix (7)
 //	frames: final flag (1 byte), plaintext length (4, big endian), sealed chunk
 //
-// Each chunk's nonce is the prefix, the chunk's number and the final flag,
-// and the header is its additional data: reordered, dropped, altered or
-// appended frames fail to open, and a file that ends before a final frame
-// is truncated.
+// Each file is sealed with its own key, derived from the manager's key and
+// the file's random salt (HKDF-SHA256), so nonces never repeat under one
+// key however many backups the manager writes. Each chunk's nonce is the
+// prefix, the chunk's number and the final flag, and the header is its
+// additional data: reordered, dropped, altered or appended frames fail to
+// open, and a file that ends before a final frame is truncated.
 
 const (
 	magic         = "LOTSEBAK"
 	formatVersion = 1
 	chunkSize     = 64 << 10
 	keyIDLen      = 8
+	saltLen       = 32
 	prefixLen     = 7
-	headerLen     = len(magic) + 1 + keyIDLen + prefixLen
+	headerLen     = len(magic) + 1 + keyIDLen + saltLen + prefixLen
+	hkdfInfo      = "lotse backup file key v1"
 )
 
 // KeySize is the length of a backup encryption key.
@@ -42,17 +47,27 @@ const KeySize = 32
 // backup at all.
 var ErrCorrupt = errors.New("backup file is corrupt or truncated")
 
+// ErrWrongKey marks a backup sealed with another manager's key, or in a
+// format this Lotse does not know.
+var ErrWrongKey = errors.New("backup sealed with another key")
+
 // KeyID names a key without revealing it (the start of its SHA-256).
 func KeyID(key []byte) string {
 	sum := sha256.Sum256(key)
 	return hex.EncodeToString(sum[:keyIDLen])
 }
 
-func newAEAD(key []byte) (cipher.AEAD, error) {
+// newAEAD returns the cipher of one file: AES-256-GCM under the key
+// derived from the manager's key and the file's salt.
+func newAEAD(key, salt []byte) (cipher.AEAD, error) {
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("backup encryption key has %d bytes, needs %d", len(key), KeySize)
 	}
-	block, err := aes.NewCipher(key)
+	fileKey, err := hkdf.Key(sha256.New, key, salt, hkdfInfo, KeySize)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(fileKey)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +86,12 @@ type sealWriter struct {
 }
 
 func newSealWriter(w io.Writer, key []byte) (*sealWriter, error) {
-	aead, err := newAEAD(key)
+	random := make([]byte, saltLen+prefixLen)
+	if _, err := rand.Read(random); err != nil {
+		return nil, err
+	}
+	salt, prefix := random[:saltLen], random[saltLen:]
+	aead, err := newAEAD(key, salt)
 	if err != nil {
 		return nil, err
 	}
@@ -80,10 +100,7 @@ func newSealWriter(w io.Writer, key []byte) (*sealWriter, error) {
 	header = append(header, magic...)
 	header = append(header, formatVersion)
 	header = append(header, sum[:keyIDLen]...)
-	prefix := make([]byte, prefixLen)
-	if _, err := rand.Read(prefix); err != nil {
-		return nil, err
-	}
+	header = append(header, salt...)
 	header = append(header, prefix...)
 	if _, err := w.Write(header); err != nil {
 		return nil, err
@@ -154,9 +171,8 @@ type openReader struct {
 }
 
 func newOpenReader(r io.Reader, key []byte) (*openReader, error) {
-	aead, err := newAEAD(key)
-	if err != nil {
-		return nil, err
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("backup encryption key has %d bytes, needs %d", len(key), KeySize)
 	}
 	header := make([]byte, headerLen)
 	if _, err := io.ReadFull(r, header); err != nil {
@@ -166,14 +182,19 @@ func newOpenReader(r io.Reader, key []byte) (*openReader, error) {
 		return nil, fmt.Errorf("%w: not a Lotse backup", ErrCorrupt)
 	}
 	if header[len(magic)] != formatVersion {
-		return nil, fmt.Errorf("backup format %d is not known to this Lotse (it reads %d)", header[len(magic)], formatVersion)
+		return nil, fmt.Errorf("%w: backup format %d is not known to this Lotse (it reads %d)", ErrWrongKey, header[len(magic)], formatVersion)
 	}
 	id := header[len(magic)+1 : len(magic)+1+keyIDLen]
 	if got := KeyID(key); hex.EncodeToString(id) != got {
-		return nil, fmt.Errorf("the backup was encrypted with backup key %x, this manager has key %s: restore it with the manager's key it was made with", id, got)
+		return nil, fmt.Errorf("%w: the backup was encrypted with backup key %x, this manager has key %s: put the key it was made with into Secret lotse-system/lotse-backup-key", ErrWrongKey, id, got)
+	}
+	salt := header[len(magic)+1+keyIDLen : len(magic)+1+keyIDLen+saltLen]
+	aead, err := newAEAD(key, salt)
+	if err != nil {
+		return nil, err
 	}
 	return &openReader{r: bufio.NewReaderSize(r, chunkSize+64), aead: aead, header: header,
-		prefix: header[len(magic)+1+keyIDLen:]}, nil
+		prefix: header[len(magic)+1+keyIDLen+saltLen:]}, nil
 }
 
 func (o *openReader) next() error {

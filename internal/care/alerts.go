@@ -60,14 +60,21 @@ func (a Alert) Resolved() bool { return !a.EndsAt.IsZero() }
 
 // quiet says whether a cluster is where health alerts mean nothing: on
 // its way up, to sleep, asleep, restoring or going away.
+// A restore is quiet for restoreQuiet at most: one that hangs longer (a
+// control plane that does not come back) alerts.
 func quiet(c *lotsev1.Cluster) bool {
 	switch c.Status.Phase {
 	case "", lotsev1.PhasePending, lotsev1.PhaseCreating, lotsev1.PhaseHibernating, lotsev1.PhaseHibernated,
-		lotsev1.PhaseWaking, lotsev1.PhaseRestoring, lotsev1.PhaseDeleting:
+		lotsev1.PhaseWaking, lotsev1.PhaseDeleting:
 		return true
+	case lotsev1.PhaseRestoring:
+		rs := c.Status.Restore
+		return rs == nil || rs.StartTime == nil || time.Since(rs.StartTime.Time) < restoreQuiet
 	}
 	return !c.DeletionTimestamp.IsZero() || c.Hibernating()
 }
+
+const restoreQuiet = 15 * time.Minute
 
 // Evaluate returns the alerts that fire for a cluster now: each watched
 // condition False for at least after (from its lastTransitionTime), and a

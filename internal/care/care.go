@@ -131,11 +131,13 @@ func (c *Controller) Tick(ctx context.Context) {
 	now := c.now()
 	sem := make(chan struct{}, parallelProbes)
 	var wg sync.WaitGroup
+	looked := map[string]bool{}
 	for i := range clusters.Items {
 		cl := &clusters.Items[i]
 		if quiet(cl) || cl.Status.Endpoint == "" {
 			continue
 		}
+		looked[clusterref.Ref{Namespace: cl.Namespace, Name: cl.Name}.Key()] = true
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -145,6 +147,7 @@ func (c *Controller) Tick(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	c.forgetExcept(looked)
 	var firing []Alert
 	byFingerprint := map[string]*lotsev1.Cluster{}
 	for i := range clusters.Items {
@@ -233,6 +236,24 @@ func (c *Controller) probeClient(spec controlplane.Spec) (*probeClient, error) {
 
 var instanceSuffix = regexp.MustCompile(`-\d+$`)
 
+// forgetExcept drops what is remembered of clusters not looked at (quiet,
+// hibernated, restoring, gone): their unhealthy-since times would restart
+// a component at once when they come back, and their probe clients leak.
+func (c *Controller) forgetExcept(looked map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key := range c.unhealthy {
+		if ref, ok := clusterref.ParseKey(key); !ok || !looked[ref.Key()] {
+			delete(c.unhealthy, key)
+		}
+	}
+	for key := range c.probes {
+		if !looked[key] {
+			delete(c.probes, key)
+		}
+	}
+}
+
 // repair restarts components unhealthy for RestartAfter whose
 // dependencies are healthy: etcd members on their own, API servers when
 // etcd is healthy, the rest when etcd and the API servers are.
@@ -248,6 +269,17 @@ func (c *Controller) repair(ctx context.Context, cl *lotsev1.Cluster, spec contr
 	defer c.mu.Unlock()
 	if c.unhealthy == nil {
 		c.unhealthy, c.restarting = map[string]time.Time{}, map[string]bool{}
+	}
+	if (cl.Status.Phase != lotsev1.PhaseRunning && cl.Status.Phase != lotsev1.PhaseUnhealthy) || cl.Status.Upgrade != nil ||
+		cl.Status.ObservedGeneration != cl.Generation {
+		// A change is on its way: its own rollout owns the processes, and
+		// the time until a restart starts again after it.
+		for key := range c.unhealthy {
+			if strings.HasPrefix(key, spec.Key+"/") {
+				delete(c.unhealthy, key)
+			}
+		}
+		return
 	}
 	for _, h := range st.Components {
 		key := spec.Key + "/" + h.Name
@@ -272,7 +304,6 @@ func (c *Controller) repair(ctx context.Context, cl *lotsev1.Cluster, spec contr
 			blocked = unhealthyComponent["etcd"] || unhealthyComponent["kube-apiserver"]
 		}
 		if after < 0 || now.Sub(since) < after || blocked || spec.Binaries.Release.Version == "" ||
-			(cl.Status.Phase != lotsev1.PhaseRunning && cl.Status.Phase != lotsev1.PhaseUnhealthy) || cl.Status.Upgrade != nil ||
 			c.restarting[spec.Key+"/"+component] {
 			continue
 		}
@@ -319,6 +350,10 @@ func (c *Controller) alerts(ctx context.Context, firing []Alert, clusters map[st
 			c.event(t.cluster, corev1.EventTypeWarning, "AlertFiring", "%s: %s", a.Labels["alertname"], a.Annotations["summary"])
 		} else {
 			t.alert.Annotations, t.cluster = a.Annotations, clusters[fp]
+			if !t.alert.EndsAt.IsZero() {
+				// Firing again before its end was delivered: it goes on.
+				t.alert.EndsAt, t.delivered = time.Time{}, false
+			}
 		}
 		if !t.delivered || now.Sub(t.lastSent) >= repeat {
 			groups[group(t)] = append(groups[group(t)], t)

@@ -162,6 +162,9 @@ func newClusterRestoreCommand(flags *clientFlags) *cobra.Command {
 			}
 			ref := backup.Ref{Namespace: sourceKey.Namespace, Cluster: sourceKey.Name, Snapshot: from}
 			target := sourceKey
+			// Status times have seconds: a second of slack, taken before
+			// the request so a fast answer is not missed.
+			requested := time.Now().Add(-time.Second)
 			if into == "" {
 				if err := patchCluster(cmd, flags, args[0], map[string]any{"metadata": map[string]any{"annotations": map[string]any{
 					lotsev1.RestoreAnnotation: from}}}); err != nil {
@@ -190,7 +193,6 @@ func newClusterRestoreCommand(flags *clientFlags) *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "restore of %s into cluster %s requested; status.restore shows the progress\n", ref, target)
 				return nil
 			}
-			requested := time.Now().Add(-time.Second)
 			return waitCluster(ctx, c, target, timeout, func(cl *lotsev1.Cluster) (bool, error) {
 				rs := cl.Status.Restore
 				if rs == nil || rs.StartTime == nil || rs.StartTime.Before(&metav1.Time{Time: requested}) {

@@ -183,7 +183,8 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if abs, err := filepath.Abs(backupDir); err == nil {
 		backupDir = abs
 	}
-	destinations := &backup.Destinations{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), DefaultDir: backupDir}
+	destinations := &backup.Destinations{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), DefaultDir: backupDir,
+		WorkDir: filepath.Join(backupDir, ".work")}
 	rec := &clustercontroller.Reconciler{
 		Destinations: destinations,
 		Provider:     provider,
@@ -210,7 +211,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 	backups := &backupcontroller.Reconciler{
 		Client: mgr.GetClient(), Backend: opts.Backend, Releases: opts.Releases, Destinations: destinations,
-		Recorder: mgr.GetEventRecorder("lotse"), WorkDir: filepath.Join(backupDir, ".work"),
+		Recorder: mgr.GetEventRecorder("lotse"),
 	}
 	if err := backups.SetupWithManager(mgr); err != nil {
 		return err

@@ -46,9 +46,6 @@ type Reconciler struct {
 	Releases     *releases.Store
 	Destinations *backup.Destinations
 	Recorder     events.EventRecorder
-	// WorkDir holds snapshots while they are sealed (empty: the system's
-	// temporary directory).
-	WorkDir string
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -97,7 +94,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	onDemand := c.Annotations[lotsev1.OperationAnnotation] == lotsev1.OperationBackup
-	if !c.DeletionTimestamp.IsZero() || c.Annotations[lotsev1.PausedAnnotation] == "true" || (c.Spec.Backup == nil && !onDemand) {
+	if !c.DeletionTimestamp.IsZero() || c.Annotations[lotsev1.PausedAnnotation] == "true" {
+		return ctrl.Result{}, nil
+	}
+	if c.Spec.Backup == nil && !onDemand {
+		// Backups were turned off: nothing is planned and an old failure
+		// no longer counts (the kept snapshots stay listed).
+		if b := c.Status.Backup; b != nil && (b.NextScheduled != nil || b.LastError != "") {
+			b = b.DeepCopy()
+			b.NextScheduled, b.Schedule, b.LastError, b.LastFailureTime = nil, "", "", nil
+			return ctrl.Result{}, r.writeStatus(ctx, c, b)
+		}
 		return ctrl.Result{}, nil
 	}
 	now := r.now()
@@ -166,10 +173,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			status.NextScheduled = &metav1.Time{Time: schedule.Next(now.In(loc))}
 		}
 		if onDemand {
-			before := c.DeepCopy()
-			delete(c.Annotations, lotsev1.OperationAnnotation)
-			if err := r.Client.Patch(ctx, c, client.MergeFrom(before)); err != nil {
-				return ctrl.Result{}, client.IgnoreNotFound(err)
+			// Only if it still asks for a backup: a request for another
+			// operation made meanwhile stays.
+			if err := patch.RemoveAnnotationIf(ctx, r.Client, c, lotsev1.OperationAnnotation, lotsev1.OperationBackup); err != nil {
+				return ctrl.Result{}, err
 			}
 		}
 	}
@@ -219,12 +226,7 @@ func (r *Reconciler) backup(ctx context.Context, c *lotsev1.Cluster, status *lot
 	}
 	cp := clustercontroller.SpecFor(c, bins)
 
-	if r.WorkDir != "" {
-		if err := os.MkdirAll(r.WorkDir, 0o700); err != nil {
-			return "", err
-		}
-	}
-	dir, err := os.MkdirTemp(r.WorkDir, "lotse-backup-")
+	dir, err := r.Destinations.TempDir("lotse-backup-")
 	if err != nil {
 		return "", err
 	}
@@ -265,12 +267,16 @@ func (r *Reconciler) backup(ctx context.Context, c *lotsev1.Cluster, status *lot
 	if retention == 0 {
 		retention = DefaultRetention
 	}
+	// The snapshot is stored: a failure to prune or list is reported,
+	// but the backup succeeded.
 	if _, err := backup.Prune(ctx, store, retention); err != nil {
-		return name, err
+		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "BackupPruneFailed", "Backup", "snapshot %s is stored, but old snapshots could not be removed: %v", name, err)
 	}
 	snaps, err := backup.List(ctx, store)
 	if err != nil {
-		return name, err
+		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "BackupListFailed", "Backup", "snapshot %s is stored, but the snapshots could not be listed: %v", name, err)
+		status.Snapshots = append(status.Snapshots, lotsev1.SnapshotStatus{Name: name, Time: metav1.Time{Time: now}})
+		return name, nil
 	}
 	status.Snapshots = status.Snapshots[:0]
 	for _, s := range snaps {

@@ -99,8 +99,8 @@ func TestReconcile(t *testing.T) {
 			be := &controllertest.FakeBackend{}
 			rec := events.NewFakeRecorder(10)
 			r := &Reconciler{Client: cl, Backend: be, Releases: controllertest.InstalledStore(t),
-				Destinations: &backup.Destinations{Client: cl, Reader: cl, DefaultDir: dir},
-				Recorder:     rec, WorkDir: t.TempDir(), Now: func() time.Time { return now }}
+				Destinations: &backup.Destinations{Client: cl, Reader: cl, DefaultDir: dir, WorkDir: t.TempDir()},
+				Recorder:     rec, Now: func() time.Time { return now }}
 			res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(c)})
 			if err != nil {
 				t.Fatal(err)

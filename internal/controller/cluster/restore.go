@@ -71,9 +71,9 @@ func (r *Reconciler) restore(ctx context.Context, c *lotsev1.Cluster, status *lo
 	if err != nil {
 		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), err)
 	}
-	key, err := r.Destinations.Key(ctx)
+	key, err := r.Destinations.ExistingKey(ctx)
 	if err != nil {
-		return true, ctrl.Result{}, err
+		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), err)
 	}
 	file, err := store.Get(ctx, backup.FileName(ref.Snapshot))
 	if errors.Is(err, backup.ErrNotFound) {
@@ -82,7 +82,7 @@ func (r *Reconciler) restore(ctx context.Context, c *lotsev1.Cluster, status *lo
 	if err != nil {
 		return true, ctrl.Result{}, r.retryRestore(ctx, c, status, fmt.Errorf("fetching the snapshot from %s: %w", store, err))
 	}
-	dir, err := os.MkdirTemp("", "lotse-restore-")
+	dir, err := r.Destinations.TempDir("lotse-restore-")
 	if err != nil {
 		file.Close()
 		return true, ctrl.Result{}, err
@@ -90,8 +90,11 @@ func (r *Reconciler) restore(ctx context.Context, c *lotsev1.Cluster, status *lo
 	defer os.RemoveAll(dir)
 	contents, err := backup.Read(file, key, dir)
 	file.Close()
-	if err != nil {
+	if errors.Is(err, backup.ErrCorrupt) || errors.Is(err, backup.ErrWrongKey) {
 		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), fmt.Errorf("snapshot %s: %w", ref.Snapshot, err))
+	}
+	if err != nil {
+		return true, ctrl.Result{}, r.retryRestore(ctx, c, status, fmt.Errorf("snapshot %s: %w", ref.Snapshot, err))
 	}
 	if err := checkSnapshotFits(c, status, contents.Manifest, ref, release); err != nil {
 		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), err)
@@ -131,10 +134,15 @@ func checkSnapshotFits(c *lotsev1.Cluster, status *lotsev1.ClusterStatus, m back
 	if m.UID != string(c.UID) && status.KubernetesVersion != "" {
 		return fmt.Errorf("snapshot %s is of cluster %s/%s (uid %s), not of this one, which has data of its own; restore it into a new cluster: lotse cluster restore %s --from %s --into NEW", ref.Snapshot, m.Namespace, m.Name, m.UID, ref.Cluster, ref.Snapshot)
 	}
-	if from, err := releases.ParseVersion(m.KubernetesVersion); err == nil {
-		if to, err := releases.ParseVersion(release.Version); err == nil && from.Minor > to.Minor {
-			return fmt.Errorf("snapshot %s was taken at Kubernetes %s, newer than this cluster's %s; set spec.kubernetes.version to %s or newer", ref.Snapshot, m.KubernetesVersion, release.Version, m.KubernetesVersion)
-		}
+	from, ferr := releases.ParseVersion(m.KubernetesVersion)
+	to, terr := releases.ParseVersion(release.Version)
+	switch {
+	case ferr != nil || terr != nil:
+		return fmt.Errorf("snapshot %s: Kubernetes version %q cannot be compared with the cluster's %s", ref.Snapshot, m.KubernetesVersion, release.Version)
+	case from.Major != to.Major || from.Minor > to.Minor:
+		return fmt.Errorf("snapshot %s was taken at Kubernetes %s, newer than this cluster's %s; set spec.kubernetes.version to %s or newer", ref.Snapshot, m.KubernetesVersion, release.Version, m.KubernetesVersion)
+	case from.Minor+1 < to.Minor:
+		return fmt.Errorf("snapshot %s was taken at Kubernetes %s, more than one minor before this cluster's %s (upgrades go one minor at a time); restore it into a cluster at 1.%d and upgrade that", ref.Snapshot, m.KubernetesVersion, release.Version, from.Minor+1)
 	}
 	var snapSpec lotsev1.ClusterSpec
 	if len(m.Spec) > 0 && json.Unmarshal(m.Spec, &snapSpec) == nil {
@@ -164,8 +172,8 @@ const restoreRetry = time.Minute
 func (r *Reconciler) refuseRestore(ctx context.Context, c *lotsev1.Cluster, status *lotsev1.ClusterStatus, from string, cause error) error {
 	now := metav1.Now()
 	start := &now
-	if status.Restore != nil && status.Restore.From == from && status.Restore.StartTime != nil {
-		start = status.Restore.StartTime
+	if rs := status.Restore; rs != nil && rs.From == from && rs.Step == lotsev1.RestoreStepRestoring && rs.StartTime != nil {
+		start = rs.StartTime // this attempt's start
 	}
 	fresh := status.KubernetesVersion == ""
 	msg := "refused: " + cause.Error()

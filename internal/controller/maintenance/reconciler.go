@@ -126,10 +126,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		status.LastRunActions = actions
 	}
 	if asked {
-		before := c.DeepCopy()
-		delete(c.Annotations, lotsev1.OperationAnnotation)
-		if err := r.Client.Patch(ctx, c, client.MergeFrom(before)); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
+		if err := patch.RemoveAnnotationIf(ctx, r.Client, c, lotsev1.OperationAnnotation, lotsev1.OperationMaintain); err != nil {
+			return ctrl.Result{}, err
 		}
 	}
 

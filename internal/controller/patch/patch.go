@@ -8,9 +8,12 @@ package patch
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -25,4 +28,29 @@ func Status(ctx context.Context, c client.Client, obj, before client.Object) err
 		return fmt.Errorf("write status of %s: %w", client.ObjectKeyFromObject(obj), err)
 	}
 	return nil
+}
+
+// RemoveAnnotationIf removes an annotation only while it still has the
+// given value (a JSON patch with a test), so a newer value someone wrote
+// in between is kept. obj is updated from the answer.
+func RemoveAnnotationIf(ctx context.Context, c client.Client, obj client.Object, key, value string) error {
+	if obj.GetAnnotations()[key] != value {
+		return nil
+	}
+	path := "/metadata/annotations/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
+	ops, err := json.Marshal([]map[string]any{{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}})
+	if err != nil {
+		return err
+	}
+	err = c.Patch(ctx, obj, client.RawPatch(types.JSONPatchType, ops))
+	if err == nil || apierrors.IsNotFound(err) {
+		return nil
+	}
+	// The test failed (422) if the annotation changed: then nothing of
+	// ours is left to remove. Any other failure is returned.
+	current := obj.DeepCopyObject().(client.Object)
+	if gerr := c.Get(ctx, client.ObjectKeyFromObject(obj), current); gerr == nil && current.GetAnnotations()[key] != value {
+		return nil
+	}
+	return fmt.Errorf("remove annotation %s of %s: %w", key, client.ObjectKeyFromObject(obj), err)
 }

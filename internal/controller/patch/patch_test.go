@@ -64,3 +64,36 @@ func TestStatus(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveAnnotationIf: the annotation goes only while it has the value
+// the caller saw; a value written in between stays.
+func TestRemoveAnnotationIf(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = lotsev1.AddToScheme(scheme)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name, onServer string
+		wantLeft       string
+	}{
+		{"still the same value: removed", "backup", ""},
+		{"changed in between: kept", "maintain", "maintain"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "c1",
+				Annotations: map[string]string{lotsev1.OperationAnnotation: tt.onServer, "other": "x"}}}
+			cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(c).Build()
+			seen := c.DeepCopy()
+			seen.Annotations[lotsev1.OperationAnnotation] = "backup" // what the caller read
+			if err := RemoveAnnotationIf(ctx, cl, seen, lotsev1.OperationAnnotation, "backup"); err != nil {
+				t.Fatal(err)
+			}
+			got := &lotsev1.Cluster{}
+			if err := cl.Get(ctx, client.ObjectKeyFromObject(c), got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Annotations[lotsev1.OperationAnnotation] != tt.wantLeft || got.Annotations["other"] != "x" {
+				t.Errorf("annotations %v, want %s=%q and other kept", got.Annotations, lotsev1.OperationAnnotation, tt.wantLeft)
+			}
+		})
+	}
+}

@@ -33,6 +33,19 @@ type Backend struct {
 	// LotseBinary runs the load balancer of HA control planes
 	// (`lotse loadbalancer`); defaults to the running executable.
 	LotseBinary string
+
+	// locks serialises the operations that stop, restart or swap a
+	// control plane's processes and data (per key): a care restart must
+	// not start a member in the middle of a restore's swap.
+	locks sync.Map
+}
+
+// lock takes a control plane's operation lock.
+func (b *Backend) lock(key string) func() {
+	m, _ := b.locks.LoadOrStore(key, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
 }
 
 var _ controlplane.Backend = (*Backend)(nil)
@@ -444,6 +457,7 @@ func (b *Backend) logFile(key, component string, i int) string {
 
 // Delete stops every process of the control plane and removes its directory.
 func (b *Backend) Delete(ctx context.Context, key string) error {
+	defer b.lock(key)()
 	// The data goes next, so there is nothing to shut down gracefully for.
 	b.Supervisor.KillPrefix(key + "/")
 	if err := supervisor.WaitStopped(ctx, b.Supervisor.Owner(), key+"/"); err != nil {
@@ -464,6 +478,11 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 
 // Stop stops the processes of a control plane and keeps its data.
 func (b *Backend) Stop(ctx context.Context, key string) error {
+	defer b.lock(key)()
+	return b.stop(ctx, key)
+}
+
+func (b *Backend) stop(ctx context.Context, key string) error {
 	b.Supervisor.StopPrefix(key + "/")
 	return supervisor.WaitStopped(ctx, b.Supervisor.Owner(), key+"/")
 }

@@ -77,6 +77,16 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 }
 
 func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	if b.restoreLeftovers(spec.Key) {
+		// A restore stopped half-way and was not taken up again: put
+		// the old data back before any member starts.
+		unlock := b.lock(spec.Key)
+		err := b.rollBackSwap(spec.Key)
+		unlock()
+		if err != nil {
+			return false, "", fmt.Errorf("rolling back an unfinished restore: %w", err)
+		}
+	}
 	probe := func(ctx context.Context) []controlplane.ComponentHealth { return b.etcdHealth(ctx, l, p) }
 	handOver := func(ctx context.Context, i int) error { return b.handOverLeadership(ctx, l, p, i) }
 	current, msg, err := b.rollout(ctx, CompEtcd, b.etcdSpecs(spec, l, p), probe, b.gate(spec, l, p, CompEtcd), handOver)

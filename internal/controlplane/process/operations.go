@@ -43,6 +43,7 @@ func (b *Backend) instances(spec controlplane.Spec, l Layout, p pki.ClusterPKI, 
 // after this one answers its health check. Three etcd members keep their
 // quorum and two API servers keep serving through the load balancer.
 func (b *Backend) RestartComponent(ctx context.Context, spec controlplane.Spec, component string) error {
+	defer b.lock(spec.Key)()
 	l, err := b.LoadLayout(spec.Key)
 	if err != nil {
 		return err
