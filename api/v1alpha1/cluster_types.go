@@ -402,6 +402,9 @@ type ClusterStatus struct {
 	// Restore reports the latest restore from a snapshot.
 	// +optional
 	Restore *RestoreStatus `json:"restore,omitempty"`
+	// Credentials reports credential rotations.
+	// +optional
+	Credentials *CredentialsStatus `json:"credentials,omitempty"`
 }
 
 // HibernationStatus reports hibernation.

@@ -93,7 +93,8 @@ func newClusterCommand() *cobra.Command {
 	cmd.AddCommand(newClusterCreateCommand(flags), newClusterListCommand(flags), newClusterGetCommand(flags),
 		newClusterKubeconfigCommand(flags), newClusterDeleteCommand(flags), newClusterUpgradeCommand(flags), newClusterMaintainCommand(flags),
 		newClusterHibernationCommand(flags, true), newClusterHibernationCommand(flags, false),
-		newClusterBackupCommand(flags), newClusterBackupsCommand(flags), newClusterRestoreCommand(flags))
+		newClusterBackupCommand(flags), newClusterBackupsCommand(flags), newClusterRestoreCommand(flags),
+		newClusterRotateCommand(flags))
 	return cmd
 }
 

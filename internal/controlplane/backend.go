@@ -35,6 +35,20 @@ type Spec struct {
 	// WithoutTunnel leaves the konnectivity servers out: a control plane
 	// that never has nodes (the management plane) needs no path into them.
 	WithoutTunnel bool
+	// Rotation is the stage of each credential rotation the control plane
+	// is to reach (empty: none runs). Stages are idempotent; each is
+	// rolled out to every instance before the controller moves on.
+	Rotation Rotation
+}
+
+// Rotation stages of a control plane's credentials.
+type Rotation struct {
+	// ServiceAccountKey: "add" (a new key signs, the old one still
+	// verifies) or "drop" (the old one goes).
+	ServiceAccountKey string
+	// EncryptionKey: "add" (a new key decrypts), "promote" (it
+	// encrypts), "drop" (the old one goes).
+	EncryptionKey string
 }
 
 // Component health as seen by the backend.

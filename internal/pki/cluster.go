@@ -1,15 +1,12 @@
 package pki
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -34,6 +31,10 @@ type ClusterParams struct {
 	EncryptionProvider string
 	// EncryptedResources are encrypted at rest; secrets always are.
 	EncryptedResources []string
+	// ServiceAccountKeyStage and EncryptionKeyStage, when set, apply that
+	// stage of a rotation (SAKeyStage*, KeyStage*; idempotent).
+	ServiceAccountKeyStage string
+	EncryptionKeyStage     string
 }
 
 // ClusterPKI is the set of files of one cluster. All paths are absolute.
@@ -143,6 +144,16 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 	if err := ensureServiceAccountKey(p); err != nil {
 		return p, fmt.Errorf("service-account key: %w", err)
 	}
+	if params.ServiceAccountKeyStage != "" {
+		if err := p.RotateServiceAccountKey(params.ServiceAccountKeyStage); err != nil {
+			return p, fmt.Errorf("service-account key rotation: %w", err)
+		}
+	}
+	if params.EncryptionKeyStage != "" {
+		if _, err := p.RotateEncryptionKey(params.EncryptionKeyStage, params.EncryptionProvider); err != nil {
+			return p, fmt.Errorf("encryption key rotation: %w", err)
+		}
+	}
 	if err := ensureEncryptionConfig(p, params.EncryptionProvider, params.EncryptedResources); err != nil {
 		return p, fmt.Errorf("encryption configuration: %w", err)
 	}
@@ -185,56 +196,6 @@ func ensureServiceAccountKey(p ClusterPKI) error {
 		return err
 	}
 	return writeSecretFile(pubPath, pubPEM)
-}
-
-// ensureEncryptionConfig keeps one key per provider (created once) and
-// renders the EncryptionConfiguration from it and the resource list, so a
-// change of resources never changes the key.
-func ensureEncryptionConfig(p ClusterPKI, provider string, resources []string) error {
-	if provider == "" {
-		provider = ProviderAESCBC
-	}
-	switch provider {
-	case ProviderAESCBC, ProviderAESGCM, ProviderSecretbox:
-	default:
-		return fmt.Errorf("unknown encryption provider %q (use aescbc, aesgcm or secretbox)", provider)
-	}
-	keyFile := p.Path("encryption-key-" + provider)
-	if !exists(keyFile) {
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return err
-		}
-		if err := writeSecretFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key))); err != nil {
-			return err
-		}
-	}
-	key, err := os.ReadFile(keyFile)
-	if err != nil {
-		return err
-	}
-	return writeSecretFile(p.Path(EncryptionConfigFile), []byte(RenderEncryptionConfig(provider, strings.TrimSpace(string(key)), resources)))
-}
-
-// RenderEncryptionConfig renders an EncryptionConfiguration that encrypts
-// secrets and the given resources with one key and still reads plain data
-// (identity last), so enabling encryption never makes old objects unreadable.
-func RenderEncryptionConfig(provider, base64Key string, resources []string) string {
-	all := []string{"secrets"}
-	seen := map[string]bool{"secrets": true}
-	for _, r := range resources {
-		if !seen[r] {
-			seen[r] = true
-			all = append(all, r)
-		}
-	}
-	var sb strings.Builder
-	sb.WriteString("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources:\n")
-	for _, r := range all {
-		fmt.Fprintf(&sb, "      - %s\n", r)
-	}
-	fmt.Fprintf(&sb, "    providers:\n      - %s:\n          keys:\n            - name: key1\n              secret: %s\n      - identity: {}\n", provider, base64Key)
-	return sb.String()
 }
 
 func firstIP(cidr string) (net.IP, error) {

@@ -359,9 +359,11 @@ func (ck *clusterKeeper) syncLocked(ctx context.Context, r ref) error {
 	case !known:
 		// Not applied by this process yet (Lotse restarted): apply once,
 		// which changes nothing if the object is as declared.
-	case prev.hash != want.hash:
-		// the declaration changed
+	case prev.hash != want.hash && lotseFields(live) == prev.fields:
+		// the declaration changed (and nobody else touched the object)
 	case lotseFields(live) != prev.fields:
+		// Someone changed Lotse's fields (perhaps while the declaration
+		// changed too): the apply below is a repair, and says so.
 		repair = fmt.Sprintf("reverted %s, whose fields owned by Lotse were changed by %s", r, editor(live, prev.fields))
 	default:
 		return nil // as declared

@@ -148,6 +148,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	if cluster.Hibernating() {
+		// A sleeping cluster rotates nothing: a request is refused.
+		if err := r.acceptRotation(ctx, cluster, status, false); err != nil {
+			return ctrl.Result{}, err
+		}
 		// Before the release checks: a sleeping cluster needs no binaries,
 		// and an expired version may still go to sleep.
 		return r.hibernate(ctx, cluster, status, controlplane.Spec{Key: refOf(cluster).Key()})
@@ -194,6 +198,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return res, err
 		}
 	}
+	upgrading := status.Upgrade != nil || (status.KubernetesVersion != "" && status.KubernetesVersion != release.Version)
+	if err := r.acceptRotation(ctx, cluster, status, upgrading); err != nil {
+		return ctrl.Result{}, err
+	}
+	spec.Rotation = rotationStages(status)
 	waking := hibernationStarted(status)
 	awake := !waking
 	if waking {
@@ -231,6 +240,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	r.setOperation(status, opType, state, results.Progress(), results.Describe(), results)
 	status.Endpoint = cp.Endpoint
 	r.trackUpgrade(ctx, cluster, status, release.Version, cp, results.Done())
+	if results.Done() && rotationRunning(status) {
+		if err := r.advanceRotations(ctx, cluster, status, spec); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if results.Done() {
 		status.ObservedGeneration = cluster.Generation
 		status.KubernetesVersion = release.Version
@@ -299,6 +313,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// nothing announces it; look often so the cluster is reported
 		// available promptly.
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
+	case rotationRunning(status):
+		// The next step of a rotation starts once this one is done.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	case !results.Done() || !healthy:
 		// Machines (owned objects), the supervisor's process events and
 		// the tenant watches (addons, nodes) bring changes at once; this

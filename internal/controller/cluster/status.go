@@ -107,7 +107,8 @@ func equalStatus(a, b *lotsev1.ClusterStatus) bool {
 		(a.LastOperation == nil) == (b.LastOperation == nil) &&
 		(a.LastOperation == nil || (sameOperation(a.LastOperation, b.LastOperation) && a.LastOperation.LastUpdateTime.Equal(&b.LastOperation.LastUpdateTime))) &&
 		conditionsEqual(a.Conditions, b.Conditions) && upgradeEqual(a.Upgrade, b.Upgrade) &&
-		equality.Semantic.DeepEqual(a.Hibernation, b.Hibernation) && equality.Semantic.DeepEqual(a.Restore, b.Restore)
+		equality.Semantic.DeepEqual(a.Hibernation, b.Hibernation) && equality.Semantic.DeepEqual(a.Restore, b.Restore) &&
+		equality.Semantic.DeepEqual(a.Credentials, b.Credentials)
 }
 
 func upgradeEqual(a, b *lotsev1.UpgradeStatus) bool {

@@ -423,11 +423,13 @@ func EndpointTask(spec controlplane.Spec) string {
 
 func (b *Backend) ensurePKI(spec controlplane.Spec, layout Layout) (pki.ClusterPKI, error) {
 	p, err := pki.EnsureCluster(b.PKI(spec.Key).Dir, pki.ClusterParams{
-		Name:               spec.Name,
-		APIServerHosts:     []string{layout.Gateway()},
-		ServiceCIDR:        spec.ServiceCIDR,
-		EncryptionProvider: spec.EncryptionProvider,
-		EncryptedResources: spec.EncryptedResources,
+		Name:                   spec.Name,
+		APIServerHosts:         []string{layout.Gateway()},
+		ServiceCIDR:            spec.ServiceCIDR,
+		EncryptionProvider:     spec.EncryptionProvider,
+		EncryptedResources:     spec.EncryptedResources,
+		ServiceAccountKeyStage: spec.Rotation.ServiceAccountKey,
+		EncryptionKeyStage:     spec.Rotation.EncryptionKey,
 	})
 	if err != nil {
 		return p, err

@@ -43,7 +43,7 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 	if j, ok := l.EtcdJoin[i]; ok {
 		initialCluster, state = j.InitialCluster, j.State
 	}
-	return supervisor.Spec{
+	return withCredentials(p, []supervisor.Spec{{
 		Name: processName(spec.Key, CompEtcd, i),
 		Path: spec.Binaries.Path("etcd"),
 		Args: []string{
@@ -73,7 +73,7 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 		// update moves the leadership away before it replaces a leader
 		// (handOverLeadership), so a second is enough.
 		StopTimeout: time.Second,
-	}
+	}})[0]
 }
 
 func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
@@ -129,7 +129,6 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			"--kubelet-client-key=" + p.Key(pki.APIServerKubeletName),
 			"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-			"--service-account-key-file=" + p.Path(pki.ServiceAccountName+".pub"),
 			"--service-account-signing-key-file=" + p.Key(pki.ServiceAccountName),
 			"--service-cluster-ip-range=" + spec.ServiceCIDR,
 			"--authorization-mode=Node,RBAC",
@@ -154,6 +153,10 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			// stop takes seconds, not the supervisor's kill timeout.
 			"--shutdown-watch-termination-grace-period=" + watchTerminationGrace.String(),
 		}
+		// The current key and, during a rotation, the previous one verify.
+		for _, k := range p.ServiceAccountVerifyKeys() {
+			args = append(args, "--service-account-key-file="+k)
+		}
 		if l.Tunnel != nil {
 			args = append(args, "--egress-selector-config-file="+b.egressSelectorFile(spec.Key, i))
 		}
@@ -174,7 +177,7 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			Tier:    1,
 		})
 	}
-	return specs
+	return withCredentials(p, specs)
 }
 
 func (b *Backend) ensureAPIServers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
@@ -270,7 +273,7 @@ func (b *Backend) controllerManagerSpecs(spec controlplane.Spec, l Layout, p pki
 			Tier:    3,
 		})
 	}
-	return specs
+	return withCredentials(p, specs)
 }
 
 func (b *Backend) ensureControllerManagers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
@@ -309,7 +312,7 @@ func (b *Backend) schedulerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			Tier:    3,
 		})
 	}
-	return specs
+	return withCredentials(p, specs)
 }
 
 func (b *Backend) ensureSchedulers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {

@@ -20,11 +20,6 @@ import (
 // marked compacted, so clients list again instead of resuming a watch.
 const restoreRevisionBump = "1000000000"
 
-// encryptionKeyPrefix names the files that hold encryption-at-rest keys in
-// a control plane's PKI directory: the only credentials a restore takes
-// from a backup (restored data cannot be read without them).
-const encryptionKeyPrefix = "encryption-key-"
-
 // BackupCredentials returns the files of the control plane's PKI
 // directory (certificates, keys, the encryption keys and kubeconfigs), by
 // name, for a backup to keep beside the etcd snapshot.
@@ -79,21 +74,8 @@ func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in contro
 	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
 		return err
 	}
-	keys := map[string][]byte{}
-	for name, data := range in.Credentials {
-		if !strings.HasPrefix(name, encryptionKeyPrefix) || strings.ContainsRune(name, '/') {
-			continue
-		}
-		current, err := os.ReadFile(p.Path(name))
-		switch {
-		case err == nil && !bytes.Equal(bytes.TrimSpace(current), bytes.TrimSpace(data)):
-			return fmt.Errorf("%w: the snapshot's encryption key %s differs from the cluster's; restore it into a new cluster instead", controlplane.ErrRestoreRefused, name)
-		case err == nil:
-		case os.IsNotExist(err):
-			keys[name] = data
-		default:
-			return err
-		}
+	if err := p.MergeEncryptionKeys(spec.EncryptionProvider, in.Credentials, false); err != nil {
+		return fmt.Errorf("%w: %v; restore it into a new cluster instead", controlplane.ErrRestoreRefused, err)
 	}
 
 	dataDir := filepath.Join(b.Dir(spec.Key), "data")
@@ -128,10 +110,8 @@ func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in contro
 	if err := b.stop(ctx, spec.Key); err != nil {
 		return err
 	}
-	for name, data := range keys {
-		if err := fsutil.WriteFileAtomic(p.Path(name), data, 0o600); err != nil {
-			return err
-		}
+	if err := p.MergeEncryptionKeys(spec.EncryptionProvider, in.Credentials, true); err != nil {
+		return err
 	}
 	aside := filepath.Join(dataDir, "before-restore")
 	if err := os.RemoveAll(aside); err != nil {

@@ -108,7 +108,7 @@ func (b *Backend) tunnelServerSpecs(spec controlplane.Spec, l Layout, p pki.Clus
 			Tier:    1,
 		})
 	}
-	return specs
+	return withCredentials(p, specs)
 }
 
 func (b *Backend) ensureTunnelServers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {

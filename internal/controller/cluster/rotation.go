@@ -1,0 +1,272 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/restmapper"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/controller/patch"
+	"github.com/lotse/lotse/internal/controlplane"
+)
+
+// Credential rotation in two phases, as Gardener's. Phase 1 (start) adds
+// the new credential and makes it the one in use while the old one is
+// still accepted; phase 2 (complete) removes the old one. Each phase is a
+// sequence of steps recorded in status.credentials.rotation; a step is a
+// stage the backend applies to the control plane's credentials (an
+// idempotent change of files), which the ordinary rollout then brings to
+// every instance one at a time. The next step starts only once every task
+// is done, so a lotse killed at any point goes on from the recorded step.
+//
+// Etcd encryption key, phase 1: add (every API server can read the new
+// key), promote (the new key encrypts), rewrite (every encrypted object
+// written again, now with the new key); phase 2: drop the old key.
+// Service-account key, phase 1: add (a new key signs, the old one still
+// verifies); phase 2: drop the old one.
+
+// Rotation kinds, as the CLI names them.
+const (
+	KindServiceAccountKey = "service-account-key"
+	KindEtcdEncryptionKey = "etcd-encryption-key"
+)
+
+// RotationKinds are the kinds a rotate-credentials operation covers.
+var RotationKinds = []string{KindServiceAccountKey, KindEtcdEncryptionKey}
+
+// rotationRequest reads the operation annotation.
+func rotationRequest(op string) (kinds []string, complete, ok bool) {
+	switch op {
+	case lotsev1.OperationRotateCredentialsStart:
+		return RotationKinds, false, true
+	case lotsev1.OperationRotateCredentialsComplete:
+		return RotationKinds, true, true
+	case lotsev1.OperationRotateServiceAccountKeyStart:
+		return []string{KindServiceAccountKey}, false, true
+	case lotsev1.OperationRotateServiceAccountKeyDone:
+		return []string{KindServiceAccountKey}, true, true
+	case lotsev1.OperationRotateEtcdEncryptionKeyStart:
+		return []string{KindEtcdEncryptionKey}, false, true
+	case lotsev1.OperationRotateEtcdEncryptionKeyDone:
+		return []string{KindEtcdEncryptionKey}, true, true
+	}
+	return nil, false, false
+}
+
+// rotationOf returns the status entry of a kind, creating it if asked.
+func rotationOf(status *lotsev1.ClusterStatus, kind string, create bool) **lotsev1.RotationStatus {
+	if status.Credentials == nil {
+		if !create {
+			var none *lotsev1.RotationStatus
+			return &none
+		}
+		status.Credentials = &lotsev1.CredentialsStatus{}
+	}
+	if kind == KindServiceAccountKey {
+		return &status.Credentials.Rotation.ServiceAccountKey
+	}
+	return &status.Credentials.Rotation.EtcdEncryptionKey
+}
+
+// acceptRotation turns a rotation request into status (phase and first
+// step) or refuses it with an event naming the fix; the annotation goes
+// either way.
+func (r *Reconciler) acceptRotation(ctx context.Context, c *lotsev1.Cluster, status *lotsev1.ClusterStatus, upgrading bool) error {
+	op := c.Annotations[lotsev1.OperationAnnotation]
+	kinds, complete, ok := rotationRequest(op)
+	if !ok {
+		return nil
+	}
+	refuse := func(msg string) error {
+		r.event(c, corev1.EventTypeWarning, "RotationRefused", "Rotate", "%s refused: %s", op, msg)
+		return patch.RemoveAnnotationIf(ctx, r.Client, c, lotsev1.OperationAnnotation, op)
+	}
+	switch {
+	case c.Hibernating() || hibernationStarted(status):
+		return refuse("the cluster is hibernated; wake it first (lotse cluster wake " + c.Name + ")")
+	case upgrading:
+		return refuse("a version change is running; rotate once it is done")
+	case c.Annotations[lotsev1.RestoreAnnotation] != "":
+		return refuse("a restore is running; rotate once it is done")
+	case status.KubernetesVersion == "":
+		return refuse("the cluster has not been created yet")
+	}
+	// Check every kind first: a request is taken whole or not at all.
+	for _, kind := range kinds {
+		rs := *rotationOf(status, kind, false)
+		phase := ""
+		if rs != nil {
+			phase = rs.Phase
+		}
+		switch {
+		case !complete && phase == lotsev1.RotationPrepared:
+			return refuse(fmt.Sprintf("the %s rotation is prepared; complete it first (lotse cluster rotate %s %s --complete)", kind, c.Name, kind))
+		case !complete && phase == lotsev1.RotationCompleting:
+			return refuse(fmt.Sprintf("the %s rotation is completing; start a new one after it", kind))
+		case complete && phase != lotsev1.RotationPrepared && phase != lotsev1.RotationCompleting:
+			if phase == lotsev1.RotationPreparing {
+				return refuse(fmt.Sprintf("the %s rotation is still preparing; complete it once status.credentials.rotation says Prepared", kind))
+			}
+			return refuse(fmt.Sprintf("no %s rotation was started; start one first (lotse cluster rotate %s %s)", kind, c.Name, kind))
+		}
+	}
+	now := metav1.Now()
+	for _, kind := range kinds {
+		slot := rotationOf(status, kind, true)
+		rs := *slot
+		switch {
+		case !complete && (rs == nil || rs.Phase != lotsev1.RotationPreparing):
+			next := &lotsev1.RotationStatus{Phase: lotsev1.RotationPreparing, Step: "add", LastInitiationTime: &now}
+			if rs != nil {
+				next.LastCompletionTime = rs.LastCompletionTime
+			}
+			*slot = next
+			r.event(c, corev1.EventTypeNormal, "RotationStarted", "Rotate", "%s rotation: phase 1 started (new credential added and used, the old one still accepted)", kind)
+		case complete && rs.Phase == lotsev1.RotationPrepared:
+			rs.Phase, rs.Step, rs.LastCompletionTriggeredTime = lotsev1.RotationCompleting, "drop", &now
+			r.event(c, corev1.EventTypeNormal, "RotationCompleting", "Rotate", "%s rotation: phase 2 started (the old credential is removed)", kind)
+		}
+	}
+	if err := r.writeStatus(ctx, c, status); err != nil {
+		return err
+	}
+	return patch.RemoveAnnotationIf(ctx, r.Client, c, lotsev1.OperationAnnotation, op)
+}
+
+// rotationStages is what the control plane is to apply for the running
+// rotations.
+func rotationStages(status *lotsev1.ClusterStatus) controlplane.Rotation {
+	var out controlplane.Rotation
+	if rs := *rotationOf(status, KindServiceAccountKey, false); rs != nil {
+		switch rs.Phase {
+		case lotsev1.RotationPreparing:
+			out.ServiceAccountKey = "add"
+		case lotsev1.RotationCompleting:
+			out.ServiceAccountKey = "drop"
+		}
+	}
+	if rs := *rotationOf(status, KindEtcdEncryptionKey, false); rs != nil {
+		switch rs.Phase {
+		case lotsev1.RotationPreparing:
+			out.EncryptionKey = rs.Step
+			if rs.Step == "rewrite" {
+				out.EncryptionKey = "promote"
+			}
+		case lotsev1.RotationCompleting:
+			out.EncryptionKey = "drop"
+		}
+	}
+	return out
+}
+
+// advanceRotations moves each running rotation to its next step once the
+// control plane runs the current one everywhere (every task done).
+func (r *Reconciler) advanceRotations(ctx context.Context, c *lotsev1.Cluster, status *lotsev1.ClusterStatus, spec controlplane.Spec) error {
+	now := metav1.Now()
+	if rs := *rotationOf(status, KindServiceAccountKey, false); rs != nil {
+		switch rs.Phase {
+		case lotsev1.RotationPreparing:
+			rs.Phase, rs.Step, rs.LastInitiationFinishedTime = lotsev1.RotationPrepared, "", &now
+			r.event(c, corev1.EventTypeNormal, "RotationPrepared", "Rotate", "service-account-key rotation prepared: new tokens are signed with the new key, old tokens still work until it is completed")
+		case lotsev1.RotationCompleting:
+			rs.Phase, rs.Step, rs.LastCompletionTime = lotsev1.RotationCompleted, "", &now
+			r.event(c, corev1.EventTypeNormal, "RotationCompleted", "Rotate", "service-account-key rotation completed: tokens signed with the old key no longer work")
+		}
+	}
+	if rs := *rotationOf(status, KindEtcdEncryptionKey, false); rs != nil {
+		switch {
+		case rs.Phase == lotsev1.RotationPreparing && rs.Step == "add":
+			rs.Step = "promote"
+		case rs.Phase == lotsev1.RotationPreparing && rs.Step == "promote":
+			rs.Step = "rewrite"
+		case rs.Phase == lotsev1.RotationPreparing && rs.Step == "rewrite":
+			start := time.Now()
+			n, err := r.rewriteEncrypted(ctx, c, spec)
+			if err != nil {
+				return fmt.Errorf("rewriting the encrypted resources with the new key: %w", err)
+			}
+			rs.Phase, rs.Step, rs.LastInitiationFinishedTime = lotsev1.RotationPrepared, "", &now
+			r.event(c, corev1.EventTypeNormal, "RotationPrepared", "Rotate", "etcd-encryption-key rotation prepared: %d objects rewritten with the new key in %s; the old key still decrypts until it is completed", n, time.Since(start).Round(time.Millisecond))
+		case rs.Phase == lotsev1.RotationCompleting:
+			rs.Phase, rs.Step, rs.LastCompletionTime = lotsev1.RotationCompleted, "", &now
+			r.event(c, corev1.EventTypeNormal, "RotationCompleted", "Rotate", "etcd-encryption-key rotation completed: the old key is gone")
+		}
+	}
+	return nil
+}
+
+// rotationRunning says whether a rotation has a step left to apply.
+func rotationRunning(status *lotsev1.ClusterStatus) bool {
+	for _, kind := range RotationKinds {
+		if rs := *rotationOf(status, kind, false); rs != nil && (rs.Phase == lotsev1.RotationPreparing || rs.Phase == lotsev1.RotationCompleting) {
+			return true
+		}
+	}
+	return false
+}
+
+// rewriteEncrypted writes every object of the encrypted resources again
+// unchanged: the API server stores a value read with a key that is not
+// the first one anew (with the first), so afterwards etcd holds only
+// values encrypted with the new key.
+func (r *Reconciler) rewriteEncrypted(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) (int, error) {
+	kc, err := r.Backend.AdminKubeconfig(spec)
+	if err != nil {
+		return 0, err
+	}
+	cs, err := r.Tenants.For(spec.Key, kc)
+	if err != nil {
+		return 0, err
+	}
+	dyn, err := r.Tenants.Dynamic(spec.Key, kc)
+	if err != nil {
+		return 0, err
+	}
+	resources := append([]string{"secrets"}, spec.EncryptedResources...)
+	var mapper *restmapper.DeferredDiscoveryRESTMapper
+	n := 0
+	for _, res := range resources {
+		gvr := schema.GroupVersionResource{Version: "v1", Resource: res}
+		if res != "secrets" && res != "configmaps" {
+			if mapper == nil {
+				mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
+			}
+			resource, group, _ := strings.Cut(res, ".")
+			found, err := mapper.ResourceFor(schema.GroupVersionResource{Group: group, Resource: resource})
+			if err != nil {
+				continue // not served (a CRD not installed): nothing stored
+			}
+			gvr = found
+		}
+		cont := ""
+		for {
+			list, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 500, Continue: cont})
+			if err != nil {
+				return n, fmt.Errorf("list %s: %w", gvr.Resource, err)
+			}
+			for i := range list.Items {
+				obj := &list.Items[i]
+				ri := dyn.Resource(gvr).Namespace(obj.GetNamespace())
+				if _, err := ri.Update(ctx, obj, metav1.UpdateOptions{}); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+					// A conflict or a deletion means someone wrote it
+					// meanwhile: with the new key.
+					return n, fmt.Errorf("rewrite %s %s/%s: %w", gvr.Resource, obj.GetNamespace(), obj.GetName(), err)
+				}
+				n++
+			}
+			cont = list.GetContinue()
+			if cont == "" {
+				break
+			}
+		}
+	}
+	return n, nil
+}
