@@ -236,6 +236,19 @@ func (c *Controller) probeClient(spec controlplane.Spec) (*probeClient, error) {
 
 var instanceSuffix = regexp.MustCompile(`-\d+$`)
 
+// rotating says whether a credential rotation rolls the control plane.
+func rotating(cl *lotsev1.Cluster) bool {
+	if cl.Status.Credentials == nil {
+		return false
+	}
+	for _, rs := range []*lotsev1.RotationStatus{cl.Status.Credentials.Rotation.ServiceAccountKey, cl.Status.Credentials.Rotation.EtcdEncryptionKey} {
+		if rs != nil && (rs.Phase == lotsev1.RotationPreparing || rs.Phase == lotsev1.RotationCompleting) {
+			return true
+		}
+	}
+	return false
+}
+
 // forgetExcept drops what is remembered of clusters not looked at (quiet,
 // hibernated, restoring, gone): their unhealthy-since times would restart
 // a component at once when they come back, and their probe clients leak.
@@ -271,7 +284,7 @@ func (c *Controller) repair(ctx context.Context, cl *lotsev1.Cluster, spec contr
 		c.unhealthy, c.restarting = map[string]time.Time{}, map[string]bool{}
 	}
 	if (cl.Status.Phase != lotsev1.PhaseRunning && cl.Status.Phase != lotsev1.PhaseUnhealthy) || cl.Status.Upgrade != nil ||
-		cl.Status.ObservedGeneration != cl.Generation {
+		cl.Status.ObservedGeneration != cl.Generation || rotating(cl) {
 		// A change is on its way: its own rollout owns the processes, and
 		// the time until a restart starts again after it.
 		for key := range c.unhealthy {

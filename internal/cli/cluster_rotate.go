@@ -77,6 +77,10 @@ func newClusterRotateCommand(flags *clientFlags) *cobra.Command {
 					phase = rs.Phase
 				}
 				switch {
+				case complete && phase == lotsev1.RotationCompleting:
+					return fmt.Errorf("the %s rotation of %s is completing already; wait for it", k, key)
+				case complete && phase == lotsev1.RotationCompleted:
+					return fmt.Errorf("the last %s rotation of %s is completed; start a new one first: lotse cluster rotate %s %s", k, key, name, k)
 				case complete && phase == lotsev1.RotationPreparing:
 					return fmt.Errorf("the %s rotation of %s is still preparing; complete it once `lotse cluster get %s` shows it Prepared", k, key, name)
 				case complete && phase != lotsev1.RotationPrepared:
@@ -95,7 +99,19 @@ func newClusterRotateCommand(flags *clientFlags) *cobra.Command {
 			if complete {
 				op, want = rotateOperations[kind][1], lotsev1.RotationCompleted
 			}
-			requested := time.Now().Add(-time.Second)
+			// What status said before: a request is taken when its time moves.
+			seen := map[string]time.Time{}
+			for _, k := range kinds {
+				if rs := rotationStatus(cl, k); rs != nil {
+					since := rs.LastInitiationTime
+					if complete {
+						since = rs.LastCompletionTriggeredTime
+					}
+					if since != nil {
+						seen[k] = since.Time
+					}
+				}
+			}
 			if err := patchCluster(cmd, flags, name, map[string]any{"metadata": map[string]any{"annotations": map[string]any{
 				lotsev1.OperationAnnotation: op}}}); err != nil {
 				return err
@@ -119,7 +135,7 @@ func newClusterRotateCommand(flags *clientFlags) *cobra.Command {
 							since = rs.LastCompletionTriggeredTime
 						}
 					}
-					if since == nil || since.Time.Before(requested) {
+					if since == nil || !since.Time.After(seen[k]) {
 						return true, fmt.Errorf("%s of cluster %s was refused; the cluster's events say why (kubectl get events --field-selector regarding.name=%s)", op, key, name)
 					}
 					if rs.Phase != want {

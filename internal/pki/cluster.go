@@ -176,7 +176,12 @@ func ensureCA(dir, name, commonName string) (*CA, error) {
 }
 
 func ensureServiceAccountKey(p ClusterPKI) error {
-	keyPath, pubPath := p.Key(ServiceAccountName), p.Path(ServiceAccountName+".pub")
+	return ensureServiceAccountKeyAt(p.Key(ServiceAccountName), p.Path(ServiceAccountName+".pub"))
+}
+
+// ensureServiceAccountKeyAt makes a key pair unless both files exist; the
+// public half is written last, so a pair with a public key is complete.
+func ensureServiceAccountKeyAt(keyPath, pubPath string) error {
 	if exists(keyPath) && exists(pubPath) {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -15,6 +16,10 @@ import (
 // lists them (the first encrypts, all decrypt) and, while a rotation
 // runs, which key replaces which. A cluster made before the state file
 // existed has one key, "key1", in encryption-key-PROVIDER.
+
+// ErrKeyMismatch marks a backup key that has the name of one of the
+// cluster's keys but other bytes: the backup is of another cluster.
+var ErrKeyMismatch = errors.New("encryption key differs")
 
 // EncryptionKeysFile is the state file of the encryption keys.
 const EncryptionKeysFile = "encryption-keys.json"
@@ -164,17 +169,20 @@ func (p ClusterPKI) RotateEncryptionKey(stage, provider string) (EncryptionKeys,
 		if ks.Rotating == nil {
 			return ks, nil
 		}
-		var kept []EncryptionKey
-		for _, k := range ks.Keys {
-			if k.Name == ks.Rotating.From {
-				if err := os.Remove(p.Path(k.File)); err != nil && !os.IsNotExist(err) {
-					return ks, err
-				}
-				continue
-			}
-			kept = append(kept, k)
+		// Every value was rewritten with the first key: all others go
+		// (the replaced one, and any a restore brought back). The state
+		// is saved before the files go, so it never names a missing file.
+		dropped := ks.Keys[1:]
+		ks.Keys, ks.Rotating = ks.Keys[:1], nil
+		if err := p.saveEncryptionKeys(ks); err != nil {
+			return ks, err
 		}
-		ks.Keys, ks.Rotating = kept, nil
+		for _, k := range dropped {
+			if err := os.Remove(p.Path(k.File)); err != nil && !os.IsNotExist(err) {
+				return ks, err
+			}
+		}
+		return ks, nil
 	default:
 		return ks, fmt.Errorf("unknown encryption key rotation stage %q", stage)
 	}
@@ -222,14 +230,14 @@ func (p ClusterPKI) MergeEncryptionKeys(provider string, credentials map[string]
 				return err
 			}
 			if strings.TrimSpace(string(mine)) != strings.TrimSpace(string(data)) || ours.Keys[i].Provider != k.Provider {
-				return fmt.Errorf("the snapshot's encryption key %s differs from the cluster's", k.Name)
+				return fmt.Errorf("%w: the snapshot's encryption key %s differs from the cluster's", ErrKeyMismatch, k.Name)
 			}
 			continue
 		}
 		if exists(p.Path(k.File)) {
 			mine, _ := os.ReadFile(p.Path(k.File))
 			if strings.TrimSpace(string(mine)) != strings.TrimSpace(string(data)) {
-				return fmt.Errorf("the snapshot's key file %s differs from the cluster's", k.File)
+				return fmt.Errorf("%w: the snapshot's key file %s differs from the cluster's", ErrKeyMismatch, k.File)
 			}
 		} else if apply {
 			if err := writeSecretFile(p.Path(k.File), data); err != nil {

@@ -6,57 +6,75 @@ import (
 	"os"
 )
 
-// PreviousServiceAccountName holds the service-account key a rotation
-// replaced: its public half still verifies tokens until the rotation
-// completes.
-const PreviousServiceAccountName = "sa-previous"
+// Service-account key files of a rotation: the next key is made first and
+// only verifies; promoted, it signs and the replaced key's public half
+// verifies as the previous one until the rotation completes.
+const (
+	NextServiceAccountName     = "sa-next"
+	PreviousServiceAccountName = "sa-previous"
+)
 
 // Rotation stages of the service-account key.
 const (
-	// SAKeyStageAdd keeps the current key as the previous one and makes a
-	// new one that signs.
+	// SAKeyStageAdd makes a new key that every API server accepts before
+	// any of them signs with it (the old key still signs).
 	SAKeyStageAdd = "add"
-	// SAKeyStageDrop removes the previous key: its tokens stop working.
+	// SAKeyStagePromote makes the new key the signing one; the old public
+	// key still verifies.
+	SAKeyStagePromote = "promote"
+	// SAKeyStageDrop removes the old key: its tokens stop working.
 	SAKeyStageDrop = "drop"
 )
 
 // RotateServiceAccountKey applies one stage of a service-account key
-// rotation. Both stages are idempotent and survive a crash at any point:
-// the previous key is copied before the new one is written, and a new key
-// is made only while the current one still equals the previous.
+// rotation. Every stage is idempotent and survives a crash at any point.
 func (p ClusterPKI) RotateServiceAccountKey(stage string) error {
-	prevKey, prevPub := p.Key(PreviousServiceAccountName), p.Path(PreviousServiceAccountName+".pub")
+	nextKey, nextPub := p.Key(NextServiceAccountName), p.Path(NextServiceAccountName+".pub")
 	curKey, curPub := p.Key(ServiceAccountName), p.Path(ServiceAccountName+".pub")
+	prevPub := p.Path(PreviousServiceAccountName + ".pub")
 	switch stage {
 	case SAKeyStageAdd:
-		if !exists(prevKey) || !exists(prevPub) {
-			for _, f := range [][2]string{{curPub, prevPub}, {curKey, prevKey}} {
-				data, err := os.ReadFile(f[0])
-				if err != nil {
-					return err
-				}
-				if err := writeSecretFile(f[1], data); err != nil {
-					return err
-				}
-			}
+		if exists(nextKey) && exists(nextPub) {
+			return nil
 		}
-		cur, err := os.ReadFile(curPub)
-		if err != nil && !os.IsNotExist(err) {
-			return err
+		return ensureServiceAccountKeyAt(nextKey, nextPub)
+	case SAKeyStagePromote:
+		if !exists(nextKey) || !exists(nextPub) {
+			return nil // promoted already (or never added: nothing to do)
 		}
-		prev, err := os.ReadFile(prevPub)
+		next, err := os.ReadFile(nextPub)
 		if err != nil {
 			return err
 		}
-		if err == nil && cur != nil && !bytes.Equal(cur, prev) {
-			return nil // the new key is in place
-		}
-		if err := os.Remove(curKey); err != nil && !os.IsNotExist(err) {
+		cur, err := os.ReadFile(curPub)
+		if err != nil {
 			return err
 		}
-		return ensureServiceAccountKey(p)
+		// The public key is written last: while it is still the old one,
+		// it is the one to keep as the previous key.
+		if !bytes.Equal(cur, next) {
+			if err := writeSecretFile(prevPub, cur); err != nil {
+				return err
+			}
+		}
+		key, err := os.ReadFile(nextKey)
+		if err != nil {
+			return err
+		}
+		if err := writeSecretFile(curKey, key); err != nil {
+			return err
+		}
+		if err := writeSecretFile(curPub, next); err != nil {
+			return err
+		}
+		for _, f := range []string{nextKey, nextPub} {
+			if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+		}
+		return nil
 	case SAKeyStageDrop:
-		for _, f := range []string{prevKey, prevPub} {
+		for _, f := range []string{prevPub, p.Key(PreviousServiceAccountName)} {
 			if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
 				return err
 			}
@@ -67,11 +85,13 @@ func (p ClusterPKI) RotateServiceAccountKey(stage string) error {
 }
 
 // ServiceAccountVerifyKeys are the public keys that verify tokens: the
-// current one and, during a rotation, the previous one.
+// current one and, during a rotation, the next or the previous one.
 func (p ClusterPKI) ServiceAccountVerifyKeys() []string {
 	keys := []string{p.Path(ServiceAccountName + ".pub")}
-	if prev := p.Path(PreviousServiceAccountName + ".pub"); exists(prev) {
-		keys = append(keys, prev)
+	for _, name := range []string{NextServiceAccountName, PreviousServiceAccountName} {
+		if f := p.Path(name + ".pub"); exists(f) {
+			keys = append(keys, f)
+		}
 	}
 	return keys
 }

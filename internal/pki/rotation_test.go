@@ -74,29 +74,36 @@ func TestRotateEncryptionKey(t *testing.T) {
 	}
 }
 
-// TestRotateServiceAccountKey: add keeps the old key as the previous one
-// (its public half verifies) and makes a new one, idempotently, even after
-// a crash that left the old key copied but no new one made; drop removes
-// the previous key.
+// TestRotateServiceAccountKey: add makes a next key that only verifies;
+// promote makes it sign and keeps the old public key as the previous one;
+// drop removes that. Each stage applied twice changes nothing more, and a
+// crash in the middle of promote is finished by the next run.
 func TestRotateServiceAccountKey(t *testing.T) {
+	read := func(p ClusterPKI, name string) []byte { b, _ := os.ReadFile(p.Path(name)); return b }
 	p := newTestPKI(t)
-	old, _ := os.ReadFile(p.Path("sa.pub"))
-	if err := p.RotateServiceAccountKey(SAKeyStageAdd); err != nil {
-		t.Fatal(err)
+	old := read(p, "sa.pub")
+	for range 2 {
+		if err := p.RotateServiceAccountKey(SAKeyStageAdd); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cur, _ := os.ReadFile(p.Path("sa.pub"))
-	prev, _ := os.ReadFile(p.Path(PreviousServiceAccountName + ".pub"))
-	if bytes.Equal(cur, old) || !bytes.Equal(prev, old) {
-		t.Fatal("add did not keep the old key and make a new one")
-	}
-	if err := p.RotateServiceAccountKey(SAKeyStageAdd); err != nil {
-		t.Fatal(err)
-	}
-	if again, _ := os.ReadFile(p.Path("sa.pub")); !bytes.Equal(again, cur) {
-		t.Error("add applied twice made another key")
+	next := read(p, NextServiceAccountName+".pub")
+	if !bytes.Equal(read(p, "sa.pub"), old) || len(next) == 0 || bytes.Equal(next, old) {
+		t.Fatal("add changed the signing key or made no next key")
 	}
 	if got := p.ServiceAccountVerifyKeys(); len(got) != 2 {
-		t.Errorf("verify keys during the rotation: %v", got)
+		t.Errorf("verify keys after add: %v, want current and next", got)
+	}
+	for range 2 {
+		if err := p.RotateServiceAccountKey(SAKeyStagePromote); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(read(p, "sa.pub"), next) || !bytes.Equal(read(p, PreviousServiceAccountName+".pub"), old) {
+		t.Fatal("promote did not make the next key sign and keep the old one as previous")
+	}
+	if got := p.ServiceAccountVerifyKeys(); len(got) != 2 {
+		t.Errorf("verify keys after promote: %v, want current and previous", got)
 	}
 	if err := p.RotateServiceAccountKey(SAKeyStageDrop); err != nil {
 		t.Fatal(err)
@@ -105,17 +112,19 @@ func TestRotateServiceAccountKey(t *testing.T) {
 		t.Errorf("verify keys after drop: %v", got)
 	}
 
-	// A crash after the copy, before the new key: add makes it.
+	// A crash in promote after the new private key was written, before
+	// the public one: the next run keeps the old public key as previous.
 	q := newTestPKI(t)
-	pub, _ := os.ReadFile(q.Path("sa.pub"))
-	key, _ := os.ReadFile(q.Key("sa"))
-	os.WriteFile(q.Path(PreviousServiceAccountName+".pub"), pub, 0o600)
-	os.WriteFile(q.Key(PreviousServiceAccountName), key, 0o600)
+	qOld := read(q, "sa.pub")
 	if err := q.RotateServiceAccountKey(SAKeyStageAdd); err != nil {
 		t.Fatal(err)
 	}
-	if now, _ := os.ReadFile(q.Path("sa.pub")); bytes.Equal(now, pub) {
-		t.Error("after a crash between copy and new key, add did not make the new key")
+	os.WriteFile(q.Key("sa"), read(q, NextServiceAccountName+".key"), 0o600)
+	if err := q.RotateServiceAccountKey(SAKeyStagePromote); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(read(q, PreviousServiceAccountName+".pub"), qOld) {
+		t.Error("after a crash in promote the old public key was not kept")
 	}
 }
 

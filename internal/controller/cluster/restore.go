@@ -54,6 +54,8 @@ func (r *Reconciler) restore(ctx context.Context, c *lotsev1.Cluster, status *lo
 		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), fmt.Errorf("snapshots of clusters in namespace %s cannot be restored into namespace %s; restore it into a new cluster in %s", ref.Namespace, c.Namespace, ref.Namespace))
 	case status.Upgrade != nil || (status.KubernetesVersion != "" && status.KubernetesVersion != release.Version):
 		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), fmt.Errorf("a version change to %s is running; restore once it is done", release.Version))
+	case rotationRunning(status):
+		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), fmt.Errorf("a credential rotation is running (status.credentials.rotation); restore once it is prepared or completed"))
 	case r.Destinations == nil:
 		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), fmt.Errorf("this manager keeps no backups"))
 	}
@@ -216,6 +218,12 @@ func (r *Reconciler) finishRestore(ctx context.Context, c *lotsev1.Cluster, stat
 	took := now.Sub(status.Restore.StartTime.Time).Round(100 * time.Millisecond)
 	status.Restore.Message = fmt.Sprintf("restored in %s", took)
 	metrics.RestoresTotal.WithLabelValues(c.Namespace, c.Name, "success").Inc()
+	// A prepared etcd-key rotation promised that every value is under the
+	// new key; the restored data is not: rewrite it before the old key may go.
+	if rs := *rotationOf(status, KindEtcdEncryptionKey, false); rs != nil && rs.Phase == lotsev1.RotationPrepared {
+		rs.Phase, rs.Step = lotsev1.RotationPreparing, "rewrite"
+		r.event(c, corev1.EventTypeNormal, "RotationResumed", "Restore", "the restored data is rewritten with the new encryption key before the rotation can complete")
+	}
 	r.event(c, corev1.EventTypeNormal, "Restored", "Restore", "etcd restored from %s; the control plane answers again (%s)", status.Restore.From, took)
 	return nil
 }

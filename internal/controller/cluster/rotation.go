@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -112,8 +113,11 @@ func (r *Reconciler) acceptRotation(ctx context.Context, c *lotsev1.Cluster, sta
 		case !complete && phase == lotsev1.RotationCompleting:
 			return refuse(fmt.Sprintf("the %s rotation is completing; start a new one after it", kind))
 		case complete && phase != lotsev1.RotationPrepared && phase != lotsev1.RotationCompleting:
-			if phase == lotsev1.RotationPreparing {
+			switch phase {
+			case lotsev1.RotationPreparing:
 				return refuse(fmt.Sprintf("the %s rotation is still preparing; complete it once status.credentials.rotation says Prepared", kind))
+			case lotsev1.RotationCompleted:
+				return refuse(fmt.Sprintf("the last %s rotation is completed; start a new one first (lotse cluster rotate %s %s)", kind, c.Name, kind))
 			}
 			return refuse(fmt.Sprintf("no %s rotation was started; start one first (lotse cluster rotate %s %s)", kind, c.Name, kind))
 		}
@@ -148,7 +152,7 @@ func rotationStages(status *lotsev1.ClusterStatus) controlplane.Rotation {
 	if rs := *rotationOf(status, KindServiceAccountKey, false); rs != nil {
 		switch rs.Phase {
 		case lotsev1.RotationPreparing:
-			out.ServiceAccountKey = "add"
+			out.ServiceAccountKey = rs.Step // add, then promote
 		case lotsev1.RotationCompleting:
 			out.ServiceAccountKey = "drop"
 		}
@@ -172,11 +176,14 @@ func rotationStages(status *lotsev1.ClusterStatus) controlplane.Rotation {
 func (r *Reconciler) advanceRotations(ctx context.Context, c *lotsev1.Cluster, status *lotsev1.ClusterStatus, spec controlplane.Spec) error {
 	now := metav1.Now()
 	if rs := *rotationOf(status, KindServiceAccountKey, false); rs != nil {
-		switch rs.Phase {
-		case lotsev1.RotationPreparing:
+		switch {
+		case rs.Phase == lotsev1.RotationPreparing && rs.Step == "add":
+			// Every API server accepts the new key: now it may sign.
+			rs.Step = "promote"
+		case rs.Phase == lotsev1.RotationPreparing:
 			rs.Phase, rs.Step, rs.LastInitiationFinishedTime = lotsev1.RotationPrepared, "", &now
 			r.event(c, corev1.EventTypeNormal, "RotationPrepared", "Rotate", "service-account-key rotation prepared: new tokens are signed with the new key, old tokens still work until it is completed")
-		case lotsev1.RotationCompleting:
+		case rs.Phase == lotsev1.RotationCompleting:
 			rs.Phase, rs.Step, rs.LastCompletionTime = lotsev1.RotationCompleted, "", &now
 			r.event(c, corev1.EventTypeNormal, "RotationCompleted", "Rotate", "service-account-key rotation completed: tokens signed with the old key no longer work")
 		}
@@ -191,7 +198,9 @@ func (r *Reconciler) advanceRotations(ctx context.Context, c *lotsev1.Cluster, s
 			start := time.Now()
 			n, err := r.rewriteEncrypted(ctx, c, spec)
 			if err != nil {
-				return fmt.Errorf("rewriting the encrypted resources with the new key: %w", err)
+				err = fmt.Errorf("rewriting the encrypted resources with the new key (tried again): %w", err)
+				r.event(c, corev1.EventTypeWarning, "RotationRetrying", "Rotate", "etcd-encryption-key rotation: %v", err)
+				return err
 			}
 			rs.Phase, rs.Step, rs.LastInitiationFinishedTime = lotsev1.RotationPrepared, "", &now
 			r.event(c, corev1.EventTypeNormal, "RotationPrepared", "Rotate", "etcd-encryption-key rotation prepared: %d objects rewritten with the new key in %s; the old key still decrypts until it is completed", n, time.Since(start).Round(time.Millisecond))
@@ -241,8 +250,11 @@ func (r *Reconciler) rewriteEncrypted(ctx context.Context, c *lotsev1.Cluster, s
 			}
 			resource, group, _ := strings.Cut(res, ".")
 			found, err := mapper.ResourceFor(schema.GroupVersionResource{Group: group, Resource: resource})
-			if err != nil {
+			if meta.IsNoMatchError(err) {
 				continue // not served (a CRD not installed): nothing stored
+			}
+			if err != nil {
+				return n, fmt.Errorf("find resource %s: %w", res, err)
 			}
 			gvr = found
 		}

@@ -3,6 +3,7 @@ package process
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/gobuild"
+	"github.com/lotse/lotse/internal/pki"
 )
 
 // restoreRevisionBump is how far a restore moves etcd's revision past the
@@ -74,8 +76,10 @@ func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in contro
 	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
 		return err
 	}
-	if err := p.MergeEncryptionKeys(spec.EncryptionProvider, in.Credentials, false); err != nil {
+	if err := p.MergeEncryptionKeys(spec.EncryptionProvider, in.Credentials, false); errors.Is(err, pki.ErrKeyMismatch) {
 		return fmt.Errorf("%w: %v; restore it into a new cluster instead", controlplane.ErrRestoreRefused, err)
+	} else if err != nil {
+		return err
 	}
 
 	dataDir := filepath.Join(b.Dir(spec.Key), "data")
