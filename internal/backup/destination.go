@@ -62,11 +62,20 @@ func (d *Destinations) TempDir(pattern string) (string, error) {
 // restore on a rebuilt management plane must use the saved key, not a
 // new one that could never open the snapshot.
 func (d *Destinations) ExistingKey(ctx context.Context) ([]byte, error) {
+	key, err := d.readKey(ctx)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("the backup key Secret %s/%s does not exist: create it from your copy of the key (data key %q, %d bytes) before restoring", KeyNamespace, KeySecretName, keyDataName, KeySize)
+	}
+	return key, err
+}
+
+// readKey reads the key Secret; a missing one is a NotFound error.
+func (d *Destinations) readKey(ctx context.Context) ([]byte, error) {
 	secret := &corev1.Secret{}
 	ref := client.ObjectKey{Namespace: KeyNamespace, Name: KeySecretName}
 	if err := d.Reader.Get(ctx, ref, secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("the backup key Secret %s does not exist: create it from your copy of the key (data key %q, %d bytes) before restoring", ref, keyDataName, KeySize)
+			return nil, err
 		}
 		return nil, fmt.Errorf("read the backup key Secret %s: %w", ref, err)
 	}
@@ -121,40 +130,31 @@ func (d *Destinations) Store(ctx context.Context, spec *lotsev1.BackupSpec, cred
 
 // Key returns the manager's backup key, creating it the first time.
 func (d *Destinations) Key(ctx context.Context) ([]byte, error) {
-	secret := &corev1.Secret{}
-	ref := client.ObjectKey{Namespace: KeyNamespace, Name: KeySecretName}
-	err := d.Reader.Get(ctx, ref, secret)
-	if apierrors.IsNotFound(err) {
-		key := make([]byte, KeySize)
-		if _, err := rand.Read(key); err != nil {
-			return nil, err
-		}
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: KeyNamespace}}
-		if err := d.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, err
-		}
-		immutable := true
-		secret = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: KeyNamespace, Name: KeySecretName,
-				Annotations: map[string]string{"lotse.dev/description": "seals every cluster backup of this manager; keep a copy outside the management plane"}},
-			Immutable: &immutable,
-			Data:      map[string][]byte{keyDataName: key},
-		}
-		if err := d.Client.Create(ctx, secret); err != nil {
-			if !apierrors.IsAlreadyExists(err) {
-				return nil, fmt.Errorf("create the backup key Secret %s: %w", ref, err)
-			}
-			// Another manager replica made it first: use theirs.
-			if err := d.Reader.Get(ctx, ref, secret); err != nil {
-				return nil, err
-			}
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("read the backup key Secret %s: %w", ref, err)
+	key, err := d.readKey(ctx)
+	if !apierrors.IsNotFound(err) {
+		return key, err
 	}
-	key := secret.Data[keyDataName]
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("the backup key Secret %s holds %d bytes under %q, needs %d", ref, len(key), keyDataName, KeySize)
+	key = make([]byte, KeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: KeyNamespace}}
+	if err := d.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	immutable := true
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: KeyNamespace, Name: KeySecretName,
+			Annotations: map[string]string{"lotse.dev/description": "seals every cluster backup of this manager; keep a copy outside the management plane"}},
+		Immutable: &immutable,
+		Data:      map[string][]byte{keyDataName: key},
+	}
+	if err := d.Client.Create(ctx, secret); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create the backup key Secret %s/%s: %w", KeyNamespace, KeySecretName, err)
+		}
+		// Another manager replica made it first: use theirs.
+		return d.readKey(ctx)
 	}
 	return key, nil
 }

@@ -250,12 +250,9 @@ func newClusterGetCommand(flags *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl := &lotsev1.Cluster{}
-			if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: flags.namespace, Name: args[0]}, cl); err != nil {
-				if apierrors.IsNotFound(err) {
-					return fmt.Errorf("cluster %s/%s not found; see `lotse cluster list -A`", flags.namespace, args[0])
-				}
-				return explain(err)
+			cl, err := getCluster(cmd.Context(), c, client.ObjectKey{Namespace: flags.namespace, Name: args[0]})
+			if err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			switch output {

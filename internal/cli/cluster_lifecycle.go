@@ -4,6 +4,7 @@ package cli
 // and wake it.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 
@@ -34,6 +35,18 @@ func patchCluster(cmd *cobra.Command, flags *clientFlags, name string, patch map
 		return explain(err)
 	}
 	return nil
+}
+
+// getCluster reads a Cluster, explaining a missing one.
+func getCluster(ctx context.Context, c client.Client, key client.ObjectKey) (*lotsev1.Cluster, error) {
+	cl := &lotsev1.Cluster{}
+	if err := c.Get(ctx, key, cl); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("cluster %s not found; see `lotse cluster list -A`", key)
+		}
+		return nil, explain(err)
+	}
+	return cl, nil
 }
 
 func newClusterUpgradeCommand(flags *clientFlags) *cobra.Command {

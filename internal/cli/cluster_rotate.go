@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -58,12 +57,9 @@ func newClusterRotateCommand(flags *clientFlags) *cobra.Command {
 				return err
 			}
 			key := client.ObjectKey{Namespace: flags.namespace, Name: name}
-			cl := &lotsev1.Cluster{}
-			if err := c.Get(cmd.Context(), key, cl); err != nil {
-				if apierrors.IsNotFound(err) {
-					return fmt.Errorf("cluster %s not found; see `lotse cluster list -A`", key)
-				}
-				return explain(err)
+			cl, err := getCluster(cmd.Context(), c, key)
+			if err != nil {
+				return err
 			}
 			kinds := []string{kind}
 			if kind == "all" {

@@ -12,6 +12,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/cronspec"
 )
 
 // Schedule is one parsed start/end pair.
@@ -20,21 +21,16 @@ type Schedule struct {
 	loc        *time.Location
 }
 
-var parser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
-
 // Parse checks the schedules; an error names the field and what is wrong.
 func Parse(specs []lotsev1.HibernationSchedule) ([]Schedule, error) {
 	var out []Schedule
 	for i, s := range specs {
 		field := fmt.Sprintf("spec.hibernation.schedules[%d]", i)
-		sch := Schedule{loc: time.UTC}
-		if s.Location != "" {
-			loc, err := time.LoadLocation(s.Location)
-			if err != nil {
-				return nil, fmt.Errorf("%s.location: %q is not a time zone name (use an IANA name such as Europe/Zurich): %v", field, s.Location, err)
-			}
-			sch.loc = loc
+		loc, err := cronspec.Location(field+".location", s.Location)
+		if err != nil {
+			return nil, err
 		}
+		sch := Schedule{loc: loc}
 		for _, t := range []struct {
 			name string
 			expr string
@@ -43,9 +39,9 @@ func Parse(specs []lotsev1.HibernationSchedule) ([]Schedule, error) {
 			if t.expr == "" {
 				continue
 			}
-			parsed, err := parser.Parse(t.expr)
+			parsed, err := cronspec.Parse(field+"."+t.name, t.expr, "0 20 * * 1-5")
 			if err != nil {
-				return nil, fmt.Errorf("%s.%s: %q is not a cron schedule (minute hour day-of-month month day-of-week, e.g. \"0 20 * * 1-5\"): %v", field, t.name, t.expr, err)
+				return nil, err
 			}
 			*t.dst = parsed
 		}

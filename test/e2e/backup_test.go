@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/backup"
@@ -206,15 +205,7 @@ func TestBackupRestore(t *testing.T) {
 		if m == nil {
 			t.Fatalf("no snapshot name in %q", out)
 		}
-		src := getCluster(t, mc, name)
-		before := src.DeepCopy()
-		if src.Annotations == nil {
-			src.Annotations = map[string]string{}
-		}
-		src.Annotations[lotsev1.RestoreAnnotation] = "default/" + clone + "/" + m[1]
-		if err := mc.Patch(ctx, src, client.MergeFrom(before)); err != nil {
-			t.Fatal(err)
-		}
+		annotateCluster(t, mc, name, lotsev1.RestoreAnnotation, "default/"+clone+"/"+m[1])
 		waitFor(t, time.Minute, "the foreign snapshot refused", func() (bool, error) {
 			rs := getCluster(t, mc, name).Status.Restore
 			return rs != nil && rs.Step == lotsev1.RestoreStepFailed && strings.Contains(rs.Message, "not of this one"), nil

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 )
@@ -42,17 +41,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 	fill(b, cs, 10000)
 	b.Logf("10,000 objects written in %s", time.Since(start).Round(100*time.Millisecond))
 
-	annotate := func(key, value string) {
-		cl := getCluster(b, mc, name)
-		before := cl.DeepCopy()
-		if cl.Annotations == nil {
-			cl.Annotations = map[string]string{}
-		}
-		cl.Annotations[key] = value
-		if err := mc.Patch(ctx, cl, client.MergeFrom(before)); err != nil {
-			b.Fatal(err)
-		}
-	}
+	annotate := func(key, value string) { annotateCluster(b, mc, name, key, value) }
 	var backups, restores []float64
 	var size int64
 	for i := 0; i < b.N; i++ {

@@ -304,6 +304,20 @@ func updateCluster(t testing.TB, c client.Client, name string, change func(*lots
 	}
 }
 
+// annotateCluster sets one annotation of a cluster, keeping the others.
+func annotateCluster(t testing.TB, c client.Client, name, key, value string) {
+	t.Helper()
+	cl := getCluster(t, c, name)
+	before := cl.DeepCopy()
+	if cl.Annotations == nil {
+		cl.Annotations = map[string]string{}
+	}
+	cl.Annotations[key] = value
+	if err := c.Patch(context.Background(), cl, client.MergeFrom(before)); err != nil {
+		t.Fatalf("annotate cluster %s: %v", name, err)
+	}
+}
+
 // deleteAllClusters deletes every Cluster and waits (up to 3 minutes) until
 // they are gone, so their machines are cleaned up by Lotse itself.
 func deleteAllClusters() {

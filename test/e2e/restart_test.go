@@ -287,18 +287,7 @@ func TestRestartDuringRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	annotate := func(key, value string) {
-		t.Helper()
-		cl := getCluster(t, mc, name)
-		before := cl.DeepCopy()
-		if cl.Annotations == nil {
-			cl.Annotations = map[string]string{}
-		}
-		cl.Annotations[key] = value
-		if err := mc.Patch(ctx, cl, client.MergeFrom(before)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	annotate := func(key, value string) { annotateCluster(t, mc, name, key, value) }
 	annotate(lotsev1.OperationAnnotation, lotsev1.OperationBackup)
 	env.crash()
 	t.Log("killed lotse right after the backup was asked for")

@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 )
@@ -108,15 +107,7 @@ func TestCredentialRotation(t *testing.T) {
 			t.Errorf("rotate ca: %v\n%s", err, out)
 		}
 		// Straight through the annotation: the controller refuses too.
-		cl := getCluster(t, mc, name)
-		before := cl.DeepCopy()
-		if cl.Annotations == nil {
-			cl.Annotations = map[string]string{}
-		}
-		cl.Annotations[lotsev1.OperationAnnotation] = lotsev1.OperationRotateEtcdEncryptionKeyDone
-		if err := mc.Patch(ctx, cl, client.MergeFrom(before)); err != nil {
-			t.Fatal(err)
-		}
+		annotateCluster(t, mc, name, lotsev1.OperationAnnotation, lotsev1.OperationRotateEtcdEncryptionKeyDone)
 		waitClusterEvent(t, name, "RotationRefused", "no etcd-encryption-key rotation was started")
 	})
 

@@ -31,6 +31,7 @@ import (
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	"github.com/lotse/lotse/internal/controller/patch"
 	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/cronspec"
 	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/releases"
 )
@@ -68,21 +69,15 @@ func (r *Reconciler) now() time.Time {
 	return time.Now()
 }
 
-var parser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
-
 // ParseSchedule checks spec.backup's schedule and time zone.
 func ParseSchedule(spec *lotsev1.BackupSpec) (cron.Schedule, *time.Location, error) {
-	loc := time.UTC
-	if spec.Location != "" {
-		l, err := time.LoadLocation(spec.Location)
-		if err != nil {
-			return nil, nil, fmt.Errorf("spec.backup.location: %q is not a time zone name (use an IANA name such as Europe/Zurich): %v", spec.Location, err)
-		}
-		loc = l
-	}
-	s, err := parser.Parse(spec.Schedule)
+	loc, err := cronspec.Location("spec.backup.location", spec.Location)
 	if err != nil {
-		return nil, nil, fmt.Errorf("spec.backup.schedule: %q is not a cron schedule (minute hour day-of-month month day-of-week, e.g. \"0 */6 * * *\"): %v", spec.Schedule, err)
+		return nil, nil, err
+	}
+	s, err := cronspec.Parse("spec.backup.schedule", spec.Schedule, "0 */6 * * *")
+	if err != nil {
+		return nil, nil, err
 	}
 	return s, loc, nil
 }
