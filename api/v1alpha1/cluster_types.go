@@ -36,6 +36,10 @@ const (
 	// unhealthy machines than its healthCheck.maxUnhealthy: Lotse then
 	// replaces none of them.
 	ConditionRemediationAllowed = "RemediationAllowed"
+	// ConditionEncryptionProviderCurrent: the key that encrypts has the
+	// provider spec.encryption.provider names. A change of the provider
+	// makes it False until the rotation that follows has rewritten the data.
+	ConditionEncryptionProviderCurrent = "EncryptionProviderCurrent"
 )
 
 // ClusterPhase summarises where a Cluster is in its life.
@@ -245,9 +249,12 @@ type ControlPlaneSpec struct {
 }
 
 // EncryptionSpec configures encryption at rest. Secrets are always encrypted.
-// +kubebuilder:validation:XValidation:rule="!has(self.provider) || !has(oldSelf.provider) || self.provider == oldSelf.provider",message="spec.encryption.provider is immutable; changing it needs a key rotation, which is not supported yet"
 type EncryptionSpec struct {
-	// Provider is the encryption provider: aescbc (default), aesgcm or secretbox.
+	// Provider is the encryption provider: aescbc (default), aesgcm or
+	// secretbox. Changing it starts an etcd-encryption-key rotation: a key
+	// of the new provider encrypts and every encrypted object is rewritten
+	// (condition EncryptionProviderCurrent); completing the rotation
+	// removes the old key.
 	// +kubebuilder:default=aescbc
 	// +kubebuilder:validation:Enum=aescbc;aesgcm;secretbox
 	// +optional

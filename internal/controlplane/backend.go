@@ -66,6 +66,9 @@ type Status struct {
 	APIServerAvailable bool
 	APIServerMessage   string
 	Components         []ComponentHealth
+	// EncryptionProvider is the provider of the key that encrypts ("" if
+	// the control plane has none yet).
+	EncryptionProvider string
 	// Rollout says, per component in upgrade order, how many instances
 	// run the spec's binaries and flags: an upgrade's progress.
 	Rollout []ComponentRollout

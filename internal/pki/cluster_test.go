@@ -588,3 +588,57 @@ func TestEnsureAddonServing(t *testing.T) {
 		t.Errorf("key file: %v %v", fi.Mode(), err)
 	}
 }
+
+// TestEnsureClusterProviderChange: a provider named in the spec never
+// replaces the key a cluster has; it changes through a rotation, whose
+// new key has the new provider while the old one still decrypts.
+func TestEnsureClusterProviderChange(t *testing.T) {
+	tests := []struct {
+		name      string
+		withState bool // false: a cluster from before encryption-keys.json
+	}{
+		{"with the key state", true},
+		{"from before the key state", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := testParams
+			p.EncryptionProvider = ProviderAESCBC
+			pk := ensure(t, dir, p)
+			old, _ := os.ReadFile(pk.Path("encryption-key-aescbc"))
+			if !tt.withState {
+				if err := os.Remove(pk.Path(EncryptionKeysFile)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p.EncryptionProvider = ProviderSecretbox
+			ensure(t, dir, p)
+			if got, err := pk.PrimaryEncryptionProvider(); err != nil || got != ProviderAESCBC {
+				t.Fatalf("after a spec change the primary provider is %q (%v), want aescbc until a rotation", got, err)
+			}
+			if _, err := os.Stat(pk.Path("encryption-key-secretbox")); !os.IsNotExist(err) {
+				t.Errorf("a secretbox key was made without a rotation (%v)", err)
+			}
+
+			p.EncryptionKeyStage = KeyStageAdd
+			ensure(t, dir, p)
+			p.EncryptionKeyStage = KeyStagePromote
+			ensure(t, dir, p)
+			if got, _ := pk.PrimaryEncryptionProvider(); got != ProviderSecretbox {
+				t.Fatalf("after promote the primary provider is %q, want secretbox", got)
+			}
+			cfg, _ := os.ReadFile(pk.Path(EncryptionConfigFile))
+			sb, cbc := strings.Index(string(cfg), "secretbox:"), strings.Index(string(cfg), "aescbc:")
+			if sb < 0 || cbc < sb || !strings.Contains(string(cfg), strings.TrimSpace(string(old))) {
+				t.Errorf("want secretbox first and the old aescbc key after it:\n%s", cfg)
+			}
+			p.EncryptionKeyStage = KeyStageDrop
+			ensure(t, dir, p)
+			cfg, _ = os.ReadFile(pk.Path(EncryptionConfigFile))
+			if strings.Contains(string(cfg), "aescbc:") {
+				t.Errorf("the old aescbc key is still configured after drop:\n%s", cfg)
+			}
+		})
+	}
+}

@@ -94,12 +94,50 @@ func (p ClusterPKI) LoadEncryptionKeys(provider string) (EncryptionKeys, error) 
 	if err != nil {
 		return ks, err
 	}
+	// A key file that exists is the key, whatever provider the caller
+	// names: a provider changed in the spec before the state file was
+	// written must not start a new key that cannot read the old data.
+	if existing := p.singleKeyProvider(); existing != "" {
+		provider = existing
+	}
 	k := EncryptionKey{Name: "key1", Provider: provider, File: EncryptionKeyFilePrefix + provider}
 	if err := ensureKeyFile(p, k.File); err != nil {
 		return ks, err
 	}
 	ks.Keys = []EncryptionKey{k}
 	return ks, nil
+}
+
+// singleKeyProvider is the provider of the key file a cluster from before
+// the state file has, the one named first if there were several; "" if
+// it has none.
+func (p ClusterPKI) singleKeyProvider() string {
+	for _, prov := range []string{ProviderAESCBC, ProviderAESGCM, ProviderSecretbox} {
+		if exists(p.Path(EncryptionKeyFilePrefix + prov)) {
+			return prov
+		}
+	}
+	return ""
+}
+
+// PrimaryEncryptionProvider is the provider of the key that encrypts, ""
+// for a cluster that has no key yet.
+func (p ClusterPKI) PrimaryEncryptionProvider() (string, error) {
+	data, err := os.ReadFile(p.Path(EncryptionKeysFile))
+	if os.IsNotExist(err) {
+		return p.singleKeyProvider(), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var ks EncryptionKeys
+	if err := json.Unmarshal(data, &ks); err != nil {
+		return "", fmt.Errorf("%s: %w", EncryptionKeysFile, err)
+	}
+	if len(ks.Keys) == 0 {
+		return "", fmt.Errorf("%s lists no key", EncryptionKeysFile)
+	}
+	return ks.Keys[0].Provider, nil
 }
 
 func (p ClusterPKI) saveEncryptionKeys(ks EncryptionKeys) error {
@@ -210,7 +248,7 @@ func (p ClusterPKI) MergeEncryptionKeys(provider string, credentials map[string]
 		}
 	}
 	_, stateErr := os.Stat(p.Path(EncryptionKeysFile))
-	fresh := os.IsNotExist(stateErr) && !exists(p.Path(EncryptionKeyFilePrefix+provider))
+	fresh := os.IsNotExist(stateErr) && p.singleKeyProvider() == ""
 	ours := EncryptionKeys{}
 	if !fresh {
 		var err error

@@ -10,6 +10,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -87,12 +88,12 @@ func TestCredentialRotation(t *testing.T) {
 				keys["plain"]++
 				continue
 			}
-			keys[parts[4]]++
+			keys[parts[2]+"/"+parts[4]]++
 		}
 		return keys
 	}
-	if k := keysInEtcd(); k["key1"] == 0 || len(k) != 1 {
-		t.Fatalf("secrets in etcd before the rotation: %v, want all under key1", k)
+	if k := keysInEtcd(); k["aescbc/key1"] == 0 || len(k) != 1 {
+		t.Fatalf("secrets in etcd before the rotation: %v, want all under aescbc/key1", k)
 	}
 	oldToken := token()
 	if !works(oldToken) {
@@ -118,8 +119,8 @@ func TestCredentialRotation(t *testing.T) {
 	if !works(oldToken) || !works(newToken) {
 		t.Errorf("phase 1: old token works %v, new token works %v; want both", works(oldToken), works(newToken))
 	}
-	if k := keysInEtcd(); k["key2"] == 0 || len(k) != 1 {
-		t.Errorf("secrets in etcd after phase 1: %v, want all under key2", k)
+	if k := keysInEtcd(); k["aescbc/key2"] == 0 || len(k) != 1 {
+		t.Errorf("secrets in etcd after phase 1: %v, want all under aescbc/key2", k)
 	}
 	if out, err := lotseCLI(t, "cluster", "rotate", name, "all"); err == nil || !strings.Contains(out, "complete it first") {
 		t.Errorf("starting again while prepared: %v\n%s", err, out)
@@ -138,8 +139,8 @@ func TestCredentialRotation(t *testing.T) {
 	if err != nil || string(s.Data["v"]) != "kept" {
 		t.Errorf("the secret after the rotation: %v %q", err, s.Data["v"])
 	}
-	if k := keysInEtcd(); k["key2"] == 0 || len(k) != 1 {
-		t.Errorf("secrets in etcd after phase 2: %v, want all under key2", k)
+	if k := keysInEtcd(); k["aescbc/key2"] == 0 || len(k) != 1 {
+		t.Errorf("secrets in etcd after phase 2: %v, want all under aescbc/key2", k)
 	}
 	got := getCluster(t, mc, name)
 	for kind, rs := range map[string]*lotsev1.RotationStatus{"service-account-key": got.Status.Credentials.Rotation.ServiceAccountKey,
@@ -148,4 +149,31 @@ func TestCredentialRotation(t *testing.T) {
 			t.Errorf("status of the %s rotation: %+v", kind, rs)
 		}
 	}
+
+	t.Run("a provider change rotates the etcd key", func(t *testing.T) {
+		before := getCluster(t, mc, name)
+		before.Spec.Encryption.Provider = "aesgcm"
+		if err := mc.Update(ctx, before); err != nil {
+			t.Fatal(err)
+		}
+		// Evidence newer than the change: the condition for its generation.
+		waitFor(t, 5*time.Minute, "the data encrypted with aesgcm", func() (bool, error) {
+			c := getCluster(t, mc, name)
+			cond := meta.FindStatusCondition(c.Status.Conditions, lotsev1.ConditionEncryptionProviderCurrent)
+			rs := c.Status.Credentials.Rotation.EtcdEncryptionKey
+			return cond != nil && cond.ObservedGeneration == before.Generation && cond.Status == metav1.ConditionTrue &&
+				rs != nil && rs.Phase == lotsev1.RotationPrepared, nil
+		})
+		if k := keysInEtcd(); k["aesgcm/key3"] == 0 || len(k) != 1 {
+			t.Errorf("secrets in etcd after the provider change: %v, want all under aesgcm/key3", k)
+		}
+		mustCLI(t, "cluster", "rotate", name, "etcd-encryption-key", "--complete")
+		s, err := cs.CoreV1().Secrets("default").Get(ctx, "precious", metav1.GetOptions{})
+		if err != nil || string(s.Data["v"]) != "kept" {
+			t.Errorf("the secret after the provider change: %v %q", err, s.Data["v"])
+		}
+		if k := keysInEtcd(); k["aesgcm/key3"] == 0 || len(k) != 1 {
+			t.Errorf("secrets in etcd after completing the provider change: %v, want all under aesgcm/key3", k)
+		}
+	})
 }

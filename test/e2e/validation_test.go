@@ -147,8 +147,8 @@ func TestValidationOnUpdate(t *testing.T) {
 		{"high availability back to false", func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = true },
 			func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = false },
 			"spec.controlPlane.highAvailability cannot go back to false"},
-		{"change encryption provider", nil, func(c *lotsev1.Cluster) { c.Spec.Encryption.Provider = "secretbox" },
-			"spec.encryption.provider is immutable"},
+		{"an unknown encryption provider", nil, func(c *lotsev1.Cluster) { c.Spec.Encryption.Provider = "kms" },
+			`spec.encryption.provider: Unsupported value: "kms"`},
 		{"downgrade", nil, func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },
 			"spec.kubernetes.version: downgrade from 1.36.3 to 1.35.4 is not supported"},
 		{"skip a minor", func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },
@@ -186,6 +186,11 @@ func TestValidationOnUpdate(t *testing.T) {
 	c.Spec.Kubernetes.Version = "1.36.3"
 	if err := mc.Update(context.Background(), c); err != nil {
 		t.Errorf("upgrade 1.35.4 -> 1.36.3 rejected: %v", err)
+	}
+	// The encryption provider changes through a rotation.
+	c.Spec.Encryption.Provider = "secretbox"
+	if err := mc.Update(context.Background(), c); err != nil {
+		t.Errorf("spec.encryption.provider change rejected: %v", err)
 	}
 	// The network policy default may change at any time.
 	c.Spec.Networking.DefaultDenyTenantNamespaces = true

@@ -245,6 +245,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 	}
+	if results.Done() && !upgrading && !rotationRunning(status) {
+		r.followEncryptionProvider(cluster, status, cp)
+	}
 	if results.Done() {
 		status.ObservedGeneration = cluster.Generation
 		status.KubernetesVersion = release.Version

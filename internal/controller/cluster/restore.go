@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -146,19 +145,8 @@ func checkSnapshotFits(c *lotsev1.Cluster, status *lotsev1.ClusterStatus, m back
 	case from.Minor+1 < to.Minor:
 		return fmt.Errorf("snapshot %s was taken at Kubernetes %s, more than one minor before this cluster's %s (upgrades go one minor at a time); restore it into a cluster at 1.%d and upgrade that", ref.Snapshot, m.KubernetesVersion, release.Version, from.Minor+1)
 	}
-	var snapSpec lotsev1.ClusterSpec
-	if len(m.Spec) > 0 && json.Unmarshal(m.Spec, &snapSpec) == nil {
-		want, have := snapSpec.Encryption.Provider, c.Spec.Encryption.Provider
-		if want == "" {
-			want = "aescbc"
-		}
-		if have == "" {
-			have = "aescbc"
-		}
-		if want != have {
-			return fmt.Errorf("snapshot %s's data is encrypted with %s; set spec.encryption.provider to %s", ref.Snapshot, want, want)
-		}
-	}
+	// The snapshot's encryption keys come with it and keep decrypting
+	// its data whatever provider the cluster uses now.
 	return nil
 }
 

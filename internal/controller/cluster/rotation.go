@@ -145,6 +145,45 @@ func (r *Reconciler) acceptRotation(ctx context.Context, c *lotsev1.Cluster, sta
 	return patch.RemoveAnnotationIf(ctx, r.Client, c, lotsev1.OperationAnnotation, op)
 }
 
+// followEncryptionProvider starts an etcd-encryption-key rotation when
+// spec.encryption.provider names another provider than the key that
+// encrypts: its new key has the new provider, every encrypted object is
+// rewritten with it, and completing the rotation (as any other) removes
+// the old key. A prepared rotation is completed first.
+func (r *Reconciler) followEncryptionProvider(c *lotsev1.Cluster, status *lotsev1.ClusterStatus, cp controlplane.Status) {
+	want := c.Spec.Encryption.Provider
+	if want == "" {
+		want = "aescbc"
+	}
+	if cp.EncryptionProvider == "" {
+		return
+	}
+	if cp.EncryptionProvider == want {
+		msg := "the data is encrypted with " + want
+		if rs := *rotationOf(status, KindEtcdEncryptionKey, false); rs != nil && rs.Phase == lotsev1.RotationPrepared {
+			msg += "; the replaced key still decrypts until the etcd-encryption-key rotation is completed"
+		}
+		setCondition(status, c.Generation, lotsev1.ConditionEncryptionProviderCurrent, true, "Current", msg)
+		return
+	}
+	slot := rotationOf(status, KindEtcdEncryptionKey, true)
+	rs := *slot
+	if rs != nil && rs.Phase == lotsev1.RotationPrepared {
+		setCondition(status, c.Generation, lotsev1.ConditionEncryptionProviderCurrent, false, "RotationPrepared",
+			fmt.Sprintf("spec.encryption.provider is %s, the data is encrypted with %s: complete the prepared etcd-encryption-key rotation first (lotse cluster rotate %s etcd-encryption-key --complete), then a rotation to %s starts", want, cp.EncryptionProvider, c.Name, want))
+		return
+	}
+	now := metav1.Now()
+	next := &lotsev1.RotationStatus{Phase: lotsev1.RotationPreparing, Step: "add", LastInitiationTime: &now}
+	if rs != nil {
+		next.LastCompletionTime = rs.LastCompletionTime
+	}
+	*slot = next
+	setCondition(status, c.Generation, lotsev1.ConditionEncryptionProviderCurrent, false, "Rotating",
+		fmt.Sprintf("changing the encryption provider from %s to %s: a new %s key is added, made primary and every encrypted object rewritten", cp.EncryptionProvider, want, want))
+	r.event(c, corev1.EventTypeNormal, "RotationStarted", "Rotate", "etcd-encryption-key rotation: phase 1 started to change the encryption provider from %s to %s", cp.EncryptionProvider, want)
+}
+
 // rotationStages is what the control plane is to apply for the running
 // rotations.
 func rotationStages(status *lotsev1.ClusterStatus) controlplane.Rotation {

@@ -70,8 +70,13 @@ const (
 
 // Layout is what a control plane keeps stable across restarts: its ports.
 type Layout struct {
-	EtcdClient        []int `json:"etcdClient"`
-	EtcdPeer          []int `json:"etcdPeer"`
+	EtcdClient []int `json:"etcdClient"`
+	EtcdPeer   []int `json:"etcdPeer"`
+	// EtcdHTTP are the members' ports for HTTP (health, metrics), apart
+	// from the gRPC client ports: etcd stops a gRPC-only listener
+	// gracefully (in-flight requests finish, clients move to another
+	// member), but kills the requests of a shared TLS listener at once.
+	EtcdHTTP          []int `json:"etcdHTTP,omitempty"`
 	APIServer         []int `json:"apiServer"`
 	ControllerManager []int `json:"controllerManager"`
 	Scheduler         []int `json:"scheduler"`
@@ -209,6 +214,14 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 			}
 			changed = true
 		}
+		if len(l.EtcdHTTP) < len(l.EtcdClient) {
+			p, err := ports.Allocate(len(l.EtcdClient) - len(l.EtcdHTTP))
+			if err != nil {
+				return l, err
+			}
+			l.EtcdHTTP = append(l.EtcdHTTP, p...)
+			changed = true
+		}
 		if l.Tunnel == nil && !spec.WithoutTunnel {
 			if l.Tunnel, err = allocateTunnel(len(l.APIServer)); err != nil {
 				return l, err
@@ -232,7 +245,7 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 		return l, fmt.Errorf("read %s: %w", b.layoutPath(spec.Key), err)
 	}
 	etcdN, apiN, ctlN := replicas(spec)
-	n := 2*etcdN + apiN + 2*ctlN
+	n := 3*etcdN + apiN + 2*ctlN
 	if spec.HighAvailability {
 		n++
 	}
@@ -244,6 +257,7 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 	l := Layout{
 		EtcdClient:        take(etcdN),
 		EtcdPeer:          take(etcdN),
+		EtcdHTTP:          take(etcdN),
 		APIServer:         take(apiN),
 		ControllerManager: take(ctlN),
 		Scheduler:         take(ctlN),
@@ -271,13 +285,14 @@ func growToHA(l *Layout) error {
 	if len(l.EtcdClient) != 1 || len(l.APIServer) != 1 {
 		return fmt.Errorf("layout has %d etcd members and %d API servers; cannot make it highly available", len(l.EtcdClient), len(l.APIServer))
 	}
-	p, err := ports.Allocate(2*2 + 2 + 1 + 1)
+	p, err := ports.Allocate(3*2 + 2 + 1 + 1)
 	if err != nil {
 		return err
 	}
 	l.EtcdJoin = map[int]EtcdJoin{0: {InitialCluster: fmt.Sprintf("etcd-0=https://127.0.0.1:%d", l.EtcdPeer[0]), State: "new"}}
 	l.EtcdClient = append(l.EtcdClient, p[0], p[1])
 	l.EtcdPeer = append(l.EtcdPeer, p[2], p[3])
+	l.EtcdHTTP = append(l.EtcdHTTP, p[8], p[9])
 	l.EtcdPending = []int{1, 2}
 	l.LoadBalancer = l.APIServer[0]
 	l.APIServer = []int{p[4], p[5]}

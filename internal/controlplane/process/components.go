@@ -50,6 +50,7 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 			"--name=" + fmt.Sprintf("etcd-%d", i),
 			"--data-dir=" + filepath.Join(b.Dir(spec.Key), "data", fmt.Sprintf("etcd-%d", i)),
 			"--listen-client-urls=" + client,
+			fmt.Sprintf("--listen-client-http-urls=https://127.0.0.1:%d", l.EtcdHTTP[i]),
 			"--advertise-client-urls=" + client,
 			"--listen-peer-urls=" + peer,
 			"--initial-advertise-peer-urls=" + peer,
@@ -67,10 +68,12 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 			"--log-level=warn",
 		},
 		LogFile: b.logFile(spec.Key, CompEtcd, i),
-		// A stopping etcd waits its request timeout (7 s) for the API
-		// servers' watch streams before it closes (and only then hands
-		// over its leadership). Its WAL makes a kill safe, and a rolling
-		// update moves the leadership away before it replaces a leader
+		// A stopping etcd tells its clients to go elsewhere (its gRPC
+		// listener stops gracefully, see Layout.EtcdHTTP) and lets their
+		// requests finish, which takes milliseconds, but waits its
+		// request timeout (7 s) for the API servers' watch streams. Its
+		// WAL makes a kill safe, and a rolling update moves the
+		// leadership away before it replaces a leader
 		// (handOverLeadership), so a second is enough.
 		StopTimeout: time.Second,
 	}})[0]
@@ -88,8 +91,11 @@ func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layo
 		}
 	}
 	probe := func(ctx context.Context) []controlplane.ComponentHealth { return b.etcdHealth(ctx, l, p) }
-	handOver := func(ctx context.Context, i int) error { return b.handOverLeadership(ctx, l, p, i) }
-	current, msg, err := b.rollout(ctx, CompEtcd, b.etcdSpecs(spec, l, p), probe, b.gate(spec, l, p, CompEtcd), handOver)
+	hooks := &rolloutHooks{
+		last:          func(ctx context.Context) int { return b.etcdLeader(ctx, l, p) },
+		beforeReplace: func(ctx context.Context, i int) error { return b.handOverLeadership(ctx, l, p, i) },
+	}
+	current, msg, err := b.rollout(ctx, CompEtcd, b.etcdSpecs(spec, l, p), probe, b.gate(spec, l, p, CompEtcd), hooks)
 	if err != nil || !current {
 		return false, msg, err
 	}

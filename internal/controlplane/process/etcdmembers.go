@@ -146,6 +146,28 @@ func (b *Backend) updateLayout(key string, change func(*Layout)) (Layout, error)
 	return l, b.saveLayout(key, l)
 }
 
+// etcdLeader is the index of the member that leads, or -1 if none says so.
+func (b *Backend) etcdLeader(ctx context.Context, l Layout, p pki.ClusterPKI) int {
+	members := l.etcdMembers()
+	if len(members) < 2 {
+		return -1
+	}
+	cli, err := b.etcdClient(l, p)
+	if err != nil {
+		return -1
+	}
+	defer cli.Close()
+	for _, i := range members {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := cli.Status(sctx, fmt.Sprintf("https://127.0.0.1:%d", l.EtcdClient[i]))
+		cancel()
+		if err == nil && st.Leader == st.Header.MemberId {
+			return i
+		}
+	}
+	return -1
+}
+
 // handOverLeadership moves the etcd leadership away from member i before
 // it is replaced, to the first other healthy voting member, so the
 // cluster does not wait for an election.

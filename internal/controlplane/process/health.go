@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -76,11 +77,21 @@ func shortError(err error) string {
 
 func (b *Backend) etcdHealth(ctx context.Context, l Layout, p pki.ClusterPKI) []controlplane.ComponentHealth {
 	c, err := httpsClient(p.Cert(pki.EtcdCAName), p.Cert(pki.EtcdAdminName), p.Key(pki.EtcdAdminName))
-	return probeAll(ctx, CompEtcd, l.EtcdClient, func(ctx context.Context, port int) (bool, string) {
+	return probeAll(ctx, CompEtcd, l.EtcdHTTP, func(ctx context.Context, port int) (bool, string) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return probe(ctx, c, fmt.Sprintf("https://127.0.0.1:%d/health", port), `"health":"true"`)
+		ok, msg := probe(ctx, c, fmt.Sprintf("https://127.0.0.1:%d/health", port), `"health":"true"`)
+		if !ok {
+			// A member started by an older lotse serves HTTP on its
+			// client port until the rollout replaces it.
+			if i := slices.Index(l.EtcdHTTP, port); i >= 0 && i < len(l.EtcdClient) {
+				if old, _ := probe(ctx, c, fmt.Sprintf("https://127.0.0.1:%d/health", l.EtcdClient[i]), `"health":"true"`); old {
+					return true, ""
+				}
+			}
+		}
+		return ok, msg
 	})
 }
 
@@ -198,6 +209,7 @@ func (b *Backend) Status(ctx context.Context, spec controlplane.Spec) controlpla
 	}()
 	wg.Wait()
 	sortComponents(st.Components)
+	st.EncryptionProvider, _ = p.PrimaryEncryptionProvider()
 	if b.Supervisor != nil { // a backend that only observes (tests, the CLI) knows no processes
 		st.Rollout = b.rolloutStatus(spec, l, p)
 	}

@@ -63,10 +63,10 @@ func (b *Backend) gate(spec controlplane.Spec, l Layout, p pki.ClusterPKI, compo
 // check; the caller's task runs again until none is left. It returns
 // whether every instance runs its spec and, if not, what it waits for.
 //
-// beforeReplace, if set, runs before an instance is replaced (etcd hands
-// over its leadership there); an error leaves the instance running.
+// hooks, if set, order the replacements and prepare each (etcd replaces its
+// leader last and hands over its leadership first).
 func (b *Backend) rollout(ctx context.Context, component string, specs []supervisor.Spec,
-	health func(context.Context) []controlplane.ComponentHealth, gate string, beforeReplace func(context.Context, int) error) (bool, string, error) {
+	health func(context.Context) []controlplane.ComponentHealth, gate string, hooks *rolloutHooks) (bool, string, error) {
 	var stale []int // indexes into specs
 	for i, s := range specs {
 		h, ok := b.Supervisor.RunningHash(s.Name)
@@ -91,13 +91,17 @@ func (b *Backend) rollout(ctx context.Context, component string, specs []supervi
 	if gate != "" {
 		return false, progress + "; " + gate, nil
 	}
-	next, sick := pickReplacement(stale, health(ctx))
+	last := -1
+	if hooks != nil && hooks.last != nil {
+		last = hooks.last(ctx)
+	}
+	next, sick := pickReplacement(stale, health(ctx), last)
 	if next < 0 {
 		return false, progress + "; waiting for " + strings.Join(sick, ", ") + " to be healthy before the next one", nil
 	}
 	s := specs[next]
-	if beforeReplace != nil {
-		if err := beforeReplace(ctx, next); err != nil {
+	if hooks != nil && hooks.beforeReplace != nil {
+		if err := hooks.beforeReplace(ctx, next); err != nil {
 			return false, fmt.Sprintf("%s; before replacing %s: %v", progress, s.Name, err), nil
 		}
 	}
@@ -111,13 +115,24 @@ func (b *Backend) rollout(ctx context.Context, component string, specs []supervi
 	return false, fmt.Sprintf("%s; replaced %s, waiting for it to be healthy", progress, s.Name), nil
 }
 
+// rolloutHooks adapt a rollout to a component.
+type rolloutHooks struct {
+	// last is the instance to replace after all others (-1: none), e.g.
+	// the etcd leader: replacing it costs a leadership transfer, during
+	// which etcd drops writes, so it should cost one, not one per member.
+	last func(context.Context) int
+	// beforeReplace runs before an instance is replaced; an error leaves
+	// the instance running.
+	beforeReplace func(context.Context, int) error
+}
+
 // pickReplacement chooses which stale instance (indexes into health, which
 // is in instance order) to replace now: one that is unhealthy anyway, since
-// replacing it costs nothing, or else the first stale one if every instance
-// is healthy. With an updated instance still unhealthy it returns -1 and
-// the names to wait for: replacing another now could cost quorum or the
-// last serving API server.
-func pickReplacement(stale []int, health []controlplane.ComponentHealth) (int, []string) {
+// replacing it costs nothing, or else, if every instance is healthy, the
+// first stale one that is not last (-1 for none). With an updated instance
+// still unhealthy it returns -1 and the names to wait for: replacing
+// another now could cost quorum or the last serving API server.
+func pickReplacement(stale []int, health []controlplane.ComponentHealth, last int) (int, []string) {
 	isStale := map[int]bool{}
 	for _, i := range stale {
 		isStale[i] = true
@@ -134,6 +149,11 @@ func pickReplacement(stale []int, health []controlplane.ComponentHealth) (int, [
 	}
 	if len(sick) > 0 {
 		return -1, sick
+	}
+	for _, i := range stale {
+		if i != last {
+			return i, nil
+		}
 	}
 	return stale[0], nil
 }

@@ -23,18 +23,22 @@ func TestPickReplacement(t *testing.T) {
 		name     string
 		stale    []int
 		health   []controlplane.ComponentHealth
+		last     int
 		want     int
 		wantSick []string
 	}{
-		{"all healthy: the first stale one", []int{1, 2}, h(true, true, true), 1, nil},
-		{"a stale one is down anyway: that one", []int{0, 2}, h(true, true, false), 2, nil},
-		{"an updated one is not healthy yet: wait", []int{1, 2}, h(false, true, true), -1, []string{"etcd-0"}},
-		{"single instance", []int{0}, h(true), 0, nil},
-		{"single instance down", []int{0}, h(false), 0, nil},
+		{"all healthy: the first stale one", []int{1, 2}, h(true, true, true), -1, 1, nil},
+		{"all healthy: the leader last", []int{0, 1, 2}, h(true, true, true), 0, 1, nil},
+		{"only the leader is left: now it", []int{0}, h(true, true, true), 0, 0, nil},
+		{"the leader is down anyway: that one", []int{0, 1}, h(false, true, true), 0, 0, nil},
+		{"a stale one is down anyway: that one", []int{0, 2}, h(true, true, false), -1, 2, nil},
+		{"an updated one is not healthy yet: wait", []int{1, 2}, h(false, true, true), 2, -1, []string{"etcd-0"}},
+		{"single instance", []int{0}, h(true), -1, 0, nil},
+		{"single instance down", []int{0}, h(false), 0, 0, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, sick := pickReplacement(tt.stale, tt.health)
+			got, sick := pickReplacement(tt.stale, tt.health, tt.last)
 			if got != tt.want || !slices.Equal(sick, tt.wantSick) {
 				t.Errorf("pickReplacement = %d, %v; want %d, %v", got, sick, tt.want, tt.wantSick)
 			}
