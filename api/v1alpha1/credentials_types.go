@@ -15,6 +15,8 @@ const (
 	OperationRotateServiceAccountKeyDone  = "rotate-service-account-key-complete"
 	OperationRotateEtcdEncryptionKeyStart = "rotate-etcd-encryption-key-start"
 	OperationRotateEtcdEncryptionKeyDone  = "rotate-etcd-encryption-key-complete"
+	OperationRotateCAStart                = "rotate-ca-start"
+	OperationRotateCADone                 = "rotate-ca-complete"
 )
 
 // Rotation phases.
@@ -40,6 +42,11 @@ type CredentialsRotation struct {
 	// EtcdEncryptionKey encrypts resources at rest.
 	// +optional
 	EtcdEncryptionKey *RotationStatus `json:"etcdEncryptionKey,omitempty"`
+	// CertificateAuthorities is the cluster CA: it signs the API server's
+	// serving certificate and every client certificate (kubeconfigs,
+	// kubelets).
+	// +optional
+	CertificateAuthorities *RotationStatus `json:"certificateAuthorities,omitempty"`
 }
 
 // RotationStatus is one credential's rotation.

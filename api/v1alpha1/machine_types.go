@@ -304,6 +304,11 @@ type MachineStatus struct {
 	// StorageClass) live on the machine; they go away with it.
 	// +optional
 	LocalVolumesPath string `json:"localVolumesPath,omitempty"`
+	// TrustDigest names the cluster trust (CA bundle and signing CA) the
+	// node's processes run with; a rotation of the cluster CA waits for
+	// every machine to run with the current one.
+	// +optional
+	TrustDigest string `json:"trustDigest,omitempty"`
 	// FailureMessage says why the machine failed, if it did.
 	// +optional
 	FailureMessage string `json:"failureMessage,omitempty"`

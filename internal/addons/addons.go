@@ -84,7 +84,15 @@ type Config struct {
 	// Network selects the pod network; nil is Lotse's bridge, which needs
 	// nothing in the cluster (the machines configure it).
 	Network *Network
+	// TrustDigest names the cluster's trust (pki.NodeTrustDigest); it is
+	// an annotation of every managed pod template, so a rotation of the
+	// cluster CA restarts the addons' pods, which read the CA bundle
+	// (kube-root-ca.crt) only when they start.
+	TrustDigest string
 }
+
+// AnnotationTrust is the pod-template annotation carrying Config.TrustDigest.
+const AnnotationTrust = "lotse.dev/trust"
 
 // Network plugins besides the bridge.
 const (
@@ -181,6 +189,11 @@ func Render(cfg Config) ([]Addon, error) {
 			labels[LabelManagedBy] = FieldManager
 			labels[LabelAddon] = r.name
 			u.SetLabels(labels)
+			if k := u.GetKind(); cfg.TrustDigest != "" && (k == "Deployment" || k == "DaemonSet") {
+				if err := unstructured.SetNestedField(u.Object, cfg.TrustDigest, "spec", "template", "metadata", "annotations", AnnotationTrust); err != nil {
+					return nil, fmt.Errorf("addon %s: %w", r.name, err)
+				}
+			}
 			a.Objects = append(a.Objects, u)
 		}
 		out = append(out, a)

@@ -439,3 +439,37 @@ func TestPodNetworkValues(t *testing.T) {
 		t.Errorf("CiliumVersion %q from the manifest's header", CiliumVersion)
 	}
 }
+
+// TestRenderTrustAnnotation: every managed workload's pod template carries
+// the cluster's trust digest (a CA rotation restarts the pods), and
+// nothing else does.
+func TestRenderTrustAnnotation(t *testing.T) {
+	set, err := Render(Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x", Tunnel: testTunnel(), TrustDigest: "abc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	workloads := 0
+	for _, a := range set {
+		for _, o := range a.Objects {
+			got, found, _ := unstructured.NestedString(o.Object, "spec", "template", "metadata", "annotations", AnnotationTrust)
+			switch o.GetKind() {
+			case "Deployment", "DaemonSet":
+				workloads++
+				if got != "abc" {
+					t.Errorf("%s %s: trust annotation %q, want abc", o.GetKind(), o.GetName(), got)
+				}
+			default:
+				if found {
+					t.Errorf("%s %s carries the trust annotation", o.GetKind(), o.GetName())
+				}
+			}
+		}
+	}
+	if workloads < 2 {
+		t.Fatalf("only %d workloads rendered", workloads)
+	}
+	set, _ = Render(Config{ClusterDNS: "10.96.0.10", CoreDNSImage: "x"})
+	if _, found, _ := unstructured.NestedString(find(set, "Deployment", "coredns").Object, "spec", "template", "metadata", "annotations", AnnotationTrust); found {
+		t.Error("without a digest the annotation is set")
+	}
+}

@@ -17,14 +17,18 @@ var rotateOperations = map[string][2]string{
 	"all":                                   {lotsev1.OperationRotateCredentialsStart, lotsev1.OperationRotateCredentialsComplete},
 	clustercontroller.KindServiceAccountKey: {lotsev1.OperationRotateServiceAccountKeyStart, lotsev1.OperationRotateServiceAccountKeyDone},
 	clustercontroller.KindEtcdEncryptionKey: {lotsev1.OperationRotateEtcdEncryptionKeyStart, lotsev1.OperationRotateEtcdEncryptionKeyDone},
+	clustercontroller.KindCA:                {lotsev1.OperationRotateCAStart, lotsev1.OperationRotateCADone},
 }
 
 func rotationStatus(cl *lotsev1.Cluster, kind string) *lotsev1.RotationStatus {
 	if cl.Status.Credentials == nil {
 		return nil
 	}
-	if kind == clustercontroller.KindServiceAccountKey {
+	switch kind {
+	case clustercontroller.KindServiceAccountKey:
 		return cl.Status.Credentials.Rotation.ServiceAccountKey
+	case clustercontroller.KindCA:
+		return cl.Status.Credentials.Rotation.CertificateAuthorities
 	}
 	return cl.Status.Credentials.Rotation.EtcdEncryptionKey
 }
@@ -33,20 +37,22 @@ func newClusterRotateCommand(flags *clientFlags) *cobra.Command {
 	var complete, noWait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "rotate NAME service-account-key|etcd-encryption-key|all [--complete]",
+		Use:   "rotate NAME ca|service-account-key|etcd-encryption-key|all [--complete]",
 		Short: "Rotate a cluster's credentials in two phases",
 		Long: "Phase 1 (without --complete) adds a new credential and uses it while the old one is still\n" +
-			"accepted: a new service-account key signs tokens (old tokens still verify); a new etcd\n" +
+			"accepted: a new cluster CA is trusted everywhere and signs every certificate again (old\n" +
+			"kubeconfigs keep working; get the new one with lotse cluster kubeconfig); a new\n" +
+			"service-account key signs tokens (old tokens still verify); a new etcd\n" +
 			"encryption key encrypts and every encrypted object is rewritten with it (the old key still\n" +
 			"decrypts). Phase 2 (--complete) removes the old credential. Each waits until the control plane\n" +
 			"runs the change everywhere (one instance at a time) unless --no-wait; status.credentials.rotation\n" +
 			"shows the phase of each kind.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
-				return fmt.Errorf("usage: lotse cluster rotate NAME service-account-key|etcd-encryption-key|all [--complete]")
+				return fmt.Errorf("usage: lotse cluster rotate NAME ca|service-account-key|etcd-encryption-key|all [--complete]")
 			}
 			if _, ok := rotateOperations[args[1]]; !ok {
-				return fmt.Errorf("unknown credential %q: rotate service-account-key, etcd-encryption-key or all", args[1])
+				return fmt.Errorf("unknown credential %q: rotate ca, service-account-key, etcd-encryption-key or all", args[1])
 			}
 			return nil
 		},
@@ -64,6 +70,9 @@ func newClusterRotateCommand(flags *clientFlags) *cobra.Command {
 			kinds := []string{kind}
 			if kind == "all" {
 				kinds = clustercontroller.RotationKinds
+				if complete {
+					kinds = clustercontroller.CompletableKinds(&cl.Status, kinds)
+				}
 			}
 			// What the controller would refuse, refused here with the fix.
 			for _, k := range kinds {

@@ -49,6 +49,10 @@ type Rotation struct {
 	// EncryptionKey: "add" (a new key decrypts), "promote" (it
 	// encrypts), "drop" (the old one goes).
 	EncryptionKey string
+	// CA (the cluster CA): "add" (a new CA is trusted everywhere),
+	// "reissue" (it signs; every certificate is issued again) or "drop"
+	// (the old CA goes).
+	CA string
 }
 
 // Component health as seen by the backend.

@@ -5,6 +5,7 @@
 package loadbalancer
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -38,7 +39,10 @@ type LoadBalancer struct {
 	cfg     Config
 	healthy []atomic.Bool
 	next    atomic.Uint64
-	client  *http.Client
+	// client and caPEM are only touched by New and checkAll, which the
+	// health loop runs one at a time.
+	client *http.Client
+	caPEM  []byte
 }
 
 // New validates cfg and returns a load balancer.
@@ -54,19 +58,35 @@ func New(cfg Config) (*LoadBalancer, error) {
 	}
 	lb := &LoadBalancer{cfg: cfg, healthy: make([]atomic.Bool, len(cfg.Backends))}
 	if cfg.HealthPath != "" {
-		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if cfg.CAFile != "" {
-			caPEM, err := os.ReadFile(cfg.CAFile)
-			if err != nil {
-				return nil, err
-			}
-			pool := x509.NewCertPool()
-			pool.AppendCertsFromPEM(caPEM)
-			tlsCfg.RootCAs = pool
+		if err := lb.loadCA(); err != nil {
+			return nil, err
 		}
-		lb.client = &http.Client{Timeout: cfg.Interval, Transport: &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true}}
 	}
 	return lb, nil
+}
+
+// loadCA (re)builds the health-check client when the CA file changed: a
+// rotation of the cluster CA changes the trust bundle under a running
+// load balancer, which must not stop trusting the API servers.
+func (lb *LoadBalancer) loadCA() error {
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if lb.cfg.CAFile != "" {
+		caPEM, err := os.ReadFile(lb.cfg.CAFile)
+		if err != nil {
+			return err
+		}
+		if lb.client != nil && bytes.Equal(caPEM, lb.caPEM) {
+			return nil
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		tlsCfg.RootCAs = pool
+		lb.caPEM = caPEM
+	} else if lb.client != nil {
+		return nil
+	}
+	lb.client = &http.Client{Timeout: lb.cfg.Interval, Transport: &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true}}
+	return nil
 }
 
 // Run serves until ctx ends.
@@ -116,12 +136,18 @@ func (lb *LoadBalancer) healthLoop(ctx context.Context) {
 }
 
 func (lb *LoadBalancer) checkAll(ctx context.Context) {
+	if lb.client != nil {
+		if err := lb.loadCA(); err != nil {
+			lb.cfg.Log.Printf("reading %s: %v (keeping the CA read before)", lb.cfg.CAFile, err)
+		}
+	}
+	client := lb.client
 	var wg sync.WaitGroup
 	for i, addr := range lb.cfg.Backends {
 		wg.Add(1)
 		go func(i int, addr string) {
 			defer wg.Done()
-			ok := lb.check(ctx, addr)
+			ok := lb.check(ctx, client, addr)
 			if was := lb.healthy[i].Swap(ok); was != ok {
 				lb.cfg.Log.Printf("backend %s healthy=%t", addr, ok)
 			}
@@ -130,8 +156,8 @@ func (lb *LoadBalancer) checkAll(ctx context.Context) {
 	wg.Wait()
 }
 
-func (lb *LoadBalancer) check(ctx context.Context, addr string) bool {
-	if lb.client == nil {
+func (lb *LoadBalancer) check(ctx context.Context, client *http.Client, addr string) bool {
+	if client == nil {
 		c, err := net.DialTimeout("tcp", addr, lb.cfg.Interval)
 		if err != nil {
 			return false
@@ -143,7 +169,7 @@ func (lb *LoadBalancer) check(ctx context.Context, addr string) bool {
 	if err != nil {
 		return false
 	}
-	resp, err := lb.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return false
 	}

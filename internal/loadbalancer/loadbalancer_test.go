@@ -421,3 +421,36 @@ func TestConfigString(t *testing.T) {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 }
+
+// TestHealthCheckReloadsCA: a CA file that changes under a running load
+// balancer (a CA rotation) is used from the next check on.
+func TestHealthCheckReloadsCA(t *testing.T) {
+	healthy := tlsBackend(t, "healthy", http.StatusOK)
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, []byte("no certificate yet\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t)
+	logs := &syncBuffer{}
+	backend := strings.TrimPrefix(healthy.URL, "https://")
+	lb, err := New(Config{Listen: ln.Addr().String(), Backends: []string{backend}, HealthPath: "/readyz", CAFile: caFile, Interval: 100 * time.Millisecond, Log: log.New(logs, "", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, lb, ln)
+	time.Sleep(300 * time.Millisecond)
+	if strings.Contains(logs.String(), "healthy=true") {
+		t.Fatalf("healthy without a CA that verifies it:\n%s", logs)
+	}
+	data, _ := os.ReadFile(writeCA(t, healthy))
+	if err := os.WriteFile(caFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "backend "+backend+" healthy=true") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new CA was not used:\n%s", logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

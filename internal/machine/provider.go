@@ -100,6 +100,10 @@ type Status struct {
 	// HasServingCertificate: the kubelet serves with a certificate of the
 	// cluster's CA (exec, logs and metrics need it).
 	HasServingCertificate bool
+	// TrustDigest names the cluster trust (CA bundle, signing CA) the
+	// node's kubelet and kube-proxy run with (pki.NodeTrustDigest); a CA
+	// rotation moves on once every node runs with the current one.
+	TrustDigest string
 	// LocalVolumesPath is where node-local volumes live on the machine:
 	// on its own disk, so they go away with the machine.
 	LocalVolumesPath string

@@ -35,6 +35,9 @@ type ClusterParams struct {
 	// stage of a rotation (SAKeyStage*, KeyStage*; idempotent).
 	ServiceAccountKeyStage string
 	EncryptionKeyStage     string
+	// CAStage, when set, applies that stage of a rotation of the cluster
+	// CA (CAStage*; idempotent).
+	CAStage string
 }
 
 // ClusterPKI is the set of files of one cluster. All paths are absolute.
@@ -93,6 +96,11 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return p, err
 	}
+	if params.CAStage != "" {
+		if err := p.RotateCA(params.CAStage, fmt.Sprintf("%s-%s-%s", params.Name, CAName, time.Now().UTC().Format("20060102-150405"))); err != nil {
+			return p, fmt.Errorf("CA rotation: %w", err)
+		}
+	}
 	cas := map[string]*CA{}
 	for _, name := range []string{CAName, EtcdCAName, FrontProxyCAName, KonnectivityCAName} {
 		ca, err := ensureCA(dir, name, params.Name+"-"+name)
@@ -129,16 +137,31 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 		{KonnectivityCAName, KonnectivityServerName, CertSpec{CommonName: "konnectivity-server", DNSNames: apiDNS, IPs: apiIPs, Server: true}},
 		{KonnectivityCAName, KonnectivityAgentName, CertSpec{CommonName: "system:konnectivity-agent", Client: true}},
 	}
+	if err := p.EnsureTrustBundle(); err != nil {
+		return p, fmt.Errorf("trust bundle: %w", err)
+	}
+	chain, err := p.servingChain()
+	if err != nil {
+		return p, err
+	}
 	for _, l := range leaves {
-		if exists(p.Cert(l.name)) && exists(p.Key(l.name)) {
-			continue
+		// A leaf of the cluster CA that the signing CA did not sign is
+		// from before a rotation: issued again.
+		current := exists(p.Cert(l.name)) && exists(p.Key(l.name)) &&
+			(l.ca != CAName || p.signedBy(l.name, cas[CAName]))
+		if !current {
+			kp, err := cas[l.ca].Issue(l.spec)
+			if err != nil {
+				return p, fmt.Errorf("%s: %w", l.name, err)
+			}
+			if err := writePair(dir, l.name, kp.Cert, kp.Key); err != nil {
+				return p, err
+			}
 		}
-		kp, err := cas[l.ca].Issue(l.spec)
-		if err != nil {
-			return p, fmt.Errorf("%s: %w", l.name, err)
-		}
-		if err := writePair(dir, l.name, kp.Cert, kp.Key); err != nil {
-			return p, err
+		if l.ca == CAName && l.spec.Server {
+			if err := p.ensureLeafChain(l.name, chain); err != nil {
+				return p, err
+			}
 		}
 	}
 	if err := ensureServiceAccountKey(p); err != nil {

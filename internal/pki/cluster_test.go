@@ -63,7 +63,7 @@ func expectedFiles(provider string) []string {
 	for _, l := range leafSpecs {
 		fs = append(fs, l.name+".crt", l.name+".key")
 	}
-	fs = append(fs, "sa.key", "sa.pub", EncryptionConfigFile, EncryptionKeysFile, "encryption-key-"+provider)
+	fs = append(fs, CABundleName+".crt", "sa.key", "sa.pub", EncryptionConfigFile, EncryptionKeysFile, "encryption-key-"+provider)
 	sort.Strings(fs)
 	return fs
 }

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -31,9 +32,9 @@ current-context: %[6]s@%[1]s
 }
 
 // KubeconfigFor renders the kubeconfig of the client certificate NAME, signed
-// by the cluster CA, for server.
+// by the cluster CA, for server; it trusts the cluster's trust bundle.
 func (p ClusterPKI) KubeconfigFor(clusterName, name, server string) ([]byte, error) {
-	ca, err := os.ReadFile(p.Cert(CAName))
+	ca, err := os.ReadFile(p.TrustBundle())
 	if err != nil {
 		return nil, err
 	}
@@ -44,6 +45,9 @@ func (p ClusterPKI) KubeconfigFor(clusterName, name, server string) ([]byte, err
 	key, err := os.ReadFile(p.Key(name))
 	if err != nil {
 		return nil, err
+	}
+	if _, err := tls.X509KeyPair(cert, key); err != nil {
+		return nil, fmt.Errorf("%s: %w (being replaced?)", name, err)
 	}
 	return Kubeconfig(clusterName, server, ca, cert, key, name), nil
 }
@@ -59,3 +63,7 @@ func (p ClusterPKI) WriteKubeconfig(clusterName, name, server string) error {
 	}
 	return writeSecretFile(p.Kubeconfig(name), data)
 }
+
+// TrustBundle is the file of every CA a client of the cluster's API
+// trusts: the cluster CA, and both CAs while it rotates.
+func (p ClusterPKI) TrustBundle() string { return p.Cert(CABundleName) }

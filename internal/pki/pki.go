@@ -191,6 +191,11 @@ func loadPair(dir, name string) (*x509.Certificate, crypto.Signer, error) {
 	if !ok {
 		return nil, nil, errors.New(name + ": key is not a signer")
 	}
+	// A pair is replaced key first: a reader between the two writes
+	// must not sign with a key that does not match the certificate.
+	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
+		return nil, nil, fmt.Errorf("%s: the key does not match the certificate (being replaced?)", name)
+	}
 	return cert, signer, nil
 }
 

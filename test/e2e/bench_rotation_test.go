@@ -33,7 +33,7 @@ func BenchmarkRotation(b *testing.B) {
 	fill(b, kubernetes.NewForConfigOrDie(cfg), 2000)
 	figures := map[string][]float64{}
 	for i := 0; i < b.N; i++ {
-		for _, kind := range []string{"service-account-key", "etcd-encryption-key"} {
+		for _, kind := range []string{"ca", "service-account-key", "etcd-encryption-key"} {
 			start := time.Now()
 			mustCLI(b, "cluster", "rotate", name, kind)
 			figures[kind+"-prepare"] = append(figures[kind+"-prepare"], time.Since(start).Seconds())

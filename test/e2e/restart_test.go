@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
@@ -353,4 +355,95 @@ func TestRestartDuringRestore(t *testing.T) {
 		}
 		t.Errorf("data directories after the restore: %v, want only etcd-0", names)
 	}
+}
+
+// TestRestartDuringRotation: killing lotse while phase 1 of every
+// rotation runs (a step of the CA, service-account key and etcd key under
+// way) and while phase 2 runs, and starting it again ends with every
+// rotation Completed: the node Ready on its new certificates, the new
+// kubeconfig working and the old one refused, Secrets under the new key.
+func TestRestartDuringRotation(t *testing.T) {
+	const name = "restart-rotate"
+	mc := mgmtClient(t)
+	ctx := context.Background()
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
+	if err := mc.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") })
+	diagnoseOnFailure(t, name)
+	waitClusterReady(t, mc, name, 15*time.Minute)
+	oldCfg := tenantConfig(t, name)
+	if _, err := kubernetes.NewForConfigOrDie(oldCfg).CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "precious"},
+		StringData: map[string]string{"v": "kept"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	phaseOf := func(got *lotsev1.Cluster) map[string]string {
+		out := map[string]string{}
+		if got.Status.Credentials == nil {
+			return out
+		}
+		r := got.Status.Credentials.Rotation
+		for kind, rs := range map[string]*lotsev1.RotationStatus{"ca": r.CertificateAuthorities, "sa": r.ServiceAccountKey, "etcd": r.EtcdEncryptionKey} {
+			if rs != nil {
+				out[kind] = rs.Phase + "/" + rs.Step
+			}
+		}
+		return out
+	}
+	crashWhen := func(what string, running func(map[string]string) bool) {
+		t.Helper()
+		var seen map[string]string
+		waitFor(t, 3*time.Minute, what, func() (bool, error) {
+			seen = phaseOf(getCluster(t, mc, name))
+			return running(seen), nil
+		})
+		env.crash()
+		t.Logf("killed lotse while %s (%v)", what, seen)
+		if err := env.start(); err != nil {
+			t.Fatal(err)
+		}
+		mc = mgmtClient(t)
+	}
+	waitAll := func(phase string) {
+		t.Helper()
+		waitFor(t, 6*time.Minute, "every rotation "+phase, func() (bool, error) {
+			p := phaseOf(getCluster(t, mc, name))
+			return len(p) == 3 && p["ca"] == phase+"/" && p["sa"] == phase+"/" && p["etcd"] == phase+"/", nil
+		})
+	}
+
+	mustCLI(t, "cluster", "rotate", name, "all", "--no-wait")
+	crashWhen("the CA's new certificates are issued", func(p map[string]string) bool { return p["ca"] == "Preparing/reissue" })
+	waitAll(lotsev1.RotationPrepared)
+	if err := answersWith(ctx, oldCfg); err != nil {
+		t.Errorf("phase 1: the kubeconfig from before fails: %v", err)
+	}
+
+	mustCLI(t, "cluster", "rotate", name, "all", "--complete", "--no-wait")
+	crashWhen("phase 2 runs", func(p map[string]string) bool { return strings.HasPrefix(p["ca"], "Completing") })
+	waitAll(lotsev1.RotationCompleted)
+	completed := time.Now()
+	if err := answersWith(ctx, oldCfg); err == nil {
+		t.Error("phase 2: the kubeconfig from before still works")
+	}
+	cs := tenantClient(t, name)
+	s, err := cs.CoreV1().Secrets("default").Get(ctx, "precious", metav1.GetOptions{})
+	if err != nil || string(s.Data["v"]) != "kept" {
+		t.Errorf("the secret after the rotations: %v %q", err, s.Data["v"])
+	}
+	waitFor(t, 3*time.Minute, "the node's lease renewed after phase 2", func() (bool, error) {
+		lease, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, listMachines(t, mc, name)[0].Name, metav1.GetOptions{})
+		return err == nil && lease.Spec.RenewTime != nil && lease.Spec.RenewTime.After(completed), nil
+	})
+	waitClusterReady(t, mc, name, 5*time.Minute)
+}
+
+// answersWith says whether a client with cfg gets an answer from the API.
+func answersWith(ctx context.Context, cfg *rest.Config) error {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Timeout = 10 * time.Second
+	_, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
+	return err
 }

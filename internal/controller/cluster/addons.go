@@ -4,7 +4,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"k8s.io/client-go/dynamic"
@@ -56,6 +58,11 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 		CoreDNSImage: set.CoreDNS.Ref(),
 		Upstreams:    r.DNSUpstreams,
 		Replicas:     min(2, totalMinimum(c)),
+	}
+	// A backend without PKI files (another than the process backend) has
+	// no trust to follow.
+	if cfg.TrustDigest, err = r.Backend.PKI(spec.Key).NodeTrustDigest(); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, "", err
 	}
 	// CoreDNS tolerates the pools' own taints (exactly those), so a cluster
 	// whose pools are all tainted still has DNS.

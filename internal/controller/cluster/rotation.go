@@ -17,6 +17,8 @@ import (
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/controller/patch"
 	"github.com/lotse/lotse/internal/controlplane"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Credential rotation in two phases, as Gardener's. Phase 1 (start) adds
@@ -34,14 +36,24 @@ import (
 // Service-account key, phase 1: add (a new key signs, the old one still
 // verifies); phase 2: drop the old one.
 
+// Cluster CA, phase 1: add (every server and client trusts the new CA
+// beside the old one: the control plane, the nodes, kube-root-ca.crt),
+// reissue (the new CA signs; every certificate is issued again, the
+// serving ones with the new CA certified by the old so old kubeconfigs
+// still verify them; kubelets get client certificates of the new CA;
+// kubeconfigs are new; managed addons restart to read the bundle);
+// phase 2: drop (the old CA goes; what it signed or trusts alone fails).
+// Each step waits until every machine runs with it.
+
 // Rotation kinds, as the CLI names them.
 const (
 	KindServiceAccountKey = "service-account-key"
 	KindEtcdEncryptionKey = "etcd-encryption-key"
+	KindCA                = "ca"
 )
 
 // RotationKinds are the kinds a rotate-credentials operation covers.
-var RotationKinds = []string{KindServiceAccountKey, KindEtcdEncryptionKey}
+var RotationKinds = []string{KindCA, KindServiceAccountKey, KindEtcdEncryptionKey}
 
 // rotationRequest reads the operation annotation.
 func rotationRequest(op string) (kinds []string, complete, ok bool) {
@@ -58,6 +70,10 @@ func rotationRequest(op string) (kinds []string, complete, ok bool) {
 		return []string{KindEtcdEncryptionKey}, false, true
 	case lotsev1.OperationRotateEtcdEncryptionKeyDone:
 		return []string{KindEtcdEncryptionKey}, true, true
+	case lotsev1.OperationRotateCAStart:
+		return []string{KindCA}, false, true
+	case lotsev1.OperationRotateCADone:
+		return []string{KindCA}, true, true
 	}
 	return nil, false, false
 }
@@ -71,8 +87,11 @@ func rotationOf(status *lotsev1.ClusterStatus, kind string, create bool) **lotse
 		}
 		status.Credentials = &lotsev1.CredentialsStatus{}
 	}
-	if kind == KindServiceAccountKey {
+	switch kind {
+	case KindServiceAccountKey:
 		return &status.Credentials.Rotation.ServiceAccountKey
+	case KindCA:
+		return &status.Credentials.Rotation.CertificateAuthorities
 	}
 	return &status.Credentials.Rotation.EtcdEncryptionKey
 }
@@ -100,6 +119,7 @@ func (r *Reconciler) acceptRotation(ctx context.Context, c *lotsev1.Cluster, sta
 	case status.KubernetesVersion == "":
 		return refuse("the cluster has not been created yet")
 	}
+	kinds = completable(status, kinds, complete)
 	// Check every kind first: a request is taken whole or not at all.
 	for _, kind := range kinds {
 		rs := *rotationOf(status, kind, false)
@@ -155,8 +175,8 @@ func (r *Reconciler) followEncryptionProvider(c *lotsev1.Cluster, status *lotsev
 	if want == "" {
 		want = "aescbc"
 	}
-	if cp.EncryptionProvider == "" {
-		return
+	if cp.EncryptionProvider == "" || c.Annotations[lotsev1.RestoreAnnotation] != "" {
+		return // a restore brings keys of its own: decide after it
 	}
 	if cp.EncryptionProvider == want {
 		msg := "the data is encrypted with " + want
@@ -184,6 +204,30 @@ func (r *Reconciler) followEncryptionProvider(c *lotsev1.Cluster, status *lotsev
 	r.event(c, corev1.EventTypeNormal, "RotationStarted", "Rotate", "etcd-encryption-key rotation: phase 1 started to change the encryption provider from %s to %s", cp.EncryptionProvider, want)
 }
 
+// completable narrows a request to complete several kinds to those that
+// are Prepared, if any is: `all --complete` completes what was started
+// (a rotation from before a kind existed, or of one kind alone).
+func completable(status *lotsev1.ClusterStatus, kinds []string, complete bool) []string {
+	if !complete || len(kinds) < 2 {
+		return kinds
+	}
+	var prepared []string
+	for _, k := range kinds {
+		if rs := *rotationOf(status, k, false); rs != nil && rs.Phase == lotsev1.RotationPrepared {
+			prepared = append(prepared, k)
+		}
+	}
+	if len(prepared) == 0 {
+		return kinds
+	}
+	return prepared
+}
+
+// CompletableKinds is completable for the CLI, on a cluster's status.
+func CompletableKinds(status *lotsev1.ClusterStatus, kinds []string) []string {
+	return completable(status, kinds, true)
+}
+
 // rotationStages is what the control plane is to apply for the running
 // rotations.
 func rotationStages(status *lotsev1.ClusterStatus) controlplane.Rotation {
@@ -194,6 +238,14 @@ func rotationStages(status *lotsev1.ClusterStatus) controlplane.Rotation {
 			out.ServiceAccountKey = rs.Step // add, then promote
 		case lotsev1.RotationCompleting:
 			out.ServiceAccountKey = "drop"
+		}
+	}
+	if rs := *rotationOf(status, KindCA, false); rs != nil {
+		switch rs.Phase {
+		case lotsev1.RotationPreparing:
+			out.CA = rs.Step // add, then reissue
+		case lotsev1.RotationCompleting:
+			out.CA = "drop"
 		}
 	}
 	if rs := *rotationOf(status, KindEtcdEncryptionKey, false); rs != nil {
@@ -214,6 +266,29 @@ func rotationStages(status *lotsev1.ClusterStatus) controlplane.Rotation {
 // control plane runs the current one everywhere (every task done).
 func (r *Reconciler) advanceRotations(ctx context.Context, c *lotsev1.Cluster, status *lotsev1.ClusterStatus, spec controlplane.Spec) error {
 	now := metav1.Now()
+	if rs := *rotationOf(status, KindCA, false); rs != nil && (rs.Phase == lotsev1.RotationPreparing || rs.Phase == lotsev1.RotationCompleting) {
+		waiting, err := r.machinesBehindTrust(ctx, c, spec)
+		if err != nil {
+			return err
+		}
+		switch {
+		case len(waiting) > 0:
+			// The nodes follow within a machine reconcile; the rotation
+			// is requeued every second while it runs.
+			log.FromContext(ctx).Info("CA rotation: waiting for machines to take the step", "step", rs.Step, "machines", waiting)
+			if status.LastOperation != nil {
+				status.LastOperation.Description = fmt.Sprintf("ca rotation (%s %s): waiting for machines %s to run with the new trust", rs.Phase, rs.Step, strings.Join(waiting, ", "))
+			}
+		case rs.Phase == lotsev1.RotationPreparing && rs.Step == "add":
+			rs.Step = "reissue"
+		case rs.Phase == lotsev1.RotationPreparing:
+			rs.Phase, rs.Step, rs.LastInitiationFinishedTime = lotsev1.RotationPrepared, "", &now
+			r.event(c, corev1.EventTypeNormal, "RotationPrepared", "Rotate", "ca rotation prepared: every certificate is signed by the new CA and every party trusts both; old kubeconfigs keep working until it is completed (download the new one: lotse cluster kubeconfig %s)", c.Name)
+		case rs.Phase == lotsev1.RotationCompleting:
+			rs.Phase, rs.Step, rs.LastCompletionTime = lotsev1.RotationCompleted, "", &now
+			r.event(c, corev1.EventTypeNormal, "RotationCompleted", "Rotate", "ca rotation completed: the old CA is trusted nowhere; kubeconfigs from before the rotation no longer work")
+		}
+	}
 	if rs := *rotationOf(status, KindServiceAccountKey, false); rs != nil {
 		switch {
 		case rs.Phase == lotsev1.RotationPreparing && rs.Step == "add":
@@ -320,4 +395,26 @@ func (r *Reconciler) rewriteEncrypted(ctx context.Context, c *lotsev1.Cluster, s
 		}
 	}
 	return n, nil
+}
+
+// machinesBehindTrust names the cluster's machines whose node does not run
+// with the control plane's current trust yet (see pki.NodeTrustDigest).
+func (r *Reconciler) machinesBehindTrust(ctx context.Context, c *lotsev1.Cluster, spec controlplane.Spec) ([]string, error) {
+	want, err := r.Backend.PKI(spec.Key).NodeTrustDigest()
+	if err != nil {
+		return nil, err
+	}
+	list := &lotsev1.MachineList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{lotsev1.LabelCluster: c.Name}); err != nil {
+		return nil, err
+	}
+	var behind []string
+	for _, m := range list.Items {
+		// A stopped machine takes the current trust when it starts: its
+		// certificates are issued again before its kubelet runs.
+		if m.DeletionTimestamp == nil && !m.Spec.Stopped && m.Status.TrustDigest != want {
+			behind = append(behind, m.Name)
+		}
+	}
+	return behind, nil
 }

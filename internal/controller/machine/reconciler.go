@@ -151,6 +151,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	status.ObservedGeneration = m.Generation
 	status.FailureMessage = ""
 	status.ProviderID = st.ProviderID
+	status.TrustDigest = st.TrustDigest
 	status.LocalVolumesPath = st.LocalVolumesPath
 	status.Addresses = []lotsev1.MachineAddress{{Type: corev1.NodeInternalIP, Address: st.Address}}
 	provisioningStarts := status.Phase == lotsev1.MachinePending
@@ -563,7 +564,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, m *lotsev1.Machine, status
 }
 
 func equalMachineStatus(a, b *lotsev1.MachineStatus) bool {
-	if a.Phase != b.Phase || a.ProviderID != b.ProviderID || a.NodeName != b.NodeName || a.FailureMessage != b.FailureMessage || a.LocalVolumesPath != b.LocalVolumesPath ||
+	if a.Phase != b.Phase || a.ProviderID != b.ProviderID || a.NodeName != b.NodeName || a.FailureMessage != b.FailureMessage || a.LocalVolumesPath != b.LocalVolumesPath || a.TrustDigest != b.TrustDigest ||
 		a.ObservedGeneration != b.ObservedGeneration || !slices.Equal(a.Addresses, b.Addresses) || len(a.Conditions) != len(b.Conditions) {
 		return false
 	}

@@ -445,6 +445,7 @@ func (b *Backend) ensurePKI(spec controlplane.Spec, layout Layout) (pki.ClusterP
 		EncryptedResources:     spec.EncryptedResources,
 		ServiceAccountKeyStage: spec.Rotation.ServiceAccountKey,
 		EncryptionKeyStage:     spec.Rotation.EncryptionKey,
+		CAStage:                spec.Rotation.CA,
 	})
 	if err != nil {
 		return p, err

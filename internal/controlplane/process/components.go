@@ -128,7 +128,7 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			"--etcd-cafile=" + p.Cert(pki.EtcdCAName),
 			"--etcd-certfile=" + p.Cert(pki.APIServerEtcdName),
 			"--etcd-keyfile=" + p.Key(pki.APIServerEtcdName),
-			"--client-ca-file=" + p.Cert(pki.CAName),
+			"--client-ca-file=" + p.TrustBundle(),
 			"--tls-cert-file=" + p.Cert(pki.APIServerName),
 			"--tls-private-key-file=" + p.Key(pki.APIServerName),
 			"--kubelet-client-certificate=" + p.Cert(pki.APIServerKubeletName),
@@ -220,7 +220,7 @@ func (b *Backend) proxySpec(key, component, listen string, backends []int, caFil
 }
 
 func (b *Backend) loadBalancerSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI) supervisor.Spec {
-	return b.proxySpec(spec.Key, CompLoadBalancer, fmt.Sprintf("127.0.0.1:%d", l.LoadBalancer), l.APIServer, p.Cert(pki.CAName))
+	return b.proxySpec(spec.Key, CompLoadBalancer, fmt.Sprintf("127.0.0.1:%d", l.LoadBalancer), l.APIServer, p.TrustBundle())
 }
 
 func (b *Backend) ensureLoadBalancer(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
@@ -254,12 +254,12 @@ func (b *Backend) controllerManagerSpecs(spec controlplane.Spec, l Layout, p pki
 			fmt.Sprintf("--secure-port=%d", port),
 			"--tls-cert-file=" + p.Cert(pki.ControllerMgrServing),
 			"--tls-private-key-file=" + p.Key(pki.ControllerMgrServing),
-			"--client-ca-file=" + p.Cert(pki.CAName),
+			"--client-ca-file=" + p.TrustBundle(),
 			"--requestheader-client-ca-file=" + p.Cert(pki.FrontProxyCAName),
 			"--cluster-name=" + spec.Name,
 			"--cluster-signing-cert-file=" + p.Cert(pki.CAName),
 			"--cluster-signing-key-file=" + p.Key(pki.CAName),
-			"--root-ca-file=" + p.Cert(pki.CAName),
+			"--root-ca-file=" + p.TrustBundle(),
 			"--service-account-private-key-file=" + p.Key(pki.ServiceAccountName),
 			"--use-service-account-credentials=true",
 			"--controllers=*,bootstrapsigner,tokencleaner",
@@ -309,7 +309,7 @@ func (b *Backend) schedulerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 				fmt.Sprintf("--secure-port=%d", port),
 				"--tls-cert-file=" + p.Cert(pki.SchedulerServing),
 				"--tls-private-key-file=" + p.Key(pki.SchedulerServing),
-				"--client-ca-file=" + p.Cert(pki.CAName),
+				"--client-ca-file=" + p.TrustBundle(),
 				"--requestheader-client-ca-file=" + p.Cert(pki.FrontProxyCAName),
 				"--profiling=false",
 				fmt.Sprintf("--leader-elect=%t", spec.HighAvailability),
@@ -336,7 +336,7 @@ func (b *Backend) ensureSchedulers(ctx context.Context, spec controlplane.Spec, 
 // NodeEndpointSpec is the process that serves the API on the gateway of
 // the nodes network, forwarding to the API servers on loopback.
 func (b *Backend) nodeEndpointSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI) supervisor.Spec {
-	return b.proxySpec(spec.Key, "node-endpoint", strings.TrimPrefix(l.NodeEndpoint(), "https://"), l.APIServer, p.Cert(pki.CAName))
+	return b.proxySpec(spec.Key, "node-endpoint", strings.TrimPrefix(l.NodeEndpoint(), "https://"), l.APIServer, p.TrustBundle())
 }
 
 // NodeAccess reads where machines reach the control plane from its layout.

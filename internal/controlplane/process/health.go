@@ -96,7 +96,7 @@ func (b *Backend) etcdHealth(ctx context.Context, l Layout, p pki.ClusterPKI) []
 }
 
 func (b *Backend) apiServerHealth(ctx context.Context, l Layout, p pki.ClusterPKI) []controlplane.ComponentHealth {
-	c, err := httpsClient(p.Cert(pki.CAName), "", "")
+	c, err := httpsClient(p.TrustBundle(), "", "")
 	return probeAll(ctx, CompAPIServer, l.APIServer, func(ctx context.Context, port int) (bool, string) {
 		if err != nil {
 			return false, err.Error()
@@ -106,7 +106,7 @@ func (b *Backend) apiServerHealth(ctx context.Context, l Layout, p pki.ClusterPK
 }
 
 func (b *Backend) healthzAll(ctx context.Context, component string, portList []int, p pki.ClusterPKI) []controlplane.ComponentHealth {
-	c, err := httpsClient(p.Cert(pki.CAName), "", "")
+	c, err := httpsClient(p.TrustBundle(), "", "")
 	return probeAll(ctx, component, portList, func(ctx context.Context, port int) (bool, string) {
 		if err != nil {
 			return false, err.Error()
@@ -116,7 +116,7 @@ func (b *Backend) healthzAll(ctx context.Context, component string, portList []i
 }
 
 func (b *Backend) probeReadyz(ctx context.Context, endpoint string, p pki.ClusterPKI) (bool, string) {
-	c, err := httpsClient(p.Cert(pki.CAName), "", "")
+	c, err := httpsClient(p.TrustBundle(), "", "")
 	if err != nil {
 		return false, err.Error()
 	}

@@ -86,7 +86,7 @@ hairpinMode: hairpin-veth
 evictionHard: {memory.available: "100Mi", nodefs.available: "2%%", imagefs.available: "2%%"}
 imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
-%[9]s%[10]s`, m.cgroupRoot(), m.Socket(), m.ProviderID(), m.PKI.Cert("ca"), m.ClusterDNS,
+%[9]s%[10]s`, m.cgroupRoot(), m.Socket(), m.ProviderID(), m.PKI.TrustBundle(), m.ClusterDNS,
 		m.path("resolv.conf"), m.path("pod-logs"), m.path("kubelet-plugins"), taints, systemReserved(m.Class))
 }
 

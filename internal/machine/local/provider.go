@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -192,6 +193,11 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 	if err := writeIfChanged(m.path(cgroupFile), m.cgroupRoot()+"\n"); err != nil {
 		return st, err
 	}
+	// The trust bundle is the control plane's file; a cluster from before
+	// it existed gets it here if its control plane has not written it yet.
+	if err := m.PKI.EnsureTrustBundle(); err != nil {
+		return st, fmt.Errorf("trust bundle: %w", err)
+	}
 	files := map[string]string{
 		"containerd.toml": containerdConfig(m),
 		"kubelet.yaml":    kubeletConfig(m),
@@ -258,12 +264,23 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 	if len(labels) > 0 {
 		kubeletArgs = append(kubeletArgs, "--node-labels="+strings.Join(labels, ","))
 	}
-	if err := p.Supervisor.Ensure(p.spec(m, "kubelet", m.Binaries.Path("kubelet"), kubeletArgs...)); err != nil {
+	trust, kubeletTrust, err := ensureKubeletTrust(m, net.ParseIP(ip.String()))
+	if err != nil {
+		return st, fmt.Errorf("kubelet credentials: %w", err)
+	}
+	// The digests restart a process whose trust changed (a CA rotation):
+	// neither the kubelet nor kube-proxy reads its kubeconfig again.
+	kubelet := p.spec(m, "kubelet", m.Binaries.Path("kubelet"), kubeletArgs...)
+	kubelet.Env = append(kubelet.Env, trustEnv+"="+kubeletTrust)
+	if err := p.Supervisor.Ensure(kubelet); err != nil {
 		return st, err
 	}
-	if err := p.Supervisor.Ensure(p.spec(m, "kube-proxy", m.Binaries.Path("kube-proxy"), "--config="+m.path("kube-proxy.yaml"))); err != nil {
+	proxy := p.spec(m, "kube-proxy", m.Binaries.Path("kube-proxy"), "--config="+m.path("kube-proxy.yaml"))
+	proxy.Env = append(proxy.Env, trustEnv+"="+digest(kp))
+	if err := p.Supervisor.Ensure(proxy); err != nil {
 		return st, err
 	}
+	st.TrustDigest = trust
 	st.ProcessesReady = true
 	for _, c := range []string{"containerd", "kubelet", "kube-proxy"} {
 		if s, ok := p.Supervisor.Status(m.processPrefix() + c + "-0"); !ok || !s.Running {
@@ -295,7 +312,7 @@ func (p *Provider) spec(m *Machine, component, binary string, args ...string) su
 }
 
 func bootstrapKubeconfig(m *Machine) string {
-	ca, _ := os.ReadFile(m.PKI.Cert(pki.CAName))
+	ca, _ := os.ReadFile(m.PKI.TrustBundle())
 	return fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
