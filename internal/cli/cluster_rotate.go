@@ -21,16 +21,7 @@ var rotateOperations = map[string][2]string{
 }
 
 func rotationStatus(cl *lotsev1.Cluster, kind string) *lotsev1.RotationStatus {
-	if cl.Status.Credentials == nil {
-		return nil
-	}
-	switch kind {
-	case clustercontroller.KindServiceAccountKey:
-		return cl.Status.Credentials.Rotation.ServiceAccountKey
-	case clustercontroller.KindCA:
-		return cl.Status.Credentials.Rotation.CertificateAuthorities
-	}
-	return cl.Status.Credentials.Rotation.EtcdEncryptionKey
+	return clustercontroller.RotationStatusOf(&cl.Status, kind)
 }
 
 func newClusterRotateCommand(flags *clientFlags) *cobra.Command {

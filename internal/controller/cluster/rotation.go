@@ -119,7 +119,9 @@ func (r *Reconciler) acceptRotation(ctx context.Context, c *lotsev1.Cluster, sta
 	case status.KubernetesVersion == "":
 		return refuse("the cluster has not been created yet")
 	}
-	kinds = completable(status, kinds, complete)
+	if complete {
+		kinds = CompletableKinds(status, kinds)
+	}
 	// Check every kind first: a request is taken whole or not at all.
 	for _, kind := range kinds {
 		rs := *rotationOf(status, kind, false)
@@ -204,11 +206,16 @@ func (r *Reconciler) followEncryptionProvider(c *lotsev1.Cluster, status *lotsev
 	r.event(c, corev1.EventTypeNormal, "RotationStarted", "Rotate", "etcd-encryption-key rotation: phase 1 started to change the encryption provider from %s to %s", cp.EncryptionProvider, want)
 }
 
-// completable narrows a request to complete several kinds to those that
-// are Prepared, if any is: `all --complete` completes what was started
-// (a rotation from before a kind existed, or of one kind alone).
-func completable(status *lotsev1.ClusterStatus, kinds []string, complete bool) []string {
-	if !complete || len(kinds) < 2 {
+// RotationStatusOf is a kind's rotation in status (nil if none ran).
+func RotationStatusOf(status *lotsev1.ClusterStatus, kind string) *lotsev1.RotationStatus {
+	return *rotationOf(status, kind, false)
+}
+
+// CompletableKinds narrows a request to complete several kinds to those
+// that are Prepared, if any is: `all --complete` completes what was
+// started (a rotation from before a kind existed, or of one kind alone).
+func CompletableKinds(status *lotsev1.ClusterStatus, kinds []string) []string {
+	if len(kinds) < 2 {
 		return kinds
 	}
 	var prepared []string
@@ -221,11 +228,6 @@ func completable(status *lotsev1.ClusterStatus, kinds []string, complete bool) [
 		return kinds
 	}
 	return prepared
-}
-
-// CompletableKinds is completable for the CLI, on a cluster's status.
-func CompletableKinds(status *lotsev1.ClusterStatus, kinds []string) []string {
-	return completable(status, kinds, true)
 }
 
 // rotationStages is what the control plane is to apply for the running

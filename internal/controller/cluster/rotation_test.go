@@ -35,8 +35,12 @@ func TestCompletable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := completable(tt.status, tt.kinds, tt.complete); !slices.Equal(got, tt.want) {
-				t.Errorf("completable = %v, want %v", got, tt.want)
+			got := tt.kinds
+			if tt.complete {
+				got = CompletableKinds(tt.status, tt.kinds)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("kinds to complete = %v, want %v", got, tt.want)
 			}
 		})
 	}
