@@ -68,6 +68,14 @@ func freePort(t *testing.T, network string) int {
 // connection sent first (the PROXY header, when there is one), line by line.
 func tcpBackend(t *testing.T, name string) (string, func()) {
 	t.Helper()
+	return tcpBackendNotify(t, name, nil)
+}
+
+// tcpBackendNotify is tcpBackend that also sends on accepted (without
+// blocking) for every connection that sends it bytes: the evidence that a
+// proxied client connection has reached it (health checks send nothing).
+func tcpBackendNotify(t *testing.T, name string, accepted chan<- struct{}) (string, func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +91,12 @@ func tcpBackend(t *testing.T, name string) (string, func()) {
 				_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 				first := make([]byte, 256)
 				n, _ := c.Read(first)
+				if n > 0 {
+					select {
+					case accepted <- struct{}{}:
+					default:
+					}
+				}
 				fmt.Fprintf(c, "%s\n%q\n", name, first[:n])
 			}(c)
 		}
@@ -253,7 +267,8 @@ func TestUDP(t *testing.T) {
 }
 
 func TestApplyInPlace(t *testing.T) {
-	a, stopA := tcpBackend(t, "a")
+	reachedA := make(chan struct{}, 1)
+	a, stopA := tcpBackendNotify(t, "a", reachedA)
 	defer stopA()
 	b, stopB := tcpBackend(t, "b")
 	defer stopB()
@@ -266,6 +281,16 @@ func TestApplyInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
+	if _, err := held.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	// The balancer accepts and dials the backend after the client's dial
+	// returns; the change must come after the held connection reached a.
+	select {
+	case <-reachedA:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held connection never reached backend a")
+	}
 	if err := lb.Apply(context.Background(), Spec{Address: "127.0.0.1", Listeners: []Listener{
 		{Name: "one", Protocol: TCP, Port: p1, Backends: []string{b}},
 		{Name: "two", Protocol: TCP, Port: p2, Backends: []string{a}},
