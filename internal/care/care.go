@@ -30,6 +30,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/clusterref"
+	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/releases"
@@ -163,12 +164,15 @@ func (c *Controller) Tick(ctx context.Context) {
 // out of date and restarts hung components.
 func (c *Controller) look(ctx context.Context, cl *lotsev1.Cluster, now time.Time) {
 	ref := clusterref.Ref{Namespace: cl.Namespace, Name: cl.Name}
-	spec := controlplane.Spec{Key: ref.Key(), Name: cl.Name, HighAvailability: cl.Spec.ControlPlane.HighAvailability}
+	// The whole spec, as the cluster controller makes it: a restart renders
+	// the component's flags from it (service and pod ranges, encryption).
+	var bins releases.Binaries
 	if rel, err := releases.Lookup(cl.Status.KubernetesVersion); err == nil && c.Releases != nil {
-		if bins, err := c.Releases.Binaries(rel); err == nil {
-			spec.Binaries = bins
+		if b, err := c.Releases.Binaries(rel); err == nil {
+			bins = b
 		}
 	}
+	spec := clustercontroller.SpecFor(cl, bins)
 	ok, latency := c.probe(ctx, spec)
 	metrics.ProbeDuration.WithLabelValues(cl.Namespace, cl.Name).Observe(latency.Seconds())
 	if !ok {
