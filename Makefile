@@ -24,7 +24,8 @@ build:
 ## generate: deepcopy functions and CRDs from api/ (controller-gen)
 generate:
 	$(CONTROLLER_GEN) object paths=./api/...
-	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) crd paths=./api/policy/... paths=./api/work/... output:crd:artifacts:config=config/crd/fleet
 
 ## cni-manifests: Cilium's manifest from its upstream Helm chart (hack/render-cilium.sh)
 cni-manifests:
@@ -50,8 +51,9 @@ lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=$$tmp && \
-	diff -r $$tmp config/crd/bases >/dev/null || { echo "config/crd/bases is stale: run make generate"; exit 1; }
+	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=$$tmp/bases && \
+	$(CONTROLLER_GEN) crd paths=./api/policy/... paths=./api/work/... output:crd:artifacts:config=$$tmp/fleet && \
+	diff -r $$tmp/bases config/crd/bases >/dev/null && diff -r $$tmp/fleet config/crd/fleet >/dev/null || { echo "config/crd is stale: run make generate"; exit 1; }
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./api/... ./internal/... ./config/...

@@ -85,7 +85,17 @@ type Cluster struct {
 	Status ClusterStatus `json:"status,omitempty"`
 }
 
+// ClusterPurpose says what a cluster is for.
+type ClusterPurpose string
+
+// Purposes of a Cluster.
+const (
+	PurposeWorkload ClusterPurpose = "workload"
+	PurposeFleet    ClusterPurpose = "fleet"
+)
+
 // ClusterSpec is what the tenant asks for.
+// +kubebuilder:validation:XValidation:rule="!has(self.purpose) || self.purpose != 'fleet' || !has(self.workers) || size(self.workers) == 0",message="spec.workers: a fleet control plane (spec.purpose: fleet) has no worker pools; the fleet's members run the workloads"
 type ClusterSpec struct {
 	// Kubernetes selects the version of the cluster.
 	// +kubebuilder:default={}
@@ -119,6 +129,17 @@ type ClusterSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Maintenance MaintenanceSpec `json:"maintenance"`
+
+	// Purpose is what the cluster is for: "workload" (default), or
+	// "fleet": the control plane of a Fleet, where resources are templates
+	// that Lotse propagates to the fleet's members. A fleet control plane
+	// runs no workload controllers (a Deployment there makes no pods) and
+	// has no worker pools. Fleets create such clusters; it is immutable.
+	// +kubebuilder:default=workload
+	// +kubebuilder:validation:Enum=workload;fleet
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.purpose is immutable; create a new cluster"
+	// +optional
+	Purpose ClusterPurpose `json:"purpose,omitempty"`
 
 	// Workers are the cluster's worker pools.
 	// +kubebuilder:validation:MaxItems=10

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -34,6 +35,35 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newReleaseCommand(), newUpCommand(), newDownCommand(), newManagerCommand(), newLoadBalancerCommand(), newServiceLBCommand(), newClusterCommand(), newImageCommand())
+	root.AddCommand(newReleaseCommand(), newUpCommand(), newDownCommand(), newManagerCommand(), newLoadBalancerCommand(), newServiceLBCommand(), newClusterCommand(), newFleetCommand(), newImageCommand())
+	requireSubcommands(root)
 	return root
+}
+
+// requireSubcommands makes every command group fail on an unknown or a
+// missing subcommand: cobra would print the group's help and exit 0,
+// which a script takes for success. `lotse` alone still prints its help.
+func requireSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		requireSubcommands(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Run != nil || cmd.RunE != nil {
+		return
+	}
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		var names []string
+		for _, sub := range c.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		if len(args) == 0 {
+			if !c.HasParent() {
+				return nil
+			}
+			return fmt.Errorf("%s needs a subcommand: %s (see %s --help)", c.CommandPath(), strings.Join(names, ", "), c.CommandPath())
+		}
+		return fmt.Errorf("unknown command %q for %q; commands: %s", args[0], c.CommandPath(), strings.Join(names, ", "))
+	}
+	cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
 }

@@ -32,6 +32,11 @@ type Spec struct {
 	EncryptedResources []string
 	// WithoutScheduler leaves the scheduler out (the management plane runs no pods).
 	WithoutScheduler bool
+	// Controllers, when set, are the only controllers the
+	// controller-manager runs (its --controllers); empty runs upstream's
+	// default set. A fleet's control plane keeps the workload controllers
+	// out, so its Deployments stay templates.
+	Controllers []string
 	// WithoutTunnel leaves the konnectivity servers out: a control plane
 	// that never has nodes (the management plane) needs no path into them.
 	WithoutTunnel bool

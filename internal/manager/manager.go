@@ -31,6 +31,7 @@ import (
 	"github.com/lotse/lotse/internal/clusterref"
 	backupcontroller "github.com/lotse/lotse/internal/controller/backup"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	fleetcontroller "github.com/lotse/lotse/internal/controller/fleet"
 	hibernationcontroller "github.com/lotse/lotse/internal/controller/hibernation"
 	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
 	maintenancecontroller "github.com/lotse/lotse/internal/controller/maintenance"
@@ -227,6 +228,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Notifier: &care.Webhook{URLs: opts.AlertWebhooks}, AlertAfter: opts.AlertAfter, RestartAfter: opts.RestartUnhealthyAfter,
 		Refresh: func(ref clusterref.Ref) { rec.NotifyProcess(ref.Key() + "/care") },
 	}); err != nil {
+		return err
+	}
+	fleets := &fleetcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
+	if err := fleets.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	sleep := &hibernationcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}

@@ -344,13 +344,26 @@ func controlPlanePending(results tasks.Results, controlPlane map[string]bool) bo
 	return false
 }
 
+// FleetControllers are the controller-manager's controllers in a fleet's
+// control plane: those that keep the API itself in order (namespaces,
+// garbage collection, service accounts and their tokens, RBAC
+// aggregation), none that turns a template into pods or endpoints.
+var FleetControllers = []string{"namespace-controller", "garbage-collector-controller", "serviceaccount-token-controller",
+	"serviceaccount-controller", "clusterrole-aggregation-controller", "root-ca-certificate-publisher-controller",
+	"ttl-after-finished-controller", "legacy-serviceaccount-token-cleaner-controller"}
+
 // SpecFor turns a Cluster into the backend's control-plane spec.
 func SpecFor(c *lotsev1.Cluster, bins releases.Binaries) controlplane.Spec {
 	resources := make([]string, 0, len(c.Spec.Encryption.Resources))
 	for _, r := range c.Spec.Encryption.Resources {
 		resources = append(resources, string(r))
 	}
+	var controllers []string
+	if c.Spec.Purpose == lotsev1.PurposeFleet {
+		controllers = FleetControllers
+	}
 	return controlplane.Spec{
+		Controllers:        controllers,
 		Key:                refOf(c).Key(),
 		Name:               c.Name,
 		Binaries:           bins,

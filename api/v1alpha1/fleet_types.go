@@ -1,0 +1,195 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// FleetFinalizer keeps a Fleet until what it propagated is accounted for
+// and its control plane is gone.
+const FleetFinalizer = "lotse.dev/fleet"
+
+// LabelFleet marks the objects of a fleet: its control-plane Cluster, its
+// members, and every object it propagated into a member.
+const LabelFleet = "lotse.dev/fleet"
+
+// Condition types of Fleets and FleetMembers.
+const (
+	// ConditionControlPlaneReady: the fleet's control plane answers and
+	// carries the policy APIs.
+	ConditionControlPlaneReady = "ControlPlaneReady"
+	// ConditionMemberReady: the member's API server answers /readyz with
+	// the member's credentials (FleetMember).
+	ConditionMemberReady = "Ready"
+)
+
+// FleetPhase summarises a Fleet.
+// +kubebuilder:validation:Enum=Pending;Ready;Deleting
+type FleetPhase string
+
+// Phases of a Fleet.
+const (
+	FleetPending  FleetPhase = "Pending"
+	FleetReady    FleetPhase = "Ready"
+	FleetDeleting FleetPhase = "Deleting"
+)
+
+// Fleet is a set of clusters that federation places workloads on. Its
+// control plane is a hosted, workerless Kubernetes API (a Cluster with
+// spec.purpose fleet): users apply ordinary resources there, together
+// with PropagationPolicies and OverridePolicies (policy.lotse.dev), and
+// Lotse places them on the fleet's members (FleetMember objects).
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=lotse
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Members",type=integer,JSONPath=`.status.members`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyMembers`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Fleet struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +kubebuilder:default={}
+	Spec   FleetSpec   `json:"spec"`
+	Status FleetStatus `json:"status,omitempty"`
+}
+
+// FleetSpec shapes the fleet's control plane.
+type FleetSpec struct {
+	// Kubernetes selects the version of the fleet's control plane.
+	// +kubebuilder:default={}
+	// +optional
+	Kubernetes KubernetesSpec `json:"kubernetes,omitempty"`
+	// ControlPlane shapes the fleet's hosted control plane.
+	// +kubebuilder:default={}
+	// +optional
+	ControlPlane ControlPlaneSpec `json:"controlPlane"`
+}
+
+// FleetStatus reports the fleet.
+type FleetStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Phase summarises the fleet.
+	// +optional
+	Phase FleetPhase `json:"phase,omitempty"`
+	// Conditions: ControlPlaneReady.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// ControlPlane names the Cluster that hosts the fleet's API.
+	// +optional
+	ControlPlane string `json:"controlPlane,omitempty"`
+	// Endpoint is the URL of the fleet's API server.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+	// KubeconfigSecret names the Secret with the fleet's admin kubeconfig
+	// (key "kubeconfig").
+	// +optional
+	KubeconfigSecret string `json:"kubeconfigSecret,omitempty"`
+	// Members counts the fleet's members; ReadyMembers those that are Ready.
+	// +optional
+	Members int32 `json:"members"`
+	// +optional
+	ReadyMembers int32 `json:"readyMembers"`
+}
+
+// +kubebuilder:object:root=true
+
+// FleetList is a list of Fleets.
+type FleetList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Fleet `json:"items"`
+}
+
+// FleetMember makes a cluster a member of a fleet. Its name is the
+// member's name in the fleet's policies (placement.clusterAffinity.
+// clusterNames); its labels are what their label selectors match.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=lotse
+// +kubebuilder:printcolumn:name="Fleet",type=string,JSONPath=`.spec.fleet`
+// +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.cluster`
+// +kubebuilder:printcolumn:name="Region",type=string,JSONPath=`.status.region`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.kubernetesVersion`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type FleetMember struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   FleetMemberSpec   `json:"spec"`
+	Status FleetMemberStatus `json:"status,omitempty"`
+}
+
+// FleetMemberSpec names the fleet and the cluster that joins it.
+// +kubebuilder:validation:XValidation:rule="has(self.cluster) != has(self.kubeconfigSecretRef)",message="set exactly one of spec.cluster (a Lotse cluster in this namespace) and spec.kubeconfigSecretRef (any other cluster)"
+type FleetMemberSpec struct {
+	// Fleet is the fleet (in this namespace) the cluster joins.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.fleet is immutable; unjoin and join the other fleet"
+	Fleet string `json:"fleet"`
+	// Cluster is a Lotse cluster in this namespace; Lotse handles its
+	// credentials.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.cluster is immutable; unjoin and join the other cluster"
+	// +optional
+	Cluster string `json:"cluster,omitempty"`
+	// KubeconfigSecretRef names a Secret in this namespace whose key
+	// "kubeconfig" reaches any other cluster (push mode).
+	// +optional
+	KubeconfigSecretRef *SecretReference `json:"kubeconfigSecretRef,omitempty"`
+	// Region, Zone and Provider override what Lotse reads from the member
+	// (the Lotse cluster's spec.region, or its nodes'
+	// topology.kubernetes.io labels).
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Region string `json:"region,omitempty"`
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Zone string `json:"zone,omitempty"`
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Provider string `json:"provider,omitempty"`
+}
+
+// FleetMemberStatus reports a member as the fleet sees it.
+type FleetMemberStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready (the member answers /readyz).
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Region, Zone and Provider of the member, as placement sees them.
+	// +optional
+	Region string `json:"region,omitempty"`
+	// +optional
+	Zone string `json:"zone,omitempty"`
+	// +optional
+	Provider string `json:"provider,omitempty"`
+	// KubernetesVersion is what the member's API server reports.
+	// +optional
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+	// LastProbeTime is when the member was last probed.
+	// +optional
+	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// FleetMemberList is a list of FleetMembers.
+type FleetMemberList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []FleetMember `json:"items"`
+}

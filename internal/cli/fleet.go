@@ -1,0 +1,307 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	fleetcontroller "github.com/lotse/lotse/internal/controller/fleet"
+)
+
+func newFleetCommand() *cobra.Command {
+	flags := &clientFlags{}
+	cmd := &cobra.Command{
+		Use:     "fleet",
+		Aliases: []string{"fleets"},
+		Short:   "Federate clusters: create fleets, join and unjoin members",
+	}
+	flags.register(cmd)
+	cmd.AddCommand(newFleetCreateCommand(flags), newFleetListCommand(flags), newFleetStatusCommand(flags),
+		newFleetJoinCommand(flags), newFleetUnjoinCommand(flags), newFleetKubeconfigCommand(flags))
+	return cmd
+}
+
+func getFleet(ctx context.Context, c client.Client, namespace, name string) (*lotsev1.Fleet, error) {
+	f := &lotsev1.Fleet{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, f); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("fleet %s/%s does not exist (see `lotse fleet list`)", namespace, name)
+		}
+		return nil, explain(err)
+	}
+	return f, nil
+}
+
+func newFleetCreateCommand(flags *clientFlags) *cobra.Command {
+	var version string
+	var ha, waitReady bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a fleet: a hosted API where resources and policies are applied once for every member",
+		Args:  exactlyOneName("lotse fleet create NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			f := &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Name: args[0]}}
+			f.Spec.Kubernetes.Version = version
+			f.Spec.ControlPlane.HighAvailability = ha
+			if err := c.Create(cmd.Context(), f); err != nil {
+				return explain(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "fleet %s/%s created\n", f.Namespace, f.Name)
+			if !waitReady {
+				return nil
+			}
+			err = wait.PollUntilContextTimeout(cmd.Context(), time.Second, timeout, true, func(ctx context.Context) (bool, error) {
+				cur, err := getFleet(ctx, c, f.Namespace, f.Name)
+				if err != nil {
+					return false, nil
+				}
+				return cur.Status.Phase == lotsev1.FleetReady, nil
+			})
+			if err != nil {
+				return fmt.Errorf("fleet %s not ready after %s (see `lotse fleet status %s`)", f.Name, timeout, f.Name)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "fleet %s/%s ready; its API: lotse fleet kubeconfig %s\n", f.Namespace, f.Name, f.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&version, "version", "", "Kubernetes version of the fleet's API (default: the catalog's default)")
+	cmd.Flags().BoolVar(&ha, "ha", false, "a highly available fleet API (3 etcd members, 2 API servers)")
+	cmd.Flags().BoolVar(&waitReady, "wait", false, "wait until the fleet is ready")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits")
+	return cmd
+}
+
+func newFleetListCommand(flags *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List fleets",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			list := &lotsev1.FleetList{}
+			if err := c.List(cmd.Context(), list, client.InNamespace(flags.namespace)); err != nil {
+				return explain(err)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tPHASE\tMEMBERS\tREADY\tENDPOINT\tAGE")
+			for _, f := range list.Items {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", f.Name, f.Status.Phase, f.Status.Members, f.Status.ReadyMembers, f.Status.Endpoint,
+					duration.HumanDuration(time.Since(f.CreationTimestamp.Time)))
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func newFleetStatusCommand(flags *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status NAME",
+		Short: "Show a fleet and the health of its members",
+		Args:  exactlyOneName("lotse fleet status NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			f, err := getFleet(cmd.Context(), c, flags.namespace, args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Fleet:     %s/%s\nPhase:     %s\nEndpoint:  %s\nAPI:       Cluster %s\n", f.Namespace, f.Name, f.Status.Phase,
+				f.Status.Endpoint, f.Status.ControlPlane)
+			for _, cond := range f.Status.Conditions {
+				fmt.Fprintf(out, "Condition: %s=%s (%s) %s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
+			}
+			list := &lotsev1.FleetMemberList{}
+			if err := c.List(cmd.Context(), list, client.InNamespace(flags.namespace)); err != nil {
+				return explain(err)
+			}
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "\nMEMBER\tCLUSTER\tREGION\tZONE\tVERSION\tREADY\tMESSAGE")
+			for _, m := range list.Items {
+				if m.Spec.Fleet != f.Name {
+					continue
+				}
+				target := m.Spec.Cluster
+				if target == "" && m.Spec.KubeconfigSecretRef != nil {
+					target = "secret/" + m.Spec.KubeconfigSecretRef.Name
+				}
+				ready, msg := "Unknown", ""
+				if cond := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady); cond != nil {
+					ready, msg = string(cond.Status), cond.Message
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, target, m.Status.Region, m.Status.Zone, m.Status.KubernetesVersion, ready, msg)
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
+	var as, kubeconfig, region, zone, provider string
+	var labels map[string]string
+	cmd := &cobra.Command{
+		Use:   "join FLEET [CLUSTER]",
+		Short: "Make a Lotse cluster (CLUSTER) or any cluster (--kubeconfig-file FILE --as NAME) a member of a fleet",
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 2 && kubeconfig == "":
+				return nil
+			case len(args) == 1 && kubeconfig != "" && as != "":
+				return nil
+			}
+			return fmt.Errorf("usage: lotse fleet join FLEET CLUSTER, or lotse fleet join FLEET --kubeconfig-file FILE --as NAME")
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			if _, err := getFleet(cmd.Context(), c, flags.namespace, args[0]); err != nil {
+				return err
+			}
+			m := &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Labels: labels},
+				Spec: lotsev1.FleetMemberSpec{Fleet: args[0], Region: region, Zone: zone, Provider: provider}}
+			if kubeconfig != "" {
+				data, err := os.ReadFile(kubeconfig)
+				if err != nil {
+					return fmt.Errorf("--kubeconfig: %w", err)
+				}
+				m.Name = as
+				secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Name: "fleet-member-" + as,
+					Labels: map[string]string{lotsev1.LabelFleet: args[0]}}, Data: map[string][]byte{"kubeconfig": data}}
+				if err := c.Create(cmd.Context(), secret); err != nil {
+					return explain(err)
+				}
+				m.Spec.KubeconfigSecretRef = &lotsev1.SecretReference{Name: secret.Name}
+			} else {
+				if _, err := getCluster(cmd.Context(), c, client.ObjectKey{Namespace: flags.namespace, Name: args[1]}); err != nil {
+					return err
+				}
+				m.Name, m.Spec.Cluster = args[1], args[1]
+				if as != "" {
+					m.Name = as
+				}
+			}
+			if err := c.Create(cmd.Context(), m); err != nil {
+				if apierrors.IsAlreadyExists(err) {
+					return fmt.Errorf("a member named %s exists already in namespace %s; choose another name with --as", m.Name, m.Namespace)
+				}
+				return explain(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s joined fleet %s\n", m.Name, args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&as, "as", "", "the member's name in the fleet (default: the cluster's name)")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig-file", "", "kubeconfig of a cluster Lotse does not manage (stored as a Secret)")
+	cmd.Flags().StringVar(&region, "region", "", "the member's region for placement (default: read from the member)")
+	cmd.Flags().StringVar(&zone, "zone", "", "the member's zone for placement (default: read from the member)")
+	cmd.Flags().StringVar(&provider, "provider", "", "the member's provider for placement")
+	cmd.Flags().StringToStringVar(&labels, "labels", nil, "labels policies select the member by (key=value,...)")
+	return cmd
+}
+
+func newFleetUnjoinCommand(flags *clientFlags) *cobra.Command {
+	var keep, waitGone bool
+	cmd := &cobra.Command{
+		Use:   "unjoin FLEET MEMBER",
+		Short: "Remove a member from a fleet, and what the fleet put there (unless --keep-resources)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return fmt.Errorf("usage: lotse fleet unjoin FLEET MEMBER")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			m := &lotsev1.FleetMember{}
+			if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: flags.namespace, Name: args[1]}, m); err != nil || m.Spec.Fleet != args[0] {
+				return fmt.Errorf("%s is not a member of fleet %s (see `lotse fleet status %s`)", args[1], args[0], args[0])
+			}
+			if keep {
+				before := m.DeepCopy()
+				if m.Annotations == nil {
+					m.Annotations = map[string]string{}
+				}
+				m.Annotations[fleetcontroller.AnnotationKeepResources] = "true"
+				if err := c.Patch(cmd.Context(), m, client.MergeFrom(before)); err != nil {
+					return explain(err)
+				}
+			}
+			if err := c.Delete(cmd.Context(), m); err != nil {
+				return explain(err)
+			}
+			if waitGone {
+				err := wait.PollUntilContextTimeout(cmd.Context(), time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+					return apierrors.IsNotFound(c.Get(ctx, client.ObjectKeyFromObject(m), &lotsev1.FleetMember{})), nil
+				})
+				if err != nil {
+					return fmt.Errorf("%s still leaving fleet %s: see its events (kubectl describe fleetmember %s)", args[1], args[0], args[1])
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s left fleet %s\n", args[1], args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&keep, "keep-resources", false, "leave what the fleet put into the member")
+	cmd.Flags().BoolVar(&waitGone, "wait", true, "wait until the member has left")
+	return cmd
+}
+
+func newFleetKubeconfigCommand(flags *clientFlags) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "kubeconfig NAME",
+		Short: "Print the admin kubeconfig of a fleet's API",
+		Args:  exactlyOneName("lotse fleet kubeconfig NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			f, err := getFleet(cmd.Context(), c, flags.namespace, args[0])
+			if err != nil {
+				return err
+			}
+			if f.Status.KubeconfigSecret == "" {
+				return fmt.Errorf("fleet %s has no API yet (%s); see `lotse fleet status %s`", f.Name, f.Status.Phase, f.Name)
+			}
+			secret := &corev1.Secret{}
+			if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: f.Namespace, Name: f.Status.KubeconfigSecret}, secret); err != nil {
+				return explain(err)
+			}
+			if file != "" {
+				return os.WriteFile(file, secret.Data["kubeconfig"], 0o600)
+			}
+			_, err = cmd.OutOrStdout().Write(secret.Data["kubeconfig"])
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&file, "output-file", "f", "", "write to this file (mode 0600) instead of stdout")
+	return cmd
+}

@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestUnknownOrMissingSubcommandFails(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"bogus"}, `unknown command "bogus" for "lotse"`},
+		{[]string{"cluster", "bogus"}, `unknown command "bogus" for "lotse cluster"`},
+		{[]string{"fleet", "bogus"}, `unknown command "bogus" for "lotse fleet"`},
+		{[]string{"fleet"}, "lotse fleet needs a subcommand: create, join"},
+		{[]string{"cluster", "rotate", "x", "y", "z", "w"}, ""}, // a leaf command: its own argument check
+		{[]string{}, ""},
+		{[]string{"cluster", "--help"}, ""},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			root := newRootCommand()
+			root.SetArgs(tc.args)
+			var out bytes.Buffer
+			root.SetOut(&out)
+			root.SetErr(&out)
+			err := root.Execute()
+			switch {
+			case tc.wantErr == "" && len(tc.args) > 2:
+				if err == nil {
+					t.Error("a leaf command with bad arguments succeeded")
+				}
+			case tc.wantErr == "":
+				if err != nil {
+					t.Errorf("error %v", err)
+				}
+			case err == nil || !strings.Contains(err.Error(), tc.wantErr):
+				t.Errorf("error %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,230 @@
+package fleet
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	"github.com/lotse/lotse/internal/federation/placement"
+	"github.com/lotse/lotse/internal/federation/propagation"
+)
+
+// FinalizerMember keeps a FleetMember until the fleet's copies are gone
+// from the member.
+const FinalizerMember = "lotse.dev/fleet-member"
+
+// AnnotationKeepResources "true" on a FleetMember leaves the fleet's copies
+// in the member when it leaves.
+const AnnotationKeepResources = "lotse.dev/keep-resources"
+
+// probeInterval is how often members are probed.
+const probeInterval = 5 * time.Second
+
+// memberKubeconfig returns the kubeconfig that reaches a member.
+func (r *Reconciler) memberKubeconfig(ctx context.Context, m *lotsev1.FleetMember) ([]byte, error) {
+	if m.Spec.KubeconfigSecretRef != nil {
+		return r.secretKubeconfig(ctx, m.Namespace, m.Spec.KubeconfigSecretRef.Name)
+	}
+	return r.secretKubeconfig(ctx, m.Namespace, clustercontroller.KubeconfigSecretName(m.Spec.Cluster))
+}
+
+func (r *Reconciler) reconcileMember(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	m := &lotsev1.FleetMember{}
+	if err := r.Client.Get(ctx, req.NamespacedName, m); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	fleetKey := client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.Fleet}.String()
+	if !m.DeletionTimestamp.IsZero() {
+		return r.unjoin(ctx, m, fleetKey)
+	}
+	if controllerutil.AddFinalizer(m, FinalizerMember) {
+		if err := r.Client.Update(ctx, m); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	status := m.Status.DeepCopy()
+	status.ObservedGeneration = m.Generation
+	now := metav1.Now()
+	status.LastProbeTime = &now
+	ready := metav1.Condition{Type: lotsev1.ConditionMemberReady, Status: metav1.ConditionTrue, Reason: "Ready", ObservedGeneration: m.Generation,
+		Message: "the member's API server answers /readyz"}
+	status.Region, status.Zone, status.Provider = m.Spec.Region, m.Spec.Zone, m.Spec.Provider
+	if m.Spec.Cluster != "" {
+		cl := &lotsev1.Cluster{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.Cluster}, cl); err == nil {
+			if status.Region == "" {
+				status.Region = cl.Spec.Region
+			}
+			if status.Provider == "" {
+				status.Provider = "lotse"
+			}
+		}
+	}
+	if kubeconfig, err := r.memberKubeconfig(ctx, m); err != nil {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "NoCredentials", err.Error()
+	} else if version, zone, err := probe(ctx, kubeconfig); err != nil {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "Unreachable", err.Error()
+	} else {
+		status.KubernetesVersion = version
+		if status.Zone == "" {
+			status.Zone = zone
+		}
+	}
+	was := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady)
+	meta.SetStatusCondition(&status.Conditions, ready)
+	changed := was == nil || was.Status != ready.Status
+	m.Status = *status
+	if err := r.Client.Status().Update(ctx, m); err != nil {
+		return ctrl.Result{}, err
+	}
+	if changed {
+		r.event(m, corev1.EventTypeNormal, "Member"+ready.Reason, "%s", ready.Message)
+		if e := r.engine(fleetKey); e != nil {
+			e.ResyncAll()
+		}
+	}
+	return ctrl.Result{RequeueAfter: probeInterval}, nil
+}
+
+// probe asks a member's API server for /readyz and its version, and reads
+// the zone of its nodes (the first node's topology label).
+func probe(ctx context.Context, kubeconfig []byte) (version, zone string, err error) {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return "", "", err
+	}
+	cfg.Timeout = 3 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "", "", err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(pctx)
+	if err != nil {
+		return "", "", fmt.Errorf("/readyz: %v", err)
+	}
+	if string(body) != "ok" {
+		return "", "", fmt.Errorf("/readyz: %s", body)
+	}
+	v, err := cs.Discovery().ServerVersion()
+	if err != nil {
+		return "", "", err
+	}
+	nodes, err := cs.CoreV1().Nodes().List(pctx, metav1.ListOptions{Limit: 1})
+	if err == nil && len(nodes.Items) > 0 {
+		zone = nodes.Items[0].Labels[corev1.LabelTopologyZone]
+	}
+	return v.GitVersion, zone, nil
+}
+
+// unjoin removes the fleet's copies from a leaving member (unless it says
+// to keep them), then lets it go.
+func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKey string) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(m, FinalizerMember) {
+		return ctrl.Result{}, nil
+	}
+	if m.Annotations[AnnotationKeepResources] != "true" {
+		kubeconfig, err := r.memberKubeconfig(ctx, m)
+		switch {
+		case apierrors.IsNotFound(err):
+			// The member's credentials are gone (its cluster was deleted):
+			// nothing left to clean.
+		case err != nil:
+			return ctrl.Result{}, err
+		default:
+			cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			member := propagation.Member{Member: placement.Member{Name: m.Name}, Config: cfg}
+			var rerr error
+			if e := r.engine(fleetKey); e != nil {
+				rerr = e.RemoveCopies(ctx, member)
+			} else {
+				rerr = removeCopies(ctx, cfg, fleetKey, m.Spec.Fleet)
+			}
+			if rerr != nil {
+				r.event(m, corev1.EventTypeWarning, "UnjoinBlocked", "removing the fleet's resources from the member: %v", rerr)
+				return ctrl.Result{RequeueAfter: probeInterval}, nil
+			}
+		}
+	}
+	controllerutil.RemoveFinalizer(m, FinalizerMember)
+	if err := r.Client.Update(ctx, m); err != nil {
+		return ctrl.Result{}, err
+	}
+	if e := r.engine(fleetKey); e != nil {
+		e.ResyncAll()
+	}
+	return ctrl.Result{}, nil
+}
+
+func removeCopies(ctx context.Context, cfg *rest.Config, fleetKey, fleetName string) error {
+	dyn, err := dynamicFor(cfg)
+	if err != nil {
+		return err
+	}
+	return propagation.RemoveCopies(ctx, dyn, fleetKey, fleetName)
+}
+
+// memberSource lists a fleet's members for its engine.
+type memberSource struct {
+	client     client.Client
+	namespace  string
+	fleet      string
+	kubeconfig func(context.Context, *lotsev1.FleetMember) ([]byte, error)
+}
+
+func (s *memberSource) Members(ctx context.Context) ([]propagation.Member, error) {
+	list := &lotsev1.FleetMemberList{}
+	if err := s.client.List(ctx, list, client.InNamespace(s.namespace)); err != nil {
+		return nil, err
+	}
+	var out []propagation.Member
+	for i := range list.Items {
+		m := &list.Items[i]
+		if m.Spec.Fleet != s.fleet || !m.DeletionTimestamp.IsZero() {
+			continue
+		}
+		kubeconfig, err := s.kubeconfig(ctx, m)
+		if err != nil {
+			continue
+		}
+		cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+		if err != nil {
+			continue
+		}
+		sum := sha256.Sum256(kubeconfig)
+		out = append(out, propagation.Member{
+			Member: placement.Member{Name: m.Name, Labels: m.Labels, Region: m.Status.Region, Zone: m.Status.Zone,
+				Provider: m.Status.Provider, Available: -1},
+			Ready:   meta.IsStatusConditionTrue(m.Status.Conditions, lotsev1.ConditionMemberReady),
+			Config:  cfg,
+			Version: hex.EncodeToString(sum[:8]),
+		})
+	}
+	return out, nil
+}
+
+func dynamicFor(cfg *rest.Config) (dynamic.Interface, error) {
+	c := *cfg
+	c.Timeout = 10 * time.Second
+	return dynamic.NewForConfig(&c)
+}

@@ -1,0 +1,247 @@
+// Package propagation is a fleet's engine: it watches the templates and
+// policies in the fleet's control plane, places each template on members
+// (package placement), writes a binding that says where it went, applies
+// the member copies with server-side apply, removes copies a member should
+// no longer carry, and aggregates the copies' status into the binding and
+// the template. It is level-triggered: every pass starts from what the
+// fleet and the members hold now.
+package propagation
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	policyv1 "github.com/lotse/lotse/api/policy/v1alpha1"
+	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
+	"github.com/lotse/lotse/internal/federation/placement"
+)
+
+// FieldManager owns the fields the fleet sets in member copies.
+const FieldManager = "lotse-fleet"
+
+// AnnotationFleet on a member copy names the fleet (namespace/name) that
+// made it; AnnotationTemplate the template (namespace/name) it copies.
+const (
+	AnnotationFleet    = "lotse.dev/fleet-key"
+	AnnotationTemplate = "lotse.dev/template"
+	// LabelPropagate "false" on a template keeps it in the fleet.
+	LabelPropagate = "lotse.dev/propagate"
+)
+
+// Member is a fleet member as the engine needs it.
+type Member struct {
+	placement.Member
+	// Ready: the member answers; only ready members get new work, and
+	// only from ready members are copies removed.
+	Ready bool
+	// Config reaches the member's API server.
+	Config *rest.Config
+	// Version identifies Config; a new version reconnects.
+	Version string
+}
+
+// Members tells the engine the fleet's current members.
+type Members interface {
+	Members(ctx context.Context) ([]Member, error)
+}
+
+// Engine propagates one fleet's templates.
+type Engine struct {
+	// Fleet is the fleet's key (namespace/name) and Name the value of
+	// the lotse.dev/fleet label on member copies.
+	Fleet, Name string
+	// Config reaches the fleet's API server.
+	Config  *rest.Config
+	Members Members
+	// Event, when set, reports what the engine did to a template.
+	Event func(obj *unstructured.Unstructured, warning bool, reason, message string)
+
+	fleet     dynamic.Interface
+	informers dynamicinformer.DynamicSharedInformerFactory
+	queue     workqueue.TypedRateLimitingInterface[key]
+
+	mu        sync.Mutex
+	connected map[string]*memberConn
+	ctx       context.Context
+}
+
+// key is a template in the queue.
+type key struct {
+	Kind            string // index into Kinds by Kind name
+	Namespace, Name string
+}
+
+// Run starts the engine and blocks until ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	var err error
+	if e.fleet, err = dynamic.NewForConfig(e.Config); err != nil {
+		return err
+	}
+	e.ctx = ctx
+	e.queue = workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[key](50*time.Millisecond, 10*time.Second))
+	defer e.queue.ShutDown()
+	e.informers = dynamicinformer.NewDynamicSharedInformerFactory(e.fleet, 10*time.Minute)
+	for _, k := range Kinds {
+		k := k
+		_, err := e.informers.ForResource(k.GVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { e.enqueueObject(k, obj) },
+			UpdateFunc: func(_, obj any) { e.enqueueObject(k, obj) },
+			DeleteFunc: func(obj any) { e.enqueueObject(k, obj) },
+		})
+		if err != nil {
+			return err
+		}
+	}
+	policyHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { e.ResyncAll() },
+		UpdateFunc: func(any, any) { e.ResyncAll() },
+		DeleteFunc: func(any) { e.ResyncAll() },
+	}
+	for _, r := range []string{"propagationpolicies", "clusterpropagationpolicies"} {
+		if _, err := e.informers.ForResource(policyv1.GroupVersion.WithResource(r)).Informer().AddEventHandler(policyHandler); err != nil {
+			return err
+		}
+	}
+	// Bindings whose template is gone (deleted while Lotse was down) are
+	// found through their own informers.
+	for _, r := range []string{"resourcebindings", "clusterresourcebindings"} {
+		_, err := e.informers.ForResource(workv1.GroupVersion.WithResource(r)).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: func(obj any) { e.enqueueBinding(obj) },
+		})
+		if err != nil {
+			return err
+		}
+	}
+	e.informers.Start(ctx.Done())
+	defer e.informers.Shutdown()
+	e.informers.WaitForCacheSync(ctx.Done())
+	defer e.disconnectAll()
+
+	const workers = 4
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e.processNext(ctx) {
+			}
+		}()
+	}
+	// Members come and go and change health; a slow periodic pass keeps
+	// every template current even if a notification was missed.
+	ticker := time.NewTicker(30 * time.Second)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			e.queue.ShutDown()
+			wg.Wait()
+			return nil
+		case <-ticker.C:
+			e.ResyncAll()
+		}
+	}
+}
+
+// ResyncAll queues every template, e.g. when a member joins or changes
+// health.
+func (e *Engine) ResyncAll() {
+	if e.informers == nil || e.queue == nil {
+		return
+	}
+	for _, k := range Kinds {
+		for _, obj := range e.informers.ForResource(k.GVR).Informer().GetStore().List() {
+			e.enqueueObject(k, obj)
+		}
+	}
+}
+
+func (e *Engine) enqueueObject(k Kind, obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	e.queue.Add(key{Kind: k.Kind, Namespace: u.GetNamespace(), Name: u.GetName()})
+}
+
+func (e *Engine) enqueueBinding(obj any) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	var b workv1.ResourceBinding
+	if err := fromUnstructured(u, &b); err != nil {
+		return
+	}
+	e.queue.Add(key{Kind: b.Spec.Resource.Kind, Namespace: b.Spec.Resource.Namespace, Name: b.Spec.Resource.Name})
+}
+
+func (e *Engine) processNext(ctx context.Context) bool {
+	k, shutdown := e.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer e.queue.Done(k)
+	requeue, err := e.sync(ctx, k)
+	switch {
+	case err != nil:
+		log.FromContext(ctx).V(1).Info("fleet: sync failed; retrying", "fleet", e.Fleet, "kind", k.Kind, "namespace", k.Namespace, "name", k.Name, "error", err.Error())
+		e.queue.AddRateLimited(k)
+	case requeue > 0:
+		e.queue.Forget(k)
+		e.queue.AddAfter(k, requeue)
+	default:
+		e.queue.Forget(k)
+	}
+	return true
+}
+
+// template returns a template from the fleet's cache (nil when gone).
+func (e *Engine) template(k Kind, namespace, name string) *unstructured.Unstructured {
+	store := e.informers.ForResource(k.GVR).Informer().GetStore()
+	id := name
+	if namespace != "" {
+		id = namespace + "/" + name
+	}
+	obj, ok, _ := store.GetByKey(id)
+	if !ok {
+		return nil
+	}
+	return obj.(*unstructured.Unstructured)
+}
+
+// policies lists the fleet's policies from the cache.
+func (e *Engine) policies() (namespaced []policyv1.PropagationPolicy, cluster []policyv1.ClusterPropagationPolicy) {
+	for _, obj := range e.informers.ForResource(policyv1.GroupVersion.WithResource("propagationpolicies")).Informer().GetStore().List() {
+		var p policyv1.PropagationPolicy
+		if fromUnstructured(obj.(*unstructured.Unstructured), &p) == nil {
+			namespaced = append(namespaced, p)
+		}
+	}
+	for _, obj := range e.informers.ForResource(policyv1.GroupVersion.WithResource("clusterpropagationpolicies")).Informer().GetStore().List() {
+		var p policyv1.ClusterPropagationPolicy
+		if fromUnstructured(obj.(*unstructured.Unstructured), &p) == nil {
+			cluster = append(cluster, p)
+		}
+	}
+	return namespaced, cluster
+}
+
+func (e *Engine) event(obj *unstructured.Unstructured, warning bool, reason, format string, args ...any) {
+	if e.Event != nil && obj != nil {
+		e.Event(obj, warning, reason, fmt.Sprintf(format, args...))
+	}
+}

@@ -1,0 +1,166 @@
+package propagation
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+)
+
+// memberConn is the engine's connection to one member: a client and
+// informers on the copies this fleet made there, whose changes queue
+// their template (so the template's status follows the members').
+type memberConn struct {
+	version   string
+	client    dynamic.Interface
+	informers dynamicinformer.DynamicSharedInformerFactory
+	cancel    context.CancelFunc
+}
+
+// conn returns the connection to a member, (re)connecting when its
+// credentials changed.
+func (e *Engine) conn(m Member) (*memberConn, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.connected == nil {
+		e.connected = map[string]*memberConn{}
+	}
+	if c, ok := e.connected[m.Name]; ok {
+		if c.version == m.Version {
+			return c, nil
+		}
+		c.cancel()
+		delete(e.connected, m.Name)
+	}
+	cfg := *m.Config
+	cfg.Timeout = 10 * time.Second
+	client, err := dynamic.NewForConfig(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	c := &memberConn{version: m.Version, client: client, cancel: cancel}
+	c.informers = dynamicinformer.NewFilteredDynamicSharedInformerFactory(client, 10*time.Minute, metav1.NamespaceAll,
+		func(o *metav1.ListOptions) { o.LabelSelector = lotsev1.LabelFleet + "=" + e.Name })
+	for _, k := range Kinds {
+		k := k
+		_, err := c.informers.ForResource(k.GVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { e.enqueueCopy(k, obj) },
+			UpdateFunc: func(_, obj any) { e.enqueueCopy(k, obj) },
+			DeleteFunc: func(obj any) { e.enqueueCopy(k, obj) },
+		})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	c.informers.Start(ctx.Done())
+	e.connected[m.Name] = c
+	return c, nil
+}
+
+// synced reports whether a member's copy informers have listed; before
+// that, an absent copy proves nothing.
+func (c *memberConn) synced() bool {
+	for _, k := range Kinds {
+		if !c.informers.ForResource(k.GVR).Informer().HasSynced() {
+			return false
+		}
+	}
+	return true
+}
+
+// copyOf returns the member's copy of a template from its cache, if this
+// fleet made it.
+func (e *Engine) copyOf(c *memberConn, k Kind, namespace, name string) *unstructured.Unstructured {
+	id := name
+	if namespace != "" {
+		id = namespace + "/" + name
+	}
+	obj, ok, _ := c.informers.ForResource(k.GVR).Informer().GetStore().GetByKey(id)
+	if !ok {
+		return nil
+	}
+	u := obj.(*unstructured.Unstructured)
+	if u.GetAnnotations()[AnnotationFleet] != e.Fleet {
+		return nil
+	}
+	return u
+}
+
+func (e *Engine) enqueueCopy(k Kind, obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok || u.GetAnnotations()[AnnotationFleet] != e.Fleet {
+		return
+	}
+	ns, name, found := strings.Cut(u.GetAnnotations()[AnnotationTemplate], "/")
+	if !found {
+		return
+	}
+	e.queue.Add(key{Kind: k.Kind, Namespace: ns, Name: name})
+}
+
+// disconnect drops a member's connection (it left the fleet).
+func (e *Engine) disconnect(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c, ok := e.connected[name]; ok {
+		c.cancel()
+		delete(e.connected, name)
+	}
+}
+
+func (e *Engine) disconnectAll() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for name, c := range e.connected {
+		c.cancel()
+		delete(e.connected, name)
+	}
+}
+
+// RemoveCopies deletes every copy this fleet made in a member (the member
+// leaves the fleet) and forgets the member.
+func (e *Engine) RemoveCopies(ctx context.Context, m Member) error {
+	cfg := *m.Config
+	cfg.Timeout = 10 * time.Second
+	client, err := dynamic.NewForConfig(&cfg)
+	if err != nil {
+		return err
+	}
+	defer e.disconnect(m.Name)
+	return RemoveCopies(ctx, client, e.Fleet, e.Name)
+}
+
+// RemoveCopies deletes every copy a fleet made through client, namespaced
+// kinds first so namespaces go last.
+func RemoveCopies(ctx context.Context, client dynamic.Interface, fleetKey, fleetName string) error {
+	for i := len(Kinds) - 1; i >= 0; i-- {
+		k := Kinds[i]
+		list, err := client.Resource(k.GVR).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: lotsev1.LabelFleet + "=" + fleetName})
+		if err != nil {
+			return err
+		}
+		for _, obj := range list.Items {
+			if obj.GetAnnotations()[AnnotationFleet] != fleetKey {
+				continue
+			}
+			uid := obj.GetUID()
+			err := client.Resource(k.GVR).Namespace(obj.GetNamespace()).Delete(ctx, obj.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+			if err != nil && !isGone(err) {
+				return err
+			}
+		}
+	}
+	return nil
+}

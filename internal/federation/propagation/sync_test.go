@@ -1,0 +1,111 @@
+package propagation
+
+import (
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	policyv1 "github.com/lotse/lotse/api/policy/v1alpha1"
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+)
+
+func template(kind, namespace, name string, labels map[string]string, extra map[string]any) *unstructured.Unstructured {
+	k, _ := kindByName(kind)
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": k.APIVersion(), "kind": kind}}
+	u.SetNamespace(namespace)
+	u.SetName(name)
+	u.SetLabels(labels)
+	for key, v := range extra {
+		u.Object[key] = v
+	}
+	return u
+}
+
+func TestSelects(t *testing.T) {
+	deploy, _ := kindByName("Deployment")
+	web := template("Deployment", "shop", "web", map[string]string{"app": "web"}, nil)
+	for _, tc := range []struct {
+		name     string
+		sel      policyv1.ResourceSelector
+		policyNS string
+		want     bool
+	}{
+		{"kind", policyv1.ResourceSelector{APIVersion: "apps/v1", Kind: "Deployment"}, "", true},
+		{"other kind", policyv1.ResourceSelector{APIVersion: "apps/v1", Kind: "StatefulSet"}, "", false},
+		{"other version", policyv1.ResourceSelector{APIVersion: "apps/v1beta1", Kind: "Deployment"}, "", false},
+		{"name", policyv1.ResourceSelector{APIVersion: "apps/v1", Kind: "Deployment", Name: "web"}, "", true},
+		{"other name", policyv1.ResourceSelector{APIVersion: "apps/v1", Kind: "Deployment", Name: "api"}, "", false},
+		{"cluster policy namespace", policyv1.ResourceSelector{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "other"}, "", false},
+		{"namespaced policy only in its namespace", policyv1.ResourceSelector{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "shop"}, "other", false},
+		{"labels", policyv1.ResourceSelector{APIVersion: "apps/v1", Kind: "Deployment",
+			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}, "shop", true},
+		{"other labels", policyv1.ResourceSelector{APIVersion: "apps/v1", Kind: "Deployment",
+			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}}}, "shop", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := selects([]policyv1.ResourceSelector{tc.sel}, deploy, web, tc.policyNS); got != tc.want {
+				t.Errorf("selects = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMemberCopy(t *testing.T) {
+	e := &Engine{Fleet: "default/f", Name: "f"}
+	for _, tc := range []struct {
+		name  string
+		tmpl  *unstructured.Unstructured
+		check func(t *testing.T, c *unstructured.Unstructured)
+	}{
+		{"deployment gets the member's replicas and loses server fields",
+			template("Deployment", "shop", "web", nil, map[string]any{"spec": map[string]any{"replicas": int64(6)}, "status": map[string]any{"replicas": int64(6)}}),
+			func(t *testing.T, c *unstructured.Unstructured) {
+				if r, _, _ := unstructured.NestedInt64(c.Object, "spec", "replicas"); r != 2 {
+					t.Errorf("replicas %d", r)
+				}
+				if _, ok := c.Object["status"]; ok {
+					t.Error("status kept")
+				}
+				if c.GetUID() != "" || c.GetResourceVersion() != "" {
+					t.Error("server fields kept")
+				}
+			}},
+		{"service loses its cluster IP and node ports",
+			template("Service", "shop", "web", nil, map[string]any{"spec": map[string]any{"clusterIP": "10.0.0.1", "clusterIPs": []any{"10.0.0.1"},
+				"ports": []any{map[string]any{"port": int64(80), "nodePort": int64(30080)}}}}),
+			func(t *testing.T, c *unstructured.Unstructured) {
+				if _, ok, _ := unstructured.NestedString(c.Object, "spec", "clusterIP"); ok {
+					t.Error("clusterIP kept")
+				}
+				ports, _, _ := unstructured.NestedSlice(c.Object, "spec", "ports")
+				if _, ok := ports[0].(map[string]any)["nodePort"]; ok || ports[0].(map[string]any)["port"] != int64(80) {
+					t.Errorf("ports %v", ports)
+				}
+			}},
+		{"job loses its generated selector",
+			template("Job", "shop", "once", nil, map[string]any{"spec": map[string]any{"selector": map[string]any{}, "template": map[string]any{
+				"metadata": map[string]any{"labels": map[string]any{"controller-uid": "x", "app": "once"}}}}}),
+			func(t *testing.T, c *unstructured.Unstructured) {
+				if _, ok, _ := unstructured.NestedMap(c.Object, "spec", "selector"); ok {
+					t.Error("selector kept")
+				}
+				l, _, _ := unstructured.NestedStringMap(c.Object, "spec", "template", "metadata", "labels")
+				if _, ok := l["controller-uid"]; ok || l["app"] != "once" {
+					t.Errorf("template labels %v", l)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, _ := kindByName(tc.tmpl.GetKind())
+			tc.tmpl.SetUID("u-1")
+			tc.tmpl.SetResourceVersion("7")
+			c := e.memberCopy(k, tc.tmpl, 2)
+			if c.GetLabels()[lotsev1.LabelFleet] != "f" || c.GetAnnotations()[AnnotationFleet] != "default/f" ||
+				c.GetAnnotations()[AnnotationTemplate] != tc.tmpl.GetNamespace()+"/"+tc.tmpl.GetName() {
+				t.Errorf("marks: %v %v", c.GetLabels(), c.GetAnnotations())
+			}
+			tc.check(t, c)
+		})
+	}
+}

@@ -1,0 +1,259 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	policyv1 "github.com/lotse/lotse/api/policy/v1alpha1"
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
+)
+
+// fleetClient is a client of a fleet's API.
+func fleetClient(t *testing.T, mc client.Client, fleet string) client.Client {
+	t.Helper()
+	f := &lotsev1.Fleet{}
+	if err := mc.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: fleet}, f); err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{}
+	if err := mc.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: f.Status.KubeconfigSecret}, s); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data["kubeconfig"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, policyv1.AddToScheme, workv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func memberClient(t *testing.T, name string) client.Client {
+	t.Helper()
+	c, err := client.New(tenantConfig(t, name), client.Options{Scheme: clientgoscheme.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestFleetPropagation: a fleet with two (workerless) members divides a
+// Deployment 2:1 by weight, sends its ConfigMap to both, aggregates the
+// members' status into the template, moves everything when the policy
+// changes, leaves a member's own object alone, and cleans a member that
+// leaves.
+func TestFleetPropagation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	mc := mgmtClient(t)
+	const fleet = "fl"
+	members := []string{"fl-eu", "fl-us"}
+	for _, name := range members {
+		if err := mc.Create(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mc.Create(ctx, &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = mc.Delete(ctx, &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}})
+		waitFor(t, 3*time.Minute, "the fleet gone", func() (bool, error) {
+			err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, &lotsev1.Fleet{})
+			return apierrors.IsNotFound(err), err
+		})
+		for _, name := range members {
+			_ = mc.Delete(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}})
+		}
+	})
+	for i, name := range members {
+		region := []string{"eu", "us"}[i]
+		m := &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Labels: map[string]string{"tier": "gold"}},
+			Spec: lotsev1.FleetMemberSpec{Fleet: fleet, Cluster: name, Region: region}}
+		if err := mc.Create(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Bad input: a member needs exactly one way in.
+	bad := &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "fl-bad"}, Spec: lotsev1.FleetMemberSpec{Fleet: fleet}}
+	if err := mc.Create(ctx, bad); err == nil || !strings.Contains(err.Error(), "spec.kubeconfigSecretRef") {
+		t.Errorf("a member without cluster or kubeconfig: %v", err)
+	}
+
+	waitFor(t, 4*time.Minute, "the fleet Ready with 2 ready members", func() (bool, error) {
+		f := &lotsev1.Fleet{}
+		if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, f); err != nil {
+			return false, err
+		}
+		return f.Status.Phase == lotsev1.FleetReady && f.Status.ReadyMembers == 2, fmt.Errorf("phase %s, %d/%d members ready", f.Status.Phase, f.Status.ReadyMembers, f.Status.Members)
+	})
+	fc := fleetClient(t, mc, fleet)
+	eu, us := memberClient(t, "fl-eu"), memberClient(t, "fl-us")
+
+	// The templates.
+	labels := map[string]string{"app": "web"}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(fc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
+	must(fc.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-config"}, Data: map[string]string{"greeting": "hello"}}))
+	must(fc.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](6), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1"}}}}}}))
+	weight := func(name string, w int64) policyv1.StaticClusterWeight {
+		return policyv1.StaticClusterWeight{TargetCluster: policyv1.ClusterAffinity{ClusterNames: []string{name}}, Weight: w}
+	}
+	pp := &policyv1.PropagationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web"}, {APIVersion: "v1", Kind: "ConfigMap"}},
+		Placement: policyv1.Placement{
+			ClusterAffinity: &policyv1.ClusterAffinity{LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}},
+			ReplicaScheduling: &policyv1.ReplicaSchedulingStrategy{ReplicaSchedulingType: policyv1.ReplicaSchedulingDivided,
+				ReplicaDivisionPreference: policyv1.DivisionWeighted,
+				WeightPreference:          &policyv1.ClusterPreferences{StaticWeightList: []policyv1.StaticClusterWeight{weight("fl-eu", 2), weight("fl-us", 1)}}}},
+	}}
+	must(fc.Create(ctx, pp))
+
+	replicasIn := func(c client.Client) (int32, error) {
+		d := &appsv1.Deployment{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d); err != nil {
+			return -1, err
+		}
+		return ptr.Deref(d.Spec.Replicas, 0), nil
+	}
+	waitFor(t, time.Minute, "web divided 4 + 2", func() (bool, error) {
+		a, err := replicasIn(eu)
+		if err != nil {
+			return false, err
+		}
+		b, err := replicasIn(us)
+		return a == 4 && b == 2, fmt.Errorf("eu %d, us %d (%v)", a, b, err)
+	})
+	for _, c := range []client.Client{eu, us} {
+		cm := &corev1.ConfigMap{}
+		must(c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-config"}, cm))
+		if cm.Data["greeting"] != "hello" || cm.Labels[lotsev1.LabelFleet] != fleet {
+			t.Errorf("member copy of the ConfigMap: %v %v", cm.Data, cm.Labels)
+		}
+	}
+	// The members' controllers made 6 pods (pending: no nodes); the fleet's
+	// template says so, for the generation it has.
+	waitFor(t, time.Minute, "the template's aggregated status", func() (bool, error) {
+		d := &appsv1.Deployment{}
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d); err != nil {
+			return false, err
+		}
+		return d.Status.Replicas == 6 && d.Status.ObservedGeneration == d.Generation, fmt.Errorf("status %+v", d.Status)
+	})
+	rb := &workv1.ResourceBinding{}
+	must(fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-deployment"}, rb))
+	if !meta.IsStatusConditionTrue(rb.Status.Conditions, workv1.ConditionFullyApplied) || len(rb.Status.AggregatedStatus) != 2 ||
+		rb.Spec.Replicas != 6 || len(rb.Spec.Clusters) != 2 {
+		t.Errorf("binding: spec %+v status %+v", rb.Spec, rb.Status)
+	}
+	// The fleet itself runs no workload controllers: its Deployment makes
+	// no ReplicaSet there.
+	rss := &appsv1.ReplicaSetList{}
+	must(fc.List(ctx, rss, client.InNamespace("shop")))
+	if len(rss.Items) != 0 {
+		t.Errorf("the fleet's control plane made %d ReplicaSets from a template", len(rss.Items))
+	}
+
+	// A scale in the fleet is divided again.
+	d := &appsv1.Deployment{}
+	must(fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d))
+	d.Spec.Replicas = ptr.To[int32](9)
+	must(fc.Update(ctx, d))
+	waitFor(t, time.Minute, "web divided 6 + 3", func() (bool, error) {
+		a, err := replicasIn(eu)
+		if err != nil {
+			return false, err
+		}
+		b, err := replicasIn(us)
+		return a == 6 && b == 3, fmt.Errorf("eu %d, us %d (%v)", a, b, err)
+	})
+
+	// A member's own object is not overwritten (conflictResolution Abort).
+	must(us.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "theirs"}, Data: map[string]string{"owner": "member"}}))
+	must(fc.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "theirs"}, Data: map[string]string{"owner": "fleet"}}))
+	waitFor(t, time.Minute, "the conflict reported in the binding", func() (bool, error) {
+		b := &workv1.ResourceBinding{}
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "theirs-configmap"}, b); err != nil {
+			return false, err
+		}
+		for _, it := range b.Status.AggregatedStatus {
+			if it.ClusterName == "fl-us" && !it.Applied && strings.Contains(it.AppliedMessage, "conflictResolution: Overwrite") {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("status %+v", b.Status)
+	})
+	cm := &corev1.ConfigMap{}
+	must(us.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "theirs"}, cm))
+	if cm.Data["owner"] != "member" {
+		t.Errorf("the member's own ConfigMap was overwritten: %v", cm.Data)
+	}
+	must(eu.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "theirs"}, cm))
+	if cm.Data["owner"] != "fleet" {
+		t.Errorf("the other member did not get its share: %v", cm.Data)
+	}
+
+	// The policy narrows to one member: everything moves there, and the
+	// other member's copies go (only those the fleet made).
+	must(fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, pp))
+	pp.Spec.Placement.ClusterAffinity = &policyv1.ClusterAffinity{FieldSelector: &policyv1.FieldSelector{
+		MatchExpressions: []policyv1.FieldSelectorRequirement{{Key: "region", Operator: "In", Values: []string{"eu"}}}}}
+	must(fc.Update(ctx, pp))
+	waitFor(t, time.Minute, "web all in eu, gone from us", func() (bool, error) {
+		a, err := replicasIn(eu)
+		if err != nil {
+			return false, err
+		}
+		_, err = replicasIn(us)
+		return a == 9 && apierrors.IsNotFound(err), fmt.Errorf("eu %d, us: %v", a, err)
+	})
+	must(us.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "theirs"}, cm))
+	if cm.Data["owner"] != "member" {
+		t.Errorf("the member's own ConfigMap changed: %v", cm.Data)
+	}
+
+	// A member that leaves loses what the fleet put there.
+	must(mc.Delete(ctx, &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "fl-eu"}}))
+	waitFor(t, time.Minute, "the leaving member cleaned", func() (bool, error) {
+		_, err := replicasIn(eu)
+		if !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("deployment in eu: %v", err)
+		}
+		err = eu.Get(ctx, client.ObjectKey{Name: "shop"}, &corev1.Namespace{})
+		if err == nil {
+			return false, fmt.Errorf("namespace shop still in eu")
+		}
+		return apierrors.IsNotFound(err), err
+	})
+}
