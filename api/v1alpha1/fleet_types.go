@@ -43,6 +43,7 @@ const (
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:categories=lotse
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 57",message="metadata.name: a fleet's name has at most 57 characters (its API is the Cluster NAME-fleet, and the name labels every copy it makes)"
 // +kubebuilder:printcolumn:name="Members",type=integer,JSONPath=`.status.members`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyMembers`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
@@ -130,6 +131,7 @@ type FleetMember struct {
 
 // FleetMemberSpec names the fleet and the cluster that joins it.
 // +kubebuilder:validation:XValidation:rule="has(self.cluster) != has(self.kubeconfigSecretRef)",message="set exactly one of spec.cluster (a Lotse cluster in this namespace) and spec.kubeconfigSecretRef (any other cluster)"
+// +kubebuilder:validation:XValidation:rule="(has(self.cluster) ? self.cluster : '-') == (has(oldSelf.cluster) ? oldSelf.cluster : '-') && (has(self.kubeconfigSecretRef) ? self.kubeconfigSecretRef.name : '-') == (has(oldSelf.kubeconfigSecretRef) ? oldSelf.kubeconfigSecretRef.name : '-')",message="spec.cluster and spec.kubeconfigSecretRef are immutable: a member is one cluster; unjoin and join the other cluster"
 type FleetMemberSpec struct {
 	// Fleet is the fleet (in this namespace) the cluster joins.
 	// +kubebuilder:validation:MinLength=1
@@ -138,8 +140,8 @@ type FleetMemberSpec struct {
 	Fleet string `json:"fleet"`
 	// Cluster is a Lotse cluster in this namespace; Lotse handles its
 	// credentials.
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.cluster is immutable; unjoin and join the other cluster"
 	// +optional
 	Cluster string `json:"cluster,omitempty"`
 	// KubeconfigSecretRef names a Secret in this namespace whose key

@@ -183,17 +183,17 @@ func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
 			}
 			m := &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Labels: labels},
 				Spec: lotsev1.FleetMemberSpec{Fleet: args[0], Region: region, Zone: zone, Provider: provider}}
+			var secret *corev1.Secret
 			if kubeconfig != "" {
 				data, err := os.ReadFile(kubeconfig)
 				if err != nil {
-					return fmt.Errorf("--kubeconfig: %w", err)
+					return fmt.Errorf("--kubeconfig-file: %w", err)
 				}
 				m.Name = as
-				secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Name: "fleet-member-" + as,
+				// The Secret belongs to the member (created after it, owned
+				// by it), so unjoining removes it.
+				secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Name: "fleet-member-" + as,
 					Labels: map[string]string{lotsev1.LabelFleet: args[0]}}, Data: map[string][]byte{"kubeconfig": data}}
-				if err := c.Create(cmd.Context(), secret); err != nil {
-					return explain(err)
-				}
 				m.Spec.KubeconfigSecretRef = &lotsev1.SecretReference{Name: secret.Name}
 			} else {
 				if _, err := getCluster(cmd.Context(), c, client.ObjectKey{Namespace: flags.namespace, Name: args[1]}); err != nil {
@@ -209,6 +209,14 @@ func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
 					return fmt.Errorf("a member named %s exists already in namespace %s; choose another name with --as", m.Name, m.Namespace)
 				}
 				return explain(err)
+			}
+			if secret != nil {
+				secret.OwnerReferences = []metav1.OwnerReference{{APIVersion: lotsev1.GroupVersion.String(), Kind: "FleetMember",
+					Name: m.Name, UID: m.UID}}
+				if err := c.Create(cmd.Context(), secret); err != nil {
+					_ = c.Delete(cmd.Context(), m)
+					return explain(err)
+				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s joined fleet %s\n", m.Name, args[0])
 			return nil
@@ -240,7 +248,11 @@ func newFleetUnjoinCommand(flags *clientFlags) *cobra.Command {
 				return err
 			}
 			m := &lotsev1.FleetMember{}
-			if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: flags.namespace, Name: args[1]}, m); err != nil || m.Spec.Fleet != args[0] {
+			err = c.Get(cmd.Context(), client.ObjectKey{Namespace: flags.namespace, Name: args[1]}, m)
+			if err != nil && !apierrors.IsNotFound(err) {
+				return explain(err)
+			}
+			if err != nil || m.Spec.Fleet != args[0] {
 				return fmt.Errorf("%s is not a member of fleet %s (see `lotse fleet status %s`)", args[1], args[0], args[0])
 			}
 			if keep {

@@ -36,6 +36,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newReleaseCommand(), newUpCommand(), newDownCommand(), newManagerCommand(), newLoadBalancerCommand(), newServiceLBCommand(), newClusterCommand(), newFleetCommand(), newImageCommand())
+	root.InitDefaultCompletionCmd()
 	requireSubcommands(root)
 	return root
 }

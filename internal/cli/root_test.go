@@ -15,6 +15,7 @@ func TestUnknownOrMissingSubcommandFails(t *testing.T) {
 		{[]string{"cluster", "bogus"}, `unknown command "bogus" for "lotse cluster"`},
 		{[]string{"fleet", "bogus"}, `unknown command "bogus" for "lotse fleet"`},
 		{[]string{"fleet"}, "lotse fleet needs a subcommand: create, join"},
+		{[]string{"completion", "bogus"}, `unknown command "bogus" for "lotse completion"`},
 		{[]string{"cluster", "rotate", "x", "y", "z", "w"}, ""}, // a leaf command: its own argument check
 		{[]string{}, ""},
 		{[]string{"cluster", "--help"}, ""},

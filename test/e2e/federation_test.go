@@ -61,10 +61,11 @@ func memberClient(t *testing.T, name string) client.Client {
 }
 
 // TestFleetPropagation: a fleet with two (workerless) members divides a
-// Deployment 2:1 by weight, sends its ConfigMap to both, aggregates the
-// members' status into the template, moves everything when the policy
-// changes, leaves a member's own object alone, and cleans a member that
-// leaves.
+// Deployment 2:1 by weight, sends the ConfigMap it refers to along
+// (propagateDeps), overrides its image in one member, aggregates the
+// members' status into the template, moves a stopped member's share to the
+// other and back, moves everything when the policy changes, leaves a
+// member's own object alone, and cleans a member that leaves.
 func TestFleetPropagation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -97,6 +98,19 @@ func TestFleetPropagation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Bad input: a member is one cluster for its life.
+	moved := &lotsev1.FleetMember{}
+	must0 := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must0(mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: "fl-us"}, moved))
+	moved.Spec.Cluster = "fl-eu"
+	if err := mc.Update(ctx, moved); err == nil || !strings.Contains(err.Error(), "immutable") {
+		t.Errorf("changing a member's cluster: %v", err)
+	}
 	// Bad input: a member needs exactly one way in.
 	bad := &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "fl-bad"}, Spec: lotsev1.FleetMemberSpec{Fleet: fleet}}
 	if err := mc.Create(ctx, bad); err == nil || !strings.Contains(err.Error(), "spec.kubeconfigSecretRef") {
@@ -126,19 +140,31 @@ func TestFleetPropagation(t *testing.T) {
 	must(fc.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
 		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](6), Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-				Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1"}}}}}}))
+				Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1",
+					EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web-config"}}}}}}}}}}))
+	must(fc.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "unrelated"}}))
 	weight := func(name string, w int64) policyv1.StaticClusterWeight {
 		return policyv1.StaticClusterWeight{TargetCluster: policyv1.ClusterAffinity{ClusterNames: []string{name}}, Weight: w}
 	}
 	pp := &policyv1.PropagationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: policyv1.PropagationSpec{
-		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web"}, {APIVersion: "v1", Kind: "ConfigMap"}},
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web"}},
+		PropagateDeps:     true,
 		Placement: policyv1.Placement{
+			ClusterTolerations: []corev1.Toleration{{Key: policyv1.TaintMemberNotReady, Operator: corev1.TolerationOpExists,
+				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](5)}},
 			ClusterAffinity: &policyv1.ClusterAffinity{LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}},
 			ReplicaScheduling: &policyv1.ReplicaSchedulingStrategy{ReplicaSchedulingType: policyv1.ReplicaSchedulingDivided,
 				ReplicaDivisionPreference: policyv1.DivisionWeighted,
 				WeightPreference:          &policyv1.ClusterPreferences{StaticWeightList: []policyv1.StaticClusterWeight{weight("fl-eu", 2), weight("fl-us", 1)}}}},
 	}}
 	must(fc.Create(ctx, pp))
+	must(fc.Create(ctx, &policyv1.OverridePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "us-mirror"}, Spec: policyv1.OverrideSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "apps/v1", Kind: "Deployment"}},
+		OverrideRules: []policyv1.RuleWithCluster{{TargetCluster: &policyv1.ClusterAffinity{ClusterNames: []string{"fl-us"}},
+			Overriders: policyv1.Overriders{
+				ImageOverrider:  []policyv1.ImageOverrider{{Component: policyv1.ImageRegistry, Operator: policyv1.OverrideReplace, Value: "us.mirror.invalid"}},
+				LabelsOverrider: []policyv1.LabelAnnotationOverrider{{Operator: policyv1.OverrideAdd, Value: map[string]string{"region": "us"}}}}}},
+	}}))
 
 	replicasIn := func(c client.Client) (int32, error) {
 		d := &appsv1.Deployment{}
@@ -155,11 +181,39 @@ func TestFleetPropagation(t *testing.T) {
 		b, err := replicasIn(us)
 		return a == 4 && b == 2, fmt.Errorf("eu %d, us %d (%v)", a, b, err)
 	})
+	// The ConfigMap the Deployment refers to followed it; the other one
+	// stayed in the fleet.
 	for _, c := range []client.Client{eu, us} {
 		cm := &corev1.ConfigMap{}
-		must(c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-config"}, cm))
+		waitFor(t, 30*time.Second, "the dependency in the member", func() (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-config"}, cm)
+			return err == nil, err
+		})
 		if cm.Data["greeting"] != "hello" || cm.Labels[lotsev1.LabelFleet] != fleet {
 			t.Errorf("member copy of the ConfigMap: %v %v", cm.Data, cm.Labels)
+		}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "unrelated"}, cm); !apierrors.IsNotFound(err) {
+			t.Errorf("a ConfigMap no workload refers to went to a member: %v", err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the dependency's binding", func() (bool, error) {
+		b := &workv1.ResourceBinding{}
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-config-configmap"}, b); err != nil {
+			return false, err
+		}
+		return len(b.Spec.RequiredBy) == 1 && b.Spec.RequiredBy[0].Name == "web-deployment" && len(b.Spec.Clusters) == 2, fmt.Errorf("spec %+v", b.Spec)
+	})
+	// The override: us pulls from its mirror and carries its label; eu
+	// keeps the template's image.
+	images := map[client.Client]string{eu: "registry.invalid/web:1", us: "us.mirror.invalid/web:1"}
+	for c, want := range images {
+		d := &appsv1.Deployment{}
+		must(c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d))
+		if got := d.Spec.Template.Spec.Containers[0].Image; got != want {
+			t.Errorf("image in a member: %s, want %s", got, want)
+		}
+		if (c == us) != (d.Labels["region"] == "us") {
+			t.Errorf("labels in a member: %v", d.Labels)
 		}
 	}
 	// The members' controllers made 6 pods (pending: no nodes); the fleet's
@@ -172,7 +226,7 @@ func TestFleetPropagation(t *testing.T) {
 		return d.Status.Replicas == 6 && d.Status.ObservedGeneration == d.Generation, fmt.Errorf("status %+v", d.Status)
 	})
 	rb := &workv1.ResourceBinding{}
-	must(fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-deployment"}, rb))
+	must(fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-deployment"}, rb)) // written before the template's status
 	if !meta.IsStatusConditionTrue(rb.Status.Conditions, workv1.ConditionFullyApplied) || len(rb.Status.AggregatedStatus) != 2 ||
 		rb.Spec.Replicas != 6 || len(rb.Spec.Clusters) != 2 {
 		t.Errorf("binding: spec %+v status %+v", rb.Spec, rb.Status)
@@ -199,7 +253,33 @@ func TestFleetPropagation(t *testing.T) {
 		return a == 6 && b == 3, fmt.Errorf("eu %d, us %d (%v)", a, b, err)
 	})
 
+	// A member that stops answering loses its share after the toleration
+	// (5 s here); nothing is deleted from it meanwhile. Back, it gets its
+	// share again, and no replica is counted twice.
+	updateCluster(t, mc, "fl-us", func(c *lotsev1.Cluster) { c.Spec.Hibernation = &lotsev1.HibernationSpec{Enabled: ptr.To(true)} })
+	waitFor(t, 2*time.Minute, "the stopped member's share in eu", func() (bool, error) {
+		a, err := replicasIn(eu)
+		return a == 9, fmt.Errorf("eu %d (%v)", a, err)
+	})
+	waitFor(t, 30*time.Second, "the binding after failover", func() (bool, error) {
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-deployment"}, rb); err != nil {
+			return false, err
+		}
+		return len(rb.Spec.Clusters) == 1 && rb.Spec.Clusters[0].Name == "fl-eu", fmt.Errorf("clusters %+v", rb.Spec.Clusters)
+	})
+	updateCluster(t, mc, "fl-us", func(c *lotsev1.Cluster) { c.Spec.Hibernation.Enabled = ptr.To(false) })
+	waitFor(t, 3*time.Minute, "6 + 3 again after the member is back", func() (bool, error) {
+		a, err := replicasIn(eu)
+		if err != nil {
+			return false, err
+		}
+		b, err := replicasIn(us)
+		return a == 6 && b == 3, fmt.Errorf("eu %d, us %d (%v)", a, b, err)
+	})
+
 	// A member's own object is not overwritten (conflictResolution Abort).
+	must(fc.Create(ctx, &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "theirs"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "ConfigMap", Namespace: "shop", Name: "theirs"}}}}))
 	must(us.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "theirs"}, Data: map[string]string{"owner": "member"}}))
 	must(fc.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "theirs"}, Data: map[string]string{"owner": "fleet"}}))
 	waitFor(t, time.Minute, "the conflict reported in the binding", func() (bool, error) {

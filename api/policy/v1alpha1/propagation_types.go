@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -135,8 +136,27 @@ type ResourceSelector struct {
 	LabelSelector *metav1.LabelSelector `json:"labelSelector,omitempty"`
 }
 
+// Taint keys a member carries while it is not ready; placement
+// tolerations name them.
+const (
+	// TaintMemberNotReady: the member answers but runs no Ready node, or
+	// does not answer at all.
+	TaintMemberNotReady = "cluster.lotse.dev/not-ready"
+	// DefaultTolerationSeconds is how long a member may be not ready
+	// before it loses its share, when no toleration says otherwise.
+	DefaultTolerationSeconds = 30
+)
+
 // Placement selects members and shares replicas among them.
 type Placement struct {
+	// ClusterTolerations say how long a placement stays on a member that
+	// is not ready (taint cluster.lotse.dev/not-ready, effect NoExecute)
+	// before its share moves to the other members. Without a toleration
+	// for that taint, it moves after 30 seconds; a toleration without
+	// tolerationSeconds keeps it there.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	ClusterTolerations []corev1.Toleration `json:"clusterTolerations,omitempty"`
 	// ClusterAffinity selects the members; unset selects every member.
 	// +optional
 	ClusterAffinity *ClusterAffinity `json:"clusterAffinity,omitempty"`
@@ -221,5 +241,6 @@ type StaticClusterWeight struct {
 	TargetCluster ClusterAffinity `json:"targetCluster"`
 	// Weight of each selected member.
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
 	Weight int64 `json:"weight"`
 }

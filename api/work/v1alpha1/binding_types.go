@@ -91,6 +91,22 @@ type BindingSpec struct {
 	// ConflictResolution copied from the policy: Abort or Overwrite.
 	// +optional
 	ConflictResolution string `json:"conflictResolution,omitempty"`
+	// RequiredBy lists the workloads whose policies propagate their
+	// dependencies (propagateDeps) and that refer to this resource: it
+	// goes where they go.
+	// +optional
+	RequiredBy []BindingSnapshot `json:"requiredBy,omitempty"`
+}
+
+// BindingSnapshot is a workload's binding and where it placed the
+// workload.
+type BindingSnapshot struct {
+	// Namespace and Name of the workload's binding.
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Clusters are the members the workload went to.
+	// +optional
+	Clusters []TargetCluster `json:"clusters,omitempty"`
 }
 
 // ObjectReference points at a resource of the fleet.

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
@@ -42,6 +43,7 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 
 	mu      sync.Mutex
+	base    context.Context           // the manager's: engines stop with it
 	engines map[string]*runningEngine // fleet key -> engine
 }
 
@@ -52,8 +54,27 @@ type runningEngine struct {
 	done    chan struct{}
 }
 
-// SetupWithManager registers the Fleet and FleetMember controllers.
+// SetupWithManager registers the Fleet and FleetMember controllers; the
+// fleets' engines run while the manager does.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		r.mu.Lock()
+		r.base = ctx
+		r.mu.Unlock()
+		<-ctx.Done()
+		r.mu.Lock()
+		keys := make([]string, 0, len(r.engines))
+		for k := range r.engines {
+			keys = append(keys, k)
+		}
+		r.mu.Unlock()
+		for _, k := range keys {
+			r.stopEngine(k)
+		}
+		return nil
+	})); err != nil {
+		return err
+	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("fleet").For(&lotsev1.Fleet{}).
 		Owns(&lotsev1.Cluster{}).
 		Watches(&lotsev1.FleetMember{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
@@ -108,9 +129,10 @@ func (r *Reconciler) reconcileFleet(ctx context.Context, req ctrl.Request) (ctrl
 		return r.writeStatus(ctx, f, status, metav1.ConditionFalse, "NameTaken",
 			fmt.Sprintf("Cluster %s exists and does not belong to this fleet; rename that cluster or the fleet", cl.Name))
 	default:
-		// The fleet's version and HA follow the Fleet.
-		if cl.Spec.Kubernetes.Version != f.Spec.Kubernetes.Version && f.Spec.Kubernetes.Version != "" ||
-			cl.Spec.ControlPlane.HighAvailability != f.Spec.ControlPlane.HighAvailability {
+		// The fleet's version and HA follow the Fleet when the Fleet
+		// changes; maintenance may move the version on by itself between.
+		if f.Status.ObservedGeneration != f.Generation && (cl.Spec.Kubernetes.Version != f.Spec.Kubernetes.Version && f.Spec.Kubernetes.Version != "" ||
+			cl.Spec.ControlPlane.HighAvailability != f.Spec.ControlPlane.HighAvailability) {
 			cl.Spec.Kubernetes.Version = f.Spec.Kubernetes.Version
 			cl.Spec.ControlPlane.HighAvailability = f.Spec.ControlPlane.HighAvailability
 			if err := r.Client.Update(ctx, cl); err != nil {
@@ -189,9 +211,17 @@ func (r *Reconciler) ensureEngine(ctx context.Context, f *lotsev1.Fleet, kubecon
 	sum := sha256.Sum256(kubeconfig)
 	r.mu.Lock()
 	cur, running := r.engines[key]
+	base := r.base
 	r.mu.Unlock()
+	if base == nil {
+		return fmt.Errorf("the manager is not running yet")
+	}
 	if running && cur.version == sum {
-		return nil
+		select {
+		case <-cur.done: // it stopped on an error: start it again
+		default:
+			return nil
+		}
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
@@ -202,17 +232,20 @@ func (r *Reconciler) ensureEngine(ctx context.Context, f *lotsev1.Fleet, kubecon
 	}
 	r.stopEngine(key)
 	subject := f.DeepCopy()
-	e := &propagation.Engine{Fleet: key, Name: f.Name, Config: cfg,
-		Members: &memberSource{client: r.Client, namespace: f.Namespace, fleet: f.Name, kubeconfig: r.memberKubeconfig},
-		Event: func(obj *unstructured.Unstructured, warning bool, reason, message string) {
+	e, err := propagation.New(key, f.Name, cfg,
+		&memberSource{client: r.Client, namespace: f.Namespace, fleet: f.Name, kubeconfig: r.memberKubeconfig},
+		func(obj *unstructured.Unstructured, warning bool, reason, message string) {
 			t := corev1.EventTypeNormal
 			if warning {
 				t = corev1.EventTypeWarning
 			}
 			r.event(subject, t, reason, "%s %s/%s: %s", obj.GetKind(), obj.GetNamespace(), obj.GetName(), message)
-		},
+		})
+	if err != nil {
+		return err
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// The engine lives as long as the manager (not the reconcile).
+	runCtx, cancel := context.WithCancel(base)
 	run := &runningEngine{engine: e, version: sum, cancel: cancel, done: make(chan struct{})}
 	logger := log.FromContext(ctx).WithValues("fleet", key)
 	go func() {

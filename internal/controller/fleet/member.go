@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,20 +79,38 @@ func (r *Reconciler) reconcileMember(ctx context.Context, req ctrl.Request) (ctr
 	}
 	if kubeconfig, err := r.memberKubeconfig(ctx, m); err != nil {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "NoCredentials", err.Error()
-	} else if version, zone, err := probe(ctx, kubeconfig); err != nil {
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "Unreachable", err.Error()
+	} else if p, err := probe(ctx, kubeconfig); err != nil {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonUnreachable, err.Error()
 	} else {
-		status.KubernetesVersion = version
+		status.KubernetesVersion = p.version
 		if status.Zone == "" {
-			status.Zone = zone
+			status.Zone = p.zone
+		}
+		switch {
+		case p.nodes == 0:
+			ready.Message += "; it has no nodes"
+		case p.readyNodes == 0:
+			// It answers but cannot run anything: its share moves on
+			// after the placements' toleration.
+			ready.Status, ready.Reason = metav1.ConditionFalse, ReasonNoReadyNode
+			ready.Message = fmt.Sprintf("the member answers, but none of its %d nodes is Ready", p.nodes)
+		default:
+			ready.Message += fmt.Sprintf("; %d of %d nodes Ready", p.readyNodes, p.nodes)
 		}
 	}
 	was := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady)
 	meta.SetStatusCondition(&status.Conditions, ready)
-	changed := was == nil || was.Status != ready.Status
-	m.Status = *status
-	if err := r.Client.Status().Update(ctx, m); err != nil {
-		return ctrl.Result{}, err
+	changed := was == nil || was.Status != ready.Status || was.Reason != ready.Reason
+	// Write when something changed, and refresh lastProbeTime each minute
+	// (not on every probe: each write wakes the fleet's controllers).
+	stale := m.Status.LastProbeTime == nil || now.Sub(m.Status.LastProbeTime.Time) > time.Minute
+	unchanged := m.Status.DeepCopy()
+	unchanged.LastProbeTime = status.LastProbeTime
+	if stale || !equality.Semantic.DeepEqual(unchanged, status) {
+		m.Status = *status
+		if err := r.Client.Status().Update(ctx, m); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if changed {
 		r.event(m, corev1.EventTypeNormal, "Member"+ready.Reason, "%s", ready.Message)
@@ -102,36 +121,61 @@ func (r *Reconciler) reconcileMember(ctx context.Context, req ctrl.Request) (ctr
 	return ctrl.Result{RequeueAfter: probeInterval}, nil
 }
 
-// probe asks a member's API server for /readyz and its version, and reads
-// the zone of its nodes (the first node's topology label).
-func probe(ctx context.Context, kubeconfig []byte) (version, zone string, err error) {
+// Reasons of a member's Ready condition.
+const (
+	ReasonUnreachable = "Unreachable"
+	ReasonNoReadyNode = "NoReadyNode"
+)
+
+// probed is what a probe learnt of a member.
+type probed struct {
+	version, zone     string
+	nodes, readyNodes int
+}
+
+// probe asks a member's API server for /readyz and its version, and counts
+// its Ready nodes (the zone is the first node's topology label).
+func probe(ctx context.Context, kubeconfig []byte) (probed, error) {
+	var p probed
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
-		return "", "", err
+		return p, err
 	}
 	cfg.Timeout = 3 * time.Second
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return "", "", err
+		return p, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(pctx)
 	if err != nil {
-		return "", "", fmt.Errorf("/readyz: %v", err)
+		return p, fmt.Errorf("/readyz: %v", err)
 	}
 	if string(body) != "ok" {
-		return "", "", fmt.Errorf("/readyz: %s", body)
+		return p, fmt.Errorf("/readyz: %s", body)
 	}
 	v, err := cs.Discovery().ServerVersion()
 	if err != nil {
-		return "", "", err
+		return p, err
 	}
-	nodes, err := cs.CoreV1().Nodes().List(pctx, metav1.ListOptions{Limit: 1})
-	if err == nil && len(nodes.Items) > 0 {
-		zone = nodes.Items[0].Labels[corev1.LabelTopologyZone]
+	p.version = v.GitVersion
+	nodes, err := cs.CoreV1().Nodes().List(pctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return p, fmt.Errorf("list nodes: %v", err)
 	}
-	return v.GitVersion, zone, nil
+	p.nodes = len(nodes.Items)
+	for _, n := range nodes.Items {
+		if p.zone == "" {
+			p.zone = n.Labels[corev1.LabelTopologyZone]
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				p.readyNodes++
+			}
+		}
+	}
+	return p, nil
 }
 
 // unjoin removes the fleet's copies from a leaving member (unless it says
@@ -181,7 +225,7 @@ func removeCopies(ctx context.Context, cfg *rest.Config, fleetKey, fleetName str
 	if err != nil {
 		return err
 	}
-	return propagation.RemoveCopies(ctx, dyn, fleetKey, fleetName)
+	return propagation.RemoveCopies(ctx, cfg, dyn, fleetKey, fleetName)
 }
 
 // memberSource lists a fleet's members for its engine.
@@ -212,13 +256,20 @@ func (s *memberSource) Members(ctx context.Context) ([]propagation.Member, error
 			continue
 		}
 		sum := sha256.Sum256(kubeconfig)
-		out = append(out, propagation.Member{
+		member := propagation.Member{
 			Member: placement.Member{Name: m.Name, Labels: m.Labels, Region: m.Status.Region, Zone: m.Status.Zone,
 				Provider: m.Status.Provider, Available: -1},
-			Ready:   meta.IsStatusConditionTrue(m.Status.Conditions, lotsev1.ConditionMemberReady),
 			Config:  cfg,
 			Version: hex.EncodeToString(sum[:8]),
-		})
+		}
+		if cond := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady); cond != nil {
+			member.Ready = cond.Status == metav1.ConditionTrue
+			member.Reachable = member.Ready || cond.Reason == ReasonNoReadyNode
+			if !member.Ready {
+				member.NotReadySince = cond.LastTransitionTime.Time
+			}
+		}
+		out = append(out, member)
 	}
 	return out, nil
 }

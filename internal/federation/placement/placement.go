@@ -122,7 +122,7 @@ func Divide(total int32, members []Member, strategy *policyv1.ReplicaSchedulingS
 	}
 	weights := make([]int64, len(members))
 	switch {
-	case strategy.WeightPreference != nil && strategy.WeightPreference.DynamicWeight == policyv1.DynamicWeightAvailableReplicas:
+	case strategy.WeightPreference != nil && strategy.WeightPreference.DynamicWeight == policyv1.DynamicWeightAvailableReplicas && knownCapacity(members):
 		for i, m := range members {
 			weights[i] = max(m.Available, 0)
 		}
@@ -145,8 +145,11 @@ func Divide(total int32, members []Member, strategy *policyv1.ReplicaSchedulingS
 		}
 	}
 	var sum int64
-	for _, w := range weights {
-		sum += w
+	for i, w := range weights {
+		// Bounded so that total*weight cannot overflow (the CRD allows up
+		// to 10000; capacities can be large).
+		weights[i] = min(w, 1<<20)
+		sum += weights[i]
 	}
 	if sum == 0 {
 		return nil, fmt.Errorf("placement.replicaScheduling: the weights of the selected members (%s) sum to 0", names(members))
@@ -186,6 +189,19 @@ func Divide(total int32, members []Member, strategy *policyv1.ReplicaSchedulingS
 		}
 	}
 	return out, nil
+}
+
+// knownCapacity: every member's room is known and some member has room;
+// otherwise dynamic weights fall back to equal ones.
+func knownCapacity(members []Member) bool {
+	room := false
+	for _, m := range members {
+		if m.Available < 0 {
+			return false
+		}
+		room = room || m.Available > 0
+	}
+	return room
 }
 
 // aggregate puts the replicas on as few members as possible: the members

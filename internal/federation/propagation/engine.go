@@ -10,6 +10,8 @@ package propagation
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -41,9 +43,14 @@ const (
 // Member is a fleet member as the engine needs it.
 type Member struct {
 	placement.Member
-	// Ready: the member answers; only ready members get new work, and
-	// only from ready members are copies removed.
+	// Ready: the member answers and can run work; only ready members get
+	// new work.
 	Ready bool
+	// Reachable: the member's API answers (it may still not be ready, e.g.
+	// with no Ready node); copies are removed only from reachable members.
+	Reachable bool
+	// NotReadySince is when a member that is not ready stopped being so.
+	NotReadySince time.Time
 	// Config reaches the member's API server.
 	Config *rest.Config
 	// Version identifies Config; a new version reconnects.
@@ -65,6 +72,8 @@ type Engine struct {
 	Members Members
 	// Event, when set, reports what the engine did to a template.
 	Event func(obj *unstructured.Unstructured, warning bool, reason, message string)
+	// Now is the clock (tests set it).
+	Now func() time.Time
 
 	fleet     dynamic.Interface
 	informers dynamicinformer.DynamicSharedInformerFactory
@@ -73,6 +82,10 @@ type Engine struct {
 	mu        sync.Mutex
 	connected map[string]*memberConn
 	ctx       context.Context
+	// leaving members get no more copies; applying counts the applies
+	// in flight per member, so that a member's cleanup starts after them.
+	leaving  map[string]bool
+	applying map[string]int
 }
 
 // key is a template in the queue.
@@ -81,15 +94,16 @@ type key struct {
 	Namespace, Name string
 }
 
-// Run starts the engine and blocks until ctx ends.
-func (e *Engine) Run(ctx context.Context) error {
+// New makes a fleet's engine: its client, queue and informers (not yet
+// started), so that ResyncAll may be called from any goroutine as soon as
+// New returns.
+func New(fleetKey, name string, cfg *rest.Config, members Members, event func(*unstructured.Unstructured, bool, string, string)) (*Engine, error) {
+	e := &Engine{Fleet: fleetKey, Name: name, Config: cfg, Members: members, Event: event}
 	var err error
 	if e.fleet, err = dynamic.NewForConfig(e.Config); err != nil {
-		return err
+		return nil, err
 	}
-	e.ctx = ctx
-	e.queue = workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[key](50*time.Millisecond, 10*time.Second))
-	defer e.queue.ShutDown()
+	e.queue = workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[key](50*time.Millisecond, 30*time.Second))
 	e.informers = dynamicinformer.NewDynamicSharedInformerFactory(e.fleet, 10*time.Minute)
 	for _, k := range Kinds {
 		k := k
@@ -99,7 +113,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			DeleteFunc: func(obj any) { e.enqueueObject(k, obj) },
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	policyHandler := cache.ResourceEventHandlerFuncs{
@@ -107,24 +121,42 @@ func (e *Engine) Run(ctx context.Context) error {
 		UpdateFunc: func(any, any) { e.ResyncAll() },
 		DeleteFunc: func(any) { e.ResyncAll() },
 	}
-	for _, r := range []string{"propagationpolicies", "clusterpropagationpolicies"} {
+	for _, r := range []string{"propagationpolicies", "clusterpropagationpolicies", "overridepolicies", "clusteroverridepolicies"} {
 		if _, err := e.informers.ForResource(policyv1.GroupVersion.WithResource(r)).Informer().AddEventHandler(policyHandler); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// Bindings whose template is gone (deleted while Lotse was down) are
 	// found through their own informers.
 	for _, r := range []string{"resourcebindings", "clusterresourcebindings"} {
 		_, err := e.informers.ForResource(workv1.GroupVersion.WithResource(r)).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: func(obj any) { e.enqueueBinding(obj) },
+			AddFunc:    func(obj any) { e.enqueueBinding(obj); e.bindingChanged(obj) },
+			UpdateFunc: func(_, obj any) { e.bindingChanged(obj) },
+			DeleteFunc: func(obj any) { e.bindingChanged(obj) },
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
+	return e, nil
+}
+
+// Run starts the engine and blocks until ctx ends; it runs once.
+func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	e.ctx = ctx
+	e.mu.Unlock()
+	defer e.queue.ShutDown()
 	e.informers.Start(ctx.Done())
 	defer e.informers.Shutdown()
-	e.informers.WaitForCacheSync(ctx.Done())
+	for r, ok := range e.informers.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("the fleet's %s did not sync", r.Resource)
+		}
+	}
 	defer e.disconnectAll()
 
 	const workers = 4
@@ -156,9 +188,6 @@ func (e *Engine) Run(ctx context.Context) error {
 // ResyncAll queues every template, e.g. when a member joins or changes
 // health.
 func (e *Engine) ResyncAll() {
-	if e.informers == nil || e.queue == nil {
-		return
-	}
 	for _, k := range Kinds {
 		for _, obj := range e.informers.ForResource(k.GVR).Informer().GetStore().List() {
 			e.enqueueObject(k, obj)
@@ -189,22 +218,41 @@ func (e *Engine) enqueueBinding(obj any) {
 	e.queue.Add(key{Kind: b.Spec.Resource.Kind, Namespace: b.Spec.Resource.Namespace, Name: b.Spec.Resource.Name})
 }
 
+// bindingChanged: a workload that moved takes its dependencies along.
+func (e *Engine) bindingChanged(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	kind, _, _ := unstructured.NestedString(u.Object, "spec", "resource", "kind")
+	if slices.Contains(workloadKinds, kind) {
+		e.enqueueDependencies(u.GetNamespace())
+	}
+}
+
 func (e *Engine) processNext(ctx context.Context) bool {
 	k, shutdown := e.queue.Get()
 	if shutdown {
 		return false
 	}
 	defer e.queue.Done(k)
-	requeue, err := e.sync(ctx, k)
+	res, err := e.sync(ctx, k)
 	switch {
 	case err != nil:
 		log.FromContext(ctx).V(1).Info("fleet: sync failed; retrying", "fleet", e.Fleet, "kind", k.Kind, "namespace", k.Namespace, "name", k.Name, "error", err.Error())
 		e.queue.AddRateLimited(k)
-	case requeue > 0:
-		e.queue.Forget(k)
-		e.queue.AddAfter(k, requeue)
+	case res.retry:
+		// An apply failed (a conflict, a member refusing): again with
+		// growing pauses; a member's change queues it sooner.
+		e.queue.AddRateLimited(k)
 	default:
 		e.queue.Forget(k)
+		if res.after > 0 {
+			e.queue.AddAfter(k, res.after)
+		}
 	}
 	return true
 }
@@ -238,6 +286,61 @@ func (e *Engine) policies() (namespaced []policyv1.PropagationPolicy, cluster []
 		}
 	}
 	return namespaced, cluster
+}
+
+// overridesFor returns the overriders that apply to a template's copy in a
+// member: those of ClusterOverridePolicies, then those of the template
+// namespace's OverridePolicies (so the namespace's win), each by name.
+func (e *Engine) overridesFor(kind Kind, tmpl *unstructured.Unstructured, member placement.Member) ([]policyv1.Overriders, error) {
+	type named struct {
+		name string
+		spec policyv1.OverrideSpec
+	}
+	var wide, own []named
+	for _, obj := range e.informers.ForResource(policyv1.GroupVersion.WithResource("clusteroverridepolicies")).Informer().GetStore().List() {
+		var p policyv1.ClusterOverridePolicy
+		if fromUnstructured(obj.(*unstructured.Unstructured), &p) == nil {
+			wide = append(wide, named{p.Name, p.Spec})
+		}
+	}
+	if tmpl.GetNamespace() != "" {
+		for _, obj := range e.informers.ForResource(policyv1.GroupVersion.WithResource("overridepolicies")).Informer().GetStore().List() {
+			var p policyv1.OverridePolicy
+			if fromUnstructured(obj.(*unstructured.Unstructured), &p) == nil && p.Namespace == tmpl.GetNamespace() {
+				own = append(own, named{p.Name, p.Spec})
+			}
+		}
+	}
+	var out []policyv1.Overriders
+	for i, list := range [][]named{wide, own} {
+		sort.Slice(list, func(a, b int) bool { return list[a].name < list[b].name })
+		policyNamespace := ""
+		if i == 1 {
+			policyNamespace = tmpl.GetNamespace()
+		}
+		for _, p := range list {
+			if len(p.spec.ResourceSelectors) > 0 && !selects(p.spec.ResourceSelectors, kind, tmpl, policyNamespace) {
+				continue
+			}
+			for _, rule := range p.spec.OverrideRules {
+				ok, err := placement.Matches(member, rule.TargetCluster)
+				if err != nil {
+					return nil, fmt.Errorf("override policy %s: %w", p.name, err)
+				}
+				if ok {
+					out = append(out, rule.Overriders)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
 }
 
 func (e *Engine) event(obj *unstructured.Unstructured, warning bool, reason, format string, args ...any) {

@@ -1,6 +1,9 @@
 package propagation
 
 import (
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
@@ -22,8 +25,8 @@ func gvr(group, version, resource string) schema.GroupVersionResource {
 }
 
 // Kinds are the kinds a fleet propagates: the ordinary ones of an
-// application. Namespaces go to every member unless a policy or the label
-// lotse.dev/propagate: "false" says otherwise.
+// application. Namespaces go to every ready member unless labelled
+// lotse.dev/propagate: "false"; the other kinds go where a policy says.
 var Kinds = []Kind{
 	{GVR: gvr("", "v1", "namespaces"), Kind: "Namespace"},
 	{GVR: gvr("", "v1", "configmaps"), Kind: "ConfigMap", Namespaced: true},
@@ -37,7 +40,25 @@ var Kinds = []Kind{
 	{GVR: gvr("batch", "v1", "jobs"), Kind: "Job", Namespaced: true},
 }
 
-// systemNamespaces never propagate: every member has its own.
-var systemNamespaces = map[string]bool{
-	"kube-system": true, "kube-public": true, "kube-node-lease": true, "lotse-system": true,
+// ownNamespace reports whether a namespace belongs to each cluster itself
+// (default, kube-*, lotse-system): such a Namespace never propagates; the
+// objects in it do, by policy, into the member's own namespace.
+func ownNamespace(name string) bool {
+	return name == "default" || name == "lotse-system" || strings.HasPrefix(name, "kube-")
+}
+
+// generated reports whether an object is made by every cluster's own
+// controllers (the root CA ConfigMap, the default ServiceAccount, its
+// token Secrets): the member makes its own, so the fleet's never go.
+func generated(kind string, obj *unstructured.Unstructured) bool {
+	switch kind {
+	case "ConfigMap":
+		return obj.GetName() == "kube-root-ca.crt"
+	case "ServiceAccount":
+		return obj.GetName() == "default"
+	case "Secret":
+		t, _, _ := unstructured.NestedString(obj.Object, "type")
+		return t == "kubernetes.io/service-account-token"
+	}
+	return false
 }

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
@@ -39,15 +40,23 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 		c.cancel()
 		delete(e.connected, m.Name)
 	}
+	// Writes time out; the watches of the informers must not (a client
+	// timeout would cut every watch after it).
 	cfg := *m.Config
 	cfg.Timeout = 10 * time.Second
 	client, err := dynamic.NewForConfig(&cfg)
 	if err != nil {
 		return nil, err
 	}
+	watchCfg := *m.Config
+	watchCfg.Timeout = 0
+	watcher, err := dynamic.NewForConfig(&watchCfg)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(e.ctx)
 	c := &memberConn{version: m.Version, client: client, cancel: cancel}
-	c.informers = dynamicinformer.NewFilteredDynamicSharedInformerFactory(client, 10*time.Minute, metav1.NamespaceAll,
+	c.informers = dynamicinformer.NewFilteredDynamicSharedInformerFactory(watcher, 10*time.Minute, metav1.NamespaceAll,
 		func(o *metav1.ListOptions) { o.LabelSelector = lotsev1.LabelFleet + "=" + e.Name })
 	for _, k := range Kinds {
 		k := k
@@ -129,9 +138,55 @@ func (e *Engine) disconnectAll() {
 	}
 }
 
+// startApply registers an apply to a member; false when the member is
+// leaving (it gets nothing more).
+func (e *Engine) startApply(member string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.leaving[member] {
+		return false
+	}
+	if e.applying == nil {
+		e.applying = map[string]int{}
+	}
+	e.applying[member]++
+	return true
+}
+
+func (e *Engine) endApply(member string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.applying[member]--
+}
+
 // RemoveCopies deletes every copy this fleet made in a member (the member
-// leaves the fleet) and forgets the member.
+// leaves the fleet) and forgets the member. Applies to it stop first, and
+// those in flight finish before the cleanup lists what is there.
 func (e *Engine) RemoveCopies(ctx context.Context, m Member) error {
+	e.mu.Lock()
+	if e.leaving == nil {
+		e.leaving = map[string]bool{}
+	}
+	e.leaving[m.Name] = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.leaving, m.Name)
+		e.mu.Unlock()
+	}()
+	for {
+		e.mu.Lock()
+		n := e.applying[m.Name]
+		e.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	cfg := *m.Config
 	cfg.Timeout = 10 * time.Second
 	client, err := dynamic.NewForConfig(&cfg)
@@ -139,12 +194,13 @@ func (e *Engine) RemoveCopies(ctx context.Context, m Member) error {
 		return err
 	}
 	defer e.disconnect(m.Name)
-	return RemoveCopies(ctx, client, e.Fleet, e.Name)
+	return RemoveCopies(ctx, m.Config, client, e.Fleet, e.Name)
 }
 
 // RemoveCopies deletes every copy a fleet made through client, namespaced
-// kinds first so namespaces go last.
-func RemoveCopies(ctx context.Context, client dynamic.Interface, fleetKey, fleetName string) error {
+// kinds first so namespaces go last (a namespace that holds what the fleet
+// did not make stays, without the fleet's marks).
+func RemoveCopies(ctx context.Context, cfg *rest.Config, client dynamic.Interface, fleetKey, fleetName string) error {
 	for i := len(Kinds) - 1; i >= 0; i-- {
 		k := Kinds[i]
 		list, err := client.Resource(k.GVR).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: lotsev1.LabelFleet + "=" + fleetName})
@@ -153,6 +209,12 @@ func RemoveCopies(ctx context.Context, client dynamic.Interface, fleetKey, fleet
 		}
 		for _, obj := range list.Items {
 			if obj.GetAnnotations()[AnnotationFleet] != fleetKey {
+				continue
+			}
+			if k.Kind == "Namespace" {
+				if err := deleteNamespaceCopy(ctx, cfg, client, fleetKey, &obj); err != nil {
+					return err
+				}
 				continue
 			}
 			uid := obj.GetUID()

@@ -52,10 +52,13 @@ func health(kind string, obj *unstructured.Unstructured) string {
 }
 
 // aggregate is the template's .status made from its members' copies:
-// counters add up; observedGeneration is the template's generation once
-// every member carries the current template and its controller saw it.
-// ok is false for kinds whose status is not aggregated.
-func aggregate(template *unstructured.Unstructured, kind string, copies map[string]*unstructured.Unstructured, current bool) (map[string]any, bool) {
+// counters add up when the replicas are divided; when every member runs
+// the full count (duplicated), each counter is the lowest any member
+// reports, so `kubectl rollout status` waits for the slowest member.
+// observedGeneration is the template's generation once every member
+// carries the current template and its controller saw it. ok is false for
+// kinds whose status is not aggregated.
+func aggregate(template *unstructured.Unstructured, kind string, copies map[string]*unstructured.Unstructured, current, duplicated bool) (map[string]any, bool) {
 	switch kind {
 	case "Deployment", "StatefulSet", "DaemonSet", "Job":
 	case "Service", "PersistentVolumeClaim":
@@ -67,9 +70,16 @@ func aggregate(template *unstructured.Unstructured, kind string, copies map[stri
 	allObserved := current
 	for _, f := range replicaFields[kind] {
 		var sum int64
+		lowest := int64(-1)
 		for _, c := range copies {
 			v, _, _ := unstructured.NestedInt64(c.Object, "status", f)
 			sum += v
+			if lowest < 0 || v < lowest {
+				lowest = v
+			}
+		}
+		if duplicated && len(copies) > 1 && lowest >= 0 {
+			sum = lowest
 		}
 		status[f] = sum
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,12 +19,22 @@ import (
 	policyv1 "github.com/lotse/lotse/api/policy/v1alpha1"
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
+	"github.com/lotse/lotse/internal/federation/override"
 	"github.com/lotse/lotse/internal/federation/placement"
 )
 
-// retryNotApplied is how soon a template whose copies are not all applied
-// is looked at again.
-const retryNotApplied = 5 * time.Second
+// lookAgain is how soon a template waiting on members (a removal pending,
+// a failed member's replacements not healthy yet) is looked at again, in
+// case no member event comes first.
+const lookAgain = 5 * time.Second
+
+// result says when to look at a template again.
+type result struct {
+	// retry: an apply or removal failed; again with growing pauses.
+	retry bool
+	// after: look again then (a toleration ends, a removal is pending).
+	after time.Duration
+}
 
 // decision is where a template goes.
 type decision struct {
@@ -31,65 +42,63 @@ type decision struct {
 	conflict string
 	replicas int32
 	targets  map[string]int32 // member -> replicas (0 for kinds without)
-	message  string           // why the placement is as it is, when noteworthy
-	err      error            // the placement failed (bad policy): reported, nothing moves
+	// duplicated: every target runs the full replica count.
+	duplicated bool
+	// requiredBy: the workloads this dependency follows.
+	requiredBy []workv1.BindingSnapshot
+	// recheck: a not-ready member's toleration ends then.
+	recheck time.Duration
+	message string // why the placement is as it is, when noteworthy
+	err     error  // the placement failed (bad policy): reported, nothing moves
 }
 
 // sync brings one template's copies, binding and status to what the fleet
 // says now.
-func (e *Engine) sync(ctx context.Context, k key) (time.Duration, error) {
+func (e *Engine) sync(ctx context.Context, k key) (result, error) {
 	kind, ok := kindByName(k.Kind)
 	if !ok {
-		return 0, nil
+		return result{}, nil
 	}
 	tmpl := e.template(kind, k.Namespace, k.Name)
 	members, err := e.Members.Members(ctx)
 	if err != nil {
-		return 0, err
+		return result{}, err
 	}
 	prev := e.binding(kind, k.Namespace, k.Name)
 	d := e.decide(kind, tmpl, members, prev)
 	if d.err != nil {
 		e.event(tmpl, true, "PlacementFailed", "%v", d.err)
-		return 0, e.writeBinding(ctx, kind, k, tmpl, prev, d, nil)
+		return result{}, e.writeBinding(ctx, kind, k, tmpl, prev, d, nil)
 	}
 
 	var items []workv1.AggregatedStatusItem
 	copies := map[string]*unstructured.Unstructured{}
-	allApplied := true
+	allApplied, allHealthy, failed, pending := true, true, false, false
+	// First the members that carry the template...
 	for _, m := range members {
 		replicas, target := d.targets[m.Name]
 		if !target {
-			// Remove a copy from a member that should not carry it, but
-			// only when the member answers: an unreachable member's copy
-			// stays until it is back (nothing is deleted on a guess).
-			if !m.Ready {
-				if hadCopy(prev, m.Name) {
-					items = append(items, workv1.AggregatedStatusItem{ClusterName: m.Name, AppliedMessage: "member not ready; its copy is removed when it answers again", Health: workv1.HealthUnknown})
-				}
-				continue
-			}
-			if err := e.removeCopy(ctx, m, kind, k); err != nil {
-				items = append(items, workv1.AggregatedStatusItem{ClusterName: m.Name, AppliedMessage: "removing the copy: " + err.Error(), Health: workv1.HealthUnknown})
-				allApplied = false
-			}
 			continue
 		}
 		item := workv1.AggregatedStatusItem{ClusterName: m.Name, Health: workv1.HealthUnknown}
 		if !m.Ready {
-			item.AppliedMessage = "member not ready"
-			allApplied = false
+			// Tolerated while not ready: it keeps its share (and what it
+			// runs) until the toleration ends.
+			item.Applied = hadCopy(prev, m.Name)
+			item.AppliedMessage = "member not ready; its share moves when the placement's toleration ends"
+			allApplied, allHealthy = false, false
 			items = append(items, item)
 			continue
 		}
 		obj, err := e.applyCopy(ctx, m, kind, tmpl, replicas, d.conflict)
 		if err != nil {
 			item.AppliedMessage = err.Error()
-			allApplied = false
+			allApplied, allHealthy, failed = false, false, true
 			e.event(tmpl, true, "ApplyFailed", "member %s: %v", m.Name, err)
 		} else {
 			item.Applied = true
 			item.Health = health(kind.Kind, obj)
+			allHealthy = allHealthy && item.Health == workv1.HealthHealthy
 			if st, ok := obj.Object["status"]; ok {
 				if raw, err := json.Marshal(st); err == nil {
 					item.Status = &runtime.RawExtension{Raw: raw}
@@ -99,26 +108,56 @@ func (e *Engine) sync(ctx context.Context, k key) (time.Duration, error) {
 		}
 		items = append(items, item)
 	}
+	// ...then those that should not carry it any more. Their copies go
+	// only when they answer (nothing is deleted from a member that is
+	// merely unreachable), and the copies of a member that failed go only
+	// once the members that took over its share run healthy copies.
+	for _, m := range members {
+		if _, target := d.targets[m.Name]; target {
+			continue
+		}
+		keep := ""
+		switch {
+		case !m.Reachable:
+			keep = "member unreachable; its copy is removed when it answers again"
+		case !m.Ready && tmpl != nil && !allHealthy && hadCopy(prev, m.Name):
+			keep = "member failed; its copy is removed once the members that took over its share are healthy"
+		}
+		if keep != "" {
+			pending = pending || m.Reachable
+			if hadCopy(prev, m.Name) {
+				// Applied: it still carries a copy, which keeps it on record
+				// until the copy is gone.
+				items = append(items, workv1.AggregatedStatusItem{ClusterName: m.Name, Applied: true, AppliedMessage: keep, Health: workv1.HealthUnknown})
+			}
+			continue
+		}
+		if err := e.removeCopy(ctx, m, kind, k); err != nil {
+			items = append(items, workv1.AggregatedStatusItem{ClusterName: m.Name, Applied: true, AppliedMessage: "removing the copy: " + err.Error(), Health: workv1.HealthUnknown})
+			allApplied, failed = false, true
+		}
+	}
 	sort.Slice(items, func(i, j int) bool { return items[i].ClusterName < items[j].ClusterName })
 
 	if tmpl == nil {
 		// The template is gone: the binding goes once no member carries a
 		// copy any more.
 		if len(items) == 0 {
-			return 0, e.deleteBinding(ctx, kind, k)
+			return result{}, e.deleteBinding(ctx, kind, k)
 		}
-		return retryNotApplied, e.writeBinding(ctx, kind, k, nil, prev, d, items)
+		return result{retry: failed, after: lookAgain}, e.writeBinding(ctx, kind, k, nil, prev, d, items)
 	}
 	if err := e.writeBinding(ctx, kind, k, tmpl, prev, d, items); err != nil {
-		return 0, err
+		return result{}, err
 	}
-	if err := e.writeTemplateStatus(ctx, kind, tmpl, copies, allApplied && len(copies) == len(d.targets)); err != nil {
-		return 0, err
+	if err := e.writeTemplateStatus(ctx, kind, tmpl, d, copies, allApplied && len(copies) == len(d.targets)); err != nil {
+		return result{}, err
 	}
-	if !allApplied {
-		return retryNotApplied, nil
+	res := result{retry: failed, after: d.recheck}
+	if pending && (res.after == 0 || res.after > lookAgain) {
+		res.after = lookAgain
 	}
-	return 0, nil
+	return res, nil
 }
 
 // decide places a template.
@@ -128,7 +167,7 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 		return d
 	}
 	if kind.Kind == "Namespace" {
-		if systemNamespaces[tmpl.GetName()] || strings.HasPrefix(tmpl.GetName(), "kube-") {
+		if ownNamespace(tmpl.GetName()) {
 			return d
 		}
 		for _, m := range members {
@@ -138,10 +177,29 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 		}
 		return d
 	}
-	if tmpl.GetNamespace() != "" && systemNamespaces[tmpl.GetNamespace()] {
+	if ns := tmpl.GetNamespace(); ns != "" && (ns != "default" && !e.namespacePropagates(ns)) || generated(kind.Kind, tmpl) {
 		return d
 	}
 	ref, spec := e.matchPolicy(kind, tmpl)
+	if slices.Contains(dependencyKinds, kind.Kind) {
+		d.requiredBy = e.followed(kind, tmpl)
+	}
+	if spec == nil && len(d.requiredBy) > 0 {
+		// A dependency goes where the workloads that refer to it go.
+		var names []string
+		for _, f := range d.requiredBy {
+			names = append(names, f.Name)
+			for _, c := range f.Clusters {
+				d.targets[c.Name] = 0
+			}
+		}
+		d.message = "follows " + strings.Join(names, ", ")
+		return d
+	}
+	if spec == nil && prev != nil && prev.Spec.PolicyRef == nil && len(prev.Spec.RequiredBy) > 0 {
+		// It went only as a dependency, and nothing refers to it any more.
+		return d
+	}
 	if spec == nil {
 		// No policy (any more): what was placed stays where it is, as in
 		// Karmada; deleting the template removes it.
@@ -158,13 +216,26 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 	if spec.ConflictResolution != "" {
 		d.conflict = spec.ConflictResolution
 	}
-	// Schedulable: ready members, and members that already carry the
-	// resource (a member that stops answering keeps its share here).
+	// Schedulable: ready members, and members that carry the resource and
+	// are not ready for less than the placement tolerates.
 	var candidates []placement.Member
+	tolerated, forever := toleration(spec.Placement.ClusterTolerations)
 	for _, m := range members {
-		if m.Ready || hadCopy(prev, m.Name) {
-			candidates = append(candidates, m.Member)
+		switch {
+		case m.Ready:
+		case !hadCopy(prev, m.Name):
+			continue
+		case forever:
+		default:
+			left := tolerated - e.now().Sub(m.NotReadySince)
+			if left <= 0 {
+				continue // failed over
+			}
+			if d.recheck == 0 || left < d.recheck {
+				d.recheck = left
+			}
 		}
+		candidates = append(candidates, m.Member)
 	}
 	selected, err := placement.Select(candidates, spec.Placement.ClusterAffinity)
 	if err != nil {
@@ -179,6 +250,11 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 		for _, m := range selected {
 			d.targets[m.Name] = 0
 		}
+		for _, f := range d.requiredBy {
+			for _, c := range f.Clusters {
+				d.targets[c.Name] = 0
+			}
+		}
 		return d
 	}
 	replicas, found, _ := unstructured.NestedInt64(tmpl.Object, "spec", "replicas")
@@ -192,12 +268,44 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 		return d
 	}
 	d.targets = shares
+	rs := spec.Placement.ReplicaScheduling
+	d.duplicated = rs == nil || rs.ReplicaSchedulingType == policyv1.ReplicaSchedulingDuplicated
 	if d.replicas == 0 { // nothing to divide: every selected member carries a scaled-down copy
 		for _, m := range selected {
 			d.targets[m.Name] = 0
 		}
 	}
 	return d
+}
+
+// toleration is how long a placement stays on a member that is not ready:
+// the tolerations' for the not-ready taint (NoExecute), or the default.
+func toleration(tolerations []corev1.Toleration) (time.Duration, bool) {
+	for _, t := range tolerations {
+		keyMatches := t.Key == policyv1.TaintMemberNotReady || (t.Key == "" && t.Operator == corev1.TolerationOpExists)
+		effectMatches := t.Effect == "" || t.Effect == corev1.TaintEffectNoExecute
+		valueMatches := t.Operator == corev1.TolerationOpExists || t.Value == ""
+		if keyMatches && effectMatches && valueMatches {
+			if t.TolerationSeconds == nil {
+				return 0, true
+			}
+			return time.Duration(*t.TolerationSeconds) * time.Second, false
+		}
+	}
+	return policyv1.DefaultTolerationSeconds * time.Second, false
+}
+
+// namespacePropagates reports whether a namespace of the fleet goes to the
+// members: not one of each cluster's own, not marked to stay.
+func (e *Engine) namespacePropagates(name string) bool {
+	if ownNamespace(name) {
+		return false
+	}
+	nsKind, _ := kindByName("Namespace")
+	if ns := e.template(nsKind, "", name); ns != nil && ns.GetLabels()[LabelPropagate] == "false" {
+		return false
+	}
+	return true
 }
 
 // matchPolicy finds the policy for a template: a PropagationPolicy of its
@@ -282,9 +390,13 @@ func (e *Engine) memberCopy(kind Kind, tmpl *unstructured.Unstructured, replicas
 	delete(obj.Object, "status")
 	switch kind.Kind {
 	case "Service":
-		// The member assigns its own cluster IPs and node ports.
-		unstructured.RemoveNestedField(obj.Object, "spec", "clusterIP")
-		unstructured.RemoveNestedField(obj.Object, "spec", "clusterIPs")
+		// The member assigns its own cluster IPs and node ports; a headless
+		// Service stays headless.
+		if ip, _, _ := unstructured.NestedString(obj.Object, "spec", "clusterIP"); ip != "None" {
+			unstructured.RemoveNestedField(obj.Object, "spec", "clusterIP")
+			unstructured.RemoveNestedField(obj.Object, "spec", "clusterIPs")
+		}
+		unstructured.RemoveNestedField(obj.Object, "spec", "healthCheckNodePort")
 		if ports, ok, _ := unstructured.NestedSlice(obj.Object, "spec", "ports"); ok {
 			for _, p := range ports {
 				if pm, ok := p.(map[string]any); ok {
@@ -327,6 +439,10 @@ func (e *Engine) memberCopy(kind Kind, tmpl *unstructured.Unstructured, replicas
 // applyCopy applies the template's copy in a member; an object there that
 // the fleet did not make is left alone unless the policy says Overwrite.
 func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstructured.Unstructured, replicas int32, conflict string) (*unstructured.Unstructured, error) {
+	if !e.startApply(m.Name) {
+		return nil, fmt.Errorf("the member is leaving the fleet")
+	}
+	defer e.endApply(m.Name)
 	c, err := e.conn(m)
 	if err != nil {
 		return nil, err
@@ -342,9 +458,16 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 		}
 	}
 	obj := e.memberCopy(kind, tmpl, replicas)
+	overriders, err := e.overridesFor(kind, tmpl, m.Member)
+	if err != nil {
+		return nil, err
+	}
+	if err := override.Apply(obj, overriders); err != nil {
+		return nil, err
+	}
 	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 	out, err := res.Apply(ctx, tmpl.GetName(), obj, opts)
-	if err != nil && kind.Namespaced && apierrors.IsNotFound(err) {
+	if err != nil && kind.Namespaced && apierrors.IsNotFound(err) && e.namespacePropagates(tmpl.GetNamespace()) {
 		// The namespace is not there yet: bring it (its template, or a bare
 		// one) and try again.
 		nsKind, _ := kindByName("Namespace")
@@ -373,6 +496,9 @@ func (e *Engine) removeCopy(ctx context.Context, m Member, kind Kind, k key) err
 	if cp == nil {
 		return nil
 	}
+	if kind.Kind == "Namespace" {
+		return deleteNamespaceCopy(ctx, m.Config, c.client, e.Fleet, cp)
+	}
 	uid := cp.GetUID()
 	err = c.client.Resource(kind.GVR).Namespace(k.Namespace).Delete(ctx, k.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	if err != nil && !isGone(err) {
@@ -384,8 +510,8 @@ func (e *Engine) removeCopy(ctx context.Context, m Member, kind Kind, k key) err
 // writeTemplateStatus puts the members' aggregated status into the
 // template, so that `kubectl get` and `kubectl rollout status` against the
 // fleet tell the truth.
-func (e *Engine) writeTemplateStatus(ctx context.Context, kind Kind, tmpl *unstructured.Unstructured, copies map[string]*unstructured.Unstructured, current bool) error {
-	status, ok := aggregate(tmpl, kind.Kind, copies, current)
+func (e *Engine) writeTemplateStatus(ctx context.Context, kind Kind, tmpl *unstructured.Unstructured, d decision, copies map[string]*unstructured.Unstructured, current bool) error {
+	status, ok := aggregate(tmpl, kind.Kind, copies, current, d.duplicated)
 	if !ok {
 		return nil
 	}

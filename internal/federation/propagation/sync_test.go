@@ -1,6 +1,8 @@
 package propagation
 
 import (
+	"encoding/json"
+	"reflect"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -107,5 +109,31 @@ func TestMemberCopy(t *testing.T) {
 			}
 			tc.check(t, c)
 		})
+	}
+}
+
+func TestDependencies(t *testing.T) {
+	var spec map[string]any
+	_ = json.Unmarshal([]byte(`{"template":{"spec":{
+	  "serviceAccountName":"runner","imagePullSecrets":[{"name":"pull"}],
+	  "volumes":[{"name":"a","configMap":{"name":"cm-vol"}},{"name":"b","secret":{"secretName":"s-vol"}},
+	             {"name":"c","persistentVolumeClaim":{"claimName":"data"}},
+	             {"name":"d","projected":{"sources":[{"configMap":{"name":"cm-proj"}},{"secret":{"name":"s-proj"}}]}}],
+	  "initContainers":[{"name":"i","envFrom":[{"configMapRef":{"name":"cm-envfrom"}}]}],
+	  "containers":[{"name":"c","env":[{"name":"X","valueFrom":{"secretKeyRef":{"name":"s-env","key":"k"}}},
+	                                   {"name":"Y","valueFrom":{"configMapKeyRef":{"name":"cm-vol","key":"k"}}}],
+	                 "envFrom":[{"secretRef":{"name":"s-envfrom"}}]}]}}}`), &spec)
+	got := dependencies(template("Deployment", "shop", "web", nil, map[string]any{"spec": spec}))
+	want := map[string][]string{
+		"ConfigMap":             {"cm-vol", "cm-proj", "cm-envfrom"},
+		"Secret":                {"pull", "s-vol", "s-proj", "s-env", "s-envfrom"},
+		"ServiceAccount":        {"runner"},
+		"PersistentVolumeClaim": {"data"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("dependencies:\n got %v\nwant %v", got, want)
+	}
+	if deps := dependencies(template("Deployment", "shop", "bare", nil, nil)); len(deps) != 0 {
+		t.Errorf("a template without pod spec: %v", deps)
 	}
 }
