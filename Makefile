@@ -72,7 +72,7 @@ e2e: build
 demo: deps releases
 	@hack/demo.sh
 
-## bench: the figures in docs/benchmarks.md (creation latency, idle RSS, nodes, tunnel, addons, load balancers, upgrades, autoscaling, repairs, hibernation, backups, rotations)
+## bench: the figures in docs/benchmarks.md (creation latency, idle RSS, nodes, tunnel, addons, load balancers, upgrades, autoscaling, repairs, hibernation, backups, rotations, federation)
 bench: build releases
 	@$(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null
 	@rc=0; export LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR); \
@@ -88,6 +88,7 @@ bench: build releases
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Hibernation' -benchtime 3x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'BackupRestore' -benchtime 3x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Rotation' -benchtime 1x ./test/e2e/... || rc=$$?; \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'FleetPropagation' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
 
 ## demo-down: stop the demo's lotse (SIGINT, like Ctrl-C); data stays

@@ -24,7 +24,7 @@ import (
 )
 
 // fleetClient is a client of a fleet's API.
-func fleetClient(t *testing.T, mc client.Client, fleet string) client.Client {
+func fleetClient(t testing.TB, mc client.Client, fleet string) client.Client {
 	t.Helper()
 	f := &lotsev1.Fleet{}
 	if err := mc.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: fleet}, f); err != nil {

@@ -34,6 +34,10 @@ const FinalizerMember = "lotse.dev/fleet-member"
 // in the member when it leaves.
 const AnnotationKeepResources = "lotse.dev/keep-resources"
 
+// unjoinGrace is how long a leaving member that cannot be cleaned (it does
+// not answer) is waited for.
+const unjoinGrace = time.Minute
+
 // probeInterval is how often members are probed.
 const probeInterval = 5 * time.Second
 
@@ -205,8 +209,14 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 				rerr = removeCopies(ctx, cfg, fleetKey, m.Spec.Fleet)
 			}
 			if rerr != nil {
-				r.event(m, corev1.EventTypeWarning, "UnjoinBlocked", "removing the fleet's resources from the member: %v", rerr)
-				return ctrl.Result{RequeueAfter: probeInterval}, nil
+				// A member that stays unreachable cannot be cleaned; after a
+				// grace period it leaves anyway and the event says what stays.
+				if time.Since(m.DeletionTimestamp.Time) < unjoinGrace {
+					r.event(m, corev1.EventTypeWarning, "UnjoinBlocked", "removing the fleet's resources from the member: %v", rerr)
+					return ctrl.Result{RequeueAfter: probeInterval}, nil
+				}
+				r.event(m, corev1.EventTypeWarning, "UnjoinedUnclean", "the member left after %s without its copies removed (%v); "+
+					"objects labelled %s=%s stay in it", unjoinGrace, rerr, lotsev1.LabelFleet, m.Spec.Fleet)
 			}
 		}
 	}

@@ -61,9 +61,10 @@ func (e *Engine) writeBinding(ctx context.Context, kind Kind, k key, tmpl *unstr
 		b.Generation = prev.Generation
 	}
 	b.Spec.Resource = workv1.ObjectReference{APIVersion: kind.APIVersion(), Kind: kind.Kind, Namespace: k.Namespace, Name: k.Name}
+	// The template's UID, not its resourceVersion: a binding that changed
+	// with every template change would cost two writes per change.
 	if tmpl != nil {
 		b.Spec.Resource.UID = string(tmpl.GetUID())
-		b.Spec.Resource.ResourceVersion = tmpl.GetResourceVersion()
 	} else if prev != nil {
 		b.Spec.Resource.UID = prev.Spec.Resource.UID
 	}

@@ -36,6 +36,9 @@ const FieldManager = "lotse-fleet"
 const (
 	AnnotationFleet    = "lotse.dev/fleet-key"
 	AnnotationTemplate = "lotse.dev/template"
+	// AnnotationDigest on a member copy is the digest of what the fleet
+	// applied.
+	AnnotationDigest = "lotse.dev/fleet-digest"
 	// LabelPropagate "false" on a template keeps it in the fleet.
 	LabelPropagate = "lotse.dev/propagate"
 )
@@ -86,6 +89,9 @@ type Engine struct {
 	// in flight per member, so that a member's cleanup starts after them.
 	leaving  map[string]bool
 	applying map[string]int
+	// applied: member/kind/namespace/name -> the copy's generation after
+	// the engine's last apply.
+	applied map[string]int64
 }
 
 // key is a template in the queue.
@@ -100,7 +106,7 @@ type key struct {
 func New(fleetKey, name string, cfg *rest.Config, members Members, event func(*unstructured.Unstructured, bool, string, string)) (*Engine, error) {
 	e := &Engine{Fleet: fleetKey, Name: name, Config: cfg, Members: members, Event: event}
 	var err error
-	if e.fleet, err = dynamic.NewForConfig(e.Config); err != nil {
+	if e.fleet, err = dynamic.NewForConfig(unthrottled(e.Config)); err != nil {
 		return nil, err
 	}
 	e.queue = workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[key](50*time.Millisecond, 30*time.Second))
@@ -334,6 +340,15 @@ func (e *Engine) overridesFor(kind Kind, tmpl *unstructured.Unstructured, member
 		}
 	}
 	return out, nil
+}
+
+// unthrottled lifts client-go's default client-side limit (5 requests/s),
+// which would make every propagation wait: the engine's requests are
+// bounded by its workers, and the API servers apply their own fairness.
+func unthrottled(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.QPS, c.Burst = 500, 1000
+	return c
 }
 
 func (e *Engine) now() time.Time {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
@@ -42,15 +43,15 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 	}
 	// Writes time out; the watches of the informers must not (a client
 	// timeout would cut every watch after it).
-	cfg := *m.Config
+	cfg := unthrottled(m.Config)
 	cfg.Timeout = 10 * time.Second
-	client, err := dynamic.NewForConfig(&cfg)
+	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	watchCfg := *m.Config
+	watchCfg := unthrottled(m.Config)
 	watchCfg.Timeout = 0
-	watcher, err := dynamic.NewForConfig(&watchCfg)
+	watcher, err := dynamic.NewForConfig(watchCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -61,8 +62,15 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 	for _, k := range Kinds {
 		k := k
 		_, err := c.informers.ForResource(k.GVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { e.enqueueCopy(k, obj) },
-			UpdateFunc: func(_, obj any) { e.enqueueCopy(k, obj) },
+			AddFunc: func(obj any) { e.enqueueCopy(k, obj) },
+			// What the fleet itself just applied comes back as an update
+			// too; only a changed status or spec (someone else's hand)
+			// needs a look.
+			UpdateFunc: func(old, obj any) {
+				if copyChanged(old, obj) {
+					e.enqueueCopy(k, obj)
+				}
+			},
 			DeleteFunc: func(obj any) { e.enqueueCopy(k, obj) },
 		})
 		if err != nil {
@@ -117,6 +125,22 @@ func (e *Engine) enqueueCopy(k Kind, obj any) {
 		return
 	}
 	e.queue.Add(key{Kind: k.Kind, Namespace: ns, Name: name})
+}
+
+// copyChanged reports whether a member's copy changed in status or spec
+// (generation), or lost the fleet's marks.
+func copyChanged(old, cur any) bool {
+	o, ok1 := old.(*unstructured.Unstructured)
+	n, ok2 := cur.(*unstructured.Unstructured)
+	if !ok1 || !ok2 {
+		return true
+	}
+	if o.GetGeneration() != n.GetGeneration() || o.GetAnnotations()[AnnotationFleet] != n.GetAnnotations()[AnnotationFleet] {
+		return true
+	}
+	os, _, _ := unstructured.NestedFieldNoCopy(o.Object, "status")
+	ns, _, _ := unstructured.NestedFieldNoCopy(n.Object, "status")
+	return !equality.Semantic.DeepEqual(os, ns)
 }
 
 // disconnect drops a member's connection (it left the fleet).
@@ -187,9 +211,9 @@ func (e *Engine) RemoveCopies(ctx context.Context, m Member) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	cfg := *m.Config
+	cfg := unthrottled(m.Config)
 	cfg.Timeout = 10 * time.Second
-	client, err := dynamic.NewForConfig(&cfg)
+	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}

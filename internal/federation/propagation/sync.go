@@ -2,11 +2,14 @@ package propagation
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -74,9 +77,32 @@ func (e *Engine) sync(ctx context.Context, k key) (result, error) {
 	var items []workv1.AggregatedStatusItem
 	copies := map[string]*unstructured.Unstructured{}
 	allApplied, allHealthy, failed, pending := true, true, false, false
-	// First the members that carry the template...
+	// First the members that carry the template: the applies run in
+	// parallel (a change reaches every member in one round trip)...
+	type outcome struct {
+		obj *unstructured.Unstructured
+		err error
+	}
+	applied := map[string]outcome{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, m := range members {
 		replicas, target := d.targets[m.Name]
+		if !target || !m.Ready {
+			continue
+		}
+		wg.Add(1)
+		go func(m Member, replicas int32) {
+			defer wg.Done()
+			obj, err := e.applyCopy(ctx, m, kind, tmpl, replicas, d.conflict)
+			mu.Lock()
+			applied[m.Name] = outcome{obj, err}
+			mu.Unlock()
+		}(m, replicas)
+	}
+	wg.Wait()
+	for _, m := range members {
+		_, target := d.targets[m.Name]
 		if !target {
 			continue
 		}
@@ -90,7 +116,7 @@ func (e *Engine) sync(ctx context.Context, k key) (result, error) {
 			items = append(items, item)
 			continue
 		}
-		obj, err := e.applyCopy(ctx, m, kind, tmpl, replicas, d.conflict)
+		obj, err := applied[m.Name].obj, applied[m.Name].err
 		if err != nil {
 			item.AppliedMessage = err.Error()
 			allApplied, allHealthy, failed = false, false, true
@@ -448,7 +474,8 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 		return nil, err
 	}
 	res := c.client.Resource(kind.GVR).Namespace(tmpl.GetNamespace())
-	if e.copyOf(c, kind, tmpl.GetNamespace(), tmpl.GetName()) == nil && conflict != policyv1.ConflictOverwrite {
+	cached := e.copyOf(c, kind, tmpl.GetNamespace(), tmpl.GetName())
+	if cached == nil && conflict != policyv1.ConflictOverwrite {
 		cur, err := res.Get(ctx, tmpl.GetName(), metav1.GetOptions{})
 		switch {
 		case err == nil && cur.GetAnnotations()[AnnotationFleet] != e.Fleet:
@@ -465,8 +492,29 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 	if err := override.Apply(obj, overriders); err != nil {
 		return nil, err
 	}
+	// A copy that already is what the fleet would apply (same digest, and
+	// no one changed its spec since: same generation) needs no request.
+	digest, err := digestOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	ann := obj.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[AnnotationDigest] = digest
+	obj.SetAnnotations(ann)
+	appliedKey := m.Name + "/" + kind.Kind + "/" + tmpl.GetNamespace() + "/" + tmpl.GetName()
+	if cached != nil && cached.GetAnnotations()[AnnotationDigest] == digest && e.appliedGeneration(appliedKey) == cached.GetGeneration() {
+		return cached, nil
+	}
 	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 	out, err := res.Apply(ctx, tmpl.GetName(), obj, opts)
+	defer func() {
+		if err == nil && out != nil {
+			e.recordApplied(appliedKey, out.GetGeneration())
+		}
+	}()
 	if err != nil && kind.Namespaced && apierrors.IsNotFound(err) && e.namespacePropagates(tmpl.GetNamespace()) {
 		// The namespace is not there yet: bring it (its template, or a bare
 		// one) and try again.
@@ -483,6 +531,33 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 	return out, err
 }
 
+// digestOf is a digest of the object a member gets.
+func digestOf(obj *unstructured.Unstructured) (string, error) {
+	data, err := json.Marshal(obj.Object)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:12]), nil
+}
+
+// appliedGeneration is the generation a member's copy had after the
+// engine last applied it (0: not applied since the engine started).
+func (e *Engine) appliedGeneration(key string) int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.applied[key]
+}
+
+func (e *Engine) recordApplied(key string, generation int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.applied == nil {
+		e.applied = map[string]int64{}
+	}
+	e.applied[key] = generation
+}
+
 // removeCopy deletes a member's copy of a template, if the fleet made it.
 func (e *Engine) removeCopy(ctx context.Context, m Member, kind Kind, k key) error {
 	c, err := e.conn(m)
@@ -496,6 +571,9 @@ func (e *Engine) removeCopy(ctx context.Context, m Member, kind Kind, k key) err
 	if cp == nil {
 		return nil
 	}
+	e.mu.Lock()
+	delete(e.applied, m.Name+"/"+kind.Kind+"/"+k.Namespace+"/"+k.Name)
+	e.mu.Unlock()
 	if kind.Kind == "Namespace" {
 		return deleteNamespaceCopy(ctx, m.Config, c.client, e.Fleet, cp)
 	}
