@@ -67,6 +67,30 @@ type FleetSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	ControlPlane ControlPlaneSpec `json:"controlPlane"`
+	// DNS is the fleet's zone on the manager's DNS server.
+	// +kubebuilder:default={}
+	// +optional
+	DNS FleetDNS `json:"dns"`
+}
+
+// FleetDNS is the fleet's DNS zone: SVC.NS.svc.ZONE answers with the
+// addresses of every ready member that serves the Service NS/SVC, and
+// SVC.NS.svc.REGION.ZONE with those of the region's members.
+type FleetDNS struct {
+	// Zone, e.g. "shop.example.com"; empty: NAME.NAMESPACE.fleet.lotse.
+	// Delegate it to the manager's DNS server from the provider's DNS
+	// (docs/federation.md).
+	// +kubebuilder:validation:MaxLength=200
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?\.?$`
+	// +optional
+	Zone string `json:"zone,omitempty"`
+	// TTL of the answers in seconds: how long after a member's health
+	// changes resolvers may still hand out the old answer.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	TTL int32 `json:"ttl,omitempty"`
 }
 
 // FleetStatus reports the fleet.
@@ -92,11 +116,23 @@ type FleetStatus struct {
 	// (key "kubeconfig").
 	// +optional
 	KubeconfigSecret string `json:"kubeconfigSecret,omitempty"`
+	// DNS says where the fleet's zone is served.
+	// +optional
+	DNS *FleetDNSStatus `json:"dns,omitempty"`
 	// Members counts the fleet's members; ReadyMembers those that are Ready.
 	// +optional
 	Members int32 `json:"members"`
 	// +optional
 	ReadyMembers int32 `json:"readyMembers"`
+}
+
+// FleetDNSStatus is where the fleet's zone is served.
+type FleetDNSStatus struct {
+	// Zone is the fleet's zone, fully qualified.
+	Zone string `json:"zone"`
+	// Server is the manager's DNS server (UDP and TCP).
+	// +optional
+	Server string `json:"server,omitempty"`
 }
 
 // +kubebuilder:object:root=true

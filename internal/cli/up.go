@@ -40,6 +40,7 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringVar(&opts.LBAddressPool, "lb-address-pool", manager.DefaultLBAddressPool, "range the public addresses of LoadBalancer Services come from (on the host's loopback)")
 	cmd.Flags().StringVar(&opts.BackupDir, "backup-dir", "", "where snapshots of clusters without a spec.backup destination go (default STATE/backups)")
 	cmd.Flags().StringVar(&opts.MetricsAddr, "metrics-bind-address", "0", "address of the manager's Prometheus metrics, e.g. 127.0.0.1:9464 (0 disables)")
+	cmd.Flags().StringVar(&opts.FleetDNSAddr, "fleet-dns-address", "", "address of the fleets' authoritative DNS server, UDP and TCP (default: a free port on 127.0.0.1; 0 disables)")
 	cmd.Flags().StringSliceVar(&opts.AlertWebhooks, "alert-webhook", nil, "URL that receives Alertmanager webhook payloads of Lotse's alerts (repeatable)")
 	cmd.Flags().DurationVar(&opts.AlertAfter, "alert-after", care.DefaultAlertAfter, "how long a health condition stays False before it alerts")
 	cmd.Flags().DurationVar(&opts.RestartUnhealthyAfter, "restart-unhealthy-after", care.DefaultRestartAfter, "how long a control-plane component may fail its health check (with what it depends on healthy) before it is restarted; negative: never")
@@ -79,7 +80,7 @@ func newDownCommand() *cobra.Command {
 }
 
 func newManagerCommand() *cobra.Command {
-	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir string
+	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir, fleetDNSAddr string
 	var alertWebhooks []string
 	var alertAfter, restartAfter time.Duration
 	var leaderElect bool
@@ -111,6 +112,7 @@ func newManagerCommand() *cobra.Command {
 				Supervisor:            sup,
 				LeaderElection:        leaderElect,
 				MetricsAddr:           metricsAddr,
+				FleetDNSAddr:          fleetDNSAddr,
 				HealthAddr:            healthAddr,
 				BuildLog:              cmd.ErrOrStderr(),
 				DNSUpstreams:          dnsUpstreams,
@@ -137,6 +139,7 @@ func newManagerCommand() *cobra.Command {
 	cmd.Flags().DurationVar(&alertAfter, "alert-after", care.DefaultAlertAfter, "how long a health condition stays False before it alerts")
 	cmd.Flags().DurationVar(&restartAfter, "restart-unhealthy-after", care.DefaultRestartAfter, "how long a control-plane component may fail its health check (with what it depends on healthy) before it is restarted; negative: never")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the metrics endpoint (0 disables)")
+	cmd.Flags().StringVar(&fleetDNSAddr, "fleet-dns-address", "", "address of the fleets' authoritative DNS server, UDP and TCP (default: a free port on 127.0.0.1; 0 disables)")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", "0", "address of /healthz and /readyz (0 disables)")
 	return cmd
 }

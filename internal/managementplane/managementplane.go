@@ -64,6 +64,8 @@ type Options struct {
 	BackupDir string
 	// MetricsAddr serves the manager's Prometheus metrics ("" or "0": off).
 	MetricsAddr string
+	// FleetDNSAddr: see manager.Options.
+	FleetDNSAddr string
 	// AlertWebhooks and AlertAfter: see manager.Options.
 	AlertWebhooks []string
 	AlertAfter    time.Duration
@@ -159,6 +161,7 @@ func Up(ctx context.Context, opts Options) error {
 		LBAddressPool:         opts.LBAddressPool,
 		BackupDir:             opts.BackupDir,
 		MetricsAddr:           opts.MetricsAddr,
+		FleetDNSAddr:          opts.FleetDNSAddr,
 		AlertWebhooks:         opts.AlertWebhooks,
 		AlertAfter:            opts.AlertAfter,
 		RestartUnhealthyAfter: opts.RestartUnhealthyAfter,

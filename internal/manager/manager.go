@@ -37,6 +37,7 @@ import (
 	maintenancecontroller "github.com/lotse/lotse/internal/controller/maintenance"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
+	fleetdns "github.com/lotse/lotse/internal/federation/dns"
 	"github.com/lotse/lotse/internal/hibernation"
 	"github.com/lotse/lotse/internal/images"
 	"github.com/lotse/lotse/internal/machine/local"
@@ -66,6 +67,9 @@ type Options struct {
 	LeaderElectionNamespace string
 	// MetricsAddr serves Prometheus metrics ("0" disables).
 	MetricsAddr string
+	// FleetDNSAddr is where the fleets' DNS server listens, UDP and TCP
+	// ("" picks a port on 127.0.0.1; "0" disables).
+	FleetDNSAddr string
 	// HealthAddr serves /healthz and /readyz ("0" disables).
 	HealthAddr string
 	// BuildLog receives output of on-demand release builds.
@@ -231,6 +235,19 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		return err
 	}
 	fleets := &fleetcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
+	if opts.FleetDNSAddr != "0" {
+		// The fleets' authoritative DNS server: its zones are the running
+		// fleets'.
+		addr := opts.FleetDNSAddr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		server := &fleetdns.Server{Zones: fleets}
+		if err := server.Start(ctx, addr); err != nil {
+			return fmt.Errorf("fleet DNS server on %s: %w", addr, err)
+		}
+		fleets.DNSServer = server.Addr()
+	}
 	if err := fleets.SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +33,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/config/crd"
+	fleetdns "github.com/lotse/lotse/internal/federation/dns"
 	"github.com/lotse/lotse/internal/federation/propagation"
 )
 
@@ -41,6 +44,9 @@ func ControlPlaneName(fleet string) string { return fleet + "-fleet" }
 type Reconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
+	// DNSServer is the address of the manager's DNS server, which serves
+	// the fleets' zones (Zones); empty when there is none.
+	DNSServer string
 
 	mu      sync.Mutex
 	base    context.Context           // the manager's: engines stop with it
@@ -52,6 +58,34 @@ type runningEngine struct {
 	version [32]byte
 	cancel  context.CancelFunc
 	done    chan struct{}
+	// zone and ttl of the fleet's DNS.
+	zone string
+	ttl  uint32
+}
+
+// ZoneOf is a fleet's DNS zone, fully qualified.
+func ZoneOf(f *lotsev1.Fleet) string {
+	zone := f.Spec.DNS.Zone
+	if zone == "" {
+		zone = f.Name + "." + f.Namespace + ".fleet.lotse"
+	}
+	return strings.TrimSuffix(strings.ToLower(zone), ".") + "."
+}
+
+// Zones are the running fleets' DNS zones, for the DNS server.
+func (r *Reconciler) Zones() []fleetdns.Zone {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]fleetdns.Zone, 0, len(r.engines))
+	for _, run := range r.engines {
+		e := run.engine
+		out = append(out, fleetdns.Zone{Name: run.zone, TTL: run.ttl, Lookup: func(namespace, service, region string) ([]net.IP, bool) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			return e.ServiceAddresses(ctx, namespace, service, region)
+		}})
+	}
+	return out
 }
 
 // SetupWithManager registers the Fleet and FleetMember controllers; the
@@ -156,6 +190,7 @@ func (r *Reconciler) reconcileFleet(ctx context.Context, req ctrl.Request) (ctrl
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	status.DNS = &lotsev1.FleetDNSStatus{Zone: ZoneOf(f), Server: r.DNSServer}
 	if err := r.ensureEngine(ctx, f, kubeconfig); err != nil {
 		_, werr := r.writeStatus(ctx, f, status, metav1.ConditionFalse, "PolicyAPIsMissing", err.Error())
 		if werr != nil {
@@ -220,6 +255,9 @@ func (r *Reconciler) ensureEngine(ctx context.Context, f *lotsev1.Fleet, kubecon
 		select {
 		case <-cur.done: // it stopped on an error: start it again
 		default:
+			r.mu.Lock()
+			cur.zone, cur.ttl = ZoneOf(f), uint32(max(f.Spec.DNS.TTL, 1))
+			r.mu.Unlock()
 			return nil
 		}
 	}
@@ -246,7 +284,7 @@ func (r *Reconciler) ensureEngine(ctx context.Context, f *lotsev1.Fleet, kubecon
 	}
 	// The engine lives as long as the manager (not the reconcile).
 	runCtx, cancel := context.WithCancel(base)
-	run := &runningEngine{engine: e, version: sum, cancel: cancel, done: make(chan struct{})}
+	run := &runningEngine{engine: e, version: sum, cancel: cancel, done: make(chan struct{}), zone: ZoneOf(f), ttl: uint32(max(f.Spec.DNS.TTL, 1))}
 	logger := log.FromContext(ctx).WithValues("fleet", key)
 	go func() {
 		defer close(run.done)

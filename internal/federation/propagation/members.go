@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
@@ -23,8 +24,13 @@ type memberConn struct {
 	version   string
 	client    dynamic.Interface
 	informers dynamicinformer.DynamicSharedInformerFactory
-	cancel    context.CancelFunc
+	// nodes watches the member's nodes (their addresses answer DNS for
+	// NodePort Services).
+	nodes  cache.SharedIndexInformer
+	cancel context.CancelFunc
 }
+
+var nodesGVR = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
 
 // conn returns the connection to a member, (re)connecting when its
 // credentials changed.
@@ -79,6 +85,9 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 		}
 	}
 	c.informers.Start(ctx.Done())
+	nodeFactory := dynamicinformer.NewDynamicSharedInformerFactory(watcher, 10*time.Minute)
+	c.nodes = nodeFactory.ForResource(nodesGVR).Informer()
+	nodeFactory.Start(ctx.Done())
 	e.connected[m.Name] = c
 	return c, nil
 }

@@ -1,0 +1,89 @@
+package propagation
+
+import (
+	"context"
+	"net"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// ServiceAddresses answers the fleet's DNS: the addresses of every ready
+// member (of region, when set) whose copy of the Service namespace/name
+// serves: its load-balancer ingress IPs, or for a NodePort Service the
+// internal addresses of its Ready nodes. known is false when the fleet has
+// no such Service.
+func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region string) (addrs []net.IP, known bool) {
+	svcKind, _ := kindByName("Service")
+	if e.template(svcKind, namespace, name) == nil {
+		return nil, false
+	}
+	members, err := e.Members.Members(ctx)
+	if err != nil {
+		return nil, true
+	}
+	for _, m := range members {
+		if !m.Ready || (region != "" && m.Region != region) {
+			continue
+		}
+		e.mu.Lock()
+		c := e.connected[m.Name]
+		e.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		svc := e.copyOf(c, svcKind, namespace, name)
+		if svc == nil {
+			continue
+		}
+		addrs = append(addrs, serviceAddresses(svc, c)...)
+	}
+	return addrs, true
+}
+
+func serviceAddresses(svc *unstructured.Unstructured, c *memberConn) []net.IP {
+	var out []net.IP
+	ingress, _, _ := unstructured.NestedSlice(svc.Object, "status", "loadBalancer", "ingress")
+	for _, in := range ingress {
+		if m, ok := in.(map[string]any); ok {
+			if ip := net.ParseIP(stringOf(m["ip"])); ip != nil {
+				out = append(out, ip)
+			}
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+	if t, _, _ := unstructured.NestedString(svc.Object, "spec", "type"); t != "NodePort" && t != "LoadBalancer" {
+		return nil
+	}
+	for _, obj := range c.nodes.GetStore().List() {
+		node, ok := obj.(*unstructured.Unstructured)
+		if !ok || !nodeReady(node) {
+			continue
+		}
+		addresses, _, _ := unstructured.NestedSlice(node.Object, "status", "addresses")
+		for _, a := range addresses {
+			if m, ok := a.(map[string]any); ok && m["type"] == "InternalIP" {
+				if ip := net.ParseIP(stringOf(m["address"])); ip != nil {
+					out = append(out, ip)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func nodeReady(node *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(node.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Ready" {
+			return m["status"] == "True"
+		}
+	}
+	return false
+}
+
+func stringOf(v any) string {
+	s, _ := v.(string)
+	return s
+}
