@@ -207,14 +207,16 @@ func TestFleetPropagation(t *testing.T) {
 	// keeps the template's image.
 	images := map[client.Client]string{eu: "registry.invalid/web:1", us: "us.mirror.invalid/web:1"}
 	for c, want := range images {
-		d := &appsv1.Deployment{}
-		must(c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d))
-		if got := d.Spec.Template.Spec.Containers[0].Image; got != want {
-			t.Errorf("image in a member: %s, want %s", got, want)
-		}
-		if (c == us) != (d.Labels["region"] == "us") {
-			t.Errorf("labels in a member: %v", d.Labels)
-		}
+		// The OverridePolicy came after the PropagationPolicy: the first
+		// copies may predate it.
+		waitFor(t, 30*time.Second, "the override in the member", func() (bool, error) {
+			d := &appsv1.Deployment{}
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d); err != nil {
+				return false, err
+			}
+			got := d.Spec.Template.Spec.Containers[0].Image
+			return got == want && (c == us) == (d.Labels["region"] == "us"), fmt.Errorf("image %s (want %s), labels %v", got, want, d.Labels)
+		})
 	}
 	// The members' controllers made 6 pods (pending: no nodes); the fleet's
 	// template says so, for the generation it has.

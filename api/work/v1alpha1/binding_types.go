@@ -91,6 +91,10 @@ type BindingSpec struct {
 	// ConflictResolution copied from the policy: Abort or Overwrite.
 	// +optional
 	ConflictResolution string `json:"conflictResolution,omitempty"`
+	// PropagateDeps copied from the policy: what the workload refers to
+	// goes where it goes.
+	// +optional
+	PropagateDeps bool `json:"propagateDeps,omitempty"`
 	// RequiredBy lists the workloads whose policies propagate their
 	// dependencies (propagateDeps) and that refer to this resource: it
 	// goes where they go.

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -76,10 +77,16 @@ func ZoneOf(f *lotsev1.Fleet) string {
 func (r *Reconciler) Zones() []fleetdns.Zone {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	keys := make([]string, 0, len(r.engines))
+	for k := range r.engines {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
 	out := make([]fleetdns.Zone, 0, len(r.engines))
-	for _, run := range r.engines {
+	for _, k := range keys {
+		run := r.engines[k]
 		e := run.engine
-		out = append(out, fleetdns.Zone{Name: run.zone, TTL: run.ttl, Lookup: func(namespace, service, region string) ([]net.IP, bool) {
+		out = append(out, fleetdns.Zone{Name: run.zone, TTL: run.ttl, Lookup: func(namespace, service, region string) ([]net.IP, bool, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			return e.ServiceAddresses(ctx, namespace, service, region)

@@ -119,7 +119,10 @@ func (r *Reconciler) reconcileMember(ctx context.Context, req ctrl.Request) (ctr
 	if changed {
 		r.event(m, corev1.EventTypeNormal, "Member"+ready.Reason, "%s", ready.Message)
 		if e := r.engine(fleetKey); e != nil {
+			// Now, and once more when the manager's cache has the new
+			// status (the engine reads members from it).
 			e.ResyncAll()
+			time.AfterFunc(time.Second, e.ResyncAll)
 		}
 	}
 	return ctrl.Result{RequeueAfter: probeInterval}, nil
@@ -211,7 +214,9 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 			if rerr != nil {
 				// A member that stays unreachable cannot be cleaned; after a
 				// grace period it leaves anyway and the event says what stays.
-				if time.Since(m.DeletionTimestamp.Time) < unjoinGrace {
+				cond := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady)
+				unreachable := cond != nil && cond.Status == metav1.ConditionFalse && (cond.Reason == ReasonUnreachable || cond.Reason == "NoCredentials")
+				if !unreachable || time.Since(m.DeletionTimestamp.Time) < unjoinGrace {
 					r.event(m, corev1.EventTypeWarning, "UnjoinBlocked", "removing the fleet's resources from the member: %v", rerr)
 					return ctrl.Result{RequeueAfter: probeInterval}, nil
 				}

@@ -29,8 +29,9 @@ type Zone struct {
 	TTL uint32
 	// Lookup returns the addresses serving a Service of the fleet (all
 	// members when region is ""); known is false when the fleet has no
-	// such Service.
-	Lookup func(namespace, service, region string) (addrs []net.IP, known bool)
+	// such Service; an error (the fleet's view is not complete) answers
+	// SERVFAIL, which resolvers do not cache as an answer.
+	Lookup func(namespace, service, region string) (addrs []net.IP, known bool, err error)
 }
 
 // Zones tells the server the zones it is authoritative for.
@@ -77,6 +78,11 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 		select {
 		case <-started:
 		case <-time.After(5 * time.Second):
+			for _, srv := range s.servers {
+				_ = srv.Shutdown()
+			}
+			pc.Close()
+			ln.Close()
 			return fmt.Errorf("the DNS server did not start")
 		}
 	}
@@ -98,6 +104,14 @@ func (s *Server) Addr() string {
 
 func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	resp := s.Answer(req)
+	resp.Compress = true
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		size := dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil {
+			size = max(int(opt.UDPSize()), dns.MinMsgSize)
+		}
+		resp.Truncate(size) // sets TC when it does not fit: the client asks again over TCP
+	}
 	_ = w.WriteMsg(resp)
 }
 
@@ -139,12 +153,21 @@ func (s *Server) Answer(req *dns.Msg) *dns.Msg {
 		service, namespace = labels[0], labels[1]
 	case len(labels) == 4 && labels[2] == "svc":
 		service, namespace, region = labels[0], labels[1], labels[3]
+	case emptyNonTerminal(labels):
+		// svc, NS.svc, REGION, svc.REGION, NS.svc.REGION: names on the
+		// way to a Service name exist (RFC 8020), with no records.
+		resp.Ns = append(resp.Ns, soa)
+		return resp
 	default:
 		resp.Rcode = dns.RcodeNameError
 		resp.Ns = append(resp.Ns, soa)
 		return resp
 	}
-	addrs, known := zone.Lookup(namespace, service, region)
+	addrs, known, err := zone.Lookup(namespace, service, region)
+	if err != nil {
+		resp.Rcode = dns.RcodeServerFailure
+		return resp
+	}
 	if !known {
 		resp.Rcode = dns.RcodeNameError
 		resp.Ns = append(resp.Ns, soa)
@@ -166,12 +189,28 @@ func (s *Server) Answer(req *dns.Msg) *dns.Msg {
 	return resp
 }
 
+// emptyNonTerminal: labels (from the zone down) that are a proper suffix
+// of SVC.NS.svc[.REGION].
+func emptyNonTerminal(labels []string) bool {
+	switch len(labels) {
+	case 1: // svc or REGION
+		return true
+	case 2: // NS.svc, or svc.REGION
+		return labels[1] == "svc" || labels[0] == "svc"
+	case 3: // NS.svc.REGION
+		return labels[1] == "svc"
+	}
+	return false
+}
+
 func (s *Server) zoneOf(name string) (Zone, bool) {
 	var best Zone
 	found := false
+	// Zones come sorted, so two fleets with the same zone always give the
+	// same one (the first by name).
 	for _, z := range s.Zones.Zones() {
 		zn := strings.ToLower(dns.Fqdn(z.Name))
-		if (name == zn || strings.HasSuffix(name, "."+zn)) && len(zn) > len(best.Name) {
+		if (name == zn || strings.HasSuffix(name, "."+zn)) && (!found || len(zn) > len(best.Name)) {
 			z.Name = zn
 			best, found = z, true
 		}

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 
@@ -15,17 +16,20 @@ func (z zonesForTest) Zones() []Zone { return z }
 
 func testZones() zonesForTest {
 	members := map[string][]net.IP{"eu": {net.ParseIP("10.0.0.2"), net.ParseIP("10.0.0.1")}, "us": {net.ParseIP("10.1.0.1"), net.ParseIP("fd00::1")}}
-	return zonesForTest{{Name: "Shop.Fleet.Example", TTL: 5, Lookup: func(ns, svc, region string) ([]net.IP, bool) {
+	return zonesForTest{{Name: "Shop.Fleet.Example", TTL: 5, Lookup: func(ns, svc, region string) ([]net.IP, bool, error) {
+		if ns == "web" && svc == "broken" {
+			return nil, false, fmt.Errorf("no view")
+		}
 		if ns != "web" || (svc != "front" && svc != "idle") {
-			return nil, false
+			return nil, false, nil
 		}
 		if svc == "idle" {
-			return nil, true
+			return nil, true, nil
 		}
 		if region != "" {
-			return members[region], true
+			return members[region], true, nil
 		}
-		return append(append([]net.IP{}, members["eu"]...), members["us"]...), true
+		return append(append([]net.IP{}, members["eu"]...), members["us"]...), true, nil
 	}}}
 }
 
@@ -45,7 +49,13 @@ func TestAnswer(t *testing.T) {
 		{"front.web.svc.asia.shop.fleet.example.", dns.TypeA, dns.RcodeSuccess, nil, true},
 		{"idle.web.svc.shop.fleet.example.", dns.TypeA, dns.RcodeSuccess, nil, true},
 		{"nothing.web.svc.shop.fleet.example.", dns.TypeA, dns.RcodeNameError, nil, true},
-		{"web.shop.fleet.example.", dns.TypeA, dns.RcodeNameError, nil, true},
+		{"a.b.c.d.e.shop.fleet.example.", dns.TypeA, dns.RcodeNameError, nil, true},
+		{"web.svc.shop.fleet.example.", dns.TypeA, dns.RcodeSuccess, nil, true},
+		{"svc.shop.fleet.example.", dns.TypeA, dns.RcodeSuccess, nil, true},
+		{"svc.eu.shop.fleet.example.", dns.TypeA, dns.RcodeSuccess, nil, true},
+		{"web.svc.eu.shop.fleet.example.", dns.TypeA, dns.RcodeSuccess, nil, true},
+		{"web.nosvc.eu.shop.fleet.example.", dns.TypeA, dns.RcodeNameError, nil, true},
+		{"broken.web.svc.shop.fleet.example.", dns.TypeA, dns.RcodeServerFailure, nil, false},
 		{"shop.fleet.example.", dns.TypeSOA, dns.RcodeSuccess, []string{"ns.shop.fleet.example."}, false},
 		{"shop.fleet.example.", dns.TypeNS, dns.RcodeSuccess, []string{"ns.shop.fleet.example."}, false},
 		{"shop.fleet.example.", dns.TypeA, dns.RcodeSuccess, nil, true},

@@ -75,6 +75,7 @@ func (e *Engine) writeBinding(ctx context.Context, kind Kind, k key, tmpl *unstr
 		b.Spec.PolicyRef = d.policy
 		b.Spec.ConflictResolution = d.conflict
 		b.Spec.RequiredBy = d.requiredBy
+		b.Spec.PropagateDeps = d.propagateDeps
 		b.Spec.Clusters = nil
 		for _, name := range sortedKeys(d.targets) {
 			b.Spec.Clusters = append(b.Spec.Clusters, workv1.TargetCluster{Name: name, Replicas: d.targets[name]})

@@ -107,14 +107,22 @@ func (e *Engine) followed(kind Kind, dep *unstructured.Unstructured) []workv1.Bi
 			if !slices.Contains(dependencies(w)[kind.Kind], dep.GetName()) {
 				continue
 			}
-			if _, spec := e.matchPolicy(k, w); spec == nil || !spec.PropagateDeps {
-				continue
-			}
+			// The workload's binding says whether its dependencies follow
+			// (it keeps saying so when the policy is gone and the workload
+			// stays where it was), and where the workload is: the members
+			// it is placed on and those that still carry it (a failed
+			// member keeps its copy until the replacements are healthy).
 			b := e.binding(k, w.GetNamespace(), w.GetName())
-			if b == nil {
+			if b == nil || !b.Spec.PropagateDeps {
 				continue
 			}
-			out = append(out, workv1.BindingSnapshot{Namespace: b.Namespace, Name: b.Name, Clusters: b.Spec.Clusters})
+			clusters := slices.Clone(b.Spec.Clusters)
+			for _, it := range b.Status.AggregatedStatus {
+				if it.Applied && !slices.ContainsFunc(clusters, func(c workv1.TargetCluster) bool { return c.Name == it.ClusterName }) {
+					clusters = append(clusters, workv1.TargetCluster{Name: it.ClusterName})
+				}
+			}
+			out = append(out, workv1.BindingSnapshot{Namespace: b.Namespace, Name: b.Name, Clusters: clusters})
 		}
 	}
 	slices.SortFunc(out, func(a, b workv1.BindingSnapshot) int {

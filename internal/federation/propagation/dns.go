@@ -2,6 +2,7 @@ package propagation
 
 import (
 	"context"
+	"fmt"
 	"net"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -11,16 +12,18 @@ import (
 // member (of region, when set) whose copy of the Service namespace/name
 // serves: its load-balancer ingress IPs, or for a NodePort Service the
 // internal addresses of its Ready nodes. known is false when the fleet has
-// no such Service.
-func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region string) (addrs []net.IP, known bool) {
+// no such Service; an error says the engine's view is not complete yet
+// (a ready member not watched yet), which must not be cached as "none".
+func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region string) (addrs []net.IP, known bool, err error) {
 	svcKind, _ := kindByName("Service")
 	if e.template(svcKind, namespace, name) == nil {
-		return nil, false
+		return nil, false, nil
 	}
 	members, err := e.Members.Members(ctx)
 	if err != nil {
-		return nil, true
+		return nil, true, err
 	}
+	b := e.binding(svcKind, namespace, name)
 	for _, m := range members {
 		if !m.Ready || (region != "" && m.Region != region) {
 			continue
@@ -28,7 +31,10 @@ func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region s
 		e.mu.Lock()
 		c := e.connected[m.Name]
 		e.mu.Unlock()
-		if c == nil {
+		if c == nil || !c.synced() || !c.nodes.HasSynced() {
+			if hadCopy(b, m.Name) {
+				return nil, true, fmt.Errorf("member %s is not watched yet", m.Name)
+			}
 			continue
 		}
 		svc := e.copyOf(c, svcKind, namespace, name)
@@ -37,7 +43,7 @@ func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region s
 		}
 		addrs = append(addrs, serviceAddresses(svc, c)...)
 	}
-	return addrs, true
+	return addrs, true, nil
 }
 
 func serviceAddresses(svc *unstructured.Unstructured, c *memberConn) []net.IP {

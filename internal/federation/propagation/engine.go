@@ -91,7 +91,7 @@ type Engine struct {
 	applying map[string]int
 	// applied: member/kind/namespace/name -> the copy's generation after
 	// the engine's last apply.
-	applied map[string]int64
+	applied map[string]string
 }
 
 // key is a template in the queue.

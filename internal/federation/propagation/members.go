@@ -147,6 +147,9 @@ func copyChanged(old, cur any) bool {
 	if o.GetGeneration() != n.GetGeneration() || o.GetAnnotations()[AnnotationFleet] != n.GetAnnotations()[AnnotationFleet] {
 		return true
 	}
+	if n.GetGeneration() == 0 { // no generation (ConfigMaps, Secrets...): any change
+		return o.GetResourceVersion() != n.GetResourceVersion()
+	}
 	os, _, _ := unstructured.NestedFieldNoCopy(o.Object, "status")
 	ns, _, _ := unstructured.NestedFieldNoCopy(n.Object, "status")
 	return !equality.Semantic.DeepEqual(os, ns)

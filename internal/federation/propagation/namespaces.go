@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -25,7 +27,8 @@ import (
 func deleteNamespaceCopy(ctx context.Context, cfg *rest.Config, client dynamic.Interface, fleetKey string, ns *unstructured.Unstructured) error {
 	foreign, err := foreignContent(ctx, cfg, client, fleetKey, ns.GetName())
 	if err != nil {
-		return err
+		// What the namespace holds is not known for sure: it stays.
+		foreign = "objects that could not be listed (" + err.Error() + ")"
 	}
 	nsGVR := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 	if foreign != "" {
@@ -53,13 +56,15 @@ func deleteNamespaceCopy(ctx context.Context, cfg *rest.Config, client dynamic.I
 // ServiceAccount), events, and Endpoints (made from Services) do not
 // count.
 func foreignContent(ctx context.Context, cfg *rest.Config, client dynamic.Interface, fleetKey, namespace string) (string, error) {
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	dcfg := rest.CopyConfig(cfg)
+	dcfg.Timeout = 10 * time.Second
+	dc, err := discovery.NewDiscoveryClientForConfig(dcfg)
 	if err != nil {
 		return "", err
 	}
 	lists, err := dc.ServerPreferredNamespacedResources()
-	if err != nil && len(lists) == 0 {
-		return "", err
+	if err != nil {
+		return "", err // a group that does not answer may hold anything
 	}
 	for _, l := range lists {
 		gv, err := schema.ParseGroupVersion(l.GroupVersion)
@@ -71,8 +76,11 @@ func foreignContent(ctx context.Context, cfg *rest.Config, client dynamic.Interf
 				continue
 			}
 			items, err := client.Resource(gv.WithResource(r.Name)).Namespace(namespace).List(ctx, metav1.ListOptions{})
-			if err != nil {
+			if apierrors.IsNotFound(err) || apierrors.IsMethodNotSupported(err) {
 				continue
+			}
+			if err != nil {
+				return "", fmt.Errorf("list %s: %w", r.Name, err)
 			}
 			for _, it := range items.Items {
 				switch {

@@ -1,6 +1,8 @@
 package propagation
 
 import (
+	"slices"
+
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
@@ -14,6 +16,9 @@ var replicaFields = map[string][]string{
 	"DaemonSet":   {"currentNumberScheduled", "desiredNumberScheduled", "numberAvailable", "numberMisscheduled", "numberReady", "numberUnavailable", "updatedNumberScheduled"},
 	"Job":         {"active", "succeeded", "failed", "ready", "terminating"},
 }
+
+// worseWhenHigher are the counters where a higher number is worse.
+var worseWhenHigher = []string{"replicas", "unavailableReplicas", "terminatingReplicas", "numberUnavailable", "numberMisscheduled", "failed"}
 
 // health says whether a member's copy is healthy, from its status.
 func health(kind string, obj *unstructured.Unstructured) string {
@@ -70,16 +75,22 @@ func aggregate(template *unstructured.Unstructured, kind string, copies map[stri
 	allObserved := current
 	for _, f := range replicaFields[kind] {
 		var sum int64
-		lowest := int64(-1)
+		lowest, highest := int64(-1), int64(0)
 		for _, c := range copies {
 			v, _, _ := unstructured.NestedInt64(c.Object, "status", f)
 			sum += v
 			if lowest < 0 || v < lowest {
 				lowest = v
 			}
+			highest = max(highest, v)
 		}
 		if duplicated && len(copies) > 1 && lowest >= 0 {
+			// Progress is the slowest member's; what is too many or wrong
+			// is the worst member's.
 			sum = lowest
+			if slices.Contains(worseWhenHigher, f) {
+				sum = highest
+			}
 		}
 		status[f] = sum
 	}

@@ -49,6 +49,8 @@ type decision struct {
 	duplicated bool
 	// requiredBy: the workloads this dependency follows.
 	requiredBy []workv1.BindingSnapshot
+	// propagateDeps: the workload's dependencies follow it.
+	propagateDeps bool
 	// recheck: a not-ready member's toleration ends then.
 	recheck time.Duration
 	message string // why the placement is as it is, when noteworthy
@@ -146,7 +148,7 @@ func (e *Engine) sync(ctx context.Context, k key) (result, error) {
 		switch {
 		case !m.Reachable:
 			keep = "member unreachable; its copy is removed when it answers again"
-		case !m.Ready && tmpl != nil && !allHealthy && hadCopy(prev, m.Name):
+		case !m.Ready && tmpl != nil && hadCopy(prev, m.Name) && !(allHealthy && len(copies) > 0 && len(copies) == len(d.targets)):
 			keep = "member failed; its copy is removed once the members that took over its share are healthy"
 		}
 		if keep != "" {
@@ -234,11 +236,19 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 				d.targets[t.Name] = t.Replicas
 			}
 			d.policy, d.conflict, d.replicas = prev.Spec.PolicyRef, prev.Spec.ConflictResolution, prev.Spec.Replicas
+			d.propagateDeps = prev.Spec.PropagateDeps
+			if rs := prev.Spec.Clusters; len(rs) > 1 && d.replicas > 0 {
+				d.duplicated = true
+				for _, c := range rs {
+					d.duplicated = d.duplicated && c.Replicas == d.replicas
+				}
+			}
 			d.message = "no policy selects the resource any more; it stays where it was placed"
 		}
 		return d
 	}
 	d.policy = ref
+	d.propagateDeps = spec.PropagateDeps
 	if spec.ConflictResolution != "" {
 		d.conflict = spec.ConflictResolution
 	}
@@ -270,6 +280,11 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 	}
 	if len(selected) == 0 {
 		d.message = fmt.Sprintf("policy %s selects no member", ref.Name)
+		for _, f := range d.requiredBy {
+			for _, c := range f.Clusters {
+				d.targets[c.Name] = 0
+			}
+		}
 		return d
 	}
 	if !kind.Replicas {
@@ -444,6 +459,16 @@ func (e *Engine) memberCopy(kind Kind, tmpl *unstructured.Unstructured, replicas
 	if kind.Replicas {
 		_ = unstructured.SetNestedField(obj.Object, int64(replicas), "spec", "replicas")
 	}
+	ann := obj.GetAnnotations()
+	delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
+	delete(ann, "deployment.kubernetes.io/revision")
+	obj.SetAnnotations(ann)
+	e.mark(obj, tmpl)
+	return obj
+}
+
+// mark puts the fleet's label and annotations on a copy.
+func (e *Engine) mark(obj, tmpl *unstructured.Unstructured) {
 	labels := obj.GetLabels()
 	if labels == nil {
 		labels = map[string]string{}
@@ -454,12 +479,9 @@ func (e *Engine) memberCopy(kind Kind, tmpl *unstructured.Unstructured, replicas
 	if ann == nil {
 		ann = map[string]string{}
 	}
-	delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
-	delete(ann, "deployment.kubernetes.io/revision")
 	ann[AnnotationFleet] = e.Fleet
 	ann[AnnotationTemplate] = tmpl.GetNamespace() + "/" + tmpl.GetName()
 	obj.SetAnnotations(ann)
-	return obj
 }
 
 // applyCopy applies the template's copy in a member; an object there that
@@ -492,6 +514,7 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 	if err := override.Apply(obj, overriders); err != nil {
 		return nil, err
 	}
+	e.mark(obj, tmpl) // overrides may not take the fleet's marks away
 	// A copy that already is what the fleet would apply (same digest, and
 	// no one changed its spec since: same generation) needs no request.
 	digest, err := digestOf(obj)
@@ -505,14 +528,14 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 	ann[AnnotationDigest] = digest
 	obj.SetAnnotations(ann)
 	appliedKey := m.Name + "/" + kind.Kind + "/" + tmpl.GetNamespace() + "/" + tmpl.GetName()
-	if cached != nil && cached.GetAnnotations()[AnnotationDigest] == digest && e.appliedGeneration(appliedKey) == cached.GetGeneration() {
+	if cached != nil && cached.GetAnnotations()[AnnotationDigest] == digest && e.appliedVersion(appliedKey) == versionOf(cached) {
 		return cached, nil
 	}
 	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 	out, err := res.Apply(ctx, tmpl.GetName(), obj, opts)
 	defer func() {
 		if err == nil && out != nil {
-			e.recordApplied(appliedKey, out.GetGeneration())
+			e.recordApplied(appliedKey, versionOf(out))
 		}
 	}()
 	if err != nil && kind.Namespaced && apierrors.IsNotFound(err) && e.namespacePropagates(tmpl.GetNamespace()) {
@@ -541,21 +564,31 @@ func digestOf(obj *unstructured.Unstructured) (string, error) {
 	return hex.EncodeToString(sum[:12]), nil
 }
 
-// appliedGeneration is the generation a member's copy had after the
-// engine last applied it (0: not applied since the engine started).
-func (e *Engine) appliedGeneration(key string) int64 {
+// versionOf says whether a copy changed since the engine applied it: its
+// generation for kinds that have one (status updates do not change it),
+// else its resourceVersion (a ConfigMap's data edited in the member).
+func versionOf(obj *unstructured.Unstructured) string {
+	if g := obj.GetGeneration(); g > 0 {
+		return fmt.Sprintf("g%d", g)
+	}
+	return "rv" + obj.GetResourceVersion()
+}
+
+// appliedVersion is versionOf a member's copy right after the engine last
+// applied it ("" when not applied since the engine started).
+func (e *Engine) appliedVersion(key string) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.applied[key]
 }
 
-func (e *Engine) recordApplied(key string, generation int64) {
+func (e *Engine) recordApplied(key, version string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.applied == nil {
-		e.applied = map[string]int64{}
+		e.applied = map[string]string{}
 	}
-	e.applied[key] = generation
+	e.applied[key] = version
 }
 
 // removeCopy deletes a member's copy of a template, if the fleet made it.
