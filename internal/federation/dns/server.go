@@ -54,14 +54,8 @@ type Server struct {
 // Start listens on addr ("127.0.0.1:0" picks a port) with UDP and TCP and
 // serves until ctx ends. It returns once both listeners are up.
 func (s *Server) Start(ctx context.Context, addr string) error {
-	pc, err := net.ListenPacket("udp", addr)
+	pc, ln, err := listen(addr)
 	if err != nil {
-		return err
-	}
-	// TCP on the same port the UDP listener got.
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		return err
 	}
 	handler := dns.HandlerFunc(s.serve)
@@ -93,6 +87,34 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 		}
 	}()
 	return nil
+}
+
+// listen opens UDP and TCP on the same port. With port 0 the kernel picks
+// the UDP port, which TCP may have in use by someone else: then it tries
+// another.
+func listen(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	attempts := 1
+	if port == "0" {
+		attempts = 20
+	}
+	var lastErr error
+	for range attempts {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		lastErr = err
+	}
+	return nil, nil, lastErr
 }
 
 // Addr is the address the server listens on (UDP and TCP).
