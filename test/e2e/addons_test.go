@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -87,7 +88,19 @@ func TestAddons(t *testing.T) {
 		})
 		t.Logf("CoreDNS Deployment recreated %s after its deletion", time.Since(deleted).Round(time.Millisecond))
 		waitClusterEvent(t, name, "AddonRepaired", "recreated Deployment kube-system/coredns")
-		waitCondition(t, mc, name, lotsev1.ConditionSystemComponentsHealthy, deleted, 3*time.Minute)
+		// Evidence newer than the deletion: the new Deployment (new UID)
+		// available, and the condition True. The condition need not have
+		// flipped: the new Deployment may adopt the old ReplicaSet before
+		// the garbage collector removes it, and then it is never
+		// unavailable.
+		waitFor(t, 3*time.Minute, "the new CoreDNS Deployment available and SystemComponentsHealthy", func() (bool, error) {
+			d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+			if err != nil || d.UID == before.UID || d.Status.AvailableReplicas < 1 {
+				return false, err
+			}
+			cl := getCluster(t, mc, name)
+			return meta.IsStatusConditionTrue(cl.Status.Conditions, lotsev1.ConditionSystemComponentsHealthy), nil
+		})
 	}) {
 		return
 	}
