@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -221,6 +222,22 @@ type FleetMemberStatus struct {
 	// LastProbeTime is when the member was last probed.
 	// +optional
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+	// ResourceSummary is the member's room, which replica division by
+	// available capacity (dynamicWeight: AvailableReplicas) and spread
+	// constraints rank members by.
+	// +optional
+	ResourceSummary *ResourceSummary `json:"resourceSummary,omitempty"`
+}
+
+// ResourceSummary sums a member's Ready, schedulable nodes.
+type ResourceSummary struct {
+	// Allocatable is the sum of the nodes' allocatable resources.
+	// +optional
+	Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
+	// Allocated is the sum of the requests of the pods on those nodes
+	// that have not finished; "pods" counts the pods.
+	// +optional
+	Allocated corev1.ResourceList `json:"allocated,omitempty"`
 }
 
 // +kubebuilder:object:root=true

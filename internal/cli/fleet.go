@@ -14,10 +14,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	fleetcontroller "github.com/lotse/lotse/internal/controller/fleet"
+	"github.com/lotse/lotse/internal/federation/access"
 )
 
 func newFleetCommand() *cobra.Command {
@@ -160,6 +162,7 @@ func newFleetStatusCommand(flags *clientFlags) *cobra.Command {
 
 func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
 	var as, kubeconfig, region, zone, provider string
+	var createIdentity bool
 	var labels map[string]string
 	cmd := &cobra.Command{
 		Use:   "join FLEET [CLUSTER]",
@@ -210,6 +213,17 @@ func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
 				}
 				return explain(err)
 			}
+			if secret != nil && createIdentity {
+				// The kubeconfig given is used once, to give the fleet its
+				// own least-privileged identity there; only that is stored.
+				own, err := memberIdentity(cmd.Context(), secret.Data["kubeconfig"], flags.namespace, args[0], m.Name)
+				if err != nil {
+					_ = c.Delete(cmd.Context(), m)
+					return err
+				}
+				secret.Data["kubeconfig"] = own
+				secret.Annotations = map[string]string{fleetcontroller.AnnotationIdentity: access.Name(flags.namespace, args[0], m.Name)}
+			}
 			if secret != nil {
 				secret.OwnerReferences = []metav1.OwnerReference{{APIVersion: lotsev1.GroupVersion.String(), Kind: "FleetMember",
 					Name: m.Name, UID: m.UID}}
@@ -223,7 +237,8 @@ func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&as, "as", "", "the member's name in the fleet (default: the cluster's name)")
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig-file", "", "kubeconfig of a cluster Lotse does not manage (stored as a Secret)")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig-file", "", "kubeconfig of a cluster Lotse does not manage; used once to create the fleet's own identity there")
+	cmd.Flags().BoolVar(&createIdentity, "create-identity", true, "with --kubeconfig-file: create a least-privileged ServiceAccount for the fleet in the member and store only its token (false: store the kubeconfig as given)")
 	cmd.Flags().StringVar(&region, "region", "", "the member's region for placement (default: read from the member)")
 	cmd.Flags().StringVar(&zone, "zone", "", "the member's zone for placement (default: read from the member)")
 	cmd.Flags().StringVar(&provider, "provider", "", "the member's provider for placement")
@@ -316,4 +331,20 @@ func newFleetKubeconfigCommand(flags *clientFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "output-file", "f", "", "write to this file (mode 0600) instead of stdout")
 	return cmd
+}
+
+// memberIdentity creates the fleet's identity in a member with the
+// kubeconfig given at join time and returns the identity's kubeconfig.
+func memberIdentity(ctx context.Context, given []byte, namespace, fleet, member string) ([]byte, error) {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(given)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig-file: %w", err)
+	}
+	cfg.Timeout = 30 * time.Second
+	own, err := access.Grant(ctx, cfg, namespace, fleet, member)
+	if err != nil {
+		return nil, fmt.Errorf("creating the fleet's identity in the member with --kubeconfig-file (it needs the rights to create a namespace, a ServiceAccount, "+
+			"a Secret, a ClusterRole and a ClusterRoleBinding there; or pass --create-identity=false to store the kubeconfig as it is): %w", err)
+	}
+	return own, nil
 }

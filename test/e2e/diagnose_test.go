@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -58,21 +59,6 @@ func diagnose(name string) string {
 			fmt.Fprintf(&b, "  pool %s: desired %d, ready %d, %s\n", w.Name, w.Desired, w.Ready, w.Message)
 		}
 	}
-	ms := &lotsev1.MachineList{}
-	if err := mc.List(ctx, ms, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name}); err == nil {
-		for _, m := range ms.Items {
-			deleting := ""
-			if !m.DeletionTimestamp.IsZero() {
-				deleting = " deleting since " + m.DeletionTimestamp.Format(time.TimeOnly)
-			}
-			fmt.Fprintf(&b, "machine %s: phase %s%s\n", m.Name, m.Status.Phase, deleting)
-			for _, c := range m.Status.Conditions {
-				if c.Status != metav1.ConditionTrue || c.Type != lotsev1.ConditionReady {
-					fmt.Fprintf(&b, "  %s=%s %s (%s): %s\n", c.Type, c.Status, c.Reason, c.LastTransitionTime.Format(time.TimeOnly), c.Message)
-				}
-			}
-		}
-	}
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	if events, err := cs.EventsV1().Events("default").List(ctx, metav1.ListOptions{}); err == nil {
 		items := events.Items
@@ -106,7 +92,32 @@ func diagnose(name string) string {
 			}
 		}
 	}
-	return b.String()
+	// Machines last: CI shows the end of a long output.
+	var mb strings.Builder
+	ms := &lotsev1.MachineList{}
+	if err := mc.List(ctx, ms, client.InNamespace("default"), client.MatchingLabels{lotsev1.LabelCluster: name}); err == nil {
+		for _, m := range ms.Items {
+			deleting := ""
+			if !m.DeletionTimestamp.IsZero() {
+				deleting = " deleting since " + m.DeletionTimestamp.Format(time.TimeOnly)
+			}
+			fmt.Fprintf(&mb, "machine %s: phase %s%s\n", m.Name, m.Status.Phase, deleting)
+			healthy := m.Status.Phase == lotsev1.MachineRunning && meta.IsStatusConditionTrue(m.Status.Conditions, "NodeReady")
+			for _, c := range m.Status.Conditions {
+				if c.Status != metav1.ConditionTrue || c.Type != lotsev1.ConditionReady {
+					fmt.Fprintf(&mb, "  %s=%s %s (%s): %s\n", c.Type, c.Status, c.Reason, c.LastTransitionTime.Format(time.TimeOnly), c.Message)
+				}
+			}
+			if !healthy {
+				// What the machine's own processes said last tells why a
+				// node does not come (back).
+				for _, proc := range []string{"containerd", "kubelet"} {
+					fmt.Fprintf(&mb, "  %s log:\n%s", proc, tail(filepath.Join(clusterDir(name), "machines", m.Name, "logs", proc+".log"), 8, "    "))
+				}
+			}
+		}
+	}
+	return b.String() + mb.String()
 }
 
 func eventTime(eventTime, lastTimestamp time.Time) time.Time {
@@ -123,4 +134,24 @@ func nodeReadiness(n *corev1.Node) string {
 		}
 	}
 	return "no Ready condition"
+}
+
+// tail returns the last n lines of a file, each indented.
+func tail(path string, n int, indent string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return indent + err.Error() + "\n"
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		if len(l) > 400 {
+			l = l[:400] + "..."
+		}
+		b.WriteString(indent + l + "\n")
+	}
+	return b.String()
 }

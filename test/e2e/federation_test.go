@@ -306,6 +306,41 @@ func TestFleetPropagation(t *testing.T) {
 		t.Errorf("the other member did not get its share: %v", cm.Data)
 	}
 
+	// Spread constraints: at most one member takes the ConfigMap (with
+	// equal room, neither has nodes, the first by name); a minimum the
+	// fleet cannot meet is reported and moves nothing.
+	bothWays := &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "both-ways"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "ConfigMap"}},
+		Placement: policyv1.Placement{SpreadConstraints: []policyv1.SpreadConstraint{
+			{SpreadByField: policyv1.SpreadByRegion, SpreadByLabel: "tier"}}}}}
+	if err := fc.Create(ctx, bothWays); err == nil || !strings.Contains(err.Error(), "exactly one of spreadByField and spreadByLabel") {
+		t.Errorf("a spread constraint by field and label: %v", err)
+	}
+	solo := &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "solo"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "ConfigMap", Namespace: "shop", Name: "solo"}},
+		Placement:         policyv1.Placement{SpreadConstraints: []policyv1.SpreadConstraint{{SpreadByField: policyv1.SpreadByCluster, MaxGroups: 1}}}}}
+	must(fc.Create(ctx, solo))
+	must(fc.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "solo"}}))
+	waitFor(t, time.Minute, "solo in one member only", func() (bool, error) {
+		errEU := eu.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "solo"}, &corev1.ConfigMap{})
+		errUS := us.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "solo"}, &corev1.ConfigMap{})
+		return errEU == nil && apierrors.IsNotFound(errUS), fmt.Errorf("eu: %v, us: %v", errEU, errUS)
+	})
+	must(fc.Get(ctx, client.ObjectKey{Name: "solo"}, solo))
+	solo.Spec.Placement.SpreadConstraints = []policyv1.SpreadConstraint{{SpreadByField: policyv1.SpreadByRegion, MinGroups: 3}}
+	must(fc.Update(ctx, solo))
+	waitFor(t, time.Minute, "the unmet minGroups in the binding", func() (bool, error) {
+		b := &workv1.ResourceBinding{}
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "solo-configmap"}, b); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(b.Status.Conditions, workv1.ConditionScheduled)
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "minGroups is 3"), fmt.Errorf("conditions %+v", b.Status.Conditions)
+	})
+	if err := eu.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "solo"}, &corev1.ConfigMap{}); err != nil {
+		t.Errorf("a failed placement moved the ConfigMap: %v", err)
+	}
+
 	// The policy narrows to one member: everything moves there, and the
 	// other member's copies go (only those the fleet made).
 	must(fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, pp))

@@ -1,24 +1,35 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	policyv1 "github.com/lotse/lotse/api/policy/v1alpha1"
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
+	"github.com/lotse/lotse/internal/federation/access"
 )
 
 // dnsQuery asks the fleet DNS server and returns the rcode and the A
@@ -76,12 +87,16 @@ func TestFleetDNS(t *testing.T) {
 			_ = mc.Delete(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: c.Name}})
 		}
 	})
-	for _, c := range []*lotsev1.Cluster{eu, us} {
-		if err := mc.Create(ctx, &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: c.Name},
-			Spec: lotsev1.FleetMemberSpec{Fleet: fleet, Cluster: c.Name}}); err != nil {
-			t.Fatal(err)
-		}
+	if err := mc.Create(ctx, &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: eu.Name},
+		Spec: lotsev1.FleetMemberSpec{Fleet: fleet, Cluster: eu.Name}}); err != nil {
+		t.Fatal(err)
 	}
+	// us joins as any cluster would: with a kubeconfig, from which the
+	// fleet makes its own least-privileged identity there.
+	waitClusterReady(t, mc, us.Name, 5*time.Minute)
+	usAdmin := filepath.Join(clusterDir(us.Name), "pki", "admin.kubeconfig")
+	mustCLI(t, "fleet", "join", fleet, "--kubeconfig-file", usAdmin, "--as", us.Name, "--region", "us")
+	pushIdentity(t, mc, usAdmin, fleet, us.Name)
 	waitClusterReady(t, mc, eu.Name, 15*time.Minute)
 	var server string
 	waitFor(t, 4*time.Minute, "the fleet Ready with 2 ready members", func() (bool, error) {
@@ -148,6 +163,8 @@ func TestFleetDNS(t *testing.T) {
 			t.Errorf("SOA: %v", resp)
 		}
 	}
+	capacityDivision(t, mc, fc, eu.Name, us.Name)
+
 	start := time.Now()
 	const queries = 500
 	for i := 0; i < queries; i++ {
@@ -167,4 +184,117 @@ func TestFleetDNS(t *testing.T) {
 		return rcode == dns.RcodeSuccess && len(ips) == 0, fmt.Errorf("rcode %d, %v", rcode, ips)
 	})
 	t.Logf("the stopped member left the answers %.1f s after it hibernated (probe interval 5 s, TTL 2 s)", time.Since(stopped).Seconds())
+
+	// The push member leaves: its copies and the fleet's identity go.
+	mustCLI(t, "fleet", "unjoin", fleet, us.Name)
+	usClient := memberClient(t, us.Name)
+	waitFor(t, time.Minute, "the fleet's identity gone from the member", func() (bool, error) {
+		errRole := usClient.Get(ctx, client.ObjectKey{Name: access.Name("default", fleet, us.Name)}, &rbacv1.ClusterRole{})
+		errSA := usClient.Get(ctx, client.ObjectKey{Namespace: access.Namespace, Name: access.Name("default", fleet, us.Name)}, &corev1.ServiceAccount{})
+		errNS := usClient.Get(ctx, client.ObjectKey{Name: "web"}, &corev1.Namespace{})
+		return apierrors.IsNotFound(errRole) && apierrors.IsNotFound(errSA) && (apierrors.IsNotFound(errNS) || errNS == nil),
+			fmt.Errorf("role: %v, service account: %v", errRole, errSA)
+	})
+	waitFor(t, time.Minute, "the fleet's copies gone from the member", func() (bool, error) {
+		err := usClient.Get(ctx, client.ObjectKey{Namespace: "web", Name: "front"}, &corev1.Service{})
+		return apierrors.IsNotFound(err), err
+	})
+}
+
+// pushIdentity: the member joined with an admin kubeconfig holds only the
+// fleet's token, which may manage workloads but neither exec into pods
+// nor grant rights.
+func pushIdentity(t *testing.T, mc client.Client, admin, fleet, member string) {
+	ctx := context.Background()
+	s := &corev1.Secret{}
+	if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: "fleet-member-" + member}, s); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := clientcmd.Load(s.Data["kubeconfig"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	given, err := os.ReadFile(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(given, s.Data["kubeconfig"]) || len(stored.AuthInfos) != 1 {
+		t.Fatalf("the stored kubeconfig is the given one, or has %d users", len(stored.AuthInfos))
+	}
+	for _, u := range stored.AuthInfos {
+		if u.Token == "" || len(u.ClientCertificateData) > 0 || len(u.ClientKeyData) > 0 {
+			t.Errorf("the stored credentials are not the fleet's token")
+		}
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data["kubeconfig"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	for _, tc := range []struct {
+		attrs authorizationv1.ResourceAttributes
+		want  bool
+	}{
+		{authorizationv1.ResourceAttributes{Verb: "create", Group: "apps", Resource: "deployments", Namespace: "web"}, true},
+		{authorizationv1.ResourceAttributes{Verb: "delete", Resource: "namespaces"}, true},
+		{authorizationv1.ResourceAttributes{Verb: "create", Resource: "pods", Subresource: "exec", Namespace: "kube-system"}, false},
+		{authorizationv1.ResourceAttributes{Verb: "create", Group: "rbac.authorization.k8s.io", Resource: "clusterrolebindings"}, false},
+		{authorizationv1.ResourceAttributes{Verb: "delete", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "cluster-admin"}, false},
+		{authorizationv1.ResourceAttributes{Verb: "update", Resource: "nodes"}, false},
+	} {
+		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &tc.attrs}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Allowed != tc.want {
+			t.Errorf("the fleet's identity may %s %s/%s %s: %v, want %v", tc.attrs.Verb, tc.attrs.Resource, tc.attrs.Subresource, tc.attrs.Name, r.Status.Allowed, tc.want)
+		}
+	}
+}
+
+// capacityDivision: members report their room; a Deployment divided by
+// available replicas goes where there is room (the member with a node),
+// not to the workerless member.
+func capacityDivision(t *testing.T, mc, fc client.Client, withNode, workerless string) {
+	ctx := context.Background()
+	waitFor(t, time.Minute, "the members' resource summaries", func() (bool, error) {
+		a, b := &lotsev1.FleetMember{}, &lotsev1.FleetMember{}
+		if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: withNode}, a); err != nil {
+			return false, err
+		}
+		if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: workerless}, b); err != nil {
+			return false, err
+		}
+		ra, rb := a.Status.ResourceSummary, b.Status.ResourceSummary
+		if ra == nil || rb == nil {
+			return false, fmt.Errorf("summaries %+v, %+v", ra, rb)
+		}
+		cpu, pods, used, slots := ra.Allocatable[corev1.ResourceCPU], ra.Allocatable[corev1.ResourcePods], ra.Allocated[corev1.ResourcePods], rb.Allocatable[corev1.ResourcePods]
+		return cpu.Sign() > 0 && pods.Value() > 0 && used.Value() > 0 && slots.Value() == 0,
+			fmt.Errorf("%s: %v allocated %v; %s: %v", withNode, ra.Allocatable, ra.Allocated, workerless, rb.Allocatable)
+	})
+	labels := map[string]string{"app": "batch"}
+	if err := fc.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "batch"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](4), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "batch", Image: "registry.invalid/batch:1",
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")}}}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fc.Create(ctx, &policyv1.PropagationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "batch"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "apps/v1", Kind: "Deployment", Name: "batch"}},
+		Placement: policyv1.Placement{ReplicaScheduling: &policyv1.ReplicaSchedulingStrategy{
+			ReplicaSchedulingType: policyv1.ReplicaSchedulingDivided, ReplicaDivisionPreference: policyv1.DivisionWeighted,
+			WeightPreference: &policyv1.ClusterPreferences{DynamicWeight: policyv1.DynamicWeightAvailableReplicas}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "batch divided by room: all 4 on the member with a node", func() (bool, error) {
+		b := &workv1.ResourceBinding{}
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "web", Name: "batch-deployment"}, b); err != nil {
+			return false, err
+		}
+		return len(b.Spec.Clusters) == 1 && b.Spec.Clusters[0].Name == withNode && b.Spec.Clusters[0].Replicas == 4,
+			fmt.Errorf("targets %+v", b.Spec.Clusters)
+	})
 }

@@ -164,6 +164,52 @@ type Placement struct {
 	// among the selected members; unset duplicates them.
 	// +optional
 	ReplicaScheduling *ReplicaSchedulingStrategy `json:"replicaScheduling,omitempty"`
+	// SpreadConstraints bound how many groups of members (members
+	// themselves, or their regions, zones, providers or a label's values)
+	// the resource goes to, as Karmada's spreadConstraints do: fewer
+	// groups than minGroups among the selected members fails the
+	// placement; more than maxGroups keeps those with the most room.
+	// +kubebuilder:validation:MaxItems=4
+	// +listType=atomic
+	// +optional
+	SpreadConstraints []SpreadConstraint `json:"spreadConstraints,omitempty"`
+}
+
+// SpreadField is a member property to spread by.
+// +kubebuilder:validation:Enum=cluster;region;zone;provider
+type SpreadField string
+
+// The fields a spread constraint groups members by.
+const (
+	SpreadByCluster  SpreadField = "cluster"
+	SpreadByRegion   SpreadField = "region"
+	SpreadByZone     SpreadField = "zone"
+	SpreadByProvider SpreadField = "provider"
+)
+
+// SpreadConstraint groups the selected members by a field or a label and
+// bounds the number of groups used.
+// +kubebuilder:validation:XValidation:rule="has(self.spreadByField) != has(self.spreadByLabel)",message="set exactly one of spreadByField and spreadByLabel"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxGroups) || !has(self.minGroups) || self.minGroups <= self.maxGroups",message="minGroups must not exceed maxGroups"
+type SpreadConstraint struct {
+	// SpreadByField groups by cluster (each member its own group),
+	// region, zone or provider. Members without the field are left out.
+	// +optional
+	SpreadByField SpreadField `json:"spreadByField,omitempty"`
+	// SpreadByLabel groups by the value of a FleetMember label. Members
+	// without the label are left out.
+	// +kubebuilder:validation:MaxLength=317
+	// +optional
+	SpreadByLabel string `json:"spreadByLabel,omitempty"`
+	// MaxGroups is the most groups the resource goes to (0: no bound).
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxGroups int32 `json:"maxGroups,omitempty"`
+	// MinGroups is the fewest groups the resource must go to; fewer
+	// available groups fail the placement (the template reports it).
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MinGroups int32 `json:"minGroups,omitempty"`
 }
 
 // ClusterAffinity selects members. A member must match every part that is

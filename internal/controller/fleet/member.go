@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -22,6 +23,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	"github.com/lotse/lotse/internal/federation/access"
 	"github.com/lotse/lotse/internal/federation/placement"
 	"github.com/lotse/lotse/internal/federation/propagation"
 )
@@ -87,6 +89,7 @@ func (r *Reconciler) reconcileMember(ctx context.Context, req ctrl.Request) (ctr
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonUnreachable, err.Error()
 	} else {
 		status.KubernetesVersion = p.version
+		status.ResourceSummary = p.summary
 		if status.Zone == "" {
 			status.Zone = p.zone
 		}
@@ -138,6 +141,7 @@ const (
 type probed struct {
 	version, zone     string
 	nodes, readyNodes int
+	summary           *lotsev1.ResourceSummary
 }
 
 // probe asks a member's API server for /readyz and its version, and counts
@@ -172,6 +176,11 @@ func probe(ctx context.Context, kubeconfig []byte) (probed, error) {
 		return p, fmt.Errorf("list nodes: %v", err)
 	}
 	p.nodes = len(nodes.Items)
+	usable := map[string]bool{}
+	// Pod slots always appear, so a member without nodes has room for
+	// none (not an unknown room).
+	summary := &lotsev1.ResourceSummary{Allocatable: corev1.ResourceList{corev1.ResourcePods: resource.Quantity{Format: resource.DecimalSI}},
+		Allocated: corev1.ResourceList{}}
 	for _, n := range nodes.Items {
 		if p.zone == "" {
 			p.zone = n.Labels[corev1.LabelTopologyZone]
@@ -179,10 +188,43 @@ func probe(ctx context.Context, kubeconfig []byte) (probed, error) {
 		for _, c := range n.Status.Conditions {
 			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
 				p.readyNodes++
+				if !n.Spec.Unschedulable {
+					usable[n.Name] = true
+					addResources(summary.Allocatable, n.Status.Allocatable, nil)
+				}
 			}
 		}
 	}
+	// The room on those nodes: what their unfinished pods request.
+	pods, err := cs.CoreV1().Pods(metav1.NamespaceAll).List(pctx, metav1.ListOptions{ResourceVersion: "0",
+		FieldSelector: "status.phase!=Succeeded,status.phase!=Failed"})
+	if err != nil {
+		return p, fmt.Errorf("list pods: %v", err)
+	}
+	count := int64(0)
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if !usable[pod.Spec.NodeName] {
+			continue
+		}
+		count++
+		addResources(summary.Allocated, placement.PodRequests(&pod.Spec), summary.Allocatable)
+	}
+	summary.Allocated[corev1.ResourcePods] = *resource.NewQuantity(count, resource.DecimalSI)
+	p.summary = summary
 	return p, nil
+}
+
+// addResources adds b to a, only the resources in only when it is set.
+func addResources(a, b, only corev1.ResourceList) {
+	for name, q := range b {
+		if _, ok := only[name]; only != nil && !ok {
+			continue
+		}
+		sum := a[name]
+		sum.Add(q)
+		a[name] = sum
+	}
 }
 
 // unjoin removes the fleet's copies from a leaving member (unless it says
@@ -225,6 +267,9 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 			}
 		}
 	}
+	if res, done := r.revokeIdentity(ctx, m); !done {
+		return res, nil
+	}
 	controllerutil.RemoveFinalizer(m, FinalizerMember)
 	if err := r.Client.Update(ctx, m); err != nil {
 		return ctrl.Result{}, err
@@ -233,6 +278,39 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 		e.ResyncAll()
 	}
 	return ctrl.Result{}, nil
+}
+
+// AnnotationIdentity on a member's kubeconfig Secret says that the
+// kubeconfig is the fleet's own identity in the member (made at join
+// time), which leaving deletes.
+const AnnotationIdentity = "lotse.dev/fleet-identity"
+
+// revokeIdentity deletes the fleet's own identity in a leaving member, if
+// the fleet made one. done is false while that must be retried.
+func (r *Reconciler) revokeIdentity(ctx context.Context, m *lotsev1.FleetMember) (ctrl.Result, bool) {
+	if m.Spec.KubeconfigSecretRef == nil {
+		return ctrl.Result{}, true
+	}
+	s := &corev1.Secret{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.KubeconfigSecretRef.Name}, s); err != nil || s.Annotations[AnnotationIdentity] == "" {
+		return ctrl.Result{}, true
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data["kubeconfig"])
+	if err == nil {
+		cfg.Timeout = 10 * time.Second
+		err = access.Revoke(ctx, cfg, m.Namespace, m.Spec.Fleet, m.Name)
+	}
+	if err == nil {
+		r.event(m, corev1.EventTypeNormal, "IdentityRevoked", "deleted the fleet's identity %s in the member", s.Annotations[AnnotationIdentity])
+		return ctrl.Result{}, true
+	}
+	if time.Since(m.DeletionTimestamp.Time) < unjoinGrace {
+		r.event(m, corev1.EventTypeWarning, "UnjoinBlocked", "deleting the fleet's identity in the member: %v", err)
+		return ctrl.Result{RequeueAfter: probeInterval}, false
+	}
+	r.event(m, corev1.EventTypeWarning, "UnjoinedUnclean", "the member left after %s with the fleet's identity %s still in it (%v); delete ClusterRole %s there",
+		unjoinGrace, s.Annotations[AnnotationIdentity], err, s.Annotations[AnnotationIdentity])
+	return ctrl.Result{}, true
 }
 
 func removeCopies(ctx context.Context, cfg *rest.Config, fleetKey, fleetName string) error {
@@ -276,6 +354,9 @@ func (s *memberSource) Members(ctx context.Context) ([]propagation.Member, error
 				Provider: m.Status.Provider, Available: -1},
 			Config:  cfg,
 			Version: hex.EncodeToString(sum[:8]),
+		}
+		if rs := m.Status.ResourceSummary; rs != nil {
+			member.Free = placement.Free(rs.Allocatable, rs.Allocated)
 		}
 		if cond := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady); cond != nil {
 			member.Ready = cond.Status == metav1.ConditionTrue

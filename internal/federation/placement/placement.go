@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -21,9 +22,17 @@ type Member struct {
 	Name                   string
 	Labels                 map[string]string
 	Region, Zone, Provider string
-	// Available is how many more replicas of the workload the member
-	// holds (dynamic weights, aggregation); negative when unknown.
+	// Free is the member's room (allocatable minus requests); nil when
+	// unknown.
+	Free corev1.ResourceList
+	// Available is how many replicas of the workload the member holds:
+	// those it runs and those its room fits (dynamic weights,
+	// aggregation, spread ranking); negative when unknown.
 	Available int64
+	// Holds: the member carries the resource already. Spread constraints
+	// keep such members before roomier ones, so a placement does not
+	// move back and forth as room changes.
+	Holds bool
 }
 
 // Select returns the members an affinity selects, sorted by name; a nil

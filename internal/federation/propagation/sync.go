@@ -278,6 +278,20 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 		d.err = fmt.Errorf("policy %s: %w", ref.Name, err)
 		return d
 	}
+	// How many replicas each member holds: those it runs now plus what
+	// its room fits (for division by capacity and spread ranking).
+	perPod := templatePodRequests(tmpl)
+	for i := range selected {
+		m := &selected[i]
+		m.Holds = hadCopy(prev, m.Name)
+		if est := placement.Estimate(m.Free, perPod); est >= 0 {
+			m.Available = est + int64(prevShare(prev, m.Name))
+		}
+	}
+	if selected, err = placement.Spread(selected, spec.Placement.SpreadConstraints); err != nil {
+		d.err = fmt.Errorf("policy %s: %w", ref.Name, err)
+		return d
+	}
 	if len(selected) == 0 {
 		d.message = fmt.Sprintf("policy %s selects no member", ref.Name)
 		for _, f := range d.requiredBy {
@@ -655,6 +669,33 @@ func hadCopy(b *workv1.ResourceBinding, member string) bool {
 		}
 	}
 	return slices.ContainsFunc(b.Spec.Clusters, func(t workv1.TargetCluster) bool { return t.Name == member })
+}
+
+// prevShare is the replicas a binding gave a member.
+func prevShare(b *workv1.ResourceBinding, member string) int32 {
+	if b == nil {
+		return 0
+	}
+	for _, t := range b.Spec.Clusters {
+		if t.Name == member {
+			return t.Replicas
+		}
+	}
+	return 0
+}
+
+// templatePodRequests is what one pod of a workload template requests;
+// empty for a kind without a pod template.
+func templatePodRequests(tmpl *unstructured.Unstructured) corev1.ResourceList {
+	raw, found, _ := unstructured.NestedMap(tmpl.Object, "spec", "template", "spec")
+	if !found {
+		return nil
+	}
+	spec := &corev1.PodSpec{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, spec); err != nil {
+		return nil
+	}
+	return placement.PodRequests(spec)
 }
 
 func kindByName(name string) (Kind, bool) {
