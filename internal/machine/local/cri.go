@@ -40,4 +40,18 @@ func removePods(ctx context.Context, socket string) error {
 	return errors.Join(errs...)
 }
 
+// criReady asks containerd's CRI for its version: it answers only once
+// the CRI plugin is serving.
+func criReady(ctx context.Context, socket string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
+	return err
+}
+
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

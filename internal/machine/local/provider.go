@@ -163,7 +163,15 @@ func (p *Provider) Stop(ctx context.Context, s *machine.Spec) error {
 	if err := killCgroup(m.cgroupRoot()); err != nil {
 		return err
 	}
-	return supervisor.WaitStopped(ctx, p.Supervisor.Owner(), prefix)
+	if err := supervisor.WaitStopped(ctx, p.Supervisor.Owner(), prefix); err != nil {
+		return err
+	}
+	// A killed containerd leaves its socket; the next start waits for the
+	// new one, not the dead one.
+	if err := os.Remove(m.Socket()); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
 }
 
 func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, error) {
@@ -236,6 +244,13 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 	}
 	if !socketReady(m.Socket()) {
 		st.Message = "waiting for containerd"
+		return st, nil
+	}
+	// The socket may be there before the CRI answers (containerd recovers
+	// its containers first); a kubelet started then exits at once and
+	// waits out its restart backoff.
+	if err := criReady(ctx, m.Socket()); err != nil {
+		st.Message = "waiting for containerd's CRI: " + err.Error()
 		return st, nil
 	}
 	if err := importImages(ctx, m); err != nil {
