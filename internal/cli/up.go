@@ -41,11 +41,14 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringVar(&opts.BackupDir, "backup-dir", "", "where snapshots of clusters without a spec.backup destination go (default STATE/backups)")
 	cmd.Flags().StringVar(&opts.MetricsAddr, "metrics-bind-address", "0", "address of the manager's Prometheus metrics, e.g. 127.0.0.1:9464 (0 disables)")
 	cmd.Flags().StringVar(&opts.FleetDNSAddr, "fleet-dns-address", "", "address of the fleets' authoritative DNS server, UDP and TCP (default: a free port on 127.0.0.1; 0 disables)")
+	cmd.Flags().IntVar(&opts.APIServerGOGC, "apiserver-gogc", 0, apiServerGOGCHelp)
 	cmd.Flags().StringSliceVar(&opts.AlertWebhooks, "alert-webhook", nil, "URL that receives Alertmanager webhook payloads of Lotse's alerts (repeatable)")
 	cmd.Flags().DurationVar(&opts.AlertAfter, "alert-after", care.DefaultAlertAfter, "how long a health condition stays False before it alerts")
 	cmd.Flags().DurationVar(&opts.RestartUnhealthyAfter, "restart-unhealthy-after", care.DefaultRestartAfter, "how long a control-plane component may fail its health check (with what it depends on healthy) before it is restarted; negative: never")
 	return cmd
 }
+
+const apiServerGOGCHelp = "GOGC of the clusters' API servers: 50 trades about 0.6 s of creation for about 38 MiB less memory each (0: Go's default, 100)"
 
 func newDownCommand() *cobra.Command {
 	var stateDir string
@@ -81,6 +84,7 @@ func newDownCommand() *cobra.Command {
 
 func newManagerCommand() *cobra.Command {
 	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir, fleetDNSAddr string
+	var apiServerGOGC int
 	var alertWebhooks []string
 	var alertAfter, restartAfter time.Duration
 	var leaderElect bool
@@ -106,9 +110,14 @@ func newManagerCommand() *cobra.Command {
 			setupLogging("")
 			abs, _ := filepath.Abs(stateDir)
 			sup := supervisor.New(supervisor.OwnerID(abs), supervisor.Options{Log: cmd.ErrOrStderr()})
+			if apiServerGOGC < 0 {
+				return fmt.Errorf("--apiserver-gogc %d: give a positive percentage, or 0 for Go's default", apiServerGOGC)
+			}
+			backend := process.New(abs, sup)
+			backend.APIServerGOGC = apiServerGOGC
 			err = manager.Run(cmd.Context(), cfg, manager.Options{
 				Releases:              releases.NewStore(cacheDir),
-				Backend:               process.New(abs, sup),
+				Backend:               backend,
 				Supervisor:            sup,
 				LeaderElection:        leaderElect,
 				MetricsAddr:           metricsAddr,
@@ -139,6 +148,7 @@ func newManagerCommand() *cobra.Command {
 	cmd.Flags().DurationVar(&alertAfter, "alert-after", care.DefaultAlertAfter, "how long a health condition stays False before it alerts")
 	cmd.Flags().DurationVar(&restartAfter, "restart-unhealthy-after", care.DefaultRestartAfter, "how long a control-plane component may fail its health check (with what it depends on healthy) before it is restarted; negative: never")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the metrics endpoint (0 disables)")
+	cmd.Flags().IntVar(&apiServerGOGC, "apiserver-gogc", 0, apiServerGOGCHelp)
 	cmd.Flags().StringVar(&fleetDNSAddr, "fleet-dns-address", "", "address of the fleets' authoritative DNS server, UDP and TCP (default: a free port on 127.0.0.1; 0 disables)")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", "0", "address of /healthz and /readyz (0 disables)")
 	return cmd

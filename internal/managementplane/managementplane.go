@@ -62,6 +62,8 @@ type Options struct {
 	// BackupDir keeps cluster snapshots without another destination
 	// (empty: STATE/backups).
 	BackupDir string
+	// APIServerGOGC is the clusters' API servers' GOGC (0: Go's default).
+	APIServerGOGC int
 	// MetricsAddr serves the manager's Prometheus metrics ("" or "0": off).
 	MetricsAddr string
 	// FleetDNSAddr: see manager.Options.
@@ -76,6 +78,9 @@ type Options struct {
 // Up runs the management plane until ctx ends, then stops every control
 // plane it supervises (their data stays; the next Up brings them back).
 func Up(ctx context.Context, opts Options) error {
+	if opts.APIServerGOGC < 0 {
+		return fmt.Errorf("--apiserver-gogc %d: give a positive percentage, or 0 for Go's default", opts.APIServerGOGC)
+	}
 	stateDir, err := filepath.Abs(opts.StateDir)
 	if err != nil {
 		return err
@@ -114,6 +119,7 @@ func Up(ctx context.Context, opts Options) error {
 	defer supLog.Close()
 	sup := supervisor.New(supervisor.OwnerID(stateDir), supervisor.Options{Log: supLog})
 	backend := process.New(stateDir, sup)
+	backend.APIServerGOGC = opts.APIServerGOGC
 	// Whatever happens below, leave no process behind when Up returns.
 	defer func() {
 		fmt.Fprintln(out, "stopping all control planes (their data is kept; `lotse up` brings them back)")

@@ -134,8 +134,11 @@ func (l *lotseUp) start() error {
 	out := &syncBuffer{}
 	// Alerts after 20 s (not 5 min) and repairs after 90 s (not 3 min),
 	// so the care test sees them in minutes.
-	cmd := exec.Command(l.binary, "up", "--state-dir", l.stateDir, "--metrics-bind-address", l.metricsAddr,
-		"--alert-webhook", l.alerts.url, "--alert-after", "20s", "--restart-unhealthy-after", "90s")
+	args := []string{"up", "--state-dir", l.stateDir, "--metrics-bind-address", l.metricsAddr,
+		"--alert-webhook", l.alerts.url, "--alert-after", "20s", "--restart-unhealthy-after", "90s"}
+	// Benchmarks compare manager settings (e.g. --apiserver-gogc 50).
+	args = append(args, strings.Fields(os.Getenv("LOTSE_E2E_UP_ARGS"))...)
+	cmd := exec.Command(l.binary, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	// If the test binary dies (a timeout, a kill), lotse up gets the
 	// Ctrl-C it would get from a person and stops its control planes.

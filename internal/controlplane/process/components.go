@@ -32,6 +32,18 @@ func (b *Backend) etcdSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) 
 }
 
 // etcdSpec is the process of member i.
+// apiServerEnv tunes the API server's garbage collector when asked to.
+// Most of an idle API server's heap is live (caches, the API's OpenAPI
+// documents, schemes); GOGC trades the headroom above it for collections.
+// A fixed GOMEMLIMIT is not offered: once a larger cluster's live heap
+// reached it, the API server would collect without end.
+func (b *Backend) apiServerEnv() []string {
+	if b.APIServerGOGC <= 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("GOGC=%d", b.APIServerGOGC)}
+}
+
 func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i int) supervisor.Spec {
 	var initial []string
 	for m := range l.EtcdClient {
@@ -179,6 +191,7 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			Name:    processName(spec.Key, CompAPIServer, i),
 			Path:    spec.Binaries.Path("kube-apiserver"),
 			Args:    args,
+			Env:     b.apiServerEnv(),
 			LogFile: b.logFile(spec.Key, CompAPIServer, i),
 			Tier:    1,
 		})
