@@ -229,6 +229,9 @@ func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
 					Name: m.Name, UID: m.UID}}
 				if err := c.Create(cmd.Context(), secret); err != nil {
 					_ = c.Delete(cmd.Context(), m)
+					if createIdentity {
+						revokeGiven(cmd.Context(), kubeconfig, flags.namespace, args[0], m.Name)
+					}
 					return explain(err)
 				}
 			}
@@ -343,8 +346,23 @@ func memberIdentity(ctx context.Context, given []byte, namespace, fleet, member 
 	cfg.Timeout = 30 * time.Second
 	own, err := access.Grant(ctx, cfg, namespace, fleet, member)
 	if err != nil {
+		// Whatever was made goes again (the role owns the rest).
+		_ = access.Revoke(ctx, cfg, namespace, fleet, member)
 		return nil, fmt.Errorf("creating the fleet's identity in the member with --kubeconfig-file (it needs the rights to create a namespace, a ServiceAccount, "+
 			"a Secret, a ClusterRole and a ClusterRoleBinding there; or pass --create-identity=false to store the kubeconfig as it is): %w", err)
 	}
 	return own, nil
+}
+
+// revokeGiven removes the identity made with the kubeconfig given at join
+// time, when the join fails after it was made.
+func revokeGiven(ctx context.Context, file, namespace, fleet, member string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return
+	}
+	if cfg, err := clientcmd.RESTConfigFromKubeConfig(data); err == nil {
+		cfg.Timeout = 30 * time.Second
+		_ = access.Revoke(ctx, cfg, namespace, fleet, member)
+	}
 }

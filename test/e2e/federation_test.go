@@ -315,17 +315,26 @@ func TestFleetPropagation(t *testing.T) {
 			{SpreadByField: policyv1.SpreadByRegion, SpreadByLabel: "tier"}}}}}
 	if err := fc.Create(ctx, bothWays); err == nil || !strings.Contains(err.Error(), "exactly one of spreadByField and spreadByLabel") {
 		t.Errorf("a spread constraint by field and label: %v", err)
+		if err == nil {
+			must(fc.Delete(ctx, bothWays))
+		}
 	}
 	solo := &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "solo"}, Spec: policyv1.PropagationSpec{
 		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "ConfigMap", Namespace: "shop", Name: "solo"}},
 		Placement:         policyv1.Placement{SpreadConstraints: []policyv1.SpreadConstraint{{SpreadByField: policyv1.SpreadByCluster, MaxGroups: 1}}}}}
 	must(fc.Create(ctx, solo))
 	must(fc.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "solo"}}))
-	waitFor(t, time.Minute, "solo in one member only", func() (bool, error) {
+	waitFor(t, time.Minute, "solo placed on one member, and there", func() (bool, error) {
+		b := &workv1.ResourceBinding{}
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "solo-configmap"}, b); err != nil {
+			return false, err
+		}
 		errEU := eu.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "solo"}, &corev1.ConfigMap{})
-		errUS := us.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "solo"}, &corev1.ConfigMap{})
-		return errEU == nil && apierrors.IsNotFound(errUS), fmt.Errorf("eu: %v, us: %v", errEU, errUS)
+		return len(b.Spec.Clusters) == 1 && b.Spec.Clusters[0].Name == "fl-eu" && errEU == nil, fmt.Errorf("targets %+v, eu: %v", b.Spec.Clusters, errEU)
 	})
+	if err := us.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "solo"}, &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
+		t.Errorf("solo in the other member: %v", err)
+	}
 	must(fc.Get(ctx, client.ObjectKey{Name: "solo"}, solo))
 	solo.Spec.Placement.SpreadConstraints = []policyv1.SpreadConstraint{{SpreadByField: policyv1.SpreadByRegion, MinGroups: 3}}
 	must(fc.Update(ctx, solo))

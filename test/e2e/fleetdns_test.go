@@ -188,12 +188,14 @@ func TestFleetDNS(t *testing.T) {
 	// The push member leaves: its copies and the fleet's identity go.
 	mustCLI(t, "fleet", "unjoin", fleet, us.Name)
 	usClient := memberClient(t, us.Name)
+	identity := access.Name("default", fleet, us.Name)
 	waitFor(t, time.Minute, "the fleet's identity gone from the member", func() (bool, error) {
-		errRole := usClient.Get(ctx, client.ObjectKey{Name: access.Name("default", fleet, us.Name)}, &rbacv1.ClusterRole{})
-		errSA := usClient.Get(ctx, client.ObjectKey{Namespace: access.Namespace, Name: access.Name("default", fleet, us.Name)}, &corev1.ServiceAccount{})
-		errNS := usClient.Get(ctx, client.ObjectKey{Name: "web"}, &corev1.Namespace{})
-		return apierrors.IsNotFound(errRole) && apierrors.IsNotFound(errSA) && (apierrors.IsNotFound(errNS) || errNS == nil),
-			fmt.Errorf("role: %v, service account: %v", errRole, errSA)
+		errRole := usClient.Get(ctx, client.ObjectKey{Name: identity}, &rbacv1.ClusterRole{})
+		errBinding := usClient.Get(ctx, client.ObjectKey{Name: identity}, &rbacv1.ClusterRoleBinding{})
+		errSA := usClient.Get(ctx, client.ObjectKey{Namespace: access.Namespace, Name: identity}, &corev1.ServiceAccount{})
+		errToken := usClient.Get(ctx, client.ObjectKey{Namespace: access.Namespace, Name: identity + "-token"}, &corev1.Secret{})
+		return apierrors.IsNotFound(errRole) && apierrors.IsNotFound(errBinding) && apierrors.IsNotFound(errSA) && apierrors.IsNotFound(errToken),
+			fmt.Errorf("role: %v, binding: %v, service account: %v, token: %v", errRole, errBinding, errSA, errToken)
 	})
 	waitFor(t, time.Minute, "the fleet's copies gone from the member", func() (bool, error) {
 		err := usClient.Get(ctx, client.ObjectKey{Namespace: "web", Name: "front"}, &corev1.Service{})
@@ -258,7 +260,7 @@ func pushIdentity(t *testing.T, mc client.Client, admin, fleet, member string) {
 // not to the workerless member.
 func capacityDivision(t *testing.T, mc, fc client.Client, withNode, workerless string) {
 	ctx := context.Background()
-	waitFor(t, time.Minute, "the members' resource summaries", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "the members' resource summaries", func() (bool, error) {
 		a, b := &lotsev1.FleetMember{}, &lotsev1.FleetMember{}
 		if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: withNode}, a); err != nil {
 			return false, err

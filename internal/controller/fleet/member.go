@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -89,7 +90,9 @@ func (r *Reconciler) reconcileMember(ctx context.Context, req ctrl.Request) (ctr
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonUnreachable, err.Error()
 	} else {
 		status.KubernetesVersion = p.version
-		status.ResourceSummary = p.summary
+		if p.summary != nil {
+			status.ResourceSummary = p.summary
+		}
 		if status.Zone == "" {
 			status.Zone = p.zone
 		}
@@ -113,7 +116,12 @@ func (r *Reconciler) reconcileMember(ctx context.Context, req ctrl.Request) (ctr
 	stale := m.Status.LastProbeTime == nil || now.Sub(m.Status.LastProbeTime.Time) > time.Minute
 	unchanged := m.Status.DeepCopy()
 	unchanged.LastProbeTime = status.LastProbeTime
-	if stale || !equality.Semantic.DeepEqual(unchanged, status) {
+	// The room changes with every pod: alone, it is written at most every
+	// 30 s (each write wakes the fleet's controllers and this one).
+	unchanged.ResourceSummary = status.ResourceSummary
+	roomOnly := !equality.Semantic.DeepEqual(m.Status.ResourceSummary, status.ResourceSummary) && equality.Semantic.DeepEqual(unchanged, status)
+	roomDue := roomOnly && (m.Status.LastProbeTime == nil || now.Sub(m.Status.LastProbeTime.Time) > 30*time.Second)
+	if stale || roomDue || (!roomOnly && !equality.Semantic.DeepEqual(unchanged, status)) {
 		m.Status = *status
 		if err := r.Client.Status().Update(ctx, m); err != nil {
 			return ctrl.Result{}, err
@@ -188,18 +196,22 @@ func probe(ctx context.Context, kubeconfig []byte) (probed, error) {
 		for _, c := range n.Status.Conditions {
 			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
 				p.readyNodes++
-				if !n.Spec.Unschedulable {
+				if !n.Spec.Unschedulable && !repels(n.Spec.Taints) {
 					usable[n.Name] = true
 					addResources(summary.Allocatable, n.Status.Allocatable, nil)
 				}
 			}
 		}
 	}
-	// The room on those nodes: what their unfinished pods request.
-	pods, err := cs.CoreV1().Pods(metav1.NamespaceAll).List(pctx, metav1.ListOptions{ResourceVersion: "0",
+	// The room on those nodes: what their unfinished pods request. Best
+	// effort: a member whose pods cannot be listed in time is still
+	// healthy; its room is then unknown (the last summary stays).
+	podCtx, cancelPods := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelPods()
+	pods, err := cs.CoreV1().Pods(metav1.NamespaceAll).List(podCtx, metav1.ListOptions{ResourceVersion: "0",
 		FieldSelector: "status.phase!=Succeeded,status.phase!=Failed"})
 	if err != nil {
-		return p, fmt.Errorf("list pods: %v", err)
+		return p, nil
 	}
 	count := int64(0)
 	for i := range pods.Items {
@@ -213,6 +225,17 @@ func probe(ctx context.Context, kubeconfig []byte) (probed, error) {
 	summary.Allocated[corev1.ResourcePods] = *resource.NewQuantity(count, resource.DecimalSI)
 	p.summary = summary
 	return p, nil
+}
+
+// repels reports whether a node's taints keep ordinary pods off it
+// (control-plane nodes, nodes being drained or failing).
+func repels(taints []corev1.Taint) bool {
+	for _, t := range taints {
+		if t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute {
+			return true
+		}
+	}
+	return false
 }
 
 // addResources adds b to a, only the resources in only when it is set.
@@ -292,7 +315,13 @@ func (r *Reconciler) revokeIdentity(ctx context.Context, m *lotsev1.FleetMember)
 		return ctrl.Result{}, true
 	}
 	s := &corev1.Secret{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.KubeconfigSecretRef.Name}, s); err != nil || s.Annotations[AnnotationIdentity] == "" {
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.KubeconfigSecretRef.Name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, true // no credentials, nothing to reach the member with
+		}
+		return ctrl.Result{RequeueAfter: probeInterval}, false
+	}
+	if s.Annotations[AnnotationIdentity] == "" {
 		return ctrl.Result{}, true
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data["kubeconfig"])
@@ -300,8 +329,12 @@ func (r *Reconciler) revokeIdentity(ctx context.Context, m *lotsev1.FleetMember)
 		cfg.Timeout = 10 * time.Second
 		err = access.Revoke(ctx, cfg, m.Namespace, m.Spec.Fleet, m.Name)
 	}
-	if err == nil {
+	switch {
+	case err == nil:
 		r.event(m, corev1.EventTypeNormal, "IdentityRevoked", "deleted the fleet's identity %s in the member", s.Annotations[AnnotationIdentity])
+		return ctrl.Result{}, true
+	case errors.Is(err, access.ErrGone):
+		r.event(m, corev1.EventTypeNormal, "IdentityGone", "the fleet's identity %s was gone from the member already", s.Annotations[AnnotationIdentity])
 		return ctrl.Result{}, true
 	}
 	if time.Since(m.DeletionTimestamp.Time) < unjoinGrace {

@@ -31,7 +31,6 @@ func (b *Backend) etcdSpecs(spec controlplane.Spec, l Layout, p pki.ClusterPKI) 
 	return specs
 }
 
-// etcdSpec is the process of member i.
 // apiServerEnv tunes the API server's garbage collector when asked to.
 // Most of an idle API server's heap is live (caches, the API's OpenAPI
 // documents, schemes); GOGC trades the headroom above it for collections.
@@ -44,6 +43,7 @@ func (b *Backend) apiServerEnv() []string {
 	return []string{fmt.Sprintf("GOGC=%d", b.APIServerGOGC)}
 }
 
+// etcdSpec is the process of member i.
 func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i int) supervisor.Spec {
 	var initial []string
 	for m := range l.EtcdClient {

@@ -7,6 +7,7 @@ package access
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -86,22 +87,51 @@ func Grant(ctx context.Context, admin *rest.Config, fleetNamespace, fleet, membe
 		Labels: map[string]string{"app.kubernetes.io/managed-by": "lotse"}}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("namespace %s in the member: %w", Namespace, err)
 	}
+	// What exists already must belong to this role: objects of an earlier
+	// identity of the same name are on their way out with their role.
+	stale := func(what string, err error, get func() (metav1.Object, error)) error {
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("the fleet's %s in the member: %w", what, err)
+		}
+		obj, err := get()
+		if err != nil {
+			return fmt.Errorf("the fleet's %s in the member: %w", what, err)
+		}
+		for _, o := range obj.GetOwnerReferences() {
+			if o.UID == role.UID && obj.GetDeletionTimestamp() == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("the %s %s of an earlier identity of this member is still being removed; join again in a moment", what, name)
+	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name, Labels: labels, OwnerReferences: owned}}
-	if _, err := cs.CoreV1().ServiceAccounts(Namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("the fleet's ServiceAccount in the member: %w", err)
+	_, err = cs.CoreV1().ServiceAccounts(Namespace).Create(ctx, sa, metav1.CreateOptions{})
+	if err := stale("ServiceAccount", err, func() (metav1.Object, error) {
+		return cs.CoreV1().ServiceAccounts(Namespace).Get(ctx, name, metav1.GetOptions{})
+	}); err != nil {
+		return nil, err
 	}
 	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, OwnerReferences: owned},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: Namespace, Name: name}}}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("the fleet's ClusterRoleBinding in the member: %w", err)
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
+	if err := stale("ClusterRoleBinding", err, func() (metav1.Object, error) {
+		return cs.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{})
+	}); err != nil {
+		return nil, err
 	}
 	// A token that lives as long as the ServiceAccount (and so as the
 	// membership), filled in by the member's token controller.
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name + "-token", Labels: labels, OwnerReferences: owned,
 		Annotations: map[string]string{corev1.ServiceAccountNameKey: name}}, Type: corev1.SecretTypeServiceAccountToken}
-	if _, err := cs.CoreV1().Secrets(Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("the fleet's token in the member: %w", err)
+	_, err = cs.CoreV1().Secrets(Namespace).Create(ctx, secret, metav1.CreateOptions{})
+	if err := stale("token Secret", err, func() (metav1.Object, error) {
+		return cs.CoreV1().Secrets(Namespace).Get(ctx, secret.Name, metav1.GetOptions{})
+	}); err != nil {
+		return nil, err
 	}
 	var token []byte
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -129,6 +159,9 @@ func ensureClusterRole(ctx context.Context, cs kubernetes.Interface, want *rbacv
 	if err != nil {
 		return nil, err
 	}
+	if got.DeletionTimestamp != nil {
+		return nil, fmt.Errorf("an earlier identity %s of this member is still being removed; join again in a moment", want.Name)
+	}
 	got.Rules = want.Rules
 	return cs.RbacV1().ClusterRoles().Update(ctx, got, metav1.UpdateOptions{})
 }
@@ -152,9 +185,13 @@ func kubeconfig(admin *rest.Config, user, token string) ([]byte, error) {
 	return clientcmd.Write(*cfg)
 }
 
+// ErrGone says that the identity was gone already: its role, or (the
+// token no longer authenticates) its ServiceAccount.
+var ErrGone = errors.New("the fleet's identity is gone from the member already")
+
 // Revoke deletes the fleet's identity in a member with the identity's own
 // credentials: the ClusterRole goes, and with it (owned) the binding, the
-// ServiceAccount and its token. An identity already gone is no error.
+// ServiceAccount and its token.
 func Revoke(ctx context.Context, own *rest.Config, fleetNamespace, fleet, member string) error {
 	cs, err := kubernetes.NewForConfig(own)
 	if err != nil {
@@ -163,7 +200,7 @@ func Revoke(ctx context.Context, own *rest.Config, fleetNamespace, fleet, member
 	err = cs.RbacV1().ClusterRoles().Delete(ctx, Name(fleetNamespace, fleet, member), metav1.DeleteOptions{
 		PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
 	if apierrors.IsNotFound(err) || apierrors.IsUnauthorized(err) {
-		return nil // gone already (an unauthorized token: its account is gone)
+		return ErrGone
 	}
 	return err
 }

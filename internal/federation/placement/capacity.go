@@ -47,7 +47,8 @@ func Estimate(free, perPod corev1.ResourceList) int64 {
 		if !ok {
 			return 0
 		}
-		n = min(n, have.MilliValue()/want.MilliValue())
+		// Floats: MilliValue overflows for petabytes of storage.
+		n = min(n, int64(math.Floor(have.AsApproximateFloat64()/want.AsApproximateFloat64())))
 	}
 	if n == math.MaxInt64 { // neither slots nor requests say anything
 		return -1
@@ -56,8 +57,8 @@ func Estimate(free, perPod corev1.ResourceList) int64 {
 }
 
 // PodRequests is what one pod of a template requests: the sum of its
-// containers' requests, or an init container's when that is larger, plus
-// the pod's overhead.
+// containers' and sidecars' requests, or an init container's (with the
+// sidecars before it) when that is larger, plus the pod's overhead.
 func PodRequests(spec *corev1.PodSpec) corev1.ResourceList {
 	out := corev1.ResourceList{}
 	for _, c := range spec.Containers {
@@ -67,10 +68,29 @@ func PodRequests(spec *corev1.PodSpec) corev1.ResourceList {
 			out[name] = sum
 		}
 	}
+	// Sidecars (init containers that keep running) add to the containers;
+	// the others run before them, one at a time, on top of the sidecars
+	// started before each.
+	sidecars := corev1.ResourceList{}
 	for _, c := range spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			for name, q := range c.Resources.Requests {
+				sum := out[name]
+				sum.Add(q)
+				out[name] = sum
+				s := sidecars[name]
+				s.Add(q)
+				sidecars[name] = s
+			}
+			continue
+		}
 		for name, q := range c.Resources.Requests {
+			q = q.DeepCopy()
+			if s, ok := sidecars[name]; ok {
+				q.Add(s)
+			}
 			if cur, ok := out[name]; !ok || q.Cmp(cur) > 0 {
-				out[name] = q.DeepCopy()
+				out[name] = q
 			}
 		}
 	}

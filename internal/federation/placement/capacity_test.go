@@ -28,6 +28,7 @@ func TestEstimate(t *testing.T) {
 		{"pod slots are the tightest", list("cpu", "4", "pods", "2"), list("cpu", "100m"), 2},
 		{"a resource the member lacks", list("cpu", "4", "pods", "10"), list("nvidia.com/gpu", "1"), 0},
 		{"no slots and no requests say nothing", list("cpu", "4"), nil, -1},
+		{"petabytes do not overflow", list("ephemeral-storage", "20Pi", "pods", "1000"), list("ephemeral-storage", "1Ti"), 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Estimate(tc.free, tc.perPod); got != tc.want {
@@ -62,6 +63,17 @@ func TestFreeAndPodRequests(t *testing.T) {
 	}
 	got := PodRequests(spec)
 	for name, want := range map[corev1.ResourceName]string{"cpu": "1", "memory": "151Mi"} {
+		if q := got[name]; q.Cmp(resource.MustParse(want)) != 0 {
+			t.Errorf("%s: got %s, want %s", name, q.String(), want)
+		}
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	spec.InitContainers = append([]corev1.Container{{RestartPolicy: &always, Resources: corev1.ResourceRequirements{Requests: list("cpu", "100m", "memory", "20Mi")}}},
+		spec.InitContainers...)
+	got = PodRequests(spec)
+	// Containers + sidecar: 600m, 170Mi (+1Mi overhead); the init container
+	// after the sidecar: 1100m.
+	for name, want := range map[corev1.ResourceName]string{"cpu": "1100m", "memory": "171Mi"} {
 		if q := got[name]; q.Cmp(resource.MustParse(want)) != 0 {
 			t.Errorf("%s: got %s, want %s", name, q.String(), want)
 		}

@@ -58,6 +58,18 @@ func Spread(members []Member, constraints []policyv1.SpreadConstraint) ([]Member
 				}
 			}
 			kept = picked
+			// The pick follows the last group constraint's groups; an
+			// earlier one's minimum must still hold.
+			for i := range constraints {
+				c := &constraints[i]
+				if c.SpreadByField == policyv1.SpreadByCluster || c.MinGroups == 0 {
+					continue
+				}
+				if n := len(groupBy(kept, func(m Member) string { return spreadKey(m, c) })); int32(n) < c.MinGroups {
+					return nil, fmt.Errorf("placement.spreadConstraints[%d]: the %d member(s) the cluster constraint allows span %d %s group(s), minGroups is %d",
+						i, len(kept), n, spreadName(c), c.MinGroups)
+				}
+			}
 		}
 	}
 	out := append([]Member(nil), kept...)

@@ -248,10 +248,12 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 	}
 	// The socket may be there before the CRI answers (containerd recovers
 	// its containers first); a kubelet started then exits at once and
-	// waits out its restart backoff.
-	if err := criReady(ctx, m.Socket()); err != nil {
-		st.Message = "waiting for containerd's CRI: " + err.Error()
-		return st, nil
+	// waits out its restart backoff. Only a kubelet about to start waits.
+	if k, ok := p.Supervisor.Status(m.processPrefix() + "kubelet-0"); !ok || !k.Running {
+		if err := criReady(ctx, m.Socket()); err != nil {
+			st.Message = "waiting for containerd's CRI: " + err.Error()
+			return st, nil
+		}
 	}
 	if err := importImages(ctx, m); err != nil {
 		return st, err
