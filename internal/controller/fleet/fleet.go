@@ -222,6 +222,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, f *lotsev1.Fleet, status *
 	return ctrl.Result{}, r.Client.Status().Update(ctx, f)
 }
 
+// equalStatus compares two statuses as the API stores them: through
+// their serialised form, so times that differ only below a second (which
+// the API drops) are equal and a status is not rewritten on every pass.
 func equalStatus(a, b *lotsev1.FleetStatus) bool {
 	ua, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(a)
 	ub, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(b)

@@ -206,9 +206,15 @@ func probe(ctx context.Context, kubeconfig []byte) (probed, error) {
 	// The room on those nodes: what their unfinished pods request. Best
 	// effort: a member whose pods cannot be listed in time is still
 	// healthy; its room is then unknown (the last summary stays).
-	podCtx, cancelPods := context.WithTimeout(ctx, 5*time.Second)
+	podCfg := rest.CopyConfig(cfg)
+	podCfg.Timeout = 5 * time.Second // not the probe's 3 s: a large member lists many pods
+	podClient, err := kubernetes.NewForConfig(podCfg)
+	if err != nil {
+		return p, nil
+	}
+	podCtx, cancelPods := context.WithTimeout(ctx, podCfg.Timeout)
 	defer cancelPods()
-	pods, err := cs.CoreV1().Pods(metav1.NamespaceAll).List(podCtx, metav1.ListOptions{ResourceVersion: "0",
+	pods, err := podClient.CoreV1().Pods(metav1.NamespaceAll).List(podCtx, metav1.ListOptions{ResourceVersion: "0",
 		FieldSelector: "status.phase!=Succeeded,status.phase!=Failed"})
 	if err != nil {
 		return p, nil
