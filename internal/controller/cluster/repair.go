@@ -122,7 +122,9 @@ func (h healthCheck) unhealthy(m *lotsev1.Machine, now time.Time) (bool, string)
 			return false, ""
 		}
 		if now.Sub(cond.LastTransitionTime.Time) > h.startup {
-			return true, fmt.Sprintf("no Ready node %s after its provisioning began", h.startup)
+			// The machine's last word goes with the repair: its
+			// processes are gone with it.
+			return true, fmt.Sprintf("no Ready node %s after its provisioning began (last: %s)", h.startup, cond.Message)
 		}
 		return false, ""
 	}

@@ -303,6 +303,10 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 		if s, ok := p.Supervisor.Status(m.processPrefix() + c + "-0"); !ok || !s.Running {
 			st.ProcessesReady = false
 			st.Message = c + " is not running"
+			if ok {
+				// Why, for whoever reads the machine's condition.
+				st.Message = fmt.Sprintf("%s is not running (restarts %d, last exit: %s)", c, s.Restarts, s.LastExit)
+			}
 		}
 	}
 	return st, nil
