@@ -13,12 +13,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
+	resourcehelper "k8s.io/component-helpers/resource"
 	"k8s.io/klog/v2"
 )
 
 // Requests are a pod's CPU (millicores) and memory (bytes) requests, as
-// the scheduler counts them: the sum of its containers, or its largest
-// init container if that is more.
+// the scheduler counts them (see PodRequests).
 type Requests struct{ CPU, Memory int64 }
 
 // Add returns r + o.
@@ -35,20 +35,10 @@ func FromList(l corev1.ResourceList) Requests {
 	return Requests{CPU: l.Cpu().MilliValue(), Memory: l.Memory().Value()}
 }
 
-// PodRequests are what a pod asks for.
+// PodRequests are what a pod asks for, as the scheduler counts it
+// (sidecars, init containers, pod-level requests and overhead).
 func PodRequests(p *corev1.Pod) Requests {
-	var sum Requests
-	for _, c := range p.Spec.Containers {
-		sum = sum.Add(FromList(c.Resources.Requests))
-	}
-	for _, c := range p.Spec.InitContainers {
-		r := FromList(c.Resources.Requests)
-		sum.CPU, sum.Memory = max(sum.CPU, r.CPU), max(sum.Memory, r.Memory)
-	}
-	if p.Spec.Overhead != nil {
-		sum = sum.Add(FromList(p.Spec.Overhead))
-	}
-	return sum
+	return FromList(resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}))
 }
 
 // Template is what a new node of a pool looks like to the scheduler.

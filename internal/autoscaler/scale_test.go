@@ -179,3 +179,36 @@ func TestScaleDown(t *testing.T) {
 		})
 	}
 }
+
+func TestPodRequests(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	container := func(name, cpu, mem string) corev1.Container {
+		return corev1.Container{Name: name, Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}}}
+	}
+	tests := []struct {
+		name string
+		pod  *corev1.Pod
+		want Requests
+	}{
+		{"containers only", pod("p", "100m", "64Mi"), reqs("100m", "64Mi")},
+		{"a larger init container wins", pod("p", "100m", "64Mi", func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{container("init", "500m", "32Mi")}
+		}), reqs("500m", "64Mi")},
+		{"a sidecar adds to the containers", pod("p", "100m", "64Mi", func(p *corev1.Pod) {
+			side := container("side", "50m", "16Mi")
+			side.RestartPolicy = &always
+			p.Spec.InitContainers = []corev1.Container{side}
+		}), reqs("150m", "80Mi")},
+		{"overhead is added", pod("p", "100m", "64Mi", func(p *corev1.Pod) {
+			p.Spec.Overhead = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")}
+		}), reqs("110m", "64Mi")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := PodRequests(tt.pod); got != tt.want {
+				t.Errorf("PodRequests = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	resourcehelper "k8s.io/component-helpers/resource"
 )
 
 // Free is a member's room: the allocatable resources of its Ready nodes
@@ -56,48 +57,9 @@ func Estimate(free, perPod corev1.ResourceList) int64 {
 	return n
 }
 
-// PodRequests is what one pod of a template requests: the sum of its
-// containers' and sidecars' requests, or an init container's (with the
-// sidecars before it) when that is larger, plus the pod's overhead.
+// PodRequests is what one pod of a template requests, computed the way
+// the scheduler does (sidecars, init containers, pod-level requests and
+// overhead), by the upstream helper so the two never disagree.
 func PodRequests(spec *corev1.PodSpec) corev1.ResourceList {
-	out := corev1.ResourceList{}
-	for _, c := range spec.Containers {
-		for name, q := range c.Resources.Requests {
-			sum := out[name]
-			sum.Add(q)
-			out[name] = sum
-		}
-	}
-	// Sidecars (init containers that keep running) add to the containers;
-	// the others run before them, one at a time, on top of the sidecars
-	// started before each.
-	sidecars := corev1.ResourceList{}
-	for _, c := range spec.InitContainers {
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			for name, q := range c.Resources.Requests {
-				sum := out[name]
-				sum.Add(q)
-				out[name] = sum
-				s := sidecars[name]
-				s.Add(q)
-				sidecars[name] = s
-			}
-			continue
-		}
-		for name, q := range c.Resources.Requests {
-			q = q.DeepCopy()
-			if s, ok := sidecars[name]; ok {
-				q.Add(s)
-			}
-			if cur, ok := out[name]; !ok || q.Cmp(cur) > 0 {
-				out[name] = q
-			}
-		}
-	}
-	for name, q := range spec.Overhead {
-		sum := out[name]
-		sum.Add(q)
-		out[name] = sum
-	}
-	return out
+	return resourcehelper.PodRequests(&corev1.Pod{Spec: *spec}, resourcehelper.PodResourcesOptions{})
 }
