@@ -95,6 +95,7 @@ const (
 )
 
 // ClusterSpec is what the tenant asks for.
+// +kubebuilder:validation:XValidation:rule="!has(self.backup) || !has(self.controlPlane.datastore) || self.controlPlane.datastore != 'shared'",message="spec.backup: a cluster on the shared datastore (spec.controlPlane.datastore: shared) cannot be backed up yet; use the dedicated datastore for clusters that need backups"
 // +kubebuilder:validation:XValidation:rule="!has(self.purpose) || self.purpose != 'fleet' || !has(self.workers) || size(self.workers) == 0",message="spec.workers: a fleet control plane (spec.purpose: fleet) has no worker pools; the fleet's members run the workloads"
 type ClusterSpec struct {
 	// Kubernetes selects the version of the cluster.
@@ -267,7 +268,25 @@ type ControlPlaneSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self || !oldSelf",message="spec.controlPlane.highAvailability cannot go back to false: a highly available control plane does not shrink to one replica; create a new cluster (and restore a backup into it) for that"
 	// +optional
 	HighAvailability bool `json:"highAvailability,omitempty"`
+
+	// Datastore is where the cluster's data lives: "dedicated" (etcd
+	// members of its own) or "shared" (one etcd run by Lotse for many
+	// clusters, each under a key prefix of its own that only the
+	// cluster's own etcd user may read or write). Shared saves an etcd
+	// process per cluster; clusters on it cannot be backed up yet. Chosen
+	// at creation.
+	// +kubebuilder:default=dedicated
+	// +kubebuilder:validation:Enum=dedicated;shared
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.controlPlane.datastore cannot change in place; create a new cluster with the datastore you want and move the workloads (restoring a backup across datastores is not supported yet)"
+	// +optional
+	Datastore string `json:"datastore,omitempty"`
 }
+
+// Datastores of a control plane.
+const (
+	DatastoreDedicated = "dedicated"
+	DatastoreShared    = "shared"
+)
 
 // EncryptionSpec configures encryption at rest. Secrets are always encrypted.
 type EncryptionSpec struct {

@@ -310,15 +310,21 @@ func (c *Controller) repair(ctx context.Context, cl *lotsev1.Cluster, spec contr
 			continue
 		}
 		component := instanceSuffix.ReplaceAllString(h.Name, "")
+		etcdDown := unhealthyComponent["etcd"] || unhealthyComponent["etcd-shared"]
 		blocked := false
 		switch component {
 		case "etcd":
+		case "etcd-shared":
+			// The shared datastore is no one cluster's to restart: its
+			// supervisor restarts it when it exits, and every cluster on
+			// it reports it meanwhile.
+			blocked = true
 		case "kube-apiserver":
-			blocked = unhealthyComponent["etcd"]
+			blocked = etcdDown
 		case "loadbalancer":
 			blocked = true // its health is the API servers' behind it
 		default:
-			blocked = unhealthyComponent["etcd"] || unhealthyComponent["kube-apiserver"]
+			blocked = etcdDown || unhealthyComponent["kube-apiserver"]
 		}
 		if after < 0 || now.Sub(since) < after || blocked || spec.Binaries.Release.Version == "" ||
 			c.restarting[spec.Key+"/"+component] {

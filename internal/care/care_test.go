@@ -220,6 +220,8 @@ func TestRepair(t *testing.T) {
 		{"a hung API server", []controlplane.ComponentHealth{h("etcd-0", true), h("kube-apiserver-0", false)}, false, "kube-apiserver"},
 		{"an API server without etcd waits", []controlplane.ComponentHealth{h("etcd-0", false), h("kube-apiserver-0", false)}, false, "etcd"},
 		{"a scheduler without an API server waits", []controlplane.ComponentHealth{h("kube-apiserver-0", false), h("kube-scheduler-0", false), h("etcd-0", true)}, false, "kube-apiserver"},
+		{"the shared datastore is no cluster's to restart", []controlplane.ComponentHealth{h("etcd-shared-0", false)}, false, ""},
+		{"an API server without the shared datastore waits", []controlplane.ComponentHealth{h("etcd-shared-0", false), h("kube-apiserver-0", false)}, false, ""},
 		{"the load balancer is never restarted", []controlplane.ComponentHealth{h("loadbalancer-0", false)}, false, ""},
 		{"not during an upgrade", []controlplane.ComponentHealth{h("etcd-0", true), h("kube-apiserver-0", false)}, true, ""},
 		{"healthy", []controlplane.ComponentHealth{h("etcd-0", true), h("kube-apiserver-0", true)}, false, ""},

@@ -99,7 +99,7 @@ func newClusterCommand() *cobra.Command {
 }
 
 func newClusterCreateCommand(flags *clientFlags) *cobra.Command {
-	var version, podCIDR, serviceCIDR, encryption string
+	var version, podCIDR, serviceCIDR, encryption, datastore string
 	var resources []string
 	var ha, wait bool
 	var timeout time.Duration
@@ -112,6 +112,9 @@ func newClusterCreateCommand(flags *clientFlags) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--kubernetes-version: %w", err)
 			}
+			if datastore != lotsev1.DatastoreDedicated && datastore != lotsev1.DatastoreShared {
+				return fmt.Errorf("--datastore: %q is not a datastore; use dedicated (etcd of its own) or shared (one etcd for many clusters)", datastore)
+			}
 			c, err := flags.client()
 			if err != nil {
 				return err
@@ -119,6 +122,7 @@ func newClusterCreateCommand(flags *clientFlags) *cobra.Command {
 			cluster := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: args[0], Namespace: flags.namespace}}
 			cluster.Spec.Kubernetes.Version = rel.Version
 			cluster.Spec.ControlPlane.HighAvailability = ha
+			cluster.Spec.ControlPlane.Datastore = datastore
 			cluster.Spec.Networking.Pods = podCIDR
 			cluster.Spec.Networking.Services = serviceCIDR
 			cluster.Spec.Encryption.Provider = encryption
@@ -140,6 +144,7 @@ func newClusterCreateCommand(flags *clientFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&version, "kubernetes-version", releases.Default().Version, "Kubernetes version from `lotse release list`")
 	cmd.Flags().BoolVar(&ha, "ha", false, "highly available control plane: 3 etcd members, 2 API servers")
+	cmd.Flags().StringVar(&datastore, "datastore", lotsev1.DatastoreDedicated, "where the cluster's data lives: dedicated (etcd of its own) or shared (one etcd for many clusters, a prefix and an etcd user each)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the cluster is Ready, showing its tasks as they complete")
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Minute, "how long --wait waits")
 	cmd.Flags().StringVar(&podCIDR, "pod-cidr", "", "pod address range (default 10.244.0.0/16)")

@@ -32,6 +32,11 @@ type Spec struct {
 	EncryptedResources []string
 	// WithoutScheduler leaves the scheduler out (the management plane runs no pods).
 	WithoutScheduler bool
+	// SharedDatastore keeps the cluster's data in the backend's shared
+	// etcd, under a key prefix of its own that only the cluster's etcd
+	// user may read or write, instead of etcd members of its own. It is
+	// chosen at creation and never changes.
+	SharedDatastore bool
 	// Controllers, when set, are the only controllers the
 	// controller-manager runs (its --controllers); empty runs upstream's
 	// default set. A fleet's control plane keeps the workload controllers

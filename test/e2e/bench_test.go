@@ -18,8 +18,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/supervisor"
 )
+
+// benchVariants are the control-plane shapes the benchmarks measure.
+var benchVariants = []struct {
+	name  string
+	shape func(*lotsev1.Cluster)
+}{
+	{"single", func(*lotsev1.Cluster) {}},
+	{"ha", func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = true }},
+	// On the shared datastore: no etcd of the cluster's own (the first
+	// cluster also starts the datastore; medians leave that out).
+	{"shared", func(c *lotsev1.Cluster) { c.Spec.ControlPlane.Datastore = lotsev1.DatastoreShared }},
+}
 
 // BenchmarkCreateToAPIServerAvailable measures the seconds from creating a
 // Cluster object to its APIServerAvailable condition turning true, as a
@@ -27,17 +40,14 @@ import (
 //
 //	make bench    (or: LOTSE_BINARY=bin/lotse go test -run '^$' -bench CreateToAPIServer -benchtime 5x ./test/e2e/)
 func BenchmarkCreateToAPIServerAvailable(b *testing.B) {
-	for _, ha := range []bool{false, true} {
-		name := "single"
-		if ha {
-			name = "ha"
-		}
+	for _, variant := range benchVariants {
+		name := variant.name
 		b.Run(name, func(b *testing.B) {
 			mc := mgmtClient(b)
 			var samples []float64
 			for i := 0; i < b.N; i++ {
 				cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-%s-%d", name, i), Namespace: "default"}}
-				cl.Spec.ControlPlane.HighAvailability = ha
+				variant.shape(cl)
 				start := time.Now()
 				if err := mc.Create(context.Background(), cl); err != nil {
 					b.Fatal(err)
@@ -64,16 +74,13 @@ func BenchmarkCreateToAPIServerAvailable(b *testing.B) {
 // BenchmarkIdleRSS reports the resident memory of each control-plane
 // process after the cluster has been Ready and idle for 30 seconds.
 func BenchmarkIdleRSS(b *testing.B) {
-	for _, ha := range []bool{false, true} {
-		name := "single"
-		if ha {
-			name = "ha"
-		}
+	for _, variant := range benchVariants {
+		name := variant.name
 		b.Run(name, func(b *testing.B) {
 			mc := mgmtClient(b)
 			for i := 0; i < b.N; i++ {
 				cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("rss-%s-%d", name, i), Namespace: "default"}}
-				cl.Spec.ControlPlane.HighAvailability = ha
+				variant.shape(cl)
 				if err := mc.Create(context.Background(), cl); err != nil {
 					b.Fatal(err)
 				}
@@ -83,6 +90,15 @@ func BenchmarkIdleRSS(b *testing.B) {
 				for _, p := range clusterProcesses(cl.Name) {
 					byComponent[componentOf(p.Name)] = append(byComponent[componentOf(p.Name)], rssMiB(p))
 					pssByComponent[componentOf(p.Name)] = append(pssByComponent[componentOf(p.Name)], pssMiB(p))
+				}
+				if cl.Spec.ControlPlane.Datastore == lotsev1.DatastoreShared {
+					// Not the cluster's: every cluster on it shares it.
+					for _, p := range supervisor.FindProcesses(env.owner) {
+						if strings.HasPrefix(p.Name, process.SharedDatastoreKey+"/") {
+							b.ReportMetric(rssMiB(p), "MiB-shared-etcd")
+							b.Logf("shared datastore etcd RSS MiB: %.0f, PSS MiB: %.0f", rssMiB(p), pssMiB(p))
+						}
+					}
 				}
 				for comp, v := range byComponent {
 					b.ReportMetric(maxOf(v), "MiB-"+comp)

@@ -368,6 +368,7 @@ func SpecFor(c *lotsev1.Cluster, bins releases.Binaries) controlplane.Spec {
 		Name:               c.Name,
 		Binaries:           bins,
 		HighAvailability:   c.Spec.ControlPlane.HighAvailability,
+		SharedDatastore:    c.Spec.ControlPlane.Datastore == lotsev1.DatastoreShared,
 		PodCIDR:            c.Spec.Networking.Pods,
 		ServiceCIDR:        c.Spec.Networking.Services,
 		NodesCIDR:          c.Spec.Networking.Nodes,

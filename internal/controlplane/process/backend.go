@@ -100,6 +100,19 @@ type Layout struct {
 	EtcdJoin map[int]EtcdJoin `json:"etcdJoin,omitempty"`
 	// EtcdPending lists the members still to be added, in order.
 	EtcdPending []int `json:"etcdPending,omitempty"`
+	// SharedDatastore: the data is in the shared datastore, and the
+	// control plane has no etcd members of its own.
+	SharedDatastore bool `json:"sharedDatastore,omitempty"`
+}
+
+// errDatastoreSwitch refuses to move a control plane's data between its
+// own etcd and the shared datastore in place.
+func errDatastoreSwitch(shared bool) error {
+	from, to := "dedicated", "shared"
+	if shared {
+		from, to = to, from
+	}
+	return fmt.Errorf("the control plane's datastore is %s and cannot become %s in place; create a new cluster with the datastore you want", from, to)
 }
 
 // EtcdJoin is how a member was started the first time.
@@ -211,6 +224,9 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 	layoutMu.Lock()
 	defer layoutMu.Unlock()
 	if l, err := b.LoadLayout(spec.Key); err == nil {
+		if l.SharedDatastore != spec.SharedDatastore {
+			return l, errDatastoreSwitch(l.SharedDatastore)
+		}
 		// Layouts written by older versions lack what came later: add it.
 		changed := false
 		if l.NodesCIDR == "" {
@@ -250,6 +266,9 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 		return l, fmt.Errorf("read %s: %w", b.layoutPath(spec.Key), err)
 	}
 	etcdN, apiN, ctlN := replicas(spec)
+	if spec.SharedDatastore {
+		etcdN = 0
+	}
 	n := 3*etcdN + apiN + 2*ctlN
 	if spec.HighAvailability {
 		n++
@@ -266,6 +285,7 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 		APIServer:         take(apiN),
 		ControllerManager: take(ctlN),
 		Scheduler:         take(ctlN),
+		SharedDatastore:   spec.SharedDatastore,
 	}
 	if spec.HighAvailability {
 		l.LoadBalancer = take(1)[0]
@@ -287,6 +307,9 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 // API servers get new ports, and two etcd members are to be added to the
 // one that holds the data.
 func growToHA(l *Layout) error {
+	if l.SharedDatastore {
+		return growAPIServersToHA(l)
+	}
 	if len(l.EtcdClient) != 1 || len(l.APIServer) != 1 {
 		return fmt.Errorf("layout has %d etcd members and %d API servers; cannot make it highly available", len(l.EtcdClient), len(l.APIServer))
 	}
@@ -303,15 +326,39 @@ func growToHA(l *Layout) error {
 	l.APIServer = []int{p[4], p[5]}
 	l.ControllerManager = append(l.ControllerManager, p[6])
 	l.Scheduler = append(l.Scheduler, p[7])
-	if l.Tunnel != nil {
-		t, err := ports.AllocateRegistered(3)
-		if err != nil {
-			return err
-		}
-		l.Tunnel.Agent = append(l.Tunnel.Agent, t[0])
-		l.Tunnel.Admin = append(l.Tunnel.Admin, t[1])
-		l.Tunnel.Health = append(l.Tunnel.Health, t[2])
+	return growTunnel(l)
+}
+
+// growAPIServersToHA is growToHA for a control plane on the shared
+// datastore: the API servers, controller-managers and schedulers double,
+// the data stays where it is.
+func growAPIServersToHA(l *Layout) error {
+	if len(l.APIServer) != 1 {
+		return fmt.Errorf("layout has %d API servers; cannot make it highly available", len(l.APIServer))
 	}
+	p, err := ports.Allocate(2 + 1 + 1)
+	if err != nil {
+		return err
+	}
+	l.LoadBalancer = l.APIServer[0]
+	l.APIServer = []int{p[0], p[1]}
+	l.ControllerManager = append(l.ControllerManager, p[2])
+	l.Scheduler = append(l.Scheduler, p[3])
+	return growTunnel(l)
+}
+
+// growTunnel adds a tunnel server for the second API server.
+func growTunnel(l *Layout) error {
+	if l.Tunnel == nil {
+		return nil
+	}
+	t, err := ports.AllocateRegistered(3)
+	if err != nil {
+		return err
+	}
+	l.Tunnel.Agent = append(l.Tunnel.Agent, t[0])
+	l.Tunnel.Admin = append(l.Tunnel.Admin, t[1])
+	l.Tunnel.Health = append(l.Tunnel.Health, t[2])
 	return nil
 }
 
@@ -391,6 +438,12 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 	}
 	ts := []tasks.Task{
 		{Name: TaskPorts, Run: func(context.Context) (bool, string, error) {
+			if spec.SharedDatastore {
+				// The API servers' flags name the datastore's port.
+				if _, err := b.ensureDatastoreLayout(); err != nil {
+					return false, "", err
+				}
+			}
 			l, err := b.ensureLayout(spec)
 			layout = l
 			return err == nil, "", err
@@ -405,8 +458,11 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 		}},
 		// The API servers start together with etcd (they retry until it
 		// answers) and count as done once /readyz passes, which needs etcd:
-		// that saves the time etcd takes to become healthy.
-		{Name: TaskAPIServer, DependsOn: []string{TaskPKI}, Run: func(ctx context.Context) (bool, string, error) {
+		// that saves the time etcd takes to become healthy. On the shared
+		// datastore they wait for the cluster's etcd user and certificate
+		// instead (the datastore itself is running already, but for the
+		// first cluster).
+		{Name: TaskAPIServer, DependsOn: []string{apiServerAfter(spec)}, Run: func(ctx context.Context) (bool, string, error) {
 			return b.ensureAPIServers(ctx, spec, layout, clusterPKI)
 		}},
 	}
@@ -431,6 +487,13 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 		}})
 	}
 	return ts
+}
+
+func apiServerAfter(spec controlplane.Spec) string {
+	if spec.SharedDatastore {
+		return TaskEtcd
+	}
+	return TaskPKI
 }
 
 // EndpointTask is the task after which the API endpoint answers.
@@ -485,6 +548,13 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	b.Supervisor.KillPrefix(key + "/")
 	if err := supervisor.WaitStopped(ctx, b.Supervisor.Owner(), key+"/"); err != nil {
 		return err
+	}
+	if l, err := b.LoadLayout(key); err == nil && l.SharedDatastore {
+		// The directory (with the layout that says so) goes only once
+		// the data is gone, so a failed attempt is tried again.
+		if err := b.deleteDatastoreTenant(ctx, key); err != nil {
+			return err
+		}
 	}
 	if err := os.RemoveAll(b.Dir(key)); err != nil {
 		return fmt.Errorf("remove %s: %w", b.Dir(key), err)

@@ -45,6 +45,12 @@ func (b *Backend) apiServerEnv() []string {
 
 // etcdSpec is the process of member i.
 func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i int) supervisor.Spec {
+	return b.etcdMemberSpec(spec.Key, spec.Binaries.Path("etcd"), l, p, i)
+}
+
+// etcdMemberSpec is the process of member i of the etcd with the given
+// key (a control plane's, or the shared datastore's).
+func (b *Backend) etcdMemberSpec(key, etcdBinary string, l Layout, p pki.ClusterPKI, i int) supervisor.Spec {
 	var initial []string
 	for m := range l.EtcdClient {
 		initial = append(initial, fmt.Sprintf("etcd-%d=https://127.0.0.1:%d", m, l.EtcdPeer[m]))
@@ -56,11 +62,11 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 		initialCluster, state = j.InitialCluster, j.State
 	}
 	return withCredentials(p, []supervisor.Spec{{
-		Name: processName(spec.Key, CompEtcd, i),
-		Path: spec.Binaries.Path("etcd"),
+		Name: processName(key, CompEtcd, i),
+		Path: etcdBinary,
 		Args: []string{
 			"--name=" + fmt.Sprintf("etcd-%d", i),
-			"--data-dir=" + filepath.Join(b.Dir(spec.Key), "data", fmt.Sprintf("etcd-%d", i)),
+			"--data-dir=" + filepath.Join(b.Dir(key), "data", fmt.Sprintf("etcd-%d", i)),
 			"--listen-client-urls=" + client,
 			fmt.Sprintf("--listen-client-http-urls=https://127.0.0.1:%d", l.EtcdHTTP[i]),
 			"--advertise-client-urls=" + client,
@@ -68,7 +74,7 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 			"--initial-advertise-peer-urls=" + peer,
 			"--initial-cluster=" + initialCluster,
 			"--initial-cluster-state=" + state,
-			"--initial-cluster-token=" + strings.ReplaceAll(spec.Key, "/", "-"),
+			"--initial-cluster-token=" + strings.ReplaceAll(key, "/", "-"),
 			"--cert-file=" + p.Cert(pki.EtcdServerName),
 			"--key-file=" + p.Key(pki.EtcdServerName),
 			"--trusted-ca-file=" + p.Cert(pki.EtcdCAName),
@@ -79,7 +85,7 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 			"--peer-client-cert-auth=true",
 			"--log-level=warn",
 		},
-		LogFile: b.logFile(spec.Key, CompEtcd, i),
+		LogFile: b.logFile(key, CompEtcd, i),
 		// A stopping etcd tells its clients to go elsewhere (its gRPC
 		// listener stops gracefully, see Layout.EtcdHTTP) and lets their
 		// requests finish, which takes milliseconds, but waits its
@@ -92,6 +98,12 @@ func (b *Backend) etcdSpec(spec controlplane.Spec, l Layout, p pki.ClusterPKI, i
 }
 
 func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	if spec.SharedDatastore {
+		if ok, msg, err := b.ensureSharedDatastore(ctx, spec.Binaries.Path("etcd")); !ok || err != nil {
+			return ok, msg, err
+		}
+		return b.ensureDatastoreTenant(ctx, spec)
+	}
 	if b.restoreLeftovers(spec.Key) {
 		// A restore stopped half-way and was not taken up again: put
 		// the old data back before any member starts.
@@ -136,30 +148,29 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			"--advertise-address=" + l.Gateway(),
 			"--bind-address=127.0.0.1",
 			fmt.Sprintf("--secure-port=%d", port),
-			"--etcd-servers=" + strings.Join(l.etcdClientURLs(), ","),
-			"--etcd-cafile=" + p.Cert(pki.EtcdCAName),
-			"--etcd-certfile=" + p.Cert(pki.APIServerEtcdName),
-			"--etcd-keyfile=" + p.Key(pki.APIServerEtcdName),
-			"--client-ca-file=" + p.TrustBundle(),
-			"--tls-cert-file=" + p.Cert(pki.APIServerName),
-			"--tls-private-key-file=" + p.Key(pki.APIServerName),
-			"--kubelet-client-certificate=" + p.Cert(pki.APIServerKubeletName),
-			"--kubelet-client-key=" + p.Key(pki.APIServerKubeletName),
+		}
+		args = append(args, b.etcdClientArgs(spec, l, p)...)
+		args = append(args,
+			"--client-ca-file="+p.TrustBundle(),
+			"--tls-cert-file="+p.Cert(pki.APIServerName),
+			"--tls-private-key-file="+p.Key(pki.APIServerName),
+			"--kubelet-client-certificate="+p.Cert(pki.APIServerKubeletName),
+			"--kubelet-client-key="+p.Key(pki.APIServerKubeletName),
 			"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-			"--service-account-signing-key-file=" + p.Key(pki.ServiceAccountName),
-			"--service-cluster-ip-range=" + spec.ServiceCIDR,
+			"--service-account-signing-key-file="+p.Key(pki.ServiceAccountName),
+			"--service-cluster-ip-range="+spec.ServiceCIDR,
 			"--authorization-mode=Node,RBAC",
 			"--enable-admission-plugins=NodeRestriction",
 			"--enable-bootstrap-token-auth=true",
-			"--encryption-provider-config=" + p.Path(pki.EncryptionConfigFile),
-			"--requestheader-client-ca-file=" + p.Cert(pki.FrontProxyCAName),
+			"--encryption-provider-config="+p.Path(pki.EncryptionConfigFile),
+			"--requestheader-client-ca-file="+p.Cert(pki.FrontProxyCAName),
 			"--requestheader-allowed-names=front-proxy-client",
 			"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 			"--requestheader-group-headers=X-Remote-Group",
 			"--requestheader-username-headers=X-Remote-User",
-			"--proxy-client-cert-file=" + p.Cert(pki.FrontProxyClientName),
-			"--proxy-client-key-file=" + p.Key(pki.FrontProxyClientName),
+			"--proxy-client-cert-file="+p.Cert(pki.FrontProxyClientName),
+			"--proxy-client-key-file="+p.Key(pki.FrontProxyClientName),
 			"--allow-privileged=true",
 			"--profiling=false",
 			// The API servers listen on loopback ports that differ per
@@ -169,8 +180,8 @@ func (b *Backend) apiServerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 			// On SIGTERM end the open watches (clients re-watch) instead of
 			// waiting up to a minute for them: a restart, an upgrade or a
 			// stop takes seconds, not the supervisor's kill timeout.
-			"--shutdown-watch-termination-grace-period=" + watchTerminationGrace.String(),
-		}
+			"--shutdown-watch-termination-grace-period="+watchTerminationGrace.String(),
+		)
 		// The current key and, during a rotation, the previous one verify.
 		for _, k := range p.ServiceAccountVerifyKeys() {
 			args = append(args, "--service-account-key-file="+k)

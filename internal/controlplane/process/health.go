@@ -187,7 +187,11 @@ func (b *Backend) Status(ctx context.Context, spec controlplane.Spec) controlpla
 			mu.Unlock()
 		}()
 	}
-	add(func() []controlplane.ComponentHealth { return b.etcdHealth(ctx, l, p) })
+	if l.SharedDatastore {
+		add(func() []controlplane.ComponentHealth { return b.datastoreHealth(ctx) })
+	} else {
+		add(func() []controlplane.ComponentHealth { return b.etcdHealth(ctx, l, p) })
+	}
 	add(func() []controlplane.ComponentHealth { return b.apiServerHealth(ctx, l, p) })
 	add(func() []controlplane.ComponentHealth {
 		return b.healthzAll(ctx, CompControllerManager, l.ControllerManager, p)

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -82,6 +83,9 @@ func (b *Backend) RestartComponent(ctx context.Context, spec controlplane.Spec, 
 // takes it. The file holds every key in plain etcd form: Secrets stay
 // encrypted with the cluster's encryption key, which is not in it.
 func (b *Backend) Snapshot(ctx context.Context, spec controlplane.Spec, path string) error {
+	if spec.SharedDatastore {
+		return errSharedBackup
+	}
 	l, err := b.LoadLayout(spec.Key)
 	if err != nil {
 		return err
@@ -109,3 +113,7 @@ func (b *Backend) Snapshot(ctx context.Context, spec controlplane.Spec, path str
 	}
 	return os.Rename(tmp, path)
 }
+
+// errSharedBackup: an etcd snapshot holds the whole keyspace, so it cannot
+// be a backup of one tenant of the shared datastore.
+var errSharedBackup = errors.New("backups of a cluster on the shared datastore are not supported yet (an etcd snapshot would hold every tenant's data); use a dedicated datastore for clusters that need backups")

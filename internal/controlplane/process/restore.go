@@ -61,6 +61,9 @@ func (b *Backend) BackupCredentials(spec controlplane.Spec) (map[string][]byte, 
 // an abandoned restore leaves the old data or the restored data, never a
 // mix and never nothing.
 func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in controlplane.RestoreInput) error {
+	if spec.SharedDatastore {
+		return fmt.Errorf("%w: %v", controlplane.ErrRestoreRefused, errSharedBackup)
+	}
 	defer b.lock(spec.Key)()
 	if err := b.rollBackSwap(spec.Key); err != nil {
 		return err
