@@ -21,7 +21,8 @@ import (
 // with the CLI's --datastore flag) run without etcd processes of their
 // own and keep their data apart; the choice cannot change, and backups
 // are refused; while the shared etcd is frozen both clusters report it
-// in their conditions, and both recover once it runs again; deleting one
+// in their conditions, and neither it nor their API servers are
+// restarted by the care controller; both recover once it runs again; deleting one
 // leaves the other working.
 func TestSharedDatastore(t *testing.T) {
 	const a, b = "shared-a", "shared-b"
@@ -80,6 +81,14 @@ func TestSharedDatastore(t *testing.T) {
 	if etcd.PID == 0 {
 		t.Fatal("no shared datastore process")
 	}
+	apiServers := map[string]int{}
+	for _, name := range []string{a, b} {
+		for _, p := range clusterProcesses(name) {
+			if componentOf(p.Name) == "kube-apiserver" {
+				apiServers[p.Name] = p.PID
+			}
+		}
+	}
 	if err := syscall.Kill(etcd.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +107,22 @@ func TestSharedDatastore(t *testing.T) {
 		})
 	}
 	t.Logf("both clusters report the frozen datastore %s after the freeze", time.Since(frozen).Round(time.Second))
+	// The care controller restarts a component unhealthy for 90 s (in
+	// these tests) when what it depends on is healthy: neither the
+	// datastore (no cluster's own) nor the API servers behind it.
+	time.Sleep(time.Until(frozen.Add(2*time.Minute + 15*time.Second)))
+	for _, name := range []string{a, b} {
+		for _, p := range clusterProcesses(name) {
+			if pid, ok := apiServers[p.Name]; ok && pid != p.PID {
+				t.Errorf("%s was restarted while the shared datastore was frozen (pid %d, now %d)", p.Name, pid, p.PID)
+			}
+		}
+	}
+	for _, f := range supervisor.FindProcesses(env.owner) {
+		if f.Name == etcd.Name && f.PID != etcd.PID {
+			t.Errorf("the shared datastore was restarted while frozen (pid %d, now %d)", etcd.PID, f.PID)
+		}
+	}
 	if err := syscall.Kill(etcd.PID, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +136,14 @@ func TestSharedDatastore(t *testing.T) {
 	}
 	if _, err := ta.CoreV1().ConfigMaps("default").Get(ctx, cm.Name, metav1.GetOptions{}); err != nil {
 		t.Errorf("%s's ConfigMap after the freeze: %v", a, err)
+	}
+
+	// A restore is refused before anything stops.
+	if out, err := lotseCLI(t, "cluster", "restore", a, "--from", "20261201T000000Z", "--timeout", "2m"); err == nil || !strings.Contains(out, "shared datastore, which takes no restores yet") {
+		t.Errorf("restoring %s: %v: %s, want a refusal", a, err, out)
+	}
+	if _, err := ta.CoreV1().ConfigMaps("default").Get(ctx, cm.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("%s's ConfigMap after the refused restore: %v", a, err)
 	}
 
 	mustCLI(t, "cluster", "delete", a, "--wait", "--timeout", "3m")

@@ -68,6 +68,11 @@ func (r *Reconciler) restore(ctx context.Context, c *lotsev1.Cluster, status *lo
 		}
 	}
 
+	if c.Spec.ControlPlane.Datastore == lotsev1.DatastoreShared {
+		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), fmt.Errorf(
+			"cluster %s/%s is on the shared datastore, which takes no restores yet; restore the snapshot into a new cluster with the dedicated datastore: lotse cluster restore %s --from %s --into NEW",
+			c.Namespace, c.Name, ref.Cluster, ref.Snapshot))
+	}
 	store, err := r.Destinations.Store(ctx, c.Spec.Backup, c.Namespace, ref.Namespace, ref.Cluster)
 	if err != nil {
 		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), err)

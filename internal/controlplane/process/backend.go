@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/fsutil"
@@ -43,6 +44,9 @@ type Backend struct {
 	// control plane's processes and data (per key): a care restart must
 	// not start a member in the middle of a restore's swap.
 	locks sync.Map
+	// datastoreAuthOn: the shared datastore's authentication was found
+	// on (it never goes off again), so its check is skipped.
+	datastoreAuthOn atomic.Bool
 }
 
 // lock takes a control plane's operation lock.
@@ -103,6 +107,9 @@ type Layout struct {
 	// SharedDatastore: the data is in the shared datastore, and the
 	// control plane has no etcd members of its own.
 	SharedDatastore bool `json:"sharedDatastore,omitempty"`
+	// DatastoreUser is the control plane's etcd user (and role) in the
+	// shared datastore.
+	DatastoreUser string `json:"datastoreUser,omitempty"`
 }
 
 // errDatastoreSwitch refuses to move a control plane's data between its
@@ -286,6 +293,11 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 		ControllerManager: take(ctlN),
 		Scheduler:         take(ctlN),
 		SharedDatastore:   spec.SharedDatastore,
+	}
+	if spec.SharedDatastore {
+		if l.DatastoreUser, err = newDatastoreUser(spec.Key); err != nil {
+			return l, err
+		}
 	}
 	if spec.HighAvailability {
 		l.LoadBalancer = take(1)[0]
@@ -552,7 +564,7 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	if l, err := b.LoadLayout(key); err == nil && l.SharedDatastore {
 		// The directory (with the layout that says so) goes only once
 		// the data is gone, so a failed attempt is tried again.
-		if err := b.deleteDatastoreTenant(ctx, key); err != nil {
+		if err := b.deleteDatastoreTenant(ctx, key, l); err != nil {
 			return err
 		}
 	}

@@ -99,10 +99,10 @@ func (b *Backend) etcdMemberSpec(key, etcdBinary string, l Layout, p pki.Cluster
 
 func (b *Backend) ensureEtcd(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
 	if spec.SharedDatastore {
-		if ok, msg, err := b.ensureSharedDatastore(ctx, spec.Binaries.Path("etcd")); !ok || err != nil {
+		if ok, msg, err := b.ensureSharedDatastore(ctx, spec.Binaries.Path("etcd"), spec.Binaries.Release.Etcd); !ok || err != nil {
 			return ok, msg, err
 		}
-		return b.ensureDatastoreTenant(ctx, spec)
+		return b.ensureDatastoreTenant(ctx, spec, l)
 	}
 	if b.restoreLeftovers(spec.Key) {
 		// A restore stopped half-way and was not taken up again: put

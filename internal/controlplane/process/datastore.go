@@ -2,12 +2,14 @@ package process
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,15 +47,27 @@ type datastoreState struct {
 	// that used it. Kept, so that clusters of other releases do not
 	// restart it.
 	Etcd string `json:"etcd"`
+	// EtcdVersion is that binary's version: data an etcd wrote may not
+	// open in an older one, so a lost binary is only ever replaced by one
+	// of the same version or newer.
+	EtcdVersion string `json:"etcdVersion,omitempty"`
 }
 
 func (b *Backend) datastoreStatePath() string {
 	return filepath.Join(b.Dir(SharedDatastoreKey), "datastore.json")
 }
 
-// datastoreUser is a cluster's etcd user and role in the shared
-// datastore: its key ("clusters/NS/NAME"), readable in etcdctl.
-func datastoreUser(key string) string { return key }
+// newDatastoreUser names a cluster's etcd user and role in the shared
+// datastore: its key ("clusters/NS/NAME", readable in etcdctl) and a
+// random suffix, so a cluster created again under the same name is
+// another user, and a certificate kept from the one before opens nothing.
+func newDatastoreUser(key string) (string, error) {
+	buf := make([]byte, 6)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	return key + "@" + hex.EncodeToString(buf), nil
+}
 
 // datastorePrefix is a cluster's --etcd-prefix in the shared datastore.
 // Its keys are PREFIX/..., and the role allows exactly that range: the
@@ -78,27 +92,54 @@ func (b *Backend) ensureDatastoreLayout() (Layout, error) {
 }
 
 // datastoreEtcd returns the etcd binary the shared datastore runs,
-// recording etcdBinary the first time (or when the recorded one is gone
-// from the release cache).
-func (b *Backend) datastoreEtcd(etcdBinary string) (string, error) {
+// recording the given one (of version) the first time, or when the
+// recorded one is gone from the release cache and the given one is not
+// older.
+func (b *Backend) datastoreEtcd(etcdBinary, version string) (string, error) {
 	var st datastoreState
-	if data, err := os.ReadFile(b.datastoreStatePath()); err == nil {
+	data, err := os.ReadFile(b.datastoreStatePath())
+	switch {
+	case err == nil:
 		if err := json.Unmarshal(data, &st); err != nil {
 			return "", fmt.Errorf("read %s: %w", b.datastoreStatePath(), err)
 		}
 		if _, err := os.Stat(st.Etcd); err == nil {
 			return st.Etcd, nil
 		}
+		if etcdBinary == "" || olderVersion(version, st.EtcdVersion) {
+			return "", fmt.Errorf("the shared datastore's etcd %s (%s) is gone from the release cache; build a release with etcd %s again (lotse release build VERSION)",
+				st.EtcdVersion, st.Etcd, st.EtcdVersion)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return "", err
+	case etcdBinary == "":
+		return "", fmt.Errorf("the shared datastore has no etcd recorded in %s", b.datastoreStatePath())
 	}
-	if etcdBinary == "" {
-		return "", fmt.Errorf("the shared datastore has no etcd binary recorded in %s", b.datastoreStatePath())
-	}
-	st.Etcd = etcdBinary
-	data, _ := json.Marshal(st)
+	st = datastoreState{Etcd: etcdBinary, EtcdVersion: version}
+	data, _ = json.Marshal(st)
 	if err := os.MkdirAll(b.Dir(SharedDatastoreKey), 0o700); err != nil {
 		return "", err
 	}
 	return etcdBinary, fsutil.WriteFileAtomic(b.datastoreStatePath(), data, 0o600)
+}
+
+// olderVersion reports whether dotted version a is older than b ("" is
+// older than anything but "").
+func olderVersion(a, b string) bool {
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(pa) || i < len(pb); i++ {
+		var x, y int
+		if i < len(pa) {
+			x, _ = strconv.Atoi(pa[i])
+		}
+		if i < len(pb) {
+			y, _ = strconv.Atoi(pb[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
 }
 
 // datastorePKI is the shared datastore's PKI.
@@ -116,26 +157,19 @@ func (b *Backend) datastoreSpec(etcd string, l Layout, p pki.ClusterPKI) supervi
 
 // ensureSharedDatastore starts the shared datastore if it does not run,
 // waits for it to be healthy and turns on its authentication (once).
-// etcdBinary is used if none is recorded yet.
-func (b *Backend) ensureSharedDatastore(ctx context.Context, etcdBinary string) (bool, string, error) {
-	defer b.lock(SharedDatastoreKey)()
-	l, err := b.ensureDatastoreLayout()
+// etcdBinary (of etcdVersion) is used if none is recorded yet. Only the
+// start holds the datastore's lock: the health check and the clients of
+// many clusters need not queue behind each other.
+func (b *Backend) ensureSharedDatastore(ctx context.Context, etcdBinary, etcdVersion string) (bool, string, error) {
+	l, p, err := b.startSharedDatastore(etcdBinary, etcdVersion)
 	if err != nil {
-		return false, "", err
-	}
-	p, err := pki.EnsureDatastore(b.datastorePKI().Dir, "lotse-shared-datastore")
-	if err != nil {
-		return false, "", fmt.Errorf("shared datastore PKI: %w", err)
-	}
-	etcd, err := b.datastoreEtcd(etcdBinary)
-	if err != nil {
-		return false, "", err
-	}
-	if err := b.Supervisor.Ensure(b.datastoreSpec(etcd, l, p)); err != nil {
 		return false, "", err
 	}
 	if h := b.etcdHealth(ctx, l, p); !quorum(h) {
 		return false, "shared datastore: " + describeUnhealthy(h), nil
+	}
+	if b.datastoreAuthOn.Load() {
+		return true, "", nil
 	}
 	cli, err := b.etcdClientAt(p, l.etcdClientURLs()...)
 	if err != nil {
@@ -148,22 +182,41 @@ func (b *Backend) ensureSharedDatastore(ctx context.Context, etcdBinary string) 
 	if err != nil {
 		return false, fmt.Sprintf("shared datastore: %v", err), nil
 	}
-	if st.Enabled {
-		return true, "", nil
+	if !st.Enabled {
+		// etcd enables authentication only once a user "root" holds the
+		// root role; Lotse's client certificate names that user. Each
+		// step may run twice (another cluster's task, a restarted lotse).
+		if _, err := cli.UserAddWithOptions(ctx, pki.DatastoreRootUser, "", &clientv3.UserAddOptions{NoPassword: true}); err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist) {
+			return false, "", fmt.Errorf("shared datastore: add the root user: %w", err)
+		}
+		if _, err := cli.UserGrantRole(ctx, pki.DatastoreRootUser, "root"); err != nil {
+			return false, "", fmt.Errorf("shared datastore: grant the root role: %w", err)
+		}
+		if _, err := cli.AuthEnable(ctx); err != nil {
+			return false, "", fmt.Errorf("shared datastore: enable authentication: %w", err)
+		}
+		log.FromContext(ctx).Info("shared datastore: authentication enabled")
 	}
-	// etcd enables authentication only once a user "root" holds the root
-	// role; Lotse's client certificate names that user.
-	if _, err := cli.UserAddWithOptions(ctx, pki.DatastoreRootUser, "", &clientv3.UserAddOptions{NoPassword: true}); err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist) {
-		return false, "", fmt.Errorf("shared datastore: add the root user: %w", err)
-	}
-	if _, err := cli.UserGrantRole(ctx, pki.DatastoreRootUser, "root"); err != nil {
-		return false, "", fmt.Errorf("shared datastore: grant the root role: %w", err)
-	}
-	if _, err := cli.AuthEnable(ctx); err != nil {
-		return false, "", fmt.Errorf("shared datastore: enable authentication: %w", err)
-	}
-	log.FromContext(ctx).Info("shared datastore: authentication enabled")
+	b.datastoreAuthOn.Store(true)
 	return true, "", nil
+}
+
+// startSharedDatastore makes sure the shared datastore's process runs.
+func (b *Backend) startSharedDatastore(etcdBinary, etcdVersion string) (Layout, pki.ClusterPKI, error) {
+	defer b.lock(SharedDatastoreKey)()
+	l, err := b.ensureDatastoreLayout()
+	if err != nil {
+		return l, pki.ClusterPKI{}, err
+	}
+	p, err := pki.EnsureDatastore(b.datastorePKI().Dir, "lotse-shared-datastore")
+	if err != nil {
+		return l, p, fmt.Errorf("shared datastore PKI: %w", err)
+	}
+	etcd, err := b.datastoreEtcd(etcdBinary, etcdVersion)
+	if err != nil {
+		return l, p, err
+	}
+	return l, p, b.Supervisor.Ensure(b.datastoreSpec(etcd, l, p))
 }
 
 // datastoreClient connects to the shared datastore as its root.
@@ -178,9 +231,14 @@ func (b *Backend) datastoreClient() (*clientv3.Client, error) {
 // ensureDatastoreTenant gives a cluster its user and role in the shared
 // datastore (read and write below its prefix, nothing else) and its
 // client certificate. It reads before it writes: run on every reconcile,
-// it changes nothing once the tenant exists.
-func (b *Backend) ensureDatastoreTenant(ctx context.Context, spec controlplane.Spec) (bool, string, error) {
-	user, prefix := datastoreUser(spec.Key), datastorePrefix(spec.Key)+"/"
+// it changes nothing once the tenant is as it should be; a role or user
+// found otherwise (a half-done earlier attempt, a change by hand) is set
+// up again from scratch.
+func (b *Backend) ensureDatastoreTenant(ctx context.Context, spec controlplane.Spec, l Layout) (bool, string, error) {
+	user, prefix := l.DatastoreUser, datastorePrefix(spec.Key)+"/"
+	if user == "" {
+		return false, "", fmt.Errorf("the layout of %s names no shared datastore user", spec.Key)
+	}
 	cli, err := b.datastoreClient()
 	if err != nil {
 		return false, "", err
@@ -189,7 +247,10 @@ func (b *Backend) ensureDatastoreTenant(ctx context.Context, spec controlplane.S
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if !tenantComplete(ctx, cli, user, prefix) {
-		if _, err := cli.RoleAdd(ctx, user); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
+		if _, err := cli.RoleDelete(ctx, user); err != nil && !errors.Is(err, rpctypes.ErrRoleNotFound) {
+			return false, fmt.Sprintf("shared datastore: reset role %s: %v", user, err), nil
+		}
+		if _, err := cli.RoleAdd(ctx, user); err != nil {
 			return false, fmt.Sprintf("shared datastore: add role %s: %v", user, err), nil
 		}
 		if _, err := cli.RoleGrantPermission(ctx, user, prefix, clientv3.GetPrefixRangeEnd(prefix), clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
@@ -198,10 +259,20 @@ func (b *Backend) ensureDatastoreTenant(ctx context.Context, spec controlplane.S
 		if _, err := cli.UserAddWithOptions(ctx, user, "", &clientv3.UserAddOptions{NoPassword: true}); err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist) {
 			return false, fmt.Sprintf("shared datastore: add user %s: %v", user, err), nil
 		}
+		if u, err := cli.UserGet(ctx, user); err == nil {
+			for _, r := range u.Roles {
+				if r == user {
+					continue
+				}
+				if _, err := cli.UserRevokeRole(ctx, user, r); err != nil {
+					return false, fmt.Sprintf("shared datastore: revoke role %s from %s: %v", r, user, err), nil
+				}
+			}
+		}
 		if _, err := cli.UserGrantRole(ctx, user, user); err != nil {
 			return false, fmt.Sprintf("shared datastore: grant role %s: %v", user, err), nil
 		}
-		log.FromContext(ctx).Info("shared datastore: tenant added", "user", user, "prefix", prefix)
+		log.FromContext(ctx).Info("shared datastore: tenant set up", "user", user, "prefix", prefix)
 	}
 	if err := b.datastorePKI().EnsureDatastoreClient(b.PKI(spec.Key), user); err != nil {
 		return false, "", fmt.Errorf("shared datastore client certificate: %w", err)
@@ -209,11 +280,11 @@ func (b *Backend) ensureDatastoreTenant(ctx context.Context, spec controlplane.S
 	return true, "", nil
 }
 
-// tenantComplete reports whether user exists with its role, and the role
-// allows exactly its prefix.
+// tenantComplete reports whether user exists with its own role alone,
+// and the role allows exactly its prefix.
 func tenantComplete(ctx context.Context, cli *clientv3.Client, user, prefix string) bool {
 	u, err := cli.UserGet(ctx, user)
-	if err != nil || !slices.Contains(u.Roles, user) {
+	if err != nil || len(u.Roles) != 1 || u.Roles[0] != user {
 		return false
 	}
 	r, err := cli.RoleGet(ctx, user)
@@ -227,24 +298,19 @@ func tenantComplete(ctx context.Context, cli *clientv3.Client, user, prefix stri
 
 // deleteDatastoreTenant removes a cluster's keys, user and role from the
 // shared datastore, starting it if it does not run (a lotse restarted
-// after the last other cluster went). Running it again finds nothing.
-func (b *Backend) deleteDatastoreTenant(ctx context.Context, key string) error {
-	if _, err := b.LoadLayout(SharedDatastoreKey); errors.Is(err, os.ErrNotExist) {
-		return nil // never created: nothing of the cluster's can be in it
+// after the last other cluster went). It tries once: an error (the
+// datastore not answering) leaves the cluster's directory, so the
+// caller's next attempt finds it again. Running it again finds nothing.
+func (b *Backend) deleteDatastoreTenant(ctx context.Context, key string, l Layout) error {
+	if _, err := os.Stat(b.datastoreStatePath()); errors.Is(err, os.ErrNotExist) {
+		return nil // never started: nothing of the cluster's can be in it
 	}
-	for {
-		ok, msg, err := b.ensureSharedDatastore(ctx, "")
-		if err != nil {
-			return err
-		}
-		if ok {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("removing %s from the shared datastore: %s: %w", key, msg, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
+	ok, msg, err := b.ensureSharedDatastore(ctx, "", "")
+	if err != nil {
+		return fmt.Errorf("removing %s from the shared datastore: %w", key, err)
+	}
+	if !ok {
+		return fmt.Errorf("removing %s from the shared datastore: %s", key, msg)
 	}
 	cli, err := b.datastoreClient()
 	if err != nil {
@@ -253,15 +319,18 @@ func (b *Backend) deleteDatastoreTenant(ctx context.Context, key string) error {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	user, prefix := datastoreUser(key), datastorePrefix(key)+"/"
+	prefix := datastorePrefix(key) + "/"
 	if _, err := cli.Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {
 		return fmt.Errorf("shared datastore: delete the keys below %s: %w", prefix, err)
 	}
-	if _, err := cli.UserDelete(ctx, user); err != nil && !errors.Is(err, rpctypes.ErrUserNotFound) {
-		return fmt.Errorf("shared datastore: delete user %s: %w", user, err)
+	if l.DatastoreUser == "" {
+		return nil
 	}
-	if _, err := cli.RoleDelete(ctx, user); err != nil && !errors.Is(err, rpctypes.ErrRoleNotFound) {
-		return fmt.Errorf("shared datastore: delete role %s: %w", user, err)
+	if _, err := cli.UserDelete(ctx, l.DatastoreUser); err != nil && !errors.Is(err, rpctypes.ErrUserNotFound) {
+		return fmt.Errorf("shared datastore: delete user %s: %w", l.DatastoreUser, err)
+	}
+	if _, err := cli.RoleDelete(ctx, l.DatastoreUser); err != nil && !errors.Is(err, rpctypes.ErrRoleNotFound) {
+		return fmt.Errorf("shared datastore: delete role %s: %w", l.DatastoreUser, err)
 	}
 	return nil
 }

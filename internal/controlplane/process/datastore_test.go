@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -186,18 +188,72 @@ func TestSharedDatastore(t *testing.T) {
 		t.Errorf("switching c1 to a dedicated datastore in place: %v, want a refusal that points to a new cluster", err)
 	}
 
-	if err := b.Delete(ctx, a.Key); err != nil {
+	// The API server connects as the cluster's own user, not as root.
+	la, err := b.LoadLayout(a.Key)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.HasPrefix(la.DatastoreUser, a.Key+"@") {
+		t.Errorf("c1's etcd user is %q, want %s@ and a random suffix", la.DatastoreUser, a.Key)
+	}
+	args := strings.Join(b.apiServerSpecs(a, la, b.PKI(a.Key))[0].Args, " ")
+	if !strings.Contains(args, "--etcd-certfile="+b.PKI(a.Key).Cert(pki.DatastoreClientName)) || !strings.Contains(args, "--etcd-prefix=/"+a.Key+" ") {
+		t.Errorf("c1's API server flags do not name its datastore certificate and prefix: %s", args)
+	}
+	if cn := certCommonName(t, b.PKI(a.Key).Cert(pki.DatastoreClientName)); cn != la.DatastoreUser {
+		t.Errorf("c1's datastore certificate is for %q, want %q", cn, la.DatastoreUser)
+	}
+
+	// A role changed by hand (here: c10's keys granted to c1) is set up
+	// again by the next reconcile.
 	root, err := b.datastoreClient()
 	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	otherPrefix := datastorePrefix(other.Key) + "/"
+	if _, err := root.RoleGrantPermission(ctx, la.DatastoreUser, otherPrefix, clientv3.GetPrefixRangeEnd(otherPrefix), clientv3.PermissionType(clientv3.PermRead)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ea.Get(ctx, otherPrefix, clientv3.WithPrefix()); err != nil {
+		t.Fatalf("the widened role does not work, so its repair proves nothing: %v", err)
+	}
+	if ok, msg, err := b.ensureDatastoreTenant(ctx, a, la); !ok || err != nil {
+		t.Fatalf("repairing c1's role: %s %v", msg, err)
+	}
+	if _, err := ea.Get(ctx, otherPrefix, clientv3.WithPrefix()); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		t.Errorf("c1 reading c10's keys after the repair: %v, want permission denied", err)
+	}
+	if resp, err := ea.Get(ctx, own); err != nil || len(resp.Kvs) != 1 {
+		t.Errorf("c1 reading its own key after the repair: %v (%v)", resp, err)
+	}
+
+	// Deleting c1 while the datastore is down fails and is tried again
+	// (starting the datastore), never leaving c1's keys behind.
+	b.Supervisor.Stop(processName(SharedDatastoreKey, CompEtcd, 0))
+	for attempt := 1; ; attempt++ {
+		err := b.Delete(ctx, a.Key)
+		if err == nil {
+			t.Logf("c1 deleted at attempt %d", attempt)
+			break
+		}
+		if _, statErr := os.Stat(b.Dir(a.Key)); statErr != nil {
+			t.Fatalf("a failed delete (%v) removed c1's directory, so nothing tries again", err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("deleting c1: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	root.Close()
+	if root, err = b.datastoreClient(); err != nil {
 		t.Fatal(err)
 	}
 	defer root.Close()
 	if resp, err := root.Get(ctx, datastorePrefix(a.Key)+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
 		t.Errorf("keys of the deleted c1 left in the shared datastore: %v (%v)", resp, err)
 	}
-	if _, err := root.UserGet(ctx, datastoreUser(a.Key)); !errors.Is(err, rpctypes.ErrUserNotFound) {
+	if _, err := root.UserGet(ctx, la.DatastoreUser); !errors.Is(err, rpctypes.ErrUserNotFound) {
 		t.Errorf("etcd user of the deleted c1: %v, want not found", err)
 	}
 	if resp, err := root.Get(ctx, datastorePrefix(other.Key)+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count == 0 {
@@ -205,5 +261,63 @@ func TestSharedDatastore(t *testing.T) {
 	}
 	if _, err := ko.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
 		t.Errorf("c10 after c1 was deleted: %v", err)
+	}
+}
+
+func certCommonName(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s holds no PEM block", path)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.Subject.CommonName
+}
+
+func TestDatastoreEtcdNeverGoesBack(t *testing.T) {
+	dir := t.TempDir()
+	b := &Backend{StateDir: dir}
+	bin := func(version string) string {
+		p := filepath.Join(dir, "etcd-"+version)
+		if err := os.WriteFile(p, nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	first := bin("3.7.3")
+	if got, err := b.datastoreEtcd(first, "3.7.3"); err != nil || got != first {
+		t.Fatalf("first record: %s, %v", got, err)
+	}
+	if got, err := b.datastoreEtcd(bin("3.8.0"), "3.8.0"); err != nil || got != first {
+		t.Errorf("a later cluster's etcd replaced the recorded one: %s, %v", got, err)
+	}
+	os.Remove(first)
+	if _, err := b.datastoreEtcd(bin("3.6.16"), "3.6.16"); err == nil || !strings.Contains(err.Error(), "build a release with etcd 3.7.3") {
+		t.Errorf("an older etcd in place of a lost 3.7.3: %v, want a refusal", err)
+	}
+	newer := bin("3.7.4")
+	if got, err := b.datastoreEtcd(newer, "3.7.4"); err != nil || got != newer {
+		t.Errorf("a newer etcd in place of a lost one: %s, %v", got, err)
+	}
+}
+
+func TestOlderVersion(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want bool
+	}{
+		{"3.6.16", "3.7.3", true}, {"3.7.3", "3.6.16", false}, {"3.7.3", "3.7.3", false},
+		{"3.10.0", "3.9.9", false}, {"", "3.7.3", true}, {"3.7", "3.7.1", true},
+	} {
+		if got := olderVersion(tt.a, tt.b); got != tt.want {
+			t.Errorf("olderVersion(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
 	}
 }
