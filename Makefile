@@ -14,7 +14,7 @@ UPGRADE_FROM ?= $(shell sed -n 's/^	{Version: "\([0-9.]*\)".*/\1/p' internal/rel
 CONTROLLER_GEN := $(GO) tool -modfile=hack/tools/go.mod controller-gen
 STATICCHECK := $(GO) tool -modfile=hack/tools/go.mod staticcheck
 
-.PHONY: all build generate cni-manifests deps releases test-releases test unit e2e lint demo demo-down bench clean
+.PHONY: all build generate cni-manifests deps releases test-releases test unit e2e lint demo demo-down bench peers clean
 
 all: build
 
@@ -72,11 +72,12 @@ e2e: build
 demo: deps releases
 	@hack/demo.sh
 
-## bench: the figures in docs/benchmarks.md (creation latency, idle RSS, nodes, tunnel, addons, load balancers, upgrades, autoscaling, repairs, hibernation, backups, rotations, federation)
-bench: build releases
+## bench: the figures in docs/benchmarks.md (creation latency, beside kwokctl, idle RSS, nodes, tunnel, addons, load balancers, upgrades, autoscaling, repairs, hibernation, backups, rotations, federation)
+bench: build releases peers
 	@$(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null
-	@rc=0; export LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR); \
+	@rc=0; export LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR) LOTSE_KWOK_DIR=$(KWOK_DIR); \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'CreateToAPIServerAvailable' -benchtime 5x ./test/e2e/... || rc=$$?; \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'VersusKwokctl' -benchtime 3x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'IdleRSS' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'ClusterWithNodes' -benchtime 5x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'WebhookThroughTunnel' -benchtime 1x ./test/e2e/... || rc=$$?; \
@@ -90,6 +91,12 @@ bench: build releases
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Rotation' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'FleetPropagation' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
+
+## peers: kwokctl and kwok built from their Go module (hack/peers/go.mod), for make bench's comparison
+KWOK_DIR := $(LOTSE_CACHE_DIR)/peers/kwok-$(shell sed -n 's/^require sigs.k8s.io\/kwok \(v[0-9.]*\)$$/\1/p' hack/peers/go.mod)
+peers:
+	@test -x $(KWOK_DIR)/kwokctl -a -x $(KWOK_DIR)/kwok || { mkdir -p $(KWOK_DIR) && \
+	  CGO_ENABLED=0 $(GO) build -modfile=hack/peers/go.mod -o $(KWOK_DIR)/ sigs.k8s.io/kwok/cmd/kwokctl sigs.k8s.io/kwok/cmd/kwok; }
 
 ## demo-down: stop the demo's lotse (SIGINT, like Ctrl-C); data stays
 demo-down:

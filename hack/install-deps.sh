@@ -22,6 +22,8 @@ declare -A packages=(
   [/usr/bin/curl]=curl
   [/usr/bin/gcc]=gcc
   [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
+  # The local-path helper pods' image is the static busybox.
+  [/bin/busybox]=busybox-static
 )
 missing=()
 for file in "${!packages[@]}"; do

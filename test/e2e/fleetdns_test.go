@@ -59,6 +59,7 @@ func dnsQuery(t testing.TB, server, name string, qtype uint16) (int, []string, *
 // that stops leaves the answers within the probe interval and the TTL.
 func TestFleetDNS(t *testing.T) {
 	t.Parallel()
+	buildEchoImage(t)
 	ctx := context.Background()
 	mc := mgmtClient(t)
 	const fleet = "fd"
@@ -125,6 +126,17 @@ func TestFleetDNS(t *testing.T) {
 	must(fc.Create(ctx, &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "services"}, Spec: policyv1.PropagationSpec{
 		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "Service"}}}}))
 
+	// Behind it, an echo server in the member with a node (the other
+	// has none to run it).
+	frontLabels := map[string]string{"app": "front"}
+	must(fc.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: frontLabels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: frontLabels}, Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever}}}}}}))
+	must(fc.Create(ctx, &policyv1.PropagationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "apps/v1", Kind: "Deployment", Name: "front"}},
+		Placement:         policyv1.Placement{ClusterAffinity: &policyv1.ClusterAffinity{ClusterNames: []string{eu.Name}}}}}))
+
 	// The member with a node gives the Service a load-balancer address.
 	var lbIP string
 	euClient := memberClient(t, eu.Name)
@@ -163,6 +175,25 @@ func TestFleetDNS(t *testing.T) {
 			t.Errorf("SOA: %v", resp)
 		}
 	}
+	// Without a ready endpoint behind its copy, a member leaves the
+	// answers, and comes back with one.
+	setFrontReplicas := func(n int32) {
+		t.Helper()
+		d := &appsv1.Deployment{}
+		must(fc.Get(ctx, client.ObjectKey{Namespace: "web", Name: "front"}, d))
+		d.Spec.Replicas = ptr.To(n)
+		must(fc.Update(ctx, d))
+	}
+	setFrontReplicas(0)
+	waitFor(t, 2*time.Minute, "no answer without a ready endpoint", func() (bool, error) {
+		rcode, ips, _ := dnsQuery(t, server, name, dns.TypeA)
+		return rcode == dns.RcodeSuccess && len(ips) == 0, fmt.Errorf("rcode %d, %v", rcode, ips)
+	})
+	setFrontReplicas(1)
+	waitFor(t, 2*time.Minute, "the answer with a ready endpoint again", func() (bool, error) {
+		rcode, ips, _ := dnsQuery(t, server, name, dns.TypeA)
+		return rcode == dns.RcodeSuccess && strings.Join(ips, ",") == lbIP, fmt.Errorf("rcode %d, %v", rcode, ips)
+	})
 	capacityDivision(t, mc, fc, eu.Name, us.Name)
 
 	start := time.Now()

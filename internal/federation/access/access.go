@@ -37,7 +37,8 @@ func Name(fleetNamespace, fleet, member string) string {
 }
 
 // Rules are what a fleet needs in a member: to manage the kinds it
-// propagates, to read nodes (health, DNS answers, room), to list what a
+// propagates, to read nodes (health, DNS answers, room) and EndpointSlices
+// (DNS answers), to list what a
 // namespace holds, and to delete its own identity when it leaves. It cannot
 // exec into pods, grant rights, or change nodes, RBAC (but its own role's
 // deletion) or the API's extensions.
@@ -57,6 +58,9 @@ func Rules(name string) []rbacv1.PolicyRule {
 	}
 	return append(rules,
 		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
+		// DNS answers only with members whose copy of a Service has a
+		// ready endpoint.
+		rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
 		// Listing every kind (pods for the room among them) lets the fleet
 		// tell whether a namespace it made holds anything else before it
 		// deletes it; without that it would leave every namespace behind.

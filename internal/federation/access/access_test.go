@@ -35,6 +35,8 @@ func TestRules(t *testing.T) {
 		want                        bool
 	}{
 		{"", "nodes", "watch", "", true},
+		{"discovery.k8s.io", "endpointslices", "watch", "", true},
+		{"discovery.k8s.io", "endpointslices", "delete", "", false},
 		{"", "pods", "list", "", true},
 		{"rbac.authorization.k8s.io", "clusterroles", "delete", name, true},
 		{"rbac.authorization.k8s.io", "clusterroles", "delete", "cluster-admin", false},

@@ -10,7 +10,7 @@ import (
 
 // ServiceAddresses answers the fleet's DNS: the addresses of every ready
 // member (of region, when set) whose copy of the Service namespace/name
-// serves: its load-balancer ingress IPs, or for a NodePort Service the
+// has a ready endpoint behind it: its load-balancer ingress IPs, or for a NodePort Service the
 // internal addresses of its Ready nodes. known is false when the fleet has
 // no such Service; an error says the engine's view is not complete yet
 // (a ready member not watched yet), which must not be cached as "none".
@@ -31,19 +31,52 @@ func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region s
 		e.mu.Lock()
 		c := e.connected[m.Name]
 		e.mu.Unlock()
-		if c == nil || !c.synced() || !c.nodes.HasSynced() {
+		if c == nil || !c.synced() || !c.nodes.HasSynced() || !c.endpoints.HasSynced() {
 			if hadCopy(b, m.Name) {
 				return nil, true, fmt.Errorf("member %s is not watched yet", m.Name)
 			}
 			continue
 		}
 		svc := e.copyOf(c, svcKind, namespace, name)
-		if svc == nil {
+		if svc == nil || !serving(svc, c) {
 			continue
 		}
 		addrs = append(addrs, serviceAddresses(svc, c)...)
 	}
 	return addrs, true, nil
+}
+
+// serving reports whether a ready endpoint is behind a member's copy of
+// a Service, as the member's EndpointSlices say (an endpoint whose
+// readiness is unknown counts as ready, as the API asks). A Service
+// without a selector has its endpoints managed by hand, or none that
+// Kubernetes tracks: it counts as serving.
+func serving(svc *unstructured.Unstructured, c *memberConn) bool {
+	if selector, _, _ := unstructured.NestedMap(svc.Object, "spec", "selector"); len(selector) == 0 {
+		return true
+	}
+	slices, err := c.endpoints.GetIndexer().ByIndex(byService, svc.GetNamespace()+"/"+svc.GetName())
+	if err != nil {
+		return false
+	}
+	for _, obj := range slices {
+		slice, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		endpoints, _, _ := unstructured.NestedSlice(slice.Object, "endpoints")
+		for _, ep := range endpoints {
+			m, ok := ep.(map[string]any)
+			if !ok {
+				continue
+			}
+			ready, found, _ := unstructured.NestedBool(m, "conditions", "ready")
+			if !found || ready {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func serviceAddresses(svc *unstructured.Unstructured, c *memberConn) []net.IP {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -26,11 +27,33 @@ type memberConn struct {
 	informers dynamicinformer.DynamicSharedInformerFactory
 	// nodes watches the member's nodes (their addresses answer DNS for
 	// NodePort Services).
-	nodes  cache.SharedIndexInformer
-	cancel context.CancelFunc
+	nodes cache.SharedIndexInformer
+	// endpoints watches the member's EndpointSlices, indexed by their
+	// Service: a member answers DNS for a Service only while a ready
+	// endpoint is behind its copy.
+	endpoints cache.SharedIndexInformer
+	cancel    context.CancelFunc
 }
 
-var nodesGVR = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+var (
+	nodesGVR          = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	endpointSlicesGVR = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
+)
+
+// byService indexes EndpointSlices by "namespace/service".
+const byService = "service"
+
+func serviceOfSlice(obj any) ([]string, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, nil
+	}
+	svc := u.GetLabels()[discoveryv1.LabelServiceName]
+	if svc == "" {
+		return nil, nil
+	}
+	return []string{u.GetNamespace() + "/" + svc}, nil
+}
 
 // conn returns the connection to a member, (re)connecting when its
 // credentials changed.
@@ -87,6 +110,11 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 	c.informers.Start(ctx.Done())
 	nodeFactory := dynamicinformer.NewDynamicSharedInformerFactory(watcher, 10*time.Minute)
 	c.nodes = nodeFactory.ForResource(nodesGVR).Informer()
+	c.endpoints = nodeFactory.ForResource(endpointSlicesGVR).Informer()
+	if err := c.endpoints.AddIndexers(cache.Indexers{byService: serviceOfSlice}); err != nil {
+		cancel()
+		return nil, err
+	}
 	nodeFactory.Start(ctx.Done())
 	e.connected[m.Name] = c
 	return c, nil
