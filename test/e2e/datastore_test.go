@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,8 +19,8 @@ import (
 )
 
 // TestSharedDatastore: two clusters on the shared datastore (one created
-// with the CLI's --datastore flag) run without etcd processes of their
-// own and keep their data apart; the choice cannot change, and backups
+// with the CLI's --datastore flag, the other with a node that runs a pod)
+// run without etcd processes of their own and keep their data apart; the choice cannot change, and backups
 // are refused; while the shared etcd is frozen both clusters report it
 // in their conditions, and neither it nor their API servers are
 // restarted by the care controller; both recover once it runs again; deleting one
@@ -27,12 +28,15 @@ import (
 func TestSharedDatastore(t *testing.T) {
 	const a, b = "shared-a", "shared-b"
 	t.Parallel()
+	buildEchoImage(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	mustCLI(t, "cluster", "create", a, "--datastore", "shared")
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", a, "--wait", "--timeout", "5m") })
 	cb := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: b, Namespace: "default"}}
 	cb.Spec.ControlPlane.Datastore = lotsev1.DatastoreShared
+	// With a node: Ready then means nodes and system components too.
+	cb.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
 	if err := mc.Create(ctx, cb); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +44,7 @@ func TestSharedDatastore(t *testing.T) {
 	diagnoseOnFailure(t, a)
 	diagnoseOnFailure(t, b)
 	waitClusterReady(t, mc, a, 5*time.Minute)
-	waitClusterReady(t, mc, b, 5*time.Minute)
+	waitClusterReady(t, mc, b, 10*time.Minute)
 
 	for _, name := range []string{a, b} {
 		for _, p := range clusterProcesses(name) {
@@ -57,6 +61,20 @@ func TestSharedDatastore(t *testing.T) {
 	if _, err := tb.CoreV1().ConfigMaps("default").Get(ctx, cm.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("cluster %s reading %s's ConfigMap: %v, want not found", b, a, err)
 	}
+	// A pod runs on b's node: scheduler, kubelet and the API all work on
+	// the shared data.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "on-shared", Namespace: "default"}, Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever}}}}
+	if _, err := tb.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Minute, "the pod running on "+b, func() (bool, error) {
+		p, err := tb.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return p.Status.Phase == corev1.PodRunning, fmt.Errorf("phase %s", p.Status.Phase)
+	})
 
 	// The datastore is chosen once, and a shared cluster takes no backups.
 	cl := getCluster(t, mc, a)

@@ -285,8 +285,15 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 			if rerr != nil {
 				// A member that stays unreachable cannot be cleaned; after a
 				// grace period it leaves anyway and the event says what stays.
+				// Whether it is unreachable is asked now: the periodic probe
+				// does not run for a leaving member, so its condition may
+				// still say what it was before it stopped answering.
 				cond := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady)
 				unreachable := cond != nil && cond.Status == metav1.ConditionFalse && (cond.Reason == ReasonUnreachable || cond.Reason == "NoCredentials")
+				if !unreachable {
+					_, perr := probe(ctx, kubeconfig)
+					unreachable = perr != nil
+				}
 				if !unreachable || time.Since(m.DeletionTimestamp.Time) < unjoinGrace {
 					r.event(m, corev1.EventTypeWarning, "UnjoinBlocked", "removing the fleet's resources from the member: %v", rerr)
 					return ctrl.Result{RequeueAfter: probeInterval}, nil
