@@ -55,9 +55,11 @@ func BenchmarkVersusKwokctl(b *testing.B) {
 	mc := mgmtClient(b)
 	var dedicated, shared, kwok []peerSample
 	for i := 0; i < b.N; i++ {
-		dedicated = append(dedicated, lotseSample(b, mc, fmt.Sprintf("vs-kwok-%d", i), lotsev1.DatastoreDedicated))
-		shared = append(shared, lotseSample(b, mc, fmt.Sprintf("vs-kwok-shared-%d", i), lotsev1.DatastoreShared))
-		kwok = append(kwok, kwokctlSample(b, dir, work, fmt.Sprintf("vs-lotse-%d", i), bins))
+		// Processes are listed for the first round only: go test keeps
+		// ten lines of a benchmark's log.
+		dedicated = append(dedicated, lotseSample(b, mc, fmt.Sprintf("vs-kwok-%d", i), lotsev1.DatastoreDedicated, i == 0))
+		shared = append(shared, lotseSample(b, mc, fmt.Sprintf("vs-kwok-shared-%d", i), lotsev1.DatastoreShared, i == 0))
+		kwok = append(kwok, kwokctlSample(b, dir, work, fmt.Sprintf("vs-lotse-%d", i), bins, i == 0))
 	}
 	report := func(name string, s []peerSample) (seconds, rss, pss float64) {
 		var sec, r, p []float64
@@ -83,7 +85,7 @@ func BenchmarkVersusKwokctl(b *testing.B) {
 	b.ReportMetric(sp/kp, "x-pss-shared")
 }
 
-func lotseSample(b *testing.B, mc client.Client, name, datastore string) peerSample {
+func lotseSample(b *testing.B, mc client.Client, name, datastore string, verbose bool) peerSample {
 	b.Helper()
 	cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
 	cl.Spec.ControlPlane.Datastore = datastore
@@ -106,12 +108,14 @@ func lotseSample(b *testing.B, mc client.Client, name, datastore string) peerSam
 		s.pss += pssMiB(p)
 		parts = append(parts, fmt.Sprintf("%s %.0f", componentOf(p.Name), rssMiB(p)))
 	}
-	b.Logf("%s (%s): RSS MiB by process: %s", name, datastore, strings.Join(parts, ", "))
+	if verbose {
+		b.Logf("%s (%s): RSS MiB by process: %s", name, datastore, strings.Join(parts, ", "))
+	}
 	deleteAndWait(b, mc, cl)
 	return s
 }
 
-func kwokctlSample(b *testing.B, dir, work, name string, bins releases.Binaries) peerSample {
+func kwokctlSample(b *testing.B, dir, work, name string, bins releases.Binaries, verbose bool) peerSample {
 	b.Helper()
 	kwokctl := func(args ...string) {
 		b.Helper()
@@ -150,6 +154,8 @@ func kwokctlSample(b *testing.B, dir, work, name string, bins releases.Binaries)
 		s.pss += pssMiB(p)
 		parts = append(parts, fmt.Sprintf("%s %.0f", strings.TrimSuffix(filepath.Base(f), ".pid"), rssMiB(p)))
 	}
-	b.Logf("%s (kwokctl): RSS MiB by process: %s", name, strings.Join(parts, ", "))
+	if verbose {
+		b.Logf("%s (kwokctl): RSS MiB by process: %s", name, strings.Join(parts, ", "))
+	}
 	return s
 }
