@@ -93,8 +93,10 @@ bench: build releases peers
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
 
 ## peers: kwokctl and kwok built from their Go module (hack/peers/go.mod), for make bench's comparison
-KWOK_DIR := $(LOTSE_CACHE_DIR)/peers/kwok-$(shell sed -n 's/^require sigs.k8s.io\/kwok \(v[0-9.]*\)$$/\1/p' hack/peers/go.mod)
+KWOK_VERSION := $(shell sed -n 's/^require sigs.k8s.io\/kwok \(v[0-9.]*\)$$/\1/p' hack/peers/go.mod)
+KWOK_DIR := $(LOTSE_CACHE_DIR)/peers/kwok-$(KWOK_VERSION)
 peers:
+	@test -n "$(KWOK_VERSION)" || { echo "hack/peers/go.mod: no line 'require sigs.k8s.io/kwok vX.Y.Z'"; exit 1; }
 	@test -x $(KWOK_DIR)/kwokctl -a -x $(KWOK_DIR)/kwok || { mkdir -p $(KWOK_DIR) && \
 	  CGO_ENABLED=0 $(GO) build -modfile=hack/peers/go.mod -o $(KWOK_DIR)/ sigs.k8s.io/kwok/cmd/kwokctl sigs.k8s.io/kwok/cmd/kwok; }
 

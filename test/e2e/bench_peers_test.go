@@ -93,6 +93,8 @@ func lotseSample(b *testing.B, mc client.Client, name, datastore string, verbose
 	if err := mc.Create(context.Background(), cl); err != nil {
 		b.Fatal(err)
 	}
+	// Gone before the next benchmark, even when this one fails.
+	b.Cleanup(func() { _ = mc.Delete(context.Background(), cl) })
 	waitFor(b, 3*time.Minute, name+" APIServerAvailable", func() (bool, error) {
 		cur := &lotsev1.Cluster{}
 		if err := mc.Get(context.Background(), client.ObjectKeyFromObject(cl), cur); err != nil {
@@ -108,6 +110,9 @@ func lotseSample(b *testing.B, mc client.Client, name, datastore string, verbose
 		s.pss += pssMiB(p)
 		parts = append(parts, fmt.Sprintf("%s %.0f", componentOf(p.Name), rssMiB(p)))
 	}
+	if want := 4; datastore == lotsev1.DatastoreShared && len(parts) != want || datastore != lotsev1.DatastoreShared && len(parts) != want+1 {
+		b.Fatalf("%s runs %d processes (%s); a sample of a control plane missing a process means nothing", name, len(parts), strings.Join(parts, ", "))
+	}
 	if verbose {
 		b.Logf("%s (%s): RSS MiB by process: %s", name, datastore, strings.Join(parts, ", "))
 	}
@@ -117,14 +122,23 @@ func lotseSample(b *testing.B, mc client.Client, name, datastore string, verbose
 
 func kwokctlSample(b *testing.B, dir, work, name string, bins releases.Binaries, verbose bool) peerSample {
 	b.Helper()
-	kwokctl := func(args ...string) {
-		b.Helper()
+	run := func(args ...string) error {
 		cmd := exec.Command(filepath.Join(dir, "kwokctl"), args...)
 		cmd.Env = append(os.Environ(), "KWOK_WORKDIR="+work)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("kwokctl %s: %v\n%s", strings.Join(args, " "), err, out)
+			return fmt.Errorf("kwokctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	kwokctl := func(args ...string) {
+		b.Helper()
+		if err := run(args...); err != nil {
+			b.Fatal(err)
 		}
 	}
+	// Registered before the create, so a failed one is removed too; the
+	// work directory (with the pid files) goes only after it.
+	b.Cleanup(func() { _ = run("delete", "cluster", "--name", name) })
 	start := time.Now()
 	kwokctl("create", "cluster", "--name", name, "--runtime", "binary", "--wait", "2m",
 		"--kube-apiserver-binary", bins.Path("kube-apiserver"),
@@ -150,6 +164,9 @@ func kwokctlSample(b *testing.B, dir, work, name string, bins releases.Binaries,
 			b.Fatalf("%s: %v", f, err)
 		}
 		p := supervisor.Found{PID: pid}
+		if rssMiB(p) == 0 {
+			b.Fatalf("kwokctl's %s (pid %d) is not running", filepath.Base(f), pid)
+		}
 		s.rss += rssMiB(p)
 		s.pss += pssMiB(p)
 		parts = append(parts, fmt.Sprintf("%s %.0f", strings.TrimSuffix(filepath.Base(f), ".pid"), rssMiB(p)))

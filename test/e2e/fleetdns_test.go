@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,7 +58,10 @@ func dnsQuery(t testing.TB, server, name string, qtype uint16) (int, []string, *
 // with the address of each ready member that serves it (here the member
 // with a node; the workerless one has none), a region's name only with
 // that region's, unknown names with NXDOMAIN, the apex with SOA; a member
-// that stops leaves the answers within the probe interval and the TTL.
+// without a ready endpoint behind its copy leaves the answers; a member
+// whose API stops answering leaves them within the probe interval (its
+// endpoints still look ready), and comes back; a hibernating member
+// leaves them at once (its pods drain first).
 func TestFleetDNS(t *testing.T) {
 	t.Parallel()
 	buildEchoImage(t)
@@ -208,6 +212,41 @@ func TestFleetDNS(t *testing.T) {
 		dnsQuery(t, server, name, dns.TypeA)
 	}
 	t.Logf("DNS answer time: %.2f ms on average over %d queries", float64(time.Since(start).Microseconds())/1000/queries, queries)
+
+	// The member's API stops answering (frozen: its endpoints still look
+	// ready in the fleet's cache): the probe takes it out of the answers.
+	var euAPI int
+	for _, p := range clusterProcesses(eu.Name) {
+		if componentOf(p.Name) == "kube-apiserver" {
+			euAPI = p.PID
+		}
+	}
+	if euAPI == 0 {
+		t.Fatal("no kube-apiserver process of " + eu.Name)
+	}
+	if err := syscall.Kill(euAPI, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	thawed := false
+	t.Cleanup(func() {
+		if !thawed {
+			_ = syscall.Kill(euAPI, syscall.SIGCONT)
+		}
+	})
+	waitFor(t, time.Minute, "the unanswering member out of the answers", func() (bool, error) {
+		rcode, ips, _ := dnsQuery(t, server, name, dns.TypeA)
+		return rcode == dns.RcodeSuccess && len(ips) == 0, fmt.Errorf("rcode %d, %v", rcode, ips)
+	})
+	t.Logf("the unanswering member left the answers %.1f s after its API froze (probe interval 5 s, TTL 2 s)", time.Since(frozen).Seconds())
+	if err := syscall.Kill(euAPI, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	thawed = true
+	waitFor(t, 2*time.Minute, "the member back in the answers", func() (bool, error) {
+		rcode, ips, _ := dnsQuery(t, server, name, dns.TypeA)
+		return rcode == dns.RcodeSuccess && strings.Join(ips, ",") == lbIP, fmt.Errorf("rcode %d, %v", rcode, ips)
+	})
 
 	// The member stops: it leaves the answers.
 	updateCluster(t, mc, eu.Name, func(c *lotsev1.Cluster) { c.Spec.Hibernation = &lotsev1.HibernationSpec{Enabled: ptr.To(true)} })

@@ -167,12 +167,8 @@ func probe(ctx context.Context, kubeconfig []byte) (probed, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(pctx)
-	if err != nil {
-		return p, fmt.Errorf("/readyz: %v", err)
-	}
-	if string(body) != "ok" {
-		return p, fmt.Errorf("/readyz: %s", body)
+	if err := readyz(pctx, cs); err != nil {
+		return p, err
 	}
 	v, err := cs.Discovery().ServerVersion()
 	if err != nil {
@@ -283,18 +279,17 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 				rerr = removeCopies(ctx, cfg, fleetKey, m.Spec.Fleet)
 			}
 			if rerr != nil {
-				// A member that stays unreachable cannot be cleaned; after a
-				// grace period it leaves anyway and the event says what stays.
-				// Whether it is unreachable is asked now: the periodic probe
-				// does not run for a leaving member, so its condition may
-				// still say what it was before it stopped answering.
-				cond := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady)
-				unreachable := cond != nil && cond.Status == metav1.ConditionFalse && (cond.Reason == ReasonUnreachable || cond.Reason == "NoCredentials")
-				if !unreachable {
-					_, perr := probe(ctx, kubeconfig)
-					unreachable = perr != nil
+				// A member that stays unreachable for the grace period cannot
+				// be cleaned: it leaves anyway and the event says what stays.
+				// The periodic probe does not run for a leaving member, so
+				// its reachability is checked here and kept in its Ready
+				// condition; the grace runs from the condition's transition,
+				// so one slow answer from a busy member does not let it go.
+				unreachableFor, err := r.unreachableFor(ctx, m, kubeconfig)
+				if err != nil {
+					return ctrl.Result{}, err
 				}
-				if !unreachable || time.Since(m.DeletionTimestamp.Time) < unjoinGrace {
+				if unreachableFor < unjoinGrace {
 					r.event(m, corev1.EventTypeWarning, "UnjoinBlocked", "removing the fleet's resources from the member: %v", rerr)
 					return ctrl.Result{RequeueAfter: probeInterval}, nil
 				}
@@ -314,6 +309,51 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 		e.ResyncAll()
 	}
 	return ctrl.Result{}, nil
+}
+
+// unreachableFor checks a leaving member's /readyz now and returns how
+// long it has been unreachable without a break (0 if it answers),
+// recording a change in its Ready condition.
+func (r *Reconciler) unreachableFor(ctx context.Context, m *lotsev1.FleetMember, kubeconfig []byte) (time.Duration, error) {
+	cond := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady)
+	wasUnreachable := cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == ReasonUnreachable
+	if err := readyzOf(ctx, kubeconfig); err == nil {
+		return 0, nil
+	} else if !wasUnreachable {
+		meta.SetStatusCondition(&m.Status.Conditions, metav1.Condition{Type: lotsev1.ConditionMemberReady, Status: metav1.ConditionFalse,
+			Reason: ReasonUnreachable, Message: err.Error(), ObservedGeneration: m.Generation})
+		if err := r.Client.Status().Update(ctx, m); err != nil {
+			return 0, err
+		}
+		return 0, nil
+	}
+	return time.Since(cond.LastTransitionTime.Time), nil
+}
+
+// readyz asks a member's API server whether it is ready.
+func readyz(ctx context.Context, cs kubernetes.Interface) error {
+	body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+	if err != nil {
+		return fmt.Errorf("/readyz: %v", err)
+	}
+	if string(body) != "ok" {
+		return fmt.Errorf("/readyz: %s", body)
+	}
+	return nil
+}
+
+// readyzOf is readyz for a kubeconfig, 3 s at most.
+func readyzOf(ctx context.Context, kubeconfig []byte) error {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.Timeout = 3 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	return readyz(ctx, cs)
 }
 
 // AnnotationIdentity on a member's kubeconfig Secret says that the

@@ -31,7 +31,7 @@ func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region s
 		e.mu.Lock()
 		c := e.connected[m.Name]
 		e.mu.Unlock()
-		if c == nil || !c.synced() || !c.nodes.HasSynced() || !c.endpoints.HasSynced() {
+		if c == nil || !c.synced() || !c.nodes.HasSynced() || (!c.endpoints.HasSynced() && !c.endpointsForbidden.Load()) {
 			if hadCopy(b, m.Name) {
 				return nil, true, fmt.Errorf("member %s is not watched yet", m.Name)
 			}
@@ -50,9 +50,10 @@ func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region s
 // a Service, as the member's EndpointSlices say (an endpoint whose
 // readiness is unknown counts as ready, as the API asks). A Service
 // without a selector has its endpoints managed by hand, or none that
-// Kubernetes tracks: it counts as serving.
+// Kubernetes tracks: it counts as serving, and so does every Service of
+// a member whose credentials may not read EndpointSlices.
 func serving(svc *unstructured.Unstructured, c *memberConn) bool {
-	if selector, _, _ := unstructured.NestedMap(svc.Object, "spec", "selector"); len(selector) == 0 {
+	if selector, _, _ := unstructured.NestedMap(svc.Object, "spec", "selector"); len(selector) == 0 || c.endpointsForbidden.Load() {
 		return true
 	}
 	slices, err := c.endpoints.GetIndexer().ByIndex(byService, svc.GetNamespace()+"/"+svc.GetName())

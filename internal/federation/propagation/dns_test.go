@@ -30,28 +30,36 @@ func TestServing(t *testing.T) {
 			"endpoints": eps}}
 	}
 	tests := []struct {
-		name     string
-		selector bool
-		slices   []*unstructured.Unstructured
-		want     bool
+		name      string
+		selector  bool
+		slices    []*unstructured.Unstructured
+		forbidden bool
+		want      bool
 	}{
-		{"no endpoints yet", true, nil, false},
-		{"only endpoints that are not ready", true, []*unstructured.Unstructured{slice("a", "front", false, false)}, false},
-		{"one ready endpoint", true, []*unstructured.Unstructured{slice("a", "front", false), slice("b", "front", true)}, true},
-		{"readiness unknown counts as ready", true, []*unstructured.Unstructured{slice("a", "front", nil)}, true},
-		{"another Service's ready endpoints do not count", true, []*unstructured.Unstructured{slice("a", "back", true)}, false},
-		{"an empty slice", true, []*unstructured.Unstructured{slice("a", "front")}, false},
-		{"a Service without a selector serves", false, nil, true},
+		{"no endpoints yet", true, nil, false, false},
+		{"only endpoints that are not ready", true, []*unstructured.Unstructured{slice("a", "front", false, false)}, false, false},
+		{"one ready endpoint", true, []*unstructured.Unstructured{slice("a", "front", false), slice("b", "front", true)}, false, true},
+		{"readiness unknown counts as ready", true, []*unstructured.Unstructured{slice("a", "front", nil)}, false, true},
+		{"another Service's ready endpoints do not count", true, []*unstructured.Unstructured{slice("a", "back", true)}, false, false},
+		{"an empty slice", true, []*unstructured.Unstructured{slice("a", "front")}, false, false},
+		{"a Service without a selector serves", false, nil, false, true},
+		{"a member that may not read EndpointSlices serves", true, nil, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			inf := cache.NewSharedIndexInformer(&cache.ListWatch{}, &unstructured.Unstructured{}, 0, cache.Indexers{byService: serviceOfSlice})
 			for _, s := range tt.slices {
-				if err := inf.GetIndexer().Add(s); err != nil {
+				slim, err := slimSlice(s) // as the informer keeps them
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := inf.GetIndexer().Add(slim); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if got := serving(service(tt.selector), &memberConn{endpoints: inf}); got != tt.want {
+			c := &memberConn{endpoints: inf}
+			c.endpointsForbidden.Store(tt.forbidden)
+			if got := serving(service(tt.selector), c); got != tt.want {
 				t.Errorf("serving = %v, want %v", got, tt.want)
 			}
 		})

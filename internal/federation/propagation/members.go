@@ -3,10 +3,12 @@ package propagation
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -14,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 )
@@ -32,13 +35,47 @@ type memberConn struct {
 	// Service: a member answers DNS for a Service only while a ready
 	// endpoint is behind its copy.
 	endpoints cache.SharedIndexInformer
-	cancel    context.CancelFunc
+	// endpointsForbidden: the member's credentials may not list or watch
+	// EndpointSlices (an identity made before they were needed, a
+	// kubeconfig given as is): its Services count as serving, as before.
+	endpointsForbidden atomic.Bool
+	cancel             context.CancelFunc
 }
 
 var (
 	nodesGVR          = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
 	endpointSlicesGVR = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
 )
+
+// slimSlice keeps of an EndpointSlice what serving and the index read:
+// its name, namespace, Service label and its endpoints' readiness.
+func slimSlice(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil // a DeletedFinalStateUnknown, kept as it is
+	}
+	var endpoints []any
+	all, _, _ := unstructured.NestedSlice(u.Object, "endpoints")
+	for _, ep := range all {
+		m, ok := ep.(map[string]any)
+		if !ok {
+			continue
+		}
+		slim := map[string]any{}
+		if ready, found, _ := unstructured.NestedBool(m, "conditions", "ready"); found {
+			slim["conditions"] = map[string]any{"ready": ready}
+		}
+		endpoints = append(endpoints, slim)
+	}
+	out := &unstructured.Unstructured{Object: map[string]any{"apiVersion": u.GetAPIVersion(), "kind": u.GetKind(), "endpoints": endpoints}}
+	out.SetNamespace(u.GetNamespace())
+	out.SetName(u.GetName())
+	out.SetResourceVersion(u.GetResourceVersion())
+	if svc := u.GetLabels()[discoveryv1.LabelServiceName]; svc != "" {
+		out.SetLabels(map[string]string{discoveryv1.LabelServiceName: svc})
+	}
+	return out, nil
+}
 
 // byService indexes EndpointSlices by "namespace/service".
 const byService = "service"
@@ -112,6 +149,25 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 	c.nodes = nodeFactory.ForResource(nodesGVR).Informer()
 	c.endpoints = nodeFactory.ForResource(endpointSlicesGVR).Informer()
 	if err := c.endpoints.AddIndexers(cache.Indexers{byService: serviceOfSlice}); err != nil {
+		cancel()
+		return nil, err
+	}
+	// Only what serving reads is kept: a member may have thousands.
+	if err := c.endpoints.SetTransform(slimSlice); err != nil {
+		cancel()
+		return nil, err
+	}
+	member := m.Name
+	if err := c.endpoints.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		if apierrors.IsForbidden(err) {
+			if !c.endpointsForbidden.Swap(true) {
+				log.FromContext(e.ctx).Info("fleet: the member's credentials may not watch EndpointSlices; its Services answer DNS whether or not an endpoint is ready (join it again to widen its role)",
+					"fleet", e.Fleet, "member", member)
+			}
+			return
+		}
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}); err != nil {
 		cancel()
 		return nil, err
 	}
