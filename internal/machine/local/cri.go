@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -55,3 +57,25 @@ func criReady(ctx context.Context, socket string) error {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// criLoadError returns the last line of a containerd log that says why
+// its CRI plugin did not load ("" if none does): a containerd that
+// answers without the CRI service ("unknown service
+// runtime.v1.RuntimeService") logged it once, at its start.
+func criLoadError(logFile string) string {
+	data, err := os.ReadFile(logFile)
+	if err != nil {
+		return ""
+	}
+	var last string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, "io.containerd.grpc.v1.cri") && (strings.Contains(line, "level=error") || strings.Contains(line, "level=fatal") ||
+			strings.Contains(line, "failed to load plugin")) {
+			last = line
+		}
+	}
+	if len(last) > 400 {
+		last = last[:400] + "..."
+	}
+	return last
+}

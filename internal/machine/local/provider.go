@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/lotse/lotse/internal/cloudprovider"
@@ -252,6 +254,14 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 	if k, ok := p.Supervisor.Status(m.processPrefix() + "kubelet-0"); !ok || !k.Running {
 		if err := criReady(ctx, m.Socket()); err != nil {
 			st.Message = "waiting for containerd's CRI: " + err.Error()
+			if status.Code(err) == codes.Unimplemented {
+				// containerd runs without its CRI plugin: its log says why
+				// (seen on first machines of a busy host, never on their
+				// replacements), which the repair event then carries.
+				if why := criLoadError(m.path("logs", "containerd.log")); why != "" {
+					st.Message += "; containerd's log: " + why
+				}
+			}
 			return st, nil
 		}
 	}
