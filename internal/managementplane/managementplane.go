@@ -21,6 +21,7 @@ import (
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/fsutil"
+	"github.com/lotse/lotse/internal/hostlimits"
 	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
@@ -97,6 +98,12 @@ func Up(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer unlock()
+	// Many control planes and machines outgrow the default inotify limits.
+	if raised, err := hostlimits.Ensure(); err != nil {
+		fmt.Fprintf(out, "warning: %v\n", err)
+	} else if len(raised) > 0 {
+		fmt.Fprintf(out, "raised host limits: %s\n", strings.Join(raised, ", "))
+	}
 
 	store := releases.NewStore(opts.CacheDir)
 	rel := releases.Default()

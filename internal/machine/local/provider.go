@@ -26,6 +26,7 @@ import (
 	"github.com/lotse/lotse/internal/cloudprovider"
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/fsutil"
+	"github.com/lotse/lotse/internal/hostlimits"
 	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/netns"
 	"github.com/lotse/lotse/internal/pki"
@@ -235,6 +236,14 @@ func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, erro
 
 	if err := p.seedImages(ctx, m); err != nil {
 		return st, err
+	}
+	// A containerd started without a free inotify instance runs without
+	// its CRI plugin (see hostlimits); lotse up raises the limits, a
+	// manager run elsewhere gets them raised here.
+	if raised, err := hostlimits.Ensure(); err != nil {
+		return st, err
+	} else if len(raised) > 0 {
+		log.FromContext(ctx).Info("raised host limits", "limits", raised)
 	}
 	if err := p.Supervisor.Ensure(p.spec(m, "containerd", "/usr/bin/containerd", "--config", m.path("containerd.toml"))); err != nil {
 		return st, err
