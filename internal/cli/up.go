@@ -118,6 +118,8 @@ func newManagerCommand() *cobra.Command {
 			err = manager.Run(cmd.Context(), cfg, manager.Options{
 				Releases:              releases.NewStore(cacheDir),
 				Backend:               backend,
+				StateDir:              abs,
+				LotseBinary:           backend.LotseBinary,
 				Supervisor:            sup,
 				LeaderElection:        leaderElect,
 				MetricsAddr:           metricsAddr,

@@ -167,6 +167,8 @@ func Up(ctx context.Context, opts Options) error {
 	err = manager.Run(ctx, cfg, manager.Options{
 		Releases:              store,
 		Backend:               backend,
+		StateDir:              stateDir,
+		LotseBinary:           backend.LotseBinary,
 		Supervisor:            sup,
 		BuildLog:              out,
 		Started:               started,

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ import (
 	fleetdns "github.com/lotse/lotse/internal/federation/dns"
 	"github.com/lotse/lotse/internal/hibernation"
 	"github.com/lotse/lotse/internal/images"
+	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/releases"
@@ -58,9 +60,26 @@ func Scheme() *runtime.Scheme {
 
 // Options configure the manager.
 type Options struct {
-	Releases   *releases.Store
-	Backend    *process.Backend
-	Supervisor *supervisor.Supervisor
+	Releases *releases.Store
+	// Backend hosts the control planes (the process backend, or a fake in
+	// tests that measure the manager alone).
+	Backend controlplane.Backend
+	// EndpointTask names the Backend's task after which a cluster's API
+	// answers (default: the process backend's).
+	EndpointTask func(controlplane.Spec) string
+	// Provider makes the machines of worker pools (default: local
+	// machines under StateDir, supervised by Supervisor).
+	Provider machine.Provider
+	// Tenants gives clients of the tenant clusters (default: real
+	// clients, one cached per cluster).
+	Tenants tenant.Access
+	// StateDir holds what runs on this host: machines, load balancers,
+	// backups by default.
+	StateDir string
+	// LotseBinary is the lotse executable the load balancers run (default:
+	// this process's).
+	LotseBinary string
+	Supervisor  *supervisor.Supervisor
 	// LeaderElection lets several managers run against one management API.
 	LeaderElection bool
 	// LeaderElectionNamespace holds the lease (default lotse-system).
@@ -159,10 +178,31 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	tenants := &tenant.Clients{}
-	// The wiring: the process backend hosts control planes, the local
-	// provider makes machines; the controllers know only their interfaces.
-	provider := &local.Provider{Supervisor: opts.Supervisor, StateDir: opts.Backend.StateDir}
+	if opts.Backend == nil || opts.Supervisor == nil || opts.StateDir == "" {
+		return fmt.Errorf("manager: Backend, Supervisor and StateDir are required")
+	}
+	// The wiring: by default the process backend hosts control planes and
+	// the local provider makes machines; the controllers know only their
+	// interfaces.
+	tenants := opts.Tenants
+	if tenants == nil {
+		tenants = &tenant.Clients{}
+	}
+	provider := opts.Provider
+	if provider == nil {
+		provider = &local.Provider{Supervisor: opts.Supervisor, StateDir: opts.StateDir}
+	}
+	if opts.LotseBinary == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("manager: the lotse binary for load balancers: %w", err)
+		}
+		opts.LotseBinary = self
+	}
+	endpointTask := opts.EndpointTask
+	if endpointTask == nil {
+		endpointTask = process.EndpointTask
+	}
 	pool, err := lbPool(opts.LBAddressPool)
 	if err != nil {
 		return err
@@ -171,7 +211,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	cloud := &cloudcontroller.Runner{
 		Machines: &cloudlocal.Machines{Client: mgr.GetClient()},
 		LoadBalancers: &cloudlocal.LoadBalancers{
-			Supervisor: opts.Supervisor, StateDir: opts.Backend.StateDir, Binary: opts.Backend.LotseBinary, PublicPool: pool,
+			Supervisor: opts.Supervisor, StateDir: opts.StateDir, Binary: opts.LotseBinary, PublicPool: pool,
 			NodesCIDR: func(ref clusterref.Ref) (netip.Prefix, error) {
 				access, err := opts.Backend.NodeAccess(controlplane.Spec{Key: ref.Key()})
 				if err != nil {
@@ -183,7 +223,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 	backupDir := opts.BackupDir
 	if backupDir == "" {
-		backupDir = filepath.Join(opts.Backend.StateDir, "backups")
+		backupDir = filepath.Join(opts.StateDir, "backups")
 	}
 	if abs, err := filepath.Abs(backupDir); err == nil {
 		backupDir = abs
@@ -203,7 +243,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Backend:      opts.Backend,
 		Releases:     opts.Releases,
 		Recorder:     mgr.GetEventRecorder("lotse"),
-		EndpointTask: process.EndpointTask,
+		EndpointTask: endpointTask,
 		BuildLog:     opts.BuildLog,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
@@ -327,5 +367,5 @@ func isNotFound(err error) bool {
 
 // Describe is a one-line summary for logs.
 func (o Options) Describe() string {
-	return fmt.Sprintf("state=%s cache=%s", o.Backend.StateDir, o.Releases.Dir)
+	return fmt.Sprintf("state=%s cache=%s", o.StateDir, o.Releases.Dir)
 }

@@ -3,9 +3,12 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -46,15 +49,16 @@ func ensureKubernetesEndpoints(ctx context.Context, cs kubernetes.Interface, add
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(port), Protocol: ptr.To(corev1.ProtocolTCP)}},
 	}
 	slices := cs.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault)
-	if err := upsert(ctx, slice,
+	if err := keepObject(
+		func() (*discoveryv1.EndpointSlice, error) { return slices.Get(ctx, slice.Name, metav1.GetOptions{}) },
 		func() error { _, err := slices.Create(ctx, slice, metav1.CreateOptions{}); return err },
-		func() error {
-			cur, err := slices.Get(ctx, slice.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
+		func(cur *discoveryv1.EndpointSlice) bool {
+			return maps.Equal(cur.Labels, slice.Labels) && cur.AddressType == slice.AddressType &&
+				apiequality.Semantic.DeepEqual(cur.Endpoints, slice.Endpoints) && apiequality.Semantic.DeepEqual(cur.Ports, slice.Ports)
+		},
+		func(cur *discoveryv1.EndpointSlice) error {
 			cur.Labels, cur.Endpoints, cur.Ports = slice.Labels, slice.Endpoints, slice.Ports
-			_, err = slices.Update(ctx, cur, metav1.UpdateOptions{})
+			_, err := slices.Update(ctx, cur, metav1.UpdateOptions{})
 			return err
 		}); err != nil {
 		return fmt.Errorf("the EndpointSlice default/kubernetes: %w", err)
@@ -74,18 +78,44 @@ func ensureKubernetesEndpoints(ctx context.Context, cs kubernetes.Interface, add
 		}},
 	}
 	endpoints := cs.CoreV1().Endpoints(metav1.NamespaceDefault)
-	if err := upsert(ctx, eps,
+	if err := keepObject(
+		//lint:ignore SA1019 see above
+		func() (*corev1.Endpoints, error) { return endpoints.Get(ctx, eps.Name, metav1.GetOptions{}) },
 		func() error { _, err := endpoints.Create(ctx, eps, metav1.CreateOptions{}); return err },
-		func() error {
-			cur, err := endpoints.Get(ctx, eps.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
+		//lint:ignore SA1019 see above
+		func(cur *corev1.Endpoints) bool {
+			return maps.Equal(cur.Labels, eps.Labels) && apiequality.Semantic.DeepEqual(cur.Subsets, eps.Subsets)
+		},
+		//lint:ignore SA1019 see above
+		func(cur *corev1.Endpoints) error {
 			cur.Labels, cur.Subsets = eps.Labels, eps.Subsets
-			_, err = endpoints.Update(ctx, cur, metav1.UpdateOptions{})
+			_, err := endpoints.Update(ctx, cur, metav1.UpdateOptions{})
 			return err
 		}); err != nil {
 		return fmt.Errorf("the Endpoints default/kubernetes: %w", err)
 	}
 	return nil
+}
+
+// keepObject makes an object what it should be with as few requests as
+// possible: read it, create it when missing, update it only when it
+// differs. The cluster controller runs this on every periodic reconcile
+// of every cluster, so a converged object costs one read and no write
+// (a write would wake every watcher of it, kube-proxy on each node).
+func keepObject[T any](get func() (T, error), create func() error, equal func(T) bool, update func(T) error) error {
+	cur, err := get()
+	if apierrors.IsNotFound(err) {
+		if err := create(); !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		if cur, err = get(); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	if equal(cur) {
+		return nil
+	}
+	return update(cur)
 }

@@ -38,9 +38,18 @@ func TestEnsureKubernetesEndpoints(t *testing.T) {
 					_, _ = cs.CoreV1().Endpoints("default").Create(ctx, o, metav1.CreateOptions{})
 				}
 			}
-			for i := 0; i < 2; i++ { // idempotent
-				if err := ensureKubernetesEndpoints(ctx, cs, "10.250.0.1", 31443); err != nil {
-					t.Fatal(err)
+			if err := ensureKubernetesEndpoints(ctx, cs, "10.250.0.1", 31443); err != nil {
+				t.Fatal(err)
+			}
+			// Converged: the next run (every periodic reconcile) only
+			// reads.
+			cs.ClearActions()
+			if err := ensureKubernetesEndpoints(ctx, cs, "10.250.0.1", 31443); err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range cs.Actions() {
+				if a.GetVerb() != "get" {
+					t.Errorf("converged objects were written again: %s %s", a.GetVerb(), a.GetResource().Resource)
 				}
 			}
 			slice, err := cs.DiscoveryV1().EndpointSlices("default").Get(ctx, "kubernetes", metav1.GetOptions{})

@@ -28,6 +28,7 @@ import (
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/machine"
+	"github.com/lotse/lotse/internal/maintenance"
 	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/tasks"
@@ -134,8 +135,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	if controllerutil.AddFinalizer(cluster, lotsev1.ClusterFinalizer) {
+		// The default maintenance window goes into the spec with the
+		// finalizer, in one write: the maintenance controller would
+		// otherwise write the spec once more, and every controller of
+		// the Cluster would look at it again.
+		window := cluster.Spec.Maintenance.TimeWindow == nil
+		if window {
+			begin, end := maintenance.Default(string(cluster.UID))
+			cluster.Spec.Maintenance.TimeWindow = &lotsev1.MaintenanceTimeWindow{Begin: begin, End: end}
+		}
 		if err := r.Client.Update(ctx, cluster); err != nil {
 			return ctrl.Result{}, err
+		}
+		if window {
+			r.event(cluster, corev1.EventTypeNormal, "MaintenanceWindowChosen", "Maintain", "maintenance window %s to %s (daily)",
+				cluster.Spec.Maintenance.TimeWindow.Begin, cluster.Spec.Maintenance.TimeWindow.End)
 		}
 	}
 

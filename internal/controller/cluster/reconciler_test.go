@@ -67,6 +67,10 @@ func TestReconcileCreates(t *testing.T) {
 	if len(got.Finalizers) != 1 || got.Finalizers[0] != lotsev1.ClusterFinalizer {
 		t.Errorf("finalizers %v", got.Finalizers)
 	}
+	// The default maintenance window came with the finalizer.
+	if w := got.Spec.Maintenance.TimeWindow; w == nil || w.Begin == "" || w.End == "" {
+		t.Errorf("no default maintenance window after the first reconcile: %+v", w)
+	}
 
 	b.SetReady(true)
 	got = reconcile(t, r, c)
