@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,9 +102,17 @@ func densityRun(b *testing.B, datastore string, want int) {
 
 	// A minute of idling, with the CPU the control planes use meanwhile.
 	procs := densityProcesses(made)
-	cpuBefore := cpuSeconds(procs)
+	cpuBefore := cpuByComponent(procs)
 	time.Sleep(time.Minute)
-	idleCores := (cpuSeconds(procs) - cpuBefore) / 60
+	idleCores := 0.0
+	var byComponent []string
+	for comp, sec := range cpuByComponent(procs) {
+		cores := (sec - cpuBefore[comp]) / 60
+		idleCores += cores
+		byComponent = append(byComponent, fmt.Sprintf("%s %.3f", comp, cores))
+	}
+	sort.Strings(byComponent)
+	b.Logf("idle cores by component, all clusters together: %s", strings.Join(byComponent, ", "))
 
 	ready := 0
 	for _, cl := range made {
@@ -154,9 +163,10 @@ func densityProcesses(clusters []*lotsev1.Cluster) []supervisor.Found {
 	return out
 }
 
-// cpuSeconds sums the user and system CPU time of processes.
-func cpuSeconds(procs []supervisor.Found) float64 {
-	var total float64
+// cpuByComponent sums the user and system CPU seconds of processes by
+// component (etcd, kube-apiserver, ...).
+func cpuByComponent(procs []supervisor.Found) map[string]float64 {
+	total := map[string]float64{}
 	for _, p := range procs {
 		data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.PID), "stat"))
 		if err != nil {
@@ -170,7 +180,7 @@ func cpuSeconds(procs []supervisor.Found) float64 {
 		}
 		utime, _ := strconv.ParseFloat(fields[11], 64)
 		stime, _ := strconv.ParseFloat(fields[12], 64)
-		total += (utime + stime) / 100 // clock ticks (USER_HZ)
+		total[componentOf(p.Name)] += (utime + stime) / 100 // clock ticks (USER_HZ)
 	}
 	return total
 }
