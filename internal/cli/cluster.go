@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	osuser "os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,7 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -27,6 +30,7 @@ import (
 	"github.com/lotse/lotse/internal/managementplane"
 	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/userkubeconfig"
 )
 
 // clientFlags find the management API.
@@ -314,12 +318,31 @@ func newClusterGetCommand(flags *clientFlags) *cobra.Command {
 }
 
 func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
-	var file string
+	var file, user string
+	var groups []string
+	var expires time.Duration
 	cmd := &cobra.Command{
 		Use:   "kubeconfig NAME",
-		Short: "Print the admin kubeconfig of a cluster",
-		Args:  exactlyOneName("lotse cluster kubeconfig NAME"),
+		Short: "Print the admin kubeconfig of a cluster, or a short-lived one for a person (--expires)",
+		Long: "Without --expires: the cluster's admin kubeconfig, as Lotse keeps it.\n\n" +
+			"With --expires: a kubeconfig whose client certificate the cluster signs for --user and --group and\n" +
+			"that expires after the given time (10m to 168h). Its key is made here and never leaves this machine.\n" +
+			"The group " + userkubeconfig.AdminGroup + " (the default) is bound to cluster-admin in the cluster; other\n" +
+			"groups have the rights the cluster's RBAC gives them. Such certificates end with a completed CA\n" +
+			"rotation (lotse cluster rotate NAME ca, then --complete), or lose their rights when their binding\n" +
+			"is deleted.",
+		Args: exactlyOneName("lotse cluster kubeconfig NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			shortLived := cmd.Flags().Changed("expires")
+			if !shortLived && (cmd.Flags().Changed("user") || cmd.Flags().Changed("group")) {
+				return fmt.Errorf("--user and --group need --expires: they describe a short-lived kubeconfig (e.g. --expires 8h)")
+			}
+			req := userkubeconfig.Request{User: user, Groups: groups, TTL: expires}
+			if shortLived {
+				if err := req.Validate(); err != nil {
+					return err
+				}
+			}
 			c, err := flags.client()
 			if err != nil {
 				return err
@@ -333,6 +356,11 @@ func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
 				return explain(err)
 			}
 			data := secret.Data["kubeconfig"]
+			if shortLived {
+				if data, err = shortLivedKubeconfig(cmd, data, req); err != nil {
+					return err
+				}
+			}
 			if file != "" {
 				return os.WriteFile(file, data, 0o600)
 			}
@@ -341,7 +369,52 @@ func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "output-file", "f", "", "write to this file (mode 0600) instead of stdout")
+	cmd.Flags().DurationVar(&expires, "expires", 0, "a kubeconfig for a person that expires after this time (10m to 168h), instead of the admin kubeconfig")
+	cmd.Flags().StringVar(&user, "user", defaultKubeconfigUser(), "with --expires: the user name the certificate carries")
+	cmd.Flags().StringSliceVar(&groups, "group", []string{userkubeconfig.AdminGroup}, "with --expires: the groups the certificate carries (repeatable)")
 	return cmd
+}
+
+// defaultKubeconfigUser names the person at this terminal.
+func defaultKubeconfigUser() string {
+	if u, err := osuser.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "lotse-user"
+}
+
+// shortLivedKubeconfig asks the cluster behind an admin kubeconfig for a
+// certificate for req and returns a kubeconfig with it.
+func shortLivedKubeconfig(cmd *cobra.Command, adminKubeconfig []byte, req userkubeconfig.Request) ([]byte, error) {
+	admin, err := clientcmd.Load(adminKubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("the admin kubeconfig: %w", err)
+	}
+	cfg, err := clientcmd.NewDefaultClientConfig(*admin, nil).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("the admin kubeconfig: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	issued, err := userkubeconfig.Issue(cmd.Context(), cs, req, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	ctxName := admin.CurrentContext
+	adminCtx := admin.Contexts[ctxName]
+	if adminCtx == nil {
+		return nil, fmt.Errorf("the admin kubeconfig has no current context")
+	}
+	out := clientcmdapi.NewConfig()
+	out.Clusters[adminCtx.Cluster] = admin.Clusters[adminCtx.Cluster]
+	out.AuthInfos[req.User] = &clientcmdapi.AuthInfo{ClientCertificateData: issued.Cert, ClientKeyData: issued.Key}
+	name := req.User + "@" + adminCtx.Cluster
+	out.Contexts[name] = &clientcmdapi.Context{Cluster: adminCtx.Cluster, AuthInfo: req.User}
+	out.CurrentContext = name
+	fmt.Fprintf(cmd.ErrOrStderr(), "kubeconfig for %s (groups %s), valid until %s\n", req.User, strings.Join(req.Groups, ", "), issued.NotAfter.UTC().Format(time.RFC3339))
+	return clientcmd.Write(*out)
 }
 
 func newClusterDeleteCommand(flags *clientFlags) *cobra.Command {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"os"
 	"os/exec"
@@ -51,6 +52,30 @@ func TestClusterLifecycle(t *testing.T) {
 	kubectl := exec.Command(kubectlPath(t), "--kubeconfig", kubeconfig, "create", "namespace", "team-a")
 	if b, err := kubectl.CombinedOutput(); err != nil {
 		t.Fatalf("kubectl create namespace: %v\n%s", err, b)
+	}
+
+	// A short-lived kubeconfig for a person: the cluster signs it for the
+	// user and group asked, it expires as asked, and its rights are its
+	// group's (the admin group's are cluster-admin; another group's none).
+	alice := filepath.Join(t.TempDir(), "alice.kubeconfig")
+	mustCLI(t, "cluster", "kubeconfig", name, "--expires", "1h", "--user", "alice", "--output-file", alice)
+	whoami, err := exec.Command(kubectlPath(t), "--kubeconfig", alice, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").CombinedOutput()
+	if err != nil || string(whoami) != "alice" {
+		t.Errorf("kubectl auth whoami with the short-lived kubeconfig: %v %s", err, whoami)
+	}
+	if b, err := exec.Command(kubectlPath(t), "--kubeconfig", alice, "get", "namespace", "team-a").CombinedOutput(); err != nil {
+		t.Errorf("the admin group's kubeconfig cannot read a namespace: %v\n%s", err, b)
+	}
+	if until := time.Until(kubeconfigCertNotAfter(t, alice)); until > time.Hour || until < 50*time.Minute {
+		t.Errorf("the short-lived certificate is valid for %s, want 1h", until)
+	}
+	bob := filepath.Join(t.TempDir(), "bob.kubeconfig")
+	mustCLI(t, "cluster", "kubeconfig", name, "--expires", "10m", "--user", "bob", "--group", "viewers", "--output-file", bob)
+	if b, err := exec.Command(kubectlPath(t), "--kubeconfig", bob, "get", "namespaces").CombinedOutput(); err == nil || !strings.Contains(string(b), "forbidden") {
+		t.Errorf("a group without bindings listed namespaces: %v\n%s", err, b)
+	}
+	if out, err := lotseCLI(t, "cluster", "kubeconfig", name, "--expires", "1h", "--group", "system:masters"); err == nil || !strings.Contains(out, "lotse:cluster-admins") {
+		t.Errorf("system:masters was not refused with a pointer to the admin group: %v\n%s", err, out)
 	}
 
 	// client-go works too: a Deployment object and a Secret.
@@ -186,4 +211,27 @@ func etcdClient(t testing.TB, name string) *clientv3.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// kubeconfigCertNotAfter is when the client certificate of a kubeconfig
+// expires.
+func kubeconfigCertNotAfter(t testing.TB, path string) time.Time {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range cfg.AuthInfos {
+		block, _ := pem.Decode(a.ClientCertificateData)
+		if block == nil {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert.NotAfter
+	}
+	t.Fatalf("%s holds no client certificate", path)
+	return time.Time{}
 }
