@@ -271,8 +271,8 @@ func (c *Controller) forgetExcept(looked map[string]bool) {
 	}
 }
 
-// repair restarts components unhealthy for RestartAfter whose
-// dependencies are healthy: etcd members on their own, API servers when
+// repair restarts components unhealthy for RestartAfter while their
+// dependencies were healthy: etcd members on their own, API servers when
 // etcd is healthy, the rest when etcd and the API servers are.
 func (c *Controller) repair(ctx context.Context, cl *lotsev1.Cluster, spec controlplane.Spec, st controlplane.Status, now time.Time) {
 	after := orDefault(c.RestartAfter, DefaultRestartAfter)
@@ -304,11 +304,6 @@ func (c *Controller) repair(ctx context.Context, cl *lotsev1.Cluster, spec contr
 			delete(c.unhealthy, key)
 			continue
 		}
-		since, seen := c.unhealthy[key]
-		if !seen {
-			c.unhealthy[key] = now
-			continue
-		}
 		component := instanceSuffix.ReplaceAllString(h.Name, "")
 		etcdDown := unhealthyComponent["etcd"] || unhealthyComponent["etcd-shared"]
 		blocked := false
@@ -326,7 +321,15 @@ func (c *Controller) repair(ctx context.Context, cl *lotsev1.Cluster, spec contr
 		default:
 			blocked = etcdDown || unhealthyComponent["kube-apiserver"]
 		}
-		if after < 0 || now.Sub(since) < after || blocked || spec.Binaries.Release.Version == "" ||
+		since, seen := c.unhealthy[key]
+		if !seen || blocked {
+			// The time counts only while what the component depends on is
+			// healthy: an API server that waited for a frozen etcd gets
+			// its whole grace once etcd is back, not a restart at once.
+			c.unhealthy[key] = now
+			continue
+		}
+		if after < 0 || now.Sub(since) < after || spec.Binaries.Release.Version == "" ||
 			c.restarting[spec.Key+"/"+component] {
 			continue
 		}

@@ -251,3 +251,46 @@ func TestRepair(t *testing.T) {
 		})
 	}
 }
+
+// An API server that was unhealthy because etcd was down gets its whole
+// grace once etcd is back: the moment after a long etcd outage is not
+// the time to restart it (it is reconnecting).
+func TestRepairCountsOnlyTimeWithDependenciesHealthy(t *testing.T) {
+	h := func(name string, ok bool) controlplane.ComponentHealth {
+		return controlplane.ComponentHealth{Name: name, Healthy: ok, Message: "timeout"}
+	}
+	b := &sickBackend{health: []controlplane.ComponentHealth{h("etcd-0", false), h("kube-apiserver-0", false)}}
+	c := &Controller{Backend: b, RestartAfter: time.Minute}
+	cl := cluster(lotsev1.PhaseUnhealthy)
+	spec := controlplane.Spec{Key: "cluster/ns/c1", Binaries: releases.Binaries{Release: releases.Default()}}
+	look := func(at time.Duration) {
+		c.repair(context.Background(), cl, spec, b.Status(context.Background(), spec), t0.Add(at))
+	}
+	// etcd down for two minutes: etcd itself is restarted, nothing else.
+	b.health = []controlplane.ComponentHealth{h("etcd-0", false), h("kube-apiserver-0", false)}
+	for _, at := range []time.Duration{0, 30 * time.Second, 61 * time.Second, 120 * time.Second} {
+		look(at)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := strings.Join(b.restarts(), ","); got != "etcd" {
+		t.Fatalf("while etcd was down: restarted %q, want etcd", got)
+	}
+	// etcd is back; the API server still reconnects.
+	b.mu.Lock()
+	b.health = []controlplane.ComponentHealth{h("etcd-0", true), h("kube-apiserver-0", false)}
+	b.mu.Unlock()
+	look(121 * time.Second)
+	look(150 * time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if got := strings.Join(b.restarts(), ","); got != "etcd" {
+		t.Errorf("right after etcd came back: restarted %q, want nothing more", got)
+	}
+	// Still unhealthy a minute after etcd came back: now it is hung.
+	look(182 * time.Second)
+	for i := 0; i < 50 && len(b.restarts()) < 2; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := strings.Join(b.restarts(), ","); got != "etcd,kube-apiserver" {
+		t.Errorf("a minute after etcd came back: restarted %q, want the API server too", got)
+	}
+}

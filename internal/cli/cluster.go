@@ -27,6 +27,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
+	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/managementplane"
 	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
@@ -362,7 +363,9 @@ func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
 				}
 			}
 			if file != "" {
-				return os.WriteFile(file, data, 0o600)
+				// A new file of mode 0600, also where one existed with
+				// a wider mode: it holds a private key.
+				return fsutil.WriteFileAtomic(file, data, 0o600)
 			}
 			_, err = cmd.OutOrStdout().Write(data)
 			return err
@@ -394,6 +397,10 @@ func shortLivedKubeconfig(cmd *cobra.Command, adminKubeconfig []byte, req userku
 	if err != nil {
 		return nil, fmt.Errorf("the admin kubeconfig: %w", err)
 	}
+	adminCtx := admin.Contexts[admin.CurrentContext]
+	if adminCtx == nil || admin.Clusters[adminCtx.Cluster] == nil {
+		return nil, fmt.Errorf("the admin kubeconfig has no current context and cluster")
+	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -402,10 +409,8 @@ func shortLivedKubeconfig(cmd *cobra.Command, adminKubeconfig []byte, req userku
 	if err != nil {
 		return nil, err
 	}
-	ctxName := admin.CurrentContext
-	adminCtx := admin.Contexts[ctxName]
-	if adminCtx == nil {
-		return nil, fmt.Errorf("the admin kubeconfig has no current context")
+	if issued.BoundAdminGroup {
+		fmt.Fprintf(cmd.ErrOrStderr(), "bound group %s to cluster-admin (ClusterRoleBinding %s)\n", userkubeconfig.AdminGroup, userkubeconfig.AdminBinding)
 	}
 	out := clientcmdapi.NewConfig()
 	out.Clusters[adminCtx.Cluster] = admin.Clusters[adminCtx.Cluster]

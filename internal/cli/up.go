@@ -104,6 +104,9 @@ func newManagerCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
 			}
+			// As lotse up's manager: client-go's default (5 a second)
+			// would make a few hundred clusters queue for the client.
+			cfg.QPS, cfg.Burst = 50, 100
 			if err := os.MkdirAll(stateDir, 0o700); err != nil {
 				return err
 			}

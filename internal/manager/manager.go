@@ -150,6 +150,9 @@ func lbPool(s string) (netip.Prefix, error) {
 
 // Run installs the CRDs and runs the controllers until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
+	if opts.Backend == nil || opts.Supervisor == nil || opts.StateDir == "" {
+		return fmt.Errorf("manager: Backend, Supervisor and StateDir are required")
+	}
 	scheme := Scheme()
 	if opts.MetricsAddr == "" {
 		opts.MetricsAddr = "0"
@@ -177,9 +180,6 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	})
 	if err != nil {
 		return err
-	}
-	if opts.Backend == nil || opts.Supervisor == nil || opts.StateDir == "" {
-		return fmt.Errorf("manager: Backend, Supervisor and StateDir are required")
 	}
 	// The wiring: by default the process backend hosts control planes and
 	// the local provider makes machines; the controllers know only their
@@ -310,6 +310,12 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 	opts.Supervisor.SetOnChange(rec.NotifyProcess)
 	defer opts.Supervisor.SetOnChange(nil)
+	// A backend that sees its API servers become ready says so: the
+	// cluster is reported available then, not at its next look.
+	if n, ok := opts.Backend.(readyNotifier); ok {
+		n.SetOnReady(rec.NotifyProcess)
+		defer n.SetOnReady(nil)
+	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		return collectOrphans(ctx, mgr.GetClient(), opts)
 	})); err != nil {
@@ -326,6 +332,12 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		}
 	}
 	return mgr.Start(ctx)
+}
+
+// readyNotifier is a backend that tells when a starting control plane's
+// API becomes ready.
+type readyNotifier interface {
+	SetOnReady(func(key string))
 }
 
 // collectOrphans stops control-plane processes an earlier lotse left running

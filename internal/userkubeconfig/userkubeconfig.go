@@ -83,6 +83,9 @@ func (r Request) Validate() error {
 type Issued struct {
 	Cert, Key []byte
 	NotAfter  time.Time
+	// BoundAdminGroup: the binding of AdminGroup to cluster-admin did
+	// not exist and was made for this certificate.
+	BoundAdminGroup bool
 }
 
 // Issue asks the cluster that admin reaches for a client certificate for
@@ -91,11 +94,6 @@ type Issued struct {
 func Issue(ctx context.Context, admin kubernetes.Interface, req Request, wait time.Duration) (Issued, error) {
 	if err := req.Validate(); err != nil {
 		return Issued{}, err
-	}
-	if slices.Contains(req.Groups, AdminGroup) {
-		if err := ensureAdminBinding(ctx, admin); err != nil {
-			return Issued{}, err
-		}
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -133,7 +131,9 @@ func Issue(ctx context.Context, admin kubernetes.Interface, req Request, wait ti
 	}
 	// The request holds no secret, but it has no use once answered.
 	defer func() {
-		_ = csrs.Delete(context.WithoutCancel(ctx), created.Name, metav1.DeleteOptions{})
+		delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = csrs.Delete(delCtx, created.Name, metav1.DeleteOptions{})
 	}()
 	created.Status.Conditions = append(created.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
 		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue,
@@ -154,11 +154,23 @@ func Issue(ctx context.Context, admin kubernetes.Interface, req Request, wait ti
 	if err != nil {
 		return Issued{}, fmt.Errorf("the signed certificate: %w", err)
 	}
+	// What was signed must be what was asked for: this key, this name,
+	// these groups.
+	if !key.PublicKey.Equal(cert.PublicKey) || cert.Subject.CommonName != req.User ||
+		!slices.Equal(slices.Sorted(slices.Values(cert.Subject.Organization)), slices.Sorted(slices.Values(req.Groups))) {
+		return Issued{}, fmt.Errorf("the cluster signed a certificate for %s with another key, user or groups than asked for", cert.Subject)
+	}
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		return Issued{}, err
 	}
-	return Issued{Cert: certPEM, Key: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), NotAfter: cert.NotAfter}, nil
+	issued := Issued{Cert: certPEM, Key: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), NotAfter: cert.NotAfter}
+	if slices.Contains(req.Groups, AdminGroup) {
+		if issued.BoundAdminGroup, err = ensureAdminBinding(ctx, admin); err != nil {
+			return Issued{}, err
+		}
+	}
+	return issued, nil
 }
 
 func waitSigned(ctx context.Context, admin kubernetes.Interface, name string, wait time.Duration) ([]byte, error) {
@@ -187,16 +199,30 @@ func waitSigned(ctx context.Context, admin kubernetes.Interface, name string, wa
 	}
 }
 
-// ensureAdminBinding binds AdminGroup to cluster-admin.
-func ensureAdminBinding(ctx context.Context, admin kubernetes.Interface) error {
-	b := &rbacv1.ClusterRoleBinding{
+// ensureAdminBinding binds AdminGroup to cluster-admin, and says whether
+// it made the binding. A binding of that name that says something else
+// (changed by hand) is left alone and reported.
+func ensureAdminBinding(ctx context.Context, admin kubernetes.Interface) (bool, error) {
+	want := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: AdminBinding, Labels: map[string]string{"app.kubernetes.io/managed-by": "lotse"}},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: AdminGroup}},
 	}
-	_, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("bind %s to cluster-admin: %w", AdminGroup, err)
+	bindings := admin.RbacV1().ClusterRoleBindings()
+	_, err := bindings.Create(ctx, want, metav1.CreateOptions{})
+	if err == nil {
+		return true, nil
 	}
-	return nil
+	if !apierrors.IsAlreadyExists(err) {
+		return false, fmt.Errorf("bind %s to cluster-admin: %w", AdminGroup, err)
+	}
+	cur, err := bindings.Get(ctx, AdminBinding, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("read ClusterRoleBinding %s: %w", AdminBinding, err)
+	}
+	bindsGroup := slices.ContainsFunc(cur.Subjects, func(s rbacv1.Subject) bool { return s.Kind == rbacv1.GroupKind && s.Name == AdminGroup })
+	if cur.RoleRef != want.RoleRef || !bindsGroup {
+		return false, fmt.Errorf("ClusterRoleBinding %s does not bind group %s to cluster-admin (changed by hand?): the kubeconfig would not have the rights asked for; fix the binding or delete it", AdminBinding, AdminGroup)
+	}
+	return false, nil
 }

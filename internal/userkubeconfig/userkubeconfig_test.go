@@ -172,6 +172,26 @@ func TestIssue(t *testing.T) {
 	if err != nil || b.RoleRef.Name != "cluster-admin" || len(b.Subjects) != 1 || b.Subjects[0].Name != AdminGroup {
 		t.Errorf("admin binding: %v %+v", err, b)
 	}
+	if !issued.BoundAdminGroup {
+		t.Error("the binding was made but not reported")
+	}
+	again, err := Issue(context.Background(), cs, req, 10*time.Second)
+	if err != nil || again.BoundAdminGroup {
+		t.Errorf("second kubeconfig: %v, reported a new binding: %v", err, again.BoundAdminGroup)
+	}
+
+	// A binding changed by hand is not trusted to give the rights.
+	b.RoleRef.Name = "view"
+	if err := cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), AdminBinding, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b.ResourceVersion = ""
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(context.Background(), b, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Issue(context.Background(), cs, req, 10*time.Second); err == nil || !strings.Contains(err.Error(), "changed by hand") {
+		t.Errorf("Issue() with a changed binding = %v, want it named", err)
+	}
 }
 
 func TestIssueWithoutAdminGroupBindsNothing(t *testing.T) {

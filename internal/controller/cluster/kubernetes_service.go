@@ -57,6 +57,15 @@ func ensureKubernetesEndpoints(ctx context.Context, cs kubernetes.Interface, add
 				apiequality.Semantic.DeepEqual(cur.Endpoints, slice.Endpoints) && apiequality.Semantic.DeepEqual(cur.Ports, slice.Ports)
 		},
 		func(cur *discoveryv1.EndpointSlice) error {
+			if cur.AddressType != slice.AddressType {
+				// Immutable: a slice of another address type is replaced.
+				err := slices.Delete(ctx, cur.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID}})
+				if err != nil && !apierrors.IsNotFound(err) {
+					return err
+				}
+				_, err = slices.Create(ctx, slice, metav1.CreateOptions{})
+				return err
+			}
 			cur.Labels, cur.Endpoints, cur.Ports = slice.Labels, slice.Endpoints, slice.Ports
 			_, err := slices.Update(ctx, cur, metav1.UpdateOptions{})
 			return err

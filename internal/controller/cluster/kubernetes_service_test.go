@@ -16,6 +16,10 @@ func TestEnsureKubernetesEndpoints(t *testing.T) {
 		existing []any
 	}{
 		{"fresh cluster", nil},
+		{"a slice of another address type is replaced", []any{
+			&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default"}, AddressType: discoveryv1.AddressTypeIPv6,
+				Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"fd00::9"}}}},
+		}},
 		{"stale objects are corrected", []any{
 			&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default"}, AddressType: discoveryv1.AddressTypeIPv4,
 				Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.9"}}}},
@@ -60,7 +64,7 @@ func TestEnsureKubernetesEndpoints(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(slice.Endpoints) != 1 || slice.Endpoints[0].Addresses[0] != "10.250.0.1" || *slice.Ports[0].Port != 31443 || *slice.Ports[0].Name != "https" {
+			if slice.AddressType != discoveryv1.AddressTypeIPv4 || len(slice.Endpoints) != 1 || slice.Endpoints[0].Addresses[0] != "10.250.0.1" || *slice.Ports[0].Port != 31443 || *slice.Ports[0].Name != "https" {
 				t.Errorf("EndpointSlice: %+v %+v", slice.Endpoints, slice.Ports)
 			}
 			if slice.Labels[discoveryv1.LabelServiceName] != "kubernetes" {

@@ -39,7 +39,10 @@ type Backend struct {
 	// of cluster creation (docs/benchmarks.md, "Idle RSS"); 0 keeps Go's
 	// default (100).
 	APIServerGOGC int
-
+	// onReady (SetOnReady) is told when a starting API server is ready.
+	onReady atomic.Pointer[func(key string)]
+	// readinessWatches: key -> its running *readinessWatch.
+	readinessWatches sync.Map
 	// locks serialises the operations that stop, restart or swap a
 	// control plane's processes and data (per key): a care restart must
 	// not start a member in the middle of a restore's swap.
@@ -555,6 +558,7 @@ func (b *Backend) logFile(key, component string, i int) string {
 
 // Delete stops every process of the control plane and removes its directory.
 func (b *Backend) Delete(ctx context.Context, key string) error {
+	b.endReadinessWatch(key)
 	defer b.lock(key)()
 	// The data goes next, so there is nothing to shut down gracefully for.
 	b.Supervisor.KillPrefix(key + "/")
@@ -583,6 +587,7 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 
 // Stop stops the processes of a control plane and keeps its data.
 func (b *Backend) Stop(ctx context.Context, key string) error {
+	b.endReadinessWatch(key)
 	defer b.lock(key)()
 	return b.stop(ctx, key)
 }

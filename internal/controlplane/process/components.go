@@ -220,7 +220,11 @@ func (b *Backend) ensureAPIServers(ctx context.Context, spec controlplane.Spec, 
 		return false, msg, err
 	}
 	health := probe(ctx)
-	return anyHealthy(health), describeUnhealthy(health), nil
+	ready := anyHealthy(health)
+	if !ready {
+		b.watchReadiness(spec.Key, probe)
+	}
+	return ready, describeUnhealthy(health), nil
 }
 
 // proxySpec is a `lotse loadbalancer` process of a control plane: it listens
