@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/managementplane"
 	"github.com/lotse/lotse/internal/manager"
+	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/userkubeconfig"
 )
@@ -401,6 +401,7 @@ func shortLivedKubeconfig(cmd *cobra.Command, adminKubeconfig []byte, req userku
 	if adminCtx == nil || admin.Clusters[adminCtx.Cluster] == nil {
 		return nil, fmt.Errorf("the admin kubeconfig has no current context and cluster")
 	}
+	cluster := admin.Clusters[adminCtx.Cluster]
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -412,14 +413,8 @@ func shortLivedKubeconfig(cmd *cobra.Command, adminKubeconfig []byte, req userku
 	if issued.BoundAdminGroup {
 		fmt.Fprintf(cmd.ErrOrStderr(), "bound group %s to cluster-admin (ClusterRoleBinding %s)\n", userkubeconfig.AdminGroup, userkubeconfig.AdminBinding)
 	}
-	out := clientcmdapi.NewConfig()
-	out.Clusters[adminCtx.Cluster] = admin.Clusters[adminCtx.Cluster]
-	out.AuthInfos[req.User] = &clientcmdapi.AuthInfo{ClientCertificateData: issued.Cert, ClientKeyData: issued.Key}
-	name := req.User + "@" + adminCtx.Cluster
-	out.Contexts[name] = &clientcmdapi.Context{Cluster: adminCtx.Cluster, AuthInfo: req.User}
-	out.CurrentContext = name
 	fmt.Fprintf(cmd.ErrOrStderr(), "kubeconfig for %s (groups %s), valid until %s\n", req.User, strings.Join(req.Groups, ", "), issued.NotAfter.UTC().Format(time.RFC3339))
-	return clientcmd.Write(*out)
+	return pki.Kubeconfig(adminCtx.Cluster, cluster.Server, cluster.CertificateAuthorityData, issued.Cert, issued.Key, req.User), nil
 }
 
 func newClusterDeleteCommand(flags *clientFlags) *cobra.Command {

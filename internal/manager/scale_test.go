@@ -11,18 +11,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"math"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -48,7 +44,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -60,6 +55,7 @@ import (
 	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/managementplane"
 	"github.com/lotse/lotse/internal/manager"
+	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/releases/releasestest"
 	"github.com/lotse/lotse/internal/supervisor"
@@ -121,8 +117,7 @@ func startManagementAPI(tb testing.TB) *rest.Config {
 type fakeTenantAPI struct {
 	url      string
 	serverCA []byte
-	ca       *x509.Certificate
-	caKey    *ecdsa.PrivateKey
+	ca       *pki.CA
 }
 
 // fakeTenantAPIEnv, set to a directory, makes the test binary serve the
@@ -183,13 +178,16 @@ func startFakeTenantAPI(tb testing.TB) *fakeTenantAPI {
 	}
 	f := &fakeTenantAPI{url: string(read("url")), serverCA: read("server-ca.pem")}
 	block, _ := pem.Decode(read("ca.pem"))
-	if f.ca, err = x509.ParseCertificate(block.Bytes); err != nil {
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	block, _ = pem.Decode(read("ca-key.pem"))
-	if f.caKey, err = x509.ParseECPrivateKey(block.Bytes); err != nil {
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
 		tb.Fatal(err)
 	}
+	f.ca = &pki.CA{Cert: cert, Key: key.(crypto.Signer)}
 	return f
 }
 
@@ -220,27 +218,16 @@ type fakeTenantStore struct {
 }
 
 func serveFakeTenantAPI(dir string) error {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := pki.NewCA("fake-tenants-ca")
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fake-tenants-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		return err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(caKey)
+	keyPEM, err := pki.KeyPEM(ca.Key)
 	if err != nil {
 		return err
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	pool.AddCert(ca.Cert)
 	store := &fakeTenantStore{objects: map[string]runtime.Object{}}
 	server := httptest.NewUnstartedServer(http.HandlerFunc(store.serve))
 	server.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool, MinVersion: tls.VersionTLS12}
@@ -250,9 +237,9 @@ func serveFakeTenantAPI(dir string) error {
 		name string
 		data []byte
 	}{
-		{"server-ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw})},
-		{"ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})},
-		{"ca-key.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})},
+		{"server-ca.pem", pki.CertPEM(server.Certificate())},
+		{"ca.pem", pki.CertPEM(ca.Cert)},
+		{"ca-key.pem", keyPEM},
 		{"url", []byte(server.URL)}, // last: it says the rest is there
 	} {
 		if err := os.WriteFile(filepath.Join(dir, f.name+".tmp"), f.data, 0o600); err != nil {
@@ -360,31 +347,15 @@ var tenantCodecs = serializer.NewCodecFactory(clientgoscheme.Scheme)
 // cluster has its own CA and admin credentials (so the manager holds a
 // client and a TLS transport per cluster, as it would).
 func (f *fakeTenantAPI) kubeconfig(tenant string) ([]byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kp, err := f.ca.Issue(pki.CertSpec{CommonName: tenant, Organization: []string{"system:masters"}, Client: true})
 	if err != nil {
 		return nil, err
 	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(math.MaxInt64))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: tenant, Organization: []string{"system:masters"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, f.ca, &key.PublicKey, f.caKey)
+	keyPEM, err := pki.KeyPEM(kp.Key)
 	if err != nil {
 		return nil, err
 	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[tenant] = &clientcmdapi.Cluster{Server: f.url, CertificateAuthorityData: f.serverCA}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{
-		ClientCertificateData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		ClientKeyData:         pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}
-	cfg.Contexts["admin"] = &clientcmdapi.Context{Cluster: tenant, AuthInfo: "admin"}
-	cfg.CurrentContext = "admin"
-	return clientcmd.Write(*cfg)
+	return pki.Kubeconfig(tenant, f.url, f.serverCA, pki.CertPEM(kp.Cert), keyPEM, "admin"), nil
 }
 
 // fakeHostedBackend hosts no control plane: each one "starts" startDelay

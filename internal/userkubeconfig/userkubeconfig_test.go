@@ -2,11 +2,8 @@ package userkubeconfig
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
 	"slices"
@@ -19,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+
+	"github.com/lotse/lotse/internal/pki"
 )
 
 func TestValidate(t *testing.T) {
@@ -53,26 +52,18 @@ func TestValidate(t *testing.T) {
 type fakeSigner struct {
 	cs   *kubefake.Clientset
 	deny bool
-	ca   *x509.Certificate
-	key  *ecdsa.PrivateKey
+	ca   *pki.CA
 
 	mu   sync.Mutex
 	seen []certificatesv1.CertificateSigningRequest
 }
 
 func newFakeSigner(t *testing.T, cs *kubefake.Clientset, deny bool) *fakeSigner {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := pki.NewCA("test-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-ca"}, IsCA: true, BasicConstraintsValid: true,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour), KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	s := &fakeSigner{cs: cs, deny: deny, ca: ca, key: key}
+	s := &fakeSigner{cs: cs, deny: deny, ca: ca}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -115,7 +106,7 @@ func (s *fakeSigner) signApproved(t *testing.T) {
 			tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: req.Subject,
 				NotBefore: time.Now(), NotAfter: time.Now().Add(time.Duration(*csr.Spec.ExpirationSeconds) * time.Second),
 				ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-			der, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca, req.PublicKey, s.key)
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca.Cert, req.PublicKey, s.ca.Key)
 			if err != nil {
 				t.Errorf("sign: %v", err)
 				continue
