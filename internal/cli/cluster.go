@@ -38,11 +38,27 @@ import (
 type clientFlags struct {
 	kubeconfig string
 	namespace  string
+	project    string
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
-	cmd.PersistentFlags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the management API (default $LOTSE_KUBECONFIG, else the one `lotse up` wrote)")
+	cmd.PersistentFlags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the management API (default $LOTSE_KUBECONFIG, else the one lotse up wrote)")
 	cmd.PersistentFlags().StringVarP(&f.namespace, "namespace", "n", "default", "namespace of the clusters")
+	cmd.PersistentFlags().StringVarP(&f.project, "project", "p", "", "project whose clusters these are (its namespace, project-NAME, instead of --namespace)")
+	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return f.resolveProject() }
+}
+
+// resolveProject turns --project into the project's namespace.
+func (f *clientFlags) resolveProject() error {
+	if f.project == "" {
+		return nil
+	}
+	ns := lotsev1.ProjectNamespacePrefix + f.project
+	if f.namespace != "default" && f.namespace != ns {
+		return fmt.Errorf("--project %s and --namespace %s disagree: project %s keeps its clusters in namespace %s; give one of them", f.project, f.namespace, f.project, ns)
+	}
+	f.namespace = ns
+	return nil
 }
 
 // kubeconfigPath resolves --kubeconfig, $LOTSE_KUBECONFIG, then the default state directory.
@@ -83,6 +99,11 @@ func explain(err error) error {
 	}
 	if meta.IsNoMatchError(err) {
 		return fmt.Errorf("the management API does not know Lotse's Cluster type; is a Lotse manager running against it? (%v)", err)
+	}
+	// RBAC's refusals read `User "bob" cannot get resource "secrets" ...`;
+	// admission refusals explain themselves.
+	if apierrors.IsForbidden(err) && strings.Contains(err.Error(), " cannot ") && strings.Contains(err.Error(), " resource ") {
+		return fmt.Errorf("%v\n(your role does not allow this; an owner of the project can change members' roles with `lotse project member set`)", err)
 	}
 	return err
 }
@@ -162,7 +183,7 @@ func newClusterCreateCommand(flags *clientFlags) *cobra.Command {
 func exactlyOneName(usage string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != 1 {
-			return fmt.Errorf("expected one cluster name; usage: %s", usage)
+			return fmt.Errorf("expected one name; usage: %s", usage)
 		}
 		return nil
 	}

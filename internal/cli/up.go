@@ -83,7 +83,7 @@ func newDownCommand() *cobra.Command {
 }
 
 func newManagerCommand() *cobra.Command {
-	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir, fleetDNSAddr string
+	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir, fleetDNSAddr, webhookAddr, webhookAdvertise string
 	var apiServerGOGC int
 	var alertWebhooks []string
 	var alertAfter, restartAfter time.Duration
@@ -119,22 +119,24 @@ func newManagerCommand() *cobra.Command {
 			backend := process.New(abs, sup)
 			backend.APIServerGOGC = apiServerGOGC
 			err = manager.Run(cmd.Context(), cfg, manager.Options{
-				Releases:              releases.NewStore(cacheDir),
-				Backend:               backend,
-				StateDir:              abs,
-				LotseBinary:           backend.LotseBinary,
-				Supervisor:            sup,
-				LeaderElection:        leaderElect,
-				MetricsAddr:           metricsAddr,
-				FleetDNSAddr:          fleetDNSAddr,
-				HealthAddr:            healthAddr,
-				BuildLog:              cmd.ErrOrStderr(),
-				DNSUpstreams:          dnsUpstreams,
-				LBAddressPool:         lbPool,
-				BackupDir:             backupDir,
-				AlertWebhooks:         alertWebhooks,
-				AlertAfter:            alertAfter,
-				RestartUnhealthyAfter: restartAfter,
+				Releases:                releases.NewStore(cacheDir),
+				Backend:                 backend,
+				StateDir:                abs,
+				LotseBinary:             backend.LotseBinary,
+				Supervisor:              sup,
+				LeaderElection:          leaderElect,
+				MetricsAddr:             metricsAddr,
+				FleetDNSAddr:            fleetDNSAddr,
+				HealthAddr:              healthAddr,
+				BuildLog:                cmd.ErrOrStderr(),
+				DNSUpstreams:            dnsUpstreams,
+				LBAddressPool:           lbPool,
+				BackupDir:               backupDir,
+				AlertWebhooks:           alertWebhooks,
+				AlertAfter:              alertAfter,
+				RestartUnhealthyAfter:   restartAfter,
+				WebhookAddr:             webhookAddr,
+				WebhookAdvertiseAddress: webhookAdvertise,
 			})
 			if cmd.Context().Err() != nil {
 				return nil
@@ -156,6 +158,8 @@ func newManagerCommand() *cobra.Command {
 	cmd.Flags().IntVar(&apiServerGOGC, "apiserver-gogc", 0, apiServerGOGCHelp)
 	cmd.Flags().StringVar(&fleetDNSAddr, "fleet-dns-address", "", "address of the fleets' authoritative DNS server, UDP and TCP (default: a free port on 127.0.0.1; 0 disables)")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", "0", "address of /healthz and /readyz (0 disables)")
+	cmd.Flags().StringVar(&webhookAddr, "webhook-address", "", "address of the admission webhook that enforces project quotas (default: a free port on 127.0.0.1; 0 disables, and project quotas are not enforced)")
+	cmd.Flags().StringVar(&webhookAdvertise, "webhook-advertise-address", "", "host or IP the management API reaches the admission webhook at (default: the host of --webhook-address)")
 	return cmd
 }
 

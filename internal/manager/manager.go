@@ -36,6 +36,7 @@ import (
 	hibernationcontroller "github.com/lotse/lotse/internal/controller/hibernation"
 	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
 	maintenancecontroller "github.com/lotse/lotse/internal/controller/maintenance"
+	projectcontroller "github.com/lotse/lotse/internal/controller/project"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
 	fleetdns "github.com/lotse/lotse/internal/federation/dns"
@@ -44,6 +45,7 @@ import (
 	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/metrics"
+	"github.com/lotse/lotse/internal/quota"
 	"github.com/lotse/lotse/internal/releases"
 	"github.com/lotse/lotse/internal/supervisor"
 	"github.com/lotse/lotse/internal/tenant"
@@ -112,6 +114,13 @@ type Options struct {
 	// BackupDir keeps the snapshots of clusters whose spec.backup names
 	// no destination (default: backups/ in the state directory).
 	BackupDir string
+	// WebhookAddr is where the admission webhook (project quotas) listens
+	// ("" picks a port on 127.0.0.1; "0" disables: project quotas are then
+	// not enforced).
+	WebhookAddr string
+	// WebhookAdvertiseAddress is the host or IP the management API reaches
+	// the webhook at (default: WebhookAddr's host).
+	WebhookAdvertiseAddress string
 	// Started, if set, is closed once the controllers run.
 	Started chan<- struct{}
 }
@@ -168,6 +177,9 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		return err
 	}
 	if err := InstallCRDs(ctx, direct); err != nil {
+		return err
+	}
+	if err := projectcontroller.Install(ctx, direct); err != nil {
 		return err
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -290,6 +302,24 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 	if err := fleets.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	projects := &projectcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
+	if err := projects.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if opts.WebhookAddr != "0" {
+		addr := opts.WebhookAddr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		admission, err := startAdmission(addr, opts.WebhookAdvertiseAddress, &quota.Admitter{Reader: mgr.GetAPIReader(), Scheme: scheme})
+		if err != nil {
+			return err
+		}
+		defer admission.stop()
+		if err := mgr.Add(admission.register(mgr.GetClient())); err != nil {
+			return err
+		}
 	}
 	sleep := &hibernationcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
 	if err := sleep.SetupWithManager(mgr); err != nil {

@@ -183,6 +183,15 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 	return p, nil
 }
 
+// CA loads the cluster's CA, the one that signs its API clients.
+func (p ClusterPKI) CA() (*CA, error) {
+	cert, key, err := loadPair(p.Dir, CAName)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key}, nil
+}
+
 func ensureCA(dir, name, commonName string) (*CA, error) {
 	if exists(filepath.Join(dir, name+".crt")) && exists(filepath.Join(dir, name+".key")) {
 		cert, key, err := loadPair(dir, name)

@@ -51,6 +51,8 @@ type CertSpec struct {
 	IPs          []net.IP
 	Server       bool
 	Client       bool
+	// NotAfter ends the certificate's validity (zero: a year from now).
+	NotAfter time.Time
 }
 
 func newKey() (*ecdsa.PrivateKey, error) {
@@ -111,6 +113,9 @@ func (ca *CA) Issue(spec CertSpec) (*KeyPair, error) {
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(leafValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+	}
+	if !spec.NotAfter.IsZero() {
+		tmpl.NotAfter = spec.NotAfter
 	}
 	if spec.Server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)

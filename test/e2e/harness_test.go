@@ -334,7 +334,12 @@ func deleteAllClusters() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	_ = c.DeleteAllOf(ctx, &lotsev1.Cluster{}, client.InNamespace("default"))
+	all := &lotsev1.ClusterList{}
+	if err := c.List(ctx, all); err == nil {
+		for i := range all.Items {
+			_ = c.Delete(ctx, &all.Items[i])
+		}
+	}
 	for ctx.Err() == nil {
 		list := &lotsev1.ClusterList{}
 		if err := c.List(ctx, list); err != nil || len(list.Items) == 0 {

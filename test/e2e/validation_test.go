@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
@@ -126,6 +127,39 @@ func TestValidationOnCreate(t *testing.T) {
 	}
 }
 
+// TestProjectValidation: bad projects are refused naming the field.
+func TestProjectValidation(t *testing.T) {
+	mc := mgmtClient(t)
+	for _, tc := range []struct {
+		name    string
+		project lotsev1.Project
+		want    string
+	}{
+		{"name too long", lotsev1.Project{ObjectMeta: metav1.ObjectMeta{Name: strings.Repeat("a", 56)}},
+			"metadata.name: a project's name has at most 55 characters"},
+		{"system member", lotsev1.Project{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: lotsev1.ProjectSpec{
+			Members: []lotsev1.ProjectMember{{Kind: "Group", Name: "system:masters", Role: lotsev1.RoleOwner}}}},
+			"spec.members[].name: names starting with system: belong to Kubernetes itself"},
+		{"service account without namespace", lotsev1.Project{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: lotsev1.ProjectSpec{
+			Members: []lotsev1.ProjectMember{{Kind: "ServiceAccount", Name: "deployer", Role: lotsev1.RoleAdmin}}}},
+			"a ServiceAccount member is named NAMESPACE:NAME"},
+		{"unknown role", lotsev1.Project{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: lotsev1.ProjectSpec{
+			Members: []lotsev1.ProjectMember{{Kind: "User", Name: "alice", Role: "boss"}}}},
+			`spec.members[0].role: Unsupported value: "boss"`},
+		{"negative quota", lotsev1.Project{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: lotsev1.ProjectSpec{
+			Quota: &lotsev1.ProjectQuota{Clusters: ptr.To(int32(-1))}}},
+			"spec.quota.clusters"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.project
+			err := mc.Create(context.Background(), &p, client.DryRunAll)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("want an error naming %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
+
 // TestValidationOnUpdate: immutable fields, downgrades and skipped minors
 // are rejected with a message naming the field.
 func TestValidationOnUpdate(t *testing.T) {
@@ -206,10 +240,15 @@ func TestCLIChecks(t *testing.T) {
 		want string
 	}{
 		{[]string{"cluster", "create", "x", "--kubernetes-version", "1.20.0"}, "--kubernetes-version"},
-		{[]string{"cluster", "create"}, "expected one cluster name"},
+		{[]string{"cluster", "create"}, "expected one name"},
 		{[]string{"cluster", "get", "does-not-exist"}, "not found; see `lotse cluster list -A`"},
 		{[]string{"cluster", "kubeconfig", "does-not-exist"}, "does not exist or is still being created"},
 		{[]string{"release", "build", "9.9.9"}, "not in the catalog"},
+		{[]string{"project", "create", "x", "--member", "alice=boss"}, `role "boss" is not one of owner, admin, viewer`},
+		{[]string{"project", "create", "x", "--member", "alice"}, "write [KIND:]NAME=ROLE"},
+		{[]string{"project", "quota", "does-not-exist"}, "give at least one of --max-clusters"},
+		{[]string{"project", "get", "does-not-exist"}, "project does-not-exist does not exist"},
+		{[]string{"cluster", "list", "-p", "acme", "-n", "default2"}, "--project acme and --namespace default2 disagree"},
 	}
 	for _, tc := range cases {
 		out, err := lotseCLI(t, tc.args...)
