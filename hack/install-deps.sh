@@ -24,6 +24,8 @@ declare -A packages=(
   [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
   # The local-path helper pods' image is the static busybox.
   [/bin/busybox]=busybox-static
+  # The dashboard's browser test drives Debian's Chromium, headless.
+  [/usr/bin/chromium]=chromium
 )
 missing=()
 for file in "${!packages[@]}"; do

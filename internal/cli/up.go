@@ -42,6 +42,7 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringVar(&opts.MetricsAddr, "metrics-bind-address", "0", "address of the manager's Prometheus metrics, e.g. 127.0.0.1:9464 (0 disables)")
 	cmd.Flags().StringVar(&opts.FleetDNSAddr, "fleet-dns-address", "", "address of the fleets' authoritative DNS server, UDP and TCP (default: a free port on 127.0.0.1; 0 disables)")
 	cmd.Flags().IntVar(&opts.APIServerGOGC, "apiserver-gogc", 0, apiServerGOGCHelp)
+	cmd.Flags().StringVar(&opts.DashboardAddr, "dashboard-address", "", "serve the web dashboard on this loopback address, e.g. 127.0.0.1:8080 (default: none; `lotse dashboard` serves one too)")
 	cmd.Flags().StringSliceVar(&opts.AlertWebhooks, "alert-webhook", nil, "URL that receives Alertmanager webhook payloads of Lotse's alerts (repeatable)")
 	cmd.Flags().DurationVar(&opts.AlertAfter, "alert-after", care.DefaultAlertAfter, "how long a health condition stays False before it alerts")
 	cmd.Flags().DurationVar(&opts.RestartUnhealthyAfter, "restart-unhealthy-after", care.DefaultRestartAfter, "how long a control-plane component may fail its health check (with what it depends on healthy) before it is restarted; negative: never")
@@ -83,7 +84,7 @@ func newDownCommand() *cobra.Command {
 }
 
 func newManagerCommand() *cobra.Command {
-	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir, fleetDNSAddr, webhookAddr, webhookAdvertise string
+	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir, fleetDNSAddr, webhookAddr, webhookAdvertise, dashboardAddr string
 	var apiServerGOGC int
 	var alertWebhooks []string
 	var alertAfter, restartAfter time.Duration
@@ -137,6 +138,7 @@ func newManagerCommand() *cobra.Command {
 				RestartUnhealthyAfter:   restartAfter,
 				WebhookAddr:             webhookAddr,
 				WebhookAdvertiseAddress: webhookAdvertise,
+				DashboardAddr:           dashboardAddr,
 			})
 			if cmd.Context().Err() != nil {
 				return nil
@@ -159,6 +161,7 @@ func newManagerCommand() *cobra.Command {
 	cmd.Flags().StringVar(&fleetDNSAddr, "fleet-dns-address", "", "address of the fleets' authoritative DNS server, UDP and TCP (default: a free port on 127.0.0.1; 0 disables)")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", "0", "address of /healthz and /readyz (0 disables)")
 	cmd.Flags().StringVar(&webhookAddr, "webhook-address", "", "address of the admission webhook that enforces project quotas (default: a free port on 127.0.0.1; 0 disables, and project quotas are not enforced)")
+	cmd.Flags().StringVar(&dashboardAddr, "dashboard-address", "", "serve the web dashboard on this loopback address, e.g. 127.0.0.1:8080 (default: none)")
 	cmd.Flags().StringVar(&webhookAdvertise, "webhook-advertise-address", "", "host or IP the management API reaches the admission webhook at (default: the host of --webhook-address)")
 	return cmd
 }

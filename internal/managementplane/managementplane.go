@@ -74,6 +74,8 @@ type Options struct {
 	AlertAfter    time.Duration
 	// RestartUnhealthyAfter: see manager.Options.
 	RestartUnhealthyAfter time.Duration
+	// DashboardAddr: see manager.Options.
+	DashboardAddr string
 }
 
 // Up runs the management plane until ctx ends, then stops every control
@@ -180,6 +182,7 @@ func Up(ctx context.Context, opts Options) error {
 		AlertWebhooks:         opts.AlertWebhooks,
 		AlertAfter:            opts.AlertAfter,
 		RestartUnhealthyAfter: opts.RestartUnhealthyAfter,
+		DashboardAddr:         opts.DashboardAddr,
 	})
 	if ctx.Err() != nil {
 		return nil // a requested stop, not a failure

@@ -39,6 +39,7 @@ import (
 	projectcontroller "github.com/lotse/lotse/internal/controller/project"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
+	"github.com/lotse/lotse/internal/dashboard"
 	fleetdns "github.com/lotse/lotse/internal/federation/dns"
 	"github.com/lotse/lotse/internal/hibernation"
 	"github.com/lotse/lotse/internal/images"
@@ -121,6 +122,9 @@ type Options struct {
 	// WebhookAdvertiseAddress is the host or IP the management API reaches
 	// the webhook at (default: WebhookAddr's host).
 	WebhookAdvertiseAddress string
+	// DashboardAddr serves the web dashboard on this loopback host:port
+	// ("": no dashboard; `lotse dashboard` serves one too).
+	DashboardAddr string
 	// Started, if set, is closed once the controllers run.
 	Started chan<- struct{}
 }
@@ -319,6 +323,17 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		defer admission.stop()
 		if err := mgr.Add(admission.register(mgr.GetClient())); err != nil {
 			return err
+		}
+	}
+	if opts.DashboardAddr != "" {
+		board, err := dashboard.Start(cfg, dashboard.Options{Addr: opts.DashboardAddr})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = board.Stop() }()
+		ctrl.Log.Info("dashboard serving", "url", board.URL)
+		if opts.BuildLog != nil {
+			fmt.Fprintf(opts.BuildLog, "dashboard at %s\n", board.URL)
 		}
 	}
 	sleep := &hibernationcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
