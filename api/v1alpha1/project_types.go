@@ -53,6 +53,7 @@ const (
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,categories=lotse
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 55",message="metadata.name: a project's name has at most 55 characters (its namespace is project-NAME)"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name: a project's name is lowercase letters, digits and '-', starting and ending with a letter or digit (its namespace is project-NAME)"
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.status.namespace`
 // +kubebuilder:printcolumn:name="Clusters",type=integer,JSONPath=`.status.usage.clusters`
 // +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.usage.nodes`

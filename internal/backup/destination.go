@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"os"
 	"path"
 	"path/filepath"
@@ -181,6 +182,13 @@ func ParseRef(value, namespace, name string) (Ref, error) {
 	}
 	if r.Namespace == "" || r.Cluster == "" {
 		return r, fmt.Errorf("annotation %s: %q has an empty namespace or cluster", lotsev1.RestoreAnnotation, value)
+	}
+	// They become path elements of the store: nothing but names.
+	if errs := validation.IsDNS1123Label(r.Namespace); len(errs) > 0 {
+		return r, fmt.Errorf("annotation %s: namespace %q: %s", lotsev1.RestoreAnnotation, r.Namespace, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(r.Cluster); len(errs) > 0 {
+		return r, fmt.Errorf("annotation %s: cluster %q: %s", lotsev1.RestoreAnnotation, r.Cluster, strings.Join(errs, "; "))
 	}
 	if err := CheckSnapshotName(r.Snapshot); err != nil {
 		return r, fmt.Errorf("annotation %s: %w", lotsev1.RestoreAnnotation, err)

@@ -27,6 +27,7 @@ import (
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	"github.com/lotse/lotse/internal/fsutil"
+	untrustedkubeconfig "github.com/lotse/lotse/internal/kubeconfig"
 	"github.com/lotse/lotse/internal/managementplane"
 	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/pki"
@@ -45,16 +46,16 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the management API (default $LOTSE_KUBECONFIG, else the one lotse up wrote)")
 	cmd.PersistentFlags().StringVarP(&f.namespace, "namespace", "n", "default", "namespace of the clusters")
 	cmd.PersistentFlags().StringVarP(&f.project, "project", "p", "", "project whose clusters these are (its namespace, project-NAME, instead of --namespace)")
-	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return f.resolveProject() }
+	cmd.PersistentPreRunE = func(c *cobra.Command, _ []string) error { return f.resolveProject(c.Flags().Changed("namespace")) }
 }
 
 // resolveProject turns --project into the project's namespace.
-func (f *clientFlags) resolveProject() error {
+func (f *clientFlags) resolveProject(namespaceGiven bool) error {
 	if f.project == "" {
 		return nil
 	}
 	ns := lotsev1.ProjectNamespacePrefix + f.project
-	if f.namespace != "default" && f.namespace != ns {
+	if namespaceGiven && f.namespace != ns {
 		return fmt.Errorf("--project %s and --namespace %s disagree: project %s keeps its clusters in namespace %s; give one of them", f.project, f.namespace, f.project, ns)
 	}
 	f.namespace = ns
@@ -103,7 +104,7 @@ func explain(err error) error {
 	// RBAC's refusals read `User "bob" cannot get resource "secrets" ...`;
 	// admission refusals explain themselves.
 	if apierrors.IsForbidden(err) && strings.Contains(err.Error(), " cannot ") && strings.Contains(err.Error(), " resource ") {
-		return fmt.Errorf("%v\n(your role does not allow this; an owner of the project can change members' roles with `lotse project member set`)", err)
+		return fmt.Errorf("%v\n(your role does not allow this: in a project, its owners give roles with `lotse project member set`; projects themselves and their quotas are the provider's)", err)
 	}
 	return err
 }
@@ -414,7 +415,9 @@ func shortLivedKubeconfig(cmd *cobra.Command, adminKubeconfig []byte, req userku
 	if err != nil {
 		return nil, fmt.Errorf("the admin kubeconfig: %w", err)
 	}
-	cfg, err := clientcmd.NewDefaultClientConfig(*admin, nil).ClientConfig()
+	// The Secret is writable by the project's admins: follow no file,
+	// plugin or proxy it might name.
+	cfg, err := untrustedkubeconfig.ParseUntrusted(adminKubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("the admin kubeconfig: %w", err)
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -69,8 +70,8 @@ func (q *quotaFlags) apply(cmd *cobra.Command, into **lotsev1.ProjectQuota) erro
 		if !cmd.Flags().Changed(flag) {
 			return nil
 		}
-		if v < -1 {
-			return fmt.Errorf("--%s %d: give a count, or -1 for no limit", flag, v)
+		if v < -1 || v > math.MaxInt32 {
+			return fmt.Errorf("--%s %d: give a count from 0 to %d, or -1 for no limit", flag, v, math.MaxInt32)
 		}
 		if v == -1 {
 			*field = nil

@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
+	"sync"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -18,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/quota"
 )
@@ -25,9 +30,11 @@ import (
 // WebhookConfigurationName is the manager's ValidatingWebhookConfiguration.
 const WebhookConfigurationName = "lotse"
 
-// admissionServer serves the manager's admission webhooks over TLS, with a
-// certificate from a CA made at start (nothing to keep or rotate: the
-// configuration that the leader writes carries the new CA).
+// admissionServer serves the manager's admission webhooks over TLS. Its CA
+// and port are kept in the state directory, so a restarted manager is
+// reached where the configuration already points and trusted by the CA
+// bundle it already carries: the webhooks keep working across restarts
+// without waiting for the new leader to write the configuration.
 type admissionServer struct {
 	listener net.Listener
 	server   *http.Server
@@ -36,10 +43,18 @@ type admissionServer struct {
 	caBundle []byte
 }
 
-// startAdmission listens on addr (host:port, port 0 allocates one); the
-// management API reaches it at advertise (default: the listening address).
-func startAdmission(addr, advertise string, admitter *quota.Admitter) (*admissionServer, error) {
-	ln, err := net.Listen("tcp", addr)
+// startAdmission listens on addr (host:port, port 0: the port the last
+// manager with this state directory used if it is free, else a new one);
+// the management API reaches it at advertise (default: the listening
+// address).
+func startAdmission(addr, advertise, stateDir string, admitter *quota.Admitter) (*admissionServer, error) {
+	dir := filepath.Join(stateDir, "admission")
+	ca, err := pki.EnsureCA(dir, "ca", "lotse-admission")
+	if err != nil {
+		return nil, fmt.Errorf("admission webhook CA: %w", err)
+	}
+	portFile := filepath.Join(dir, "port")
+	ln, err := listenReusing(addr, portFile)
 	if err != nil {
 		return nil, fmt.Errorf("admission webhook on %s: %w", addr, err)
 	}
@@ -51,19 +66,15 @@ func startAdmission(addr, advertise string, admitter *quota.Admitter) (*admissio
 		}
 		advertise = host
 	}
-	ca, err := pki.NewCA("lotse-admission")
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
+	_ = fsutil.WriteFileAtomic(portFile, []byte(port), 0o600)
 	spec := pki.CertSpec{CommonName: "lotse-admission", Server: true}
 	if ip := net.ParseIP(advertise); ip != nil {
 		spec.IPs = []net.IP{ip}
 	} else {
 		spec.DNSNames = []string{advertise}
 	}
-	leaf, err := ca.Issue(spec)
-	if err != nil {
+	certs := &renewingCert{ca: ca, spec: spec}
+	if _, err := certs.get(nil); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -77,10 +88,7 @@ func startAdmission(addr, advertise string, admitter *quota.Admitter) (*admissio
 		server: &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
-			TLSConfig: &tls.Config{
-				MinVersion:   tls.VersionTLS12,
-				Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert}},
-			},
+			TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get},
 		},
 	}
 	go func() {
@@ -89,6 +97,46 @@ func startAdmission(addr, advertise string, admitter *quota.Admitter) (*admissio
 		}
 	}()
 	return s, nil
+}
+
+// listenReusing listens on addr; with port 0 it first tries the port
+// recorded in portFile.
+func listenReusing(addr, portFile string) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if port == "0" {
+		if last, err := os.ReadFile(portFile); err == nil {
+			if ln, err := net.Listen("tcp", net.JoinHostPort(host, strings.TrimSpace(string(last)))); err == nil {
+				return ln, nil
+			}
+		}
+	}
+	return net.Listen("tcp", addr)
+}
+
+// renewingCert is the serving certificate, issued again when it nears its
+// end.
+type renewingCert struct {
+	ca   *pki.CA
+	spec pki.CertSpec
+	mu   sync.Mutex
+	cert *tls.Certificate
+}
+
+func (r *renewingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cert != nil && time.Until(r.cert.Leaf.NotAfter) > 30*24*time.Hour {
+		return r.cert, nil
+	}
+	leaf, err := r.ca.Issue(r.spec)
+	if err != nil {
+		return nil, err
+	}
+	r.cert = &tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert}
+	return r.cert, nil
 }
 
 func (s *admissionServer) stop() {
@@ -149,20 +197,20 @@ func (s *admissionServer) configuration() *admissionregistrationv1.ValidatingWeb
 }
 
 // register writes the webhook configuration (where it differs) once this
-// manager leads: the management API then calls this manager's server.
+// manager leads, and keeps it so: the management API then calls this
+// manager's server, and a configuration deleted or weakened by hand comes
+// back within a minute.
 func (s *admissionServer) register(c client.Client) manager.Runnable {
 	return manager.RunnableFunc(func(ctx context.Context) error {
 		want := s.configuration()
 		for {
-			err := applyWebhookConfiguration(ctx, c, want)
-			if err == nil {
-				return nil
+			if err := applyWebhookConfiguration(ctx, c, want); err != nil && ctx.Err() == nil {
+				ctrl.Log.WithName("admission").Error(err, "write the webhook configuration; retrying")
 			}
-			ctrl.Log.WithName("admission").Error(err, "register the webhook configuration; retrying")
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(2 * time.Second):
+			case <-time.After(time.Minute):
 			}
 		}
 	})
@@ -177,9 +225,35 @@ func applyWebhookConfiguration(ctx context.Context, c client.Client, want *admis
 	if err != nil {
 		return err
 	}
-	if reflect.DeepEqual(have.Webhooks, want.Webhooks) {
+	if sameWebhooks(have.Webhooks, want.Webhooks) {
 		return nil
 	}
 	have.Webhooks = want.Webhooks
 	return c.Update(ctx, have)
+}
+
+// sameWebhooks compares what Lotse sets of each webhook (the API server
+// fills in the rest).
+func sameWebhooks(have, want []admissionregistrationv1.ValidatingWebhook) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for i := range want {
+		h, w := have[i], want[i]
+		if h.Name != w.Name || !reflect.DeepEqual(h.ClientConfig, w.ClientConfig) || !reflect.DeepEqual(h.Rules, w.Rules) ||
+			!reflect.DeepEqual(h.NamespaceSelector, w.NamespaceSelector) || !reflect.DeepEqual(h.FailurePolicy, w.FailurePolicy) ||
+			(h.ObjectSelector != nil && (len(h.ObjectSelector.MatchLabels) > 0 || len(h.ObjectSelector.MatchExpressions) > 0)) ||
+			len(h.MatchConditions) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// removeWebhookConfiguration deletes the configuration a manager with its
+// webhook on wrote: with the webhook off it would fail closed and refuse
+// every cluster write in project namespaces.
+func removeWebhookConfiguration(ctx context.Context, c client.Client) error {
+	err := c.Delete(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigurationName}})
+	return client.IgnoreNotFound(err)
 }

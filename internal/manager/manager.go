@@ -307,7 +307,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err := fleets.SetupWithManager(mgr); err != nil {
 		return err
 	}
-	projects := &projectcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
+	projects := &projectcontroller.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("lotse")}
 	if err := projects.SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -316,7 +316,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		if addr == "" {
 			addr = "127.0.0.1:0"
 		}
-		admission, err := startAdmission(addr, opts.WebhookAdvertiseAddress, &quota.Admitter{Reader: mgr.GetAPIReader(), Scheme: scheme})
+		admission, err := startAdmission(addr, opts.WebhookAdvertiseAddress, opts.StateDir, &quota.Admitter{Reader: mgr.GetAPIReader(), Scheme: scheme})
 		if err != nil {
 			return err
 		}
@@ -324,6 +324,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		if err := mgr.Add(admission.register(mgr.GetClient())); err != nil {
 			return err
 		}
+	} else if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return removeWebhookConfiguration(ctx, mgr.GetClient())
+	})); err != nil {
+		return err
 	}
 	if opts.DashboardAddr != "" {
 		board, err := dashboard.Start(cfg, dashboard.Options{Addr: opts.DashboardAddr})

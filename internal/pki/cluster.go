@@ -192,6 +192,14 @@ func (p ClusterPKI) CA() (*CA, error) {
 	return &CA{Cert: cert, Key: key}, nil
 }
 
+// EnsureCA loads the CA NAME.crt/NAME.key in dir, or makes it there.
+func EnsureCA(dir, name, commonName string) (*CA, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return ensureCA(dir, name, commonName)
+}
+
 func ensureCA(dir, name, commonName string) (*CA, error) {
 	if exists(filepath.Join(dir, name+".crt")) && exists(filepath.Join(dir, name+".key")) {
 		cert, key, err := loadPair(dir, name)

@@ -27,9 +27,9 @@ const reservationTTL = 30 * time.Second
 
 // Admitter is the admission webhook of project quotas. It reads through
 // Reader, which must not be a cache: a list that lags would let two
-// creates in a row both fit. Admissions are serialized, and what was just
-// admitted is reserved until the API shows it, so concurrent creates
-// cannot together go past a quota (within one manager: the webhook
+// creates in a row both fit. Admissions of one project are serialized, and
+// what was just admitted is reserved until the API shows it, so concurrent
+// creates cannot together go past a quota (within one manager: the webhook
 // configuration points at the leader's).
 type Admitter struct {
 	Reader client.Reader
@@ -37,7 +37,8 @@ type Admitter struct {
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
 
-	mu       sync.Mutex
+	mu       sync.Mutex // guards locks and reserved
+	locks    map[string]*sync.Mutex
 	reserved map[string]reservation
 }
 
@@ -98,29 +99,64 @@ func (a *Admitter) admitCluster(ctx context.Context, req admission.Request) admi
 		return admission.Allowed("")
 	}
 
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	// A create with generateName has its name only in the object; one
+	// without any (refused later) is told apart by the request's UID.
+	name := cluster.Name
+	if name == "" {
+		name = string(req.UID)
+	}
+	dryRun := req.DryRun != nil && *req.DryRun
+	if !dryRun {
+		// Admissions of one project are serialized; a dry run reserves
+		// nothing and need not wait.
+		unlock := a.lock(req.Namespace)
+		defer unlock()
+	}
 	list := &lotsev1.ClusterList{}
 	if err := a.Reader.List(ctx, list, client.InNamespace(req.Namespace)); err != nil {
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("list the clusters of project %s: %w", project.Name, err))
 	}
 	now := a.now()
-	others, names := a.othersLocked(req.Namespace, req.Name, list.Items, now)
-	if reason := Decide(project, req.Name, before, after, others, names); reason != "" {
+	others, names := a.others(req.Namespace, name, list.Items, now)
+	if reason := Decide(project, cluster.Name, before, after, others, names); reason != "" {
 		return admission.Denied(reason)
 	}
-	if req.DryRun == nil || !*req.DryRun {
-		a.reserved[req.Namespace+"/"+req.Name] = reservation{cost: after, until: now.Add(reservationTTL)}
+	if !dryRun {
+		a.reserve(req.Namespace+"/"+name, reservation{cost: after, until: now.Add(reservationTTL)})
 	}
 	return admission.Allowed("")
 }
 
-// othersLocked sums what the namespace's clusters other than name use: as
-// listed, or as reserved by an admission newer than the list shows.
-func (a *Admitter) othersLocked(namespace, name string, listed []lotsev1.Cluster, now time.Time) (lotsev1.ProjectUsage, []string) {
+// lock serializes the admissions of one namespace.
+func (a *Admitter) lock(namespace string) func() {
+	a.mu.Lock()
+	if a.locks == nil {
+		a.locks = map[string]*sync.Mutex{}
+	}
+	l := a.locks[namespace]
+	if l == nil {
+		l = &sync.Mutex{}
+		a.locks[namespace] = l
+	}
+	a.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+func (a *Admitter) reserve(key string, r reservation) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.reserved == nil {
 		a.reserved = map[string]reservation{}
 	}
+	a.reserved[key] = r
+}
+
+// others sums what the namespace's clusters other than name use: as
+// listed, or as reserved by an admission newer than the list shows.
+func (a *Admitter) others(namespace, name string, listed []lotsev1.Cluster, now time.Time) (lotsev1.ProjectUsage, []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for k, r := range a.reserved {
 		if !now.Before(r.until) {
 			delete(a.reserved, k)

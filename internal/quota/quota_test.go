@@ -3,6 +3,7 @@ package quota
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -179,6 +181,29 @@ func TestAdmitterConcurrentCreates(t *testing.T) {
 	wg.Wait()
 	if allowed != 3 {
 		t.Fatalf("%d of 10 concurrent creates admitted under a quota of 3 clusters", allowed)
+	}
+}
+
+// TestAdmitterGenerateName: creates that let the API server make up the
+// name count each on its own.
+func TestAdmitterGenerateName(t *testing.T) {
+	s := scheme(t)
+	p, ns := project(1)
+	c := fake.NewClientBuilder().WithScheme(s).WithObjects(p, ns).Build()
+	a := &Admitter{Reader: c, Scheme: s}
+	allowed := 0
+	for i := range 3 {
+		cl := cluster("", false)
+		cl.GenerateName = "gen-"
+		req := request(t, admissionv1.Create, cl, nil, false)
+		req.Name = ""
+		req.UID = types.UID(fmt.Sprintf("uid-%d", i))
+		if r := a.admitCluster(context.Background(), req); r.Allowed {
+			allowed++
+		}
+	}
+	if allowed != 1 {
+		t.Fatalf("%d of 3 generateName creates admitted under a quota of 1 cluster", allowed)
 	}
 }
 

@@ -217,6 +217,32 @@ func TestProjects(t *testing.T) {
 		}
 		return meta.IsStatusConditionTrue(web.Status.Conditions, lotsev1.ConditionReady), nil
 	})
+	// What tenants' roles would reach through objects they may write, but
+	// only the provider may set, is refused with the reason.
+	err = changeWeb(func(c *lotsev1.Cluster) { c.Spec.Backup = &lotsev1.BackupSpec{Directory: "/etc/lotse-stolen"} })
+	expectDenied(t, "a backup directory on the manager's host", err, "spec.backup.directory and spec.backup.s3", "set by the provider")
+	kubeconfigSecret := &corev1.Secret{}
+	if err := alice.Get(ctx, client.ObjectKey{Namespace: "project-acme", Name: clustercontroller.KubeconfigSecretName("web")}, kubeconfigSecret); err != nil {
+		t.Fatalf("an owner reads the kubeconfig Secret: %v", err)
+	}
+	kubeconfigSecret.Data["kubeconfig"] = []byte("users: [{name: x, user: {exec: {command: /bin/sh}}}]")
+	expectDenied(t, "an owner rewrites the kubeconfig Secret", alice.Update(ctx, kubeconfigSecret, dryRun), "is written by Lotse")
+	tokenSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "project-acme", Name: "minted",
+		Annotations: map[string]string{corev1.ServiceAccountNameKey: "default"}}, Type: corev1.SecretTypeServiceAccountToken}
+	expectDenied(t, "an owner mints a service-account token", alice.Create(ctx, tokenSecret, dryRun), "mints a token")
+	zoned := &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "project-globex", Name: "shop"}}
+	zoned.Spec.DNS.Zone = "shop.example.com"
+	expectDenied(t, "an admin picks a fleet's DNS zone", carol.Create(ctx, zoned, dryRun), "spec.dns.zone", "set by the provider")
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := &lotsev1.Project{}
+		if err := alice.Get(ctx, client.ObjectKey{Name: "acme"}, p); err != nil {
+			return err
+		}
+		p.Finalizers = append(p.Finalizers, "example.com/hold")
+		return alice.Update(ctx, p, dryRun)
+	})
+	expectDenied(t, "an owner changes the project's finalizers", err, "may change spec.members and spec.description")
+
 	short := filepath.Join(t.TempDir(), "alice-web.kubeconfig")
 	if out, err := projectCLI(t, aliceKubeconfig, "cluster", "kubeconfig", "-p", "acme", "web", "--expires", "1h", "--user", "alice", "--output-file", short); err != nil {
 		t.Fatalf("an owner's short-lived kubeconfig: %v\n%s", err, out)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	untrustedkubeconfig "github.com/lotse/lotse/internal/kubeconfig"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,7 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -271,7 +271,7 @@ func (r *Reconciler) ensureEngine(ctx context.Context, f *lotsev1.Fleet, kubecon
 			return nil
 		}
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	cfg, err := untrustedkubeconfig.ParseUntrusted(kubeconfig)
 	if err != nil {
 		return err
 	}

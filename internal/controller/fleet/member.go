@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	untrustedkubeconfig "github.com/lotse/lotse/internal/kubeconfig"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,7 +18,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -156,7 +156,7 @@ type probed struct {
 // its Ready nodes (the zone is the first node's topology label).
 func probe(ctx context.Context, kubeconfig []byte) (probed, error) {
 	var p probed
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	cfg, err := untrustedkubeconfig.ParseUntrusted(kubeconfig)
 	if err != nil {
 		return p, err
 	}
@@ -267,7 +267,7 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 		case err != nil:
 			return ctrl.Result{}, err
 		default:
-			cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+			cfg, err := untrustedkubeconfig.ParseUntrusted(kubeconfig)
 			if err != nil {
 				return ctrl.Result{}, err
 			}
@@ -344,7 +344,7 @@ func readyz(ctx context.Context, cs kubernetes.Interface) error {
 
 // readyzOf is readyz for a kubeconfig, 3 s at most.
 func readyzOf(ctx context.Context, kubeconfig []byte) error {
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	cfg, err := untrustedkubeconfig.ParseUntrusted(kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -377,7 +377,7 @@ func (r *Reconciler) revokeIdentity(ctx context.Context, m *lotsev1.FleetMember)
 	if s.Annotations[AnnotationIdentity] == "" {
 		return ctrl.Result{}, true
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data["kubeconfig"])
+	cfg, err := untrustedkubeconfig.ParseUntrusted(s.Data["kubeconfig"])
 	if err == nil {
 		cfg.Timeout = 10 * time.Second
 		err = access.Revoke(ctx, cfg, m.Namespace, m.Spec.Fleet, m.Name)
@@ -430,7 +430,7 @@ func (s *memberSource) Members(ctx context.Context) ([]propagation.Member, error
 		if err != nil {
 			continue
 		}
-		cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+		cfg, err := untrustedkubeconfig.ParseUntrusted(kubeconfig)
 		if err != nil {
 			continue
 		}

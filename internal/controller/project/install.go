@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -16,10 +17,6 @@ import (
 
 // RoleName is the ClusterRole (bound in a project's namespace) of a role.
 func RoleName(role lotsev1.ProjectRole) string { return "lotse:project:" + string(role) }
-
-// QuotaPolicyName names the admission policy that keeps project quotas
-// the provider's.
-const QuotaPolicyName = "lotse-project-quota"
 
 var (
 	lotseGroup = lotsev1.GroupVersion.Group
@@ -56,47 +53,147 @@ func Roles() []*rbacv1.ClusterRole {
 	}
 }
 
-// QuotaPolicy refuses a change of a project's spec.quota by anyone not
-// allowed to update projects/quota (a name RBAC knows, though the API
-// serves no such subresource): owners may update their project's members,
-// not its quota. cluster-admin may.
-func QuotaPolicy() (*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
+// provider is CEL that holds for who may do what only the provider may:
+// update a subresource that RBAC knows by name though the API serves no
+// such thing (cluster-admin has every one; tenants' roles have none).
+func provider(resource, subresource string) string {
+	return fmt.Sprintf("authorizer.group('lotse.dev').resource('%s').subresource('%s').check('update').allowed()", resource, subresource)
+}
+
+// unchanged is CEL that holds when an optional field is as it was (and a
+// create does not set it).
+func unchanged(path string) string {
+	now, before := present("object", path), present("oldObject", path)
+	return fmt.Sprintf("(oldObject == null ? !(%[2]s) : ((%[2]s) == (%[3]s) && (!(%[2]s) || object.%[1]s == oldObject.%[1]s)))", path, now, before)
+}
+
+// present is CEL that holds when root.path is set, each step of the way:
+// has() of a field under a missing one is an error, not false.
+func present(root, path string) string {
+	parts := strings.Split(path, ".")
+	var checks []string
+	for i := range parts {
+		checks = append(checks, fmt.Sprintf("has(%s.%s)", root, strings.Join(parts[:i+1], ".")))
+	}
+	return strings.Join(checks, " && ")
+}
+
+// Policy is a ValidatingAdmissionPolicy with its binding.
+type Policy struct {
+	Policy  *admissionregistrationv1.ValidatingAdmissionPolicy
+	Binding *admissionregistrationv1.ValidatingAdmissionPolicyBinding
+}
+
+func policy(name string, rules []admissionregistrationv1.NamedRuleWithOperations, matchConditions []admissionregistrationv1.MatchCondition, validations ...admissionregistrationv1.Validation) Policy {
 	fail := admissionregistrationv1.Fail
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: QuotaPolicyName},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: &fail,
-			MatchConstraints: &admissionregistrationv1.MatchResources{
-				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
-						Rule: admissionregistrationv1.Rule{
-							APIGroups: []string{lotseGroup}, APIVersions: []string{"*"}, Resources: []string{"projects"},
-						},
-					},
-				}},
+	for i := range validations {
+		validations[i].Reason = ptrTo(metav1.StatusReasonForbidden)
+	}
+	return Policy{
+		Policy: &admissionregistrationv1.ValidatingAdmissionPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy:    &fail,
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: rules},
+				MatchConditions:  matchConditions,
+				Validations:      validations,
 			},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: `(has(object.spec.quota) == has(oldObject.spec.quota) && (!has(object.spec.quota) || object.spec.quota == oldObject.spec.quota)) || ` +
-					`authorizer.group('lotse.dev').resource('projects').subresource('quota').name(object.metadata.name).check('update').allowed()`,
+		},
+		Binding: &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			// Written out as the API server defaults it, so that a binding
+			// someone narrowed is told apart and put back.
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName:        name,
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+				MatchResources: &admissionregistrationv1.MatchResources{
+					NamespaceSelector: &metav1.LabelSelector{},
+					ObjectSelector:    &metav1.LabelSelector{},
+					MatchPolicy:       ptrTo(admissionregistrationv1.Equivalent),
+				},
+			},
+		},
+	}
+}
+
+func rule(group, resource string, ops ...admissionregistrationv1.OperationType) []admissionregistrationv1.NamedRuleWithOperations {
+	return []admissionregistrationv1.NamedRuleWithOperations{{
+		RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+			Operations: ops,
+			Rule:       admissionregistrationv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: []string{resource}},
+		},
+	}}
+}
+
+// Names of the admission policies Lotse installs.
+const (
+	ProjectPolicyName      = "lotse-project-owners"
+	BackupPolicyName       = "lotse-backup-destinations"
+	FleetZonePolicyName    = "lotse-fleet-dns-zones"
+	ManagedSecretsPolicy   = "lotse-managed-secrets"
+	TokenSecretsPolicyName = "lotse-service-account-token-secrets"
+)
+
+// Policies keep to the provider what tenants' roles would otherwise let
+// them reach through objects they may write:
+//   - a project's quota and its metadata (owners change members and the
+//     description only);
+//   - where a cluster's backups go (a directory on the manager's host or an
+//     S3 endpoint the manager sends to);
+//   - a fleet's own DNS zone (zones are shared by every project);
+//   - the Secrets Lotse writes (a cluster's kubeconfig): only who may write
+//     a cluster's status changes them;
+//   - Secrets that mint service-account tokens: only who may ask for a
+//     token makes one.
+func Policies() []Policy {
+	update := admissionregistrationv1.Update
+	create := admissionregistrationv1.Create
+	isProvider := provider("projects", "quota")
+	return []Policy{
+		policy(ProjectPolicyName, rule(lotseGroup, "projects", update), nil,
+			admissionregistrationv1.Validation{
+				Expression:        unchanged("spec.quota") + " || " + isProvider,
 				MessageExpression: `'spec.quota of project ' + object.metadata.name + ' is set by the provider: ' + request.userInfo.username + ' may change its members but not its quota (that needs update on projects/quota)'`,
-				Reason:            ptrTo(metav1.StatusReasonForbidden),
-			}},
-		},
+			},
+			admissionregistrationv1.Validation{
+				Expression: unchanged("metadata.labels") + " && " + unchanged("metadata.annotations") + " && " + unchanged("metadata.finalizers") +
+					" && " + unchanged("metadata.ownerReferences") + " || " + isProvider,
+				MessageExpression: `'project ' + object.metadata.name + ': ' + request.userInfo.username + ' may change spec.members and spec.description, not its labels, annotations, finalizers or owners'`,
+			}),
+		policy(BackupPolicyName, rule(lotseGroup, "clusters", create, update), nil,
+			admissionregistrationv1.Validation{
+				Expression: "!has(object.spec.backup) || (" + unchanged("spec.backup.directory") + " && " + unchanged("spec.backup.s3") + ") || " +
+					provider("clusters", "backup-destination"),
+				MessageExpression: `'spec.backup.directory and spec.backup.s3 of cluster ' + object.metadata.name + ' are set by the provider (they name a place on the host of the manager or an endpoint it sends to); leave them out and backups go to the default destination of the provider'`,
+			}),
+		policy(FleetZonePolicyName, rule(lotseGroup, "fleets", create, update), nil,
+			admissionregistrationv1.Validation{
+				Expression:        "!has(object.spec.dns) || " + unchanged("spec.dns.zone") + " || " + provider("fleets", "dns-zone"),
+				MessageExpression: `'spec.dns.zone of fleet ' + object.metadata.name + ' is set by the provider (zones are shared by every project); leave it out for NAME.NAMESPACE.fleet.lotse'`,
+			}),
+		policy(ManagedSecretsPolicy, rule("", "secrets", create, update), []admissionregistrationv1.MatchCondition{{
+			Name:       "lotse-managed",
+			Expression: `(has(object.metadata.labels) && 'lotse.dev/cluster' in object.metadata.labels) || (oldObject != null && has(oldObject.metadata.labels) && 'lotse.dev/cluster' in oldObject.metadata.labels)`,
+		}},
+			admissionregistrationv1.Validation{
+				Expression:        "authorizer.group('lotse.dev').resource('clusters').subresource('status').namespace(object.metadata.namespace).check('update').allowed()",
+				MessageExpression: `'Secret ' + object.metadata.name + ' is written by Lotse (label lotse.dev/cluster); ' + request.userInfo.username + ' may read it but not change it'`,
+			}),
+		policy(TokenSecretsPolicyName, rule("", "secrets", create), []admissionregistrationv1.MatchCondition{{
+			Name:       "service-account-token",
+			Expression: `has(object.type) && object.type == 'kubernetes.io/service-account-token'`,
+		}},
+			admissionregistrationv1.Validation{
+				Expression:        "authorizer.group('').resource('serviceaccounts').subresource('token').namespace(object.metadata.namespace).check('create').allowed()",
+				MessageExpression: `'a Secret of type kubernetes.io/service-account-token mints a token: ' + request.userInfo.username + ' may not create service-account tokens in namespace ' + object.metadata.namespace`,
+			}),
 	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: QuotaPolicyName},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        QuotaPolicyName,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-		},
-	}
-	return policy, binding
 }
 
 func ptrTo[T any](v T) *T { return &v }
 
-// Install writes the roles and the quota policy, where they differ.
+// Install writes the project roles and the admission policies, where they
+// differ from what they should be.
 func Install(ctx context.Context, c client.Client) error {
 	for _, want := range Roles() {
 		have := &rbacv1.ClusterRole{}
@@ -112,26 +209,39 @@ func Install(ctx context.Context, c client.Client) error {
 			return fmt.Errorf("install ClusterRole %s: %w", want.Name, err)
 		}
 	}
-	policy, binding := QuotaPolicy()
-	havePolicy := &admissionregistrationv1.ValidatingAdmissionPolicy{}
-	err := c.Get(ctx, client.ObjectKeyFromObject(policy), havePolicy)
+	for _, p := range Policies() {
+		if err := applyPolicy(ctx, c, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func applyPolicy(ctx context.Context, c client.Client, p Policy) error {
+	have := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+	err := c.Get(ctx, client.ObjectKeyFromObject(p.Policy), have)
 	switch {
 	case apierrors.IsNotFound(err):
-		err = c.Create(ctx, policy)
-	case err == nil && !reflect.DeepEqual(havePolicy.Spec.Validations, policy.Spec.Validations):
-		havePolicy.Spec = policy.Spec
-		err = c.Update(ctx, havePolicy)
+		err = c.Create(ctx, p.Policy)
+	case err == nil && (!reflect.DeepEqual(have.Spec.Validations, p.Policy.Spec.Validations) || !reflect.DeepEqual(have.Spec.MatchConditions, p.Policy.Spec.MatchConditions)):
+		have.Spec = p.Policy.Spec
+		err = c.Update(ctx, have)
 	}
 	if err != nil {
-		return fmt.Errorf("install ValidatingAdmissionPolicy %s: %w", policy.Name, err)
+		return fmt.Errorf("install ValidatingAdmissionPolicy %s: %w", p.Policy.Name, err)
 	}
 	haveBinding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
-	err = c.Get(ctx, client.ObjectKeyFromObject(binding), haveBinding)
-	if apierrors.IsNotFound(err) {
-		err = c.Create(ctx, binding)
+	err = c.Get(ctx, client.ObjectKeyFromObject(p.Binding), haveBinding)
+	switch {
+	case apierrors.IsNotFound(err):
+		err = c.Create(ctx, p.Binding)
+	case err == nil && !reflect.DeepEqual(haveBinding.Spec, p.Binding.Spec):
+		// Someone narrowed or weakened the binding: it is put back.
+		haveBinding.Spec = p.Binding.Spec
+		err = c.Update(ctx, haveBinding)
 	}
 	if err != nil {
-		return fmt.Errorf("install ValidatingAdmissionPolicyBinding %s: %w", binding.Name, err)
+		return fmt.Errorf("install ValidatingAdmissionPolicyBinding %s: %w", p.Binding.Name, err)
 	}
 	return nil
 }

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,7 +35,10 @@ import (
 
 // Reconciler reconciles Projects.
 type Reconciler struct {
-	Client   ctrl.Client
+	Client ctrl.Client
+	// Reader reads without a cache (the manager's API reader): a deleted
+	// project lets go only when the API itself shows no cluster left.
+	Reader   ctrl.Reader
 	Recorder events.EventRecorder
 }
 
@@ -70,7 +75,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	p.Status.Usage = quota.Usage(clusters.Items)
 
 	if p.DeletionTimestamp != nil {
-		return reconcile.Result{}, r.finish(ctx, p, before, clusters.Items)
+		reader := r.Reader
+		if reader == nil {
+			reader = r.Client
+		}
+		live := &lotsev1.ClusterList{}
+		if err := reader.List(ctx, live, ctrl.InNamespace(p.Status.Namespace)); err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{}, r.finish(ctx, p, before, live.Items)
 	}
 	if !controllerutil.ContainsFinalizer(p, lotsev1.ProjectFinalizer) {
 		controllerutil.AddFinalizer(p, lotsev1.ProjectFinalizer)
@@ -83,13 +96,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 
 	ready, reason, message := metav1.ConditionTrue, "Reconciled", fmt.Sprintf("namespace %s and the members' roles are in place", p.Status.Namespace)
-	if err := r.ensure(ctx, p); err != nil {
+	var result reconcile.Result
+	ensureErr := r.ensure(ctx, p)
+	if ensureErr != nil {
 		var taken *namespaceTakenError
-		if !asNamespaceTaken(err, &taken) {
-			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "ReconcileFailed", "Reconcile", "%v", err)
-			return reconcile.Result{}, err
+		if asNamespaceTaken(ensureErr, &taken) {
+			// The namespace is not ours, so no event of it reaches us:
+			// look again later.
+			ready, reason, message = metav1.ConditionFalse, "NamespaceTaken", taken.Error()
+			result.RequeueAfter = 30 * time.Second
+			ensureErr = nil
+		} else {
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "ReconcileFailed", "Reconcile", "%v", ensureErr)
+			ready, reason, message = metav1.ConditionFalse, "ReconcileFailed", ensureErr.Error()
 		}
-		ready, reason, message = metav1.ConditionFalse, "NamespaceTaken", taken.Error()
 	}
 	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
 		Type: lotsev1.ConditionProjectReady, Status: ready, Reason: reason, Message: message, ObservedGeneration: p.Generation,
@@ -106,7 +126,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		})
 	}
 	p.Status.ObservedGeneration = p.Generation
-	return reconcile.Result{}, patch.Status(ctx, r.Client, p, before)
+	if !equality.Semantic.DeepEqual(before.Status, p.Status) {
+		if err := patch.Status(ctx, r.Client, p, before); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	return result, ensureErr
 }
 
 // finish lets a deleted project go once no cluster is left in its
