@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -341,7 +343,7 @@ func newClusterGetCommand(flags *clientFlags) *cobra.Command {
 }
 
 func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
-	var file, user string
+	var file, user, role string
 	var groups []string
 	var expires time.Duration
 	cmd := &cobra.Command{
@@ -353,10 +355,39 @@ func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
 			"The group " + userkubeconfig.AdminGroup + " (the default) is bound to cluster-admin in the cluster; other\n" +
 			"groups have the rights the cluster's RBAC gives them. Such certificates end with a completed CA\n" +
 			"rotation (lotse cluster rotate NAME ca, then --complete), or lose their rights when their binding\n" +
-			"is deleted.",
+			"is deleted.\n\n" +
+			"With --expires and --role admin|viewer: a kubeconfig in your own name, asked for through a\n" +
+			"KubeconfigRequest: what project members use, since it needs no access to the admin kubeconfig.\n" +
+			"Viewers get the view role (group " + userkubeconfig.ViewerGroup + "); admin needs the right to change the cluster.",
 		Args: exactlyOneName("lotse cluster kubeconfig NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			shortLived := cmd.Flags().Changed("expires")
+			if cmd.Flags().Changed("role") {
+				switch {
+				case !shortLived:
+					return fmt.Errorf("--role needs --expires: it asks for a short-lived kubeconfig (e.g. --expires 8h --role viewer)")
+				case cmd.Flags().Changed("user") || cmd.Flags().Changed("group"):
+					return fmt.Errorf("--role asks for a kubeconfig in your own name (your management-API user) and the role's group; leave out --user and --group")
+				case role != string(lotsev1.KubeconfigAdmin) && role != string(lotsev1.KubeconfigViewer):
+					return fmt.Errorf("--role %q: give admin or viewer", role)
+				}
+				if expires < userkubeconfig.MinTTL || expires > userkubeconfig.MaxTTL {
+					return fmt.Errorf("--expires %s: give a lifetime from %s to %s (e.g. 8h)", expires, userkubeconfig.MinTTL, userkubeconfig.MaxTTL)
+				}
+				c, err := flags.client()
+				if err != nil {
+					return err
+				}
+				data, err := requestKubeconfig(cmd, flags, c, args[0], lotsev1.KubeconfigRole(role), expires)
+				if err != nil {
+					return err
+				}
+				if file != "" {
+					return fsutil.WriteFileAtomic(file, data, 0o600)
+				}
+				_, err = cmd.OutOrStdout().Write(data)
+				return err
+			}
 			if !shortLived && (cmd.Flags().Changed("user") || cmd.Flags().Changed("group")) {
 				return fmt.Errorf("--user and --group need --expires: they describe a short-lived kubeconfig (e.g. --expires 8h)")
 			}
@@ -376,7 +407,13 @@ func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
 				if apierrors.IsNotFound(err) {
 					return fmt.Errorf("no kubeconfig for cluster %s/%s yet: the cluster does not exist or is still being created (see `lotse cluster get %s`)", flags.namespace, args[0], args[0])
 				}
+				if apierrors.IsForbidden(err) {
+					return fmt.Errorf("%v\n(the admin kubeconfig is not yours to read; ask for one in your own name: lotse cluster kubeconfig %s --expires 8h --role viewer)", err, args[0])
+				}
 				return explain(err)
+			}
+			if !clustercontroller.IsClusterKubeconfig(secret, args[0]) {
+				return fmt.Errorf("Secret %s/%s is not the kubeconfig Lotse wrote for cluster %s (it lacks Lotse's label): not using it; Lotse replaces it at the cluster's next reconcile", key.Namespace, key.Name, args[0])
 			}
 			data := secret.Data["kubeconfig"]
 			if shortLived {
@@ -397,7 +434,68 @@ func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
 	cmd.Flags().DurationVar(&expires, "expires", 0, "a kubeconfig for a person that expires after this time (10m to 168h), instead of the admin kubeconfig")
 	cmd.Flags().StringVar(&user, "user", defaultKubeconfigUser(), "with --expires: the user name the certificate carries")
 	cmd.Flags().StringSliceVar(&groups, "group", []string{userkubeconfig.AdminGroup}, "with --expires: the groups the certificate carries (repeatable)")
+	cmd.Flags().StringVar(&role, "role", "", "with --expires: ask for a kubeconfig in your own name with this role, admin or viewer (a KubeconfigRequest; no access to the admin kubeconfig needed)")
 	return cmd
+}
+
+// requestKubeconfig asks the manager for a certificate in the caller's own
+// name through a KubeconfigRequest; the key is made here and stays here.
+func requestKubeconfig(cmd *cobra.Command, flags *clientFlags, c client.Client, cluster string, role lotsev1.KubeconfigRole, ttl time.Duration) ([]byte, error) {
+	ctx := cmd.Context()
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := c.Create(ctx, review); err != nil {
+		return nil, fmt.Errorf("who am I on the management API: %w", explain(err))
+	}
+	user := review.Status.UserInfo.Username
+	group := userkubeconfig.ViewerGroup
+	if role == lotsev1.KubeconfigAdmin {
+		group = userkubeconfig.AdminGroup
+	}
+	keyPEM, csrPEM, err := userkubeconfig.NewCSR(user, []string{group})
+	if err != nil {
+		return nil, err
+	}
+	kr := &lotsev1.KubeconfigRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, GenerateName: cluster + "-"},
+		Spec: lotsev1.KubeconfigRequestSpec{Cluster: cluster, User: user, Role: role,
+			ExpirationSeconds: int32(ttl / time.Second), CertificateSigningRequest: string(csrPEM)},
+	}
+	if err := c.Create(ctx, kr); err != nil {
+		return nil, explain(err)
+	}
+	var issued *lotsev1.KubeconfigRequest
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		cur := &lotsev1.KubeconfigRequest{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kr), cur); err != nil {
+			return false, nil
+		}
+		cond := meta.FindStatusCondition(cur.Status.Conditions, lotsev1.ConditionIssued)
+		switch {
+		case cond == nil:
+			return false, nil
+		case cond.Status == metav1.ConditionTrue:
+			issued = cur
+			return true, nil
+		case cond.Reason == "Refused" || cond.Reason == "GaveUp":
+			return false, fmt.Errorf("kubeconfig request %s/%s refused: %s", kr.Namespace, kr.Name, cond.Message)
+		}
+		return false, nil
+	})
+	if err != nil {
+		if issued == nil && errors.Is(err, context.DeadlineExceeded) {
+			cur := &lotsev1.KubeconfigRequest{}
+			msg := "no answer"
+			if c.Get(ctx, client.ObjectKeyFromObject(kr), cur) == nil {
+				if cond := meta.FindStatusCondition(cur.Status.Conditions, lotsev1.ConditionIssued); cond != nil {
+					msg = cond.Message
+				}
+			}
+			return nil, fmt.Errorf("kubeconfig request %s/%s not answered within 90s: %s", kr.Namespace, kr.Name, msg)
+		}
+		return nil, err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "kubeconfig for %s (%s of cluster %s), valid until %s\n", user, role, cluster, issued.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
+	return pki.Kubeconfig(cluster, issued.Status.Server, []byte(issued.Status.CertificateAuthority), []byte(issued.Status.Certificate), keyPEM, user), nil
 }
 
 // defaultKubeconfigUser names the person at this terminal.

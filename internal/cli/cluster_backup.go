@@ -179,7 +179,16 @@ func newClusterRestoreCommand(flags *clientFlags) *cobra.Command {
 				// at once and keeps its snapshots apart (under its name).
 				clone.Spec.Networking.Nodes = ""
 				clone.Spec.Hibernation = nil
-				if err := c.Create(ctx, clone); err != nil {
+				err := c.Create(ctx, clone)
+				if apierrors.IsForbidden(err) && clone.Spec.Backup != nil && (clone.Spec.Backup.Directory != "" || clone.Spec.Backup.S3 != nil) {
+					// Only the provider sets a backup destination; the
+					// restore reads the snapshot from the source's anyway,
+					// and the new cluster backs up to the default one.
+					clone.Spec.Backup.Directory, clone.Spec.Backup.S3 = "", nil
+					fmt.Fprintf(cmd.ErrOrStderr(), "cluster %s backs up to the default destination (only the provider sets another)\n", target)
+					err = c.Create(ctx, clone)
+				}
+				if err != nil {
 					if apierrors.IsAlreadyExists(err) {
 						return fmt.Errorf("cluster %s exists already; --into names a new cluster", target)
 					}

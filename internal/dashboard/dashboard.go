@@ -50,6 +50,10 @@ func Handler(api *rest.Config) (http.Handler, error) {
 			r.Out.URL.Path = strings.TrimPrefix(r.In.URL.Path, APIPrefix)
 			r.Out.URL.RawPath = ""
 			r.Out.Host = target.Host
+			// The proxy drops hop-by-hop headers, and a client can name
+			// Authorization one (Connection: Authorization); the token
+			// checked is the token sent.
+			r.Out.Header.Set("Authorization", r.In.Header.Get("Authorization"))
 			// Only the user's token goes through: no cookies, and no
 			// header that would ask the API to take someone else's name.
 			r.Out.Header.Del("Cookie")
@@ -100,6 +104,21 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHostOnly refuses requests whose Host is not this loopback
+// server's: a page of another site whose name was made to resolve to
+// 127.0.0.1 (DNS rebinding) cannot use the dashboard.
+func loopbackHostOnly(addr string, next http.Handler) http.Handler {
+	_, port, _ := net.SplitHostPort(addr)
+	allowed := map[string]bool{addr: true, "localhost:" + port: true, "127.0.0.1:" + port: true, "[::1]:" + port: true}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowed[r.Host] {
+			writeStatus(w, http.StatusMisdirectedRequest, "BadRequest", "this dashboard answers to "+addr+" only")
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }
@@ -155,6 +174,9 @@ func Start(api *rest.Config, opts Options) (*Server, error) {
 	scheme := "http"
 	if tlsOn {
 		scheme = "https"
+	}
+	if !tlsOn {
+		handler = loopbackHostOnly(ln.Addr().String(), handler)
 	}
 	s := &Server{
 		URL:    scheme + "://" + ln.Addr().String(),

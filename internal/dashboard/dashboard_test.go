@@ -51,6 +51,7 @@ func TestProxy(t *testing.T) {
 		{"not a bearer token", map[string]string{"Authorization": "Basic YTpi"}, http.StatusUnauthorized, ""},
 		{"empty bearer token", map[string]string{"Authorization": "Bearer  "}, http.StatusUnauthorized, ""},
 		{"the user's token", map[string]string{"Authorization": "Bearer users-token"}, http.StatusOK, "Bearer users-token"},
+		{"a token named hop-by-hop still goes through", map[string]string{"Authorization": "Bearer users-token", "Connection": "Authorization"}, http.StatusOK, "Bearer users-token"},
 		{"impersonation and cookies dropped", map[string]string{
 			"Authorization": "Bearer users-token", "Impersonate-User": "admin", "Impersonate-Group": "system:masters",
 			"X-Remote-User": "admin", "Cookie": "session=1",
@@ -136,6 +137,20 @@ func TestStartRefusesPlainHTTPBeyondLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP %d from the dashboard's own address", resp.StatusCode)
+	}
+	// A name rebound to 127.0.0.1 is not this dashboard's.
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/", nil)
+	req.Host = "attacker.example:80"
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("a foreign Host: HTTP %d", resp.StatusCode)
+	}
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -158,11 +158,14 @@ func (s *admissionServer) configuration() *admissionregistrationv1.ValidatingWeb
 		u := s.url + path
 		return admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: s.caBundle}
 	}
+	// Written as the API server defaults them, so that the comparison in
+	// applyWebhookConfiguration sees no difference where there is none.
+	allScopes := admissionregistrationv1.AllScopes
 	rule := func(resource string, ops ...admissionregistrationv1.OperationType) []admissionregistrationv1.RuleWithOperations {
 		return []admissionregistrationv1.RuleWithOperations{{
 			Operations: ops,
 			Rule: admissionregistrationv1.Rule{
-				APIGroups: []string{lotsev1.GroupVersion.Group}, APIVersions: []string{"*"}, Resources: []string{resource},
+				APIGroups: []string{lotsev1.GroupVersion.Group}, APIVersions: []string{"*"}, Resources: []string{resource}, Scope: &allScopes,
 			},
 		}}
 	}
@@ -186,6 +189,7 @@ func (s *admissionServer) configuration() *admissionregistrationv1.ValidatingWeb
 				Name:                    "delete.projects.lotse.dev",
 				ClientConfig:            url("/validate/projects"),
 				Rules:                   rule("projects", admissionregistrationv1.Delete),
+				NamespaceSelector:       &metav1.LabelSelector{},
 				FailurePolicy:           &ignore,
 				MatchPolicy:             &equivalent,
 				SideEffects:             &none,
@@ -242,6 +246,8 @@ func sameWebhooks(have, want []admissionregistrationv1.ValidatingWebhook) bool {
 		h, w := have[i], want[i]
 		if h.Name != w.Name || !reflect.DeepEqual(h.ClientConfig, w.ClientConfig) || !reflect.DeepEqual(h.Rules, w.Rules) ||
 			!reflect.DeepEqual(h.NamespaceSelector, w.NamespaceSelector) || !reflect.DeepEqual(h.FailurePolicy, w.FailurePolicy) ||
+			!reflect.DeepEqual(h.MatchPolicy, w.MatchPolicy) || !reflect.DeepEqual(h.TimeoutSeconds, w.TimeoutSeconds) ||
+			!reflect.DeepEqual(h.SideEffects, w.SideEffects) ||
 			(h.ObjectSelector != nil && (len(h.ObjectSelector.MatchLabels) > 0 || len(h.ObjectSelector.MatchExpressions) > 0)) ||
 			len(h.MatchConditions) > 0 {
 			return false

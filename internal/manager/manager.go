@@ -34,6 +34,7 @@ import (
 	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	fleetcontroller "github.com/lotse/lotse/internal/controller/fleet"
 	hibernationcontroller "github.com/lotse/lotse/internal/controller/hibernation"
+	kubeconfigrequestcontroller "github.com/lotse/lotse/internal/controller/kubeconfigrequest"
 	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
 	maintenancecontroller "github.com/lotse/lotse/internal/controller/maintenance"
 	projectcontroller "github.com/lotse/lotse/internal/controller/project"
@@ -311,6 +312,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err := projects.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	kubeconfigs := &kubeconfigrequestcontroller.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("lotse")}
+	if err := kubeconfigs.SetupWithManager(mgr); err != nil {
+		return err
+	}
 	if opts.WebhookAddr != "0" {
 		addr := opts.WebhookAddr
 		if addr == "" {
@@ -325,7 +330,18 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 			return err
 		}
 	} else if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		return removeWebhookConfiguration(ctx, mgr.GetClient())
+		for {
+			err := removeWebhookConfiguration(ctx, mgr.GetClient())
+			if err == nil || ctx.Err() != nil {
+				return nil
+			}
+			ctrl.Log.WithName("admission").Error(err, "remove the webhook configuration of a manager with the webhook on; retrying")
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(10 * time.Second):
+			}
+		}
 	})); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ package userkubeconfig
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -45,6 +46,9 @@ const (
 	AdminGroup = "lotse:cluster-admins"
 	// AdminBinding is the ClusterRoleBinding of AdminGroup.
 	AdminBinding = "lotse:cluster-admins"
+	// ViewerGroup is bound to the upstream ClusterRole view: read most
+	// objects, no Secrets, no changes.
+	ViewerGroup = "lotse:cluster-viewers"
 )
 
 // Request says whom a certificate is for and for how long.
@@ -56,8 +60,21 @@ type Request struct {
 
 var nameChars = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9@._:+-]*$`)
 
+// RequestError is a request that cannot be granted as it is: asking again
+// would not help.
+type RequestError struct{ error }
+
+func (e RequestError) Unwrap() error { return e.error }
+
 // Validate checks a request before anything is asked of the cluster.
 func (r Request) Validate() error {
+	if err := r.validate(); err != nil {
+		return RequestError{err}
+	}
+	return nil
+}
+
+func (r Request) validate() error {
 	switch {
 	case r.TTL < MinTTL || r.TTL > MaxTTL:
 		return fmt.Errorf("--expires %s: give a lifetime from %s to %s (e.g. 8h)", r.TTL, MinTTL, MaxTTL)
@@ -89,21 +106,64 @@ type Issued struct {
 }
 
 // Issue asks the cluster that admin reaches for a client certificate for
-// the request, approves it, waits for the controller-manager to sign it
-// (up to wait) and removes the request again.
+// the request, with a key made here, approves it, waits for the
+// controller-manager to sign it (up to wait) and removes the request again.
 func Issue(ctx context.Context, admin kubernetes.Interface, req Request, wait time.Duration) (Issued, error) {
 	if err := req.Validate(); err != nil {
 		return Issued{}, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyPEM, csrPEM, err := NewCSR(req.User, req.Groups)
 	if err != nil {
 		return Issued{}, err
 	}
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: req.User, Organization: req.Groups},
-	}, key)
+	signed, err := Sign(ctx, admin, csrPEM, req, wait)
 	if err != nil {
 		return Issued{}, err
+	}
+	signed.Key = keyPEM
+	return signed, nil
+}
+
+// NewCSR makes a key and a certificate request for user and groups (PEM).
+func NewCSR(user string, groups []string) (keyPEM, csrPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: user, Organization: groups},
+	}, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}), nil
+}
+
+// Sign has the cluster sign a certificate request made elsewhere (the key
+// never comes here), after checking that it asks for exactly req's user
+// and groups. Issued carries no key.
+func Sign(ctx context.Context, admin kubernetes.Interface, csrPEM []byte, req Request, wait time.Duration) (Issued, error) {
+	if err := req.Validate(); err != nil {
+		return Issued{}, err
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return Issued{}, RequestError{errors.New("the certificate request is not a PEM CERTIFICATE REQUEST")}
+	}
+	asked, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return Issued{}, RequestError{fmt.Errorf("the certificate request: %w", err)}
+	}
+	if err := asked.CheckSignature(); err != nil {
+		return Issued{}, RequestError{fmt.Errorf("the certificate request's signature: %w", err)}
+	}
+	if asked.Subject.CommonName != req.User || !sameGroups(asked.Subject.Organization, req.Groups) {
+		return Issued{}, RequestError{fmt.Errorf("the certificate request asks for user %q and groups %v; it must ask for user %q and groups %v", asked.Subject.CommonName, asked.Subject.Organization, req.User, req.Groups)}
 	}
 	suffix := make([]byte, 4)
 	if _, err := rand.Read(suffix); err != nil {
@@ -118,7 +178,7 @@ func Issue(ctx context.Context, admin kubernetes.Interface, req Request, wait ti
 			},
 		},
 		Spec: certificatesv1.CertificateSigningRequestSpec{
-			Request:           pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}),
+			Request:           csrPEM,
 			SignerName:        certificatesv1.KubeAPIServerClientSignerName,
 			ExpirationSeconds: ptr.To(int32(req.TTL / time.Second)),
 			Usages:            []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
@@ -137,7 +197,7 @@ func Issue(ctx context.Context, admin kubernetes.Interface, req Request, wait ti
 	}()
 	created.Status.Conditions = append(created.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
 		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue,
-		Reason: "LotseKubeconfig", Message: "a kubeconfig asked for with lotse cluster kubeconfig --expires",
+		Reason: "LotseKubeconfig", Message: "a short-lived kubeconfig asked for through Lotse",
 	})
 	if _, err := csrs.UpdateApproval(ctx, created.Name, created, metav1.UpdateOptions{}); err != nil {
 		return Issued{}, fmt.Errorf("approve the certificate request: %w", err)
@@ -146,31 +206,45 @@ func Issue(ctx context.Context, admin kubernetes.Interface, req Request, wait ti
 	if err != nil {
 		return Issued{}, err
 	}
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil {
 		return Issued{}, errors.New("the signed certificate is not PEM")
 	}
-	cert, err := x509.ParseCertificate(block.Bytes)
+	cert, err := x509.ParseCertificate(cb.Bytes)
 	if err != nil {
 		return Issued{}, fmt.Errorf("the signed certificate: %w", err)
 	}
 	// What was signed must be what was asked for: this key, this name,
 	// these groups.
-	if !key.PublicKey.Equal(cert.PublicKey) || cert.Subject.CommonName != req.User ||
-		!slices.Equal(slices.Sorted(slices.Values(cert.Subject.Organization)), slices.Sorted(slices.Values(req.Groups))) {
+	pub, ok := asked.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) || cert.Subject.CommonName != req.User || !sameGroups(cert.Subject.Organization, req.Groups) {
 		return Issued{}, fmt.Errorf("the cluster signed a certificate for %s with another key, user or groups than asked for", cert.Subject)
 	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return Issued{}, err
-	}
-	issued := Issued{Cert: certPEM, Key: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), NotAfter: cert.NotAfter}
-	if slices.Contains(req.Groups, AdminGroup) {
-		if issued.BoundAdminGroup, err = ensureAdminBinding(ctx, admin); err != nil {
+	issued := Issued{Cert: certPEM, NotAfter: cert.NotAfter}
+	for _, b := range groupBindings {
+		if !slices.Contains(req.Groups, b.group) {
+			continue
+		}
+		bound, err := ensureGroupBinding(ctx, admin, b.group, b.clusterRole)
+		if err != nil {
 			return Issued{}, err
+		}
+		if b.group == AdminGroup {
+			issued.BoundAdminGroup = bound
 		}
 	}
 	return issued, nil
+}
+
+// groupBindings are the groups Lotse binds in a cluster, each to an
+// upstream ClusterRole, when a kubeconfig first asks for it.
+var groupBindings = []struct{ group, clusterRole string }{
+	{AdminGroup, "cluster-admin"},
+	{ViewerGroup, "view"},
+}
+
+func sameGroups(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 func waitSigned(ctx context.Context, admin kubernetes.Interface, name string, wait time.Duration) ([]byte, error) {
@@ -199,14 +273,15 @@ func waitSigned(ctx context.Context, admin kubernetes.Interface, name string, wa
 	}
 }
 
-// ensureAdminBinding binds AdminGroup to cluster-admin, and says whether
-// it made the binding. A binding of that name that says something else
-// (changed by hand) is left alone and reported.
-func ensureAdminBinding(ctx context.Context, admin kubernetes.Interface) (bool, error) {
+// ensureGroupBinding binds group to clusterRole (a ClusterRoleBinding of
+// the group's name), and says whether it made the binding. A binding of
+// that name that says something else (changed by hand) is left alone and
+// reported.
+func ensureGroupBinding(ctx context.Context, admin kubernetes.Interface, group, clusterRole string) (bool, error) {
 	want := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: AdminBinding, Labels: map[string]string{"app.kubernetes.io/managed-by": "lotse"}},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: AdminGroup}},
+		ObjectMeta: metav1.ObjectMeta{Name: group, Labels: map[string]string{"app.kubernetes.io/managed-by": "lotse"}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: group}},
 	}
 	bindings := admin.RbacV1().ClusterRoleBindings()
 	_, err := bindings.Create(ctx, want, metav1.CreateOptions{})
@@ -214,15 +289,15 @@ func ensureAdminBinding(ctx context.Context, admin kubernetes.Interface) (bool, 
 		return true, nil
 	}
 	if !apierrors.IsAlreadyExists(err) {
-		return false, fmt.Errorf("bind %s to cluster-admin: %w", AdminGroup, err)
+		return false, fmt.Errorf("bind %s to %s: %w", group, clusterRole, err)
 	}
-	cur, err := bindings.Get(ctx, AdminBinding, metav1.GetOptions{})
+	cur, err := bindings.Get(ctx, group, metav1.GetOptions{})
 	if err != nil {
-		return false, fmt.Errorf("read ClusterRoleBinding %s: %w", AdminBinding, err)
+		return false, fmt.Errorf("read ClusterRoleBinding %s: %w", group, err)
 	}
-	bindsGroup := slices.ContainsFunc(cur.Subjects, func(s rbacv1.Subject) bool { return s.Kind == rbacv1.GroupKind && s.Name == AdminGroup })
+	bindsGroup := slices.ContainsFunc(cur.Subjects, func(s rbacv1.Subject) bool { return s.Kind == rbacv1.GroupKind && s.Name == group })
 	if cur.RoleRef != want.RoleRef || !bindsGroup {
-		return false, fmt.Errorf("ClusterRoleBinding %s does not bind group %s to cluster-admin (changed by hand?): the kubeconfig would not have the rights asked for; fix the binding or delete it", AdminBinding, AdminGroup)
+		return false, fmt.Errorf("ClusterRoleBinding %s does not bind group %s to %s (changed by hand?): the kubeconfig would not have the rights asked for; fix the binding or delete it", group, group, clusterRole)
 	}
 	return false, nil
 }

@@ -2,22 +2,18 @@ package userkubeconfig
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"math/big"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 
-	"github.com/lotse/lotse/internal/pki"
+	"github.com/lotse/lotse/internal/userkubeconfig/userkubeconfigtest"
 )
 
 func TestValidate(t *testing.T) {
@@ -46,82 +42,9 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// fakeSigner plays the controller-manager's CSR signer on a fake
-// clientset: approved requests get a certificate of a test CA for the
-// lifetime they ask; with deny set, they are marked Failed instead.
-type fakeSigner struct {
-	cs   *kubefake.Clientset
-	deny bool
-	ca   *pki.CA
-
-	mu   sync.Mutex
-	seen []certificatesv1.CertificateSigningRequest
-}
-
-func newFakeSigner(t *testing.T, cs *kubefake.Clientset, deny bool) *fakeSigner {
-	ca, err := pki.NewCA("test-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &fakeSigner{cs: cs, deny: deny, ca: ca}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			s.signApproved(t)
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return s
-}
-
-func (s *fakeSigner) signApproved(t *testing.T) {
-	list, err := s.cs.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		return
-	}
-	for _, csr := range list.Items {
-		approved := false
-		for _, c := range csr.Status.Conditions {
-			approved = approved || c.Type == certificatesv1.CertificateApproved && c.Status == corev1.ConditionTrue
-		}
-		if !approved || len(csr.Status.Certificate) > 0 || len(csr.Status.Conditions) > 1 {
-			continue
-		}
-		s.mu.Lock()
-		s.seen = append(s.seen, csr)
-		s.mu.Unlock()
-		if s.deny {
-			csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-				Type: certificatesv1.CertificateFailed, Status: corev1.ConditionTrue, Reason: "SignerValidationFailure", Message: "fake signer says no"})
-		} else {
-			block, _ := pem.Decode(csr.Spec.Request)
-			req, err := x509.ParseCertificateRequest(block.Bytes)
-			if err != nil {
-				t.Errorf("CSR: %v", err)
-				continue
-			}
-			tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: req.Subject,
-				NotBefore: time.Now(), NotAfter: time.Now().Add(time.Duration(*csr.Spec.ExpirationSeconds) * time.Second),
-				ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-			der, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca.Cert, req.PublicKey, s.ca.Key)
-			if err != nil {
-				t.Errorf("sign: %v", err)
-				continue
-			}
-			csr.Status.Certificate = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-		}
-		if _, err := s.cs.CertificatesV1().CertificateSigningRequests().UpdateStatus(context.Background(), &csr, metav1.UpdateOptions{}); err != nil {
-			t.Errorf("update CSR status: %v", err)
-		}
-	}
-}
-
 func TestIssue(t *testing.T) {
 	cs := kubefake.NewClientset()
-	signer := newFakeSigner(t, cs, false)
+	signer := userkubeconfigtest.NewFakeSigner(t, cs, false)
 	req := Request{User: "alice", Groups: []string{AdminGroup, "team-a"}, TTL: 8 * time.Hour}
 	issued, err := Issue(context.Background(), cs, req, 10*time.Second)
 	if err != nil {
@@ -145,9 +68,7 @@ func TestIssue(t *testing.T) {
 		t.Errorf("the key does not belong to the certificate (%v)", err)
 	}
 
-	signer.mu.Lock()
-	seen := signer.seen
-	signer.mu.Unlock()
+	seen := signer.Seen()
 	if len(seen) != 1 {
 		t.Fatalf("%d requests signed, want 1", len(seen))
 	}
@@ -187,7 +108,7 @@ func TestIssue(t *testing.T) {
 
 func TestIssueWithoutAdminGroupBindsNothing(t *testing.T) {
 	cs := kubefake.NewClientset()
-	newFakeSigner(t, cs, false)
+	userkubeconfigtest.NewFakeSigner(t, cs, false)
 	if _, err := Issue(context.Background(), cs, Request{User: "viewer", Groups: []string{"viewers"}, TTL: time.Hour}, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +119,7 @@ func TestIssueWithoutAdminGroupBindsNothing(t *testing.T) {
 
 func TestIssueRefused(t *testing.T) {
 	cs := kubefake.NewClientset()
-	newFakeSigner(t, cs, true)
+	userkubeconfigtest.NewFakeSigner(t, cs, true)
 	_, err := Issue(context.Background(), cs, Request{User: "alice", TTL: time.Hour}, 10*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "fake signer says no") {
 		t.Errorf("Issue() = %v, want the signer's refusal", err)

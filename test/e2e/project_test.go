@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -227,6 +228,38 @@ func TestProjects(t *testing.T) {
 	}
 	kubeconfigSecret.Data["kubeconfig"] = []byte("users: [{name: x, user: {exec: {command: /bin/sh}}}]")
 	expectDenied(t, "an owner rewrites the kubeconfig Secret", alice.Update(ctx, kubeconfigSecret, dryRun), "is written by Lotse")
+	// A kubeconfig Secret deleted and planted again without Lotse's label
+	// is not handed out, and Lotse puts its own back.
+	// (Lotse may put its own back between the delete and the create:
+	// then again.)
+	for attempt := 0; ; attempt++ {
+		old := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "project-acme", Name: clustercontroller.KubeconfigSecretName("web")}}
+		if err := alice.Delete(ctx, old); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatalf("an owner deletes the kubeconfig Secret: %v", err)
+		}
+		planted := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "project-acme", Name: clustercontroller.KubeconfigSecretName("web")},
+			Data: map[string][]byte{"kubeconfig": []byte("users: [{name: x, user: {exec: {command: /bin/sh}}}]")}}
+		err := alice.Create(ctx, planted)
+		if err == nil {
+			break
+		}
+		if !apierrors.IsAlreadyExists(err) || attempt == 10 {
+			t.Fatalf("plant a Secret: %v", err)
+		}
+	}
+	// Either the CLI refuses the planted one, or Lotse has already put its
+	// own back and the CLI hands out that: never the planted content.
+	out, err = projectCLI(t, kubeconfigActingAs(t, "alice"), "cluster", "kubeconfig", "-p", "acme", "web")
+	if (err == nil && strings.Contains(out, "exec")) || (err != nil && !strings.Contains(out, "not the kubeconfig Lotse wrote")) {
+		t.Errorf("the kubeconfig after a planted Secret: %v\n%s", err, out)
+	}
+	waitFor(t, 2*time.Minute, "Lotse's kubeconfig Secret back", func() (bool, error) {
+		s := &corev1.Secret{}
+		if err := admin.Get(ctx, client.ObjectKey{Namespace: "project-acme", Name: clustercontroller.KubeconfigSecretName("web")}, s); err != nil {
+			return false, err
+		}
+		return clustercontroller.IsClusterKubeconfig(s, "web") && !strings.Contains(string(s.Data["kubeconfig"]), "exec"), nil
+	})
 	tokenSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "project-acme", Name: "minted",
 		Annotations: map[string]string{corev1.ServiceAccountNameKey: "default"}}, Type: corev1.SecretTypeServiceAccountToken}
 	expectDenied(t, "an owner mints a service-account token", alice.Create(ctx, tokenSecret, dryRun), "mints a token")
@@ -253,6 +286,29 @@ func TestProjects(t *testing.T) {
 	if out, err := projectCLI(t, kubeconfigActingAs(t, "bob"), "cluster", "kubeconfig", "-p", "acme", "web", "--expires", "1h"); err == nil || !strings.Contains(out, "forbidden") {
 		t.Errorf("a viewer got a kubeconfig: %v\n%s", err, out)
 	}
+	// A kubeconfig in one's own name, asked for through a
+	// KubeconfigRequest: a viewer gets the view role, not admin.
+	bobKubeconfig := kubeconfigActingAs(t, "bob")
+	viewer := filepath.Join(t.TempDir(), "bob-web.kubeconfig")
+	if out, err := projectCLI(t, bobKubeconfig, "cluster", "kubeconfig", "-p", "acme", "web", "--expires", "1h", "--role", "viewer", "--output-file", viewer); err != nil {
+		t.Fatalf("a viewer asks for a viewer kubeconfig: %v\n%s", err, out)
+	}
+	if b, err := exec.Command(kubectlPath(t), "--kubeconfig", viewer, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").CombinedOutput(); err != nil || string(b) != "bob" {
+		t.Errorf("the viewer kubeconfig is for %q (%v), want bob", b, err)
+	}
+	if b, err := exec.Command(kubectlPath(t), "--kubeconfig", viewer, "get", "namespaces").CombinedOutput(); err != nil {
+		t.Errorf("the viewer kubeconfig cannot list namespaces: %v\n%s", err, b)
+	}
+	if b, err := exec.Command(kubectlPath(t), "--kubeconfig", viewer, "create", "namespace", "bobs").CombinedOutput(); err == nil || !strings.Contains(string(b), "forbidden") {
+		t.Errorf("the viewer kubeconfig created a namespace: %v\n%s", err, b)
+	}
+	if out, err := projectCLI(t, bobKubeconfig, "cluster", "kubeconfig", "-p", "acme", "web", "--expires", "1h", "--role", "admin"); err == nil || !strings.Contains(out, "may ask for role viewer") {
+		t.Errorf("a viewer asked for an admin kubeconfig: %v\n%s", err, out)
+	}
+	forged := &lotsev1.KubeconfigRequest{ObjectMeta: metav1.ObjectMeta{Namespace: "project-acme", Name: "forged"},
+		Spec: lotsev1.KubeconfigRequestSpec{Cluster: "web", User: "alice", Role: lotsev1.KubeconfigViewer, ExpirationSeconds: 600, CertificateSigningRequest: "x"}}
+	expectDenied(t, "a kubeconfig in someone else's name", bob.Create(ctx, forged, dryRun), "a kubeconfig is for who asks for it")
+
 	ca, err := pki.ClusterPKI{Dir: filepath.Join(env.stateDir, "clusters", "project-acme", "web", "pki")}.CA()
 	if err != nil {
 		t.Fatal(err)

@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
@@ -19,14 +22,36 @@ func (r *Reconciler) ensureKubeconfigSecret(ctx context.Context, c *lotsev1.Clus
 		return err
 	}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: KubeconfigSecretName(c.Name)}}
+	// A Secret of that name that Lotse did not make (planted before the
+	// cluster, or recreated by hand without Lotse's label) is replaced,
+	// not adopted: what it holds must not be handed out as the cluster's.
+	existing := &corev1.Secret{}
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(secret), existing); err == nil {
+		if !metav1.IsControlledBy(existing, c) || existing.Type != corev1.SecretTypeOpaque ||
+			(existing.Immutable != nil && *existing.Immutable) || existing.Labels[lotsev1.LabelCluster] != c.Name {
+			if err := r.Client.Delete(ctx, existing, client.Preconditions{UID: &existing.UID}); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("replace Secret %s, which Lotse did not write: %w", existing.Name, err)
+			}
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return err
+	}
 	_, err = controllerutil.CreateOrUpdate(ctx, r.Client, secret, func() error {
 		if secret.Labels == nil {
 			secret.Labels = map[string]string{}
 		}
-		secret.Labels["lotse.dev/cluster"] = c.Name
+		secret.Labels[lotsev1.LabelCluster] = c.Name
 		secret.Type = corev1.SecretTypeOpaque
 		secret.Data = map[string][]byte{"kubeconfig": data}
 		return controllerutil.SetControllerReference(c, secret, r.Client.Scheme())
 	})
 	return err
+}
+
+// IsClusterKubeconfig reports whether a Secret is the kubeconfig Lotse
+// wrote for cluster: it carries Lotse's label, which only Lotse may set
+// (the lotse-managed-secrets admission policy). A Secret of the same name
+// without it was put there by someone else and must not be trusted.
+func IsClusterKubeconfig(s *corev1.Secret, cluster string) bool {
+	return s.Labels[lotsev1.LabelCluster] == cluster && len(s.Data["kubeconfig"]) > 0
 }

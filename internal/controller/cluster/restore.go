@@ -73,7 +73,7 @@ func (r *Reconciler) restore(ctx context.Context, c *lotsev1.Cluster, status *lo
 			"cluster %s/%s is on the shared datastore, which takes no restores yet; restore the snapshot into a new cluster with the dedicated datastore: lotse cluster restore %s --from %s --into NEW",
 			c.Namespace, c.Name, ref.Cluster, ref.Snapshot))
 	}
-	store, err := r.Destinations.Store(ctx, c.Spec.Backup, c.Namespace, ref.Namespace, ref.Cluster)
+	store, err := r.Destinations.Store(ctx, r.restoreSource(ctx, c, ref), c.Namespace, ref.Namespace, ref.Cluster)
 	if err != nil {
 		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), err)
 	}
@@ -228,4 +228,20 @@ func (r *Reconciler) dropRestoreAnnotation(ctx context.Context, c *lotsev1.Clust
 	before := c.DeepCopy()
 	delete(c.Annotations, lotsev1.RestoreAnnotation)
 	return client.IgnoreNotFound(r.Client.Patch(ctx, c, client.MergeFrom(before)))
+}
+
+// restoreSource is where the snapshot is read from: the cluster's own
+// backup destination, or, when it names none, the destination of the
+// cluster the snapshot is of (a restore into a new cluster whose creator
+// may not set destinations).
+func (r *Reconciler) restoreSource(ctx context.Context, c *lotsev1.Cluster, ref backup.Ref) *lotsev1.BackupSpec {
+	own := c.Spec.Backup
+	if (own != nil && (own.Directory != "" || own.S3 != nil)) || ref.Cluster == c.Name {
+		return own
+	}
+	source := &lotsev1.Cluster{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Cluster}, source); err != nil || source.Spec.Backup == nil {
+		return own
+	}
+	return source.Spec.Backup
 }

@@ -193,7 +193,7 @@ func (r *Reconciler) reconcileFleet(ctx context.Context, req ctrl.Request) (ctrl
 			fmt.Sprintf("waiting for Cluster %s (%s)", cl.Name, cl.Status.Phase))
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, err
 	}
-	kubeconfig, err := r.secretKubeconfig(ctx, f.Namespace, cl.Status.KubeconfigSecret)
+	kubeconfig, err := r.clusterKubeconfig(ctx, f.Namespace, cl.Name)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

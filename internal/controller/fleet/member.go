@@ -49,7 +49,7 @@ func (r *Reconciler) memberKubeconfig(ctx context.Context, m *lotsev1.FleetMembe
 	if m.Spec.KubeconfigSecretRef != nil {
 		return r.secretKubeconfig(ctx, m.Namespace, m.Spec.KubeconfigSecretRef.Name)
 	}
-	return r.secretKubeconfig(ctx, m.Namespace, clustercontroller.KubeconfigSecretName(m.Spec.Cluster))
+	return r.clusterKubeconfig(ctx, m.Namespace, m.Spec.Cluster)
 }
 
 func (r *Reconciler) reconcileMember(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -460,4 +460,18 @@ func dynamicFor(cfg *rest.Config) (dynamic.Interface, error) {
 	c := *cfg
 	c.Timeout = 10 * time.Second
 	return dynamic.NewForConfig(&c)
+}
+
+// clusterKubeconfig reads the kubeconfig Lotse wrote for one of its
+// clusters, refusing a Secret of that name that Lotse did not write.
+func (r *Reconciler) clusterKubeconfig(ctx context.Context, namespace, cluster string) ([]byte, error) {
+	s := &corev1.Secret{}
+	name := clustercontroller.KubeconfigSecretName(cluster)
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, s); err != nil {
+		return nil, err
+	}
+	if !clustercontroller.IsClusterKubeconfig(s, cluster) {
+		return nil, fmt.Errorf("secret %s/%s is not the kubeconfig Lotse wrote for cluster %s (it lacks Lotse's label); Lotse replaces it", namespace, name, cluster)
+	}
+	return s.Data["kubeconfig"], nil
 }

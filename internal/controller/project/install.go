@@ -35,6 +35,9 @@ func Roles() []*rbacv1.ClusterRole {
 		{APIGroups: []string{lotseGroup}, Resources: []string{"clusters", "clusters/status", "machines", "machines/status", "fleets", "fleets/status", "fleetmembers", "fleetmembers/status"}, Verbs: read},
 		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: read},
 		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: read},
+		// Short-lived kubeconfigs: viewers get the viewer role's, admins
+		// either (the lotse-kubeconfig-requests policy decides).
+		{APIGroups: []string{lotseGroup}, Resources: []string{"kubeconfigrequests", "kubeconfigrequests/status"}, Verbs: append([]string{"create", "delete"}, read...)},
 	}
 	admin := append(append([]rbacv1.PolicyRule(nil), viewer...),
 		rbacv1.PolicyRule{APIGroups: []string{lotseGroup}, Resources: []string{"clusters", "fleets", "fleetmembers"}, Verbs: write},
@@ -120,7 +123,8 @@ func rule(group, resource string, ops ...admissionregistrationv1.OperationType) 
 	return []admissionregistrationv1.NamedRuleWithOperations{{
 		RuleWithOperations: admissionregistrationv1.RuleWithOperations{
 			Operations: ops,
-			Rule:       admissionregistrationv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: []string{resource}},
+			Rule: admissionregistrationv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: []string{resource},
+				Scope: ptrTo(admissionregistrationv1.AllScopes)},
 		},
 	}}
 }
@@ -132,6 +136,7 @@ const (
 	FleetZonePolicyName    = "lotse-fleet-dns-zones"
 	ManagedSecretsPolicy   = "lotse-managed-secrets"
 	TokenSecretsPolicyName = "lotse-service-account-token-secrets"
+	KubeconfigPolicyName   = "lotse-kubeconfig-requests"
 )
 
 // Policies keep to the provider what tenants' roles would otherwise let
@@ -144,7 +149,9 @@ const (
 //   - the Secrets Lotse writes (a cluster's kubeconfig): only who may write
 //     a cluster's status changes them;
 //   - Secrets that mint service-account tokens: only who may ask for a
-//     token makes one.
+//     token makes one;
+//   - KubeconfigRequests: a kubeconfig names who asks for it, and only
+//     who may change the cluster asks for the admin role.
 func Policies() []Policy {
 	update := admissionregistrationv1.Update
 	create := admissionregistrationv1.Create
@@ -162,7 +169,7 @@ func Policies() []Policy {
 			}),
 		policy(BackupPolicyName, rule(lotseGroup, "clusters", create, update), nil,
 			admissionregistrationv1.Validation{
-				Expression: "!has(object.spec.backup) || (" + unchanged("spec.backup.directory") + " && " + unchanged("spec.backup.s3") + ") || " +
+				Expression: "(" + unchanged("spec.backup.directory") + " && " + unchanged("spec.backup.s3") + ") || " +
 					provider("clusters", "backup-destination"),
 				MessageExpression: `'spec.backup.directory and spec.backup.s3 of cluster ' + object.metadata.name + ' are set by the provider (they name a place on the host of the manager or an endpoint it sends to); leave them out and backups go to the default destination of the provider'`,
 			}),
@@ -178,6 +185,20 @@ func Policies() []Policy {
 			admissionregistrationv1.Validation{
 				Expression:        "authorizer.group('lotse.dev').resource('clusters').subresource('status').namespace(object.metadata.namespace).check('update').allowed()",
 				MessageExpression: `'Secret ' + object.metadata.name + ' is written by Lotse (label lotse.dev/cluster); ' + request.userInfo.username + ' may read it but not change it'`,
+			}),
+		policy(KubeconfigPolicyName, rule(lotseGroup, "kubeconfigrequests", create), nil,
+			admissionregistrationv1.Validation{
+				Expression:        "object.spec.user == request.userInfo.username",
+				MessageExpression: `'spec.user: a kubeconfig is for who asks for it; write ' + request.userInfo.username`,
+			},
+			admissionregistrationv1.Validation{
+				Expression:        "!request.userInfo.username.startsWith('system:')",
+				MessageExpression: `request.userInfo.username + ' is a service account or another system identity: they get no personal kubeconfig of a cluster'`,
+			},
+			admissionregistrationv1.Validation{
+				Expression: "!has(object.spec.role) || object.spec.role != 'admin' || " +
+					"authorizer.group('lotse.dev').resource('clusters').namespace(object.metadata.namespace).name(object.spec.cluster).check('update').allowed()",
+				MessageExpression: `'an admin kubeconfig of cluster ' + object.spec.cluster + ' is for who may change the cluster (project admins and owners); ' + request.userInfo.username + ' may ask for role viewer'`,
 			}),
 		policy(TokenSecretsPolicyName, rule("", "secrets", create), []admissionregistrationv1.MatchCondition{{
 			Name:       "service-account-token",
@@ -214,6 +235,16 @@ func Install(ctx context.Context, c client.Client) error {
 			return err
 		}
 	}
+	// An earlier Lotse kept quotas with a policy of this name; the project
+	// owners' policy does that now.
+	for _, obj := range []client.Object{
+		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: "lotse-project-quota"}},
+		&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: "lotse-project-quota"}},
+	} {
+		if err := c.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("remove the old %s: %w", obj.GetName(), err)
+		}
+	}
 	return nil
 }
 
@@ -223,7 +254,9 @@ func applyPolicy(ctx context.Context, c client.Client, p Policy) error {
 	switch {
 	case apierrors.IsNotFound(err):
 		err = c.Create(ctx, p.Policy)
-	case err == nil && (!reflect.DeepEqual(have.Spec.Validations, p.Policy.Spec.Validations) || !reflect.DeepEqual(have.Spec.MatchConditions, p.Policy.Spec.MatchConditions)):
+	case err == nil && (!reflect.DeepEqual(have.Spec.Validations, p.Policy.Spec.Validations) || !reflect.DeepEqual(have.Spec.MatchConditions, p.Policy.Spec.MatchConditions) ||
+		!reflect.DeepEqual(have.Spec.FailurePolicy, p.Policy.Spec.FailurePolicy) ||
+		have.Spec.MatchConstraints == nil || !reflect.DeepEqual(have.Spec.MatchConstraints.ResourceRules, p.Policy.Spec.MatchConstraints.ResourceRules)):
 		have.Spec = p.Policy.Spec
 		err = c.Update(ctx, have)
 	}

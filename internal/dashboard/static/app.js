@@ -35,12 +35,12 @@ function notice(message) {
 
 // api calls the management API and returns the decoded answer; an error
 // carries the API's own message (a Status), which the page shows as is.
-async function api(method, path, body, contentType) {
+async function api(method, path, body, contentType, signal) {
   if (!state.token) {
     throw new Error('sign in with a management-API token first');
   }
   const headers = { Accept: 'application/json', Authorization: 'Bearer ' + state.token };
-  const init = { method, headers };
+  const init = { method, headers, signal };
   if (body !== undefined) {
     headers['Content-Type'] = contentType || 'application/json';
     init.body = JSON.stringify(body);
@@ -165,26 +165,31 @@ function select(name) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// list reads the namespace's clusters and returns the list's resourceVersion.
-async function list() {
-  const l = await api('GET', `${LOTSE}/namespaces/${enc(state.namespace)}/clusters`);
+// list reads a namespace's clusters into the table, unless the page moved
+// on (ctrl aborted) meanwhile, and returns the list's resourceVersion.
+async function list(ns, ctrl) {
+  const l = await api('GET', `${LOTSE}/namespaces/${enc(ns)}/clusters`, undefined, undefined, ctrl.signal);
+  if (ctrl.signal.aborted) throw new DOMException('moved on', 'AbortError');
   state.clusters = new Map(l.items.map((c) => [c.metadata.name, c]));
   render();
   return l.metadata.resourceVersion;
 }
 
 // watchClusters keeps the table live: a watch of the namespace's clusters,
-// listed again whenever the watch breaks.
-async function watchClusters(rv, ctrl) {
+// listed again whenever the watch breaks (backing off while that fails).
+// It ends when ctrl is aborted: the page opened another namespace.
+async function watchClusters(ns, rv, ctrl) {
+  let backoff = 1000;
   while (!ctrl.signal.aborted) {
     try {
-      const url = `${API}${LOTSE}/namespaces/${enc(state.namespace)}/clusters?watch=1&allowWatchBookmarks=true&resourceVersion=${enc(rv)}`;
+      const url = `${API}${LOTSE}/namespaces/${enc(ns)}/clusters?watch=1&allowWatchBookmarks=true&resourceVersion=${enc(rv)}`;
       const resp = await fetch(url, { headers: { Authorization: 'Bearer ' + state.token }, signal: ctrl.signal });
       if (!resp.ok) {
         const d = await resp.json().catch(() => null);
         throw new Error((d && d.message) || resp.statusText);
       }
       $('live').textContent = '(live)';
+      backoff = 1000;
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
       let buf = '';
@@ -199,6 +204,7 @@ async function watchClusters(rv, ctrl) {
           if (!line.trim()) continue;
           const ev = JSON.parse(line);
           if (ev.type === 'ERROR') throw new Error(ev.object.message);
+          if (ctrl.signal.aborted) return;
           rv = ev.object.metadata.resourceVersion;
           if (ev.type === 'BOOKMARK') continue;
           if (ev.type === 'DELETED') {
@@ -212,21 +218,30 @@ async function watchClusters(rv, ctrl) {
     } catch (e) {
       if (ctrl.signal.aborted) return;
     }
+    if (ctrl.signal.aborted) return;
     $('live').textContent = '(reconnecting)';
-    await sleep(1000);
+    await sleep(backoff);
+    backoff = Math.min(backoff * 2, 30000);
     if (ctrl.signal.aborted) return;
     try {
-      rv = await list();
+      rv = await list(ns, ctrl);
     } catch (e) {
+      if (ctrl.signal.aborted) return;
       showError(e.message);
-      $('live').textContent = '';
-      return;
+      if (e.status === 401 || e.status === 403) {
+        $('live').textContent = '';
+        return;
+      }
     }
   }
 }
 
 async function openNamespace(ns) {
+  // The previous namespace's list and watch end before anything else:
+  // nothing of theirs may land in this namespace's table.
   if (state.watch) state.watch.abort();
+  const ctrl = new AbortController();
+  state.watch = ctrl;
   state.namespace = ns;
   sessionStorage.setItem('lotse-namespace', ns);
   $('namespace').value = ns;
@@ -235,10 +250,14 @@ async function openNamespace(ns) {
   $('live').textContent = '';
   render();
   summarizeProject();
-  const rv = await list();
-  const ctrl = new AbortController();
-  state.watch = ctrl;
-  watchClusters(rv, ctrl);
+  let rv;
+  try {
+    rv = await list(ns, ctrl);
+  } catch (e) {
+    if (ctrl.signal.aborted) return;
+    throw e;
+  }
+  watchClusters(ns, rv, ctrl);
 }
 
 async function summarizeProject() {
@@ -285,8 +304,19 @@ function signedIn(user) {
 
 function signOut() {
   if (state.watch) state.watch.abort();
+  state.watch = null;
   state.token = '';
   sessionStorage.removeItem('lotse-token');
+  // Forget what the signed-in user could see.
+  $('token').value = '';
+  $('kubeconfig-text').value = '';
+  const link = $('kubeconfig-download');
+  if (link.href.startsWith('blob:')) URL.revokeObjectURL(link.href);
+  link.removeAttribute('href');
+  $('kubeconfig').hidden = true;
+  state.clusters = new Map();
+  state.selected = null;
+  render();
   $('whoami').textContent = 'not signed in';
   $('signin').hidden = false;
   $('app').hidden = true;
@@ -364,9 +394,15 @@ function wire() {
 
   $('kubeconfig-button').addEventListener('click', action(async () => {
     const s = await api('GET', `/api/v1/namespaces/${enc(state.namespace)}/secrets/${enc(state.selected + '-kubeconfig')}`);
+    // Only the Secret Lotse wrote (its label no tenant may set) is the
+    // cluster's kubeconfig; one of the same name from elsewhere is not shown.
+    if (!s.metadata.labels || s.metadata.labels['lotse.dev/cluster'] !== state.selected) {
+      throw new Error(`Secret ${s.metadata.name} is not the kubeconfig Lotse wrote for cluster ${state.selected}; Lotse replaces it`);
+    }
     const text = atob((s.data && s.data.kubeconfig) || '');
     $('kubeconfig-text').value = text;
     const link = $('kubeconfig-download');
+    if (link.href.startsWith('blob:')) URL.revokeObjectURL(link.href);
     link.href = URL.createObjectURL(new Blob([text], { type: 'application/yaml' }));
     link.download = state.selected + '.kubeconfig';
     $('kubeconfig').hidden = false;
