@@ -413,7 +413,7 @@ func newClusterKubeconfigCommand(flags *clientFlags) *cobra.Command {
 				return explain(err)
 			}
 			if !clustercontroller.IsClusterKubeconfig(secret, args[0]) {
-				return fmt.Errorf("Secret %s/%s is not the kubeconfig Lotse wrote for cluster %s (it lacks Lotse's label): not using it; Lotse replaces it at the cluster's next reconcile", key.Namespace, key.Name, args[0])
+				return fmt.Errorf("the Secret %s/%s is not the kubeconfig Lotse wrote for cluster %s (it lacks Lotse's label): not using it; Lotse replaces it at the cluster's next reconcile", key.Namespace, key.Name, args[0])
 			}
 			data := secret.Data["kubeconfig"]
 			if shortLived {
