@@ -180,7 +180,8 @@ func newClusterRestoreCommand(flags *clientFlags) *cobra.Command {
 				clone.Spec.Networking.Nodes = ""
 				clone.Spec.Hibernation = nil
 				err := c.Create(ctx, clone)
-				if apierrors.IsForbidden(err) && clone.Spec.Backup != nil && (clone.Spec.Backup.Directory != "" || clone.Spec.Backup.S3 != nil) {
+				if apierrors.IsForbidden(err) && strings.Contains(err.Error(), "spec.backup.directory and spec.backup.s3") &&
+					clone.Spec.Backup != nil && (clone.Spec.Backup.Directory != "" || clone.Spec.Backup.S3 != nil) {
 					// Only the provider sets a backup destination; the
 					// restore reads the snapshot from the source's anyway,
 					// and the new cluster backs up to the default one.

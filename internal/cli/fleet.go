@@ -18,8 +18,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	clustercontroller "github.com/lotse/lotse/internal/controller/cluster"
 	fleetcontroller "github.com/lotse/lotse/internal/controller/fleet"
 	"github.com/lotse/lotse/internal/federation/access"
+	"github.com/lotse/lotse/internal/fsutil"
 )
 
 func newFleetCommand() *cobra.Command {
@@ -325,8 +327,11 @@ func newFleetKubeconfigCommand(flags *clientFlags) *cobra.Command {
 			if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: f.Namespace, Name: f.Status.KubeconfigSecret}, secret); err != nil {
 				return explain(err)
 			}
+			if cp := fleetcontroller.ControlPlaneName(f.Name); !clustercontroller.IsClusterKubeconfig(secret, cp) {
+				return fmt.Errorf("the Secret %s/%s is not the kubeconfig Lotse wrote for the fleet's API (cluster %s; it lacks Lotse's label): not using it; Lotse replaces it", f.Namespace, secret.Name, cp)
+			}
 			if file != "" {
-				return os.WriteFile(file, secret.Data["kubeconfig"], 0o600)
+				return fsutil.WriteFileAtomic(file, secret.Data["kubeconfig"], 0o600)
 			}
 			_, err = cmd.OutOrStdout().Write(secret.Data["kubeconfig"])
 			return err

@@ -16,6 +16,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -165,6 +166,13 @@ func Sign(ctx context.Context, admin kubernetes.Interface, csrPEM []byte, req Re
 	if asked.Subject.CommonName != req.User || !sameGroups(asked.Subject.Organization, req.Groups) {
 		return Issued{}, RequestError{fmt.Errorf("the certificate request asks for user %q and groups %v; it must ask for user %q and groups %v", asked.Subject.CommonName, asked.Subject.Organization, req.User, req.Groups)}
 	}
+	// Nothing but one name and the groups: no other subject attribute, no
+	// alternative names, no extension, whatever a signer might make of them.
+	if err := plainRequest(asked); err != nil {
+		return Issued{}, RequestError{err}
+	}
+	// What goes to the cluster is exactly what was checked.
+	csrPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: block.Bytes})
 	suffix := make([]byte, 4)
 	if _, err := rand.Read(suffix); err != nil {
 		return Issued{}, err
@@ -241,6 +249,31 @@ func Sign(ctx context.Context, admin kubernetes.Interface, csrPEM []byte, req Re
 var groupBindings = []struct{ group, clusterRole string }{
 	{AdminGroup, "cluster-admin"},
 	{ViewerGroup, "view"},
+}
+
+// plainRequest refuses a certificate request that asks for more than a
+// common name and organizations.
+func plainRequest(r *x509.CertificateRequest) error {
+	cn, org := asn1.ObjectIdentifier{2, 5, 4, 3}, asn1.ObjectIdentifier{2, 5, 4, 10}
+	cns := 0
+	for _, a := range r.Subject.Names {
+		switch {
+		case a.Type.Equal(cn):
+			cns++
+		case a.Type.Equal(org):
+		default:
+			return fmt.Errorf("the certificate request's subject has attribute %s; only a common name (the user) and organizations (the groups) are allowed", a.Type)
+		}
+	}
+	switch {
+	case cns != 1:
+		return fmt.Errorf("the certificate request's subject has %d common names; it must have exactly one (the user)", cns)
+	case len(r.DNSNames)+len(r.EmailAddresses)+len(r.IPAddresses)+len(r.URIs) > 0:
+		return errors.New("the certificate request asks for alternative names; a client certificate of a user has none")
+	case len(r.Extensions) > 0 || len(r.ExtraExtensions) > 0:
+		return errors.New("the certificate request asks for extensions; a client certificate of a user has none")
+	}
+	return nil
 }
 
 func sameGroups(a, b []string) bool {

@@ -2,8 +2,13 @@ package userkubeconfig
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -131,5 +136,40 @@ func TestIssueNobodySigns(t *testing.T) {
 	_, err := Issue(context.Background(), cs, Request{User: "alice", TTL: time.Hour}, 300*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "hibernated") {
 		t.Errorf("Issue() = %v, want a hint that the controller-manager is not there", err)
+	}
+}
+
+// TestSignRefusesMoreThanANameAndGroups: a request made elsewhere may ask
+// for nothing but its user and groups.
+func TestSignRefusesMoreThanANameAndGroups(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := Request{User: "bob", Groups: []string{ViewerGroup}, TTL: time.Hour}
+	for _, tc := range []struct {
+		name string
+		tmpl x509.CertificateRequest
+		want string
+	}{
+		{"alternative names", x509.CertificateRequest{Subject: pkix.Name{CommonName: "bob", Organization: []string{ViewerGroup}}, DNSNames: []string{"kubernetes"}}, "alternative names"},
+		{"another subject attribute", x509.CertificateRequest{Subject: pkix.Name{CommonName: "bob", Organization: []string{ViewerGroup}, OrganizationalUnit: []string{"x"}}}, "subject has attribute"},
+		{"another user", x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice", Organization: []string{ViewerGroup}}}, `asks for user "alice"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			der, err := x509.CreateCertificateRequest(rand.Reader, &tc.tmpl, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs := kubefake.NewClientset()
+			_, err = Sign(context.Background(), cs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), req, time.Second)
+			var re RequestError
+			if !errors.As(err, &re) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Sign: %v, want a request error saying %q", err, tc.want)
+			}
+			if list, _ := cs.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{}); len(list.Items) > 0 {
+				t.Fatal("the cluster was asked")
+			}
+		})
 	}
 }

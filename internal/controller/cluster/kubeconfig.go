@@ -29,9 +29,21 @@ func (r *Reconciler) ensureKubeconfigSecret(ctx context.Context, c *lotsev1.Clus
 	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(secret), existing); err == nil {
 		if !metav1.IsControlledBy(existing, c) || existing.Type != corev1.SecretTypeOpaque ||
 			(existing.Immutable != nil && *existing.Immutable) || existing.Labels[lotsev1.LabelCluster] != c.Name {
+			// Finalizers first, or a planted Secret would only be
+			// marked for deletion and stay.
+			if len(existing.Finalizers) > 0 {
+				orig := existing.DeepCopy()
+				existing.Finalizers = nil
+				if err := r.Client.Patch(ctx, existing, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+					return fmt.Errorf("replace Secret %s, which Lotse did not write: %w", existing.Name, err)
+				}
+			}
 			if err := r.Client.Delete(ctx, existing, client.Preconditions{UID: &existing.UID}); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("replace Secret %s, which Lotse did not write: %w", existing.Name, err)
 			}
+			// The cache still shows it for a moment: write Lotse's
+			// own at the next look.
+			return fmt.Errorf("replaced Secret %s, which Lotse did not write; writing Lotse's own next", existing.Name)
 		}
 	} else if !apierrors.IsNotFound(err) {
 		return err

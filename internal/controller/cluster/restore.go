@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -73,7 +74,11 @@ func (r *Reconciler) restore(ctx context.Context, c *lotsev1.Cluster, status *lo
 			"cluster %s/%s is on the shared datastore, which takes no restores yet; restore the snapshot into a new cluster with the dedicated datastore: lotse cluster restore %s --from %s --into NEW",
 			c.Namespace, c.Name, ref.Cluster, ref.Snapshot))
 	}
-	store, err := r.Destinations.Store(ctx, r.restoreSource(ctx, c, ref), c.Namespace, ref.Namespace, ref.Cluster)
+	source, err := r.restoreSource(ctx, c, ref)
+	if err != nil {
+		return true, ctrl.Result{}, r.retryRestore(ctx, c, status, fmt.Errorf("reading cluster %s for its backup destination: %w", ref.Cluster, err))
+	}
+	store, err := r.Destinations.Store(ctx, source, c.Namespace, ref.Namespace, ref.Cluster)
 	if err != nil {
 		return true, ctrl.Result{}, r.refuseRestore(ctx, c, status, ref.String(), err)
 	}
@@ -234,14 +239,20 @@ func (r *Reconciler) dropRestoreAnnotation(ctx context.Context, c *lotsev1.Clust
 // backup destination, or, when it names none, the destination of the
 // cluster the snapshot is of (a restore into a new cluster whose creator
 // may not set destinations).
-func (r *Reconciler) restoreSource(ctx context.Context, c *lotsev1.Cluster, ref backup.Ref) *lotsev1.BackupSpec {
+func (r *Reconciler) restoreSource(ctx context.Context, c *lotsev1.Cluster, ref backup.Ref) (*lotsev1.BackupSpec, error) {
 	own := c.Spec.Backup
 	if (own != nil && (own.Directory != "" || own.S3 != nil)) || ref.Cluster == c.Name {
-		return own
+		return own, nil
 	}
 	source := &lotsev1.Cluster{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Cluster}, source); err != nil || source.Spec.Backup == nil {
-		return own
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Cluster}, source); err != nil {
+		if apierrors.IsNotFound(err) {
+			return own, nil // gone: its snapshots are looked for where the cluster's own go
+		}
+		return nil, err
 	}
-	return source.Spec.Backup
+	if source.Spec.Backup == nil {
+		return own, nil
+	}
+	return source.Spec.Backup, nil
 }

@@ -135,6 +135,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("the kubeconfig of cluster %s: %w", cluster.Name, err)
 	}
+	// A tenant's cluster must not hold a worker for long (its webhooks
+	// could slow every call): each call and the whole signing are bounded.
+	cfg.Timeout = 15 * time.Second
 	var admin kubernetes.Interface
 	if r.Clients != nil {
 		admin, err = r.Clients(adminKubeconfig)
@@ -148,7 +151,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if kr.Spec.Role == lotsev1.KubeconfigAdmin {
 		group = userkubeconfig.AdminGroup
 	}
-	issued, err := userkubeconfig.Sign(ctx, admin, []byte(kr.Spec.CertificateSigningRequest), userkubeconfig.Request{
+	signCtx, cancel := context.WithTimeout(ctx, signWait+30*time.Second)
+	defer cancel()
+	issued, err := userkubeconfig.Sign(signCtx, admin, []byte(kr.Spec.CertificateSigningRequest), userkubeconfig.Request{
 		User: kr.Spec.User, Groups: []string{group}, TTL: time.Duration(kr.Spec.ExpirationSeconds) * time.Second,
 	}, signWait)
 	if err != nil {

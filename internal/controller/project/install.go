@@ -37,7 +37,8 @@ func Roles() []*rbacv1.ClusterRole {
 		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: read},
 		// Short-lived kubeconfigs: viewers get the viewer role's, admins
 		// either (the lotse-kubeconfig-requests policy decides).
-		{APIGroups: []string{lotseGroup}, Resources: []string{"kubeconfigrequests", "kubeconfigrequests/status"}, Verbs: append([]string{"create", "delete"}, read...)},
+		{APIGroups: []string{lotseGroup}, Resources: []string{"kubeconfigrequests"}, Verbs: append([]string{"create", "delete"}, read...)},
+		{APIGroups: []string{lotseGroup}, Resources: []string{"kubeconfigrequests/status"}, Verbs: read},
 	}
 	admin := append(append([]rbacv1.PolicyRule(nil), viewer...),
 		rbacv1.PolicyRule{APIGroups: []string{lotseGroup}, Resources: []string{"clusters", "fleets", "fleetmembers"}, Verbs: write},
@@ -137,6 +138,9 @@ const (
 	ManagedSecretsPolicy   = "lotse-managed-secrets"
 	TokenSecretsPolicyName = "lotse-service-account-token-secrets"
 	KubeconfigPolicyName   = "lotse-kubeconfig-requests"
+	// KubeconfigDeletePolicyName keeps a request, the record of who got
+	// what, from being deleted by other members.
+	KubeconfigDeletePolicyName = "lotse-kubeconfig-request-records"
 )
 
 // Policies keep to the provider what tenants' roles would otherwise let
@@ -186,6 +190,15 @@ func Policies() []Policy {
 				Expression:        "authorizer.group('lotse.dev').resource('clusters').subresource('status').namespace(object.metadata.namespace).check('update').allowed()",
 				MessageExpression: `'Secret ' + object.metadata.name + ' is written by Lotse (label lotse.dev/cluster); ' + request.userInfo.username + ' may read it but not change it'`,
 			}),
+		policy(KubeconfigDeletePolicyName, rule(lotseGroup, "kubeconfigrequests", admissionregistrationv1.Delete), nil,
+			admissionregistrationv1.Validation{
+				// The namespace controller deletes with deletecollection
+				// rights, which no member has.
+				Expression: "oldObject.spec.user == request.userInfo.username || " +
+					"authorizer.group('lotse.dev').resource('clusters').namespace(oldObject.metadata.namespace).name(oldObject.spec.cluster).check('update').allowed() || " +
+					"authorizer.group('lotse.dev').resource('kubeconfigrequests').namespace(oldObject.metadata.namespace).check('deletecollection').allowed()",
+				MessageExpression: `'KubeconfigRequest ' + oldObject.metadata.name + ' is the record of what ' + oldObject.spec.user + ' got: only they, or who may change cluster ' + oldObject.spec.cluster + ', delete it'`,
+			}),
 		policy(KubeconfigPolicyName, rule(lotseGroup, "kubeconfigrequests", create), nil,
 			admissionregistrationv1.Validation{
 				Expression:        "object.spec.user == request.userInfo.username",
@@ -216,6 +229,13 @@ func ptrTo[T any](v T) *T { return &v }
 // Install writes the project roles and the admission policies, where they
 // differ from what they should be.
 func Install(ctx context.Context, c client.Client) error {
+	// The policies first: the roles let members create what only the
+	// policies hold in check.
+	for _, p := range Policies() {
+		if err := applyPolicy(ctx, c, p); err != nil {
+			return err
+		}
+	}
 	for _, want := range Roles() {
 		have := &rbacv1.ClusterRole{}
 		err := c.Get(ctx, client.ObjectKeyFromObject(want), have)
@@ -228,11 +248,6 @@ func Install(ctx context.Context, c client.Client) error {
 		}
 		if err != nil {
 			return fmt.Errorf("install ClusterRole %s: %w", want.Name, err)
-		}
-	}
-	for _, p := range Policies() {
-		if err := applyPolicy(ctx, c, p); err != nil {
-			return err
 		}
 	}
 	// An earlier Lotse kept quotas with a policy of this name; the project

@@ -13,6 +13,7 @@ const state = {
   clusters: new Map(),
   selected: null,
   watch: null, // AbortController of the running watch
+  session: 0, // counts sign-ins and sign-outs: late answers of an old one are dropped
 };
 
 const $ = (id) => document.getElementById(id);
@@ -249,7 +250,7 @@ async function openNamespace(ns) {
   state.clusters = new Map();
   $('live').textContent = '';
   render();
-  summarizeProject();
+  summarizeProject(ns, ctrl);
   let rv;
   try {
     rv = await list(ns, ctrl);
@@ -260,12 +261,13 @@ async function openNamespace(ns) {
   watchClusters(ns, rv, ctrl);
 }
 
-async function summarizeProject() {
+async function summarizeProject(ns, ctrl) {
   $('project-summary').textContent = '';
-  if (!state.namespace.startsWith('project-')) return;
-  const name = state.namespace.slice('project-'.length);
+  if (!ns.startsWith('project-')) return;
+  const name = ns.slice('project-'.length);
   try {
-    const p = await api('GET', `${LOTSE}/projects/${enc(name)}`);
+    const p = await api('GET', `${LOTSE}/projects/${enc(name)}`, undefined, undefined, ctrl.signal);
+    if (ctrl.signal.aborted) return;
     const q = (p.spec && p.spec.quota) || {};
     const u = (p.status && p.status.usage) || {};
     const part = (label, used, limit) => `${label} ${used || 0}${limit != null ? '/' + limit : ''}`;
@@ -303,8 +305,14 @@ function signedIn(user) {
 }
 
 function signOut() {
+  state.session++;
   if (state.watch) state.watch.abort();
   state.watch = null;
+  $('project-summary').textContent = '';
+  $('projects').replaceChildren();
+  $('error').hidden = true;
+  $('notice').hidden = true;
+  sessionStorage.removeItem('lotse-namespace');
   state.token = '';
   sessionStorage.removeItem('lotse-token');
   // Forget what the signed-in user could see.
@@ -324,6 +332,7 @@ function signOut() {
 }
 
 async function signIn(token) {
+  state.session++;
   state.token = token.trim();
   try {
     const review = await api('POST', '/apis/authentication.k8s.io/v1/selfsubjectreviews', {
@@ -393,18 +402,22 @@ function wire() {
   $('rotate-complete-button').addEventListener('click', rotation('rotate-credentials-complete', 'completion of the credential rotation'));
 
   $('kubeconfig-button').addEventListener('click', action(async () => {
-    const s = await api('GET', `/api/v1/namespaces/${enc(state.namespace)}/secrets/${enc(state.selected + '-kubeconfig')}`);
+    const session = state.session;
+    const cluster = state.selected;
+    const s = await api('GET', `/api/v1/namespaces/${enc(state.namespace)}/secrets/${enc(cluster + '-kubeconfig')}`);
+    // Signed out or moved on meanwhile: show nothing.
+    if (session !== state.session || cluster !== state.selected) return;
     // Only the Secret Lotse wrote (its label no tenant may set) is the
     // cluster's kubeconfig; one of the same name from elsewhere is not shown.
-    if (!s.metadata.labels || s.metadata.labels['lotse.dev/cluster'] !== state.selected) {
-      throw new Error(`Secret ${s.metadata.name} is not the kubeconfig Lotse wrote for cluster ${state.selected}; Lotse replaces it`);
+    if (!s.metadata.labels || s.metadata.labels['lotse.dev/cluster'] !== cluster) {
+      throw new Error(`Secret ${s.metadata.name} is not the kubeconfig Lotse wrote for cluster ${cluster}; Lotse replaces it`);
     }
     const text = atob((s.data && s.data.kubeconfig) || '');
     $('kubeconfig-text').value = text;
     const link = $('kubeconfig-download');
     if (link.href.startsWith('blob:')) URL.revokeObjectURL(link.href);
     link.href = URL.createObjectURL(new Blob([text], { type: 'application/yaml' }));
-    link.download = state.selected + '.kubeconfig';
+    link.download = cluster + '.kubeconfig';
     $('kubeconfig').hidden = false;
   }));
 
