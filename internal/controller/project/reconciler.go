@@ -19,14 +19,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
-	ctrl "sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-
-	crmanager "sigs.k8s.io/controller-runtime/pkg/manager"
-
-	builder "sigs.k8s.io/controller-runtime/pkg/builder"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/controller/patch"
@@ -35,21 +33,21 @@ import (
 
 // Reconciler reconciles Projects.
 type Reconciler struct {
-	Client ctrl.Client
+	Client client.Client
 	// Reader reads without a cache (the manager's API reader): a deleted
 	// project lets go only when the API itself shows no cluster left.
-	Reader   ctrl.Reader
+	Reader   client.Reader
 	Recorder events.EventRecorder
 }
 
 // SetupWithManager registers the controller.
-func (r *Reconciler) SetupWithManager(mgr crmanager.Manager) error {
-	toProject := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o ctrl.Object) []reconcile.Request {
+func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
+	toProject := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		name, ok := strings.CutPrefix(o.GetNamespace(), lotsev1.ProjectNamespacePrefix)
 		if !ok {
 			return nil
 		}
-		return []reconcile.Request{{NamespacedName: ctrl.ObjectKey{Name: name}}}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}
 	})
 	return builder.ControllerManagedBy(mgr).Named("project").For(&lotsev1.Project{}).
 		Owns(&corev1.Namespace{}).
@@ -64,12 +62,12 @@ func (r *Reconciler) SetupWithManager(mgr crmanager.Manager) error {
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	p := &lotsev1.Project{}
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
-		return reconcile.Result{}, ctrl.IgnoreNotFound(err)
+		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	before := p.DeepCopy()
 	p.Status.Namespace = quota.Namespace(p)
 	clusters := &lotsev1.ClusterList{}
-	if err := r.Client.List(ctx, clusters, ctrl.InNamespace(p.Status.Namespace)); err != nil {
+	if err := r.Client.List(ctx, clusters, client.InNamespace(p.Status.Namespace)); err != nil {
 		return reconcile.Result{}, err
 	}
 	p.Status.Usage = quota.Usage(clusters.Items)
@@ -80,7 +78,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			reader = r.Client
 		}
 		live := &lotsev1.ClusterList{}
-		if err := reader.List(ctx, live, ctrl.InNamespace(p.Status.Namespace)); err != nil {
+		if err := reader.List(ctx, live, client.InNamespace(p.Status.Namespace)); err != nil {
 			return reconcile.Result{}, err
 		}
 		return reconcile.Result{}, r.finish(ctx, p, before, live.Items)
@@ -151,7 +149,7 @@ func (r *Reconciler) finish(ctx context.Context, p, before *lotsev1.Project, clu
 		return patch.Status(ctx, r.Client, p, before)
 	}
 	if controllerutil.RemoveFinalizer(p, lotsev1.ProjectFinalizer) {
-		return ctrl.IgnoreNotFound(r.Client.Update(ctx, p))
+		return client.IgnoreNotFound(r.Client.Update(ctx, p))
 	}
 	return nil
 }
@@ -175,7 +173,7 @@ func asNamespaceTaken(err error, target **namespaceTakenError) bool {
 func (r *Reconciler) ensure(ctx context.Context, p *lotsev1.Project) error {
 	nsName := quota.Namespace(p)
 	ns := &corev1.Namespace{}
-	err := r.Client.Get(ctx, ctrl.ObjectKey{Name: nsName}, ns)
+	err := r.Client.Get(ctx, client.ObjectKey{Name: nsName}, ns)
 	switch {
 	case apierrors.IsNotFound(err):
 		ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nsName, Labels: map[string]string{lotsev1.LabelProject: p.Name}}}
@@ -198,7 +196,7 @@ func (r *Reconciler) ensure(ctx context.Context, p *lotsev1.Project) error {
 				ns.Labels = map[string]string{}
 			}
 			ns.Labels[lotsev1.LabelProject] = p.Name
-			if err := r.Client.Patch(ctx, ns, ctrl.MergeFrom(orig)); err != nil {
+			if err := r.Client.Patch(ctx, ns, client.MergeFrom(orig)); err != nil {
 				return err
 			}
 		}
@@ -255,11 +253,11 @@ func (r *Reconciler) ensure(ctx context.Context, p *lotsev1.Project) error {
 // apply creates want, or updates the existing object when its rules,
 // subjects or role differ (a binding's role cannot change: it is
 // recreated then).
-func (r *Reconciler) apply(ctx context.Context, p *lotsev1.Project, want, existing ctrl.Object) error {
+func (r *Reconciler) apply(ctx context.Context, p *lotsev1.Project, want, existing client.Object) error {
 	if err := controllerutil.SetControllerReference(p, want, r.Client.Scheme()); err != nil {
 		return err
 	}
-	err := r.Client.Get(ctx, ctrl.ObjectKeyFromObject(want), existing)
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), existing)
 	if apierrors.IsNotFound(err) {
 		return r.Client.Create(ctx, want)
 	}
@@ -273,7 +271,7 @@ func (r *Reconciler) apply(ctx context.Context, p *lotsev1.Project, want, existi
 	case *rbacv1.RoleBinding:
 		e := existing.(*rbacv1.RoleBinding)
 		if e.RoleRef != w.RoleRef {
-			if err := r.Client.Delete(ctx, e); ctrl.IgnoreNotFound(err) != nil {
+			if err := r.Client.Delete(ctx, e); client.IgnoreNotFound(err) != nil {
 				return err
 			}
 			return r.Client.Create(ctx, w)
@@ -286,7 +284,7 @@ func (r *Reconciler) apply(ctx context.Context, p *lotsev1.Project, want, existi
 	case *rbacv1.ClusterRoleBinding:
 		e := existing.(*rbacv1.ClusterRoleBinding)
 		if e.RoleRef != w.RoleRef {
-			if err := r.Client.Delete(ctx, e); ctrl.IgnoreNotFound(err) != nil {
+			if err := r.Client.Delete(ctx, e); client.IgnoreNotFound(err) != nil {
 				return err
 			}
 			return r.Client.Create(ctx, w)
@@ -307,7 +305,7 @@ func (r *Reconciler) apply(ctx context.Context, p *lotsev1.Project, want, existi
 	return fmt.Errorf("apply: unexpected %T", want)
 }
 
-func kindOf(o ctrl.Object) string {
+func kindOf(o client.Object) string {
 	return strings.TrimPrefix(fmt.Sprintf("%T", o), "*v1.")
 }
 
