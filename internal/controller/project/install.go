@@ -10,6 +10,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
@@ -91,7 +92,7 @@ type Policy struct {
 func policy(name string, rules []admissionregistrationv1.NamedRuleWithOperations, matchConditions []admissionregistrationv1.MatchCondition, validations ...admissionregistrationv1.Validation) Policy {
 	fail := admissionregistrationv1.Fail
 	for i := range validations {
-		validations[i].Reason = ptrTo(metav1.StatusReasonForbidden)
+		validations[i].Reason = ptr.To(metav1.StatusReasonForbidden)
 	}
 	return Policy{
 		Policy: &admissionregistrationv1.ValidatingAdmissionPolicy{
@@ -113,7 +114,7 @@ func policy(name string, rules []admissionregistrationv1.NamedRuleWithOperations
 				MatchResources: &admissionregistrationv1.MatchResources{
 					NamespaceSelector: &metav1.LabelSelector{},
 					ObjectSelector:    &metav1.LabelSelector{},
-					MatchPolicy:       ptrTo(admissionregistrationv1.Equivalent),
+					MatchPolicy:       ptr.To(admissionregistrationv1.Equivalent),
 				},
 			},
 		},
@@ -125,7 +126,7 @@ func rule(group, resource string, ops ...admissionregistrationv1.OperationType) 
 		RuleWithOperations: admissionregistrationv1.RuleWithOperations{
 			Operations: ops,
 			Rule: admissionregistrationv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: []string{resource},
-				Scope: ptrTo(admissionregistrationv1.AllScopes)},
+				Scope: ptr.To(admissionregistrationv1.AllScopes)},
 		},
 	}}
 }
@@ -223,8 +224,6 @@ func Policies() []Policy {
 			}),
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // Install writes the project roles and the admission policies, where they
 // differ from what they should be.
