@@ -32,6 +32,10 @@ const (
 	ConditionSystemComponentsHealthy = "SystemComponentsHealthy"
 	// ConditionReady: the cluster is fully reconciled and healthy.
 	ConditionReady = "Ready"
+	// ConditionSeedScheduled: the control plane has a seed (clusters
+	// with spec.controlPlane.seedSelector only); False says why none
+	// was chosen.
+	ConditionSeedScheduled = "SeedScheduled"
 	// ConditionRemediationAllowed is False while some pool has more
 	// unhealthy machines than its healthCheck.maxUnhealthy: Lotse then
 	// replaces none of them.
@@ -258,6 +262,9 @@ type MaintenanceAutoUpdate struct {
 }
 
 // ControlPlaneSpec shapes the hosted control plane.
+// +kubebuilder:validation:XValidation:rule="!has(self.seedSelector) || !has(self.datastore) || self.datastore == 'dedicated'",message="spec.controlPlane.datastore: the shared datastore is not offered on seeds; leave it dedicated or drop seedSelector"
+// +kubebuilder:validation:XValidation:rule="!has(self.seedSelector) || (has(self.highAvailability) && self.highAvailability) == (has(oldSelf.highAvailability) && oldSelf.highAvailability)",message="spec.controlPlane.highAvailability cannot change for a control plane on a seed yet; create a new cluster with the availability you want"
+// +kubebuilder:validation:XValidation:rule="has(self.seedSelector) == has(oldSelf.seedSelector)",message="spec.controlPlane.seedSelector cannot be added or removed: where a control plane runs is chosen at creation; create a new cluster (and restore a backup into it) to move one"
 type ControlPlaneSpec struct {
 	// HighAvailability runs 3 etcd members and 2 API servers behind one
 	// endpoint, and 2 leader-elected controller-managers and schedulers.
@@ -280,6 +287,16 @@ type ControlPlaneSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.controlPlane.datastore cannot change in place; create a new cluster with the datastore you want and move the workloads (restoring a backup across datastores is not supported yet)"
 	// +optional
 	Datastore string `json:"datastore,omitempty"`
+
+	// SeedSelector runs the control plane as pods on a seed cluster (a
+	// Seed whose labels match; {} matches every seed) instead of as
+	// processes beside the manager. Of the matching seeds that are Ready
+	// and have room, one in the cluster's region is preferred, then the
+	// least loaded; status.seed names the one chosen. Chosen at creation.
+	// The shared datastore is not offered on seeds.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.controlPlane.seedSelector is immutable: the seed is chosen at creation"
+	// +optional
+	SeedSelector *metav1.LabelSelector `json:"seedSelector,omitempty"`
 }
 
 // Datastores of a control plane.
@@ -421,6 +438,10 @@ type ClusterStatus struct {
 	// NodesCIDR is the network the cluster's machines live in.
 	// +optional
 	NodesCIDR string `json:"nodesCIDR,omitempty"`
+	// Seed is the Seed the control plane runs on (empty: processes
+	// beside the manager).
+	// +optional
+	Seed string `json:"seed,omitempty"`
 	// Workers reports each worker pool.
 	// +listType=map
 	// +listMapKey=name

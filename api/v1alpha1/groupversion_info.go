@@ -22,7 +22,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &Cluster{}, &ClusterList{}, &Machine{}, &MachineList{}, &Fleet{}, &FleetList{}, &FleetMember{}, &FleetMemberList{}, &Project{}, &ProjectList{}, &KubeconfigRequest{}, &KubeconfigRequestList{})
+	s.AddKnownTypes(GroupVersion, &Cluster{}, &ClusterList{}, &Machine{}, &MachineList{}, &Fleet{}, &FleetList{}, &FleetMember{}, &FleetMemberList{}, &Project{}, &ProjectList{}, &KubeconfigRequest{}, &KubeconfigRequestList{}, &Seed{}, &SeedList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -128,7 +128,7 @@ func newClusterCommand() *cobra.Command {
 }
 
 func newClusterCreateCommand(flags *clientFlags) *cobra.Command {
-	var version, podCIDR, serviceCIDR, encryption, datastore string
+	var version, podCIDR, serviceCIDR, encryption, datastore, seedSelector string
 	var resources []string
 	var ha, wait bool
 	var timeout time.Duration
@@ -155,6 +155,13 @@ func newClusterCreateCommand(flags *clientFlags) *cobra.Command {
 			cluster.Spec.Networking.Pods = podCIDR
 			cluster.Spec.Networking.Services = serviceCIDR
 			cluster.Spec.Encryption.Provider = encryption
+			if cmd.Flags().Changed("seed-selector") {
+				sel, err := metav1.ParseToLabelSelector(seedSelector)
+				if err != nil {
+					return fmt.Errorf("--seed-selector: %w", err)
+				}
+				cluster.Spec.ControlPlane.SeedSelector = sel
+			}
 			for _, r := range resources {
 				cluster.Spec.Encryption.Resources = append(cluster.Spec.Encryption.Resources, lotsev1.EncryptedResource(r))
 			}
@@ -173,6 +180,7 @@ func newClusterCreateCommand(flags *clientFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&version, "kubernetes-version", releases.Default().Version, "Kubernetes version from `lotse release list`")
 	cmd.Flags().BoolVar(&ha, "ha", false, "highly available control plane: 3 etcd members, 2 API servers")
+	cmd.Flags().StringVar(&seedSelector, "seed-selector", "", "run the control plane as pods on a seed whose labels match (e.g. tier=gold; --seed-selector= for any seed; see `lotse seed list`)")
 	cmd.Flags().StringVar(&datastore, "datastore", lotsev1.DatastoreDedicated, "where the cluster's data lives: dedicated (etcd of its own) or shared (one etcd for many clusters, a prefix and an etcd user each)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the cluster is Ready, showing its tasks as they complete")
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Minute, "how long --wait waits")

@@ -187,6 +187,7 @@ func newLoadBalancerCommand() *cobra.Command {
 	cmd.Flags().StringSliceVar(&cfg.Backends, "backend", nil, "backend address (repeatable)")
 	cmd.Flags().StringVar(&cfg.HealthPath, "health-path", "", "HTTPS path checked on each backend, e.g. /readyz")
 	cmd.Flags().StringVar(&cfg.CAFile, "ca-file", "", "CA that signed the backends' certificates")
+	cmd.Flags().StringVar(&cfg.ServerName, "server-name", "", "name the backends' certificates are verified for during health checks (default: each backend's address)")
 	cmd.Flags().DurationVar(&cfg.Interval, "interval", 0, "health check interval (default 1s)")
 	return cmd
 }

@@ -6,6 +6,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/lotse/lotse/internal/pki"
 	"github.com/lotse/lotse/internal/releases"
@@ -45,6 +46,9 @@ type Spec struct {
 	// WithoutTunnel leaves the konnectivity servers out: a control plane
 	// that never has nodes (the management plane) needs no path into them.
 	WithoutTunnel bool
+	// Seed names the Seed that runs the control plane as pods (empty:
+	// the embedded process backend). Set at creation, never changed.
+	Seed string
 	// Rotation is the stage of each credential rotation the control plane
 	// is to reach (empty: none runs). Stages are idempotent; each is
 	// rolled out to every instance before the controller moves on.
@@ -63,6 +67,16 @@ type Rotation struct {
 	// "reissue" (it signs; every certificate is issued again) or "drop"
 	// (the old CA goes).
 	CA string
+}
+
+// ControllersFlag is the controller-manager's --controllers: the spec's
+// list, or every default controller plus the bootstrap-token ones that
+// node joining needs.
+func (s Spec) ControllersFlag() string {
+	if len(s.Controllers) == 0 {
+		return "*,bootstrapsigner,tokencleaner"
+	}
+	return strings.Join(s.Controllers, ",")
 }
 
 // Component health as seen by the backend.
@@ -155,6 +169,10 @@ func (a NodeAccess) GatewayPorts() []int {
 	}
 	return []int{a.APIPort, a.TunnelPort}
 }
+
+// ErrInProgress marks an operation that was started and is not done yet
+// (a Delete waiting for a seed to remove a namespace): call again later.
+var ErrInProgress = errors.New("in progress")
 
 // ErrRestoreRefused marks a restore the backend refused before it changed
 // anything (the snapshot does not fit the control plane).

@@ -29,9 +29,14 @@ type Config struct {
 	// /readyz); otherwise a TCP connect is the health check.
 	HealthPath string
 	// CAFile verifies the backends' certificates during health checks.
-	CAFile   string
-	Interval time.Duration
-	Log      *log.Logger
+	CAFile string
+	// ServerName, when set, is the name the backends' certificates are
+	// verified for, instead of each backend's address: backends reached
+	// through addresses their certificates do not name (a seed's node
+	// ports) still verify as the API server they are.
+	ServerName string
+	Interval   time.Duration
+	Log        *log.Logger
 }
 
 // LoadBalancer forwards TCP connections round-robin to healthy backends.
@@ -69,7 +74,7 @@ func New(cfg Config) (*LoadBalancer, error) {
 // rotation of the cluster CA changes the trust bundle under a running
 // load balancer, which must not stop trusting the API servers.
 func (lb *LoadBalancer) loadCA() error {
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: lb.cfg.ServerName}
 	if lb.cfg.CAFile != "" {
 		caPEM, err := os.ReadFile(lb.cfg.CAFile)
 		if err != nil {

@@ -352,13 +352,20 @@ func TestHTTPSHealthCheck(t *testing.T) {
 		name     string
 		backends []*httptest.Server
 		caFile   string
-		want     map[string]int // per 20 requests
+		// serverName is Config.ServerName (httptest's certificate names
+		// example.com and 127.0.0.1).
+		serverName string
+		want       map[string]int // per 20 requests
 	}{
-		{"sick first", []*httptest.Server{sick, healthy}, writeCA(t, healthy), map[string]int{"healthy": 20}},
-		{"healthy first", []*httptest.Server{healthy, sick}, writeCA(t, healthy), map[string]int{"healthy": 20}},
+		{"sick first", []*httptest.Server{sick, healthy}, writeCA(t, healthy), "", map[string]int{"healthy": 20}},
+		{"healthy first", []*httptest.Server{healthy, sick}, writeCA(t, healthy), "", map[string]int{"healthy": 20}},
 		// Without the CA no check passes; the load balancer then tries every
 		// backend rather than none.
-		{"unverifiable", []*httptest.Server{sick, healthy}, "", map[string]int{"healthy": 10, "sick": 10}},
+		{"unverifiable", []*httptest.Server{sick, healthy}, "", "", map[string]int{"healthy": 10, "sick": 10}},
+		// A server name the certificate has verifies whatever the address.
+		{"server name", []*httptest.Server{sick, healthy}, writeCA(t, healthy), "example.com", map[string]int{"healthy": 20}},
+		// One it does not have fails every check, as without the CA.
+		{"wrong server name", []*httptest.Server{sick, healthy}, writeCA(t, healthy), "other.invalid", map[string]int{"healthy": 10, "sick": 10}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -368,7 +375,7 @@ func TestHTTPSHealthCheck(t *testing.T) {
 			}
 			ln := listen(t)
 			logs := &syncBuffer{}
-			lb, err := New(Config{Listen: ln.Addr().String(), Backends: backends, HealthPath: "/readyz", CAFile: tt.caFile, Interval: time.Second, Log: log.New(logs, "", 0)})
+			lb, err := New(Config{Listen: ln.Addr().String(), Backends: backends, HealthPath: "/readyz", CAFile: tt.caFile, ServerName: tt.serverName, Interval: time.Second, Log: log.New(logs, "", 0)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -404,7 +411,8 @@ func TestHTTPSHealthCheck(t *testing.T) {
 					break
 				}
 			}
-			if tt.caFile != "" && !strings.Contains(logs.String(), "backend "+host(healthy)+" healthy=true") {
+			verifiable := tt.caFile != "" && tt.want["sick"] == 0
+			if verifiable && !strings.Contains(logs.String(), "backend "+host(healthy)+" healthy=true") {
 				t.Errorf("log does not show the healthy backend:\n%s", logs)
 			}
 			if strings.Contains(logs.String(), "backend "+host(sick)+" healthy=true") {

@@ -38,6 +38,7 @@ import (
 	machinecontroller "github.com/lotse/lotse/internal/controller/machine"
 	maintenancecontroller "github.com/lotse/lotse/internal/controller/maintenance"
 	projectcontroller "github.com/lotse/lotse/internal/controller/project"
+	seedcontroller "github.com/lotse/lotse/internal/controller/seed"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/dashboard"
@@ -215,6 +216,14 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 			return fmt.Errorf("manager: the lotse binary for load balancers: %w", err)
 		}
 		opts.LotseBinary = self
+	}
+	// Control planes that ask for a seed run there; the seeds' own
+	// controller reports on them.
+	seedConn := &seedcontroller.Connector{Reader: mgr.GetAPIReader()}
+	opts.Backend, opts.EndpointTask = withSeeds(&opts, seedConn, provider)
+	seeds := &seedcontroller.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("lotse")}
+	if err := seeds.SetupWithManager(mgr); err != nil {
+		return err
 	}
 	endpointTask := opts.EndpointTask
 	if endpointTask == nil {

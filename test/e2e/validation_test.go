@@ -52,6 +52,10 @@ func TestValidationOnCreate(t *testing.T) {
 		{"bad encrypted resource", func(c *lotsev1.Cluster) {
 			c.Spec.Encryption.Resources = []lotsev1.EncryptedResource{"Config Maps"}
 		}, []string{"spec.encryption.resources[0]", "should match"}},
+		{"shared datastore on a seed", func(c *lotsev1.Cluster) {
+			c.Spec.ControlPlane.SeedSelector = noSeed()
+			c.Spec.ControlPlane.Datastore = lotsev1.DatastoreShared
+		}, []string{"spec.controlPlane.datastore: the shared datastore is not offered on seeds"}},
 		{"pool minimum above maximum", func(c *lotsev1.Cluster) {
 			c.Spec.Workers = []lotsev1.WorkerPool{{Name: "a", Minimum: 3, Maximum: 1, MaxSurge: 1}}
 		}, []string{"spec.workers[]: minimum must not exceed maximum"}},
@@ -183,6 +187,16 @@ func TestValidationOnUpdate(t *testing.T) {
 			"spec.controlPlane.highAvailability cannot go back to false"},
 		{"an unknown encryption provider", nil, func(c *lotsev1.Cluster) { c.Spec.Encryption.Provider = "kms" },
 			`spec.encryption.provider: Unsupported value: "kms"`},
+		{"move a control plane onto a seed", nil, func(c *lotsev1.Cluster) { c.Spec.ControlPlane.SeedSelector = noSeed() },
+			"spec.controlPlane.seedSelector cannot be added or removed"},
+		{"change the seed selector", func(c *lotsev1.Cluster) { c.Spec.ControlPlane.SeedSelector = noSeed() },
+			func(c *lotsev1.Cluster) {
+				c.Spec.ControlPlane.SeedSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}
+			},
+			"spec.controlPlane.seedSelector is immutable"},
+		{"high availability on a seed", func(c *lotsev1.Cluster) { c.Spec.ControlPlane.SeedSelector = noSeed() },
+			func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = true },
+			"spec.controlPlane.highAvailability cannot change for a control plane on a seed yet"},
 		{"downgrade", nil, func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },
 			"spec.kubernetes.version: downgrade from 1.36.3 to 1.35.4 is not supported"},
 		{"skip a minor", func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },
@@ -265,4 +279,10 @@ func TestCLIChecks(t *testing.T) {
 	if out, err := lotseCLI(t, cmd...); err == nil || !strings.Contains(out, "/nonexistent/kubeconfig") {
 		t.Errorf("lotse %v: %v\n%s", cmd, err, out)
 	}
+}
+
+// noSeed selects no seed: the validation tests' clusters must not land
+// on TestSeed's seed, which runs beside them.
+func noSeed() *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: map[string]string{"e2e": "no-such-seed"}}
 }

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/controlplane"
 )
 
 func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (ctrl.Result, error) {
@@ -30,6 +31,18 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 			return ctrl.Result{}, err
 		}
 		r.event(c, corev1.EventTypeNormal, "Deleting", "Delete", "deleting the control plane")
+	}
+	// A seed's control planes live on this cluster's machines: they go
+	// first, or their clusters could never be deleted.
+	if hosting, err := r.hostedOnThisCluster(ctx, c); err != nil {
+		return ctrl.Result{}, err
+	} else if hosting != "" {
+		msg := "waiting: " + hosting
+		if status.LastOperation == nil || status.LastOperation.Description != msg {
+			r.event(c, corev1.EventTypeWarning, "DeletionWaiting", "Delete", "%s", hosting)
+		}
+		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateProcessing, 0, msg, nil)
+		return ctrl.Result{RequeueAfter: seedRetry}, r.writeStatus(ctx, c, status)
 	}
 	// Machines first: their finalizers drain nodes and clean up the host.
 	gone, err := r.deleteMachines(ctx, c)
@@ -63,7 +76,10 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 		r.Tenants.Forget(ref.Key())
 	}
 	r.forgetAutoscaling(c)
-	if err := r.Backend.Delete(ctx, ref.Key()); err != nil {
+	if err := r.Backend.Delete(ctx, ref.Key()); errors.Is(err, controlplane.ErrInProgress) {
+		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateProcessing, 0, err.Error(), nil)
+		return ctrl.Result{RequeueAfter: seedPendingRequeue}, r.writeStatus(ctx, c, status)
+	} else if err != nil {
 		r.setOperation(status, lotsev1.OperationDelete, lotsev1.StateError, 0, err.Error(), nil)
 		return ctrl.Result{}, errors.Join(err, r.writeStatus(ctx, c, status))
 	}

@@ -206,7 +206,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, r.writeStatus(ctx, cluster, status)
 	}
 
+	if cluster.Spec.ControlPlane.SeedSelector != nil && status.Seed == "" {
+		if placed, res, err := r.placeOnSeed(ctx, cluster, status, opType); !placed {
+			return res, err
+		}
+	}
 	spec := SpecFor(cluster, bins)
+	spec.Seed = status.Seed
 	if cluster.Annotations[lotsev1.RestoreAnnotation] != "" {
 		if done, res, err := r.restore(ctx, cluster, status, spec, release); done {
 			return res, err
@@ -325,6 +331,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	switch {
+	case controlPlanePending(results, controlPlaneTasks) && spec.Seed != "":
+		// Pods on a seed take seconds to start, and every look reads
+		// and applies objects there: look every few seconds.
+		return ctrl.Result{RequeueAfter: seedPendingRequeue}, nil
 	case controlPlanePending(results, controlPlaneTasks):
 		// The control plane's processes become ready within seconds and
 		// nothing announces it; look often so the cluster is reported
@@ -377,6 +387,7 @@ func SpecFor(c *lotsev1.Cluster, bins releases.Binaries) controlplane.Spec {
 		controllers = FleetControllers
 	}
 	return controlplane.Spec{
+		Seed:               c.Status.Seed,
 		Controllers:        controllers,
 		Key:                refOf(c).Key(),
 		Name:               c.Name,

@@ -103,7 +103,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, c *lotsev1.Cluster, status
 func equalStatus(a, b *lotsev1.ClusterStatus) bool {
 	return a.ObservedGeneration == b.ObservedGeneration && a.Phase == b.Phase && a.Endpoint == b.Endpoint &&
 		a.KubernetesVersion == b.KubernetesVersion && a.KubeconfigSecret == b.KubeconfigSecret &&
-		a.NodesCIDR == b.NodesCIDR && slices.Equal(a.Workers, b.Workers) && addonsEqual(a.Addons, b.Addons) &&
+		a.NodesCIDR == b.NodesCIDR && a.Seed == b.Seed && slices.Equal(a.Workers, b.Workers) && addonsEqual(a.Addons, b.Addons) &&
 		(a.LastOperation == nil) == (b.LastOperation == nil) &&
 		(a.LastOperation == nil || (sameOperation(a.LastOperation, b.LastOperation) && a.LastOperation.LastUpdateTime.Equal(&b.LastOperation.LastUpdateTime))) &&
 		conditionsEqual(a.Conditions, b.Conditions) && upgradeEqual(a.Upgrade, b.Upgrade) &&

@@ -394,9 +394,32 @@ func (b *Backend) saveLayout(key string, l Layout) error {
 // 10.250.0.0/16 that no other control plane of this backend uses. Node
 // networks must differ between clusters because their gateways all live in
 // the host's network namespace.
+// layoutFiles are the files, in a control plane's directory, that record
+// its nodes network (field nodesCIDR): this backend's ports.json and the
+// seed backend's seed.json, which shares the state directory.
+var layoutFiles = []string{"ports.json", "seed.json"}
+
+// AllocateNodesCIDR picks the nodes network of a control plane another
+// backend hosts under the same state directory, so that no two clusters'
+// machines share one, and hands it to record (which writes the other
+// backend's layout) while no other allocation runs.
+func (b *Backend) AllocateNodesCIDR(spec controlplane.Spec, record func(cidr string) error) error {
+	layoutMu.Lock()
+	defer layoutMu.Unlock()
+	cidr, err := b.allocateNodesCIDR(spec)
+	if err != nil {
+		return err
+	}
+	return record(cidr)
+}
+
 func (b *Backend) allocateNodesCIDR(spec controlplane.Spec) (string, error) {
 	used := map[string]bool{}
-	layouts, _ := filepath.Glob(filepath.Join(b.StateDir, "clusters", "*", "*", "ports.json"))
+	var layouts []string
+	for _, name := range layoutFiles {
+		found, _ := filepath.Glob(filepath.Join(b.StateDir, "clusters", "*", "*", name))
+		layouts = append(layouts, found...)
+	}
 	layouts = append(layouts, filepath.Join(b.StateDir, "management", "ports.json"))
 	for _, f := range layouts {
 		if filepath.Dir(f) == b.Dir(spec.Key) {

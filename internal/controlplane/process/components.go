@@ -290,7 +290,7 @@ func (b *Backend) controllerManagerSpecs(spec controlplane.Spec, l Layout, p pki
 			"--root-ca-file=" + p.TrustBundle(),
 			"--service-account-private-key-file=" + p.Key(pki.ServiceAccountName),
 			"--use-service-account-credentials=true",
-			"--controllers=" + controllersFlag(spec.Controllers),
+			"--controllers=" + spec.ControllersFlag(),
 			"--allocate-node-cidrs=true",
 			"--cluster-cidr=" + spec.PodCIDR,
 			"--node-cidr-mask-size=24",
@@ -403,14 +403,4 @@ func (b *Backend) EnsureNodeAccess(spec controlplane.Spec) (controlplane.NodeAcc
 		}
 	}
 	return a, nil
-}
-
-// controllersFlag is the controller-manager's --controllers: the spec's
-// list, or every default controller plus the bootstrap-token ones that
-// node joining needs.
-func controllersFlag(controllers []string) string {
-	if len(controllers) == 0 {
-		return "*,bootstrapsigner,tokencleaner"
-	}
-	return strings.Join(controllers, ",")
 }

@@ -26,23 +26,7 @@ const restoreRevisionBump = "1000000000"
 // directory (certificates, keys, the encryption keys and kubeconfigs), by
 // name, for a backup to keep beside the etcd snapshot.
 func (b *Backend) BackupCredentials(spec controlplane.Spec) (map[string][]byte, error) {
-	dir := b.PKI(spec.Key).Dir
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("read the control plane's credentials: %w", err)
-	}
-	out := map[string][]byte{}
-	for _, e := range entries {
-		if !e.Type().IsRegular() || strings.HasSuffix(e.Name(), ".tmp") {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		out[e.Name()] = data
-	}
-	return out, nil
+	return controlplane.BackupCredentialsOf(b.PKI(spec.Key))
 }
 
 // Restore replaces the control plane's etcd data with a snapshot and

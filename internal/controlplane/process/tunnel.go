@@ -162,25 +162,11 @@ func (b *Backend) tunnelEndpointSpec(spec controlplane.Spec, l Layout) superviso
 // TunnelCredentials returns what an agent needs: the CA that signed the
 // server's certificate and the agent's client certificate and key.
 func (b *Backend) TunnelCredentials(spec controlplane.Spec) (controlplane.TunnelCredentials, error) {
-	p := b.PKI(spec.Key)
-	var c controlplane.TunnelCredentials
-	var err error
-	if c.CA, err = os.ReadFile(p.Cert(pki.KonnectivityCAName)); err != nil {
-		return c, err
-	}
-	if c.Cert, err = os.ReadFile(p.Cert(pki.KonnectivityAgentName)); err != nil {
-		return c, err
-	}
-	c.Key, err = os.ReadFile(p.Key(pki.KonnectivityAgentName))
-	return c, err
+	return controlplane.TunnelCredentialsOf(b.PKI(spec.Key))
 }
 
 // AddonServing issues (once) an addon's serving certificate from the
 // cluster's addons CA.
 func (b *Backend) AddonServing(spec controlplane.Spec, name string, dnsNames []string) (controlplane.ServingCredentials, error) {
-	if len(dnsNames) == 0 {
-		return controlplane.ServingCredentials{}, fmt.Errorf("addon %s: no DNS names to serve", name)
-	}
-	ca, cert, key, err := b.PKI(spec.Key).EnsureAddonServing(name, dnsNames)
-	return controlplane.ServingCredentials{CA: ca, Cert: cert, Key: key}, err
+	return controlplane.AddonServingOf(b.PKI(spec.Key), name, dnsNames)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/hostlimits"
+	"github.com/lotse/lotse/internal/images"
 	"github.com/lotse/lotse/internal/machine"
 	"github.com/lotse/lotse/internal/netns"
 	"github.com/lotse/lotse/internal/pki"
@@ -841,4 +842,35 @@ func kubeletMaySetLabel(key string) bool {
 		return true
 	}
 	return strings.HasSuffix(domain, ".node-restriction.kubernetes.io") || domain == "node-restriction.kubernetes.io"
+}
+
+// ImportedImage is an image tarball to import, with its reference and the
+// image ID it has (images.Builder.Stamp), so an import already done is
+// skipped.
+type ImportedImage struct {
+	Tarball, Ref, ID string
+}
+
+// ImportImages imports images into the containerd of every running
+// machine of a cluster: how a Lotse cluster that serves as a seed gets the
+// images of the control planes it hosts. An image a machine has already
+// is not imported again.
+func (p *Provider) ImportImages(ctx context.Context, cluster clusterref.Ref, imgs []ImportedImage) (machines int, err error) {
+	n, _ := p.Network(cluster, "")
+	sockets, err := filepath.Glob(filepath.Join("/run/lotse", n.ID+"-*", "containerd.sock"))
+	if err != nil {
+		return 0, err
+	}
+	for _, sock := range sockets {
+		if !socketReady(sock) {
+			continue
+		}
+		for _, img := range imgs {
+			if err := images.EnsureImported(ctx, "", sock, img.Tarball, img.Ref, img.ID); err != nil {
+				return machines, err
+			}
+		}
+		machines++
+	}
+	return machines, nil
 }

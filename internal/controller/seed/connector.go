@@ -1,0 +1,72 @@
+// Package seed reconciles Seed objects: clusters that host other clusters'
+// control planes as pods. It reports whether a seed is reachable and how
+// many control planes it hosts, keeps a seed that still hosts some from
+// going, and chooses the seed for a new control plane (Schedule).
+package seed
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/clusterref"
+	"github.com/lotse/lotse/internal/kubeconfig"
+)
+
+// Connector reads a seed's kubeconfig from its Secret (uncached: the
+// manager does not cache Secrets of every namespace).
+type Connector struct {
+	Reader client.Reader
+}
+
+// Config returns the seed's client configuration.
+func (c *Connector) Config(ctx context.Context, name string) (*rest.Config, error) {
+	_, secret, err := c.secret(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := kubeconfig.ParseUntrusted(secret.Data["kubeconfig"])
+	if err != nil {
+		return nil, fmt.Errorf("spec.kubeconfigSecretRef: Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	return cfg, nil
+}
+
+func (c *Connector) secret(ctx context.Context, name string) (*lotsev1.Seed, *corev1.Secret, error) {
+	s := &lotsev1.Seed{}
+	if err := c.Reader.Get(ctx, client.ObjectKey{Name: name}, s); err != nil {
+		return nil, nil, err
+	}
+	ref := s.Spec.KubeconfigSecretRef
+	secret := &corev1.Secret{}
+	if err := c.Reader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
+		return s, nil, fmt.Errorf("spec.kubeconfigSecretRef: %w", err)
+	}
+	if len(secret.Data["kubeconfig"]) == 0 {
+		return s, nil, fmt.Errorf("spec.kubeconfigSecretRef: Secret %s/%s has no key kubeconfig", ref.Namespace, ref.Name)
+	}
+	return s, secret, nil
+}
+
+// LotseCluster returns the Lotse cluster a seed is, when its kubeconfig
+// Secret is one Lotse wrote for a cluster of this management plane (the
+// cluster's NAME-kubeconfig, labelled with its name).
+func (c *Connector) LotseCluster(ctx context.Context, name string) (clusterref.Ref, bool, error) {
+	_, secret, err := c.secret(ctx, name)
+	if err != nil {
+		return clusterref.Ref{}, false, err
+	}
+	cluster := secret.Labels[lotsev1.LabelCluster]
+	if cluster == "" || secret.Name != cluster+"-kubeconfig" {
+		return clusterref.Ref{}, false, nil
+	}
+	owner := &lotsev1.Cluster{}
+	if err := c.Reader.Get(ctx, client.ObjectKey{Namespace: secret.Namespace, Name: cluster}, owner); err != nil {
+		return clusterref.Ref{}, false, client.IgnoreNotFound(err)
+	}
+	return clusterref.Ref{Namespace: secret.Namespace, Name: cluster}, true, nil
+}

@@ -1,0 +1,129 @@
+package seed
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/lotse/lotse/internal/fsutil"
+)
+
+// LayoutFile is the file, in a control plane's directory, that records
+// where it runs. Its field nodesCIDR is read by the process backend too,
+// which allocates every nodes network of the state directory.
+const LayoutFile = "seed.json"
+
+// Layout is what a seed-hosted control plane keeps stable: its seed, its
+// namespace there, and the host's ports in front of it.
+type Layout struct {
+	// Seed is the Seed object the control plane runs on.
+	Seed string `json:"seed"`
+	// Namespace holds the control plane's objects in the seed.
+	Namespace string `json:"namespace"`
+	// NodesCIDR is the network of the cluster's machines; its first
+	// address (the gateway) is where they reach the API.
+	NodesCIDR string `json:"nodesCIDR"`
+	// APIPort is where the host serves the API: on 127.0.0.1 for the
+	// manager and clients on this host, and on the gateway for the
+	// machines; both forward to the seed's node port of the API servers.
+	APIPort int `json:"apiPort"`
+	// TunnelPort is where the machines' konnectivity agents dial the
+	// tunnel servers on the gateway (0: no tunnel).
+	TunnelPort int `json:"tunnelPort,omitempty"`
+	// HighAvailability is what the control plane was created with.
+	HighAvailability bool `json:"highAvailability,omitempty"`
+}
+
+// Gateway is the first address of the nodes network.
+func (l Layout) Gateway() string {
+	p, err := netip.ParsePrefix(l.NodesCIDR)
+	if err != nil {
+		return ""
+	}
+	return p.Masked().Addr().Next().String()
+}
+
+// Endpoint is the API URL on this host.
+func (l Layout) Endpoint() string { return fmt.Sprintf("https://127.0.0.1:%d", l.APIPort) }
+
+// NodeEndpoint is the API URL for the machines and their pods.
+func (l Layout) NodeEndpoint() string { return fmt.Sprintf("https://%s:%d", l.Gateway(), l.APIPort) }
+
+// InSeedServer is the API URL for the control plane's own components in
+// the seed (the controller-manager and the scheduler).
+func (l Layout) InSeedServer() string {
+	return fmt.Sprintf("https://%s.%s.svc:%d", apiServerService, l.Namespace, apiServerPort)
+}
+
+// etcdHost is the DNS name of etcd member i in the seed.
+func (l Layout) etcdHost(i int) string {
+	return fmt.Sprintf("%s-%d.%s.%s.svc", etcdName, i, etcdName, l.Namespace)
+}
+
+// APIServerHosts are the names the API server's certificate carries
+// beyond the standard ones: the gateway and its Service in the seed.
+func (l Layout) APIServerHosts() []string {
+	return []string{l.Gateway(), apiServerService + "." + l.Namespace + ".svc", apiServerService + "." + l.Namespace + ".svc.cluster.local"}
+}
+
+// EtcdHosts are the names the etcd members' certificates carry.
+func (l Layout) EtcdHosts() []string {
+	var out []string
+	for i := 0; i < maxEtcdMembers; i++ {
+		out = append(out, l.etcdHost(i))
+	}
+	return out
+}
+
+var nameUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// NamespaceFor names a control plane's namespace in its seed: readable,
+// within 63 characters, and unique per owner and key (two managers may
+// share a seed).
+func NamespaceFor(owner, key string) string {
+	sum := sha256.Sum256([]byte(owner + "/" + key))
+	readable := nameUnsafe.ReplaceAllString(strings.ToLower(strings.TrimPrefix(key, "clusters/")), "-")
+	if len(readable) > 40 {
+		readable = readable[:40]
+	}
+	return "lotse-cp-" + strings.Trim(readable, "-") + "-" + hex.EncodeToString(sum[:])[:6]
+}
+
+func (b *Backend) layoutPath(key string) string { return filepath.Join(b.Dir(key), LayoutFile) }
+
+// LoadLayout reads a control plane's layout.
+func (b *Backend) LoadLayout(key string) (Layout, error) {
+	var l Layout
+	data, err := os.ReadFile(b.layoutPath(key))
+	if err != nil {
+		return l, err
+	}
+	return l, json.Unmarshal(data, &l)
+}
+
+// Hosts reports whether this backend hosts the control plane with key
+// (it was placed on a seed).
+func (b *Backend) Hosts(key string) bool {
+	_, err := os.Stat(b.layoutPath(key))
+	return err == nil
+}
+
+func (b *Backend) saveLayout(key string, l Layout) error {
+	data, err := json.MarshalIndent(l, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(b.Dir(key), 0o700); err != nil {
+		return err
+	}
+	return fsutil.WriteIfChanged(b.layoutPath(key), data, 0o600)
+}
+
+var errNoSeed = errors.New("the control plane has no seed yet")

@@ -1,0 +1,208 @@
+package seed
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/pki"
+)
+
+// rendered renders a control plane from a real PKI in a temporary directory.
+func rendered(t *testing.T, spec controlplane.Spec) (render, []runtime.Object) {
+	t.Helper()
+	l := Layout{Seed: "s", Namespace: NamespaceFor("owner", spec.Key), NodesCIDR: "10.250.3.0/24", APIPort: 30443, TunnelPort: 30444, HighAvailability: spec.HighAvailability}
+	p, err := pki.EnsureCluster(t.TempDir(), pki.ClusterParams{Name: spec.Name, ServiceCIDR: "10.96.0.0/16", APIServerHosts: l.APIServerHosts(), EtcdHosts: l.EtcdHosts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := secrets(spec, l, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := render{spec: spec, layout: l, images: ImageRefs{Etcd: "e", APIServer: "a", ControllerManager: "c", Scheduler: "s", TunnelServer: "t"}, secrets: s}
+	return r, r.allObjects()
+}
+
+func find[T runtime.Object](objs []runtime.Object, name string) (T, bool) {
+	var zero T
+	for _, o := range objs {
+		if t, ok := o.(T); ok {
+			if m, ok := any(t).(interface{ GetName() string }); ok && m.GetName() == name {
+				return t, true
+			}
+		}
+	}
+	return zero, false
+}
+
+func args(c corev1.Container) string { return strings.Join(c.Args, " ") }
+
+func TestRender(t *testing.T) {
+	tests := []struct {
+		name string
+		spec controlplane.Spec
+		// etcd members, API servers, and whether the tunnel is there.
+		members, apiServers int32
+		tunnel              bool
+	}{
+		{"single", controlplane.Spec{Key: "clusters/default/a", Name: "a", ServiceCIDR: "10.96.0.0/16", PodCIDR: "10.244.0.0/16"}, 1, 1, true},
+		{"highly available", controlplane.Spec{Key: "clusters/default/b", Name: "b", HighAvailability: true, ServiceCIDR: "10.96.0.0/16", PodCIDR: "10.244.0.0/16"}, 3, 2, true},
+		{"without tunnel and scheduler", controlplane.Spec{Key: "clusters/default/c", Name: "c", WithoutTunnel: true, WithoutScheduler: true, ServiceCIDR: "10.96.0.0/16", PodCIDR: "10.244.0.0/16"}, 1, 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, objs := rendered(t, tt.spec)
+			ns := r.ns()
+
+			etcd, ok := find[*appsv1.StatefulSet](objs, etcdName)
+			if !ok || *etcd.Spec.Replicas != tt.members || etcd.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+				t.Fatalf("etcd StatefulSet: %+v", etcd)
+			}
+			initial := regexp.MustCompile(`--initial-cluster=(\S+)`).FindStringSubmatch(args(etcd.Spec.Template.Spec.Containers[0]))
+			if initial == nil || int32(strings.Count(initial[1], "=https://")) != tt.members || !strings.Contains(initial[1], "etcd-0=https://etcd-0.etcd."+ns+".svc:2380") {
+				t.Errorf("etcd --initial-cluster: %v", initial)
+			}
+
+			api, ok := find[*appsv1.Deployment](objs, apiServerName)
+			if !ok || *api.Spec.Replicas != tt.apiServers {
+				t.Fatalf("API server Deployment: %+v", api)
+			}
+			apiArgs := args(api.Spec.Template.Spec.Containers[0])
+			if got := strings.Count(apiArgs, ".etcd."+ns+".svc:2379"); int32(got) != tt.members {
+				t.Errorf("--etcd-servers names %d members, want %d: %s", got, tt.members, apiArgs)
+			}
+			if got := strings.Contains(apiArgs, "--shutdown-delay-duration"); got != (tt.apiServers > 1) {
+				t.Errorf("graceful hand-over flags: %v with %d API servers", got, tt.apiServers)
+			}
+			hasTunnel := len(api.Spec.Template.Spec.Containers) == 2
+			if hasTunnel != tt.tunnel || strings.Contains(apiArgs, "--egress-selector-config-file") != tt.tunnel {
+				t.Errorf("tunnel: sidecar %v, egress selector %v; want %v", hasTunnel, strings.Contains(apiArgs, "egress"), tt.tunnel)
+			}
+			if hasTunnel && !strings.Contains(args(api.Spec.Template.Spec.Containers[1]), fmt.Sprintf("--server-count=%d", tt.apiServers)) {
+				t.Errorf("tunnel server count: %s", args(api.Spec.Template.Spec.Containers[1]))
+			}
+			svc, _ := find[*corev1.Service](objs, apiServerService)
+			if svc == nil || svc.Spec.Type != corev1.ServiceTypeNodePort || (len(svc.Spec.Ports) == 2) != tt.tunnel {
+				t.Errorf("API Service: %+v", svc)
+			}
+			_, hasScheduler := find[*appsv1.Deployment](objs, schedulerName)
+			if hasScheduler == tt.spec.WithoutScheduler {
+				t.Errorf("scheduler rendered: %v, WithoutScheduler %v", hasScheduler, tt.spec.WithoutScheduler)
+			}
+			_, hasPDB := find[*policyv1.PodDisruptionBudget](objs, apiServerName)
+			if hasPDB != tt.spec.HighAvailability {
+				t.Errorf("PodDisruptionBudget: %v", hasPDB)
+			}
+			if _, ok := find[*networkingv1.NetworkPolicy](objs, "same-namespace-only"); !ok {
+				t.Error("no default-deny policy")
+			}
+		})
+	}
+}
+
+// Every pod runs unprivileged, without a token of the seed's API, with
+// only its own component's credentials.
+func TestRenderLeastPrivilege(t *testing.T) {
+	r, objs := rendered(t, controlplane.Spec{Key: "clusters/default/a", Name: "a", HighAvailability: true, ServiceCIDR: "10.96.0.0/16"})
+	var templates []corev1.PodTemplateSpec
+	for _, o := range objs {
+		switch w := o.(type) {
+		case *appsv1.Deployment:
+			templates = append(templates, w.Spec.Template)
+		case *appsv1.StatefulSet:
+			templates = append(templates, w.Spec.Template)
+		}
+	}
+	if len(templates) != 4 {
+		t.Fatalf("%d workloads, want 4", len(templates))
+	}
+	for _, tpl := range templates {
+		component := tpl.Labels[LabelComponent]
+		spec := tpl.Spec
+		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+			t.Errorf("%s: mounts a token of the seed", component)
+		}
+		if spec.SecurityContext == nil || spec.SecurityContext.RunAsNonRoot == nil || !*spec.SecurityContext.RunAsNonRoot {
+			t.Errorf("%s: may run as root", component)
+		}
+		for _, c := range spec.Containers {
+			if c.SecurityContext == nil || *c.SecurityContext.AllowPrivilegeEscalation || !*c.SecurityContext.ReadOnlyRootFilesystem {
+				t.Errorf("%s/%s: security context %+v", component, c.Name, c.SecurityContext)
+			}
+		}
+		if got := spec.Volumes[0].Secret.SecretName; got != r.secretName(component) {
+			t.Errorf("%s mounts Secret %s", component, got)
+		}
+	}
+	has := func(component, file string) bool { _, ok := r.secrets[component][file]; return ok }
+	for _, tt := range []struct {
+		component, file string
+		want            bool
+	}{
+		{controllerManagerName, "ca.key", true},
+		{apiServerName, "ca.key", false},
+		{etcdName, "ca.key", false},
+		{etcdName, "apiserver.key", false},
+		{etcdName, "etcd-server.key", true},
+		{apiServerName, "etcd-server.key", false},
+		{apiServerName, "apiserver-etcd-client.key", true},
+		{schedulerName, "sa.key", false},
+		{controllerManagerName, "sa.key", true},
+		{schedulerName, kubeconfigFile, true},
+		{apiServerName, egressSelectorFile, true},
+	} {
+		if got := has(tt.component, tt.file); got != tt.want {
+			t.Errorf("Secret of %s has %s: %v, want %v", tt.component, tt.file, got, tt.want)
+		}
+	}
+	if kc := string(r.secrets[schedulerName][kubeconfigFile]); !strings.Contains(kc, r.layout.InSeedServer()) {
+		t.Errorf("the scheduler's kubeconfig does not point at the in-seed Service %s", r.layout.InSeedServer())
+	}
+}
+
+// A changed credential changes the pod template, so the pods roll.
+func TestRenderCredentialsRoll(t *testing.T) {
+	r, objs := rendered(t, controlplane.Spec{Key: "clusters/default/a", Name: "a", ServiceCIDR: "10.96.0.0/16"})
+	before, _ := find[*appsv1.Deployment](objs, apiServerName)
+	r.secrets[apiServerName]["apiserver.crt"] = []byte("reissued")
+	after, _ := find[*appsv1.Deployment](r.allObjects(), apiServerName)
+	if before.Spec.Template.Annotations[annotationCredentials] == after.Spec.Template.Annotations[annotationCredentials] ||
+		before.Spec.Template.Spec.Volumes[0].Secret.SecretName == after.Spec.Template.Spec.Volumes[0].Secret.SecretName {
+		t.Error("a reissued certificate leaves the API server's pod template as it was")
+	}
+	cmBefore, _ := find[*appsv1.Deployment](objs, controllerManagerName)
+	cmAfter, _ := find[*appsv1.Deployment](r.allObjects(), controllerManagerName)
+	if cmBefore.Spec.Template.Annotations[annotationCredentials] != cmAfter.Spec.Template.Annotations[annotationCredentials] {
+		t.Error("the controller-manager rolls for a certificate it does not have")
+	}
+}
+
+func TestNamespaceFor(t *testing.T) {
+	dns := regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	long := "clusters/" + strings.Repeat("n", 63) + "/" + strings.Repeat("c", 63)
+	seen := map[string]bool{}
+	for _, tt := range []struct{ owner, key string }{
+		{"o1", "clusters/default/a"}, {"o2", "clusters/default/a"}, {"o1", "clusters/default/b"}, {"o1", long}, {"o1", "clusters/Team_X/a.b"},
+	} {
+		ns := NamespaceFor(tt.owner, tt.key)
+		if len(ns) > 63 || !dns.MatchString(ns) {
+			t.Errorf("NamespaceFor(%q, %q) = %q: not a DNS label", tt.owner, tt.key, ns)
+		}
+		if seen[ns] {
+			t.Errorf("NamespaceFor(%q, %q) = %q twice", tt.owner, tt.key, ns)
+		}
+		seen[ns] = true
+	}
+	if ns := NamespaceFor("o", "clusters/default/a"); !strings.HasPrefix(ns, "lotse-cp-default-a-") {
+		t.Errorf("namespace %q does not say whose it is", ns)
+	}
+}

@@ -1,0 +1,326 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/controlplane/seed"
+)
+
+// TestSeed: a Lotse cluster with nodes serves as a seed. A second
+// cluster's control plane runs there as pods (etcd on a volume, the API
+// server with its tunnel server, controller-manager and scheduler), gets
+// worker nodes from the local provider, and its webhooks, logs, exec and
+// port-forward work through the tunnel. The host runs no control-plane
+// process of it, only the forwarders in front of the seed. A cluster
+// whose selector matches no seed waits with a condition that says so; the
+// seed cannot go while it hosts a control plane, and goes once the
+// cluster is deleted, its namespace with it.
+func TestSeed(t *testing.T) {
+	t.Parallel()
+	buildEchoImage(t)
+	mc := mgmtClient(t)
+	ctx := context.Background()
+	const host, hosted, homeless = "seed-host", "seeded", "seedless"
+
+	seedCluster := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: host, Namespace: "default"}}
+	seedCluster.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 2, Maximum: 2, MaxSurge: 1}}
+	if err := mc.Create(ctx, seedCluster); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", host, "--wait", "--timeout", "5m") })
+
+	// A cluster asking for a seed that does not exist waits, saying why.
+	nowhere := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: homeless, Namespace: "default"}}
+	nowhere.Spec.ControlPlane.SeedSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}
+	if err := mc.Create(ctx, nowhere); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", homeless, "--wait", "--timeout", "2m") })
+
+	waitClusterReady(t, mc, host, 15*time.Minute)
+	mustCLI(t, "seed", "add", "local", "--cluster", host, "--label", "tier=silver")
+	t.Cleanup(func() {
+		_ = mc.Delete(context.Background(), &lotsev1.Seed{ObjectMeta: metav1.ObjectMeta{Name: "local"}})
+	})
+	waitFor(t, 2*time.Minute, "seed local Ready", func() (bool, error) {
+		got := &lotsev1.Seed{}
+		if err := mc.Get(ctx, client.ObjectKey{Name: "local"}, got); err != nil {
+			return false, err
+		}
+		return meta.IsStatusConditionTrue(got.Status.Conditions, lotsev1.ConditionSeedReady) && got.Status.ReadyNodes == 2, nil
+	})
+
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: hosted, Namespace: "default"}}
+	c.Spec.ControlPlane.SeedSelector = silver()
+	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
+	if err := mc.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", hosted, "--wait", "--timeout", "5m") })
+
+	t.Run("no matching seed: pending with a condition", func(t *testing.T) {
+		waitFor(t, time.Minute, "SeedScheduled=False on "+homeless, func() (bool, error) {
+			cl := getCluster(t, mc, homeless)
+			cond := meta.FindStatusCondition(cl.Status.Conditions, lotsev1.ConditionSeedScheduled)
+			return cond != nil && cond.Status == metav1.ConditionFalse && strings.Contains(cond.Message, "tier=gold") &&
+				cl.Status.Phase == lotsev1.PhasePending && cl.Status.Seed == "", nil
+		})
+	})
+
+	cl := waitClusterReady(t, mc, hosted, 15*time.Minute)
+	if cl.Status.Seed != "local" {
+		t.Fatalf("status.seed = %q, want local", cl.Status.Seed)
+	}
+
+	t.Run("control plane runs as pods in the seed", func(t *testing.T) {
+		seedCS := clusterClientset(t, host)
+		ns := seedNamespace(t, hosted)
+		pods, err := seedCS.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := map[string]bool{}
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				running[p.Labels[seed.LabelComponent]] = true
+			}
+		}
+		for _, want := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+			if !running[want] {
+				t.Errorf("no running %s pod in the seed's namespace %s (pods: %d)", want, ns, len(pods.Items))
+			}
+		}
+		pvcs, err := seedCS.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{})
+		if err != nil || len(pvcs.Items) != 1 || pvcs.Items[0].Status.Phase != corev1.ClaimBound {
+			t.Errorf("etcd's volume claim: %v %+v", err, pvcs)
+		}
+		// The host runs only the forwarders of this control plane.
+		for _, p := range clusterProcesses(hosted) {
+			if !strings.Contains(p.Name, "/seed-") && !strings.Contains(p.Name, "/machines/") {
+				t.Errorf("process %s runs on the host for a control plane on a seed", p.Name)
+			}
+		}
+	})
+
+	t.Run("webhooks logs exec port-forward through the tunnel", func(t *testing.T) {
+		tc := newTunnelCluster(t, hosted)
+		t.Run("admission webhooks", tc.admissionWebhooks)
+		t.Run("logs exec port-forward", tc.logsExecPortForward)
+	})
+
+	t.Run("backup through a port forward", func(t *testing.T) {
+		out := mustCLI(t, "cluster", "backup", hosted)
+		m := snapshotLine.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no snapshot name in %q", out)
+		}
+		matches, _ := filepath.Glob(filepath.Join(env.stateDir, "backups", "default", hosted, m[1]+"*"))
+		if len(matches) == 0 {
+			t.Fatalf("snapshot %s not in the backup directory", m[1])
+		}
+		// A restore is refused before anything changes.
+		if out, err := lotseCLI(t, "cluster", "restore", hosted, "--from", m[1]); err == nil || !strings.Contains(out, "not supported yet") {
+			t.Errorf("restore on a seed: %v: %s", err, out)
+		}
+	})
+
+	t.Run("seed status counts the control plane", func(t *testing.T) {
+		waitFor(t, time.Minute, "seed local hosting 1", func() (bool, error) {
+			got := &lotsev1.Seed{}
+			err := mc.Get(ctx, client.ObjectKey{Name: "local"}, got)
+			return err == nil && got.Status.ControlPlanes == 1, err
+		})
+		if out := mustCLI(t, "seed", "list"); !strings.Contains(out, "1/20") || !strings.Contains(out, "True") {
+			t.Errorf("lotse seed list:\n%s", out)
+		}
+	})
+
+	t.Run("HA: a deleted API server pod fails no request", func(t *testing.T) {
+		seedHA(t, mc, host)
+	})
+
+	t.Run("a seed hosting a control plane stays until it is gone", func(t *testing.T) {
+		ns := seedNamespace(t, hosted)
+		if err := mc.Delete(ctx, &lotsev1.Seed{ObjectMeta: metav1.ObjectMeta{Name: "local"}}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "DeletionBlocked on seed local", func() (bool, error) {
+			got := &lotsev1.Seed{}
+			if err := mc.Get(ctx, client.ObjectKey{Name: "local"}, got); err != nil {
+				return false, err
+			}
+			cond := meta.FindStatusCondition(got.Status.Conditions, lotsev1.ConditionSeedDeletionBlocked)
+			return cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, "default/"+hosted), nil
+		})
+		// The seed's own cluster waits for the control planes on it too.
+		seedCS := clusterClientset(t, host)
+		if err := mc.Delete(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: host}}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, host+" waiting for the control planes on it", func() (bool, error) {
+			cl := getCluster(t, mc, host)
+			op := cl.Status.LastOperation
+			return op != nil && strings.Contains(op.Description, "the cluster is seed local, which hosts the control planes of default/"+hosted), nil
+		})
+		if n := len(getCluster(t, mc, host).Finalizers); n == 0 {
+			t.Fatal("the seed's cluster lost its finalizer while it hosts a control plane")
+		}
+		mustCLI(t, "cluster", "delete", hosted, "--wait", "--timeout", "5m")
+		waitFor(t, 3*time.Minute, "the control plane's namespace gone from the seed", func() (bool, error) {
+			_, err := seedCS.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), err
+		})
+		waitFor(t, time.Minute, "seed local gone", func() (bool, error) {
+			err := mc.Get(ctx, client.ObjectKey{Name: "local"}, &lotsev1.Seed{})
+			return apierrors.IsNotFound(err), err
+		})
+		if procs := clusterProcesses(hosted); len(procs) != 0 {
+			t.Errorf("processes left behind: %v", procs)
+		}
+		waitFor(t, 5*time.Minute, "the seed's cluster deleted after its seed", func() (bool, error) {
+			err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: host}, &lotsev1.Cluster{})
+			return apierrors.IsNotFound(err), err
+		})
+	})
+}
+
+// clusterClientset is a client of a Lotse cluster, from its kubeconfig.
+func clusterClientset(t testing.TB, name string) kubernetes.Interface {
+	t.Helper()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	mustCLI(t, "cluster", "kubeconfig", name, "--output-file", kubeconfig)
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kubernetes.NewForConfigOrDie(cfg)
+}
+
+// seedNamespace reads a seed-hosted control plane's namespace from its
+// layout on the host.
+func seedNamespace(t testing.TB, name string) string {
+	t.Helper()
+	b := &seed.Backend{StateDir: env.stateDir}
+	l, err := b.LoadLayout("clusters/default/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Namespace
+}
+
+// seedHA creates a highly available cluster on the seed and deletes one of
+// its API server pods (as `kubectl delete pod` does) while a client sends
+// requests through the cluster's endpoint, each on a new connection: none
+// fails (a request cut off in flight is retried once, as kubectl does).
+func seedHA(t *testing.T, mc client.Client, host string) {
+	const name = "seeded-ha"
+	ctx := context.Background()
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+	c.Spec.ControlPlane.SeedSelector = silver()
+	c.Spec.ControlPlane.HighAvailability = true
+	if err := mc.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { mustCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") }()
+	cl := waitClusterReady(t, mc, name, 10*time.Minute)
+	seedCS := clusterClientset(t, host)
+	ns := seedNamespace(t, name)
+	apiPods := func() []corev1.Pod {
+		pods, err := seedCS.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: seed.LabelComponent + "=kube-apiserver"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pods.Items
+	}
+	if pods := apiPods(); len(pods) != 2 {
+		t.Fatalf("%d API server pods, want 2", len(pods))
+	}
+
+	httpc := adminHTTPClient(t, name)
+	var ok, failed, retried atomic.Int64
+	var firstFailure atomic.Value
+	loadCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		get := func() error {
+			resp, err := httpc.Get(cl.Status.Endpoint + "/api/v1/namespaces/default")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			return nil
+		}
+		for loadCtx.Err() == nil {
+			err := get()
+			if err != nil {
+				retried.Add(1)
+				err = get()
+			}
+			if err == nil {
+				ok.Add(1)
+			} else {
+				failed.Add(1)
+				firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339Nano), err))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+
+	victim := apiPods()[0]
+	if err := seedCS.CoreV1().Pods(ns).Delete(ctx, victim.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Evidence newer than the fault: a pod other than the victim, ready,
+	// and the victim gone.
+	waitFor(t, 3*time.Minute, "a replacement API server pod Ready and the deleted one gone", func() (bool, error) {
+		ready := 0
+		for _, p := range apiPods() {
+			if p.Name == victim.Name {
+				return false, nil
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		return ready == 2, fmt.Errorf("%d ready", ready)
+	})
+	time.Sleep(2 * time.Second)
+	cancel()
+	wg.Wait()
+	t.Logf("API probes while an API server pod went: %d ok (%d after one retry), %d failed", ok.Load(), retried.Load(), failed.Load())
+	if ok.Load() < 20 {
+		t.Errorf("only %d successful probes; the probe loop did not run", ok.Load())
+	}
+	if failed.Load() > 0 {
+		t.Errorf("%d API requests failed while an API server pod was replaced; first: %v", failed.Load(), firstFailure.Load())
+	}
+}
+
+// silver selects TestSeed's seed.
+func silver() *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "silver"}}
+}
