@@ -72,7 +72,7 @@ e2e: build
 demo: deps releases
 	@hack/demo.sh
 
-## bench: the figures in docs/benchmarks.md (creation latency, beside kwokctl, idle RSS, nodes, tunnel, addons, load balancers, upgrades, autoscaling, repairs, hibernation, backups, rotations, federation, density, one manager with 1,000 clusters)
+## bench: the figures in docs/benchmarks.md (creation latency, beside kwokctl, idle RSS, nodes, tunnel, addons, load balancers, upgrades, autoscaling, repairs, hibernation, backups, rotations, federation, density, control planes on a seed, one manager with 1,000 clusters)
 bench: build releases peers
 	@$(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null
 	@rc=0; export LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR) LOTSE_KWOK_DIR=$(KWOK_DIR); \
@@ -91,6 +91,7 @@ bench: build releases peers
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Rotation' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'FleetPropagation' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Density' -benchtime 1x ./test/e2e/... || rc=$$?; \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Seed' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 40m -run '^$$' -bench 'ManagerClusters' -benchtime 1x ./internal/manager/ || rc=$$?; \
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
 

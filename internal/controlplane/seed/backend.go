@@ -259,6 +259,9 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 			return err == nil, "", err
 		}},
 		{Name: TaskImages, DependsOn: []string{TaskPlacement}, Run: func(ctx context.Context) (bool, string, error) {
+			if !spec.WithoutTunnel && spec.Binaries.Release.Konnectivity == "" {
+				return false, "", fmt.Errorf("kubernetes %s has no konnectivity version in the catalog; its control plane cannot run on a seed", spec.Binaries.Release.Version)
+			}
 			if err := b.Images.Load(ctx, layout.Seed, Images(spec.Binaries)); err != nil {
 				return false, "", fmt.Errorf("loading the control plane's images into seed %s: %w", layout.Seed, err)
 			}
@@ -621,6 +624,9 @@ func (b *Backend) Stop(ctx context.Context, key string) error {
 		return err
 	}
 	b.Supervisor.StopPrefix(key + "/")
+	if err := supervisor.WaitStopped(ctx, b.Supervisor.Owner(), key+"/"); err != nil {
+		return err
+	}
 	sc, err := b.client(ctx, l.Seed)
 	if err != nil {
 		return err
