@@ -24,10 +24,12 @@ import (
 )
 
 // TestSeed: a Lotse cluster with nodes serves as a seed. A second
-// cluster's control plane runs there as pods (etcd on a volume, the API
-// server with its tunnel server, controller-manager and scheduler), gets
+// cluster's highly available control plane runs there as pods (three etcd
+// members on volumes, two API servers with their tunnel servers,
+// controller-manager and scheduler), gets
 // worker nodes from the local provider, and its webhooks, logs, exec and
-// port-forward work through the tunnel. The host runs no control-plane
+// port-forward work through the tunnel, and an API server pod deleted
+// fails no request. The host runs no control-plane
 // process of it, only the forwarders in front of the seed. A cluster
 // whose selector matches no seed waits with a condition that says so; the
 // seed cannot go while it hosts a control plane, and goes once the
@@ -69,6 +71,10 @@ func TestSeed(t *testing.T) {
 
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: hosted, Namespace: "default"}}
 	c.Spec.ControlPlane.SeedSelector = silver()
+	// HA from the start (it cannot change on a seed): one hosted cluster
+	// serves every case below, which keeps the test's load on the CI
+	// machine to the seed and one control plane.
+	c.Spec.ControlPlane.HighAvailability = true
 	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
 	if err := mc.Create(ctx, c); err != nil {
 		t.Fatal(err)
@@ -108,8 +114,13 @@ func TestSeed(t *testing.T) {
 			}
 		}
 		pvcs, err := seedCS.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{})
-		if err != nil || len(pvcs.Items) != 1 || pvcs.Items[0].Status.Phase != corev1.ClaimBound {
-			t.Errorf("etcd's volume claim: %v %+v", err, pvcs)
+		if err != nil || len(pvcs.Items) != 3 {
+			t.Fatalf("etcd's volume claims: %v %+v", err, pvcs)
+		}
+		for _, pvc := range pvcs.Items {
+			if pvc.Status.Phase != corev1.ClaimBound {
+				t.Errorf("volume claim %s is %s, want Bound", pvc.Name, pvc.Status.Phase)
+			}
 		}
 		// The host runs only the forwarders of this control plane.
 		for _, p := range clusterProcesses(hosted) {
@@ -153,7 +164,7 @@ func TestSeed(t *testing.T) {
 	})
 
 	t.Run("HA: a deleted API server pod fails no request", func(t *testing.T) {
-		seedHA(t, mc, host)
+		seedHA(t, host, cl)
 	})
 
 	t.Run("a seed hosting a control plane stays until it is gone", func(t *testing.T) {
@@ -225,21 +236,13 @@ func seedNamespace(t testing.TB, name string) string {
 	return l.Namespace
 }
 
-// seedHA creates a highly available cluster on the seed and deletes one of
-// its API server pods (as `kubectl delete pod` does) while a client sends
-// requests through the cluster's endpoint, each on a new connection: none
-// fails (a request cut off in flight is retried once, as kubectl does).
-func seedHA(t *testing.T, mc client.Client, host string) {
-	const name = "seeded-ha"
+// seedHA deletes one of the API server pods of a highly available cluster
+// on the seed (as `kubectl delete pod` does) while a client sends requests
+// through the cluster's endpoint, each on a new connection: none fails (a
+// request cut off in flight is retried once, as kubectl does).
+func seedHA(t *testing.T, host string, cl *lotsev1.Cluster) {
 	ctx := context.Background()
-	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
-	c.Spec.ControlPlane.SeedSelector = silver()
-	c.Spec.ControlPlane.HighAvailability = true
-	if err := mc.Create(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { mustCLI(t, "cluster", "delete", name, "--wait", "--timeout", "5m") }()
-	cl := waitClusterReady(t, mc, name, 10*time.Minute)
+	name := cl.Name
 	seedCS := clusterClientset(t, host)
 	ns := seedNamespace(t, name)
 	apiPods := func() []corev1.Pod {
@@ -294,19 +297,23 @@ func seedHA(t *testing.T, mc client.Client, host string) {
 	}
 	// Evidence newer than the fault: a pod other than the victim, ready,
 	// and the victim gone.
-	waitFor(t, 3*time.Minute, "a replacement API server pod Ready and the deleted one gone", func() (bool, error) {
+	waitFor(t, 5*time.Minute, "a replacement API server pod Ready and the deleted one gone", func() (bool, error) {
 		ready := 0
+		var state []string
 		for _, p := range apiPods() {
 			if p.Name == victim.Name {
-				return false, nil
+				return false, fmt.Errorf("%s still there (%s)", p.Name, p.Status.Phase)
 			}
+			isReady := false
 			for _, c := range p.Status.Conditions {
 				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+					isReady = true
 					ready++
 				}
 			}
+			state = append(state, describePod(p, isReady))
 		}
-		return ready == 2, fmt.Errorf("%d ready", ready)
+		return ready == 2, fmt.Errorf("%d ready: %s", ready, strings.Join(state, "; "))
 	})
 	time.Sleep(2 * time.Second)
 	cancel()
@@ -318,6 +325,20 @@ func seedHA(t *testing.T, mc client.Client, host string) {
 	if failed.Load() > 0 {
 		t.Errorf("%d API requests failed while an API server pod was replaced; first: %v", failed.Load(), firstFailure.Load())
 	}
+}
+
+// describePod is a line on a pod for a failure message: phase, readiness,
+// restarts and what troubles it.
+func describePod(p corev1.Pod, ready bool) string {
+	restarts := int32(0)
+	for _, cs := range p.Status.ContainerStatuses {
+		restarts += cs.RestartCount
+	}
+	s := fmt.Sprintf("%s on %q %s ready=%t restarts=%d", p.Name, p.Spec.NodeName, p.Status.Phase, ready, restarts)
+	if why := seed.PodTrouble(p); why != "" {
+		s += " (" + why + ")"
+	}
+	return s
 }
 
 // silver selects TestSeed's seed.

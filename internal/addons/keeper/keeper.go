@@ -38,8 +38,20 @@ import (
 )
 
 // EventFunc reports what the keeper did to a cluster's addons (an event on
-// the Cluster object): eventType is Normal or Warning.
-type EventFunc func(eventType, reason, message string)
+// the Cluster object): eventType is Normal or Warning; action names what
+// was done. Recorders that merge repeated events into a series key them by
+// reason and action but not by message, so each kind of repair has its own
+// action: otherwise a revert soon after a recreation would count as a
+// repeat of it and its message would be lost.
+type EventFunc func(eventType, reason, action, message string)
+
+// Actions of the keeper's events.
+const (
+	ActionIgnore   = "IgnoreAddonObject"
+	ActionRemove   = "RemoveAddonObject"
+	ActionRecreate = "RecreateAddonObject"
+	ActionRevert   = "RevertAddonObject"
+)
 
 // State is the observed state of one addon.
 type State struct {
@@ -329,7 +341,7 @@ func (ck *clusterKeeper) syncLocked(ctx context.Context, r ref) error {
 	if exists && live.GetAnnotations()[addons.AnnotationIgnore] == "true" {
 		if !ck.ignored[r] {
 			ck.ignored[r] = true
-			ck.event(corev1.EventTypeNormal, "AddonObjectIgnored", fmt.Sprintf("%s is annotated %s=true: Lotse leaves it alone and does not repair it", r, addons.AnnotationIgnore))
+			ck.event(corev1.EventTypeNormal, "AddonObjectIgnored", ActionIgnore, fmt.Sprintf("%s is annotated %s=true: Lotse leaves it alone and does not repair it", r, addons.AnnotationIgnore))
 		}
 		return nil
 	}
@@ -346,13 +358,14 @@ func (ck *clusterKeeper) syncLocked(ctx context.Context, r ref) error {
 			return fmt.Errorf("delete %s: %w", r, err)
 		}
 		delete(ck.applied, r)
-		ck.event(corev1.EventTypeNormal, "AddonObjectRemoved", fmt.Sprintf("deleted %s: no longer part of the managed addons", r))
+		ck.event(corev1.EventTypeNormal, "AddonObjectRemoved", ActionRemove, fmt.Sprintf("deleted %s: no longer part of the managed addons", r))
 		return nil
 	}
 	prev, known := ck.applied[r]
-	var repair string
+	var repair, action string
 	switch {
 	case !exists && known:
+		action = ActionRecreate
 		repair = "recreated " + r.String() + ", which was deleted"
 	case !exists:
 		// first creation
@@ -364,6 +377,7 @@ func (ck *clusterKeeper) syncLocked(ctx context.Context, r ref) error {
 	case lotseFields(live) != prev.fields:
 		// Someone changed Lotse's fields (perhaps while the declaration
 		// changed too): the apply below is a repair, and says so.
+		action = ActionRevert
 		repair = fmt.Sprintf("reverted %s, whose fields owned by Lotse were changed by %s", r, editor(live, prev.fields))
 	default:
 		return nil // as declared
@@ -375,7 +389,7 @@ func (ck *clusterKeeper) syncLocked(ctx context.Context, r ref) error {
 	}
 	ck.applied[r] = applied{hash: want.hash, fields: lotseFields(out)}
 	if repair != "" {
-		ck.event(corev1.EventTypeNormal, "AddonRepaired", repair)
+		ck.event(corev1.EventTypeNormal, "AddonRepaired", action, repair)
 	}
 	return nil
 }
@@ -388,9 +402,9 @@ func (ck *clusterKeeper) resource(r ref) dynamic.ResourceInterface {
 	return ri
 }
 
-func (ck *clusterKeeper) event(eventType, reason, msg string) {
+func (ck *clusterKeeper) event(eventType, reason, action, msg string) {
 	if ck.events != nil {
-		ck.events(eventType, reason, msg)
+		ck.events(eventType, reason, action, msg)
 	}
 }
 

@@ -42,7 +42,7 @@ type recorded struct {
 	events []string
 }
 
-func (r *recorded) add(eventType, reason, msg string) {
+func (r *recorded) add(eventType, reason, action, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, reason+": "+msg)

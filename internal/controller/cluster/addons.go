@@ -96,8 +96,8 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 	// Events of repairs go to the Cluster; the keeper calls this from its
 	// own goroutines, so it holds a copy.
 	subject := c.DeepCopy()
-	states, err := r.Addons.Ensure(ctx, spec.Key, dyn, declared, func(eventType, reason, msg string) {
-		r.event(subject, eventType, reason, "KeepAddons", "%s", msg)
+	states, err := r.Addons.Ensure(ctx, spec.Key, dyn, declared, func(eventType, reason, action, msg string) {
+		r.event(subject, eventType, reason, action, "%s", msg)
 	})
 	if err != nil {
 		return false, "", err

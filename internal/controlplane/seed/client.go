@@ -193,32 +193,40 @@ func (sc *seedClient) deleteOldSecrets(ctx context.Context, namespace, component
 	return nil
 }
 
-// podTrouble says why a component's first pod that is not ready is not:
-// unschedulable (no room, an unbound volume), a container waiting
-// (ErrImageNeverPull, CrashLoopBackOff) or its last exit. Empty when
-// nothing tells.
+// podTrouble says why a component's first pod that is not ready is not
+// (see PodTrouble). Empty when nothing tells.
 func (sc *seedClient) podTrouble(ctx context.Context, namespace, component string) string {
 	pods, err := sc.kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelComponent + "=" + component})
 	if err != nil {
 		return ""
 	}
 	for _, p := range pods.Items {
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message != "" {
-				return p.Name + ": " + c.Message
-			}
+		if why := PodTrouble(p); why != "" {
+			return why
 		}
-		for _, cs := range p.Status.ContainerStatuses {
-			if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" {
-				msg := fmt.Sprintf("%s/%s: %s", p.Name, cs.Name, w.Reason)
-				if w.Message != "" {
-					msg += ": " + w.Message
-				}
-				if t := cs.LastTerminationState.Terminated; t != nil {
-					msg += fmt.Sprintf("; last exit %d %s", t.ExitCode, t.Reason)
-				}
-				return truncate(msg, 300)
+	}
+	return ""
+}
+
+// PodTrouble says why a pod is not running well: unschedulable (no room,
+// an unbound volume), or a container waiting (ErrImageNeverPull,
+// CrashLoopBackOff) with its last exit. Empty when nothing tells.
+func PodTrouble(p corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message != "" {
+			return p.Name + ": " + c.Message
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" {
+			msg := fmt.Sprintf("%s/%s: %s", p.Name, cs.Name, w.Reason)
+			if w.Message != "" {
+				msg += ": " + w.Message
 			}
+			if t := cs.LastTerminationState.Terminated; t != nil {
+				msg += fmt.Sprintf("; last exit %d %s", t.ExitCode, t.Reason)
+			}
+			return truncate(msg, 300)
 		}
 	}
 	return ""

@@ -243,6 +243,14 @@ func probe(scheme corev1.URIScheme, path string, port int32, failures int32) *co
 		PeriodSeconds: 5, TimeoutSeconds: 3, FailureThreshold: failures}
 }
 
+// startupProbe gives a component up to five minutes to start before its
+// liveness probe counts: on a busy seed an API server that has to read a
+// large etcd (or wait for it) takes longer than the liveness probe's
+// minute, and killing it then only starts it over.
+func startupProbe(scheme corev1.URIScheme, path string, port int32) *corev1.Probe {
+	return probe(scheme, path, port, 60)
+}
+
 // spread prefers the component's pods on different seed nodes.
 func spread(component string) *corev1.Affinity {
 	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
@@ -319,6 +327,7 @@ func (r render) etcd(replicas int32) *appsv1.StatefulSet {
 		},
 		ReadinessProbe: probe(corev1.URISchemeHTTP, "/health", etcdMetricsPort, 3),
 		LivenessProbe:  probe(corev1.URISchemeHTTP, "/livez", etcdMetricsPort, 12),
+		StartupProbe:   startupProbe(corev1.URISchemeHTTP, "/livez", etcdMetricsPort),
 		Resources:      resources("50m", "64Mi"),
 		VolumeMounts:   []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/etcd"}},
 	}
@@ -437,6 +446,7 @@ func (r render) apiServer(replicas int32) *appsv1.Deployment {
 		Ports:          []corev1.ContainerPort{{Name: "https", ContainerPort: apiServerPort}},
 		ReadinessProbe: probe(corev1.URISchemeHTTPS, "/readyz", apiServerPort, 1),
 		LivenessProbe:  probe(corev1.URISchemeHTTPS, "/livez", apiServerPort, 12),
+		StartupProbe:   startupProbe(corev1.URISchemeHTTPS, "/livez", apiServerPort),
 		Resources:      resources("100m", "256Mi"),
 	}}
 	var volumes []corev1.Volume
@@ -469,6 +479,7 @@ func (r render) apiServer(replicas int32) *appsv1.Deployment {
 			Ports:          []corev1.ContainerPort{{Name: "tunnel", ContainerPort: tunnelAgentPort}},
 			ReadinessProbe: probe(corev1.URISchemeHTTP, "/healthz", tunnelHealthPort, 3),
 			LivenessProbe:  probe(corev1.URISchemeHTTP, "/healthz", tunnelHealthPort, 12),
+			StartupProbe:   startupProbe(corev1.URISchemeHTTP, "/healthz", tunnelHealthPort),
 			Resources:      resources("10m", "32Mi"),
 			VolumeMounts:   []corev1.VolumeMount{{Name: "tunnel", MountPath: tunnelDir}},
 		})
@@ -521,6 +532,7 @@ func (r render) controllerManager(replicas int32) *appsv1.Deployment {
 	return deployment(r.ns(), controllerManagerName, replicas, r.podTemplate(controllerManagerName, []corev1.Container{{
 		Name: controllerManagerName, Image: r.images.ControllerManager, Args: args,
 		LivenessProbe: probe(corev1.URISchemeHTTPS, "/healthz", controllerMgrPort, 12),
+		StartupProbe:  startupProbe(corev1.URISchemeHTTPS, "/healthz", controllerMgrPort),
 		Resources:     resources("50m", "96Mi"),
 	}}))
 }
@@ -543,6 +555,7 @@ func (r render) scheduler(replicas int32) *appsv1.Deployment {
 	return deployment(r.ns(), schedulerName, replicas, r.podTemplate(schedulerName, []corev1.Container{{
 		Name: schedulerName, Image: r.images.Scheduler, Args: args,
 		LivenessProbe: probe(corev1.URISchemeHTTPS, "/healthz", schedulerPort, 12),
+		StartupProbe:  startupProbe(corev1.URISchemeHTTPS, "/healthz", schedulerPort),
 		Resources:     resources("20m", "48Mi"),
 	}}))
 }
