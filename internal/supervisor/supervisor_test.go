@@ -653,6 +653,16 @@ func TestWaitStopped(t *testing.T) {
 	owner := testOwner(t)
 	s := newSupervisor(t, owner, testOptions)
 	mustEnsure(t, s, sleepSpec("w/1"))
+	// The process is found by its environment once it has exec'd; right
+	// after the fork it still has the test's.
+	waitFor(t, 5*time.Second, "w/1 findable", func() bool {
+		for _, f := range FindProcesses(owner) {
+			if f.Name == "w/1" {
+				return true
+			}
+		}
+		return false
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	err := WaitStopped(ctx, owner, "w/")
