@@ -51,7 +51,6 @@ import (
 // again. And a pod whose image is not in the offline bundle fails at once,
 // with Lotse's event, without a packet leaving the host.
 func TestTunnel(t *testing.T) {
-	t.Parallel()
 	buildEchoImage(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()

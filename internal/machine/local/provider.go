@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -81,7 +82,27 @@ type Provider struct {
 
 	seedsOnce  sync.Once
 	imageSeeds *seeds
+
+	// networks remembers, by namespace, when a cluster's network (its
+	// switch, uplink and host firewall) or a machine's (namespace, link,
+	// address, route, masquerade and egress policy) was last ensured as
+	// configured, so that the reconciles of a starting cluster or machine
+	// (several a second) do not run dozens of ip and iptables commands
+	// each time.
+	networks sync.Map // string -> ensuredNetwork
 }
+
+// ensuredNetwork is a machine network ensured at a time.
+type ensuredNetwork struct {
+	config string
+	inode  uint64 // of the namespace: a namespace made again is ensured again
+	at     time.Time
+	ip     netip.Addr
+}
+
+// machineNetworkRecheck is how long an ensured machine network counts as
+// in place before it is checked again, command by command.
+const machineNetworkRecheck = 10 * time.Second
 
 var _ machine.Provider = (*Provider)(nil)
 
@@ -95,13 +116,39 @@ func (p *Provider) Network(cluster clusterref.Ref, cidr string) (Network, error)
 	return ParseNetwork(id, cidr)
 }
 
-// EnsureNetwork creates the cluster's switch, uplink and host firewall.
+// EnsureNetwork creates the cluster's switch, uplink and host firewall
+// (unless that was done for the same configuration and switch namespace
+// within machineNetworkRecheck: clusters are reconciled many times a
+// second while they start, and this takes dozens of ip and iptables
+// commands).
 func (p *Provider) EnsureNetwork(ctx context.Context, cluster clusterref.Ref, spec machine.NetworkSpec) error {
 	n, err := p.Network(cluster, spec.CIDR)
 	if err != nil {
 		return err
 	}
-	return n.EnsureCluster(ctx, ClusterRanges{GatewayPorts: spec.GatewayPorts, Pods: spec.Pods, Services: spec.Services})
+	sw := n.SwitchNS()
+	config := fmt.Sprintf("%s %v %s %s", spec.CIDR, spec.GatewayPorts, spec.Pods, spec.Services)
+	if p.networkEnsured(sw, config) {
+		return nil
+	}
+	if err := n.EnsureCluster(ctx, ClusterRanges{GatewayPorts: spec.GatewayPorts, Pods: spec.Pods, Services: spec.Services}); err != nil {
+		return err
+	}
+	p.networks.Store(sw, ensuredNetwork{config: config, inode: namespaceInode(sw), at: time.Now()})
+	return nil
+}
+
+// networkEnsured reports whether the network in namespace ns was ensured
+// for config within machineNetworkRecheck, and forgets it otherwise.
+func (p *Provider) networkEnsured(ns, config string) bool {
+	if v, ok := p.networks.Load(ns); ok {
+		e := v.(ensuredNetwork)
+		if e.config == config && e.inode != 0 && e.inode == namespaceInode(ns) && time.Since(e.at) < machineNetworkRecheck {
+			return true
+		}
+	}
+	p.networks.Delete(ns)
+	return false
 }
 
 // RoutePodRange routes podCIDR via a node's address inside machine index.
@@ -118,6 +165,14 @@ func (p *Provider) RoutePodRange(ctx context.Context, cluster clusterref.Ref, in
 // then the switch and the uplink.
 func (p *Provider) DeleteNetwork(ctx context.Context, cluster clusterref.Ref) error {
 	n, _ := p.Network(cluster, "")
+	// Namespaces made again get checked in full (their inode numbers may
+	// be reused).
+	p.networks.Range(func(k, _ any) bool {
+		if strings.Contains(k.(string), n.ID) {
+			p.networks.Delete(k)
+		}
+		return true
+	})
 	return DeleteLeftovers(ctx, filepath.Join(p.StateDir, filepath.FromSlash(cluster.Key())), DiskRoot(p.StateDir), n.ID)
 }
 
@@ -152,6 +207,7 @@ func (p *Provider) Delete(ctx context.Context, s *machine.Spec) error {
 	if err != nil {
 		return err
 	}
+	p.networks.Delete(m.Network.MachineNS(m.Index))
 	return p.delete(ctx, m)
 }
 
@@ -180,17 +236,11 @@ func (p *Provider) Stop(ctx context.Context, s *machine.Spec) error {
 
 func (p *Provider) ensure(ctx context.Context, m *Machine) (machine.Status, error) {
 	st := machine.Status{ProviderID: m.ProviderID(), LocalVolumesPath: filepath.Join(m.DiskDir, "local-volumes")}
-	ip, err := m.Network.EnsureMachine(ctx, m.Index)
+	ip, err := p.ensureMachineNetwork(ctx, m)
 	if err != nil {
-		return st, fmt.Errorf("network: %w", err)
+		return st, err
 	}
 	st.Address = ip.String()
-	if err := ensureMasquerade(ctx, m); err != nil {
-		return st, err
-	}
-	if err := ensureEgressPolicy(ctx, m); err != nil {
-		return st, err
-	}
 	for _, d := range []string{m.path("containerd"), m.path("cni", "net.d"), m.DiskDir, m.path("pod-logs"), m.path("logs"), m.path("pki"), m.runDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return st, err
@@ -768,6 +818,44 @@ const egressChain = "LOTSE-EGRESS"
 // the counters of the filter chain; raw is left alone, so this count is
 // the lasting evidence of what the policy stopped.
 const egressSeenChain = "LOTSE-EGRESS-SEEN"
+
+// ensureMachineNetwork plugs the machine into its cluster's network and
+// puts its masquerade and egress rules in place, unless that was done for
+// the same configuration and namespace within machineNetworkRecheck.
+func (p *Provider) ensureMachineNetwork(ctx context.Context, m *Machine) (netip.Addr, error) {
+	ns := m.Network.MachineNS(m.Index)
+	config := fmt.Sprintf("%s %d %s %s %t", m.Network.CIDR, m.Index, m.ClusterCIDR, m.ServiceCIDR, m.Egress)
+	if p.networkEnsured(ns, config) {
+		if v, ok := p.networks.Load(ns); ok {
+			return v.(ensuredNetwork).ip, nil
+		}
+	}
+	ip, err := m.Network.EnsureMachine(ctx, m.Index)
+	if err != nil {
+		return ip, fmt.Errorf("network: %w", err)
+	}
+	if err := ensureMasquerade(ctx, m); err != nil {
+		return ip, err
+	}
+	if err := ensureEgressPolicy(ctx, m); err != nil {
+		return ip, err
+	}
+	p.networks.Store(ns, ensuredNetwork{config: config, inode: namespaceInode(ns), at: time.Now(), ip: ip})
+	return ip, nil
+}
+
+// namespaceInode identifies a named network namespace (0 when there is
+// none).
+func namespaceInode(name string) uint64 {
+	fi, err := os.Stat(netns.Path(name))
+	if err != nil {
+		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}
 
 func ensureEgressPolicy(ctx context.Context, m *Machine) error {
 	ns := m.Network.MachineNS(m.Index)
