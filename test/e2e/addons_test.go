@@ -82,7 +82,7 @@ func TestAddons(t *testing.T) {
 		if err := cs.AppsV1().Deployments("kube-system").Delete(ctx, "coredns", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "a new CoreDNS Deployment", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "a new CoreDNS Deployment", func() (bool, error) {
 			d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 			return err == nil && d.UID != before.UID, err
 		})
@@ -110,7 +110,7 @@ func TestAddons(t *testing.T) {
 		if _, err := cs.AppsV1().Deployments("kube-system").Patch(ctx, "coredns", types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "tenant-edit"}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "CoreDNS args reverted", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "CoreDNS args reverted", func() (bool, error) {
 			d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 			return err == nil && slices.Equal(d.Spec.Template.Spec.Containers[0].Args, []string{"-conf", "/etc/coredns/Corefile"}), err
 		})
@@ -124,7 +124,7 @@ func TestAddons(t *testing.T) {
 		if _, err := cs.CoreV1().ConfigMaps("kube-system").Patch(ctx, "coredns", types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "tenant-edit"}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "status.addons to report the ignored ConfigMap", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "status.addons to report the ignored ConfigMap", func() (bool, error) {
 			for _, a := range getCluster(t, mc, name).Status.Addons {
 				if a.Name == "coredns" && slices.Contains(a.Ignored, "ConfigMap kube-system/coredns") {
 					return true, nil
@@ -141,7 +141,7 @@ func TestAddons(t *testing.T) {
 		if _, err := cs.CoreV1().ConfigMaps("kube-system").Patch(ctx, "coredns", types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "tenant-edit"}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "the Corefile restored once the annotation is gone", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "the Corefile restored once the annotation is gone", func() (bool, error) {
 			cm, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 			return err == nil && strings.Contains(cm.Data["Corefile"], "prometheus"), err
 		})
@@ -300,12 +300,12 @@ func cloudControllerManager(t *testing.T, mc client.Client, name string, cs kube
 			}
 		}
 		setRanges([]string{"192.0.2.0/24"})
-		waitFor(t, 30*time.Second, "the host refused", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "the host refused", func() (bool, error) {
 			_, err := httpGet("http://" + ip + "/")
 			return err != nil, nil
 		})
 		setRanges([]string{ip + "/32"}) // the host talks to a local address from that address
-		waitFor(t, 30*time.Second, "the host allowed again", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "the host allowed again", func() (bool, error) {
 			_, err := httpGet("http://" + ip + "/")
 			return err == nil, err
 		})
@@ -388,7 +388,7 @@ func cloudControllerManager(t *testing.T, mc client.Client, name string, cs kube
 		for _, pid := range pids {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
-		waitFor(t, 30*time.Second, "the public balancer answering again", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "the public balancer answering again", func() (bool, error) {
 			body, err := httpGet("http://" + ip + "/")
 			return err == nil && strings.Contains(body, "hello from web-"), err
 		})
@@ -750,7 +750,7 @@ func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.
 		if err := cs.NetworkingV1().NetworkPolicies("kube-system").Delete(ctx, "deny-all", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "kube-system/deny-all back", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "kube-system/deny-all back", func() (bool, error) {
 			p, err := cs.NetworkingV1().NetworkPolicies("kube-system").Get(ctx, "deny-all", metav1.GetOptions{})
 			return err == nil && p.UID != before.UID, err
 		})
@@ -760,7 +760,7 @@ func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.
 
 	t.Run("tenant namespaces denied on request", func(t *testing.T) {
 		updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Networking.DefaultDenyTenantNamespaces = true })
-		waitFor(t, 30*time.Second, "default/deny-all", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "default/deny-all", func() (bool, error) {
 			_, err := cs.NetworkingV1().NetworkPolicies("default").Get(ctx, "deny-all", metav1.GetOptions{})
 			return err == nil, err
 		})
@@ -772,12 +772,12 @@ func networkPolicies(t *testing.T, mc client.Client, name string, cs kubernetes.
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "later"}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "later/deny-all for a new namespace", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "later/deny-all for a new namespace", func() (bool, error) {
 			_, err := cs.NetworkingV1().NetworkPolicies("later").Get(ctx, "deny-all", metav1.GetOptions{})
 			return err == nil, err
 		})
 		updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.Networking.DefaultDenyTenantNamespaces = false })
-		waitFor(t, 30*time.Second, "the tenant defaults removed", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "the tenant defaults removed", func() (bool, error) {
 			list, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{LabelSelector: "addons.lotse.dev/addon"})
 			if err != nil {
 				return false, err
@@ -937,7 +937,7 @@ func waitClusterEvent(t testing.TB, cluster, reason, substr string) {
 		t.Fatal(err)
 	}
 	cs := kubernetes.NewForConfigOrDie(cfg)
-	waitFor(t, 30*time.Second, "event "+reason+" on cluster "+cluster, func() (bool, error) {
+	waitFor(t, 2*time.Minute, "event "+reason+" on cluster "+cluster, func() (bool, error) {
 		list, err := cs.EventsV1().Events("default").List(context.Background(), metav1.ListOptions{FieldSelector: "regarding.name=" + cluster})
 		if err != nil {
 			return false, err

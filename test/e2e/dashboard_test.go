@@ -60,7 +60,7 @@ func startDashboard(t *testing.T) string {
 		}
 	})
 	url := "http://" + addr
-	waitFor(t, 30*time.Second, "the dashboard serving", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "the dashboard serving", func() (bool, error) {
 		resp, err := http.Get(url + "/")
 		if err != nil {
 			return false, err

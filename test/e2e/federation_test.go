@@ -187,7 +187,7 @@ func TestFleetPropagation(t *testing.T) {
 	// stayed in the fleet.
 	for _, c := range []client.Client{eu, us} {
 		cm := &corev1.ConfigMap{}
-		waitFor(t, 30*time.Second, "the dependency in the member", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "the dependency in the member", func() (bool, error) {
 			err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-config"}, cm)
 			return err == nil, err
 		})
@@ -198,7 +198,7 @@ func TestFleetPropagation(t *testing.T) {
 			t.Errorf("a ConfigMap no workload refers to went to a member: %v", err)
 		}
 	}
-	waitFor(t, 30*time.Second, "the dependency's binding", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "the dependency's binding", func() (bool, error) {
 		b := &workv1.ResourceBinding{}
 		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-config-configmap"}, b); err != nil {
 			return false, err
@@ -211,7 +211,7 @@ func TestFleetPropagation(t *testing.T) {
 	for c, want := range images {
 		// The OverridePolicy came after the PropagationPolicy: the first
 		// copies may predate it.
-		waitFor(t, 30*time.Second, "the override in the member", func() (bool, error) {
+		waitFor(t, 2*time.Minute, "the override in the member", func() (bool, error) {
 			d := &appsv1.Deployment{}
 			if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d); err != nil {
 				return false, err
@@ -265,7 +265,7 @@ func TestFleetPropagation(t *testing.T) {
 		a, err := replicasIn(eu)
 		return a == 9, fmt.Errorf("eu %d (%v)", a, err)
 	})
-	waitFor(t, 30*time.Second, "the binding after failover", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "the binding after failover", func() (bool, error) {
 		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-deployment"}, rb); err != nil {
 			return false, err
 		}

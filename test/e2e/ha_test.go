@@ -284,7 +284,7 @@ func TestMakeHighlyAvailable(t *testing.T) {
 	defer syscall.Kill(etcd0, syscall.SIGCONT)
 	// If etcd-0 led, the first request may time out while the other two
 	// elect a new leader; then writes work without it.
-	waitFor(t, 30*time.Second, "a write while etcd-0 is frozen", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "a write while etcd-0 is frozen", func() (bool, error) {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_, err := cs.CoreV1().ConfigMaps("data").Create(wctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "while-etcd-0-is-frozen"}}, metav1.CreateOptions{})

@@ -328,7 +328,7 @@ func (tc *tunnelCluster) admissionWebhooks(t *testing.T) {
 	}
 	// Webhook configurations take effect within a second or so.
 	var cm *corev1.ConfigMap
-	waitFor(t, 30*time.Second, "the mutating webhook to label a ConfigMap", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "the mutating webhook to label a ConfigMap", func() (bool, error) {
 		cm, err = tc.createWebhookConfigMap("mutated-", false)
 		return err == nil && cm.Labels["echo-mutated"] != "", err
 	})
@@ -390,7 +390,7 @@ func (tc *tunnelCluster) conversionWebhook(t *testing.T) {
 		return err == nil, err
 	})
 	var got *unstructured.Unstructured
-	waitFor(t, 30*time.Second, "the Widget read as v2", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "the Widget read as v2", func() (bool, error) {
 		var err error
 		got, err = dyn.Resource(v2).Namespace("default").Get(ctx, "w1", metav1.GetOptions{})
 		return err == nil, err
@@ -458,7 +458,7 @@ func (tc *tunnelCluster) logsExecPortForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); _ = pf.Wait() }()
-	waitFor(t, 30*time.Second, "a GET through kubectl port-forward", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "a GET through kubectl port-forward", func() (bool, error) {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 		if err != nil {
 			return false, err
@@ -490,7 +490,7 @@ func (tc *tunnelCluster) everyAPIServer(t *testing.T) {
 		cfg := rest.CopyConfig(tc.cfg)
 		cfg.Host = fmt.Sprintf("https://127.0.0.1:%d", port)
 		cs := kubernetes.NewForConfigOrDie(cfg)
-		waitFor(t, 30*time.Second, fmt.Sprintf("API server %d reaching the echo pod", i), func() (bool, error) {
+		waitFor(t, 2*time.Minute, fmt.Sprintf("API server %d reaching the echo pod", i), func() (bool, error) {
 			out, err := cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/namespaces/default/pods/" + pod.Name + ":8080/proxy/").DoRaw(context.Background())
 			return err == nil && strings.Contains(string(out), "hello from "+pod.Name), fmt.Errorf("%v: %s", err, out)
 		})
@@ -523,7 +523,7 @@ func (tc *tunnelCluster) webhookWithoutEndpoints(t *testing.T) {
 		_ = tc.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, "nobody", metav1.DeleteOptions{})
 	}()
 	var err error
-	waitFor(t, 30*time.Second, "the webhook without endpoints to be called", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "the webhook without endpoints to be called", func() (bool, error) {
 		_, err = tc.cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "nobody-", Labels: map[string]string{"echo-webhook": "nobody"}}}, metav1.CreateOptions{})
 		return err != nil, nil
@@ -551,7 +551,7 @@ func (tc *tunnelCluster) killTunnelServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Evidence newer than the fault: a server with another PID.
-	waitFor(t, 30*time.Second, "a new konnectivity server", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "a new konnectivity server", func() (bool, error) {
 		for _, p := range clusterProcesses(tc.name) {
 			if strings.HasSuffix(p.Name, "/konnectivity-server-0") && p.PID != victim {
 				return true, nil
@@ -637,7 +637,7 @@ func agentPIDs(port int) []int {
 
 func (tc *tunnelCluster) waitWebhookWorks(t *testing.T) {
 	t.Helper()
-	waitFor(t, 30*time.Second, tc.name+": the mutating webhook answering again", func() (bool, error) {
+	waitFor(t, 2*time.Minute, tc.name+": the mutating webhook answering again", func() (bool, error) {
 		cm, err := tc.createWebhookConfigMap("again-", false)
 		return err == nil && cm.Labels["echo-mutated"] != "", err
 	})
@@ -660,7 +660,7 @@ func (tc *tunnelCluster) imageNotInBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.waitPullFailed(t, pod.Name, time.Minute)
-	waitFor(t, 30*time.Second, "Lotse's ImageNotInBundle event", func() (bool, error) {
+	waitFor(t, 2*time.Minute, "Lotse's ImageNotInBundle event", func() (bool, error) {
 		evs, err := tc.cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod.Name + ",reason=ImageNotInBundle"})
 		if err != nil || len(evs.Items) == 0 {
 			return false, err
