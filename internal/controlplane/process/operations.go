@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/lotse/lotse/internal/controlplane"
@@ -78,6 +79,10 @@ func (b *Backend) RestartComponent(ctx context.Context, spec controlplane.Spec, 
 	return nil
 }
 
+// snapshotHealthWait is how long a snapshot waits for a healthy etcd
+// member.
+const snapshotHealthWait = 30 * time.Second
+
 // Snapshot writes a consistent snapshot of the control plane's etcd to
 // path (etcdctl snapshot save from the first healthy member), as a backup
 // takes it. The file holds every key in plain etcd form: Secrets stay
@@ -91,15 +96,31 @@ func (b *Backend) Snapshot(ctx context.Context, spec controlplane.Spec, path str
 		return err
 	}
 	p := b.PKI(spec.Key)
-	endpoint := ""
-	for i, h := range b.etcdHealth(ctx, l, p) {
-		if h.Healthy {
-			endpoint = l.etcdClientURLs()[i]
+	// A member whose health check is slow (a busy host) is not a dead
+	// one: look again for a while before giving up.
+	endpoint, why := "", ""
+	deadline := time.Now().Add(snapshotHealthWait)
+	for endpoint == "" {
+		var unhealthy []string
+		for i, h := range b.etcdHealth(ctx, l, p) {
+			if h.Healthy {
+				endpoint = l.etcdClientURLs()[i]
+				break
+			}
+			unhealthy = append(unhealthy, h.Name+": "+h.Message)
+		}
+		why = strings.Join(unhealthy, "; ")
+		if endpoint != "" || time.Now().After(deadline) {
 			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no healthy etcd member to take a snapshot from (%s): %w", why, ctx.Err())
+		case <-time.After(time.Second):
 		}
 	}
 	if endpoint == "" {
-		return fmt.Errorf("no healthy etcd member to take a snapshot from")
+		return fmt.Errorf("no healthy etcd member to take a snapshot from after %s (%s)", snapshotHealthWait, why)
 	}
 	tmp := path + ".part"
 	cmd := gobuild.Command(ctx, spec.Binaries.Path("etcdctl"), "snapshot", "save", tmp,
