@@ -92,7 +92,8 @@ type Provider struct {
 	networks sync.Map // string -> ensuredNetwork
 }
 
-// ensuredNetwork is a machine network ensured at a time.
+// ensuredNetwork is a cluster's or a machine's network, ensured for a
+// configuration at a time (ip: the machine's address; zero for a cluster).
 type ensuredNetwork struct {
 	config string
 	inode  uint64 // of the namespace: a namespace made again is ensured again
@@ -100,9 +101,9 @@ type ensuredNetwork struct {
 	ip     netip.Addr
 }
 
-// machineNetworkRecheck is how long an ensured machine network counts as
-// in place before it is checked again, command by command.
-const machineNetworkRecheck = 10 * time.Second
+// networkRecheck is how long an ensured network counts as in place
+// before it is checked again, command by command.
+const networkRecheck = 10 * time.Second
 
 var _ machine.Provider = (*Provider)(nil)
 
@@ -118,7 +119,7 @@ func (p *Provider) Network(cluster clusterref.Ref, cidr string) (Network, error)
 
 // EnsureNetwork creates the cluster's switch, uplink and host firewall
 // (unless that was done for the same configuration and switch namespace
-// within machineNetworkRecheck: clusters are reconciled many times a
+// within networkRecheck: clusters are reconciled many times a
 // second while they start, and this takes dozens of ip and iptables
 // commands).
 func (p *Provider) EnsureNetwork(ctx context.Context, cluster clusterref.Ref, spec machine.NetworkSpec) error {
@@ -128,7 +129,7 @@ func (p *Provider) EnsureNetwork(ctx context.Context, cluster clusterref.Ref, sp
 	}
 	sw := n.SwitchNS()
 	config := fmt.Sprintf("%s %v %s %s", spec.CIDR, spec.GatewayPorts, spec.Pods, spec.Services)
-	if p.networkEnsured(sw, config) {
+	if _, ok := p.networkEnsured(sw, config); ok {
 		return nil
 	}
 	if err := n.EnsureCluster(ctx, ClusterRanges{GatewayPorts: spec.GatewayPorts, Pods: spec.Pods, Services: spec.Services}); err != nil {
@@ -138,17 +139,17 @@ func (p *Provider) EnsureNetwork(ctx context.Context, cluster clusterref.Ref, sp
 	return nil
 }
 
-// networkEnsured reports whether the network in namespace ns was ensured
-// for config within machineNetworkRecheck, and forgets it otherwise.
-func (p *Provider) networkEnsured(ns, config string) bool {
+// networkEnsured returns the record of the network in namespace ns if it
+// was ensured for config within networkRecheck, and forgets it otherwise.
+func (p *Provider) networkEnsured(ns, config string) (ensuredNetwork, bool) {
 	if v, ok := p.networks.Load(ns); ok {
 		e := v.(ensuredNetwork)
-		if e.config == config && e.inode != 0 && e.inode == namespaceInode(ns) && time.Since(e.at) < machineNetworkRecheck {
-			return true
+		if e.config == config && e.inode != 0 && e.inode == namespaceInode(ns) && time.Since(e.at) < networkRecheck {
+			return e, true
 		}
 	}
 	p.networks.Delete(ns)
-	return false
+	return ensuredNetwork{}, false
 }
 
 // RoutePodRange routes podCIDR via a node's address inside machine index.
@@ -821,14 +822,12 @@ const egressSeenChain = "LOTSE-EGRESS-SEEN"
 
 // ensureMachineNetwork plugs the machine into its cluster's network and
 // puts its masquerade and egress rules in place, unless that was done for
-// the same configuration and namespace within machineNetworkRecheck.
+// the same configuration and namespace within networkRecheck.
 func (p *Provider) ensureMachineNetwork(ctx context.Context, m *Machine) (netip.Addr, error) {
 	ns := m.Network.MachineNS(m.Index)
 	config := fmt.Sprintf("%s %d %s %s %t", m.Network.CIDR, m.Index, m.ClusterCIDR, m.ServiceCIDR, m.Egress)
-	if p.networkEnsured(ns, config) {
-		if v, ok := p.networks.Load(ns); ok {
-			return v.(ensuredNetwork).ip, nil
-		}
+	if e, ok := p.networkEnsured(ns, config); ok {
+		return e.ip, nil
 	}
 	ip, err := m.Network.EnsureMachine(ctx, m.Index)
 	if err != nil {
