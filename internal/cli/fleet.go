@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -12,8 +13,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -183,7 +187,8 @@ func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := getFleet(cmd.Context(), c, flags.namespace, args[0]); err != nil {
+			f, err := getFleet(cmd.Context(), c, flags.namespace, args[0])
+			if err != nil {
 				return err
 			}
 			m := &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Labels: labels},
@@ -218,7 +223,11 @@ func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
 			if secret != nil && createIdentity {
 				// The kubeconfig given is used once, to give the fleet its
 				// own least-privileged identity there; only that is stored.
-				own, err := memberIdentity(cmd.Context(), secret.Data["kubeconfig"], flags.namespace, args[0], m.Name)
+				groups, err := fleetCustomGroups(cmd.Context(), c, f)
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: the fleet's CRDs could not be listed (%v); the member's identity gets no rights on custom kinds: join it again later to widen them\n", err)
+				}
+				own, err := memberIdentity(cmd.Context(), secret.Data["kubeconfig"], flags.namespace, args[0], m.Name, groups)
 				if err != nil {
 					_ = c.Delete(cmd.Context(), m)
 					return err
@@ -343,13 +352,13 @@ func newFleetKubeconfigCommand(flags *clientFlags) *cobra.Command {
 
 // memberIdentity creates the fleet's identity in a member with the
 // kubeconfig given at join time and returns the identity's kubeconfig.
-func memberIdentity(ctx context.Context, given []byte, namespace, fleet, member string) ([]byte, error) {
+func memberIdentity(ctx context.Context, given []byte, namespace, fleet, member string, customGroups []string) ([]byte, error) {
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(given)
 	if err != nil {
 		return nil, fmt.Errorf("--kubeconfig-file: %w", err)
 	}
 	cfg.Timeout = 30 * time.Second
-	own, err := access.Grant(ctx, cfg, namespace, fleet, member)
+	own, err := access.Grant(ctx, cfg, namespace, fleet, member, customGroups...)
 	if err != nil {
 		// Whatever was made goes again (the role owns the rest).
 		_ = access.Revoke(ctx, cfg, namespace, fleet, member)
@@ -357,6 +366,44 @@ func memberIdentity(ctx context.Context, given []byte, namespace, fleet, member 
 			"a Secret, a ClusterRole and a ClusterRoleBinding there; or pass --create-identity=false to store the kubeconfig as it is): %w", err)
 	}
 	return own, nil
+}
+
+// fleetCustomGroups are the API groups of the CRDs in a fleet's API that
+// a member's identity may be given rights in (access.CustomGroup): the
+// fleet propagates the objects of those kinds. A fleet without an API yet
+// has none.
+func fleetCustomGroups(ctx context.Context, c client.Client, f *lotsev1.Fleet) ([]string, error) {
+	if f.Status.KubeconfigSecret == "" {
+		return nil, nil
+	}
+	secret := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: f.Status.KubeconfigSecret}, secret); err != nil {
+		return nil, err
+	}
+	if !clustercontroller.IsClusterKubeconfig(secret, fleetcontroller.ControlPlaneName(f.Name)) {
+		return nil, fmt.Errorf("the Secret %s/%s is not the kubeconfig Lotse wrote for the fleet's API", f.Namespace, secret.Name)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(secret.Data["kubeconfig"])
+	if err != nil {
+		return nil, err
+	}
+	cfg.Timeout = 30 * time.Second
+	dc, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	crds, err := dc.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var groups []string
+	for _, crd := range crds.Items {
+		group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
+		if access.CustomGroup(group) && !slices.Contains(groups, group) {
+			groups = append(groups, group)
+		}
+	}
+	return groups, nil
 }
 
 // revokeGiven removes the identity made with the kubeconfig given at join

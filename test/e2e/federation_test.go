@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
@@ -352,6 +353,59 @@ func TestFleetPropagation(t *testing.T) {
 		t.Errorf("a failed placement moved the ConfigMap: %v", err)
 	}
 
+	// A CRD and an object of its kind: the CRD goes first, then the
+	// object; an object deleted in the fleet goes from the members.
+	crdObj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "widgets.example.com"},
+		"spec": map[string]any{"group": "example.com", "scope": "Namespaced",
+			"names": map[string]any{"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "properties": map[string]any{
+					"spec": map[string]any{"type": "object", "properties": map[string]any{"size": map[string]any{"type": "string"}}}}}}}}},
+	}}
+	must(fc.Create(ctx, crdObj))
+	must(fc.Create(ctx, &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "widgets"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{
+			{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition", Name: "widgets.example.com"},
+			{APIVersion: "example.com/v1", Kind: "Widget"}}}}))
+	widget := func(name string) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "example.com/v1", "kind": "Widget",
+			"metadata": map[string]any{"namespace": "shop", "name": name}, "spec": map[string]any{"size": "small"}}}
+	}
+	waitFor(t, time.Minute, "the fleet serving Widgets", func() (bool, error) {
+		err := fc.Create(ctx, widget("small"))
+		return err == nil, err
+	})
+	for _, c := range []client.Client{eu, us} {
+		waitFor(t, 2*time.Minute, "the Widget in the member", func() (bool, error) {
+			w := widget("")
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "small"}, w); err != nil {
+				return false, err
+			}
+			size, _, _ := unstructured.NestedString(w.Object, "spec", "size")
+			return size == "small" && w.GetLabels()[lotsev1.LabelFleet] == fleet, fmt.Errorf("spec %v, labels %v", w.Object["spec"], w.GetLabels())
+		})
+	}
+	waitFor(t, time.Minute, "the Widget's binding", func() (bool, error) {
+		b := &workv1.ResourceBinding{}
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "small-widget"}, b); err != nil {
+			return false, err
+		}
+		return len(b.Spec.Clusters) == 2 && meta.IsStatusConditionTrue(b.Status.Conditions, workv1.ConditionFullyApplied), fmt.Errorf("spec %+v, status %+v", b.Spec, b.Status)
+	})
+	must(fc.Create(ctx, widget("short-lived")))
+	waitFor(t, time.Minute, "the second Widget in eu", func() (bool, error) {
+		err := eu.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "short-lived"}, widget(""))
+		return err == nil, err
+	})
+	must(fc.Delete(ctx, widget("short-lived")))
+	waitFor(t, time.Minute, "the deleted Widget gone from the members", func() (bool, error) {
+		errEU := eu.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "short-lived"}, widget(""))
+		errUS := us.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "short-lived"}, widget(""))
+		return apierrors.IsNotFound(errEU) && apierrors.IsNotFound(errUS), fmt.Errorf("eu: %v, us: %v", errEU, errUS)
+	})
+
 	// The policy narrows to one member: everything moves there, and the
 	// other member's copies go (only those the fleet made).
 	must(fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, pp))
@@ -382,6 +436,13 @@ func TestFleetPropagation(t *testing.T) {
 		if err == nil {
 			return false, fmt.Errorf("namespace shop still in eu")
 		}
-		return apierrors.IsNotFound(err), err
+		if !apierrors.IsNotFound(err) {
+			return false, err
+		}
+		// The CRD the fleet put there goes too (no object of its kind is
+		// the member's own).
+		crd := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition"}}
+		err = eu.Get(ctx, client.ObjectKey{Name: "widgets.example.com"}, crd)
+		return apierrors.IsNotFound(err), fmt.Errorf("the CRD in eu: %v", err)
 	})
 }

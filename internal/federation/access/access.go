@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,12 +39,15 @@ func Name(fleetNamespace, fleet, member string) string {
 }
 
 // Rules are what a fleet needs in a member: to manage the kinds it
-// propagates, to read nodes (health, DNS answers, room) and EndpointSlices
-// (DNS answers), to list what a
-// namespace holds, and to delete its own identity when it leaves. It cannot
-// exec into pods, grant rights, or change nodes, RBAC (but its own role's
-// deletion) or the API's extensions.
-func Rules(name string) []rbacv1.PolicyRule {
+// propagates (CustomResourceDefinitions among them), to read nodes
+// (health, DNS answers, room) and EndpointSlices (DNS answers), to list
+// what a namespace holds, and to delete its own identity when it leaves.
+// It cannot exec into pods, grant rights, or change nodes, RBAC (but its
+// own role's deletion), webhooks or API services. The objects of the
+// fleet's custom kinds need rights in their API groups: customGroups, the
+// groups of the fleet's CRDs when the member joins (a group of the
+// Kubernetes project or of Lotse is never granted this way).
+func Rules(name string, customGroups ...string) []rbacv1.PolicyRule {
 	byGroup := map[string][]string{}
 	var groups []string
 	for _, k := range propagation.Kinds {
@@ -54,6 +59,17 @@ func Rules(name string) []rbacv1.PolicyRule {
 	var rules []rbacv1.PolicyRule
 	for _, g := range groups {
 		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{g}, Resources: byGroup[g],
+			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}})
+	}
+	var custom []string
+	for _, g := range customGroups {
+		if CustomGroup(g) && !slices.Contains(custom, g) {
+			custom = append(custom, g)
+		}
+	}
+	if len(custom) > 0 {
+		slices.Sort(custom)
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: custom, Resources: []string{"*"},
 			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}})
 	}
 	return append(rules,
@@ -72,17 +88,30 @@ func Rules(name string) []rbacv1.PolicyRule {
 	)
 }
 
+// CustomGroup reports whether a fleet's identity may be given rights in
+// an API group because a CRD of the fleet defines it: not the core group,
+// not a group of the Kubernetes project (a CRD may claim one), not Lotse's.
+func CustomGroup(group string) bool {
+	for _, reserved := range []string{"k8s.io", "kubernetes.io", "x-k8s.io", "lotse.dev"} {
+		if group == reserved || strings.HasSuffix(group, "."+reserved) {
+			return false
+		}
+	}
+	return strings.Contains(group, ".")
+}
+
 // Grant creates (or brings up to date) the fleet's identity in the member
 // that admin reaches, and returns a kubeconfig for it. The API server's
-// address and CA come from admin.
-func Grant(ctx context.Context, admin *rest.Config, fleetNamespace, fleet, member string) ([]byte, error) {
+// address and CA come from admin; customGroups are those of the fleet's
+// CRDs (see Rules).
+func Grant(ctx context.Context, admin *rest.Config, fleetNamespace, fleet, member string, customGroups ...string) ([]byte, error) {
 	cs, err := kubernetes.NewForConfig(admin)
 	if err != nil {
 		return nil, err
 	}
 	name := Name(fleetNamespace, fleet, member)
 	labels := map[string]string{"app.kubernetes.io/managed-by": "lotse", "lotse.dev/fleet": fleet}
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Rules: Rules(name)}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Rules: Rules(name, customGroups...)}
 	if role, err = ensureClusterRole(ctx, cs, role); err != nil {
 		return nil, fmt.Errorf("the fleet's ClusterRole in the member: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -44,7 +45,11 @@ func TestRules(t *testing.T) {
 		{"rbac.authorization.k8s.io", "clusterroles", "escalate", name, false},
 		{"", "pods", "create", "", false},
 		{"", "nodes", "update", "", false},
-		{"apiextensions.k8s.io", "customresourcedefinitions", "create", "", false},
+		// CRDs propagate; the API's other extension points do not.
+		{"apiextensions.k8s.io", "customresourcedefinitions", "create", "", true},
+		{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "create", "", false},
+		{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "update", "", false},
+		{"apiregistration.k8s.io", "apiservices", "create", "", false},
 	} {
 		if got := allows(tc.group, tc.resource, tc.verb, tc.name); got != tc.want {
 			t.Errorf("%s %s/%s %s: allowed %v, want %v", tc.verb, tc.group, tc.resource, tc.name, got, tc.want)
@@ -54,6 +59,38 @@ func TestRules(t *testing.T) {
 		if slices.Contains(r.Verbs, "*") || slices.Contains(r.Verbs, "bind") || slices.Contains(r.Verbs, "impersonate") {
 			t.Errorf("a rule grants %v", r.Verbs)
 		}
+	}
+}
+
+func TestCustomGroups(t *testing.T) {
+	for _, tc := range []struct {
+		group string
+		want  bool
+	}{
+		{"example.com", true},
+		{"widgets.acme.io", true},
+		{"", false},
+		{"apps", false},
+		{"networking.k8s.io", false},
+		{"rbac.authorization.k8s.io", false},
+		{"k8s.io", false},
+		{"metrics.kubernetes.io", false},
+		{"cluster.x-k8s.io", false},
+		{"policy.lotse.dev", false},
+	} {
+		if got := CustomGroup(tc.group); got != tc.want {
+			t.Errorf("CustomGroup(%q) = %v, want %v", tc.group, got, tc.want)
+		}
+	}
+	rules := Rules("r", "example.com", "rbac.authorization.k8s.io", "example.com")
+	var custom []rbacv1.PolicyRule
+	for _, r := range rules {
+		if slices.Contains(r.APIGroups, "example.com") || slices.Contains(r.Resources, "*") && !slices.Contains(r.APIGroups, "*") {
+			custom = append(custom, r)
+		}
+	}
+	if len(custom) != 1 || !slices.Equal(custom[0].APIGroups, []string{"example.com"}) || slices.Contains(custom[0].Verbs, "*") {
+		t.Errorf("the rules for custom groups: %+v", custom)
 	}
 }
 

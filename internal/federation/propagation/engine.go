@@ -92,11 +92,15 @@ type Engine struct {
 	// applied: member/kind/namespace/name -> the copy's generation after
 	// the engine's last apply.
 	applied map[string]string
+
+	// custom: the kinds the fleet's CRDs define, by ID (custom.go).
+	customMu sync.RWMutex
+	custom   map[string]*customKind
 }
 
 // key is a template in the queue.
 type key struct {
-	Kind            string // index into Kinds by Kind name
+	Kind            string // the kind's ID (Kind.ID)
 	Namespace, Name string
 }
 
@@ -121,6 +125,15 @@ func New(fleetKey, name string, cfg *rest.Config, members Members, event func(*u
 		if err != nil {
 			return nil, err
 		}
+	}
+	// A CRD in the fleet also brings the objects of its kind.
+	_, err = e.informers.ForResource(crdGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { e.crdChanged(obj, false) },
+		UpdateFunc: func(_, obj any) { e.crdChanged(obj, false) },
+		DeleteFunc: func(obj any) { e.crdChanged(obj, true) },
+	})
+	if err != nil {
+		return nil, err
 	}
 	policyHandler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { e.ResyncAll() },
@@ -155,6 +168,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer e.queue.ShutDown()
 	e.informers.Start(ctx.Done())
 	defer e.informers.Shutdown()
+	defer e.stopCustom()
 	for r, ok := range e.informers.WaitForCacheSync(ctx.Done()) {
 		if !ok {
 			if ctx.Err() != nil {
@@ -194,9 +208,11 @@ func (e *Engine) Run(ctx context.Context) error {
 // ResyncAll queues every template, e.g. when a member joins or changes
 // health.
 func (e *Engine) ResyncAll() {
-	for _, k := range Kinds {
-		for _, obj := range e.informers.ForResource(k.GVR).Informer().GetStore().List() {
-			e.enqueueObject(k, obj)
+	for _, k := range append(slices.Clone(Kinds), e.customKinds()...) {
+		if store := e.store(k); store != nil {
+			for _, obj := range store.List() {
+				e.enqueueObject(k, obj)
+			}
 		}
 	}
 }
@@ -209,7 +225,7 @@ func (e *Engine) enqueueObject(k Kind, obj any) {
 	if !ok {
 		return
 	}
-	e.queue.Add(key{Kind: k.Kind, Namespace: u.GetNamespace(), Name: u.GetName()})
+	e.queue.Add(key{Kind: k.ID(), Namespace: u.GetNamespace(), Name: u.GetName()})
 }
 
 func (e *Engine) enqueueBinding(obj any) {
@@ -221,7 +237,7 @@ func (e *Engine) enqueueBinding(obj any) {
 	if err := fromUnstructured(u, &b); err != nil {
 		return
 	}
-	e.queue.Add(key{Kind: b.Spec.Resource.Kind, Namespace: b.Spec.Resource.Namespace, Name: b.Spec.Resource.Name})
+	e.queue.Add(key{Kind: kindID(b.Spec.Resource.APIVersion, b.Spec.Resource.Kind), Namespace: b.Spec.Resource.Namespace, Name: b.Spec.Resource.Name})
 }
 
 // bindingChanged: a workload that moved takes its dependencies along.
@@ -265,7 +281,10 @@ func (e *Engine) processNext(ctx context.Context) bool {
 
 // template returns a template from the fleet's cache (nil when gone).
 func (e *Engine) template(k Kind, namespace, name string) *unstructured.Unstructured {
-	store := e.informers.ForResource(k.GVR).Informer().GetStore()
+	store := e.store(k)
+	if store == nil {
+		return nil
+	}
 	id := name
 	if namespace != "" {
 		id = namespace + "/" + name

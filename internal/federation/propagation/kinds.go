@@ -15,6 +15,19 @@ type Kind struct {
 	// Replicas: the kind's spec.replicas is shared by the policy's
 	// replica scheduling.
 	Replicas bool
+	// Custom: the kind is defined by a CustomResourceDefinition in the
+	// fleet (see custom.go); members learn it from the CRD's copy.
+	Custom bool
+}
+
+// ID names the kind in the engine's queue and records: its Kind for the
+// built-in kinds, Kind.group for a custom one (whose Kind may be that of
+// a built-in kind in another group).
+func (k Kind) ID() string {
+	if !k.Custom {
+		return k.Kind
+	}
+	return k.Kind + "." + k.GVR.Group
 }
 
 // APIVersion is the kind's apiVersion string.
@@ -24,11 +37,15 @@ func gvr(group, version, resource string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: group, Version: version, Resource: resource}
 }
 
-// Kinds are the kinds a fleet propagates: the ordinary ones of an
-// application. Namespaces go to every ready member unless labelled
-// lotse.dev/propagate: "false"; the other kinds go where a policy says.
+// Kinds are the built-in kinds a fleet propagates: the ordinary ones of
+// an application, and CustomResourceDefinitions (whose objects the engine
+// then propagates too). Namespaces go to every ready member unless
+// labelled lotse.dev/propagate: "false"; the other kinds go where a policy
+// says. Copies are removed in the reverse order: a CRD after every other
+// kind, just before the namespaces.
 var Kinds = []Kind{
 	{GVR: gvr("", "v1", "namespaces"), Kind: "Namespace"},
+	{GVR: crdGVR, Kind: "CustomResourceDefinition"},
 	{GVR: gvr("", "v1", "configmaps"), Kind: "ConfigMap", Namespaced: true},
 	{GVR: gvr("", "v1", "secrets"), Kind: "Secret", Namespaced: true},
 	{GVR: gvr("", "v1", "serviceaccounts"), Kind: "ServiceAccount", Namespaced: true},
@@ -59,6 +76,10 @@ func generated(kind string, obj *unstructured.Unstructured) bool {
 	case "Secret":
 		t, _, _ := unstructured.NestedString(obj.Object, "type")
 		return t == "kubernetes.io/service-account-token"
+	case "CustomResourceDefinition":
+		// The fleet's own API (policies, bindings) is not an application's.
+		group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+		return ownGroup(group)
 	}
 	return false
 }

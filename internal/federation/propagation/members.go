@@ -39,7 +39,11 @@ type memberConn struct {
 	// EndpointSlices (an identity made before they were needed, a
 	// kubeconfig given as is): its Services count as serving, as before.
 	endpointsForbidden atomic.Bool
-	cancel             context.CancelFunc
+	// crdsForbidden: the member's credentials may not watch CRDs (an
+	// identity made before the fleet propagated them): its other kinds
+	// still count as synced.
+	crdsForbidden atomic.Bool
+	cancel        context.CancelFunc
 }
 
 var (
@@ -144,6 +148,20 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 			return nil, err
 		}
 	}
+	member := m.Name
+	if err := c.informers.ForResource(crdGVR).Informer().SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		if apierrors.IsForbidden(err) {
+			if !c.crdsForbidden.Swap(true) {
+				log.FromContext(e.ctx).Info("fleet: the member's credentials may not watch CustomResourceDefinitions; none is propagated there (join it again to widen its role)",
+					"fleet", e.Fleet, "member", member)
+			}
+			return
+		}
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}); err != nil {
+		cancel()
+		return nil, err
+	}
 	c.informers.Start(ctx.Done())
 	nodeFactory := dynamicinformer.NewDynamicSharedInformerFactory(watcher, 10*time.Minute)
 	c.nodes = nodeFactory.ForResource(nodesGVR).Informer()
@@ -157,7 +175,6 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 		cancel()
 		return nil, err
 	}
-	member := m.Name
 	if err := c.endpoints.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		if apierrors.IsForbidden(err) {
 			if !c.endpointsForbidden.Swap(true) {
@@ -180,6 +197,9 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 // that, an absent copy proves nothing.
 func (c *memberConn) synced() bool {
 	for _, k := range Kinds {
+		if k.GVR == crdGVR && c.crdsForbidden.Load() {
+			continue
+		}
 		if !c.informers.ForResource(k.GVR).Informer().HasSynced() {
 			return false
 		}
@@ -217,7 +237,7 @@ func (e *Engine) enqueueCopy(k Kind, obj any) {
 	if !found {
 		return
 	}
-	e.queue.Add(key{Kind: k.Kind, Namespace: ns, Name: name})
+	e.queue.Add(key{Kind: k.ID(), Namespace: ns, Name: name})
 }
 
 // copyChanged reports whether a member's copy changed in status or spec
@@ -321,6 +341,10 @@ func (e *Engine) RemoveCopies(ctx context.Context, m Member) error {
 // kinds first so namespaces go last (a namespace that holds what the fleet
 // did not make stays, without the fleet's marks).
 func RemoveCopies(ctx context.Context, cfg *rest.Config, client dynamic.Interface, fleetKey, fleetName string) error {
+	// Custom objects first, while the member still has their CRDs.
+	if err := removeCustomCopies(ctx, client, fleetKey, fleetName); err != nil {
+		return err
+	}
 	for i := len(Kinds) - 1; i >= 0; i-- {
 		k := Kinds[i]
 		list, err := client.Resource(k.GVR).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: lotsev1.LabelFleet + "=" + fleetName})
@@ -331,8 +355,14 @@ func RemoveCopies(ctx context.Context, cfg *rest.Config, client dynamic.Interfac
 			if obj.GetAnnotations()[AnnotationFleet] != fleetKey {
 				continue
 			}
-			if k.Kind == "Namespace" {
+			switch k.Kind {
+			case "Namespace":
 				if err := deleteNamespaceCopy(ctx, cfg, client, fleetKey, &obj); err != nil {
+					return err
+				}
+				continue
+			case "CustomResourceDefinition":
+				if err := deleteCRDCopy(ctx, client, fleetKey, &obj); err != nil {
 					return err
 				}
 				continue

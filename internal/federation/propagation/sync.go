@@ -60,9 +60,12 @@ type decision struct {
 // sync brings one template's copies, binding and status to what the fleet
 // says now.
 func (e *Engine) sync(ctx context.Context, k key) (result, error) {
-	kind, ok := kindByName(k.Kind)
+	kind, ok := e.kind(k.Kind)
 	if !ok {
-		return result{}, nil
+		return e.unknownKind(ctx, k)
+	}
+	if !e.kindSynced(kind) {
+		return result{after: time.Second}, nil
 	}
 	tmpl := e.template(kind, k.Namespace, k.Name)
 	members, err := e.Members.Members(ctx)
@@ -125,7 +128,7 @@ func (e *Engine) sync(ctx context.Context, k key) (result, error) {
 			e.event(tmpl, true, "ApplyFailed", "member %s: %v", m.Name, err)
 		} else {
 			item.Applied = true
-			item.Health = health(kind.Kind, obj)
+			item.Health = health(kind.ID(), obj)
 			allHealthy = allHealthy && item.Health == workv1.HealthHealthy
 			if st, ok := obj.Object["status"]; ok {
 				if raw, err := json.Marshal(st); err == nil {
@@ -194,7 +197,7 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 	if tmpl == nil || !tmpl.GetDeletionTimestamp().IsZero() || tmpl.GetLabels()[LabelPropagate] == "false" {
 		return d
 	}
-	if kind.Kind == "Namespace" {
+	if kind.ID() == "Namespace" {
 		if ownNamespace(tmpl.GetName()) {
 			return d
 		}
@@ -205,11 +208,11 @@ func (e *Engine) decide(kind Kind, tmpl *unstructured.Unstructured, members []Me
 		}
 		return d
 	}
-	if ns := tmpl.GetNamespace(); ns != "" && (ns != "default" && !e.namespacePropagates(ns)) || generated(kind.Kind, tmpl) {
+	if ns := tmpl.GetNamespace(); ns != "" && (ns != "default" && !e.namespacePropagates(ns)) || generated(kind.ID(), tmpl) {
 		return d
 	}
 	ref, spec := e.matchPolicy(kind, tmpl)
-	if slices.Contains(dependencyKinds, kind.Kind) {
+	if slices.Contains(dependencyKinds, kind.ID()) {
 		d.requiredBy = e.followed(kind, tmpl)
 	}
 	if spec == nil && len(d.requiredBy) > 0 {
@@ -443,7 +446,7 @@ func (e *Engine) memberCopy(kind Kind, tmpl *unstructured.Unstructured, replicas
 		unstructured.RemoveNestedField(obj.Object, "metadata", f)
 	}
 	delete(obj.Object, "status")
-	switch kind.Kind {
+	switch kind.ID() {
 	case "Service":
 		// The member assigns its own cluster IPs and node ports; a headless
 		// Service stays headless.
@@ -510,7 +513,14 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 		return nil, err
 	}
 	res := c.client.Resource(kind.GVR).Namespace(tmpl.GetNamespace())
-	cached := e.copyOf(c, kind, tmpl.GetNamespace(), tmpl.GetName())
+	var cached *unstructured.Unstructured
+	if kind.Custom {
+		if cached, err = e.liveCopy(ctx, c.client, kind, tmpl.GetNamespace(), tmpl.GetName()); err != nil {
+			return nil, err
+		}
+	} else {
+		cached = e.copyOf(c, kind, tmpl.GetNamespace(), tmpl.GetName())
+	}
 	if cached == nil && conflict != policyv1.ConflictOverwrite {
 		cur, err := res.Get(ctx, tmpl.GetName(), metav1.GetOptions{})
 		switch {
@@ -541,7 +551,7 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 	}
 	ann[AnnotationDigest] = digest
 	obj.SetAnnotations(ann)
-	appliedKey := m.Name + "/" + kind.Kind + "/" + tmpl.GetNamespace() + "/" + tmpl.GetName()
+	appliedKey := m.Name + "/" + kind.ID() + "/" + tmpl.GetNamespace() + "/" + tmpl.GetName()
 	if cached != nil && cached.GetAnnotations()[AnnotationDigest] == digest && e.appliedVersion(appliedKey) == versionOf(cached) {
 		return cached, nil
 	}
@@ -564,6 +574,14 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 			return nil, nerr
 		}
 		out, err = res.Apply(ctx, tmpl.GetName(), obj, opts)
+	}
+	if err != nil && kind.Custom && apierrors.IsForbidden(err) {
+		err = fmt.Errorf("the fleet's credentials in the member have no rights on %s in group %s (a member's own identity gets the groups of the fleet's CRDs when it joins: unjoin it and join it again): %w",
+			kind.GVR.Resource, kind.GVR.Group, err)
+	}
+	if err != nil && kind.Custom && apierrors.IsNotFound(err) {
+		err = fmt.Errorf("the member does not serve %s %s yet: the fleet's CustomResourceDefinition %s.%s goes there first (a policy must select it too): %w",
+			kind.GVR.GroupVersion(), kind.Kind, kind.GVR.Resource, kind.GVR.Group, err)
 	}
 	return out, err
 }
@@ -611,18 +629,18 @@ func (e *Engine) removeCopy(ctx context.Context, m Member, kind Kind, k key) err
 	if err != nil {
 		return err
 	}
-	if !c.synced() {
-		return fmt.Errorf("member cache not synced yet")
-	}
-	cp := e.copyOf(c, kind, k.Namespace, k.Name)
-	if cp == nil {
-		return nil
+	cp, err := e.memberCopyOf(ctx, c, kind, k.Namespace, k.Name)
+	if err != nil || cp == nil {
+		return err
 	}
 	e.mu.Lock()
-	delete(e.applied, m.Name+"/"+kind.Kind+"/"+k.Namespace+"/"+k.Name)
+	delete(e.applied, m.Name+"/"+kind.ID()+"/"+k.Namespace+"/"+k.Name)
 	e.mu.Unlock()
-	if kind.Kind == "Namespace" {
+	switch kind.ID() {
+	case "Namespace":
 		return deleteNamespaceCopy(ctx, m.Config, c.client, e.Fleet, cp)
+	case "CustomResourceDefinition":
+		return deleteCRDCopy(ctx, c.client, e.Fleet, cp)
 	}
 	uid := cp.GetUID()
 	err = c.client.Resource(kind.GVR).Namespace(k.Namespace).Delete(ctx, k.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
@@ -636,7 +654,7 @@ func (e *Engine) removeCopy(ctx context.Context, m Member, kind Kind, k key) err
 // template, so that `kubectl get` and `kubectl rollout status` against the
 // fleet tell the truth.
 func (e *Engine) writeTemplateStatus(ctx context.Context, kind Kind, tmpl *unstructured.Unstructured, d decision, copies map[string]*unstructured.Unstructured, current bool) error {
-	status, ok := aggregate(tmpl, kind.Kind, copies, current, d.duplicated)
+	status, ok := aggregate(tmpl, kind.ID(), copies, current, d.duplicated)
 	if !ok {
 		return nil
 	}

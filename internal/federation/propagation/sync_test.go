@@ -137,3 +137,69 @@ func TestDependencies(t *testing.T) {
 		t.Errorf("a template without pod spec: %v", deps)
 	}
 }
+
+func crd(group, kind, plural, scope string, versions []any, established bool) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": plural + "." + group},
+		"spec": map[string]any{"group": group, "scope": scope, "versions": versions,
+			"names": map[string]any{"kind": kind, "plural": plural}},
+	}}
+	if established {
+		u.Object["status"] = map[string]any{"conditions": []any{map[string]any{"type": "Established", "status": "True"}}}
+	}
+	return u
+}
+
+func TestKindOfCRD(t *testing.T) {
+	stored := func(name string) map[string]any { return map[string]any{"name": name, "served": true, "storage": true} }
+	served := func(name string) map[string]any {
+		return map[string]any{"name": name, "served": true, "storage": false}
+	}
+	for _, tc := range []struct {
+		name            string
+		crd             *unstructured.Unstructured
+		wantGVR         string
+		wantNamespaced  bool
+		wantEstablished bool
+	}{
+		{"namespaced, established", crd("example.com", "Widget", "widgets", "Namespaced", []any{stored("v1")}, true), "example.com/v1, Resource=widgets", true, true},
+		{"cluster-scoped", crd("example.com", "Gadget", "gadgets", "Cluster", []any{stored("v1")}, true), "example.com/v1, Resource=gadgets", false, true},
+		{"the storage version is the one watched", crd("example.com", "Widget", "widgets", "Namespaced", []any{served("v1beta1"), stored("v1")}, true), "example.com/v1, Resource=widgets", true, true},
+		{"not established yet", crd("example.com", "Widget", "widgets", "Namespaced", []any{stored("v1")}, false), "example.com/v1, Resource=widgets", true, false},
+		{"Lotse's own policies never", crd("policy.lotse.dev", "PropagationPolicy", "propagationpolicies", "Namespaced", []any{stored("v1alpha1")}, true), "policy.lotse.dev/v1alpha1, Resource=propagationpolicies", true, false},
+		{"Lotse's own bindings never", crd("work.lotse.dev", "ResourceBinding", "resourcebindings", "Namespaced", []any{stored("v1alpha1")}, true), "work.lotse.dev/v1alpha1, Resource=resourcebindings", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, established := kindOfCRD(tc.crd)
+			if k.GVR.String() != tc.wantGVR || k.Namespaced != tc.wantNamespaced || established != tc.wantEstablished || !k.Custom {
+				t.Errorf("kindOfCRD = %+v, %v; want %s namespaced %v established %v", k, established, tc.wantGVR, tc.wantNamespaced, tc.wantEstablished)
+			}
+		})
+	}
+}
+
+func TestKindIDs(t *testing.T) {
+	for _, tc := range []struct{ apiVersion, kind, want string }{
+		{"apps/v1", "Deployment", "Deployment"},
+		{"v1", "ConfigMap", "ConfigMap"},
+		{"apiextensions.k8s.io/v1", "CustomResourceDefinition", "CustomResourceDefinition"},
+		{"example.com/v1", "Widget", "Widget.example.com"},
+		// A custom kind named like a built-in one is not taken for it.
+		{"example.com/v1", "Deployment", "Deployment.example.com"},
+	} {
+		if got := kindID(tc.apiVersion, tc.kind); got != tc.want {
+			t.Errorf("kindID(%s, %s) = %s, want %s", tc.apiVersion, tc.kind, got, tc.want)
+		}
+	}
+	k, _ := kindOfCRD(crd("example.com", "Deployment", "deployments", "Namespaced", []any{map[string]any{"name": "v1", "served": true, "storage": true}}, true))
+	if k.ID() != "Deployment.example.com" {
+		t.Errorf("ID of a custom Deployment = %s", k.ID())
+	}
+	if generated("CustomResourceDefinition", crd("policy.lotse.dev", "PropagationPolicy", "propagationpolicies", "Namespaced", nil, true)) == false {
+		t.Error("the fleet's own policy CRD would propagate")
+	}
+	if generated("CustomResourceDefinition", crd("example.com", "Widget", "widgets", "Namespaced", nil, true)) {
+		t.Error("an application's CRD would not propagate")
+	}
+}
