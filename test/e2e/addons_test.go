@@ -544,12 +544,6 @@ func localVolumes(t *testing.T, mc client.Client, name string, cs kubernetes.Int
 			},
 		}
 	}
-	kubectl := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, kubectlPath(t), append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
-		return string(out), err
-	}
 	waitRunning := func(podName string) *corev1.Pod {
 		var p *corev1.Pod
 		waitFor(t, 2*time.Minute, podName+" running", func() (bool, error) {
@@ -568,7 +562,7 @@ func localVolumes(t *testing.T, mc client.Client, name string, cs kubernetes.Int
 	if err != nil || claim.Status.Phase != corev1.ClaimBound || claim.Spec.StorageClassName == nil || *claim.Spec.StorageClassName != "local-path" {
 		t.Fatalf("claim %+v: %v", claim.Status, err)
 	}
-	if out, err := kubectl("exec", "writer", "--", "/echo", "write", "/data/greeting", "hello from the volume"); err != nil {
+	if out, err := kubectlExec(t, kubeconfig, "writer", "/echo", "write", "/data/greeting", "hello from the volume"); err != nil {
 		t.Fatalf("write: %v\n%s", err, out)
 	}
 	// On the host, the data lies on the disk of the writer's machine.
@@ -603,7 +597,7 @@ func localVolumes(t *testing.T, mc client.Client, name string, cs kubernetes.Int
 	if reader.Spec.NodeName != writer.Spec.NodeName {
 		t.Errorf("the reader runs on %s, the volume lives on %s", reader.Spec.NodeName, writer.Spec.NodeName)
 	}
-	if out, err := kubectl("exec", "reader", "--", "/echo", "read", "/data/greeting"); err != nil || out != "hello from the volume" {
+	if out, err := kubectlExec(t, kubeconfig, "reader", "/echo", "read", "/data/greeting"); err != nil || out != "hello from the volume" {
 		t.Errorf("read after the pod was replaced: %q, %v", out, err)
 	}
 

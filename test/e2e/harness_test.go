@@ -246,6 +246,27 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
 }
 
+// kubectlExec runs a command in a pod (namespace default) with kubectl
+// exec. When kubectl fails before the command ran (no "command terminated
+// with exit code" in its output: the API server, the tunnel or the kubelet
+// did not get it through on a busy host), it tries again for up to 2
+// minutes; the command's own result is returned as it is. The tests check
+// what the command does, not that every exec passes at the first try.
+func kubectlExec(t testing.TB, kubeconfig, pod string, command ...string) (string, error) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, kubectlPath(t), append([]string{"--kubeconfig", kubeconfig, "exec", pod, "--"}, command...)...).CombinedOutput()
+		cancel()
+		if err == nil || strings.Contains(string(out), "command terminated with exit code") || time.Now().After(deadline) {
+			return string(out), err
+		}
+		t.Logf("kubectl exec %s: %v: %.200s (trying again)", pod, err, out)
+		time.Sleep(2 * time.Second)
+	}
+}
+
 func getCluster(t testing.TB, c client.Client, name string) *lotsev1.Cluster {
 	t.Helper()
 	cl := &lotsev1.Cluster{}

@@ -66,7 +66,7 @@ func TestHibernation(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod := readyPodOf(t, cs, "default", "keeper")
-	if out, err := kubectl("exec", pod, "--", "/echo", "write", "/state/note", "written before the sleep"); err != nil {
+	if out, err := kubectlExec(t, kubeconfig, pod, "/echo", "write", "/state/note", "written before the sleep"); err != nil {
 		t.Fatalf("write: %v\n%s", err, out)
 	}
 
@@ -96,7 +96,7 @@ func TestHibernation(t *testing.T) {
 			t.Errorf("status.hibernation after waking: %+v", got.Status.Hibernation)
 		}
 		pod := readyPodOf(t, cs, "default", "keeper")
-		if out, err := kubectl("exec", pod, "--", "/echo", "read", "/state/note"); err != nil || out != "written before the sleep" {
+		if out, err := kubectlExec(t, kubeconfig, pod, "/echo", "read", "/state/note"); err != nil || out != "written before the sleep" {
 			t.Errorf("the volume after waking: %q, %v", out, err)
 		}
 		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})

@@ -176,9 +176,7 @@ func TestWorkerPools(t *testing.T) {
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	mustCLI(t, "cluster", "kubeconfig", name, "--output-file", kubeconfig)
 	exec1 := func(pod string, args ...string) (string, error) {
-		cmd := exec.Command(kubectlPath(t), append([]string{"--kubeconfig", kubeconfig, "exec", pod, "--", "/echo"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+		return kubectlExec(t, kubeconfig, pod, append([]string{"/echo"}, args...)...)
 	}
 	if !t.Run("pod to pod across nodes", func(t *testing.T) {
 		// Pod to pod across nodes.
