@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -223,11 +222,12 @@ func newFleetJoinCommand(flags *clientFlags) *cobra.Command {
 			if secret != nil && createIdentity {
 				// The kubeconfig given is used once, to give the fleet its
 				// own least-privileged identity there; only that is stored.
-				groups, err := fleetCustomGroups(cmd.Context(), c, f)
+				custom, err := fleetCustomKinds(cmd.Context(), c, f)
 				if err != nil {
-					fmt.Fprintf(cmd.ErrOrStderr(), "warning: the fleet's CRDs could not be listed (%v); the member's identity gets no rights on custom kinds: join it again later to widen them\n", err)
+					_ = c.Delete(cmd.Context(), m)
+					return fmt.Errorf("listing the fleet's CRDs, whose kinds the member's identity may manage: %w", err)
 				}
-				own, err := memberIdentity(cmd.Context(), secret.Data["kubeconfig"], flags.namespace, args[0], m.Name, groups)
+				own, err := memberIdentity(cmd.Context(), secret.Data["kubeconfig"], flags.namespace, args[0], m.Name, custom)
 				if err != nil {
 					_ = c.Delete(cmd.Context(), m)
 					return err
@@ -352,13 +352,13 @@ func newFleetKubeconfigCommand(flags *clientFlags) *cobra.Command {
 
 // memberIdentity creates the fleet's identity in a member with the
 // kubeconfig given at join time and returns the identity's kubeconfig.
-func memberIdentity(ctx context.Context, given []byte, namespace, fleet, member string, customGroups []string) ([]byte, error) {
+func memberIdentity(ctx context.Context, given []byte, namespace, fleet, member string, custom []access.Custom) ([]byte, error) {
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(given)
 	if err != nil {
 		return nil, fmt.Errorf("--kubeconfig-file: %w", err)
 	}
 	cfg.Timeout = 30 * time.Second
-	own, err := access.Grant(ctx, cfg, namespace, fleet, member, customGroups...)
+	own, err := access.Grant(ctx, cfg, namespace, fleet, member, custom...)
 	if err != nil {
 		// Whatever was made goes again (the role owns the rest).
 		_ = access.Revoke(ctx, cfg, namespace, fleet, member)
@@ -368,11 +368,10 @@ func memberIdentity(ctx context.Context, given []byte, namespace, fleet, member 
 	return own, nil
 }
 
-// fleetCustomGroups are the API groups of the CRDs in a fleet's API that
-// a member's identity may be given rights in (access.CustomGroup): the
-// fleet propagates the objects of those kinds. A fleet without an API yet
-// has none.
-func fleetCustomGroups(ctx context.Context, c client.Client, f *lotsev1.Fleet) ([]string, error) {
+// fleetCustomKinds are the kinds of the CRDs in a fleet's API that a
+// member's identity may be given rights on (access.CustomGroup): the fleet
+// propagates them. A fleet without an API yet has none.
+func fleetCustomKinds(ctx context.Context, c client.Client, f *lotsev1.Fleet) ([]access.Custom, error) {
 	if f.Status.KubeconfigSecret == "" {
 		return nil, nil
 	}
@@ -396,14 +395,15 @@ func fleetCustomGroups(ctx context.Context, c client.Client, f *lotsev1.Fleet) (
 	if err != nil {
 		return nil, err
 	}
-	var groups []string
+	var out []access.Custom
 	for _, crd := range crds.Items {
 		group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
-		if access.CustomGroup(group) && !slices.Contains(groups, group) {
-			groups = append(groups, group)
+		plural, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
+		if access.CustomGroup(group) {
+			out = append(out, access.Custom{CRD: crd.GetName(), Group: group, Resource: plural})
 		}
 	}
-	return groups, nil
+	return out, nil
 }
 
 // revokeGiven removes the identity made with the kubeconfig given at join

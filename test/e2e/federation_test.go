@@ -62,6 +62,33 @@ func memberClient(t *testing.T, name string) client.Client {
 	return c
 }
 
+// widgetsCRD defines the kind Widget (example.com/v1), namespaced.
+func widgetsCRD() *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "widgets.example.com"},
+		"spec": map[string]any{"group": "example.com", "scope": "Namespaced",
+			"names": map[string]any{"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "properties": map[string]any{
+					"spec": map[string]any{"type": "object", "properties": map[string]any{"size": map[string]any{"type": "string"}}}}}}}}},
+	}}
+}
+
+// widgetIn is a Widget (see widgetsCRD) of size small.
+func widgetIn(namespace, name string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "example.com/v1", "kind": "Widget",
+		"metadata": map[string]any{"namespace": namespace, "name": name}, "spec": map[string]any{"size": "small"}}}
+}
+
+// widgetsPolicy sends the Widget CRD and every Widget to every member.
+func widgetsPolicy() *policyv1.ClusterPropagationPolicy {
+	return &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "widgets"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{
+			{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition", Name: "widgets.example.com"},
+			{APIVersion: "example.com/v1", Kind: "Widget"}}}}
+}
+
 // TestFleetPropagation: a fleet with two (workerless) members divides a
 // Deployment 2:1 by weight, sends the ConfigMap it refers to along
 // (propagateDeps), overrides its image in one member, aggregates the
@@ -355,27 +382,12 @@ func TestFleetPropagation(t *testing.T) {
 
 	// A CRD and an object of its kind: the CRD goes first, then the
 	// object; an object deleted in the fleet goes from the members.
-	crdObj := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-		"metadata": map[string]any{"name": "widgets.example.com"},
-		"spec": map[string]any{"group": "example.com", "scope": "Namespaced",
-			"names": map[string]any{"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
-			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
-				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "properties": map[string]any{
-					"spec": map[string]any{"type": "object", "properties": map[string]any{"size": map[string]any{"type": "string"}}}}}}}}},
-	}}
-	must(fc.Create(ctx, crdObj))
-	must(fc.Create(ctx, &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "widgets"}, Spec: policyv1.PropagationSpec{
-		ResourceSelectors: []policyv1.ResourceSelector{
-			{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition", Name: "widgets.example.com"},
-			{APIVersion: "example.com/v1", Kind: "Widget"}}}}))
-	widget := func(name string) *unstructured.Unstructured {
-		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "example.com/v1", "kind": "Widget",
-			"metadata": map[string]any{"namespace": "shop", "name": name}, "spec": map[string]any{"size": "small"}}}
-	}
+	must(fc.Create(ctx, widgetsCRD()))
+	must(fc.Create(ctx, widgetsPolicy()))
+	widget := func(name string) *unstructured.Unstructured { return widgetIn("shop", name) }
 	waitFor(t, time.Minute, "the fleet serving Widgets", func() (bool, error) {
 		err := fc.Create(ctx, widget("small"))
-		return err == nil, err
+		return err == nil || apierrors.IsAlreadyExists(err), err
 	})
 	for _, c := range []client.Client{eu, us} {
 		waitFor(t, 2*time.Minute, "the Widget in the member", func() (bool, error) {
@@ -389,15 +401,16 @@ func TestFleetPropagation(t *testing.T) {
 	}
 	waitFor(t, time.Minute, "the Widget's binding", func() (bool, error) {
 		b := &workv1.ResourceBinding{}
-		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "small-widget"}, b); err != nil {
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "small-widget.example.com"}, b); err != nil {
 			return false, err
 		}
 		return len(b.Spec.Clusters) == 2 && meta.IsStatusConditionTrue(b.Status.Conditions, workv1.ConditionFullyApplied), fmt.Errorf("spec %+v, status %+v", b.Spec, b.Status)
 	})
 	must(fc.Create(ctx, widget("short-lived")))
-	waitFor(t, time.Minute, "the second Widget in eu", func() (bool, error) {
-		err := eu.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "short-lived"}, widget(""))
-		return err == nil, err
+	waitFor(t, time.Minute, "the second Widget in both members", func() (bool, error) {
+		errEU := eu.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "short-lived"}, widget(""))
+		errUS := us.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "short-lived"}, widget(""))
+		return errEU == nil && errUS == nil, fmt.Errorf("eu: %v, us: %v", errEU, errUS)
 	})
 	must(fc.Delete(ctx, widget("short-lived")))
 	waitFor(t, time.Minute, "the deleted Widget gone from the members", func() (bool, error) {

@@ -263,7 +263,42 @@ func TestFleetDNS(t *testing.T) {
 	// before its API does (the probe, every 5 s, then marks it not ready).
 	t.Logf("the stopped member left the answers %.1f s after it hibernated (TTL 2 s)", time.Since(stopped).Seconds())
 
-	// The push member leaves: its copies and the fleet's identity go.
+	// A CRD and a Widget. The push member joined when the fleet had no
+	// CRD: its identity may not take either, and the bindings say so and
+	// what widens the role (joining again, below).
+	must(fc.Create(ctx, widgetsCRD()))
+	must(fc.Create(ctx, widgetsPolicy()))
+	waitFor(t, time.Minute, "the fleet serving Widgets", func() (bool, error) {
+		err := fc.Create(ctx, widgetIn("web", "gizmo"))
+		return err == nil || apierrors.IsAlreadyExists(err), err
+	})
+	for _, b := range []client.ObjectKey{{Name: "widgets.example.com-customresourcedefinition"}, {Namespace: "web", Name: "gizmo-widget.example.com"}} {
+		waitFor(t, 2*time.Minute, "refused in the push member, with the remedy: "+b.Name, func() (bool, error) {
+			var status workv1.BindingStatus
+			if b.Namespace == "" {
+				crb := &workv1.ClusterResourceBinding{}
+				if err := fc.Get(ctx, b, crb); err != nil {
+					return false, err
+				}
+				status = crb.Status
+			} else {
+				rb := &workv1.ResourceBinding{}
+				if err := fc.Get(ctx, b, rb); err != nil {
+					return false, err
+				}
+				status = rb.Status
+			}
+			for _, it := range status.AggregatedStatus {
+				if it.ClusterName == us.Name && !it.Applied && strings.Contains(it.AppliedMessage, "join it again") {
+					return true, nil
+				}
+			}
+			return false, fmt.Errorf("status %+v", status.AggregatedStatus)
+		})
+	}
+
+	// The push member leaves: its copies (the CRD too) and the fleet's
+	// identity go.
 	mustCLI(t, "fleet", "unjoin", fleet, us.Name)
 	usClient := memberClient(t, us.Name)
 	identity := access.Name("default", fleet, us.Name)
@@ -277,6 +312,29 @@ func TestFleetDNS(t *testing.T) {
 	})
 	waitFor(t, time.Minute, "the fleet's copies gone from the member", func() (bool, error) {
 		err := usClient.Get(ctx, client.ObjectKey{Namespace: "web", Name: "front"}, &corev1.Service{})
+		return apierrors.IsNotFound(err), err
+	})
+
+	// Joining again gives the identity the fleet's CRD and its kind: both
+	// arrive. Leaving takes the Widget and the CRD along.
+	waitFor(t, time.Minute, "the member object gone", func() (bool, error) {
+		err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: us.Name}, &lotsev1.FleetMember{})
+		return apierrors.IsNotFound(err), err
+	})
+	mustCLI(t, "fleet", "join", fleet, "--kubeconfig-file", usAdmin, "--as", us.Name, "--region", "us")
+	waitFor(t, 2*time.Minute, "the CRD and the Widget in the member that joined again", func() (bool, error) {
+		if err := usClient.Get(ctx, client.ObjectKey{Name: "widgets.example.com"}, widgetsCRD()); err != nil {
+			return false, err
+		}
+		w := widgetIn("", "")
+		if err := usClient.Get(ctx, client.ObjectKey{Namespace: "web", Name: "gizmo"}, w); err != nil {
+			return false, err
+		}
+		return w.GetLabels()[lotsev1.LabelFleet] == fleet, fmt.Errorf("labels %v", w.GetLabels())
+	})
+	mustCLI(t, "fleet", "unjoin", fleet, us.Name)
+	waitFor(t, time.Minute, "the Widget and its CRD gone from the member", func() (bool, error) {
+		err := usClient.Get(ctx, client.ObjectKey{Name: "widgets.example.com"}, widgetsCRD())
 		return apierrors.IsNotFound(err), err
 	})
 }

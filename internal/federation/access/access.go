@@ -43,14 +43,20 @@ func Name(fleetNamespace, fleet, member string) string {
 // (health, DNS answers, room) and EndpointSlices (DNS answers), to list
 // what a namespace holds, and to delete its own identity when it leaves.
 // It cannot exec into pods, grant rights, or change nodes, RBAC (but its
-// own role's deletion), webhooks or API services. The objects of the
-// fleet's custom kinds need rights in their API groups: customGroups, the
-// groups of the fleet's CRDs when the member joins (a group of the
-// Kubernetes project or of Lotse is never granted this way).
-func Rules(name string, customGroups ...string) []rbacv1.PolicyRule {
+// own role's deletion), webhooks or API services.
+//
+// CRDs: it may create them, but change or delete only the fleet's CRDs it
+// is given (custom: those the fleet holds when the member joins), and it
+// may manage the objects of exactly those kinds. A kind in a group of the
+// Kubernetes project or of Lotse is never granted this way (CustomGroup).
+func Rules(name string, custom ...Custom) []rbacv1.PolicyRule {
+	all := []string{"get", "list", "watch", "create", "update", "patch", "delete"}
 	byGroup := map[string][]string{}
 	var groups []string
 	for _, k := range propagation.Kinds {
+		if k.GVR.Group == crdGroup && k.GVR.Resource == crdResource {
+			continue // below
+		}
 		if _, ok := byGroup[k.GVR.Group]; !ok {
 			groups = append(groups, k.GVR.Group)
 		}
@@ -58,19 +64,32 @@ func Rules(name string, customGroups ...string) []rbacv1.PolicyRule {
 	}
 	var rules []rbacv1.PolicyRule
 	for _, g := range groups {
-		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{g}, Resources: byGroup[g],
-			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}})
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{g}, Resources: byGroup[g], Verbs: all})
 	}
-	var custom []string
-	for _, g := range customGroups {
-		if CustomGroup(g) && !slices.Contains(custom, g) {
-			custom = append(custom, g)
+	rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{crdGroup}, Resources: []string{crdResource},
+		Verbs: []string{"get", "list", "watch", "create"}})
+	var crds []string
+	kinds := map[string][]string{}
+	var customGroups []string
+	for _, c := range custom {
+		if !CustomGroup(c.Group) || c.Resource == "" || c.CRD != c.Resource+"."+c.Group || slices.Contains(crds, c.CRD) {
+			continue
 		}
+		crds = append(crds, c.CRD)
+		if _, ok := kinds[c.Group]; !ok {
+			customGroups = append(customGroups, c.Group)
+		}
+		kinds[c.Group] = append(kinds[c.Group], c.Resource)
 	}
-	if len(custom) > 0 {
-		slices.Sort(custom)
-		rules = append(rules, rbacv1.PolicyRule{APIGroups: custom, Resources: []string{"*"},
-			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}})
+	if len(crds) > 0 {
+		slices.Sort(crds)
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{crdGroup}, Resources: []string{crdResource},
+			ResourceNames: crds, Verbs: []string{"update", "patch", "delete"}})
+	}
+	slices.Sort(customGroups)
+	for _, g := range customGroups {
+		slices.Sort(kinds[g])
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{g}, Resources: kinds[g], Verbs: all})
 	}
 	return append(rules,
 		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
@@ -88,6 +107,18 @@ func Rules(name string, customGroups ...string) []rbacv1.PolicyRule {
 	)
 }
 
+const (
+	crdGroup    = "apiextensions.k8s.io"
+	crdResource = "customresourcedefinitions"
+)
+
+// Custom is a kind a CRD in the fleet defines.
+type Custom struct {
+	CRD      string // the CRD's name, RESOURCE.GROUP
+	Group    string
+	Resource string // plural
+}
+
 // CustomGroup reports whether a fleet's identity may be given rights in
 // an API group because a CRD of the fleet defines it: not the core group,
 // not a group of the Kubernetes project (a CRD may claim one), not Lotse's.
@@ -102,16 +133,16 @@ func CustomGroup(group string) bool {
 
 // Grant creates (or brings up to date) the fleet's identity in the member
 // that admin reaches, and returns a kubeconfig for it. The API server's
-// address and CA come from admin; customGroups are those of the fleet's
+// address and CA come from admin; custom are the kinds of the fleet's
 // CRDs (see Rules).
-func Grant(ctx context.Context, admin *rest.Config, fleetNamespace, fleet, member string, customGroups ...string) ([]byte, error) {
+func Grant(ctx context.Context, admin *rest.Config, fleetNamespace, fleet, member string, custom ...Custom) ([]byte, error) {
 	cs, err := kubernetes.NewForConfig(admin)
 	if err != nil {
 		return nil, err
 	}
 	name := Name(fleetNamespace, fleet, member)
 	labels := map[string]string{"app.kubernetes.io/managed-by": "lotse", "lotse.dev/fleet": fleet}
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Rules: Rules(name, customGroups...)}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Rules: Rules(name, custom...)}
 	if role, err = ensureClusterRole(ctx, cs, role); err != nil {
 		return nil, fmt.Errorf("the fleet's ClusterRole in the member: %w", err)
 	}

@@ -17,7 +17,8 @@ import (
 )
 
 // BindingName is the name of a template's binding: its name and kind, as
-// in Karmada.
+// in Karmada; for a custom kind, the kind's ID (Kind.group), so that two
+// kinds of one name in different groups do not share a binding.
 func BindingName(name, kind string) string {
 	return name + "-" + strings.ToLower(kind)
 }
@@ -31,7 +32,7 @@ func bindingResource(kind Kind) schema.GroupVersionResource {
 
 // binding returns a template's binding from the cache (nil if none).
 func (e *Engine) binding(kind Kind, namespace, name string) *workv1.ResourceBinding {
-	id := BindingName(name, kind.Kind)
+	id := BindingName(name, kind.ID())
 	if namespace != "" {
 		id = namespace + "/" + id
 	}
@@ -51,7 +52,7 @@ func (e *Engine) binding(kind Kind, namespace, name string) *workv1.ResourceBind
 func (e *Engine) writeBinding(ctx context.Context, kind Kind, k key, tmpl *unstructured.Unstructured, prev *workv1.ResourceBinding, d decision, items []workv1.AggregatedStatusItem) error {
 	b := &workv1.ResourceBinding{
 		TypeMeta:   metav1.TypeMeta{APIVersion: workv1.GroupVersion.String(), Kind: "ResourceBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: BindingName(k.Name, kind.Kind), Namespace: k.Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: BindingName(k.Name, kind.ID()), Namespace: k.Namespace},
 	}
 	if !kind.Namespaced {
 		b.Kind = "ClusterResourceBinding"
@@ -156,7 +157,7 @@ func equalBinding(a, b *workv1.ResourceBinding) bool {
 }
 
 func (e *Engine) deleteBinding(ctx context.Context, kind Kind, k key) error {
-	err := e.fleet.Resource(bindingResource(kind)).Namespace(k.Namespace).Delete(ctx, BindingName(k.Name, kind.Kind), metav1.DeleteOptions{})
+	err := e.fleet.Resource(bindingResource(kind)).Namespace(k.Namespace).Delete(ctx, BindingName(k.Name, kind.ID()), metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

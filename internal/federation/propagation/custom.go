@@ -124,12 +124,11 @@ func (e *Engine) crdChanged(obj any, deleted bool) {
 	if !established {
 		return // its next update comes when it is
 	}
-	if cur != nil && cur.informer != nil {
-		if cur.crd == crd.GetUID() && cur.kind.GVR == k.GVR && cur.kind.Namespaced == k.Namespaced {
-			return
-		}
-		retire() // replaced, or serving another version
+	if cur != nil && cur.informer != nil && cur.crd == crd.GetUID() && cur.kind.GVR == k.GVR && cur.kind.Namespaced == k.Namespaced {
+		return
 	}
+	// The new watch is set up before the old one ends, so that the kind
+	// never has no watch while its CRD exists.
 	informer := dynamicinformer.NewFilteredDynamicInformer(e.fleet, k.GVR, metav1.NamespaceAll, 10*time.Minute,
 		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, nil).Informer()
 	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -138,6 +137,9 @@ func (e *Engine) crdChanged(obj any, deleted bool) {
 		DeleteFunc: func(obj any) { e.enqueueObject(k, obj) },
 	}); err != nil {
 		return
+	}
+	if cur != nil && cur.informer != nil {
+		retire() // replaced, or serving another version
 	}
 	ictx, stop := context.WithCancel(ctx)
 	e.custom[id] = &customKind{kind: k, crd: crd.GetUID(), informer: informer, stop: stop}
@@ -222,7 +224,9 @@ func kindID(apiVersion, kind string) string {
 
 // unknownKind handles a queued template whose kind the engine does not
 // know: a CRD not established yet (looked at again soon), or one that was
-// deleted while Lotse was down, whose binding then goes.
+// deleted while Lotse was down, whose binding then goes. Its copies went
+// with the CRD's copies (deleteCRDCopy removes the fleet's objects of the
+// kind in every case).
 func (e *Engine) unknownKind(ctx context.Context, k key) (result, error) {
 	kindName, group, custom := strings.Cut(k.Kind, ".")
 	if !custom {
@@ -236,7 +240,8 @@ func (e *Engine) unknownKind(ctx context.Context, k key) (result, error) {
 			return result{after: 2 * time.Second}, nil
 		}
 	}
-	return result{}, e.deleteBinding(ctx, Kind{Kind: kindName, Namespaced: k.Namespace != "", Custom: true}, k)
+	gone := Kind{GVR: schema.GroupVersionResource{Group: group}, Kind: kindName, Namespaced: k.Namespace != "", Custom: true}
+	return result{}, e.deleteBinding(ctx, gone, k)
 }
 
 // liveCopy reads a member's copy of a custom object (nil when the member
@@ -258,7 +263,11 @@ func (e *Engine) liveCopy(ctx context.Context, client dynamic.Interface, k Kind,
 // the member's cache for a built-in kind, read live for a custom one.
 func (e *Engine) memberCopyOf(ctx context.Context, c *memberConn, k Kind, namespace, name string) (*unstructured.Unstructured, error) {
 	if k.Custom {
-		return e.liveCopy(ctx, c.client, k, namespace, name)
+		cp, err := e.liveCopy(ctx, c.client, k, namespace, name)
+		if apierrors.IsForbidden(err) {
+			return nil, nil // credentials that may not read the kind made no copy of it
+		}
+		return cp, err
 	}
 	if !c.synced() {
 		return nil, fmt.Errorf("member cache not synced yet")
@@ -267,47 +276,58 @@ func (e *Engine) memberCopyOf(ctx context.Context, c *memberConn, k Kind, namesp
 }
 
 // removeCustomCopies deletes the fleet's copies of custom objects in a
-// member: of every kind whose CRD the fleet put there.
+// member, of every kind the member serves (also a kind whose CRD is the
+// member's own). A kind the credentials may not touch cannot hold a copy
+// the fleet made with them, and is passed over.
 func removeCustomCopies(ctx context.Context, client dynamic.Interface, fleetKey, fleetName string) error {
-	selector := metav1.ListOptions{LabelSelector: lotsev1.LabelFleet + "=" + fleetName}
-	crds, err := client.Resource(crdGVR).List(ctx, selector)
+	crds, err := client.Resource(crdGVR).List(ctx, metav1.ListOptions{})
 	if apierrors.IsForbidden(err) {
-		return nil // an identity that may not see CRDs cannot have made one
+		return nil
 	}
 	if err != nil {
 		return err
 	}
 	for i := range crds.Items {
-		if crds.Items[i].GetAnnotations()[AnnotationFleet] != fleetKey {
-			continue
-		}
-		k, established := kindOfCRD(&crds.Items[i])
-		if !established {
-			continue // no object of it can exist
-		}
-		list, err := client.Resource(k.GVR).Namespace(metav1.NamespaceAll).List(ctx, selector)
-		if err != nil && !apierrors.IsNotFound(err) {
+		if err := removeCopiesOfKind(ctx, client, fleetKey, fleetName, &crds.Items[i]); err != nil {
 			return err
-		}
-		for _, obj := range list.Items {
-			if obj.GetAnnotations()[AnnotationFleet] != fleetKey {
-				continue
-			}
-			uid := obj.GetUID()
-			err := client.Resource(k.GVR).Namespace(obj.GetNamespace()).Delete(ctx, obj.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-			if err != nil && !isGone(err) {
-				return err
-			}
 		}
 	}
 	return nil
 }
 
-// deleteCRDCopy removes a member's copy of a CRD, unless objects of its
-// kind that the fleet did not make are left in the member: deleting the
-// CRD would delete them too, so it then stays, without the fleet's marks
-// (as a namespace holding the member's own objects does).
-func deleteCRDCopy(ctx context.Context, client dynamic.Interface, fleetKey string, crd *unstructured.Unstructured) error {
+// removeCopiesOfKind deletes the fleet's copies of the objects of the kind
+// a member's CRD defines.
+func removeCopiesOfKind(ctx context.Context, client dynamic.Interface, fleetKey, fleetName string, crd *unstructured.Unstructured) error {
+	k, established := kindOfCRD(crd)
+	if !established {
+		return nil // no object of it can exist
+	}
+	list, err := client.Resource(k.GVR).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: lotsev1.LabelFleet + "=" + fleetName})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err), apierrors.IsMethodNotSupported(err):
+		return nil // the kind is going, or not the fleet's to touch
+	case err != nil:
+		return err
+	}
+	for _, obj := range list.Items {
+		if obj.GetAnnotations()[AnnotationFleet] != fleetKey {
+			continue
+		}
+		uid := obj.GetUID()
+		err := client.Resource(k.GVR).Namespace(obj.GetNamespace()).Delete(ctx, obj.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+		if err != nil && !isGone(err) && !apierrors.IsForbidden(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteCRDCopy removes a member's copy of a CRD, and with it the objects
+// of its kind. If objects of its kind that the fleet did not make are in
+// the member, deleting the CRD would delete them too: then only the
+// fleet's objects go, and the CRD stays without the fleet's marks (as a
+// namespace holding the member's own objects does).
+func deleteCRDCopy(ctx context.Context, client dynamic.Interface, fleetKey, fleetName string, crd *unstructured.Unstructured) error {
 	foreign := ""
 	if k, established := kindOfCRD(crd); established {
 		list, err := client.Resource(k.GVR).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
@@ -325,6 +345,10 @@ func deleteCRDCopy(ctx context.Context, client dynamic.Interface, fleetKey strin
 		}
 	}
 	if foreign != "" {
+		// The CRD stays for the member's own objects; the fleet's go.
+		if err := removeCopiesOfKind(ctx, client, fleetKey, fleetName, crd); err != nil {
+			return err
+		}
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
 			"labels":      map[string]any{lotsev1.LabelFleet: nil},
 			"annotations": map[string]any{AnnotationFleet: nil, AnnotationTemplate: nil, AnnotationDigest: nil},

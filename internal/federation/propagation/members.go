@@ -362,7 +362,7 @@ func RemoveCopies(ctx context.Context, cfg *rest.Config, client dynamic.Interfac
 				}
 				continue
 			case "CustomResourceDefinition":
-				if err := deleteCRDCopy(ctx, client, fleetKey, &obj); err != nil {
+				if err := deleteCRDCopy(ctx, client, fleetKey, fleetName, &obj); err != nil {
 					return err
 				}
 				continue

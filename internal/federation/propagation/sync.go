@@ -163,6 +163,11 @@ func (e *Engine) sync(ctx context.Context, k key) (result, error) {
 			}
 			continue
 		}
+		if kind.Custom && prev != nil && !hadCopy(prev, m.Name) {
+			// A custom copy is read live, not from a watch: a member the
+			// binding never gave this template is not asked each time.
+			continue
+		}
 		if err := e.removeCopy(ctx, m, kind, k); err != nil {
 			items = append(items, workv1.AggregatedStatusItem{ClusterName: m.Name, Applied: true, AppliedMessage: "removing the copy: " + err.Error(), Health: workv1.HealthUnknown})
 			allApplied, failed = false, true
@@ -575,9 +580,9 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 		}
 		out, err = res.Apply(ctx, tmpl.GetName(), obj, opts)
 	}
-	if err != nil && kind.Custom && apierrors.IsForbidden(err) {
-		err = fmt.Errorf("the fleet's credentials in the member have no rights on %s in group %s (a member's own identity gets the groups of the fleet's CRDs when it joins: unjoin it and join it again): %w",
-			kind.GVR.Resource, kind.GVR.Group, err)
+	if err != nil && (kind.Custom || kind.GVR == crdGVR) && apierrors.IsForbidden(err) {
+		err = fmt.Errorf("the fleet's credentials in the member may not change %s %s (a member's own identity may change the fleet's CRDs, and the objects of their kinds, "+
+			"that the fleet held when it joined: unjoin it and join it again): %w", kind.Kind, tmpl.GetName(), err)
 	}
 	if err != nil && kind.Custom && apierrors.IsNotFound(err) {
 		err = fmt.Errorf("the member does not serve %s %s yet: the fleet's CustomResourceDefinition %s.%s goes there first (a policy must select it too): %w",
@@ -640,7 +645,7 @@ func (e *Engine) removeCopy(ctx context.Context, m Member, kind Kind, k key) err
 	case "Namespace":
 		return deleteNamespaceCopy(ctx, m.Config, c.client, e.Fleet, cp)
 	case "CustomResourceDefinition":
-		return deleteCRDCopy(ctx, c.client, e.Fleet, cp)
+		return deleteCRDCopy(ctx, c.client, e.Fleet, e.Name, cp)
 	}
 	uid := cp.GetUID()
 	err = c.client.Resource(kind.GVR).Namespace(k.Namespace).Delete(ctx, k.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})

@@ -203,3 +203,23 @@ func TestKindIDs(t *testing.T) {
 		t.Error("an application's CRD would not propagate")
 	}
 }
+
+func TestBindingNamesOfCustomKinds(t *testing.T) {
+	widget, _ := kindOfCRD(crd("example.com", "Widget", "widgets", "Namespaced", []any{map[string]any{"name": "v1", "served": true, "storage": true}}, true))
+	other, _ := kindOfCRD(crd("example.org", "Widget", "widgets", "Namespaced", []any{map[string]any{"name": "v1", "served": true, "storage": true}}, true))
+	svc, _ := kindOfCRD(crd("example.com", "Service", "services", "Namespaced", []any{map[string]any{"name": "v1", "served": true, "storage": true}}, true))
+	builtin, _ := kindByName("Service")
+	names := map[string]bool{}
+	for _, k := range []Kind{widget, other, svc, builtin} {
+		names[BindingName("x", k.ID())] = true
+	}
+	if len(names) != 4 {
+		t.Errorf("binding names collide: %v", names)
+	}
+	if got := BindingName("web", builtin.ID()); got != "web-service" {
+		t.Errorf("a built-in kind's binding is %s, want web-service (Karmada's scheme)", got)
+	}
+	if got := BindingName("small", widget.ID()); got != "small-widget.example.com" {
+		t.Errorf("a custom kind's binding is %s", got)
+	}
+}
