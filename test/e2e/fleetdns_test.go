@@ -317,8 +317,12 @@ func TestFleetDNS(t *testing.T) {
 
 	// Joining again gives the identity the fleet's CRD and its kind: both
 	// arrive. Leaving takes the Widget and the CRD along.
-	waitFor(t, time.Minute, "the member object gone", func() (bool, error) {
+	waitFor(t, time.Minute, "the member object and its kubeconfig Secret gone", func() (bool, error) {
 		err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: us.Name}, &lotsev1.FleetMember{})
+		if !apierrors.IsNotFound(err) {
+			return false, err
+		}
+		err = mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: "fleet-member-" + us.Name}, &corev1.Secret{})
 		return apierrors.IsNotFound(err), err
 	})
 	mustCLI(t, "fleet", "join", fleet, "--kubeconfig-file", usAdmin, "--as", us.Name, "--region", "us")
