@@ -62,11 +62,13 @@ func kindOfCRD(crd *unstructured.Unstructured) (k Kind, established bool) {
 	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
 	for _, v := range versions {
 		vm, _ := v.(map[string]any)
+		name, _ := vm["name"].(string)
+		if served, _ := vm["served"].(bool); !served || name == "" {
+			continue
+		}
+		k.Versions = append(k.Versions, name)
 		if storage, _ := vm["storage"].(bool); storage {
-			if served, _ := vm["served"].(bool); served {
-				name, _ := vm["name"].(string)
-				k.GVR = schema.GroupVersionResource{Group: group, Version: name, Resource: plural}
-			}
+			k.GVR = schema.GroupVersionResource{Group: group, Version: name, Resource: plural}
 		}
 	}
 	conditions, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
@@ -125,6 +127,7 @@ func (e *Engine) crdChanged(obj any, deleted bool) {
 		return // its next update comes when it is
 	}
 	if cur != nil && cur.informer != nil && cur.crd == crd.GetUID() && cur.kind.GVR == k.GVR && cur.kind.Namespaced == k.Namespaced {
+		cur.kind.Versions = k.Versions // another served version needs no new watch
 		return
 	}
 	// The new watch is set up before the old one ends, so that the kind

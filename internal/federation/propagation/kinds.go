@@ -1,6 +1,7 @@
 package propagation
 
 import (
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,6 +19,22 @@ type Kind struct {
 	// Custom: the kind is defined by a CustomResourceDefinition in the
 	// fleet (see custom.go); members learn it from the CRD's copy.
 	Custom bool
+	// Versions are a custom kind's served versions: a selector may name
+	// any of them (GVR has the storage version, which copies are made at).
+	Versions []string
+}
+
+// served reports whether a selector's apiVersion names the kind: its
+// own, or for a custom kind any version its CRD serves.
+func (k Kind) served(apiVersion string) bool {
+	if apiVersion == k.APIVersion() {
+		return true
+	}
+	if !k.Custom {
+		return false
+	}
+	group, version, ok := strings.Cut(apiVersion, "/")
+	return ok && group == k.GVR.Group && slices.Contains(k.Versions, version)
 }
 
 // ID names the kind in the engine's queue and records: its Kind for the

@@ -53,6 +53,15 @@ func health(kind string, obj *unstructured.Unstructured) string {
 		}
 		return workv1.HealthUnhealthy
 	}
+	// Other kinds (a custom kind among them) say it with a Ready or
+	// Available condition, if they have one.
+	conditions, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
+	for _, c := range conditions {
+		cm, _ := c.(map[string]any)
+		if (cm["type"] == "Ready" || cm["type"] == "Available") && cm["status"] == "False" {
+			return workv1.HealthUnhealthy
+		}
+	}
 	return workv1.HealthHealthy
 }
 

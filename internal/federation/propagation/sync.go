@@ -417,7 +417,7 @@ func (e *Engine) matchPolicy(kind Kind, tmpl *unstructured.Unstructured) (*workv
 // policy (policyNamespace set) selects only in its own namespace.
 func selects(selectors []policyv1.ResourceSelector, kind Kind, tmpl *unstructured.Unstructured, policyNamespace string) bool {
 	for _, s := range selectors {
-		if s.APIVersion != kind.APIVersion() || s.Kind != kind.Kind {
+		if !kind.served(s.APIVersion) || s.Kind != kind.Kind {
 			continue
 		}
 		ns := s.Namespace

@@ -223,3 +223,49 @@ func TestBindingNamesOfCustomKinds(t *testing.T) {
 		t.Errorf("a custom kind's binding is %s", got)
 	}
 }
+
+func TestCustomKindSelectionAndHealth(t *testing.T) {
+	k, _ := kindOfCRD(crd("example.com", "Widget", "widgets", "Namespaced", []any{
+		map[string]any{"name": "v1beta1", "served": true, "storage": false},
+		map[string]any{"name": "v1", "served": true, "storage": true},
+		map[string]any{"name": "v1alpha1", "served": false, "storage": false}}, true))
+	w := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "example.com/v1", "kind": "Widget"}}
+	w.SetNamespace("shop")
+	w.SetName("small")
+	for _, tc := range []struct {
+		apiVersion string
+		want       bool
+	}{
+		{"example.com/v1", true},
+		{"example.com/v1beta1", true}, // served, not stored: still the same objects
+		{"example.com/v1alpha1", false},
+		{"example.org/v1", false},
+		{"v1", false},
+	} {
+		if got := selects([]policyv1.ResourceSelector{{APIVersion: tc.apiVersion, Kind: "Widget"}}, k, w, ""); got != tc.want {
+			t.Errorf("a selector of %s: %v, want %v", tc.apiVersion, got, tc.want)
+		}
+	}
+	if deploy, _ := kindByName("Deployment"); deploy.served("apps/v1beta2") {
+		t.Error("a built-in kind matched another version")
+	}
+	for _, tc := range []struct {
+		name       string
+		conditions []any
+		want       string
+	}{
+		{"no conditions", nil, "Healthy"},
+		{"ready", []any{map[string]any{"type": "Ready", "status": "True"}}, "Healthy"},
+		{"not ready", []any{map[string]any{"type": "Ready", "status": "False"}}, "Unhealthy"},
+		{"not available", []any{map[string]any{"type": "Available", "status": "False"}}, "Unhealthy"},
+		{"another condition false", []any{map[string]any{"type": "Degraded", "status": "False"}}, "Healthy"},
+	} {
+		obj := w.DeepCopy()
+		if tc.conditions != nil {
+			obj.Object["status"] = map[string]any{"conditions": tc.conditions}
+		}
+		if got := health(k.ID(), obj); got != tc.want {
+			t.Errorf("%s: health %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
