@@ -521,7 +521,7 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 	var cached *unstructured.Unstructured
 	if kind.Custom {
 		if cached, err = e.liveCopy(ctx, c.client, kind, tmpl.GetNamespace(), tmpl.GetName()); err != nil {
-			return nil, err
+			return nil, explainApply(kind, tmpl, err)
 		}
 	} else {
 		cached = e.copyOf(c, kind, tmpl.GetNamespace(), tmpl.GetName())
@@ -580,15 +580,23 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 		}
 		out, err = res.Apply(ctx, tmpl.GetName(), obj, opts)
 	}
-	if err != nil && (kind.Custom || kind.GVR == crdGVR) && apierrors.IsForbidden(err) {
-		err = fmt.Errorf("the fleet's credentials in the member may not change %s %s (a member's own identity may change the fleet's CRDs, and the objects of their kinds, "+
-			"that the fleet held when it joined: unjoin it and join it again): %w", kind.Kind, tmpl.GetName(), err)
-	}
-	if err != nil && kind.Custom && apierrors.IsNotFound(err) {
-		err = fmt.Errorf("the member does not serve %s %s yet: the fleet's CustomResourceDefinition %s.%s goes there first (a policy must select it too): %w",
-			kind.GVR.GroupVersion(), kind.Kind, kind.GVR.Resource, kind.GVR.Group, err)
+	if err != nil {
+		err = explainApply(kind, tmpl, err)
 	}
 	return out, err
+}
+
+// explainApply says what to do about a refused or unknown custom kind.
+func explainApply(kind Kind, tmpl *unstructured.Unstructured, err error) error {
+	switch {
+	case (kind.Custom || kind.GVR == crdGVR) && apierrors.IsForbidden(err):
+		return fmt.Errorf("the fleet's credentials in the member may not change %s %s (a member's own identity may change the fleet's CRDs, and the objects of their kinds, "+
+			"that the fleet held when it joined: unjoin it and join it again): %w", kind.Kind, tmpl.GetName(), err)
+	case kind.Custom && apierrors.IsNotFound(err):
+		return fmt.Errorf("the member does not serve %s %s yet: the fleet's CustomResourceDefinition %s.%s goes there first (a policy must select it too): %w",
+			kind.GVR.GroupVersion(), kind.Kind, kind.GVR.Resource, kind.GVR.Group, err)
+	}
+	return err
 }
 
 // digestOf is a digest of the object a member gets.
