@@ -163,7 +163,7 @@ func TestDashboard(t *testing.T) {
 	}
 	read := func(what string, action chromedp.Action[string]) string {
 		t.Helper()
-		c, cancel := context.WithTimeout(browser, 10*time.Second)
+		c, cancel := context.WithTimeout(browser, 30*time.Second)
 		defer cancel()
 		s, err := chromedp.Run(c, action)
 		if err != nil {
@@ -177,7 +177,7 @@ func TestDashboard(t *testing.T) {
 	}
 	errorShown := func(what string, parts ...string) {
 		t.Helper()
-		run(what, 30*time.Second, chromedp.WaitVisible(chromedp.CSS("#error")))
+		run(what, 2*time.Minute, chromedp.WaitVisible(chromedp.CSS("#error")))
 		msg := text(what, "#error-text")
 		t.Logf("%s: the page says %q", what, msg)
 		for _, p := range parts {
@@ -185,14 +185,14 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("%s: the page says %q, not %q", what, msg, p)
 			}
 		}
-		run("dismiss the error", 5*time.Second, chromedp.Click(chromedp.CSS("#error-close")), chromedp.WaitNotVisible(chromedp.CSS("#error")))
+		run("dismiss the error", 30*time.Second, chromedp.Click(chromedp.CSS("#error-close")), chromedp.WaitNotVisible(chromedp.CSS("#error")))
 	}
 
-	run("open the dashboard", 30*time.Second, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS("#signin-form")))
-	run("sign in with a bad token", 10*time.Second,
+	run("open the dashboard", time.Minute, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS("#signin-form")))
+	run("sign in with a bad token", time.Minute,
 		chromedp.SetValue(chromedp.CSS("#token"), "not-a-token"), chromedp.Click(chromedp.CSS("#signin-button")))
 	errorShown("a bad token", "Unauthorized")
-	run("sign in", 30*time.Second,
+	run("sign in", 2*time.Minute,
 		chromedp.SetValue(chromedp.CSS("#token"), token), chromedp.Click(chromedp.CSS("#signin-button")),
 		chromedp.WaitVisible(chromedp.CSS("#app")))
 	if who := text("who am I", "#whoami"); !strings.Contains(who, "system:serviceaccount:default:dash-ui") {
@@ -202,10 +202,10 @@ func TestDashboard(t *testing.T) {
 	// the page says so.
 	errorShown("clusters of a namespace outside the project", "forbidden")
 
-	run("open the project", 30*time.Second,
+	run("open the project", 2*time.Minute,
 		chromedp.SetValue(chromedp.CSS("#namespace"), "project-dash"), chromedp.Click(chromedp.CSS("#open")),
 		chromedp.WaitVisible(chromedp.CSS("#no-clusters")))
-	run("create a cluster", 30*time.Second,
+	run("create a cluster", 2*time.Minute,
 		chromedp.SetValue(chromedp.CSS("#create-name"), "ui1"), chromedp.Click(chromedp.CSS("#create-button")),
 		chromedp.WaitVisible(chromedp.CSS("#cluster-ui1")))
 	run("the cluster becomes Ready, seen live", 3*time.Minute, chromedp.WaitVisible(chromedp.CSS(`#cluster-ui1[data-ready="True"]`)))
@@ -213,16 +213,16 @@ func TestDashboard(t *testing.T) {
 		t.Logf("project summary: %q", summary)
 	}
 
-	run("create a second cluster", 10*time.Second,
+	run("create a second cluster", 2*time.Minute,
 		chromedp.SetValue(chromedp.CSS("#create-name"), "ui2"), chromedp.Click(chromedp.CSS("#create-button")))
 	errorShown("a cluster past the quota", "does not fit the quota of project dash", "spec.quota.clusters: 2 used of 1")
 
-	run("select the cluster", 10*time.Second, chromedp.Click(chromedp.CSS("#cluster-ui1")), chromedp.WaitVisible(chromedp.CSS("#detail")))
-	run("ask for a version that does not exist", 10*time.Second,
+	run("select the cluster", time.Minute, chromedp.Click(chromedp.CSS("#cluster-ui1")), chromedp.WaitVisible(chromedp.CSS("#detail")))
+	run("ask for a version that does not exist", 2*time.Minute,
 		chromedp.SetValue(chromedp.CSS("#detail-version"), "1.20.0"), chromedp.Click(chromedp.CSS("#version-button")))
 	errorShown("a bad version", "spec.kubernetes.version", "1.20.0")
 
-	run("the kubeconfig", 20*time.Second,
+	run("the kubeconfig", 2*time.Minute,
 		chromedp.Click(chromedp.CSS("#kubeconfig-button")), chromedp.WaitVisible(chromedp.CSS("#kubeconfig")))
 	kubeconfig := read("the kubeconfig's text", chromedp.Value(chromedp.CSS("#kubeconfig-text")))
 	cl := &lotsev1.Cluster{}
@@ -236,7 +236,7 @@ func TestDashboard(t *testing.T) {
 	// Scale a pool (to none: no machine needs to start), hibernate and
 	// wake, and a credential rotation from start to completion, each seen
 	// on the page.
-	run("scale a pool", 10*time.Second,
+	run("scale a pool", 2*time.Minute,
 		chromedp.SetValue(chromedp.CSS("#scale-pool"), "spare"), chromedp.SetValue(chromedp.CSS("#scale-min"), "0"),
 		chromedp.SetValue(chromedp.CSS("#scale-max"), "0"), chromedp.Click(chromedp.CSS("#scale-button")),
 		chromedp.WaitVisible(chromedp.CSS("#notice")))
