@@ -19,13 +19,14 @@ STATICCHECK := $(GO) tool -modfile=hack/tools/go.mod staticcheck
 all: build
 
 build:
-	$(GO) build -o $(LOTSE) ./cmd/lotse
+	CGO_ENABLED=0 $(GO) build -o $(LOTSE) ./cmd/lotse
 
 ## generate: deepcopy functions and CRDs from api/ (controller-gen)
 generate:
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) crd paths=./api/policy/... paths=./api/work/... output:crd:artifacts:config=config/crd/fleet
+	rm -f charts/lotse/crds/*.yaml && cp config/crd/bases/*.yaml config/crd/fleet/*.yaml charts/lotse/crds/
 
 ## cni-manifests: Cilium's manifest from its upstream Helm chart (hack/render-cilium.sh)
 cni-manifests:
@@ -54,6 +55,8 @@ lint:
 	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=$$tmp/bases && \
 	$(CONTROLLER_GEN) crd paths=./api/policy/... paths=./api/work/... output:crd:artifacts:config=$$tmp/fleet && \
 	diff -r $$tmp/bases config/crd/bases >/dev/null && diff -r $$tmp/fleet config/crd/fleet >/dev/null || { echo "config/crd is stale: run make generate"; exit 1; }
+	@for f in config/crd/bases/*.yaml config/crd/fleet/*.yaml; do cmp -s $$f charts/lotse/crds/$$(basename $$f) || { echo "charts/lotse/crds is stale: run make generate"; exit 1; }; done
+	@test $$(ls charts/lotse/crds | wc -l) -eq $$(ls config/crd/bases config/crd/fleet | grep -c yaml) || { echo "charts/lotse/crds has CRDs config/crd has not: run make generate"; exit 1; }
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./api/... ./internal/... ./config/...

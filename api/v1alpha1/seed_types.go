@@ -41,12 +41,19 @@ type Seed struct {
 }
 
 // SeedSpec says how to reach a seed and how much it may host.
+// +kubebuilder:validation:XValidation:rule="has(self.kubeconfigSecretRef) != (has(self.managementCluster) && self.managementCluster)",message="give exactly one of spec.kubeconfigSecretRef (a seed reached with a kubeconfig) and spec.managementCluster: true (the cluster of the management API)"
 type SeedSpec struct {
 	// KubeconfigSecretRef names a Secret (key "kubeconfig") with a
 	// kubeconfig of the seed with inline credentials, allowed to manage
 	// namespaces and the workloads in them. A Lotse cluster's own
 	// kubeconfig Secret (NAME-kubeconfig) makes that cluster a seed.
-	KubeconfigSecretRef NamespacedSecretReference `json:"kubeconfigSecretRef"`
+	// +optional
+	KubeconfigSecretRef *NamespacedSecretReference `json:"kubeconfigSecretRef,omitempty"`
+	// ManagementCluster makes the cluster of the management API the
+	// seed, reached with the manager's own identity (the Helm chart's
+	// service account and its seed role): no kubeconfig is kept.
+	// +optional
+	ManagementCluster bool `json:"managementCluster,omitempty"`
 	// Region of the seed; a cluster's control plane goes to a seed of
 	// the cluster's region when one matches and has room.
 	// +kubebuilder:default=local

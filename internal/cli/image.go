@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,97 @@ func newImageCommand() *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&binary, "binary", "", "static binary to pack")
-	cmd.AddCommand(add)
+	cmd.AddCommand(add, newManagerImageCommand(&cacheDir))
 	return cmd
+}
+
+// newManagerImageCommand builds the image of a manager installed in a
+// cluster (charts/lotse): lotse and the releases it offers.
+func newManagerImageCommand(cacheDir *string) *cobra.Command {
+	var binary, output string
+	var versions []string
+	cmd := &cobra.Command{
+		Use:   "manager TAG",
+		Short: "Build the manager's image (lotse and its releases) for the Helm chart",
+		Long: "Builds " + images.Registry + "/" + images.ManagerName + ":TAG: the static lotse binary and the built\n" +
+			"releases (--release, each built first with `lotse release build`), which the seed-hosted control\n" +
+			"planes of that manager run too. By default the image joins the bundle every node of this host's\n" +
+			"clusters loads (as `lotse image add`); --output writes its tarball instead, for a registry.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if binary == "" {
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				binary = self
+			}
+			if len(versions) == 0 {
+				versions = []string{releases.Default().Version}
+			}
+			store := releases.NewStore(*cacheDir)
+			var dirs []string
+			for _, v := range versions {
+				rel, err := releases.Lookup(v)
+				if err != nil {
+					return fmt.Errorf("--release %s: %w", v, err)
+				}
+				if _, err := store.Binaries(rel); err != nil {
+					return fmt.Errorf("--release %s: %w", v, err)
+				}
+				dirs = append(dirs, store.KubernetesBinDir(rel.Version), store.EtcdBinDir(rel.Etcd))
+				if rel.Konnectivity != "" {
+					dirs = append(dirs, store.KonnectivityBinDir(rel.Konnectivity))
+				}
+			}
+			abs, err := filepath.Abs(*cacheDir)
+			if err != nil {
+				return err
+			}
+			b := &images.Builder{CacheDir: *cacheDir, Log: cmd.ErrOrStderr()}
+			img := images.Manager(args[0], binary, abs, dirs)
+			tar, err := b.Ensure(cmd.Context(), img)
+			if err != nil {
+				return err
+			}
+			dst := output
+			if dst == "" {
+				dir := manager.ExtraImagesDir(*cacheDir)
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return err
+				}
+				dst = filepath.Join(dir, images.ManagerName+"-"+args[0]+".tar")
+			}
+			if err := copyFileAtomic(tar, dst); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", img.Ref(), dst)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&binary, "binary", "", "the static lotse binary (default: this one)")
+	cmd.Flags().StringSliceVar(&versions, "release", nil, "Kubernetes version the image offers (repeatable; default: the default release)")
+	cmd.Flags().StringVar(&output, "output", "", "write the image's tarball here instead of adding it to the node bundle")
+	return cmd
+}
+
+// copyFileAtomic copies src to dst through a temporary file beside it.
+func copyFileAtomic(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst + ".tmp")
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(dst+".tmp", dst)
 }

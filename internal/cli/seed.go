@@ -27,20 +27,24 @@ func newSeedCommand() *cobra.Command {
 
 func newSeedAddCommand(flags *clientFlags) *cobra.Command {
 	var cluster, namespace, secretNamespace, secretName, region string
+	var managementCluster bool
 	var capacity int32
 	var labels map[string]string
 	cmd := &cobra.Command{
-		Use:   "add NAME (--cluster CLUSTER | --kubeconfig-secret NAMESPACE/NAME)",
+		Use:   "add NAME (--cluster CLUSTER | --kubeconfig-secret NAMESPACE/NAME | --management-cluster)",
 		Short: "Register a seed: a Lotse cluster of this management plane, or any cluster by a kubeconfig Secret",
 		Args:  exactlyOneName("lotse seed add NAME --cluster CLUSTER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
+			case managementCluster && (cluster != "" || secretName != ""):
+				return fmt.Errorf("--management-cluster needs no kubeconfig: drop --cluster and --kubeconfig-secret")
+			case managementCluster:
 			case cluster != "" && secretName != "":
 				return fmt.Errorf("--cluster and --kubeconfig-secret both name the seed's kubeconfig; give one")
 			case cluster != "":
 				secretNamespace, secretName = namespace, cluster+"-kubeconfig"
 			case secretName == "":
-				return fmt.Errorf("the seed's kubeconfig is missing: give --cluster CLUSTER (a Lotse cluster) or --kubeconfig-secret NAMESPACE/NAME")
+				return fmt.Errorf("the seed's kubeconfig is missing: give --cluster CLUSTER (a Lotse cluster), --kubeconfig-secret NAMESPACE/NAME, or --management-cluster")
 			}
 			c, err := flags.client()
 			if err != nil {
@@ -55,7 +59,11 @@ func newSeedAddCommand(flags *clientFlags) *cobra.Command {
 				}
 			}
 			s := &lotsev1.Seed{ObjectMeta: metav1.ObjectMeta{Name: args[0], Labels: labels}}
-			s.Spec.KubeconfigSecretRef = lotsev1.NamespacedSecretReference{Namespace: secretNamespace, Name: secretName}
+			if managementCluster {
+				s.Spec.ManagementCluster = true
+			} else {
+				s.Spec.KubeconfigSecretRef = &lotsev1.NamespacedSecretReference{Namespace: secretNamespace, Name: secretName}
+			}
 			s.Spec.Region = region
 			s.Spec.Capacity.ControlPlanes = &capacity
 			if err := c.Create(cmd.Context(), s); err != nil {
@@ -64,12 +72,16 @@ func newSeedAddCommand(flags *clientFlags) *cobra.Command {
 				}
 				return explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "seed %s added (kubeconfig from Secret %s/%s); clusters with spec.controlPlane.seedSelector matching it can run there\n",
-				args[0], secretNamespace, secretName)
+			how := fmt.Sprintf("kubeconfig from Secret %s/%s", secretNamespace, secretName)
+			if managementCluster {
+				how = "the management cluster, reached with the manager's own identity"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "seed %s added (%s); clusters with spec.controlPlane.seedSelector matching it can run there\n", args[0], how)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "the Lotse cluster that becomes the seed (its NAME-kubeconfig Secret)")
+	cmd.Flags().BoolVar(&managementCluster, "management-cluster", false, "the cluster of the management API is the seed (a manager installed there by the Helm chart)")
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "default", "namespace of --cluster")
 	cmd.Flags().Var(&secretRefValue{namespace: &secretNamespace, name: &secretName}, "kubeconfig-secret", "NAMESPACE/NAME of a Secret with key kubeconfig (inline credentials) of any cluster")
 	cmd.Flags().StringVar(&region, "region", "local", "region of the seed")

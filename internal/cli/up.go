@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/lotse/lotse/internal/care"
@@ -85,6 +86,8 @@ func newDownCommand() *cobra.Command {
 
 func newManagerCommand() *cobra.Command {
 	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir, fleetDNSAddr, webhookAddr, webhookAdvertise, dashboardAddr string
+	var controlPlaneImage, leaderElectionNamespace string
+	var seedsOnly bool
 	var apiServerGOGC int
 	var alertWebhooks []string
 	var alertAfter, restartAfter time.Duration
@@ -98,12 +101,12 @@ func newManagerCommand() *cobra.Command {
 			"manager with the same state directory adopts them.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if kubeconfig == "" {
-				return fmt.Errorf("--kubeconfig is required: the management API to run against")
-			}
-			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			cfg, err := managementConfig(kubeconfig)
 			if err != nil {
-				return fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+				return err
+			}
+			if controlPlaneImage != "" && !seedsOnly {
+				return fmt.Errorf("--control-plane-image needs --seeds-only: only seed-hosted control planes run images")
 			}
 			// As lotse up's manager: client-go's default (5 a second)
 			// would make a few hundred clusters queue for the client.
@@ -126,6 +129,7 @@ func newManagerCommand() *cobra.Command {
 				LotseBinary:             backend.LotseBinary,
 				Supervisor:              sup,
 				LeaderElection:          leaderElect,
+				LeaderElectionNamespace: leaderElectionNamespace,
 				MetricsAddr:             metricsAddr,
 				FleetDNSAddr:            fleetDNSAddr,
 				HealthAddr:              healthAddr,
@@ -139,6 +143,8 @@ func newManagerCommand() *cobra.Command {
 				WebhookAddr:             webhookAddr,
 				WebhookAdvertiseAddress: webhookAdvertise,
 				DashboardAddr:           dashboardAddr,
+				SeedsOnly:               seedsOnly,
+				ControlPlaneImage:       controlPlaneImage,
 			})
 			if cmd.Context().Err() != nil {
 				return nil
@@ -146,10 +152,13 @@ func newManagerCommand() *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the management API")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the management API (default: the cluster this manager runs in, as a pod)")
+	cmd.Flags().BoolVar(&seedsOnly, "seeds-only", false, "run every control plane on a seed, none as processes on this host (a manager installed in a cluster)")
+	cmd.Flags().StringVar(&controlPlaneImage, "control-plane-image", "", "image that holds the releases' binaries where --cache-dir has them (`lotse image manager`); seed-hosted control planes run it, and no images are loaded into seeds")
 	cmd.Flags().StringVar(&stateDir, "state-dir", managementplane.DefaultStateDir(), "where control planes keep data, PKI and logs")
 	cmd.Flags().StringVar(&cacheDir, "cache-dir", releases.DefaultCacheDir(), "where upstream binaries are built and kept")
 	cmd.Flags().BoolVar(&leaderElect, "leader-elect", false, "elect a leader among several managers")
+	cmd.Flags().StringVar(&leaderElectionNamespace, "leader-election-namespace", "lotse-system", "namespace of the leader election's Lease")
 	cmd.Flags().StringSliceVar(&dnsUpstreams, "dns-upstream", nil, "resolver the clusters' CoreDNS forwards other names to (repeatable; default: none)")
 	cmd.Flags().StringVar(&lbPool, "lb-address-pool", manager.DefaultLBAddressPool, "range the public addresses of LoadBalancer Services come from (on the host's loopback)")
 	cmd.Flags().StringVar(&backupDir, "backup-dir", "", "where snapshots of clusters without a spec.backup destination go (default STATE/backups)")
@@ -190,4 +199,21 @@ func newLoadBalancerCommand() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.ServerName, "server-name", "", "name the backends' certificates are verified for during health checks (default: each backend's address)")
 	cmd.Flags().DurationVar(&cfg.Interval, "interval", 0, "health check interval (default 1s)")
 	return cmd
+}
+
+// managementConfig is the client configuration of the management API: the
+// kubeconfig given, or the cluster's own when the manager runs in a pod.
+func managementConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig is required outside a pod: the management API to run against (%v)", err)
+	}
+	return cfg, nil
 }

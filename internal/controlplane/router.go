@@ -21,19 +21,22 @@ type PlacedBackend interface {
 type Router struct {
 	Local Backend
 	Seeds PlacedBackend
+	// SeedsOnly sends every control plane to Seeds (a manager that runs
+	// in a cluster has no host of its own to run processes on).
+	SeedsOnly bool
 }
 
 var _ Backend = (*Router)(nil)
 
 func (r *Router) bySpec(spec Spec) Backend {
-	if r.Seeds != nil && (spec.Seed != "" || r.Seeds.Hosts(spec.Key)) {
+	if r.Seeds != nil && (r.SeedsOnly || spec.Seed != "" || r.Seeds.Hosts(spec.Key)) {
 		return r.Seeds
 	}
 	return r.Local
 }
 
 func (r *Router) byKey(key string) Backend {
-	if r.Seeds != nil && r.Seeds.Hosts(key) {
+	if r.Seeds != nil && (r.SeedsOnly || r.Seeds.Hosts(key)) {
 		return r.Seeds
 	}
 	return r.Local

@@ -90,14 +90,19 @@ func TestRouter(t *testing.T) {
 		// keyOnly: calls that know only the key still find the seed
 		// when it was placed there.
 		placed bool
-		want   string
+		// seedsOnly: a manager without a host of its own.
+		seedsOnly bool
+		want      string
 	}{
-		{"local", Spec{Key: "clusters/a/local"}, false, "local"},
-		{"placed on a seed", Spec{Key: "clusters/a/placed"}, true, "seeds"},
+		{"local", Spec{Key: "clusters/a/local"}, false, false, "local"},
+		{"placed on a seed", Spec{Key: "clusters/a/placed"}, true, false, "seeds"},
+		// Seeds only: everything goes to the seeds, also before placement
+		// and by key alone (a deletion finds the state there).
+		{"seeds only, not placed yet", Spec{Key: "clusters/a/new"}, false, true, "seeds"},
 		// Asking for a seed but not placed yet: calls with the spec go to
 		// the seeds, which place it; calls with only the key stay local
 		// (there is nothing anywhere yet).
-		{"asking for a seed", Spec{Key: "clusters/a/new", Seed: "s"}, false, "seeds-or-local"},
+		{"asking for a seed", Spec{Key: "clusters/a/new", Seed: "s"}, false, false, "seeds-or-local"},
 	}
 	for _, tt := range tests {
 		for method, call := range calls {
@@ -107,7 +112,7 @@ func TestRouter(t *testing.T) {
 				if tt.placed {
 					seeds.hosted[tt.spec.Key] = true
 				}
-				r := &Router{Local: local, Seeds: seeds}
+				r := &Router{Local: local, Seeds: seeds, SeedsOnly: tt.seedsOnly}
 				call(r, tt.spec)
 				want := tt.want
 				if want == "seeds-or-local" {

@@ -199,6 +199,9 @@ func (i Image) validate() error {
 func (b *Builder) key(img Image) (string, error) {
 	parts := []string{"recipe=" + recipe, "kind=" + string(img.Kind), "ref=" + img.Ref(),
 		"entrypoint=" + strings.Join(img.Entrypoint, "\x00"), "user=" + img.User}
+	if len(img.Env) > 0 {
+		parts = append(parts, "env="+strings.Join(img.Env, "\x00"))
+	}
 	switch img.Kind {
 	case KindPause:
 		parts = append(parts, "kubernetes="+img.Source, "cflags="+strings.Join(pauseCFlags(img), " "))
@@ -440,7 +443,7 @@ func assemble(img Image, layerPaths []string, desc string) (v1.Image, error) {
 	cfg.Config.Entrypoint = append([]string(nil), img.Entrypoint...)
 	cfg.Config.Cmd = nil
 	cfg.Config.User = img.User
-	cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cfg.Config.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, img.Env...)
 	cfg.Config.WorkingDir = "/"
 	// No name or tag in the config: retagging keeps the image ID.
 	cfg.Config.Labels = map[string]string{"dev.lotse.image.source": desc}

@@ -71,6 +71,8 @@ type Image struct {
 	// time (iptables, ipset), stored at the same paths in a layer of their
 	// own with everything they load (see collectHostFiles).
 	HostFiles []string
+	// Env is added to the image config's environment (beside PATH).
+	Env []string
 	// Links are symlinks to add (path in the image -> target), e.g. a
 	// multi-call binary's applet names.
 	Links map[string]string
@@ -305,4 +307,19 @@ func PreviousMinor(k8sVersion string) (Set, bool) {
 	}
 	s, err := Lookup(fmt.Sprintf("%d.%d.0", v.Major, v.Minor-1))
 	return s, err == nil
+}
+
+// ManagerName is the image of the manager installed in a cluster.
+const ManagerName = "lotse-manager"
+
+// Manager is the image of a manager that runs in a cluster: the static
+// lotse binary as the entrypoint, with the release directories of
+// cacheDir at the same paths and LOTSE_CACHE_DIR naming it, so the
+// manager finds its releases built and the seed-hosted control planes
+// run the same image.
+func Manager(tag, lotseBinary, cacheDir string, releaseDirs []string) Image {
+	img := FromBinary(ManagerName, tag, lotseBinary, []string{"/usr/local/bin/lotse"})
+	img.HostFiles = append([]string(nil), releaseDirs...)
+	img.Env = []string{"LOTSE_CACHE_DIR=" + cacheDir}
+	return img
 }

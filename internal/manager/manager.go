@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -127,6 +128,14 @@ type Options struct {
 	// DashboardAddr serves the web dashboard on this loopback host:port
 	// ("": no dashboard; `lotse dashboard` serves one too).
 	DashboardAddr string
+	// SeedsOnly runs every control plane on a seed: a manager installed in
+	// a cluster has no host of its own for control-plane processes.
+	SeedsOnly bool
+	// ControlPlaneImage is the image that holds every release's binaries
+	// at the paths under Releases.Dir (the manager's own image, when it
+	// runs in a cluster): seed-hosted control planes run it, and no image
+	// is built or loaded into seeds.
+	ControlPlaneImage string
 	// Started, if set, is closed once the controllers run.
 	Started chan<- struct{}
 }
@@ -199,6 +208,16 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	if opts.HealthAddr != "0" {
+		// Alive and ready as soon as it serves: a manager that does not
+		// lead is ready to take over, which is all it does.
+		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+			return err
+		}
+	}
 	// The wiring: by default the process backend hosts control planes and
 	// the local provider makes machines; the controllers know only their
 	// interfaces.
@@ -219,9 +238,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 	// Control planes that ask for a seed run there; the seeds' own
 	// controller reports on them.
-	seedConn := &seedcontroller.Connector{Reader: mgr.GetAPIReader()}
-	opts.Backend, opts.EndpointTask = withSeeds(&opts, seedConn, provider)
-	seeds := &seedcontroller.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("lotse")}
+	seedConn := &seedcontroller.Connector{Reader: mgr.GetAPIReader(), Management: cfg}
+	opts.Backend, opts.EndpointTask = withSeeds(&opts, seedConn, provider, locateSeed(mgr.GetClient()))
+	seeds := &seedcontroller.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("lotse"), Management: cfg,
+		ImagesProvided: opts.ControlPlaneImage != ""}
 	if err := seeds.SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -270,6 +290,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Releases:     opts.Releases,
 		Recorder:     mgr.GetEventRecorder("lotse"),
 		EndpointTask: endpointTask,
+		SeedsOnly:    opts.SeedsOnly,
 		BuildLog:     opts.BuildLog,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {

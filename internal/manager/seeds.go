@@ -6,6 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/clusterref"
 	seedcontroller "github.com/lotse/lotse/internal/controller/seed"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/controlplane/process"
@@ -81,7 +85,7 @@ func (s *seedImages) Load(ctx context.Context, seedName string, imgs []images.Im
 
 // withSeeds routes control planes that ask for a seed to the seed
 // backend; the process backend keeps every other.
-func withSeeds(opts *Options, conn *seedcontroller.Connector, provider any) (controlplane.Backend, func(controlplane.Spec) string) {
+func withSeeds(opts *Options, conn *seedcontroller.Connector, provider any, locate seed.Locator) (controlplane.Backend, func(controlplane.Spec) string) {
 	processBackend, ok := opts.Backend.(*process.Backend)
 	if !ok {
 		return opts.Backend, opts.EndpointTask
@@ -94,17 +98,36 @@ func withSeeds(opts *Options, conn *seedcontroller.Connector, provider any) (con
 		Seeds:       conn,
 		Images:      &seedImages{conn: conn, builder: &images.Builder{CacheDir: opts.Releases.Dir, Log: opts.BuildLog}, provider: lp},
 		Networks:    processBackend,
+		Locate:      locate,
+
+		ControlPlaneImage: opts.ControlPlaneImage,
 	}
-	router := &controlplane.Router{Local: processBackend, Seeds: seeds}
+	router := &controlplane.Router{Local: processBackend, Seeds: seeds, SeedsOnly: opts.SeedsOnly}
 	localEndpointTask := opts.EndpointTask // the caller's, if any: the closure must not see its own
 	if localEndpointTask == nil {
 		localEndpointTask = process.EndpointTask
 	}
 	endpointTask := func(spec controlplane.Spec) string {
-		if spec.Seed != "" || seeds.Hosts(spec.Key) {
+		if opts.SeedsOnly || spec.Seed != "" || seeds.Hosts(spec.Key) {
 			return seed.EndpointTask(spec)
 		}
 		return localEndpointTask(spec)
 	}
 	return router, endpointTask
+}
+
+// locateSeed finds the seed a control plane was placed on in its
+// Cluster's status.
+func locateSeed(c client.Reader) seed.Locator {
+	return func(ctx context.Context, key string) (string, error) {
+		ref, ok := clusterref.ParseKey(key)
+		if !ok {
+			return "", nil
+		}
+		cluster := &lotsev1.Cluster{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, cluster); err != nil {
+			return "", client.IgnoreNotFound(err)
+		}
+		return cluster.Status.Seed, nil
+	}
 }

@@ -19,7 +19,7 @@ func TestWithSeedsEndpointTask(t *testing.T) {
 	sup := supervisor.New(supervisor.OwnerID(dir), supervisor.Options{})
 	for _, callers := range []func(controlplane.Spec) string{nil, func(controlplane.Spec) string { return "callers-own" }} {
 		opts := &Options{Backend: process.New(dir, sup), Supervisor: sup, EndpointTask: callers, Releases: releases.NewStore(dir)}
-		backend, endpointTask := withSeeds(opts, nil, nil)
+		backend, endpointTask := withSeeds(opts, nil, nil, nil)
 		if _, ok := backend.(*controlplane.Router); !ok {
 			t.Fatalf("backend is %T, want a router", backend)
 		}

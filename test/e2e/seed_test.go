@@ -33,7 +33,9 @@ import (
 // process of it, only the forwarders in front of the seed. A cluster
 // whose selector matches no seed waits with a condition that says so; the
 // seed cannot go while it hosts a control plane, and goes once the
-// cluster is deleted, its namespace with it.
+// cluster is deleted, its namespace with it. The Helm chart installed into
+// the seed's cluster starts managers there that run a cluster of their
+// own on it (helmManager).
 func TestSeed(t *testing.T) {
 	t.Parallel()
 	buildEchoImage(t)
@@ -165,6 +167,10 @@ func TestSeed(t *testing.T) {
 
 	t.Run("HA: a deleted API server pod fails no request", func(t *testing.T) {
 		seedHA(t, host, cl)
+	})
+
+	t.Run("helm: a manager installed in the seed runs a cluster's control plane there", func(t *testing.T) {
+		helmManager(t, host)
 	})
 
 	t.Run("a seed hosting a control plane stays until it is gone", func(t *testing.T) {

@@ -59,6 +59,9 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// EndpointTask names the backend task after which the API answers.
 	EndpointTask func(controlplane.Spec) string
+	// SeedsOnly places every control plane on a seed, also those whose
+	// spec names no seedSelector (a manager installed in a cluster).
+	SeedsOnly bool
 	// BuildLog receives the output of release builds started on demand.
 	BuildLog io.Writer
 
@@ -206,7 +209,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, r.writeStatus(ctx, cluster, status)
 	}
 
-	if cluster.Spec.ControlPlane.SeedSelector != nil && status.Seed == "" {
+	if (cluster.Spec.ControlPlane.SeedSelector != nil || r.SeedsOnly) && status.Seed == "" {
 		if placed, res, err := r.placeOnSeed(ctx, cluster, status, opType); !placed {
 			return res, err
 		}

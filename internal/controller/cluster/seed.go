@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"strings"
 	"sync"
 	"time"
@@ -44,7 +45,11 @@ func (r *Reconciler) placeOnSeed(ctx context.Context, cluster *lotsev1.Cluster, 
 		return false, ctrl.Result{}, err
 	}
 	hosted, _ := seedcontroller.Hosted(clusters.Items)
-	name, err := seedcontroller.Schedule(cluster.Spec.ControlPlane.SeedSelector, cluster.Spec.Region, seeds.Items, hosted)
+	selector := cluster.Spec.ControlPlane.SeedSelector
+	if selector == nil {
+		selector = &metav1.LabelSelector{} // a manager on seeds only: any seed
+	}
+	name, err := seedcontroller.Schedule(selector, cluster.Spec.Region, seeds.Items, hosted)
 	if err != nil {
 		msg := err.Error()
 		if c := meta.FindStatusCondition(status.Conditions, lotsev1.ConditionSeedScheduled); c == nil || c.Message != msg {
@@ -76,7 +81,7 @@ func (r *Reconciler) hostedOnThisCluster(ctx context.Context, c *lotsev1.Cluster
 	var mine []string
 	for _, s := range seeds.Items {
 		ref := s.Spec.KubeconfigSecretRef
-		if ref.Namespace == c.Namespace && ref.Name == KubeconfigSecretName(c.Name) {
+		if ref != nil && ref.Namespace == c.Namespace && ref.Name == KubeconfigSecretName(c.Name) {
 			mine = append(mine, s.Name)
 		}
 	}

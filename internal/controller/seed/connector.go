@@ -21,13 +21,22 @@ import (
 // manager does not cache Secrets of every namespace).
 type Connector struct {
 	Reader client.Reader
+	// Management is the manager's client configuration of its management
+	// API: the seed marked spec.managementCluster.
+	Management *rest.Config
 }
 
 // Config returns the seed's client configuration.
 func (c *Connector) Config(ctx context.Context, name string) (*rest.Config, error) {
-	_, secret, err := c.secret(ctx, name)
+	s, secret, err := c.secret(ctx, name)
 	if err != nil {
 		return nil, err
+	}
+	if s.Spec.ManagementCluster {
+		if c.Management == nil {
+			return nil, fmt.Errorf("spec.managementCluster: this manager has no client of its management cluster")
+		}
+		return rest.CopyConfig(c.Management), nil
 	}
 	cfg, err := kubeconfig.ParseUntrusted(secret.Data["kubeconfig"])
 	if err != nil {
@@ -41,7 +50,13 @@ func (c *Connector) secret(ctx context.Context, name string) (*lotsev1.Seed, *co
 	if err := c.Reader.Get(ctx, client.ObjectKey{Name: name}, s); err != nil {
 		return nil, nil, err
 	}
-	ref := s.Spec.KubeconfigSecretRef
+	if s.Spec.ManagementCluster {
+		return s, nil, nil
+	}
+	if s.Spec.KubeconfigSecretRef == nil {
+		return s, nil, fmt.Errorf("seed %s has neither spec.kubeconfigSecretRef nor spec.managementCluster", name)
+	}
+	ref := *s.Spec.KubeconfigSecretRef
 	secret := &corev1.Secret{}
 	if err := c.Reader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
 		return s, nil, fmt.Errorf("spec.kubeconfigSecretRef: %w", err)
@@ -57,7 +72,7 @@ func (c *Connector) secret(ctx context.Context, name string) (*lotsev1.Seed, *co
 // cluster's NAME-kubeconfig, labelled with its name).
 func (c *Connector) LotseCluster(ctx context.Context, name string) (clusterref.Ref, bool, error) {
 	_, secret, err := c.secret(ctx, name)
-	if err != nil {
+	if err != nil || secret == nil {
 		return clusterref.Ref{}, false, err
 	}
 	cluster := secret.Labels[lotsev1.LabelCluster]

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,6 +34,12 @@ type Reconciler struct {
 	// deleted seed still hosts.
 	Reader   client.Reader
 	Recorder events.EventRecorder
+	// Management reaches the seed marked spec.managementCluster.
+	Management *rest.Config
+	// ImagesProvided: the seeds' nodes get the control planes' image
+	// themselves (the manager's own, --control-plane-image), so a seed
+	// need not be a Lotse cluster of this host for Lotse to load them.
+	ImagesProvided bool
 }
 
 // SetupWithManager registers the controller.
@@ -132,7 +139,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 
 // probe asks the seed for its version and nodes.
 func (r *Reconciler) probe(ctx context.Context, s *lotsev1.Seed) (bool, string, string) {
-	conn := &Connector{Reader: r.Reader}
+	conn := &Connector{Reader: r.Reader, Management: r.Management}
 	cfg, err := conn.Config(ctx, s.Name)
 	if err != nil {
 		if apierrors.IsNotFound(err) {
@@ -168,6 +175,9 @@ func (r *Reconciler) probe(ctx context.Context, s *lotsev1.Seed) (bool, string, 
 	}
 	// The control planes' images are imported into the machines of a
 	// Lotse cluster of this host; any other seed would need a registry.
+	if r.ImagesProvided {
+		return true, "Reachable", fmt.Sprintf("Kubernetes %s, %d Ready nodes", v.GitVersion, ready)
+	}
 	if _, isLotse, err := conn.LotseCluster(ctx, s.Name); err != nil {
 		return false, "KubeconfigInvalid", err.Error()
 	} else if !isLotse {

@@ -70,6 +70,14 @@ type Backend struct {
 	Seeds       Connector
 	Images      ImageLoader
 	Networks    NodesNetworks
+	// Locate names the seed of a control plane known only by its key,
+	// so that a manager without its directory finds the state there.
+	Locate Locator
+	// ControlPlaneImage, if set, is one image that holds every release's
+	// binaries at the paths the manager has them (the image of a manager
+	// installed in a cluster): the control plane's pods run it, and no
+	// image is built or loaded.
+	ControlPlaneImage string
 
 	clients  clients
 	layoutMu sync.Mutex
@@ -107,9 +115,15 @@ func (b *Backend) client(ctx context.Context, seed string) (*seedClient, error) 
 
 // ensureLayout places a control plane on spec.Seed once; later calls
 // return what was recorded.
-func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
+func (b *Backend) ensureLayout(ctx context.Context, spec controlplane.Spec) (Layout, error) {
 	b.layoutMu.Lock()
 	defer b.layoutMu.Unlock()
+	if _, err := b.LoadLayout(spec.Key); errors.Is(err, os.ErrNotExist) && spec.Seed != "" {
+		// Placed before, by a manager whose directory this one has not.
+		if _, err := b.restoreState(ctx, spec.Seed, spec.Key); err != nil {
+			return Layout{}, err
+		}
+	}
 	if l, err := b.LoadLayout(spec.Key); err == nil {
 		switch {
 		case spec.Seed != "" && l.Seed != spec.Seed:
@@ -180,7 +194,14 @@ func Images(bins releases.Binaries) []images.Image {
 	return out
 }
 
-func imageRefs(bins releases.Binaries) ImageRefs {
+func (b *Backend) imageRefs(bins releases.Binaries) ImageRefs {
+	if img := b.ControlPlaneImage; img != "" {
+		cmds := map[string]string{}
+		for _, c := range []string{etcdName, apiServerName, controllerManagerName, schedulerName, tunnelServerName} {
+			cmds[c] = bins.Path(c)
+		}
+		return ImageRefs{Etcd: img, APIServer: img, ControllerManager: img, Scheduler: img, TunnelServer: img, Commands: cmds}
+	}
 	rel := bins.Release
 	return ImageRefs{
 		Etcd:              images.Ref(etcdName, "v"+rel.Etcd),
@@ -243,7 +264,7 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 	var r render
 	ts := []tasks.Task{
 		{Name: TaskPlacement, Run: func(ctx context.Context) (bool, string, error) {
-			l, err := b.ensureLayout(spec)
+			l, err := b.ensureLayout(ctx, spec)
 			if err != nil {
 				return false, "", err
 			}
@@ -253,14 +274,24 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 			}
 			return true, "", nil
 		}},
-		{Name: TaskPKI, DependsOn: []string{TaskPlacement}, Run: func(context.Context) (bool, string, error) {
+		{Name: TaskPKI, DependsOn: []string{TaskPlacement}, Run: func(ctx context.Context) (bool, string, error) {
 			p, err := b.ensurePKI(spec, layout)
 			clusterPKI = p
-			return err == nil, "", err
+			if err != nil {
+				return false, "", err
+			}
+			// Kept in the seed before anything there uses it.
+			if err := b.saveState(ctx, sc, spec.Key, layout); err != nil {
+				return false, "", fmt.Errorf("keeping the control plane's state on seed %s: %w", layout.Seed, err)
+			}
+			return true, "", nil
 		}},
 		{Name: TaskImages, DependsOn: []string{TaskPlacement}, Run: func(ctx context.Context) (bool, string, error) {
 			if !spec.WithoutTunnel && spec.Binaries.Release.Konnectivity == "" {
 				return false, "", fmt.Errorf("kubernetes %s has no konnectivity version in the catalog; its control plane cannot run on a seed", spec.Binaries.Release.Version)
+			}
+			if b.ControlPlaneImage != "" {
+				return true, "", nil // the seed's nodes run the manager's own image
 			}
 			if err := b.Images.Load(ctx, layout.Seed, Images(spec.Binaries)); err != nil {
 				return false, "", fmt.Errorf("loading the control plane's images into seed %s: %w", layout.Seed, err)
@@ -272,7 +303,7 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 			if err != nil {
 				return false, "", err
 			}
-			r = render{spec: spec, layout: layout, images: imageRefs(spec.Binaries), secrets: s}
+			r = render{spec: spec, layout: layout, images: b.imageRefs(spec.Binaries), secrets: s}
 			return true, "", sc.apply(ctx, r.objects(stageBase)...)
 		}},
 		{Name: TaskEtcd, DependsOn: []string{TaskObjects}, Run: func(ctx context.Context) (bool, string, error) {
@@ -477,7 +508,7 @@ var components = []string{etcdName, apiServerName, controllerManagerName, schedu
 
 // Status observes the control plane in its seed.
 func (b *Backend) Status(ctx context.Context, spec controlplane.Spec) controlplane.Status {
-	l, err := b.LoadLayout(spec.Key)
+	l, err := b.layout(ctx, spec.Key, spec.Seed)
 	if err != nil {
 		return controlplane.Status{APIServerMessage: "control plane not created yet"}
 	}
@@ -565,7 +596,7 @@ func (b *Backend) EnsureNodeAccess(spec controlplane.Spec) (controlplane.NodeAcc
 // RestartComponent restarts a component's pods, one at a time as its
 // rollout strategy says, and waits until the rollout is done.
 func (b *Backend) RestartComponent(ctx context.Context, spec controlplane.Spec, component string) error {
-	l, err := b.LoadLayout(spec.Key)
+	l, err := b.layout(ctx, spec.Key, spec.Seed)
 	if err != nil {
 		return err
 	}
@@ -617,7 +648,7 @@ func (b *Backend) Restore(context.Context, controlplane.Spec, controlplane.Resto
 // its volumes) and stops the host's forwarders; the next Tasks run scales
 // them back.
 func (b *Backend) Stop(ctx context.Context, key string) error {
-	l, err := b.LoadLayout(key)
+	l, err := b.layout(ctx, key, "")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	} else if err != nil {
@@ -651,7 +682,7 @@ func (b *Backend) Stop(ctx context.Context, key string) error {
 // directory. Until then it returns an error wrapping
 // controlplane.ErrInProgress: the caller comes back.
 func (b *Backend) Delete(ctx context.Context, key string) error {
-	l, err := b.LoadLayout(key)
+	l, err := b.layout(ctx, key, "")
 	if errors.Is(err, os.ErrNotExist) {
 		return os.RemoveAll(b.Dir(key))
 	} else if err != nil {

@@ -1,6 +1,7 @@
 package seed
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/lotse/lotse/internal/fsutil"
 )
@@ -109,10 +111,18 @@ func (b *Backend) LoadLayout(key string) (Layout, error) {
 }
 
 // Hosts reports whether this backend hosts the control plane with key
-// (it was placed on a seed).
+// (it was placed on a seed: its directory says so, or Locate does).
 func (b *Backend) Hosts(key string) bool {
-	_, err := os.Stat(b.layoutPath(key))
-	return err == nil
+	if _, err := os.Stat(b.layoutPath(key)); err == nil {
+		return true
+	}
+	if b.Locate == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	seed, err := b.Locate(ctx, key)
+	return err == nil && seed != ""
 }
 
 func (b *Backend) saveLayout(key string, l Layout) error {

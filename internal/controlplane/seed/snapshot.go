@@ -24,7 +24,7 @@ import (
 // forward (through the seed's API, as `kubectl port-forward` does) to a
 // ready member, with the release's etcdctl and the etcd admin certificate.
 func (b *Backend) Snapshot(ctx context.Context, spec controlplane.Spec, path string) error {
-	l, err := b.LoadLayout(spec.Key)
+	l, err := b.layout(ctx, spec.Key, spec.Seed)
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,10 @@ func (r render) secret(component string) *corev1.Secret {
 // ImageRefs are the image references of a control plane's components.
 type ImageRefs struct {
 	Etcd, APIServer, ControllerManager, Scheduler, TunnelServer string
+	// Commands, if set, are the executables of the components (by
+	// container name) in an image that holds several: without, each
+	// image's entrypoint is its component.
+	Commands map[string]string
 }
 
 // render holds what the objects are made of.
@@ -270,6 +274,9 @@ func (r render) podTemplate(component string, containers []corev1.Container, vol
 	for i := range containers {
 		c := &containers[i]
 		c.ImagePullPolicy = corev1.PullIfNotPresent
+		if cmd := r.images.Commands[c.Name]; cmd != "" {
+			c.Command = []string{cmd}
+		}
 		c.SecurityContext = containerSecurity()
 		c.VolumeMounts = append([]corev1.VolumeMount{{Name: "credentials", MountPath: pkiDir, ReadOnly: true}, {Name: "tmp", MountPath: "/tmp"}}, c.VolumeMounts...)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/pki"
+	"github.com/lotse/lotse/internal/releases/releasestest"
 )
 
 // rendered renders a control plane from a real PKI in a temporary directory.
@@ -204,5 +205,52 @@ func TestNamespaceFor(t *testing.T) {
 	}
 	if ns := NamespaceFor("o", "clusters/default/a"); !strings.HasPrefix(ns, "lotse-cp-default-a-") {
 		t.Errorf("namespace %q does not say whose it is", ns)
+	}
+}
+
+// With one image for every component (the manager's, which holds the
+// releases), each container runs its component's binary from it.
+func TestRenderOneImage(t *testing.T) {
+	spec := controlplane.Spec{Key: "clusters/default/one", Name: "one", ServiceCIDR: "10.96.0.0/16", PodCIDR: "10.244.0.0/16",
+		Binaries: releasestest.Binaries(t)}
+	r, _ := rendered(t, spec)
+	b := &Backend{ControlPlaneImage: "registry.example/lotse-manager:v1"}
+	r.images = b.imageRefs(spec.Binaries)
+	seen := map[string]bool{}
+	for _, o := range r.allObjects() {
+		var pod *corev1.PodSpec
+		switch w := o.(type) {
+		case *appsv1.Deployment:
+			pod = &w.Spec.Template.Spec
+		case *appsv1.StatefulSet:
+			pod = &w.Spec.Template.Spec
+		default:
+			continue
+		}
+		for _, c := range pod.Containers {
+			seen[c.Name] = true
+			if c.Image != b.ControlPlaneImage {
+				t.Errorf("container %s runs image %s, want %s", c.Name, c.Image, b.ControlPlaneImage)
+			}
+			if len(c.Command) != 1 || c.Command[0] != spec.Binaries.Path(c.Name) {
+				t.Errorf("container %s runs %q, want its release binary %q", c.Name, c.Command, spec.Binaries.Path(c.Name))
+			}
+		}
+	}
+	for _, want := range []string{etcdName, apiServerName, tunnelServerName, controllerManagerName, schedulerName} {
+		if !seen[want] {
+			t.Errorf("no container %s rendered", want)
+		}
+	}
+	// Without it, each image's entrypoint is its component.
+	r, _ = rendered(t, spec)
+	for _, o := range r.allObjects() {
+		if d, ok := o.(*appsv1.Deployment); ok {
+			for _, c := range d.Spec.Template.Spec.Containers {
+				if len(c.Command) != 0 {
+					t.Errorf("container %s has command %q with per-component images", c.Name, c.Command)
+				}
+			}
+		}
 	}
 }

@@ -1,0 +1,362 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	"github.com/lotse/lotse/internal/clusterref"
+	"github.com/lotse/lotse/internal/controlplane/seed"
+	"github.com/lotse/lotse/internal/images"
+	"github.com/lotse/lotse/internal/machine/local"
+	"github.com/lotse/lotse/internal/manager"
+	"github.com/lotse/lotse/internal/releases"
+)
+
+var (
+	helmOnce sync.Once
+	helmPath string
+	helmErr  error
+)
+
+// helmBinary builds Helm from its module (hack/helm/go.mod) once per run.
+func helmBinary(t testing.TB) string {
+	t.Helper()
+	helmOnce.Do(func() {
+		root, err := filepath.Abs("../..")
+		if err != nil {
+			helmErr = err
+			return
+		}
+		dir := filepath.Join(releases.DefaultCacheDir(), "tools")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			helmErr = err
+			return
+		}
+		helmPath = filepath.Join(dir, "helm")
+		cmd := exec.Command("go", "build", "-modfile=hack/helm/go.mod", "-o", helmPath, "helm.sh/helm/v3/cmd/helm")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			helmErr = fmt.Errorf("build helm: %v\n%s", err, out)
+		}
+	})
+	if helmErr != nil {
+		t.Fatal(helmErr)
+	}
+	return helmPath
+}
+
+func runHelm(t testing.TB, kubeconfig string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(helmBinary(t), append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// loadManagerImage builds the manager's image (the lotse binary under
+// test and the default release) and imports it into the machines of a
+// Lotse cluster of this host, as `lotse image manager` and a node bundle
+// would, but only there: the other tests' nodes do not need 600 MB more.
+func loadManagerImage(t testing.TB, cluster string) string {
+	t.Helper()
+	ctx := context.Background()
+	cache := releases.DefaultCacheDir()
+	store := releases.NewStore(cache)
+	rel := releases.Default()
+	if _, err := store.Binaries(rel); err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{store.KubernetesBinDir(rel.Version), store.EtcdBinDir(rel.Etcd)}
+	if rel.Konnectivity != "" {
+		dirs = append(dirs, store.KonnectivityBinDir(rel.Konnectivity))
+	}
+	abs, err := filepath.Abs(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &images.Builder{CacheDir: cache}
+	img := images.Manager("e2e", env.binary, abs, dirs)
+	tar, err := b.Ensure(ctx, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp, err := b.Stamp(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &local.Provider{StateDir: env.stateDir}
+	n, err := p.ImportImages(ctx, clusterref.Ref{Namespace: "default", Name: cluster}, []local.ImportedImage{{Tarball: tar, Ref: img.Ref(), ID: stamp.ImageID}})
+	if err != nil || n == 0 {
+		t.Fatalf("import the manager image into %s: %d machines, %v", cluster, n, err)
+	}
+	return img.Ref()
+}
+
+// helmManager: the chart installed into a Lotse cluster with nodes starts
+// two managers (one leading) that make that cluster their seed and create
+// a cluster there, its control plane as pods running the manager's image.
+// The leader's pod deleted, the other takes the control plane over from
+// the state kept in the seed (same CA, no new control plane), and
+// `helm upgrade` rolls the managers.
+func helmManager(t *testing.T, host string) {
+	ctx := context.Background()
+	const inner, release, ns = "inner", "lotse", "lotse-system"
+	ref := loadManagerImage(t, host)
+	repo, tag, _ := strings.Cut(ref[strings.LastIndex(ref, "/")+1:], ":")
+	repo = ref[:strings.LastIndex(ref, "/")+1] + repo
+
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	mustCLI(t, "cluster", "kubeconfig", host, "--output-file", kubeconfig)
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	mc, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart, err := filepath.Abs("../../charts/lotse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runHelm(t, kubeconfig, "install", release, chart, "-n", ns, "--create-namespace",
+		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--wait", "--timeout", "10m")
+	t.Cleanup(func() {
+		// What the managers made goes while they run: the cluster, then
+		// the seed (whose finalizer they remove).
+		_ = mc.Delete(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: inner}})
+		deadline := time.Now().Add(5 * time.Minute)
+		for time.Now().Before(deadline) {
+			if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: inner}, &lotsev1.Cluster{}); apierrors.IsNotFound(err) {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		_ = mc.Delete(ctx, &lotsev1.Seed{ObjectMeta: metav1.ObjectMeta{Name: "management"}})
+		cmd := exec.Command(helmBinary(t), "--kubeconfig", kubeconfig, "uninstall", release, "-n", ns, "--wait")
+		_ = cmd.Run()
+	})
+
+	deployment := func() *appsv1.Deployment {
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, release, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := deployment(); d.Status.ReadyReplicas != 2 {
+		t.Fatalf("the chart's managers: %d of 2 ready", d.Status.ReadyReplicas)
+	}
+	leader := func() string {
+		l, err := cs.CoordinationV1().Leases(ns).Get(ctx, "lotse-manager", metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return holderPod(l)
+	}
+	waitFor(t, 2*time.Minute, "a leading manager", func() (bool, error) { return leader() != "", nil })
+	waitFor(t, 2*time.Minute, "seed management Ready", func() (bool, error) {
+		s := &lotsev1.Seed{}
+		if err := mc.Get(ctx, client.ObjectKey{Name: "management"}, s); err != nil {
+			return false, err
+		}
+		return meta.IsStatusConditionTrue(s.Status.Conditions, lotsev1.ConditionSeedReady), nil
+	})
+
+	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: inner, Namespace: "default"}}
+	if err := mc.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	cl := waitClusterReady(t, mc, inner, 10*time.Minute)
+	if cl.Status.Seed != "management" {
+		t.Fatalf("status.seed = %q, want management", cl.Status.Seed)
+	}
+	cpNS := innerNamespace(t, cs, inner)
+	pods, err := cs.CoreV1().Pods(cpNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := map[string]bool{}
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && p.Spec.Containers[0].Image == ref {
+			running[p.Labels[seed.LabelComponent]] = true
+		}
+	}
+	for _, want := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		if !running[want] {
+			t.Errorf("no running %s pod of the manager's image in %s", want, cpNS)
+		}
+	}
+	before := kubeconfigSecret(t, cs, inner)
+	innerAPI(t, cs, cpNS, before)
+
+	t.Run("a new leader takes the control plane over", func(t *testing.T) {
+		old := leader()
+		if err := cs.CoreV1().Pods(ns).Delete(ctx, old, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 3*time.Minute, "another manager leading", func() (bool, error) {
+			now := leader()
+			return now != "" && now != old, nil
+		})
+		// Evidence from the new leader: the kubeconfig Secret, deleted
+		// now, written again, with the CA the control plane has had.
+		s, err := cs.CoreV1().Secrets("default").Get(ctx, inner+"-kubeconfig", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.CoreV1().Secrets("default").Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var again []byte
+		waitFor(t, 3*time.Minute, "the kubeconfig Secret written by the new leader", func() (bool, error) {
+			got, err := cs.CoreV1().Secrets("default").Get(ctx, s.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, client.IgnoreNotFound(err)
+			}
+			again = got.Data["kubeconfig"]
+			return got.UID != s.UID, nil
+		})
+		if !bytes.Equal(caOf(t, again), caOf(t, before)) {
+			t.Fatal("the new leader wrote a kubeconfig with another CA: it made a new control plane instead of taking the old one over")
+		}
+		waitClusterReady(t, mc, inner, 3*time.Minute)
+		innerAPI(t, cs, cpNS, again)
+	})
+
+	t.Run("helm upgrade rolls the managers", func(t *testing.T) {
+		gen := deployment().Generation
+		runHelm(t, kubeconfig, "upgrade", release, chart, "-n", ns, "--reuse-values",
+			"--set", "podAnnotations.upgraded=yes", "--wait", "--timeout", "10m")
+		d := deployment()
+		if d.Generation == gen || d.Spec.Template.Annotations["upgraded"] != "yes" || d.Status.UpdatedReplicas != 2 || d.Status.ReadyReplicas != 2 {
+			t.Fatalf("after the upgrade: generation %d (was %d), %d updated, %d ready", d.Generation, gen, d.Status.UpdatedReplicas, d.Status.ReadyReplicas)
+		}
+		waitClusterReady(t, mc, inner, 3*time.Minute)
+	})
+
+	t.Run("deleting the cluster removes its control plane from the seed", func(t *testing.T) {
+		if err := mc.Delete(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: inner}}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Minute, "cluster "+inner+" gone", func() (bool, error) {
+			err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: inner}, &lotsev1.Cluster{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		waitFor(t, 3*time.Minute, "namespace "+cpNS+" gone", func() (bool, error) {
+			_, err := cs.CoreV1().Namespaces().Get(ctx, cpNS, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+	})
+}
+
+// holderPod is the pod name in a controller-runtime leader lease
+// ("POD_uuid").
+func holderPod(l *coordinationv1.Lease) string {
+	id := *l.Spec.HolderIdentity
+	if i := strings.LastIndex(id, "_"); i > 0 {
+		return id[:i]
+	}
+	return id
+}
+
+// innerNamespace finds the namespace of a control plane the chart's
+// manager made in the seed.
+func innerNamespace(t testing.TB, cs kubernetes.Interface, name string) string {
+	t.Helper()
+	list, err := cs.CoreV1().Namespaces().List(context.Background(), metav1.ListOptions{LabelSelector: seed.LabelPartOf + "=lotse-control-plane"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range list.Items {
+		if strings.HasPrefix(n.Name, "lotse-cp-default-"+name+"-") {
+			return n.Name
+		}
+	}
+	t.Fatalf("no namespace of control plane %s in the seed", name)
+	return ""
+}
+
+func kubeconfigSecret(t testing.TB, cs kubernetes.Interface, name string) []byte {
+	t.Helper()
+	s, err := cs.CoreV1().Secrets("default").Get(context.Background(), name+"-kubeconfig", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Data["kubeconfig"]
+}
+
+func caOf(t testing.TB, kubeconfig []byte) []byte {
+	t.Helper()
+	cfg, err := clientcmd.Load(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cfg.Clusters {
+		return c.CertificateAuthorityData
+	}
+	t.Fatal("kubeconfig without a cluster")
+	return nil
+}
+
+// innerAPI reaches the control plane through the seed's node port with
+// the admin kubeconfig: the manager's endpoint is inside its pod.
+func innerAPI(t testing.TB, cs kubernetes.Interface, namespace string, kubeconfig []byte) {
+	t.Helper()
+	ctx := context.Background()
+	svc, err := cs.CoreV1().Services(namespace).Get(ctx, "kube-apiserver", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var port int32
+	for _, p := range svc.Spec.Ports {
+		if p.Name == "https" || p.Port == 6443 {
+			port = p.NodePort
+		}
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		t.Fatalf("seed nodes: %v", err)
+	}
+	var addr string
+	for _, a := range nodes.Items[0].Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			addr = a.Address
+		}
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Host = fmt.Sprintf("https://%s:%d", addr, port)
+	cfg.TLSClientConfig.ServerName = "localhost"
+	inner := kubernetes.NewForConfigOrDie(cfg)
+	waitFor(t, 2*time.Minute, "the hosted API through the seed's node port "+cfg.Host, func() (bool, error) {
+		_, err := inner.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
+		return err == nil, err
+	})
+}
