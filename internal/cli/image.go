@@ -2,13 +2,13 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/images"
 	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
@@ -124,7 +124,7 @@ func newManagerImageCommand(cacheDir *string) *cobra.Command {
 				}
 				dst = filepath.Join(dir, images.ManagerName+"-"+args[0]+".tar")
 			}
-			if err := copyFileAtomic(tar, dst); err != nil {
+			if err := fsutil.CopyFileAtomic(tar, dst); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", img.Ref(), dst)
@@ -135,25 +135,4 @@ func newManagerImageCommand(cacheDir *string) *cobra.Command {
 	cmd.Flags().StringSliceVar(&versions, "release", nil, "Kubernetes version the image offers (repeatable; default: the default release)")
 	cmd.Flags().StringVar(&output, "output", "", "write the image's tarball here instead of adding it to the node bundle")
 	return cmd
-}
-
-// copyFileAtomic copies src to dst through a temporary file beside it.
-func copyFileAtomic(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst + ".tmp")
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(dst+".tmp", dst)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -54,4 +55,40 @@ func TestLockExcludesAndTimesOut(t *testing.T) {
 		t.Fatalf("lock after release: %v", err)
 	}
 	unlock2()
+}
+
+func TestCopyFileAtomic(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, []byte("content"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Link(src, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, from, to string }{
+		{"to a new file", src, filepath.Join(dir, "dst")},
+		{"over itself: a hard link becomes a file of its own", link, link},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := CopyFileAtomic(tc.from, tc.to); err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(tc.to)
+			if err != nil || string(data) != "content" {
+				t.Fatalf("copy holds %q, %v", data, err)
+			}
+			fi, err := os.Stat(tc.to)
+			if err != nil || fi.Mode().Perm() != 0o640 {
+				t.Fatalf("copy's mode %v, %v; want 0640", fi.Mode().Perm(), err)
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Nlink != 1 {
+				t.Errorf("copy has %d links, want 1 (a file of its own)", st.Nlink)
+			}
+			if _, err := os.Stat(tc.to + ".copy"); !os.IsNotExist(err) {
+				t.Errorf("temporary file left behind: %v", err)
+			}
+		})
+	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/supervisor"
 )
 
 var (
@@ -107,7 +108,7 @@ func loadManagerImage(t testing.TB, cluster string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &local.Provider{StateDir: env.stateDir}
+	p := &local.Provider{StateDir: env.stateDir, Supervisor: supervisor.New(env.owner, supervisor.Options{})}
 	n, err := p.ImportImages(ctx, clusterref.Ref{Namespace: "default", Name: cluster}, []local.ImportedImage{{Tarball: tar, Ref: img.Ref(), ID: stamp.ImageID}})
 	if err != nil || n == 0 {
 		t.Fatalf("import the manager image into %s: %d machines, %v", cluster, n, err)

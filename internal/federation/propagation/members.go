@@ -149,16 +149,8 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 		}
 	}
 	member := m.Name
-	if err := c.informers.ForResource(crdGVR).Informer().SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		if apierrors.IsForbidden(err) {
-			if !c.crdsForbidden.Swap(true) {
-				log.FromContext(e.ctx).Info("fleet: the member's credentials may not watch CustomResourceDefinitions; none is propagated there (join it again to widen its role)",
-					"fleet", e.Fleet, "member", member)
-			}
-			return
-		}
-		cache.DefaultWatchErrorHandler(ctx, r, err)
-	}); err != nil {
+	if err := c.informers.ForResource(crdGVR).Informer().SetWatchErrorHandlerWithContext(e.forbiddenOnce(&c.crdsForbidden, member,
+		"fleet: the member's credentials may not watch CustomResourceDefinitions; none is propagated there (join it again to widen its role)")); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -175,22 +167,29 @@ func (e *Engine) conn(m Member) (*memberConn, error) {
 		cancel()
 		return nil, err
 	}
-	if err := c.endpoints.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		if apierrors.IsForbidden(err) {
-			if !c.endpointsForbidden.Swap(true) {
-				log.FromContext(e.ctx).Info("fleet: the member's credentials may not watch EndpointSlices; its Services answer DNS whether or not an endpoint is ready (join it again to widen its role)",
-					"fleet", e.Fleet, "member", member)
-			}
-			return
-		}
-		cache.DefaultWatchErrorHandler(ctx, r, err)
-	}); err != nil {
+	if err := c.endpoints.SetWatchErrorHandlerWithContext(e.forbiddenOnce(&c.endpointsForbidden, member,
+		"fleet: the member's credentials may not watch EndpointSlices; its Services answer DNS whether or not an endpoint is ready (join it again to widen its role)")); err != nil {
 		cancel()
 		return nil, err
 	}
 	nodeFactory.Start(ctx.Done())
 	e.connected[m.Name] = c
 	return c, nil
+}
+
+// forbiddenOnce is a watch error handler for what a member's credentials
+// may lack: a refusal sets forbidden and is said once; other errors are
+// handled as client-go does.
+func (e *Engine) forbiddenOnce(forbidden *atomic.Bool, member, msg string) cache.WatchErrorHandlerWithContext {
+	return func(ctx context.Context, r *cache.Reflector, err error) {
+		if apierrors.IsForbidden(err) {
+			if !forbidden.Swap(true) {
+				log.FromContext(e.ctx).Info(msg, "fleet", e.Fleet, "member", member)
+			}
+			return
+		}
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}
 }
 
 // synced reports whether a member's copy informers have listed; before

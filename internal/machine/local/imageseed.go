@@ -15,7 +15,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/lotse/lotse/internal/fsutil"
 )
 
 // keepSeeds is how many seeds (image sets) stay on disk: the release a
@@ -99,7 +100,7 @@ func (s *seeds) seedRoot(ctx context.Context, images []string, root string) (boo
 		return false, fmt.Errorf("copy image seed: %v: %s", err, out)
 	}
 	for _, db := range seedDatabases {
-		if err := replaceWithCopy(filepath.Join(tmp, db)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := fsutil.CopyFileAtomic(filepath.Join(tmp, db), filepath.Join(tmp, db)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			_ = os.RemoveAll(tmp)
 			return false, err
 		}
@@ -116,31 +117,6 @@ func linkError(dir, target string) error {
 	return os.Link(probe, dst)
 }
 
-// replaceWithCopy turns a hard link into a file of its own.
-func replaceWithCopy(path string) error {
-	src, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	fi, err := src.Stat()
-	if err != nil {
-		return err
-	}
-	tmp := path + ".copy"
-	dst, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, fi.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		return err
-	}
-	if err := dst.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
 
 // retryFailedSeed is how long a seed whose build failed is not tried
 // again (machines import their images themselves meanwhile).
