@@ -117,7 +117,6 @@ func linkError(dir, target string) error {
 	return os.Link(probe, dst)
 }
 
-
 // retryFailedSeed is how long a seed whose build failed is not tried
 // again (machines import their images themselves meanwhile).
 const retryFailedSeed = 5 * time.Minute
