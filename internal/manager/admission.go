@@ -15,11 +15,14 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"k8s.io/utils/ptr"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/fsutil"
@@ -38,39 +41,68 @@ const WebhookConfigurationName = "lotse"
 type admissionServer struct {
 	listener net.Listener
 	server   *http.Server
-	// url is where the management API reaches this server.
+	// url is where the management API reaches this server, unless
+	// service is set.
 	url      string
+	service  *admissionregistrationv1.ServiceReference
 	caBundle []byte
 }
 
-// startAdmission listens on addr (host:port, port 0: the port the last
-// manager with this state directory used if it is free, else a new one);
-// the management API reaches it at advertise (default: the listening
-// address).
-func startAdmission(addr, advertise, stateDir string, admitter *quota.Admitter) (*admissionServer, error) {
-	dir := filepath.Join(stateDir, "admission")
+// admissionOptions say where the webhook listens and how the management
+// API reaches it.
+type admissionOptions struct {
+	// addr is host:port; port 0: the port the last manager with this
+	// state directory used if it is free, else a new one.
+	addr string
+	// advertise is the host the management API reaches it at (default:
+	// addr's host).
+	advertise string
+	// service (NAMESPACE/NAME), if set, is the Service it is reached
+	// through instead.
+	service  string
+	stateDir string
+}
+
+// startAdmission starts the admission webhook's server.
+func startAdmission(ctx context.Context, c client.Client, o admissionOptions, admitter *quota.Admitter) (*admissionServer, error) {
+	dir := filepath.Join(o.stateDir, "admission")
+	var svc *admissionregistrationv1.ServiceReference
+	if o.service != "" {
+		ns, name, ok := strings.Cut(o.service, "/")
+		if !ok || ns == "" || name == "" {
+			return nil, fmt.Errorf("--webhook-service %q: want NAMESPACE/NAME", o.service)
+		}
+		svc = &admissionregistrationv1.ServiceReference{Namespace: ns, Name: name, Port: ptr.To[int32](443)}
+		if err := sharedCA(ctx, c, dir, ns, name+"-ca"); err != nil {
+			return nil, fmt.Errorf("admission webhook CA: %w", err)
+		}
+	}
 	ca, err := pki.EnsureCA(dir, "ca", "lotse-admission")
 	if err != nil {
 		return nil, fmt.Errorf("admission webhook CA: %w", err)
 	}
 	portFile := filepath.Join(dir, "port")
-	ln, err := listenReusing(addr, portFile)
+	ln, err := listenReusing(o.addr, portFile)
 	if err != nil {
-		return nil, fmt.Errorf("admission webhook on %s: %w", addr, err)
+		return nil, fmt.Errorf("admission webhook on %s: %w", o.addr, err)
 	}
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	if advertise == "" {
+	advertise := o.advertise
+	if advertise == "" && svc == nil {
 		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 			ln.Close()
-			return nil, fmt.Errorf("admission webhook on %s: listening on every address, give the address the management API reaches it at (--webhook-advertise-address)", addr)
+			return nil, fmt.Errorf("admission webhook on %s: listening on every address, give the address the management API reaches it at (--webhook-advertise-address)", o.addr)
 		}
 		advertise = host
 	}
 	_ = fsutil.WriteFileAtomic(portFile, []byte(port), 0o600)
 	spec := pki.CertSpec{CommonName: "lotse-admission", Server: true}
-	if ip := net.ParseIP(advertise); ip != nil {
-		spec.IPs = []net.IP{ip}
-	} else {
+	switch {
+	case svc != nil:
+		spec.DNSNames = []string{svc.Name + "." + svc.Namespace + ".svc", svc.Name + "." + svc.Namespace + ".svc.cluster.local"}
+	case net.ParseIP(advertise) != nil:
+		spec.IPs = []net.IP{net.ParseIP(advertise)}
+	default:
 		spec.DNSNames = []string{advertise}
 	}
 	certs := &renewingCert{ca: ca, spec: spec}
@@ -83,6 +115,7 @@ func startAdmission(addr, advertise, stateDir string, admitter *quota.Admitter) 
 	mux.Handle("/validate/projects", admitter.Projects())
 	s := &admissionServer{
 		listener: ln,
+		service:  svc,
 		url:      "https://" + net.JoinHostPort(advertise, port),
 		caBundle: pki.CertPEM(ca.Cert),
 		server: &http.Server{
@@ -155,6 +188,11 @@ func (s *admissionServer) configuration() *admissionregistrationv1.ValidatingWeb
 	equivalent := admissionregistrationv1.Equivalent
 	timeout := int32(10)
 	url := func(path string) admissionregistrationv1.WebhookClientConfig {
+		if s.service != nil {
+			svc := *s.service
+			svc.Path = &path
+			return admissionregistrationv1.WebhookClientConfig{Service: &svc, CABundle: s.caBundle}
+		}
 		u := s.url + path
 		return admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: s.caBundle}
 	}
@@ -262,4 +300,56 @@ func sameWebhooks(have, want []admissionregistrationv1.ValidatingWebhook) bool {
 func removeWebhookConfiguration(ctx context.Context, c client.Client) error {
 	err := c.Delete(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigurationName}})
 	return client.IgnoreNotFound(err)
+}
+
+// sharedCA makes the webhook's CA in dir the one kept in the Secret
+// namespace/name, which the first manager to start writes: every replica
+// behind the Service then serves a certificate the configuration's CA
+// bundle trusts.
+func sharedCA(ctx context.Context, c client.Client, dir, namespace, name string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	restore := func(s *corev1.Secret) error {
+		for file, key := range map[string]string{"ca.crt": corev1.TLSCertKey, "ca.key": corev1.TLSPrivateKeyKey} {
+			if len(s.Data[key]) == 0 {
+				return fmt.Errorf("secret %s/%s has no %s", namespace, name, key)
+			}
+			if err := fsutil.WriteFileAtomic(filepath.Join(dir, file), s.Data[key], 0o600); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	s := &corev1.Secret{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, s)
+	if err == nil {
+		return restore(s)
+	} else if !apierrors.IsNotFound(err) {
+		return err
+	}
+	// None yet: this manager's CA becomes the shared one, unless another
+	// manager wrote its own first.
+	if _, err := pki.EnsureCA(dir, "ca", "lotse-admission"); err != nil {
+		return err
+	}
+	crt, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return err
+	}
+	key, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		return err
+	}
+	s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}}
+	if err := c.Create(ctx, s); apierrors.IsAlreadyExists(err) {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(s), s); err != nil {
+			return err
+		}
+		return restore(s)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }

@@ -125,6 +125,11 @@ type Options struct {
 	// WebhookAdvertiseAddress is the host or IP the management API reaches
 	// the webhook at (default: WebhookAddr's host).
 	WebhookAdvertiseAddress string
+	// WebhookService is the Service (NAMESPACE/NAME, port 443) the
+	// management API reaches the webhook through, instead of an address:
+	// a manager in a cluster, whose replicas all serve it with a CA they
+	// share in the Secret NAME-ca.
+	WebhookService string
 	// DashboardAddr serves the web dashboard on this loopback host:port
 	// ("": no dashboard; `lotse dashboard` serves one too).
 	DashboardAddr string
@@ -351,7 +356,8 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		if addr == "" {
 			addr = "127.0.0.1:0"
 		}
-		admission, err := startAdmission(addr, opts.WebhookAdvertiseAddress, opts.StateDir, &quota.Admitter{Reader: mgr.GetAPIReader(), Scheme: scheme})
+		admission, err := startAdmission(ctx, direct, admissionOptions{addr: addr, advertise: opts.WebhookAdvertiseAddress, service: opts.WebhookService,
+			stateDir: opts.StateDir}, &quota.Admitter{Reader: mgr.GetAPIReader(), Scheme: scheme})
 		if err != nil {
 			return err
 		}

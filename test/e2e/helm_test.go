@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
@@ -38,32 +39,37 @@ var (
 	helmErr  error
 )
 
+// prebuildHelm starts building Helm while a test waits for its cluster.
+func prebuildHelm() { go helmOnce.Do(buildHelm) }
+
 // helmBinary builds Helm from its module (hack/helm/go.mod) once per run.
 func helmBinary(t testing.TB) string {
 	t.Helper()
-	helmOnce.Do(func() {
-		root, err := filepath.Abs("../..")
-		if err != nil {
-			helmErr = err
-			return
-		}
-		dir := filepath.Join(releases.DefaultCacheDir(), "tools")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			helmErr = err
-			return
-		}
-		helmPath = filepath.Join(dir, "helm")
-		cmd := exec.Command("go", "build", "-modfile=hack/helm/go.mod", "-o", helmPath, "helm.sh/helm/v3/cmd/helm")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			helmErr = fmt.Errorf("build helm: %v\n%s", err, out)
-		}
-	})
+	helmOnce.Do(buildHelm)
 	if helmErr != nil {
 		t.Fatal(helmErr)
 	}
 	return helmPath
+}
+
+func buildHelm() {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		helmErr = err
+		return
+	}
+	dir := filepath.Join(releases.DefaultCacheDir(), "tools")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		helmErr = err
+		return
+	}
+	helmPath = filepath.Join(dir, "helm")
+	cmd := exec.Command("go", "build", "-modfile=hack/helm/go.mod", "-o", helmPath, "helm.sh/helm/v3/cmd/helm")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		helmErr = fmt.Errorf("build helm: %v\n%s", err, out)
+	}
 }
 
 func runHelm(t testing.TB, kubeconfig string, args ...string) string {
@@ -160,6 +166,7 @@ func helmManager(t *testing.T, host string) {
 		_ = mc.Delete(ctx, &lotsev1.Seed{ObjectMeta: metav1.ObjectMeta{Name: "management"}})
 		cmd := exec.Command(helmBinary(t), "--kubeconfig", kubeconfig, "uninstall", release, "-n", ns, "--wait")
 		_ = cmd.Run()
+		_ = cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, "lotse", metav1.DeleteOptions{})
 	})
 
 	deployment := func() *appsv1.Deployment {
@@ -214,6 +221,36 @@ func helmManager(t *testing.T, host string) {
 	}
 	before := kubeconfigSecret(t, cs, inner)
 	innerAPI(t, cs, cpNS, before)
+
+	t.Run("the webhook behind its Service enforces project quotas", func(t *testing.T) {
+		p := &lotsev1.Project{ObjectMeta: metav1.ObjectMeta{Name: "full"}}
+		p.Spec.Quota = &lotsev1.ProjectQuota{Clusters: ptr.To(int32(0))}
+		if err := mc.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = mc.Delete(context.Background(), p) })
+		var pns string
+		waitFor(t, 2*time.Minute, "project full's namespace", func() (bool, error) {
+			got := &lotsev1.Project{}
+			if err := mc.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+				return false, err
+			}
+			pns = got.Status.Namespace
+			if pns == "" {
+				return false, nil
+			}
+			_, err := cs.CoreV1().Namespaces().Get(ctx, pns, metav1.GetOptions{})
+			return err == nil, err
+		})
+		// The configuration is written by the leader once it leads.
+		waitFor(t, 2*time.Minute, "a cluster past the quota refused, naming it", func() (bool, error) {
+			err := mc.Create(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "past-quota", Namespace: pns}}, client.DryRunAll)
+			if err == nil {
+				return false, fmt.Errorf("created past a quota of 0 clusters")
+			}
+			return strings.Contains(err.Error(), "spec.quota.clusters"), err
+		})
+	})
 
 	t.Run("a new leader takes the control plane over", func(t *testing.T) {
 		old := leader()

@@ -39,6 +39,7 @@ import (
 func TestSeed(t *testing.T) {
 	t.Parallel()
 	buildEchoImage(t)
+	prebuildHelm()
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	const host, hosted, homeless = "seed-host", "seeded", "seedless"

@@ -226,8 +226,21 @@ func Policies() []Policy {
 }
 
 // Install writes the project roles and the admission policies, where they
-// differ from what they should be.
+// differ from what they should be. Managers starting together (the
+// replicas of the Helm chart) race to write them: one that lost a race
+// reads again and finds what the other wrote.
 func Install(ctx context.Context, c client.Client) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = install(ctx, c)
+		if !apierrors.IsAlreadyExists(err) && !apierrors.IsConflict(err) { // both see through wrapping
+			return err
+		}
+	}
+	return err
+}
+
+func install(ctx context.Context, c client.Client) error {
 	// The policies first: the roles let members create what only the
 	// policies hold in check.
 	for _, p := range Policies() {
