@@ -86,7 +86,7 @@ func newDownCommand() *cobra.Command {
 
 func newManagerCommand() *cobra.Command {
 	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir, fleetDNSAddr, webhookAddr, webhookAdvertise, dashboardAddr string
-	var controlPlaneImage, leaderElectionNamespace, webhookService string
+	var controlPlaneImage, leaderElectionNamespace, webhookService, webhookOwner string
 	var seedsOnly bool
 	var apiServerGOGC int
 	var alertWebhooks []string
@@ -143,6 +143,7 @@ func newManagerCommand() *cobra.Command {
 				WebhookAddr:             webhookAddr,
 				WebhookAdvertiseAddress: webhookAdvertise,
 				WebhookService:          webhookService,
+				WebhookOwner:            webhookOwner,
 				DashboardAddr:           dashboardAddr,
 				SeedsOnly:               seedsOnly,
 				ControlPlaneImage:       controlPlaneImage,
@@ -173,6 +174,7 @@ func newManagerCommand() *cobra.Command {
 	cmd.Flags().StringVar(&webhookAddr, "webhook-address", "", "address of the admission webhook that enforces project quotas (default: a free port on 127.0.0.1; 0 disables, and project quotas are not enforced)")
 	cmd.Flags().StringVar(&dashboardAddr, "dashboard-address", "", "serve the web dashboard on this loopback address, e.g. 127.0.0.1:8080 (default: none)")
 	cmd.Flags().StringVar(&webhookAdvertise, "webhook-advertise-address", "", "host or IP the management API reaches the admission webhook at (default: the host of --webhook-address)")
+	cmd.Flags().StringVar(&webhookOwner, "webhook-owner-clusterrole", "", "ClusterRole that owns the admission webhook's configuration: deleting it (helm uninstall) removes the configuration")
 	cmd.Flags().StringVar(&webhookService, "webhook-service", "", "NAMESPACE/NAME of the Service (port 443) the management API reaches the admission webhook through, for managers in a cluster; they share its CA in the Secret NAME-ca")
 	return cmd
 }

@@ -16,6 +16,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -242,11 +243,20 @@ func (s *admissionServer) configuration() *admissionregistrationv1.ValidatingWeb
 // manager leads, and keeps it so: the management API then calls this
 // manager's server, and a configuration deleted or weakened by hand comes
 // back within a minute.
-func (s *admissionServer) register(c client.Client) manager.Runnable {
+//
+// With owner set (a ClusterRole of the Helm chart), the configuration is
+// that ClusterRole's dependent: `helm uninstall` removes the role, and the
+// garbage collector the configuration, which would otherwise refuse every
+// Cluster write in project namespaces with nobody serving it.
+func (s *admissionServer) register(c client.Client, owner string) manager.Runnable {
 	return manager.RunnableFunc(func(ctx context.Context) error {
-		want := s.configuration()
 		for {
-			if err := applyWebhookConfiguration(ctx, c, want); err != nil && ctx.Err() == nil {
+			want := s.configuration()
+			err := ownedBy(ctx, c, want, owner)
+			if err == nil {
+				err = applyWebhookConfiguration(ctx, c, want)
+			}
+			if err != nil && ctx.Err() == nil {
 				ctrl.Log.WithName("admission").Error(err, "write the webhook configuration; retrying")
 			}
 			select {
@@ -267,11 +277,25 @@ func applyWebhookConfiguration(ctx context.Context, c client.Client, want *admis
 	if err != nil {
 		return err
 	}
-	if sameWebhooks(have.Webhooks, want.Webhooks) {
+	if sameWebhooks(have.Webhooks, want.Webhooks) && reflect.DeepEqual(have.OwnerReferences, want.OwnerReferences) {
 		return nil
 	}
 	have.Webhooks = want.Webhooks
+	have.OwnerReferences = want.OwnerReferences
 	return c.Update(ctx, have)
+}
+
+// ownedBy makes the ClusterRole named owner (if any) the owner of cfg.
+func ownedBy(ctx context.Context, c client.Client, cfg *admissionregistrationv1.ValidatingWebhookConfiguration, owner string) error {
+	if owner == "" {
+		return nil
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := c.Get(ctx, client.ObjectKey{Name: owner}, role); err != nil {
+		return fmt.Errorf("the webhook configuration's owner, ClusterRole %s: %w", owner, err)
+	}
+	cfg.OwnerReferences = []metav1.OwnerReference{{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: role.Name, UID: role.UID}}
+	return nil
 }
 
 // sameWebhooks compares what Lotse sets of each webhook (the API server

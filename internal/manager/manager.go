@@ -130,6 +130,10 @@ type Options struct {
 	// a manager in a cluster, whose replicas all serve it with a CA they
 	// share in the Secret NAME-ca.
 	WebhookService string
+	// WebhookOwner names a ClusterRole that owns the webhook
+	// configuration: deleting it (helm uninstall) removes the
+	// configuration too.
+	WebhookOwner string
 	// DashboardAddr serves the web dashboard on this loopback host:port
 	// ("": no dashboard; `lotse dashboard` serves one too).
 	DashboardAddr string
@@ -362,7 +366,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 			return err
 		}
 		defer admission.stop()
-		if err := mgr.Add(admission.register(mgr.GetClient())); err != nil {
+		if err := mgr.Add(admission.register(mgr.GetClient(), opts.WebhookOwner)); err != nil {
 			return err
 		}
 	} else if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

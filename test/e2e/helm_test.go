@@ -310,6 +310,31 @@ func helmManager(t *testing.T, host string) {
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 		})
 	})
+
+	t.Run("helm uninstall removes the managers and their webhook configuration", func(t *testing.T) {
+		if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "lotse", metav1.GetOptions{}); err != nil {
+			t.Fatalf("the managers' webhook configuration before the uninstall: %v", err)
+		}
+		if err := mc.Delete(ctx, &lotsev1.Seed{ObjectMeta: metav1.ObjectMeta{Name: "management"}}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 2*time.Minute, "seed management gone", func() (bool, error) {
+			err := mc.Get(ctx, client.ObjectKey{Name: "management"}, &lotsev1.Seed{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		runHelm(t, kubeconfig, "uninstall", release, "-n", ns, "--wait", "--timeout", "5m")
+		waitFor(t, 2*time.Minute, "the webhook configuration gone with the manager's ClusterRole", func() (bool, error) {
+			_, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "lotse", metav1.GetOptions{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		if pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err != nil || len(pods.Items) > 0 {
+			for _, p := range pods.Items {
+				if p.DeletionTimestamp == nil {
+					t.Errorf("pod %s left after the uninstall (%v)", p.Name, err)
+				}
+			}
+		}
+	})
 }
 
 // holderPod is the pod name in a controller-runtime leader lease
