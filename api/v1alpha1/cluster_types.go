@@ -263,7 +263,6 @@ type MaintenanceAutoUpdate struct {
 
 // ControlPlaneSpec shapes the hosted control plane.
 // +kubebuilder:validation:XValidation:rule="!has(self.seedSelector) || !has(self.datastore) || self.datastore == 'dedicated'",message="spec.controlPlane.datastore: the shared datastore is not offered on seeds; leave it dedicated or drop seedSelector"
-// +kubebuilder:validation:XValidation:rule="!has(self.seedSelector) || (has(self.highAvailability) && self.highAvailability) == (has(oldSelf.highAvailability) && oldSelf.highAvailability)",message="spec.controlPlane.highAvailability cannot change for a control plane on a seed yet; create a new cluster with the availability you want"
 // +kubebuilder:validation:XValidation:rule="has(self.seedSelector) == has(oldSelf.seedSelector)",message="spec.controlPlane.seedSelector cannot be added or removed: where a control plane runs is chosen at creation; create a new cluster (and restore a backup into it) to move one"
 type ControlPlaneSpec struct {
 	// HighAvailability runs 3 etcd members and 2 API servers behind one

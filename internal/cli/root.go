@@ -35,7 +35,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newReleaseCommand(), newUpCommand(), newDownCommand(), newManagerCommand(), newLoadBalancerCommand(), newServiceLBCommand(), newClusterCommand(), newProjectCommand(), newSeedCommand(), newFleetCommand(), newDashboardCommand(), newImageCommand())
+	root.AddCommand(newReleaseCommand(), newUpCommand(), newDownCommand(), newManagerCommand(), newLoadBalancerCommand(), newServiceLBCommand(), newDataSwapCommand(), newClusterCommand(), newProjectCommand(), newSeedCommand(), newFleetCommand(), newDashboardCommand(), newImageCommand())
 	root.InitDefaultCompletionCmd()
 	requireSubcommands(root)
 	return root

@@ -210,7 +210,7 @@ func (b *Builder) key(img Image) (string, error) {
 	case KindBinary:
 		sum, err := b.inputs.digest("binary "+img.Binary,
 			func() (*hostTree, error) { return &hostTree{files: map[string]bool{img.Binary: true}}, nil },
-			func(*hostTree) (string, error) { return fileSHA256(img.Binary) })
+			func(*hostTree) (string, error) { return FileSHA256(img.Binary) })
 		if err != nil {
 			return "", err
 		}
@@ -671,7 +671,8 @@ func corednsPluginDir(plugin string) string {
 
 // ---- go and module helpers --------------------------------------------------
 
-func fileSHA256(p string) (string, error) {
+// FileSHA256 is the hex SHA-256 digest of a file's content.
+func FileSHA256(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err

@@ -99,7 +99,7 @@ func copyFile(t *testing.T, src, dst string) {
 
 func fileSum(t *testing.T, p string) string {
 	t.Helper()
-	s, err := fileSHA256(p)
+	s, err := FileSHA256(p)
 	if err != nil {
 		t.Fatal(err)
 	}

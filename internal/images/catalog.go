@@ -312,13 +312,20 @@ func PreviousMinor(k8sVersion string) (Set, bool) {
 // ManagerName is the image of the manager installed in a cluster.
 const ManagerName = "lotse-manager"
 
+// ManagerBinary is where the manager's image has lotse.
+const ManagerBinary = "/usr/local/bin/lotse"
+
+// DataSwapName is the image of the pods that swap an etcd member's data
+// on a seed's volume in a restore: lotse alone.
+const DataSwapName = "lotse-data-swap"
+
 // Manager is the image of a manager that runs in a cluster: the static
 // lotse binary as the entrypoint, with the release directories of
 // cacheDir at the same paths and LOTSE_CACHE_DIR naming it, so the
 // manager finds its releases built and the seed-hosted control planes
 // run the same image.
 func Manager(tag, lotseBinary, cacheDir string, releaseDirs []string) Image {
-	img := FromBinary(ManagerName, tag, lotseBinary, []string{"/usr/local/bin/lotse"})
+	img := FromBinary(ManagerName, tag, lotseBinary, []string{ManagerBinary})
 	img.HostFiles = append([]string(nil), releaseDirs...)
 	img.Env = []string{"LOTSE_CACHE_DIR=" + cacheDir}
 	return img

@@ -153,7 +153,7 @@ func (t *hostTree) digest() (string, error) {
 			fmt.Fprintf(h, "L %s %s\n", p, target)
 			continue
 		}
-		sum, err := fileSHA256(p)
+		sum, err := FileSHA256(p)
 		if err != nil {
 			return "", err
 		}

@@ -17,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/clusterref"
@@ -192,6 +193,26 @@ func adminHTTPClient(t testing.TB, name string) *http.Client {
 	}
 }
 
+// checkConfigMapsKept checks that ConfigMaps format%d, 0 <= i < n, are
+// all in namespace. It counts them by name: kube-root-ca.crt is the
+// controller-manager's, and under load it may not have written it yet.
+func checkConfigMapsKept(t *testing.T, cs kubernetes.Interface, namespace, format string, n int) {
+	t.Helper()
+	cms, err := cs.CoreV1().ConfigMaps(namespace).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]bool{}
+	for _, cm := range cms.Items {
+		kept[cm.Name] = true
+	}
+	for i := range n {
+		if name := fmt.Sprintf(format, i); !kept[name] {
+			t.Errorf("ConfigMap %s/%s is gone (%d ConfigMaps left)", namespace, name, len(cms.Items))
+		}
+	}
+}
+
 // TestMakeHighlyAvailable: a single-replica cluster with data becomes
 // highly available in place: etcd grows to three voting members, two API
 // servers serve behind a balancer on the old endpoint, every object is
@@ -247,21 +268,7 @@ func TestMakeHighlyAvailable(t *testing.T) {
 	}
 
 	// The data is all there, read through the old kubeconfig.
-	cms, err := cs.CoreV1().ConfigMaps("data").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Count the test's own ConfigMaps by name: kube-root-ca.crt is the
-	// controller-manager's, and under load it may not have written it yet.
-	kept := map[string]bool{}
-	for _, cm := range cms.Items {
-		kept[cm.Name] = true
-	}
-	for i := range n {
-		if name := fmt.Sprintf("cm-%d", i); !kept[name] {
-			t.Errorf("ConfigMap data/%s is gone after the change (%d ConfigMaps left)", name, len(cms.Items))
-		}
-	}
+	checkConfigMapsKept(t, cs, "data", "cm-%d", n)
 	got, err := cs.CoreV1().Secrets("data").Get(ctx, "s", metav1.GetOptions{})
 	if err != nil || string(got.Data["password"]) != "kept" {
 		t.Errorf("secret after the change: %v (%v)", got, err)

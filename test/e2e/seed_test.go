@@ -74,10 +74,9 @@ func TestSeed(t *testing.T) {
 
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: hosted, Namespace: "default"}}
 	c.Spec.ControlPlane.SeedSelector = silver()
-	// HA from the start (it cannot change on a seed): one hosted cluster
-	// serves every case below, which keeps the test's load on the CI
-	// machine to the seed and one control plane.
-	c.Spec.ControlPlane.HighAvailability = true
+	// One hosted cluster serves every case below, which keeps the test's
+	// load on the CI machine to the seed and one control plane. It starts
+	// with one replica and is made highly available on the way.
 	c.Spec.Workers = []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}
 	if err := mc.Create(ctx, c); err != nil {
 		t.Fatal(err)
@@ -117,7 +116,7 @@ func TestSeed(t *testing.T) {
 			}
 		}
 		pvcs, err := seedCS.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{})
-		if err != nil || len(pvcs.Items) != 3 {
+		if err != nil || len(pvcs.Items) != 1 {
 			t.Fatalf("etcd's volume claims: %v %+v", err, pvcs)
 		}
 		for _, pvc := range pvcs.Items {
@@ -139,7 +138,20 @@ func TestSeed(t *testing.T) {
 		t.Run("logs exec port-forward", tc.logsExecPortForward)
 	})
 
-	t.Run("backup through a port forward", func(t *testing.T) {
+	t.Run("made highly available: etcd grows to three members", func(t *testing.T) {
+		seedGrow(t, host, hosted)
+	})
+
+	t.Run("backup and restore through the seed", func(t *testing.T) {
+		cs := tenantClient(t, hosted)
+		put := func(name string) {
+			t.Helper()
+			m := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}, Data: map[string]string{"v": name}}
+			if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, m, metav1.CreateOptions{}); err != nil {
+				t.Fatalf("write configmap %s: %v", name, err)
+			}
+		}
+		put("before-backup")
 		out := mustCLI(t, "cluster", "backup", hosted)
 		m := snapshotLine.FindStringSubmatch(out)
 		if m == nil {
@@ -149,10 +161,53 @@ func TestSeed(t *testing.T) {
 		if len(matches) == 0 {
 			t.Fatalf("snapshot %s not in the backup directory", m[1])
 		}
-		// A restore is refused before anything changes.
-		if out, err := lotseCLI(t, "cluster", "restore", hosted, "--from", m[1]); err == nil || !strings.Contains(out, "not supported yet") {
-			t.Errorf("restore on a seed: %v: %s", err, out)
-		}
+		put("after-backup")
+		before := getCluster(t, mc, hosted).Status.Restore
+		out = mustCLI(t, "cluster", "restore", hosted, "--from", m[1])
+		t.Log(strings.TrimSpace(out))
+		// Evidence of this restore: its status, newer than any before.
+		waitFor(t, 10*time.Minute, "restore of "+m[1]+" succeeded", func() (bool, error) {
+			rs := getCluster(t, mc, hosted).Status.Restore
+			if rs != nil && rs.Step == lotsev1.RestoreStepFailed {
+				t.Fatalf("restore failed: %s", rs.Message)
+			}
+			return rs != nil && rs.Step == lotsev1.RestoreStepSucceeded && strings.HasSuffix(rs.From, "/"+m[1]) &&
+				(before == nil || before.StartTime == nil || rs.StartTime.After(before.StartTime.Time)), nil
+		})
+		waitClusterReady(t, mc, hosted, 5*time.Minute)
+		cs = tenantClient(t, hosted)
+		waitFor(t, 2*time.Minute, "the restored data", func() (bool, error) {
+			if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "before-backup", metav1.GetOptions{}); err != nil {
+				return false, err
+			}
+			_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "after-backup", metav1.GetOptions{})
+			if err == nil {
+				return false, fmt.Errorf("configmap after-backup, written after the snapshot, is still there")
+			}
+			return apierrors.IsNotFound(err), nil
+		})
+		// Every member runs on the restored data, and the helpers are gone.
+		seedCS := clusterClientset(t, host)
+		ns := seedNamespace(t, hosted)
+		waitFor(t, 2*time.Minute, "3 etcd members ready, no restore pods", func() (bool, error) {
+			pods, err := seedCS.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, err
+			}
+			ready := 0
+			for _, p := range pods.Items {
+				switch p.Labels[seed.LabelComponent] {
+				case "etcd-data-swap":
+					return false, nil
+				case "etcd":
+					if podReady(&p) {
+						ready++
+					}
+				}
+			}
+			return ready == 3, nil
+		})
+		put("after-restore")
 	})
 
 	t.Run("seed status counts the control plane", func(t *testing.T) {
@@ -217,6 +272,50 @@ func TestSeed(t *testing.T) {
 			return apierrors.IsNotFound(err), err
 		})
 	})
+}
+
+// seedGrow makes a single-replica control plane on a seed highly
+// available: etcd grows to three members keeping its data, two API
+// servers serve, and the endpoint stays.
+func seedGrow(t *testing.T, host, name string) {
+	ctx := context.Background()
+	mc := mgmtClient(t)
+	cs := tenantClient(t, name)
+	before := getCluster(t, mc, name)
+	const n = 10
+	for i := range n {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("before-growing-%d", i), Namespace: "default"}}
+		if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	updateCluster(t, mc, name, func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = true })
+	waitFor(t, 10*time.Minute, name+" highly available and Ready", func() (bool, error) {
+		c := getCluster(t, mc, name)
+		return c.Status.ObservedGeneration == c.Generation && c.Status.Phase == lotsev1.PhaseRunning, fmt.Errorf("%s", describeOp(c))
+	})
+	if after := getCluster(t, mc, name); after.Status.Endpoint != before.Status.Endpoint {
+		t.Errorf("endpoint moved from %s to %s", before.Status.Endpoint, after.Status.Endpoint)
+	}
+	seedCS := clusterClientset(t, host)
+	ns := seedNamespace(t, name)
+	waitFor(t, 3*time.Minute, "3 etcd members and 2 API servers ready on the seed", func() (bool, error) {
+		pods, err := seedCS.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		ready := map[string]int{}
+		for _, p := range pods.Items {
+			if podReady(&p) {
+				ready[p.Labels[seed.LabelComponent]]++
+			}
+		}
+		return ready["etcd"] == 3 && ready["kube-apiserver"] == 2, fmt.Errorf("ready: %v", ready)
+	})
+	checkConfigMapsKept(t, cs, "default", "before-growing-%d", n)
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "after-growing", Namespace: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Errorf("a write after growing: %v", err)
+	}
 }
 
 // clusterClientset is a client of a Lotse cluster, from its kubeconfig.

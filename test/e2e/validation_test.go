@@ -194,9 +194,12 @@ func TestValidationOnUpdate(t *testing.T) {
 				c.Spec.ControlPlane.SeedSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}
 			},
 			"spec.controlPlane.seedSelector is immutable"},
-		{"high availability on a seed", func(c *lotsev1.Cluster) { c.Spec.ControlPlane.SeedSelector = noSeed() },
-			func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = true },
-			"spec.controlPlane.highAvailability cannot change for a control plane on a seed yet"},
+		{"high availability back to false on a seed", func(c *lotsev1.Cluster) {
+			c.Spec.ControlPlane.SeedSelector = noSeed()
+			c.Spec.ControlPlane.HighAvailability = true
+		},
+			func(c *lotsev1.Cluster) { c.Spec.ControlPlane.HighAvailability = false },
+			"spec.controlPlane.highAvailability cannot go back to false"},
 		{"downgrade", nil, func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },
 			"spec.kubernetes.version: downgrade from 1.36.3 to 1.35.4 is not supported"},
 		{"skip a minor", func(c *lotsev1.Cluster) { c.Spec.Kubernetes.Version = "1.35.4" },

@@ -2,17 +2,13 @@ package process
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/lotse/lotse/internal/controlplane"
@@ -37,22 +33,7 @@ func (b *Backend) etcdClient(l Layout, p pki.ClusterPKI) (*clientv3.Client, erro
 
 // etcdClientAt connects to the given etcd endpoints with the admin certificate.
 func (b *Backend) etcdClientAt(p pki.ClusterPKI, endpoints ...string) (*clientv3.Client, error) {
-	caPEM, err := os.ReadFile(p.Cert(pki.EtcdCAName))
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	cert, err := tls.LoadX509KeyPair(p.Cert(pki.EtcdAdminName), p.Key(pki.EtcdAdminName))
-	if err != nil {
-		return nil, err
-	}
-	return clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: 2 * time.Second,
-		TLS:         &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		Logger:      zap.NewNop(),
-	})
+	return controlplane.EtcdAdminClient(p, endpoints...)
 }
 
 // addEtcdMember takes the next pending member one step further: add it as
@@ -74,7 +55,7 @@ func (b *Backend) addEtcdMember(ctx context.Context, spec controlplane.Spec, l L
 		return false, fmt.Sprintf("adding etcd member %s: listing members: %v", name, err), nil
 	}
 	members := list.Members
-	member := findMember(members, peerURL)
+	member := controlplane.FindEtcdMember(members, peerURL)
 	if member == nil {
 		resp, err := cli.MemberAddAsLearner(ctx, []string{peerURL})
 		if err != nil {
@@ -119,15 +100,6 @@ func (b *Backend) addEtcdMember(ctx context.Context, spec controlplane.Spec, l L
 		return false, "", err
 	}
 	return false, fmt.Sprintf("etcd member %s joined", name), nil
-}
-
-func findMember(members []*etcdserverpb.Member, peerURL string) *etcdserverpb.Member {
-	for _, m := range members {
-		if slices.Contains(m.PeerURLs, peerURL) {
-			return m
-		}
-	}
-	return nil
 }
 
 // updateLayout changes the recorded layout of a control plane under the

@@ -1,9 +1,7 @@
 package process
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,16 +9,7 @@ import (
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/fsutil"
-	"github.com/lotse/lotse/internal/gobuild"
-	"github.com/lotse/lotse/internal/pki"
 )
-
-// restoreRevisionBump is how far a restore moves etcd's revision past the
-// snapshot's: beyond any revision a client saw before, so no watch or
-// cache mistakes restored data for data it already has (the figure
-// upstream's etcd recovery guide uses). The snapshot's revisions are also
-// marked compacted, so clients list again instead of resuming a watch.
-const restoreRevisionBump = "1000000000"
 
 // BackupCredentials returns the files of the control plane's PKI
 // directory (certificates, keys, the encryption keys and kubeconfigs), by
@@ -60,12 +49,7 @@ func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in contro
 		return fmt.Errorf("%w: etcd members are still being added (the cluster is becoming highly available); restore once that is done", controlplane.ErrRestoreRefused)
 	}
 	p := b.PKI(spec.Key)
-	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
-		return err
-	}
-	if err := p.MergeEncryptionKeys(spec.EncryptionProvider, in.Credentials, false); errors.Is(err, pki.ErrKeyMismatch) {
-		return fmt.Errorf("%w: %v; restore it into a new cluster instead", controlplane.ErrRestoreRefused, err)
-	} else if err != nil {
+	if err := controlplane.CheckRestoreKeys(p, spec.EncryptionProvider, in.Credentials); err != nil {
 		return err
 	}
 
@@ -77,23 +61,14 @@ func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in contro
 	if err := os.MkdirAll(staging, 0o700); err != nil {
 		return err
 	}
-	members := l.etcdMembers()
-	var initial []string
-	for _, m := range members {
-		initial = append(initial, fmt.Sprintf("etcd-%d=https://127.0.0.1:%d", m, l.EtcdPeer[m]))
+	var members []controlplane.EtcdMember
+	for _, m := range l.etcdMembers() {
+		name := fmt.Sprintf("etcd-%d", m)
+		members = append(members, controlplane.EtcdMember{Name: name, PeerURL: fmt.Sprintf("https://127.0.0.1:%d", l.EtcdPeer[m]), DataDir: filepath.Join(staging, name)})
 	}
-	for _, m := range members {
-		cmd := gobuild.Command(ctx, spec.Binaries.Path("etcdutl"), "snapshot", "restore", in.Snapshot,
-			"--name="+fmt.Sprintf("etcd-%d", m),
-			"--data-dir="+filepath.Join(staging, fmt.Sprintf("etcd-%d", m)),
-			"--initial-cluster="+strings.Join(initial, ","),
-			"--initial-cluster-token="+strings.ReplaceAll(spec.Key, "/", "-"),
-			"--initial-advertise-peer-urls="+fmt.Sprintf("https://127.0.0.1:%d", l.EtcdPeer[m]),
-			"--bump-revision="+restoreRevisionBump, "--mark-compacted")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			os.RemoveAll(staging)
-			return fmt.Errorf("%w: etcdutl snapshot restore: %v: %s", controlplane.ErrRestoreRefused, err, bytes.TrimSpace(out))
-		}
+	if err := controlplane.RestoreEtcdData(ctx, spec.Binaries.Path("etcdutl"), in.Snapshot, strings.ReplaceAll(spec.Key, "/", "-"), members); err != nil {
+		os.RemoveAll(staging)
+		return err
 	}
 
 	// From here the cluster's data changes: stop everything, then mark
@@ -115,7 +90,7 @@ func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in contro
 		return err
 	}
 	for _, m := range members {
-		name := fmt.Sprintf("etcd-%d", m)
+		name := m.Name
 		current := filepath.Join(dataDir, name)
 		if _, err := os.Stat(current); err == nil {
 			if err := os.Rename(current, filepath.Join(aside, name)); err != nil {

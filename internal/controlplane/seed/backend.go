@@ -35,7 +35,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/images"
@@ -81,6 +80,16 @@ type Backend struct {
 
 	clients  clients
 	layoutMu sync.Mutex
+	// locks serialise a control plane's restore with the start of its
+	// etcd.
+	locks sync.Map
+}
+
+func (b *Backend) lock(key string) func() {
+	m, _ := b.locks.LoadOrStore(key, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
 }
 
 var _ controlplane.Backend = (*Backend)(nil)
@@ -128,8 +137,15 @@ func (b *Backend) ensureLayout(ctx context.Context, spec controlplane.Spec) (Lay
 		switch {
 		case spec.Seed != "" && l.Seed != spec.Seed:
 			return l, fmt.Errorf("the control plane runs on seed %s and cannot move to %s", l.Seed, spec.Seed)
-		case spec.HighAvailability != l.HighAvailability:
-			return l, fmt.Errorf("a control plane on a seed keeps the availability it was created with (highAvailability %t); create a new cluster", l.HighAvailability)
+		case l.HighAvailability && !spec.HighAvailability:
+			return l, errors.New("a highly available control plane does not shrink to one replica; create a new cluster (and restore a backup into it) for that")
+		case spec.HighAvailability && !l.HighAvailability:
+			// Made highly available: etcd grows from its one member
+			// first (TaskEtcd), then the rest gets its replicas.
+			l.HighAvailability, l.EtcdJoined, l.EtcdGrown = true, 1, true
+			if err := b.saveLayout(spec.Key, l); err != nil {
+				return l, err
+			}
 		}
 		return l, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -307,6 +323,17 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 			return true, "", sc.apply(ctx, r.objects(stageBase)...)
 		}},
 		{Name: TaskEtcd, DependsOn: []string{TaskObjects}, Run: func(ctx context.Context) (bool, string, error) {
+			// A restore that stopped half way is finished or undone
+			// before etcd starts on its volumes.
+			unlock := b.lock(spec.Key)
+			err := b.settleRestore(ctx, sc, spec, layout)
+			unlock()
+			if err != nil {
+				return false, "", fmt.Errorf("finishing an interrupted restore: %w", err)
+			}
+			if layout.etcdGrowing() {
+				return b.growEtcd(ctx, sc, spec, r)
+			}
 			return b.rollOut(ctx, sc, r, stageEtcd)
 		}},
 		// After etcd: in an upgrade the API servers move only once every
@@ -567,7 +594,7 @@ func (b *Backend) NodeAccess(spec controlplane.Spec) (controlplane.NodeAccess, e
 	a := controlplane.NodeAccess{NodesCIDR: l.NodesCIDR, Gateway: l.Gateway(), APIServer: l.NodeEndpoint(), APIPort: l.APIPort, TunnelPort: l.TunnelPort}
 	if l.TunnelPort != 0 {
 		a.TunnelServers = 1
-		if l.HighAvailability {
+		if l.HighAvailability && !l.etcdGrowing() {
 			a.TunnelServers = 2
 		}
 	}
@@ -630,18 +657,9 @@ func (b *Backend) RestartComponent(ctx context.Context, spec controlplane.Spec, 
 	}
 }
 
-// errNoRestore: restoring means replacing every member's data on its
-// volume, which needs a job in the seed that is not written yet.
-var errNoRestore = errors.New("restores of control planes on seeds are not supported yet")
-
 // BackupCredentials returns the control plane's PKI files by name.
 func (b *Backend) BackupCredentials(spec controlplane.Spec) (map[string][]byte, error) {
 	return controlplane.BackupCredentialsOf(b.PKI(spec.Key))
-}
-
-// Restore is refused on seeds for now.
-func (b *Backend) Restore(context.Context, controlplane.Spec, controlplane.RestoreInput) error {
-	return fmt.Errorf("%w: %w", controlplane.ErrRestoreRefused, errNoRestore)
 }
 
 // Stop scales the control plane's workloads to zero (the data stays on
@@ -662,19 +680,7 @@ func (b *Backend) Stop(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	scale := []byte(`{"spec":{"replicas":0}}`)
-	// Clients first, then what they depend on.
-	for _, c := range []string{schedulerName, controllerManagerName, apiServerName} {
-		_, err := sc.kube.AppsV1().Deployments(l.Namespace).Patch(ctx, c, types.MergePatchType, scale, metav1.PatchOptions{FieldManager: fieldManager})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return err
-		}
-	}
-	_, err = sc.kube.AppsV1().StatefulSets(l.Namespace).Patch(ctx, etcdName, types.MergePatchType, scale, metav1.PatchOptions{FieldManager: fieldManager})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
-	return nil
+	return sc.scaleToZero(ctx, l.Namespace)
 }
 
 // Delete removes the control plane's namespace from its seed (with its

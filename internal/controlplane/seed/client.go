@@ -89,6 +89,7 @@ func configDigest(cfg *rest.Config) string {
 var resourceOf = map[string]schema.GroupVersionResource{
 	"Namespace":           {Version: "v1", Resource: "namespaces"},
 	"Secret":              {Version: "v1", Resource: "secrets"},
+	"ConfigMap":           {Version: "v1", Resource: "configmaps"},
 	"Service":             {Version: "v1", Resource: "services"},
 	"NetworkPolicy":       {Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"},
 	"PodDisruptionBudget": {Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"},

@@ -39,9 +39,19 @@ type Layout struct {
 	// TunnelPort is where the machines' konnectivity agents dial the
 	// tunnel servers on the gateway (0: no tunnel).
 	TunnelPort int `json:"tunnelPort,omitempty"`
-	// HighAvailability is what the control plane was created with.
+	// HighAvailability: 3 etcd members, 2 API servers (once etcd has
+	// grown, for a control plane made highly available later).
 	HighAvailability bool `json:"highAvailability,omitempty"`
+	// EtcdJoined, while etcd grows from one member to three, is how many
+	// members are in it (1 or 2); 0 otherwise.
+	EtcdJoined int `json:"etcdJoined,omitempty"`
+	// EtcdGrown: members beyond the first joined a running etcd instead
+	// of starting it together, so they start as existing members.
+	EtcdGrown bool `json:"etcdGrown,omitempty"`
 }
+
+// etcdGrowing reports whether etcd is growing to three members.
+func (l Layout) etcdGrowing() bool { return l.HighAvailability && l.EtcdJoined > 0 }
 
 // Gateway is the first address of the nodes network.
 func (l Layout) Gateway() string {

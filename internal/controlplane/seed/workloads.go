@@ -103,7 +103,11 @@ func (r render) ns() string { return r.layout.Namespace }
 func (r render) tunnel() bool { return !r.spec.WithoutTunnel }
 
 func (r render) replicas() (etcd, apiServers, controllers int32) {
-	if r.spec.HighAvailability {
+	switch {
+	case r.layout.etcdGrowing():
+		// The rest follows once etcd has its three members.
+		return int32(r.layout.EtcdJoined), 1, 1
+	case r.spec.HighAvailability:
 		return 3, 2, 2
 	}
 	return 1, 1, 1
@@ -141,6 +145,10 @@ func (r render) objects(stage string) []runtime.Object {
 		out = append(out, r.networkPolicies()...)
 		return append(out, r.etcdService(), r.apiServerService())
 	case stageEtcd:
+		if r.layout.etcdGrowing() {
+			// Member EtcdJoined is the one joining now.
+			return []runtime.Object{r.secret(etcdName), r.etcdJoining(int32(r.layout.EtcdJoined))}
+		}
 		out := []runtime.Object{r.secret(etcdName), r.etcd(etcdN)}
 		if r.spec.HighAvailability {
 			out = append(out, pdb(r.ns(), etcdName, intstr.FromInt32(etcdN/2+1)))
@@ -298,7 +306,32 @@ func podNameEnv() corev1.EnvVar {
 	return corev1.EnvVar{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}
 }
 
+// etcdJoining is the StatefulSet while member i joins a running etcd of
+// i members: one more replica, started as an existing member, and a
+// partition that keeps the members before it as they are.
+func (r render) etcdJoining(i int32) *appsv1.StatefulSet {
+	s := r.etcdMembers(i+1, "existing")
+	s.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To(i)}}
+	return s
+}
+
 func (r render) etcd(replicas int32) *appsv1.StatefulSet {
+	state := "new"
+	if r.layout.EtcdGrown {
+		state = "existing"
+	}
+	s := r.etcdMembers(replicas, state)
+	// Applied as a whole: a partition left from growing goes.
+	s.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](0)}}
+	return s
+}
+
+// etcdMembers is the StatefulSet of an etcd of the given members, which
+// start with --initial-cluster-state=state (members that have data
+// ignore it).
+func (r render) etcdMembers(replicas int32, state string) *appsv1.StatefulSet {
 	var initial []string
 	for i := int32(0); i < replicas; i++ {
 		initial = append(initial, fmt.Sprintf("%s-%d=https://%s:%d", etcdName, i, r.layout.etcdHost(int(i)), etcdPeerPort))
@@ -310,14 +343,14 @@ func (r render) etcd(replicas int32) *appsv1.StatefulSet {
 		Env:   []corev1.EnvVar{podNameEnv()},
 		Args: []string{
 			"--name=$(POD_NAME)",
-			"--data-dir=/var/lib/etcd/data",
+			"--data-dir=" + etcdVolumeDir + "/" + etcdDataName,
 			fmt.Sprintf("--listen-client-urls=https://0.0.0.0:%d", etcdClientPort),
 			fmt.Sprintf("--advertise-client-urls=https://%s:%d", self, etcdClientPort),
 			fmt.Sprintf("--listen-peer-urls=https://0.0.0.0:%d", etcdPeerPort),
 			fmt.Sprintf("--initial-advertise-peer-urls=https://%s:%d", self, etcdPeerPort),
 			fmt.Sprintf("--listen-metrics-urls=http://0.0.0.0:%d", etcdMetricsPort),
 			"--initial-cluster=" + strings.Join(initial, ","),
-			"--initial-cluster-state=new",
+			"--initial-cluster-state=" + state,
 			"--initial-cluster-token=" + r.ns(),
 			"--cert-file=" + certFile(pki.EtcdServerName),
 			"--key-file=" + keyFile(pki.EtcdServerName),
@@ -336,7 +369,7 @@ func (r render) etcd(replicas int32) *appsv1.StatefulSet {
 		LivenessProbe:  probe(corev1.URISchemeHTTP, "/livez", etcdMetricsPort, 12),
 		StartupProbe:   startupProbe(corev1.URISchemeHTTP, "/livez", etcdMetricsPort),
 		Resources:      resources("50m", "64Mi"),
-		VolumeMounts:   []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/etcd"}},
+		VolumeMounts:   []corev1.VolumeMount{{Name: etcdVolumeClaim, MountPath: etcdVolumeDir}},
 	}
 	return &appsv1.StatefulSet{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"}, ObjectMeta: meta(r.ns(), etcdName, etcdName),
 		Spec: appsv1.StatefulSetSpec{
@@ -348,7 +381,7 @@ func (r render) etcd(replicas int32) *appsv1.StatefulSet {
 			PodManagementPolicy: appsv1.ParallelPodManagement,
 			Template:            r.podTemplate(etcdName, []corev1.Container{container}),
 			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
-				ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: labels(etcdName)},
+				ObjectMeta: metav1.ObjectMeta{Name: etcdVolumeClaim, Labels: labels(etcdName)},
 				Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 					Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
 			}},
