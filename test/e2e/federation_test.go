@@ -248,14 +248,28 @@ func TestFleetPropagation(t *testing.T) {
 			return got == want && (c == us) == (d.Labels["region"] == "us"), fmt.Errorf("image %s (want %s), labels %v", got, want, d.Labels)
 		})
 	}
-	// The members' controllers made 6 pods (pending: no nodes); the fleet's
-	// template says so, for the generation it has.
-	waitFor(t, time.Minute, "the template's aggregated status", func() (bool, error) {
+	// The members' controllers made the pods (pending: no nodes); the
+	// fleet's template says how many, for the generation it has. A member
+	// whose first copy predates the override is stuck mid-rollout with a
+	// surge pod (no pod can become available), so the count is the
+	// members' own, not always 6.
+	waitFor(t, 2*time.Minute, "the template's aggregated status", func() (bool, error) {
+		var want int32
+		for _, c := range []client.Client{eu, us} {
+			md := &appsv1.Deployment{}
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, md); err != nil {
+				return false, err
+			}
+			if md.Status.ObservedGeneration != md.Generation {
+				return false, fmt.Errorf("a member's Deployment is at generation %d, its status at %d", md.Generation, md.Status.ObservedGeneration)
+			}
+			want += md.Status.Replicas
+		}
 		d := &appsv1.Deployment{}
 		if err := fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d); err != nil {
 			return false, err
 		}
-		return d.Status.Replicas == 6 && d.Status.ObservedGeneration == d.Generation, fmt.Errorf("status %+v", d.Status)
+		return want >= 6 && d.Status.Replicas == want && d.Status.ObservedGeneration == d.Generation, fmt.Errorf("status %+v, members' replicas %d", d.Status, want)
 	})
 	rb := &workv1.ResourceBinding{}
 	must(fc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web-deployment"}, rb)) // written before the template's status
