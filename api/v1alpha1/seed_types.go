@@ -65,7 +65,38 @@ type SeedSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Capacity SeedCapacity `json:"capacity,omitempty"`
+	// APIServerService says how the seed exposes the API servers of the
+	// control planes it hosts. It applies to control planes placed after
+	// a change; placed ones keep what they were created with.
+	// +kubebuilder:default={}
+	// +optional
+	APIServerService SeedAPIServerService `json:"apiServerService,omitempty"`
 }
+
+// SeedAPIServerService is the Service in front of a hosted control
+// plane's API servers.
+type SeedAPIServerService struct {
+	// Type LoadBalancer (default) gives each control plane an address
+	// of the seed's load balancers, which becomes the cluster's endpoint
+	// (status.endpoint, kubeconfigs); NodePort is for seeds without load
+	// balancers: clients then reach the API through the manager's host.
+	// +kubebuilder:default=LoadBalancer
+	// +kubebuilder:validation:Enum=LoadBalancer;NodePort
+	// +optional
+	Type string `json:"type,omitempty"`
+	// Annotations go on each Service: the seed's load balancer settings,
+	// such as lb.lotse.dev/internal: "true" for an address inside the
+	// seed's node network.
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// API server Service types of a seed.
+const (
+	SeedServiceLoadBalancer = "LoadBalancer"
+	SeedServiceNodePort     = "NodePort"
+)
 
 // SeedCapacity is how much a seed may host.
 type SeedCapacity struct {

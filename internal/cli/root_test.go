@@ -16,6 +16,7 @@ func TestUnknownOrMissingSubcommandFails(t *testing.T) {
 		{[]string{"fleet", "bogus"}, `unknown command "bogus" for "lotse fleet"`},
 		{[]string{"fleet"}, "lotse fleet needs a subcommand: create, join"},
 		{[]string{"completion", "bogus"}, `unknown command "bogus" for "lotse completion"`},
+		{[]string{"seed", "add", "s", "--management-cluster", "--api-server-service", "ClusterIP"}, `--api-server-service "ClusterIP": want LoadBalancer`},
 		{[]string{"cluster", "rotate", "x", "y", "z", "w"}, ""}, // a leaf command: its own argument check
 		{[]string{}, ""},
 		{[]string{"cluster", "--help"}, ""},

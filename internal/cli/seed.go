@@ -29,7 +29,8 @@ func newSeedAddCommand(flags *clientFlags) *cobra.Command {
 	var cluster, namespace, secretNamespace, secretName, region string
 	var managementCluster bool
 	var capacity int32
-	var labels map[string]string
+	var labels, serviceAnnotations map[string]string
+	serviceType := lotsev1.SeedServiceLoadBalancer
 	cmd := &cobra.Command{
 		Use:   "add NAME (--cluster CLUSTER | --kubeconfig-secret NAMESPACE/NAME | --management-cluster)",
 		Short: "Register a seed: a Lotse cluster of this management plane, or any cluster by a kubeconfig Secret",
@@ -45,6 +46,9 @@ func newSeedAddCommand(flags *clientFlags) *cobra.Command {
 				secretNamespace, secretName = namespace, cluster+"-kubeconfig"
 			case secretName == "":
 				return fmt.Errorf("the seed's kubeconfig is missing: give --cluster CLUSTER (a Lotse cluster), --kubeconfig-secret NAMESPACE/NAME, or --management-cluster")
+			}
+			if serviceType != lotsev1.SeedServiceLoadBalancer && serviceType != lotsev1.SeedServiceNodePort {
+				return fmt.Errorf("--api-server-service %q: want LoadBalancer (the seed's load balancers give each API an address) or NodePort (for a seed without them)", serviceType)
 			}
 			c, err := flags.client()
 			if err != nil {
@@ -66,6 +70,7 @@ func newSeedAddCommand(flags *clientFlags) *cobra.Command {
 			}
 			s.Spec.Region = region
 			s.Spec.Capacity.ControlPlanes = &capacity
+			s.Spec.APIServerService = lotsev1.SeedAPIServerService{Type: serviceType, Annotations: serviceAnnotations}
 			if err := c.Create(cmd.Context(), s); err != nil {
 				if apierrors.IsAlreadyExists(err) {
 					return fmt.Errorf("seed %s already exists", args[0])
@@ -87,6 +92,8 @@ func newSeedAddCommand(flags *clientFlags) *cobra.Command {
 	cmd.Flags().StringVar(&region, "region", "local", "region of the seed")
 	cmd.Flags().Int32Var(&capacity, "capacity", 20, "most control planes the seed hosts")
 	cmd.Flags().StringToStringVar(&labels, "label", nil, "labels clusters select the seed by (KEY=VALUE, repeatable)")
+	cmd.Flags().StringVar(&serviceType, "api-server-service", serviceType, "how the seed exposes hosted API servers: LoadBalancer (its address is the cluster's endpoint) or NodePort (for a seed without load balancers)")
+	cmd.Flags().StringToStringVar(&serviceAnnotations, "api-server-service-annotation", nil, "annotation of the API servers' Services (KEY=VALUE, repeatable), e.g. lb.lotse.dev/internal=true")
 	return cmd
 }
 

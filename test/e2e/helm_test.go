@@ -151,7 +151,11 @@ func helmManager(t *testing.T, host string) {
 		t.Fatal(err)
 	}
 	runHelm(t, kubeconfig, "install", release, chart, "-n", ns, "--create-namespace",
-		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--wait", "--timeout", "10m")
+		"--set", "image.repository="+repo, "--set", "image.tag="+tag,
+		// An address in the seed's node network: the managers' pods there
+		// reach it, and so does this host.
+		"--set-string", `seed.apiServerService.annotations.lb\.lotse\.dev/internal=true`,
+		"--wait", "--timeout", "10m")
 	t.Cleanup(func() {
 		// What the managers made goes while they run: the cluster, then
 		// the seed (whose finalizer they remove).
@@ -386,14 +390,32 @@ func caOf(t testing.TB, kubeconfig []byte) []byte {
 	return nil
 }
 
-// innerAPI reaches the control plane through the seed's node port with
-// the admin kubeconfig: the manager's endpoint is inside its pod.
+// innerAPI reaches the control plane with the admin kubeconfig: through
+// the load balancer it names or, for a Service of node ports, through a
+// node port (the manager's endpoint is then inside its pod).
 func innerAPI(t testing.TB, cs kubernetes.Interface, namespace string, kubeconfig []byte) {
 	t.Helper()
 	ctx := context.Background()
 	svc, err := cs.CoreV1().Services(namespace).Get(ctx, "kube-apiserver", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		// The kubeconfig handed out names the load balancer's address,
+		// which this host and the seed's pods reach alike.
+		if len(svc.Status.LoadBalancer.Ingress) == 0 || cfg.Host != "https://"+svc.Status.LoadBalancer.Ingress[0].IP+":6443" {
+			t.Fatalf("the kubeconfig's server is %s; the API's Service has load-balancer ingress %+v", cfg.Host, svc.Status.LoadBalancer.Ingress)
+		}
+		inner := kubernetes.NewForConfigOrDie(cfg)
+		waitFor(t, 2*time.Minute, "the hosted API through the seed's load balancer "+cfg.Host, func() (bool, error) {
+			_, err := inner.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
+			return err == nil, err
+		})
+		return
 	}
 	var port int32
 	for _, p := range svc.Spec.Ports {
@@ -410,10 +432,6 @@ func innerAPI(t testing.TB, cs kubernetes.Interface, namespace string, kubeconfi
 		if a.Type == corev1.NodeInternalIP {
 			addr = a.Address
 		}
-	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
-	if err != nil {
-		t.Fatal(err)
 	}
 	cfg.Host = fmt.Sprintf("https://%s:%d", addr, port)
 	cfg.TLSClientConfig.ServerName = "localhost"

@@ -132,6 +132,31 @@ func TestSeed(t *testing.T) {
 		}
 	})
 
+	t.Run("the API behind the seed's load balancer", func(t *testing.T) {
+		svc, err := clusterClientset(t, host).CoreV1().Services(seedNamespace(t, hosted)).Get(ctx, "kube-apiserver", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || len(svc.Status.LoadBalancer.Ingress) == 0 {
+			t.Fatalf("the API's Service is %s with ingress %+v, want a LoadBalancer with an address", svc.Spec.Type, svc.Status.LoadBalancer.Ingress)
+		}
+		want := "https://" + svc.Status.LoadBalancer.Ingress[0].IP + ":6443"
+		if cl.Status.Endpoint != want {
+			t.Fatalf("status.endpoint = %s, want the load balancer's %s", cl.Status.Endpoint, want)
+		}
+		// The admin kubeconfig names it, the API server's certificate
+		// carries it, and nothing on the host forwards to it.
+		cs := clusterClientset(t, hosted)
+		if _, err := cs.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{}); err != nil {
+			t.Fatalf("the API through %s: %v", want, err)
+		}
+		for _, p := range clusterProcesses(hosted) {
+			if strings.HasSuffix(p.Name, "/seed-endpoint-0") {
+				t.Errorf("process %s forwards to a control plane that has a load balancer", p.Name)
+			}
+		}
+	})
+
 	t.Run("webhooks logs exec port-forward through the tunnel", func(t *testing.T) {
 		tc := newTunnelCluster(t, hosted)
 		t.Run("admission webhooks", tc.admissionWebhooks)

@@ -13,6 +13,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strings"
@@ -251,6 +252,11 @@ func (r *Reconciler) serveHibernated(c *lotsev1.Cluster, status *lotsev1.Cluster
 	u, err := url.Parse(status.Endpoint)
 	if err != nil {
 		return err
+	}
+	if ip, err := netip.ParseAddr(u.Hostname()); err != nil || !ip.IsLoopback() {
+		// The endpoint is a seed's load balancer, not this host's to
+		// answer on; its API is simply down while hibernated.
+		return nil
 	}
 	p := r.Backend.PKI(spec.Key)
 	msg := fmt.Sprintf("cluster %s/%s is hibernated: set spec.hibernation.enabled to false (or run `lotse cluster wake %s`) to wake it", c.Namespace, c.Name, c.Name)

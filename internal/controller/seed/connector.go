@@ -7,6 +7,7 @@ package seed
 import (
 	"context"
 	"fmt"
+	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
@@ -14,6 +15,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/clusterref"
+	"github.com/lotse/lotse/internal/controlplane/seed"
 	"github.com/lotse/lotse/internal/kubeconfig"
 )
 
@@ -43,6 +45,19 @@ func (c *Connector) Config(ctx context.Context, name string) (*rest.Config, erro
 		return nil, fmt.Errorf("spec.kubeconfigSecretRef: Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
 	return cfg, nil
+}
+
+// APIServerService returns how the seed exposes hosted API servers.
+func (c *Connector) APIServerService(ctx context.Context, name string) (seed.ServiceExposure, error) {
+	s := &lotsev1.Seed{}
+	if err := c.Reader.Get(ctx, client.ObjectKey{Name: name}, s); err != nil {
+		return seed.ServiceExposure{}, err
+	}
+	e := seed.ServiceExposure{LoadBalancer: s.Spec.APIServerService.Type != lotsev1.SeedServiceNodePort}
+	if len(s.Spec.APIServerService.Annotations) > 0 {
+		e.Annotations = maps.Clone(s.Spec.APIServerService.Annotations)
+	}
+	return e, nil
 }
 
 func (c *Connector) secret(ctx context.Context, name string) (*lotsev1.Seed, *corev1.Secret, error) {

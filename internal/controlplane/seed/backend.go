@@ -165,7 +165,11 @@ func (b *Backend) ensureLayout(ctx context.Context, spec controlplane.Spec) (Lay
 	if err != nil {
 		return Layout{}, err
 	}
-	l := Layout{Seed: spec.Seed, Namespace: NamespaceFor(b.Supervisor.Owner(), spec.Key), APIPort: p[0], HighAvailability: spec.HighAvailability}
+	exposure, err := b.Seeds.APIServerService(ctx, spec.Seed)
+	if err != nil {
+		return Layout{}, fmt.Errorf("seed %s: %w", spec.Seed, err)
+	}
+	l := Layout{Seed: spec.Seed, Namespace: NamespaceFor(b.Supervisor.Owner(), spec.Key), APIPort: p[0], HighAvailability: spec.HighAvailability, Service: exposure}
 	if !spec.WithoutTunnel {
 		l.TunnelPort = p[1]
 	}
@@ -284,11 +288,14 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 			if err != nil {
 				return false, "", err
 			}
-			layout = l
 			if sc, err = b.client(ctx, l.Seed); err != nil {
 				return false, "", err
 			}
-			return true, "", nil
+			// The API server's certificate names the address: it comes
+			// first.
+			l, msg, err := b.ensureExternalAddress(ctx, sc, spec, l)
+			layout = l
+			return msg == "" && err == nil, msg, err
 		}},
 		{Name: TaskPKI, DependsOn: []string{TaskPlacement}, Run: func(ctx context.Context) (bool, string, error) {
 			p, err := b.ensurePKI(spec, layout)
@@ -444,6 +451,40 @@ func (b *Backend) workloadDone(ctx context.Context, sc *seedClient, l Layout, co
 	return true, "", nil
 }
 
+// ensureExternalAddress, for a control plane behind the seed's load
+// balancer, applies the API servers' Service and records the address the
+// load balancer gives it. It returns why it waits, if it does.
+func (b *Backend) ensureExternalAddress(ctx context.Context, sc *seedClient, spec controlplane.Spec, l Layout) (Layout, string, error) {
+	if !l.behindLoadBalancer() || l.ExternalAddress != "" {
+		return l, "", nil
+	}
+	r := render{spec: spec, layout: l}
+	if err := sc.apply(ctx, r.objects(stageBase)...); err != nil {
+		return l, "", err
+	}
+	svc, err := sc.kube.CoreV1().Services(l.Namespace).Get(ctx, apiServerService, metav1.GetOptions{})
+	if err != nil {
+		return l, "", err
+	}
+	var addr string
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if addr = ing.IP; addr == "" {
+			addr = ing.Hostname
+		}
+		if addr != "" {
+			break
+		}
+	}
+	if addr == "" {
+		return l, fmt.Sprintf("waiting for seed %s to give Service %s/%s a load-balancer address (a seed without load balancers needs spec.apiServerService.type: NodePort)",
+			l.Seed, l.Namespace, apiServerService), nil
+	}
+	b.layoutMu.Lock()
+	defer b.layoutMu.Unlock()
+	l.ExternalAddress = addr
+	return l, "", b.saveLayout(spec.Key, l)
+}
+
 // forwarder is a `lotse loadbalancer` on this host in front of the seed.
 func (b *Backend) forwarder(key, name, listen string, to []string, p *pki.ClusterPKI) supervisor.Spec {
 	args := []string{"loadbalancer", "--listen=" + listen}
@@ -480,7 +521,7 @@ func (sc *seedClient) nodePorts(ctx context.Context, l Layout) (api, tunnel int3
 }
 
 // ensureForwarders runs the host's forwarders: the endpoint on 127.0.0.1
-// and, with nodes, the API and the tunnel on the gateway.
+// (unless the seed's load balancer is the endpoint) and, with nodes, the API and the tunnel on the gateway.
 func (b *Backend) ensureForwarders(ctx context.Context, sc *seedClient, spec controlplane.Spec, l Layout, nodes bool) error {
 	addrs, err := sc.nodeAddresses(ctx)
 	if err != nil {
@@ -491,7 +532,10 @@ func (b *Backend) ensureForwarders(ctx context.Context, sc *seedClient, spec con
 		return err
 	}
 	p := b.PKI(spec.Key)
-	specs := []supervisor.Spec{b.forwarder(spec.Key, "seed-endpoint", fmt.Sprintf("127.0.0.1:%d", l.APIPort), backends(addrs, apiPort), &p)}
+	var specs []supervisor.Spec
+	if !l.behindLoadBalancer() {
+		specs = append(specs, b.forwarder(spec.Key, "seed-endpoint", fmt.Sprintf("127.0.0.1:%d", l.APIPort), backends(addrs, apiPort), &p))
+	}
 	if nodes {
 		specs = append(specs, b.forwarder(spec.Key, "seed-node-endpoint", fmt.Sprintf("%s:%d", l.Gateway(), l.APIPort), backends(addrs, apiPort), &p))
 		if l.TunnelPort != 0 && tunnelPort != 0 {

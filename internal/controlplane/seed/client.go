@@ -26,6 +26,19 @@ import (
 type Connector interface {
 	// Config returns a client configuration of the seed.
 	Config(ctx context.Context, seed string) (*rest.Config, error)
+	// APIServerService says how the seed exposes a control plane placed
+	// on it now.
+	APIServerService(ctx context.Context, seed string) (ServiceExposure, error)
+}
+
+// ServiceExposure is the Service in front of a control plane's API
+// servers.
+type ServiceExposure struct {
+	// LoadBalancer: the Service's load-balancer address is the endpoint;
+	// otherwise (NodePort) the host forwards to the seed's node ports.
+	LoadBalancer bool `json:"loadBalancer,omitempty"`
+	// Annotations go on the Service.
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // fieldManager owns what Lotse applies in seeds.

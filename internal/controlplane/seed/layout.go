@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,6 +50,13 @@ type Layout struct {
 	// EtcdGrown: members beyond the first joined a running etcd instead
 	// of starting it together, so they start as existing members.
 	EtcdGrown bool `json:"etcdGrown,omitempty"`
+	// Service is how the seed exposes the API servers, fixed when the
+	// control plane is placed (a layout from before it: NodePort).
+	Service ServiceExposure `json:"service,omitempty"`
+	// ExternalAddress is the address the seed's load balancer gave the
+	// API servers' Service: the endpoint, and a name in the API server's
+	// certificate.
+	ExternalAddress string `json:"externalAddress,omitempty"`
 }
 
 // etcdGrowing reports whether etcd is growing to three members.
@@ -62,8 +71,18 @@ func (l Layout) Gateway() string {
 	return p.Masked().Addr().Next().String()
 }
 
-// Endpoint is the API URL on this host.
-func (l Layout) Endpoint() string { return fmt.Sprintf("https://127.0.0.1:%d", l.APIPort) }
+// Endpoint is the API URL for clients: the load balancer's address, or
+// the forwarder on this host.
+func (l Layout) Endpoint() string {
+	if l.ExternalAddress != "" {
+		return "https://" + net.JoinHostPort(l.ExternalAddress, strconv.Itoa(apiServerPort))
+	}
+	return fmt.Sprintf("https://127.0.0.1:%d", l.APIPort)
+}
+
+// behindLoadBalancer: clients reach the API through the seed's load
+// balancer, not through this host.
+func (l Layout) behindLoadBalancer() bool { return l.Service.LoadBalancer }
 
 // NodeEndpoint is the API URL for the machines and their pods.
 func (l Layout) NodeEndpoint() string { return fmt.Sprintf("https://%s:%d", l.Gateway(), l.APIPort) }
@@ -82,7 +101,11 @@ func (l Layout) etcdHost(i int) string {
 // APIServerHosts are the names the API server's certificate carries
 // beyond the standard ones: the gateway and its Service in the seed.
 func (l Layout) APIServerHosts() []string {
-	return []string{l.Gateway(), apiServerService + "." + l.Namespace + ".svc", apiServerService + "." + l.Namespace + ".svc.cluster.local"}
+	hosts := []string{l.Gateway(), apiServerService + "." + l.Namespace + ".svc", apiServerService + "." + l.Namespace + ".svc.cluster.local"}
+	if l.ExternalAddress != "" {
+		hosts = append(hosts, l.ExternalAddress)
+	}
+	return hosts
 }
 
 // EtcdHosts are the names the etcd members' certificates carry.

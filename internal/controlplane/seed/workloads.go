@@ -225,8 +225,15 @@ func (r render) apiServerService() *corev1.Service {
 	if r.tunnel() {
 		ports = append(ports, corev1.ServicePort{Name: "tunnel", Port: tunnelAgentPort, TargetPort: intstr.FromInt32(tunnelAgentPort)})
 	}
-	return &corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}, ObjectMeta: meta(r.ns(), apiServerService, apiServerName),
+	svc := &corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}, ObjectMeta: meta(r.ns(), apiServerService, apiServerName),
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: labels(apiServerName), Ports: ports}}
+	if e := r.layout.Service; e.LoadBalancer {
+		// A load balancer's Service has node ports too: the host's
+		// forwarders for the machines use them.
+		svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+		svc.Annotations = e.Annotations
+	}
+	return svc
 }
 
 func file(name string) string { return pkiDir + "/" + name }

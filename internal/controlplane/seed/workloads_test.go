@@ -254,3 +254,46 @@ func TestRenderOneImage(t *testing.T) {
 		}
 	}
 }
+
+// The API servers' Service: node ports by default (and for layouts from
+// before the choice), a load balancer with the seed's annotations when the
+// seed has one; its address is then the endpoint and in the certificate.
+func TestAPIServerExposure(t *testing.T) {
+	internal := map[string]string{"lb.lotse.dev/internal": "true"}
+	tests := []struct {
+		name        string
+		service     ServiceExposure
+		address     string
+		wantType    corev1.ServiceType
+		wantEnd     string
+		annotations map[string]string
+	}{
+		{"node ports", ServiceExposure{}, "", corev1.ServiceTypeNodePort, "https://127.0.0.1:30443", nil},
+		{"load balancer, no address yet", ServiceExposure{LoadBalancer: true, Annotations: internal}, "", corev1.ServiceTypeLoadBalancer, "https://127.0.0.1:30443", internal},
+		{"load balancer", ServiceExposure{LoadBalancer: true}, "10.254.254.7", corev1.ServiceTypeLoadBalancer, "https://10.254.254.7:6443", nil},
+		{"load balancer by name", ServiceExposure{LoadBalancer: true}, "api.seed.example", corev1.ServiceTypeLoadBalancer, "https://api.seed.example:6443", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := Layout{Namespace: "ns", NodesCIDR: "10.250.3.0/24", APIPort: 30443, Service: tt.service, ExternalAddress: tt.address}
+			r := render{spec: controlplane.Spec{Key: "clusters/default/a", Name: "a"}, layout: l}
+			svc, ok := find[*corev1.Service](r.objects(stageBase), apiServerService)
+			if !ok || svc.Spec.Type != tt.wantType || len(svc.Spec.Ports) != 2 {
+				t.Fatalf("API Service: %+v", svc)
+			}
+			if fmt.Sprint(svc.Annotations) != fmt.Sprint(tt.annotations) {
+				t.Errorf("annotations %v, want %v", svc.Annotations, tt.annotations)
+			}
+			if got := l.Endpoint(); got != tt.wantEnd {
+				t.Errorf("endpoint %s, want %s", got, tt.wantEnd)
+			}
+			hosts := strings.Join(l.APIServerHosts(), " ")
+			if tt.address != "" && !strings.Contains(hosts, tt.address) {
+				t.Errorf("certificate names %s, not the load balancer's %s", hosts, tt.address)
+			}
+			if l.behindLoadBalancer() != tt.service.LoadBalancer {
+				t.Errorf("behind a load balancer: %v", l.behindLoadBalancer())
+			}
+		})
+	}
+}
