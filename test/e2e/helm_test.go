@@ -390,9 +390,9 @@ func caOf(t testing.TB, kubeconfig []byte) []byte {
 	return nil
 }
 
-// innerAPI reaches the control plane with the admin kubeconfig: through
-// the load balancer it names or, for a Service of node ports, through a
-// node port (the manager's endpoint is then inside its pod).
+// innerAPI reaches the control plane with the admin kubeconfig the
+// managers wrote: it names the address of the seed's load balancer (the
+// chart's default), which this host and the seed's pods reach alike.
 func innerAPI(t testing.TB, cs kubernetes.Interface, namespace string, kubeconfig []byte) {
 	t.Helper()
 	ctx := context.Background()
@@ -404,39 +404,11 @@ func innerAPI(t testing.TB, cs kubernetes.Interface, namespace string, kubeconfi
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
-		// The kubeconfig handed out names the load balancer's address,
-		// which this host and the seed's pods reach alike.
-		if len(svc.Status.LoadBalancer.Ingress) == 0 || cfg.Host != "https://"+svc.Status.LoadBalancer.Ingress[0].IP+":6443" {
-			t.Fatalf("the kubeconfig's server is %s; the API's Service has load-balancer ingress %+v", cfg.Host, svc.Status.LoadBalancer.Ingress)
-		}
-		inner := kubernetes.NewForConfigOrDie(cfg)
-		waitFor(t, 2*time.Minute, "the hosted API through the seed's load balancer "+cfg.Host, func() (bool, error) {
-			_, err := inner.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
-			return err == nil, err
-		})
-		return
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || len(svc.Status.LoadBalancer.Ingress) == 0 || cfg.Host != "https://"+svc.Status.LoadBalancer.Ingress[0].IP+":6443" {
+		t.Fatalf("the kubeconfig's server is %s; the API's Service is %s with load-balancer ingress %+v", cfg.Host, svc.Spec.Type, svc.Status.LoadBalancer.Ingress)
 	}
-	var port int32
-	for _, p := range svc.Spec.Ports {
-		if p.Name == "https" || p.Port == 6443 {
-			port = p.NodePort
-		}
-	}
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil || len(nodes.Items) == 0 {
-		t.Fatalf("seed nodes: %v", err)
-	}
-	var addr string
-	for _, a := range nodes.Items[0].Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			addr = a.Address
-		}
-	}
-	cfg.Host = fmt.Sprintf("https://%s:%d", addr, port)
-	cfg.TLSClientConfig.ServerName = "localhost"
 	inner := kubernetes.NewForConfigOrDie(cfg)
-	waitFor(t, 2*time.Minute, "the hosted API through the seed's node port "+cfg.Host, func() (bool, error) {
+	waitFor(t, 2*time.Minute, "the hosted API through the seed's load balancer "+cfg.Host, func() (bool, error) {
 		_, err := inner.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
 		return err == nil, err
 	})
