@@ -66,8 +66,9 @@ type SeedSpec struct {
 	// +optional
 	Capacity SeedCapacity `json:"capacity,omitempty"`
 	// APIServerService says how the seed exposes the API servers of the
-	// control planes it hosts. It applies to control planes placed after
-	// a change; placed ones keep what they were created with.
+	// control planes it hosts. A change reaches control planes whose
+	// certificates are not made yet (one waiting for an address);
+	// running ones keep what their certificates name.
 	// +kubebuilder:default={}
 	// +optional
 	APIServerService SeedAPIServerService `json:"apiServerService,omitempty"`

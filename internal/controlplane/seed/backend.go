@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,6 +34,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -453,9 +455,28 @@ func (b *Backend) workloadDone(ctx context.Context, sc *seedClient, l Layout, co
 
 // ensureExternalAddress, for a control plane behind the seed's load
 // balancer, applies the API servers' Service and records the address the
-// load balancer gives it. It returns why it waits, if it does.
+// load balancer gives it. It returns why it waits, if it does. Until the
+// API server's certificate exists, the seed's setting is read again: a
+// cluster waiting on a seed without load balancers goes on once the seed
+// says NodePort. After, the exposure stays what the certificate names.
 func (b *Backend) ensureExternalAddress(ctx context.Context, sc *seedClient, spec controlplane.Spec, l Layout) (Layout, string, error) {
-	if !l.behindLoadBalancer() || l.ExternalAddress != "" {
+	if l.ExternalAddress != "" {
+		return l, "", nil
+	}
+	if _, err := os.Stat(b.PKI(spec.Key).Cert(pki.APIServerName)); errors.Is(err, os.ErrNotExist) {
+		exposure, err := b.Seeds.APIServerService(ctx, l.Seed)
+		if err != nil {
+			return l, "", fmt.Errorf("seed %s: %w", l.Seed, err)
+		}
+		if !sameExposure(exposure, l.Service) {
+			if l, err = b.updateLayout(spec.Key, func(l *Layout) { l.Service = exposure }); err != nil {
+				return l, "", err
+			}
+		}
+	} else if err != nil {
+		return l, "", err
+	}
+	if !l.behindLoadBalancer() {
 		return l, "", nil
 	}
 	r := render{spec: spec, layout: l}
@@ -466,23 +487,43 @@ func (b *Backend) ensureExternalAddress(ctx context.Context, sc *seedClient, spe
 	if err != nil {
 		return l, "", err
 	}
-	var addr string
-	for _, ing := range svc.Status.LoadBalancer.Ingress {
-		if addr = ing.IP; addr == "" {
-			addr = ing.Hostname
-		}
-		if addr != "" {
-			break
-		}
-	}
+	addr := ingressAddress(svc)
 	if addr == "" {
 		return l, fmt.Sprintf("waiting for seed %s to give Service %s/%s a load-balancer address (a seed without load balancers needs spec.apiServerService.type: NodePort)",
 			l.Seed, l.Namespace, apiServerService), nil
 	}
+	l, err = b.updateLayout(spec.Key, func(l *Layout) { l.ExternalAddress = addr })
+	return l, "", err
+}
+
+// ingressAddress is the first address a load balancer gave a Service.
+func ingressAddress(svc *corev1.Service) string {
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if ing.IP != "" {
+			return ing.IP
+		}
+		if ing.Hostname != "" {
+			return ing.Hostname
+		}
+	}
+	return ""
+}
+
+func sameExposure(a, b ServiceExposure) bool {
+	return a.LoadBalancer == b.LoadBalancer && maps.Equal(a.Annotations, b.Annotations)
+}
+
+// updateLayout changes the recorded layout under the lock, from what is
+// on disk now, and returns it.
+func (b *Backend) updateLayout(key string, change func(*Layout)) (Layout, error) {
 	b.layoutMu.Lock()
 	defer b.layoutMu.Unlock()
-	l.ExternalAddress = addr
-	return l, "", b.saveLayout(spec.Key, l)
+	l, err := b.LoadLayout(key)
+	if err != nil {
+		return l, err
+	}
+	change(&l)
+	return l, b.saveLayout(key, l)
 }
 
 // forwarder is a `lotse loadbalancer` on this host in front of the seed.
@@ -585,7 +626,11 @@ func (b *Backend) Status(ctx context.Context, spec controlplane.Spec) controlpla
 	}
 	st := controlplane.Status{Endpoint: l.Endpoint()}
 	p := b.PKI(spec.Key)
-	st.APIServerAvailable, st.APIServerMessage = probeReadyz(ctx, l.Endpoint(), p)
+	if st.Endpoint == "" {
+		st.APIServerMessage = "waiting for the seed's load balancer to give the API an address"
+	} else {
+		st.APIServerAvailable, st.APIServerMessage = probeReadyz(ctx, st.Endpoint, p)
+	}
 	if prov, err := p.PrimaryEncryptionProvider(); err == nil {
 		st.EncryptionProvider = prov
 	}

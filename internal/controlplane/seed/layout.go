@@ -72,10 +72,14 @@ func (l Layout) Gateway() string {
 }
 
 // Endpoint is the API URL for clients: the load balancer's address, or
-// the forwarder on this host.
+// the forwarder on this host. It is empty while the load balancer has
+// given no address yet.
 func (l Layout) Endpoint() string {
-	if l.ExternalAddress != "" {
+	switch {
+	case l.ExternalAddress != "":
 		return "https://" + net.JoinHostPort(l.ExternalAddress, strconv.Itoa(apiServerPort))
+	case l.behindLoadBalancer():
+		return ""
 	}
 	return fmt.Sprintf("https://127.0.0.1:%d", l.APIPort)
 }

@@ -1,6 +1,8 @@
 package seed
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/pki"
@@ -269,7 +272,7 @@ func TestAPIServerExposure(t *testing.T) {
 		annotations map[string]string
 	}{
 		{"node ports", ServiceExposure{}, "", corev1.ServiceTypeNodePort, "https://127.0.0.1:30443", nil},
-		{"load balancer, no address yet", ServiceExposure{LoadBalancer: true, Annotations: internal}, "", corev1.ServiceTypeLoadBalancer, "https://127.0.0.1:30443", internal},
+		{"load balancer, no address yet", ServiceExposure{LoadBalancer: true, Annotations: internal}, "", corev1.ServiceTypeLoadBalancer, "", internal},
 		{"load balancer", ServiceExposure{LoadBalancer: true}, "10.254.254.7", corev1.ServiceTypeLoadBalancer, "https://10.254.254.7:6443", nil},
 		{"load balancer by name", ServiceExposure{LoadBalancer: true}, "api.seed.example", corev1.ServiceTypeLoadBalancer, "https://api.seed.example:6443", nil},
 	}
@@ -293,6 +296,57 @@ func TestAPIServerExposure(t *testing.T) {
 			}
 			if l.behindLoadBalancer() != tt.service.LoadBalancer {
 				t.Errorf("behind a load balancer: %v", l.behindLoadBalancer())
+			}
+		})
+	}
+}
+
+// exposureConnectorFake answers a seed's API server Service setting; it
+// has no client configuration.
+type exposureConnectorFake struct{ exposure ServiceExposure }
+
+func (f exposureConnectorFake) Config(context.Context, string) (*rest.Config, error) {
+	return nil, errors.New("no seed behind this fake")
+}
+
+func (f exposureConnectorFake) APIServerService(context.Context, string) (ServiceExposure, error) {
+	return f.exposure, nil
+}
+
+// Until the API server's certificate exists, a changed seed setting
+// reaches a waiting control plane (a cluster stuck on a seed without load
+// balancers goes on once the seed says NodePort); after, it stays.
+func TestExposureFollowsSeedUntilCertificate(t *testing.T) {
+	tests := []struct {
+		name     string
+		recorded ServiceExposure
+		seed     ServiceExposure
+		issued   bool
+		want     ServiceExposure
+	}{
+		{"waiting for an address, seed now says NodePort", ServiceExposure{LoadBalancer: true}, ServiceExposure{}, false, ServiceExposure{}},
+		{"certificate issued: the recorded exposure stays", ServiceExposure{}, ServiceExposure{LoadBalancer: true}, true, ServiceExposure{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &Backend{StateDir: t.TempDir(), Seeds: exposureConnectorFake{tt.seed}}
+			key := "clusters/default/a"
+			if err := b.saveLayout(key, Layout{Seed: "s", Namespace: "ns", APIPort: 30443, Service: tt.recorded}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.issued {
+				if _, err := pki.EnsureCluster(b.PKI(key).Dir, pki.ClusterParams{Name: "a", ServiceCIDR: "10.96.0.0/16"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l, _ := b.LoadLayout(key)
+			got, msg, err := b.ensureExternalAddress(context.Background(), nil, controlplane.Spec{Key: key, Name: "a"}, l)
+			if err != nil || msg != "" {
+				t.Fatalf("error %v, message %q", err, msg)
+			}
+			onDisk, _ := b.LoadLayout(key)
+			if !sameExposure(got.Service, tt.want) || !sameExposure(onDisk.Service, tt.want) {
+				t.Errorf("exposure %+v (on disk %+v), want %+v", got.Service, onDisk.Service, tt.want)
 			}
 		})
 	}
