@@ -87,6 +87,7 @@ func newDownCommand() *cobra.Command {
 func newManagerCommand() *cobra.Command {
 	var kubeconfig, stateDir, cacheDir, metricsAddr, healthAddr, lbPool, backupDir, fleetDNSAddr, webhookAddr, webhookAdvertise, dashboardAddr string
 	var controlPlaneImage, leaderElectionNamespace, webhookService, webhookOwner string
+	var registry registryFlags
 	var seedsOnly bool
 	var apiServerGOGC int
 	var alertWebhooks []string
@@ -101,6 +102,10 @@ func newManagerCommand() *cobra.Command {
 			"manager with the same state directory adopts them.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			imageRegistry, pullCredentials, err := registry.options(controlPlaneImage)
+			if err != nil {
+				return err
+			}
 			cfg, err := managementConfig(kubeconfig)
 			if err != nil {
 				return err
@@ -147,6 +152,8 @@ func newManagerCommand() *cobra.Command {
 				DashboardAddr:           dashboardAddr,
 				SeedsOnly:               seedsOnly,
 				ControlPlaneImage:       controlPlaneImage,
+				ImageRegistry:           imageRegistry,
+				ImagePullCredentials:    pullCredentials,
 			})
 			if cmd.Context().Err() != nil {
 				return nil
@@ -157,6 +164,7 @@ func newManagerCommand() *cobra.Command {
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the management API (default: the cluster this manager runs in, as a pod)")
 	cmd.Flags().BoolVar(&seedsOnly, "seeds-only", false, "run every control plane on a seed, none as processes on this host (a manager installed in a cluster)")
 	cmd.Flags().StringVar(&controlPlaneImage, "control-plane-image", "", "image that holds the releases' binaries where --cache-dir has them (`lotse image manager`); seed-hosted control planes run it, and no images are loaded into seeds")
+	registry.add(cmd.Flags())
 	cmd.Flags().StringVar(&stateDir, "state-dir", managementplane.DefaultStateDir(), "where control planes keep data, PKI and logs")
 	cmd.Flags().StringVar(&cacheDir, "cache-dir", releases.DefaultCacheDir(), "where upstream binaries are built and kept")
 	cmd.Flags().BoolVar(&leaderElect, "leader-elect", false, "elect a leader among several managers")

@@ -3,11 +3,12 @@
 // the Go module proxy (the pause container's C source from the
 // k8s.io/kubernetes module, CoreDNS from github.com/coredns/coredns) or from a
 // local static binary, written as a docker-save tarball, and imported into
-// containerd with `ctr images import` (see Import).
+// containerd with `ctr images import` (see Import), or pushed to a real
+// registry for nodes that pull (see Repository).
 //
 // Image references use the host Registry, which never resolves: nothing is
-// ever pulled, so kubelet must run these images with imagePullPolicy
-// IfNotPresent (or Never) after they were imported.
+// ever pulled by those names, so kubelet must run these images with
+// imagePullPolicy IfNotPresent (or Never) after they were imported.
 package images
 
 import (

@@ -197,6 +197,22 @@ func TestImport(t *testing.T) {
 		}
 	})
 
+	// What Push put into a registry, containerd pulls by the digest Push
+	// returned, as the same image.
+	t.Run("pull what was pushed", func(t *testing.T) {
+		echo := images[1]
+		tar, stamp := ensure(t, b, echo)
+		reg := startRegistry(t, "", "")
+		pinned, err := Repository{Name: reg.host() + "/lotse", PlainHTTP: true}.Push(ctx, tar, echo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := runCtr(ctx, ctr, sock, "images", "pull", "--plain-http", "--platform", "linux/amd64", pinned); err != nil {
+			t.Fatalf("ctr pull %s: %v", pinned, err)
+		}
+		checkImported(t, ctx, ctr, sock, pinned, stamp.ImageID)
+	})
+
 	if _, err := exec.LookPath("runc"); err != nil {
 		t.Log("runc is not installed; not running the images")
 		return

@@ -145,6 +145,13 @@ type Options struct {
 	// runs in a cluster): seed-hosted control planes run it, and no image
 	// is built or loaded into seeds.
 	ControlPlaneImage string
+	// ImageRegistry, if set, is the repository the seed-hosted control
+	// planes' images are pushed to and every seed's nodes pull from: a
+	// seed need not be a Lotse cluster of this host then.
+	ImageRegistry *images.Repository
+	// ImagePullCredentials, if set, is a Docker config file's content the
+	// seed-hosted control planes' pods pull their images with.
+	ImagePullCredentials []byte
 	// Started, if set, is closed once the controllers run.
 	Started chan<- struct{}
 }
@@ -250,7 +257,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	seedConn := &seedcontroller.Connector{Reader: mgr.GetAPIReader(), Management: cfg}
 	opts.Backend, opts.EndpointTask = withSeeds(&opts, seedConn, provider, locateSeed(mgr.GetClient()))
 	seeds := &seedcontroller.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("lotse"), Management: cfg,
-		ImagesProvided: opts.ControlPlaneImage != ""}
+		ImagesProvided: opts.ControlPlaneImage != "" || opts.ImageRegistry != nil}
 	if err := seeds.SetupWithManager(mgr); err != nil {
 		return err
 	}

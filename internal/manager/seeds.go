@@ -18,42 +18,95 @@ import (
 	"github.com/lotse/lotse/internal/machine/local"
 )
 
-// seedImages loads control-plane images into seeds that are Lotse
-// clusters of this host: each image is built from the release's binary
-// and imported into the containerd of every machine of the seed.
+// seedImages gives seeds the control planes' images, each built from the
+// release's binary: pushed to the registry the manager was given, which
+// every seed's nodes pull from, or else imported into the containerd of
+// every machine of a seed that is a Lotse cluster of this host.
 type seedImages struct {
 	conn     *seedcontroller.Connector
 	builder  *images.Builder
 	provider *local.Provider
+	// registry, if set, is where the images go, for every seed.
+	registry *images.Repository
 
 	mu sync.Mutex
-	// loaded: when each seed last got each set of images (by seed and
-	// references): building checks digests of large binaries and an
-	// import asks containerd, too much for every reconcile.
-	loaded map[string]time.Time
+	// loaded: when each seed (or the registry) last got each set of
+	// images, and their references: building checks digests of large
+	// binaries, and an import asks containerd (a push the registry), too
+	// much for every reconcile.
+	loaded map[string]loadedImages
+}
+
+type loadedImages struct {
+	at     time.Time
+	pulled map[string]string
 }
 
 // seedImagesFresh is how long a load counts as done: a machine the seed
-// gained since gets the images within this time.
+// gained since (or a registry that lost them) gets the images within
+// this time.
 const seedImagesFresh = time.Minute
 
-func (s *seedImages) Load(ctx context.Context, seedName string, imgs []images.Image) error {
-	key := seedName
+func (s *seedImages) Load(ctx context.Context, seedName string, imgs []images.Image) (map[string]string, error) {
+	key := "seed " + seedName
+	if s.registry != nil {
+		key = "registry"
+	}
 	for _, img := range imgs {
 		key += " " + img.Ref()
 	}
 	s.mu.Lock()
-	at, ok := s.loaded[key]
+	done, ok := s.loaded[key]
 	s.mu.Unlock()
-	if ok && time.Since(at) < seedImagesFresh {
-		return nil
+	if ok && time.Since(done.at) < seedImagesFresh {
+		return done.pulled, nil
 	}
+	var pulled map[string]string
+	var err error
+	if s.registry != nil {
+		pulled, err = s.push(ctx, imgs)
+	} else {
+		err = s.importInto(ctx, seedName, imgs)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.loaded == nil {
+		s.loaded = map[string]loadedImages{}
+	}
+	s.loaded[key] = loadedImages{at: time.Now(), pulled: pulled}
+	s.mu.Unlock()
+	return pulled, nil
+}
+
+// push puts the images into the registry and returns the references
+// (by digest) the seeds' nodes pull.
+func (s *seedImages) push(ctx context.Context, imgs []images.Image) (map[string]string, error) {
+	pulled := map[string]string{}
+	for _, img := range imgs {
+		tar, err := s.builder.Ensure(ctx, img)
+		if err != nil {
+			return nil, err
+		}
+		ref, err := s.registry.Push(ctx, tar, img)
+		if err != nil {
+			return nil, err
+		}
+		pulled[img.Ref()] = ref
+	}
+	return pulled, nil
+}
+
+// importInto imports the images into the machines of a seed that is a
+// Lotse cluster of this host.
+func (s *seedImages) importInto(ctx context.Context, seedName string, imgs []images.Image) error {
 	ref, isLotse, err := s.conn.LotseCluster(ctx, seedName)
 	if err != nil {
 		return err
 	}
 	if !isLotse || s.provider == nil {
-		return fmt.Errorf("seed %s is not a Lotse cluster of this host: its nodes cannot be given the control-plane images (pushing them to a registry is not supported yet)", seedName)
+		return fmt.Errorf("seed %s is not a Lotse cluster of this host: its nodes cannot be given the control-plane images; give the manager a registry its nodes pull from (--image-registry)", seedName)
 	}
 	var todo []local.ImportedImage
 	for _, img := range imgs {
@@ -74,12 +127,6 @@ func (s *seedImages) Load(ctx context.Context, seedName string, imgs []images.Im
 	if n == 0 {
 		return fmt.Errorf("seed %s (cluster %s) has no running machine to load images into", seedName, ref.Key())
 	}
-	s.mu.Lock()
-	if s.loaded == nil {
-		s.loaded = map[string]time.Time{}
-	}
-	s.loaded[key] = time.Now()
-	s.mu.Unlock()
 	return nil
 }
 
@@ -96,11 +143,12 @@ func withSeeds(opts *Options, conn *seedcontroller.Connector, provider any, loca
 		Supervisor:  opts.Supervisor,
 		LotseBinary: opts.LotseBinary,
 		Seeds:       conn,
-		Images:      &seedImages{conn: conn, builder: &images.Builder{CacheDir: opts.Releases.Dir, Log: opts.BuildLog}, provider: lp},
+		Images:      &seedImages{conn: conn, builder: &images.Builder{CacheDir: opts.Releases.Dir, Log: opts.BuildLog}, provider: lp, registry: opts.ImageRegistry},
 		Networks:    processBackend,
 		Locate:      locate,
 
-		ControlPlaneImage: opts.ControlPlaneImage,
+		ControlPlaneImage:    opts.ControlPlaneImage,
+		ImagePullCredentials: opts.ImagePullCredentials,
 	}
 	router := &controlplane.Router{Local: processBackend, Seeds: seeds, SeedsOnly: opts.SeedsOnly}
 	localEndpointTask := opts.EndpointTask // the caller's, if any: the closure must not see its own

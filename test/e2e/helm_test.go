@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
@@ -150,8 +151,19 @@ func helmManager(t *testing.T, host string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Credentials the control planes' pods pull the manager's image with
+	// (never used: the image is on the nodes, IfNotPresent).
+	pullCreds := []byte(`{"auths":{"` + repo[:strings.Index(repo, "/")] + `":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("puller:pw")) + `"}}}`)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "control-plane-pull"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: pullCreds}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 	runHelm(t, kubeconfig, "install", release, chart, "-n", ns, "--create-namespace",
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag,
+		"--set", "controlPlanes.imagePullSecret=control-plane-pull",
 		// An address in the seed's node network: the managers' pods there
 		// reach it, and so does this host.
 		"--set-string", `seed.apiServerService.annotations.lb\.lotse\.dev/internal=true`,
@@ -217,6 +229,12 @@ func helmManager(t *testing.T, host string) {
 		if p.Status.Phase == corev1.PodRunning && p.Spec.Containers[0].Image == ref {
 			running[p.Labels[seed.LabelComponent]] = true
 		}
+		if len(p.Spec.ImagePullSecrets) != 1 || p.Spec.ImagePullSecrets[0].Name != "image-pull" {
+			t.Errorf("pod %s pulls with %v, want the Secret image-pull", p.Name, p.Spec.ImagePullSecrets)
+		}
+	}
+	if s, err := cs.CoreV1().Secrets(cpNS).Get(ctx, "image-pull", metav1.GetOptions{}); err != nil || s.Type != corev1.SecretTypeDockerConfigJson || !bytes.Equal(s.Data[corev1.DockerConfigJsonKey], pullCreds) {
+		t.Errorf("the control plane's image pull Secret: %v (err %v), want the chart's credentials", s, err)
 	}
 	for _, want := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		if !running[want] {

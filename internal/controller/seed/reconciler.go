@@ -36,9 +36,10 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// Management reaches the seed marked spec.managementCluster.
 	Management *rest.Config
-	// ImagesProvided: the seeds' nodes get the control planes' image
-	// themselves (the manager's own, --control-plane-image), so a seed
-	// need not be a Lotse cluster of this host for Lotse to load them.
+	// ImagesProvided: the seeds' nodes get the control planes' images
+	// themselves (the manager's own, --control-plane-image, or pushed to
+	// the registry they pull from, --image-registry), so a seed need not
+	// be a Lotse cluster of this host for Lotse to load them.
 	ImagesProvided bool
 }
 
@@ -181,7 +182,7 @@ func (r *Reconciler) probe(ctx context.Context, s *lotsev1.Seed) (bool, string, 
 	if _, isLotse, err := conn.LotseCluster(ctx, s.Name); err != nil {
 		return false, "KubeconfigInvalid", err.Error()
 	} else if !isLotse {
-		return false, "ImagesUnavailable", "the seed is not a Lotse cluster of this management plane, so the control planes' images cannot be loaded into its nodes (pushing them to a registry is not supported yet); use a Lotse cluster's NAME-kubeconfig Secret"
+		return false, "ImagesUnavailable", "the seed is not a Lotse cluster of this management plane, so the control planes' images cannot be loaded into its nodes; give the manager a registry the seed's nodes pull from (lotse manager --image-registry), or use a Lotse cluster's NAME-kubeconfig Secret"
 	}
 	return true, "Reachable", fmt.Sprintf("Kubernetes %s, %d Ready nodes", v.GitVersion, ready)
 }

@@ -50,7 +50,9 @@ import (
 // ImageLoader makes images available to a seed's nodes: imported into
 // their container runtime, or pushed to the registry they pull from.
 type ImageLoader interface {
-	Load(ctx context.Context, seed string, imgs []images.Image) error
+	// Load returns, by each image's Ref, the reference the seed's pods
+	// run it by; an image it leaves out keeps its Ref.
+	Load(ctx context.Context, seed string, imgs []images.Image) (map[string]string, error)
 }
 
 // NodesNetworks allocates the networks of clusters' machines, shared with
@@ -79,6 +81,10 @@ type Backend struct {
 	// installed in a cluster): the control plane's pods run it, and no
 	// image is built or loaded.
 	ControlPlaneImage string
+	// ImagePullCredentials, if set, is a Docker config file's content
+	// (its "auths") the control planes' pods pull their images with: it
+	// goes into each control plane's namespace as an image pull Secret.
+	ImagePullCredentials []byte
 
 	clients  clients
 	layoutMu sync.Mutex
@@ -216,21 +222,31 @@ func Images(bins releases.Binaries) []images.Image {
 	return out
 }
 
-func (b *Backend) imageRefs(bins releases.Binaries) ImageRefs {
+// imageRefs are the references the pods run: the manager's own image, or
+// each component's, as the ImageLoader made them available (pulled).
+func (b *Backend) imageRefs(bins releases.Binaries, pulled map[string]string) ImageRefs {
 	if img := b.ControlPlaneImage; img != "" {
 		cmds := map[string]string{}
 		for _, c := range []string{etcdName, apiServerName, controllerManagerName, schedulerName, tunnelServerName} {
 			cmds[c] = bins.Path(c)
 		}
-		return ImageRefs{Etcd: img, APIServer: img, ControllerManager: img, Scheduler: img, TunnelServer: img, Commands: cmds}
+		return ImageRefs{Etcd: img, APIServer: img, ControllerManager: img, Scheduler: img, TunnelServer: img, Commands: cmds, PullCredentials: b.ImagePullCredentials}
 	}
 	rel := bins.Release
+	ref := func(name, tag string) string {
+		r := images.Ref(name, tag)
+		if p := pulled[r]; p != "" {
+			return p
+		}
+		return r
+	}
 	return ImageRefs{
-		Etcd:              images.Ref(etcdName, "v"+rel.Etcd),
-		APIServer:         images.Ref(apiServerName, "v"+rel.Version),
-		ControllerManager: images.Ref(controllerManagerName, "v"+rel.Version),
-		Scheduler:         images.Ref(schedulerName, "v"+rel.Version),
-		TunnelServer:      images.Ref(tunnelServerName, "v"+rel.Konnectivity),
+		Etcd:              ref(etcdName, "v"+rel.Etcd),
+		APIServer:         ref(apiServerName, "v"+rel.Version),
+		ControllerManager: ref(controllerManagerName, "v"+rel.Version),
+		Scheduler:         ref(schedulerName, "v"+rel.Version),
+		TunnelServer:      ref(tunnelServerName, "v"+rel.Konnectivity),
+		PullCredentials:   b.ImagePullCredentials,
 	}
 }
 
@@ -282,6 +298,7 @@ func sortStrings(s []string) { sort.Strings(s) }
 func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 	var layout Layout
 	var clusterPKI pki.ClusterPKI
+	var pulled map[string]string
 	var sc *seedClient
 	var r render
 	ts := []tasks.Task{
@@ -318,9 +335,11 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 			if b.ControlPlaneImage != "" {
 				return true, "", nil // the seed's nodes run the manager's own image
 			}
-			if err := b.Images.Load(ctx, layout.Seed, Images(spec.Binaries)); err != nil {
+			p, err := b.Images.Load(ctx, layout.Seed, Images(spec.Binaries))
+			if err != nil {
 				return false, "", fmt.Errorf("loading the control plane's images into seed %s: %w", layout.Seed, err)
 			}
+			pulled = p
 			return true, "", nil
 		}},
 		{Name: TaskObjects, DependsOn: []string{TaskPKI, TaskImages}, Run: func(ctx context.Context) (bool, string, error) {
@@ -328,7 +347,7 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 			if err != nil {
 				return false, "", err
 			}
-			r = render{spec: spec, layout: layout, images: b.imageRefs(spec.Binaries), secrets: s}
+			r = render{spec: spec, layout: layout, images: b.imageRefs(spec.Binaries, pulled), secrets: s}
 			return true, "", sc.apply(ctx, r.objects(stageBase)...)
 		}},
 		{Name: TaskEtcd, DependsOn: []string{TaskObjects}, Run: func(ctx context.Context) (bool, string, error) {

@@ -88,7 +88,7 @@ func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in contro
 	if err := controlplane.RestoreEtcdData(ctx, spec.Binaries.Path("etcdutl"), in.Snapshot, l.Namespace, etcdMembers); err != nil {
 		return err
 	}
-	image, command, err := b.dataSwapImage(ctx, l.Seed)
+	image, err := b.dataSwapImage(ctx, l.Seed)
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in contro
 	for i := 0; i < int(members); i++ {
 		pr, pw := io.Pipe()
 		go func(dir string) { pw.CloseWithError(dataswap.Send(pw, dir)) }(filepath.Join(staging, memberName(i)))
-		err := sc.runDataSwap(ctx, l.Namespace, i, image, command, "receive", pr)
+		err := sc.runDataSwap(ctx, l.Namespace, i, image, "receive", pr)
 		pr.Close()
 		if err != nil {
 			return fmt.Errorf("etcd member %d on seed %s: %w", i, l.Seed, err)
@@ -124,7 +124,7 @@ func (b *Backend) Restore(ctx context.Context, spec controlplane.Spec, in contro
 	if err := sc.setRestoreStep(ctx, l.Namespace, restoreCommitting); err != nil {
 		return err
 	}
-	return b.finishRestore(ctx, sc, l, members, image, command, "commit")
+	return b.finishRestore(ctx, sc, l, members, image, "commit")
 }
 
 // memberName is etcd member i's name (its pod's).
@@ -142,7 +142,7 @@ func (b *Backend) settleRestore(ctx context.Context, sc *seedClient, spec contro
 	if err != nil || step == "" {
 		return err
 	}
-	image, command, err := b.dataSwapImage(ctx, l.Seed)
+	image, err := b.dataSwapImage(ctx, l.Seed)
 	if err != nil {
 		return err
 	}
@@ -154,19 +154,19 @@ func (b *Backend) settleRestore(ctx context.Context, sc *seedClient, spec contro
 	if step == restoreCommitting {
 		action = "commit"
 	}
-	return b.finishRestore(ctx, sc, l, members, image, command, action)
+	return b.finishRestore(ctx, sc, l, members, image, action)
 }
 
 // finishRestore commits or rolls back every member's swap, then drops the
 // marker.
-func (b *Backend) finishRestore(ctx context.Context, sc *seedClient, l Layout, members int32, image string, command []string, action string) error {
+func (b *Backend) finishRestore(ctx context.Context, sc *seedClient, l Layout, members int32, image swapImage, action string) error {
 	errs := make([]error, members)
 	var wg sync.WaitGroup
 	for i := 0; i < int(members); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := sc.runDataSwap(ctx, l.Namespace, i, image, command, action, nil); err != nil {
+			if err := sc.runDataSwap(ctx, l.Namespace, i, image, action, nil); err != nil {
 				errs[i] = fmt.Errorf("etcd member %d on seed %s: %s: %w", i, l.Seed, action, err)
 			}
 		}()
@@ -266,36 +266,51 @@ func (sc *seedClient) ensureVolumes(ctx context.Context, r render, members int32
 	return nil
 }
 
+// swapImage is what the data-swap pods run.
+type swapImage struct {
+	ref string
+	// command, if set, is lotse's path in an image that holds more.
+	command     []string
+	pullSecrets []corev1.LocalObjectReference
+}
+
 // dataSwapImage is the image (and its command) of the data-swap pods: the
 // control-plane image when the manager runs one (it holds lotse), else
 // lotse alone, loaded into the seed.
-func (b *Backend) dataSwapImage(ctx context.Context, seed string) (string, []string, error) {
+func (b *Backend) dataSwapImage(ctx context.Context, seed string) (swapImage, error) {
+	pullSecrets := ImageRefs{PullCredentials: b.ImagePullCredentials}.imagePullSecrets()
 	if b.ControlPlaneImage != "" {
-		return b.ControlPlaneImage, []string{images.ManagerBinary}, nil
+		return swapImage{ref: b.ControlPlaneImage, command: []string{images.ManagerBinary}, pullSecrets: pullSecrets}, nil
 	}
 	// Tagged by its content: a rebuilt lotse is never mistaken for the
 	// one a seed's nodes have.
 	sum, err := images.FileSHA256(b.LotseBinary)
 	if err != nil {
-		return "", nil, err
+		return swapImage{}, err
 	}
 	tag := sum[:16]
 	img := images.FromBinary(images.DataSwapName, tag, b.LotseBinary, nil)
-	if err := b.Images.Load(ctx, seed, []images.Image{img}); err != nil {
-		return "", nil, fmt.Errorf("loading the data-swap image into seed %s: %w", seed, err)
+	pulled, err := b.Images.Load(ctx, seed, []images.Image{img})
+	if err != nil {
+		return swapImage{}, fmt.Errorf("loading the data-swap image into seed %s: %w", seed, err)
 	}
-	return images.Ref(images.DataSwapName, tag), nil, nil
+	ref := img.Ref()
+	if p := pulled[ref]; p != "" {
+		ref = p
+	}
+	return swapImage{ref: ref, pullSecrets: pullSecrets}, nil
 }
 
 // dataSwapPod mounts member i's volume and runs one step of the swap.
-func dataSwapPod(namespace string, member int, image string, command []string, action string) *corev1.Pod {
+func dataSwapPod(namespace string, member int, image swapImage, action string) *corev1.Pod {
 	receive := action == "receive"
 	return &corev1.Pod{
 		ObjectMeta: meta(namespace, fmt.Sprintf("%s-%d", dataSwapComponent, member), dataSwapComponent),
 		Spec: corev1.PodSpec{
-			RestartPolicy: corev1.RestartPolicyNever,
+			RestartPolicy:    corev1.RestartPolicyNever,
+			ImagePullSecrets: image.pullSecrets,
 			Containers: []corev1.Container{{
-				Name: dataSwapContainer, Image: image, Command: command, ImagePullPolicy: corev1.PullIfNotPresent,
+				Name: dataSwapContainer, Image: image.ref, Command: image.command, ImagePullPolicy: corev1.PullIfNotPresent,
 				Args:  []string{"data-swap", action, "--dir=" + etcdVolumeDir, "--name=" + etcdDataName},
 				Stdin: receive, StdinOnce: receive,
 				SecurityContext:          containerSecurity(),
@@ -315,11 +330,11 @@ func dataSwapPod(namespace string, member int, image string, command []string, a
 
 // runDataSwap runs one step on member i's volume in a pod, with data (if
 // any) on its standard input, and waits until it has ended well.
-func (sc *seedClient) runDataSwap(ctx context.Context, namespace string, member int, image string, command []string, action string, data io.Reader) error {
+func (sc *seedClient) runDataSwap(ctx context.Context, namespace string, member int, image swapImage, action string, data io.Reader) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	pods := sc.kube.CoreV1().Pods(namespace)
-	pod := dataSwapPod(namespace, member, image, command, action)
+	pod := dataSwapPod(namespace, member, image, action)
 	// A pod of an earlier try goes first.
 	if err := sc.deletePodAndWait(ctx, namespace, pod.Name); err != nil {
 		return err

@@ -39,7 +39,11 @@ func TestDataSwapPod(t *testing.T) {
 	}
 	for _, action := range []string{"receive", "commit", "rollback"} {
 		for i := 0; i < int(*sts.Spec.Replicas); i++ {
-			p := dataSwapPod(r.ns(), i, "img", nil, action)
+			pull := []corev1.LocalObjectReference{{Name: imagePullName}}
+			p := dataSwapPod(r.ns(), i, swapImage{ref: "img", pullSecrets: pull}, action)
+			if c := p.Spec.Containers[0]; c.Image != "img" || !slices.Equal(p.Spec.ImagePullSecrets, pull) {
+				t.Errorf("%s: image %s pulled with %v", action, c.Image, p.Spec.ImagePullSecrets)
+			}
 			// A StatefulSet names a member's claim <template>-<set>-<ordinal>.
 			want := sts.Spec.VolumeClaimTemplates[0].Name + "-" + sts.Name + "-" + string(rune('0'+i))
 			if got := p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName; got != want {

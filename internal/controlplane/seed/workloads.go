@@ -87,6 +87,21 @@ type ImageRefs struct {
 	// container name) in an image that holds several: without, each
 	// image's entrypoint is its component.
 	Commands map[string]string
+	// PullCredentials, if set, is a Docker config file's content the
+	// pods pull their images with (the image pull Secret imagePullName).
+	PullCredentials []byte
+}
+
+// imagePullName is the Secret with the registry credentials of a control
+// plane's pods.
+const imagePullName = "image-pull"
+
+// imagePullSecrets names the image pull Secret, if there is one.
+func (i ImageRefs) imagePullSecrets() []corev1.LocalObjectReference {
+	if len(i.PullCredentials) == 0 {
+		return nil
+	}
+	return []corev1.LocalObjectReference{{Name: imagePullName}}
 }
 
 // render holds what the objects are made of.
@@ -143,6 +158,11 @@ func (r render) objects(stage string) []runtime.Object {
 				ObjectMeta: metav1.ObjectMeta{Name: r.ns(), Labels: map[string]string{LabelPartOf: partOf}}},
 		}
 		out = append(out, r.networkPolicies()...)
+		if creds := r.images.PullCredentials; len(creds) > 0 {
+			out = append(out, &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+				ObjectMeta: meta(r.ns(), imagePullName, imagePullName), Type: corev1.SecretTypeDockerConfigJson,
+				Data: map[string][]byte{corev1.DockerConfigJsonKey: creds}})
+		}
 		return append(out, r.etcdService(), r.apiServerService())
 	case stageEtcd:
 		if r.layout.etcdGrowing() {
@@ -305,6 +325,7 @@ func (r render) podTemplate(component string, containers []corev1.Container, vol
 			EnableServiceLinks:            ptr.To(false),
 			Affinity:                      spread(component),
 			TerminationGracePeriodSeconds: ptr.To[int64](30),
+			ImagePullSecrets:              r.images.imagePullSecrets(),
 		},
 	}
 }

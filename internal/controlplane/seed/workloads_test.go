@@ -50,6 +50,20 @@ func find[T runtime.Object](objs []runtime.Object, name string) (T, bool) {
 
 func args(c corev1.Container) string { return strings.Join(c.Args, " ") }
 
+// podTemplates are the pod templates of the Deployments and StatefulSets.
+func podTemplates(objs []runtime.Object) []corev1.PodTemplateSpec {
+	var out []corev1.PodTemplateSpec
+	for _, o := range objs {
+		switch w := o.(type) {
+		case *appsv1.Deployment:
+			out = append(out, w.Spec.Template)
+		case *appsv1.StatefulSet:
+			out = append(out, w.Spec.Template)
+		}
+	}
+	return out
+}
+
 func TestRender(t *testing.T) {
 	tests := []struct {
 		name string
@@ -117,15 +131,7 @@ func TestRender(t *testing.T) {
 // only its own component's credentials.
 func TestRenderLeastPrivilege(t *testing.T) {
 	r, objs := rendered(t, controlplane.Spec{Key: "clusters/default/a", Name: "a", HighAvailability: true, ServiceCIDR: "10.96.0.0/16"})
-	var templates []corev1.PodTemplateSpec
-	for _, o := range objs {
-		switch w := o.(type) {
-		case *appsv1.Deployment:
-			templates = append(templates, w.Spec.Template)
-		case *appsv1.StatefulSet:
-			templates = append(templates, w.Spec.Template)
-		}
-	}
+	templates := podTemplates(objs)
 	if len(templates) != 4 {
 		t.Fatalf("%d workloads, want 4", len(templates))
 	}
@@ -218,19 +224,10 @@ func TestRenderOneImage(t *testing.T) {
 		Binaries: releasestest.Binaries(t)}
 	r, _ := rendered(t, spec)
 	b := &Backend{ControlPlaneImage: "registry.example/lotse-manager:v1"}
-	r.images = b.imageRefs(spec.Binaries)
+	r.images = b.imageRefs(spec.Binaries, nil)
 	seen := map[string]bool{}
-	for _, o := range r.allObjects() {
-		var pod *corev1.PodSpec
-		switch w := o.(type) {
-		case *appsv1.Deployment:
-			pod = &w.Spec.Template.Spec
-		case *appsv1.StatefulSet:
-			pod = &w.Spec.Template.Spec
-		default:
-			continue
-		}
-		for _, c := range pod.Containers {
+	for _, tpl := range podTemplates(r.allObjects()) {
+		for _, c := range tpl.Spec.Containers {
 			seen[c.Name] = true
 			if c.Image != b.ControlPlaneImage {
 				t.Errorf("container %s runs image %s, want %s", c.Name, c.Image, b.ControlPlaneImage)
@@ -347,6 +344,52 @@ func TestExposureFollowsSeedUntilCertificate(t *testing.T) {
 			onDisk, _ := b.LoadLayout(key)
 			if !sameExposure(got.Service, tt.want) || !sameExposure(onDisk.Service, tt.want) {
 				t.Errorf("exposure %+v (on disk %+v), want %+v", got.Service, onDisk.Service, tt.want)
+			}
+		})
+	}
+}
+
+// Images from a registry: each container runs the reference the loader
+// returned (by digest), and with pull credentials every pod pulls with
+// the namespace's image pull Secret.
+func TestRenderPulledImages(t *testing.T) {
+	spec := controlplane.Spec{Key: "clusters/default/pulled", Name: "pulled", ServiceCIDR: "10.96.0.0/16", PodCIDR: "10.244.0.0/16",
+		Binaries: releasestest.Binaries(t)}
+	pulled := map[string]string{}
+	for _, img := range Images(spec.Binaries) {
+		pulled[img.Ref()] = "registry.example.net/lotse/" + img.Name + ":" + img.Tag + "@sha256:0123"
+	}
+	creds := []byte(`{"auths":{"registry.example.net":{"auth":"dTpw"}}}`)
+	for _, tc := range []struct {
+		name  string
+		creds []byte
+	}{{"anonymous", nil}, {"with pull credentials", creds}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := rendered(t, spec)
+			b := &Backend{ImagePullCredentials: tc.creds}
+			r.images = b.imageRefs(spec.Binaries, pulled)
+			objs := r.allObjects()
+			templates := podTemplates(objs)
+			for _, tpl := range templates {
+				pod := tpl.Spec
+				for _, c := range pod.Containers {
+					if !strings.HasPrefix(c.Image, "registry.example.net/lotse/"+c.Name+":") || !strings.HasSuffix(c.Image, "@sha256:0123") {
+						t.Errorf("container %s runs %s, not the pushed image", c.Name, c.Image)
+					}
+				}
+				if got := len(pod.ImagePullSecrets); tc.creds == nil && got != 0 || tc.creds != nil && (got != 1 || pod.ImagePullSecrets[0].Name != imagePullName) {
+					t.Errorf("pod pulls with %v", pod.ImagePullSecrets)
+				}
+			}
+			if len(templates) < 4 {
+				t.Fatalf("%d pod templates rendered", len(templates))
+			}
+			secret, ok := find[*corev1.Secret](objs, imagePullName)
+			if tc.creds == nil && ok {
+				t.Errorf("an image pull Secret without credentials")
+			}
+			if tc.creds != nil && (!ok || secret.Type != corev1.SecretTypeDockerConfigJson || string(secret.Data[corev1.DockerConfigJsonKey]) != string(tc.creds)) {
+				t.Errorf("image pull Secret %+v", secret)
 			}
 		})
 	}
