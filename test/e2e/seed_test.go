@@ -21,6 +21,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/controlplane/seed"
+	"github.com/lotse/lotse/internal/drain"
 )
 
 // TestSeed: a Lotse cluster with nodes serves as a seed. A second
@@ -28,8 +29,8 @@ import (
 // members on volumes, two API servers with their tunnel servers,
 // controller-manager and scheduler), gets
 // worker nodes from the local provider, and its webhooks, logs, exec and
-// port-forward work through the tunnel, and an API server pod deleted
-// fails no request. The host runs no control-plane
+// port-forward work through the tunnel; an API server pod deleted, or a
+// seed node drained (seedDrain), fails no request. The host runs no control-plane
 // process of it, only the forwarders in front of the seed. A cluster
 // whose selector matches no seed waits with a condition that says so; the
 // seed cannot go while it hosts a control plane, and goes once the
@@ -250,6 +251,10 @@ func TestSeed(t *testing.T) {
 		seedHA(t, host, cl)
 	})
 
+	t.Run("HA: a seed node drained fails no request, etcd's data stays", func(t *testing.T) {
+		seedDrain(t, host, cl)
+	})
+
 	t.Run("helm: a manager installed in the seed runs a cluster's control plane there", func(t *testing.T) {
 		helmManager(t, host)
 	})
@@ -387,41 +392,7 @@ func seedHA(t *testing.T, host string, cl *lotsev1.Cluster) {
 		t.Fatalf("%d API server pods, want 2", len(pods))
 	}
 
-	httpc := adminHTTPClient(t, name)
-	var ok, failed, retried atomic.Int64
-	var firstFailure atomic.Value
-	loadCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		get := func() error {
-			resp, err := httpc.Get(cl.Status.Endpoint + "/api/v1/namespaces/default")
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("status %d", resp.StatusCode)
-			}
-			return nil
-		}
-		for loadCtx.Err() == nil {
-			err := get()
-			if err != nil {
-				retried.Add(1)
-				err = get()
-			}
-			if err == nil {
-				ok.Add(1)
-			} else {
-				failed.Add(1)
-				firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339Nano), err))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
-
+	probe := startAPIProbe(adminHTTPClient(t, name), cl.Status.Endpoint)
 	victim := apiPods()[0]
 	if err := seedCS.CoreV1().Pods(ns).Delete(ctx, victim.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -435,26 +406,177 @@ func seedHA(t *testing.T, host string, cl *lotsev1.Cluster) {
 			if p.Name == victim.Name {
 				return false, fmt.Errorf("%s still there (%s)", p.Name, p.Status.Phase)
 			}
-			isReady := false
-			for _, c := range p.Status.Conditions {
-				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-					isReady = true
-					ready++
-				}
+			isReady := podReady(&p)
+			if isReady {
+				ready++
 			}
 			state = append(state, describePod(p, isReady))
 		}
 		return ready == 2, fmt.Errorf("%d ready: %s", ready, strings.Join(state, "; "))
 	})
 	time.Sleep(2 * time.Second)
-	cancel()
-	wg.Wait()
-	t.Logf("API probes while an API server pod went: %d ok (%d after one retry), %d failed", ok.Load(), retried.Load(), failed.Load())
-	if ok.Load() < 20 {
-		t.Errorf("only %d successful probes; the probe loop did not run", ok.Load())
+	probe.stop(t, "an API server pod was replaced")
+}
+
+// apiProbe reads a namespace from a cluster's API every 50ms, once again
+// at once when a read fails, and counts what failed twice.
+type apiProbe struct {
+	ok, failed, retried atomic.Int64
+	firstFailure        atomic.Value
+	cancel              context.CancelFunc
+	done                sync.WaitGroup
+}
+
+func startAPIProbe(httpc *http.Client, endpoint string) *apiProbe {
+	p := &apiProbe{}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	get := func() error {
+		resp, err := httpc.Get(endpoint + "/api/v1/namespaces/default")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
 	}
-	if failed.Load() > 0 {
-		t.Errorf("%d API requests failed while an API server pod was replaced; first: %v", failed.Load(), firstFailure.Load())
+	p.done.Add(1)
+	go func() {
+		defer p.done.Done()
+		for ctx.Err() == nil {
+			err := get()
+			if err != nil {
+				p.retried.Add(1)
+				err = get()
+			}
+			if err == nil {
+				p.ok.Add(1)
+			} else {
+				p.failed.Add(1)
+				p.firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339Nano), err))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return p
+}
+
+// stop ends the probes and fails the test if any request failed twice
+// (or the loop hardly ran) while what happened.
+func (p *apiProbe) stop(t *testing.T, what string) {
+	t.Helper()
+	p.cancel()
+	p.done.Wait()
+	t.Logf("API probes while %s: %d ok (%d after one retry), %d failed", what, p.ok.Load(), p.retried.Load(), p.failed.Load())
+	if p.ok.Load() < 20 {
+		t.Errorf("only %d successful probes; the probe loop did not run", p.ok.Load())
+	}
+	if p.failed.Load() > 0 {
+		t.Errorf("%d API requests failed while %s; first: %v", p.failed.Load(), what, p.firstFailure.Load())
+	}
+}
+
+// seedDrain drains the seed node with the most etcd members of the highly
+// available control plane, as kubectl drain does: the disruption budgets
+// keep etcd's quorum (a member whose volume is on the node waits for it)
+// and an API server, so no request fails. Uncordoned, every member comes
+// back on its volume with the data.
+func seedDrain(t *testing.T, host string, cl *lotsev1.Cluster) {
+	ctx := context.Background()
+	seedCS := clusterClientset(t, host)
+	hostedCS := clusterClientset(t, cl.Name)
+	ns := seedNamespace(t, cl.Name)
+	marker := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "written-before-the-drain", Namespace: "default"}, Data: map[string]string{"k": "v"}}
+	if _, err := hostedCS.CoreV1().ConfigMaps("default").Create(ctx, marker, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	pods := func(component string) []corev1.Pod {
+		list, err := seedCS.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: seed.LabelComponent + "=" + component})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return list.Items
+	}
+	members := map[string]int{}
+	for _, p := range pods("etcd") {
+		members[p.Spec.NodeName]++
+	}
+	node := ""
+	for n, count := range members {
+		if node == "" || count > members[node] {
+			node = n
+		}
+	}
+	if node == "" || len(pods("etcd")) != 3 {
+		t.Fatalf("etcd members by node: %v", members)
+	}
+	uncordon := func() {
+		n, err := seedCS.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err == nil && n.Spec.Unschedulable {
+			n.Spec.Unschedulable = false
+			_, err = seedCS.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			t.Errorf("uncordon %s: %v", node, err)
+		}
+	}
+	t.Cleanup(uncordon)
+
+	probe := startAPIProbe(adminHTTPClient(t, cl.Name), cl.Status.Endpoint)
+	lowestReady, last := 3, "drained"
+	// Drained, or all that is left are etcd members the budget holds.
+	waitFor(t, 5*time.Minute, "seed node "+node+" drained but for the members etcd's budget holds", func() (bool, error) {
+		// At the pace of a drain, not of waitFor's polls.
+		time.Sleep(time.Second)
+		drained, blocked, msg, err := drain.Node(ctx, seedCS, node, false)
+		if err != nil {
+			return false, err
+		}
+		ready := 0
+		for _, p := range pods("etcd") {
+			if podReady(&p) {
+				ready++
+			}
+		}
+		lowestReady = min(lowestReady, ready)
+		if drained {
+			return true, nil
+		}
+		last = msg
+		held := strings.SplitN(msg, "; blocked by a PodDisruptionBudget: ", 2)
+		left := strings.Split(strings.TrimPrefix(held[0], "evicting "), ", ")
+		for _, p := range left {
+			if !strings.HasPrefix(p, ns+"/etcd-") {
+				return false, fmt.Errorf("%s", msg)
+			}
+		}
+		return blocked, fmt.Errorf("%s", msg)
+	})
+	t.Logf("seed node %s (%d of 3 etcd members): %s; at least %d members ready throughout", node, members[node], last, lowestReady)
+	// A while in that state: the API serves from the other node.
+	time.Sleep(15 * time.Second)
+	probe.stop(t, "seed node "+node+" was drained")
+	if lowestReady < 2 {
+		t.Errorf("only %d etcd members were ready during the drain: the budget did not keep the quorum", lowestReady)
+	}
+
+	uncordon()
+	waitFor(t, 5*time.Minute, "every control-plane pod ready again", func() (bool, error) {
+		var notReady []string
+		for _, component := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+			for _, p := range pods(component) {
+				if !podReady(&p) {
+					notReady = append(notReady, describePod(p, false))
+				}
+			}
+		}
+		return len(notReady) == 0 && len(pods("etcd")) == 3, fmt.Errorf("not ready: %s", strings.Join(notReady, "; "))
+	})
+	got, err := hostedCS.CoreV1().ConfigMaps("default").Get(ctx, marker.Name, metav1.GetOptions{})
+	if err != nil || got.Data["k"] != "v" {
+		t.Errorf("the ConfigMap written before the drain: %v, %v", got, err)
 	}
 }
 
