@@ -39,27 +39,32 @@ func (f *registryFlags) options(controlPlaneImage string) (*images.Repository, [
 		return nil, nil, fmt.Errorf("--image-registry-plain-http and --image-registry-credentials need --image-registry")
 	}
 	if f.credentials != "" {
-		if err := checkDockerConfig(f.credentials); err != nil {
+		if _, err := readDockerConfig(f.credentials); err != nil {
+			return nil, nil, fmt.Errorf("--image-registry-credentials: %w", err)
+		}
+		// It must name the registry, or every push would fail.
+		if err := repo.CheckCredentials(); err != nil {
 			return nil, nil, fmt.Errorf("--image-registry-credentials: %w", err)
 		}
 	}
 	var pull []byte
 	if f.pullCredentials != "" {
-		if err := checkDockerConfig(f.pullCredentials); err != nil {
+		var err error
+		if pull, err = readDockerConfig(f.pullCredentials); err != nil {
 			return nil, nil, fmt.Errorf("--image-pull-credentials: %w", err)
 		}
-		pull, _ = os.ReadFile(f.pullCredentials)
 	}
 	return repo, pull, nil
 }
 
-func checkDockerConfig(path string) error {
+// readDockerConfig reads a Docker config file and checks it has "auths".
+func readDockerConfig(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := images.ParseDockerConfig(data); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return nil
+	return data, nil
 }

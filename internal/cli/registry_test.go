@@ -33,6 +33,7 @@ func TestRegistryFlags(t *testing.T) {
 		{name: "plain HTTP alone", flags: registryFlags{plainHTTP: true}, wantErr: "need --image-registry"},
 		{name: "missing credentials", flags: registryFlags{repository: "registry.example.net/lotse", credentials: filepath.Join(dir, "none.json")}, wantErr: "--image-registry-credentials: open"},
 		{name: "credentials without auths", flags: registryFlags{repository: "registry.example.net/lotse", credentials: bad}, wantErr: `--image-registry-credentials: ` + bad + `: it has no "auths"`},
+		{name: "credentials for another registry", flags: registryFlags{repository: "other.example.net/lotse", credentials: good}, wantErr: "--image-registry-credentials: registry credentials " + good + ": no entry for other.example.net"},
 		{name: "bad pull credentials", flags: registryFlags{pullCredentials: bad}, wantErr: "--image-pull-credentials: " + bad},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,11 +46,11 @@ func (r Repository) repository() (name.Repository, error) {
 	if r.Name == "" {
 		return name.Repository{}, errors.New("no repository given, e.g. registry.example.net:5000/lotse")
 	}
-	if strings.ContainsAny(r.Name, "@") || strings.Contains(r.Name[strings.LastIndex(r.Name, "/")+1:], ":") {
-		return name.Repository{}, fmt.Errorf("repository %q: give no tag or digest, images get their own", r.Name)
-	}
 	if !strings.Contains(r.Name, "/") {
 		return name.Repository{}, fmt.Errorf("repository %q: give the registry host and a path under it, e.g. %s/lotse", r.Name, r.Name)
+	}
+	if strings.ContainsAny(r.Name, "@") || strings.Contains(r.Name[strings.LastIndex(r.Name, "/")+1:], ":") {
+		return name.Repository{}, fmt.Errorf("repository %q: give no tag or digest, images get their own", r.Name)
 	}
 	var opts []name.Option
 	if r.PlainHTTP {
@@ -65,13 +65,17 @@ func (r Repository) repository() (name.Repository, error) {
 
 // Push puts the image built at tarPath (a Builder's tarball of img) into the
 // repository, unless the registry has it already, and returns the reference
-// nodes pull it by: NAME/IMAGE:TAG@DIGEST. The digest pins the content, so a
-// tag moved by someone else changes nothing.
+// nodes pull it by: NAME/IMAGE:TAG-ID@DIGEST. The tag names the content
+// too (ID: the start of the manifest digest), so managers that build the
+// same version differently never move each other's tags, and a registry
+// that drops untagged manifests keeps every image a pod pins.
 func (r Repository) Push(ctx context.Context, tarPath string, img Image) (string, error) {
 	repo, err := r.repository()
 	if err != nil {
 		return "", err
 	}
+	// Computing the digest compresses the layers: callers keep the
+	// result (see Has) rather than push again.
 	image, err := tarball.ImageFromPath(tarPath, nil)
 	if err != nil {
 		return "", fmt.Errorf("image %s: %w", img.Ref(), err)
@@ -80,15 +84,11 @@ func (r Repository) Push(ctx context.Context, tarPath string, img Image) (string
 	if err != nil {
 		return "", fmt.Errorf("image %s: %w", img.Ref(), err)
 	}
-	auth, err := r.authenticator(repo.RegistryStr())
+	opts, err := r.options(ctx, repo)
 	if err != nil {
 		return "", err
 	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth)}
-	if r.Transport != nil {
-		opts = append(opts, remote.WithTransport(r.Transport))
-	}
-	tag := repo.Registry.Repo(repo.RepositoryStr(), img.Name).Tag(img.Tag)
+	tag := repo.Registry.Repo(repo.RepositoryStr(), img.Name).Tag(img.Tag + "-" + digest.Hex[:12])
 	pinned := tag.Name() + "@" + digest.String()
 	// Already there under its tag: nothing to send (a HEAD, not blobs).
 	if d, err := remote.Head(tag, opts...); err == nil && d.Digest == digest {
@@ -102,9 +102,76 @@ func (r Repository) Push(ctx context.Context, tarPath string, img Image) (string
 	return pinned, nil
 }
 
+// Has says whether the registry has the image pinned (as Push returned
+// it): a HEAD request, nothing compressed or sent.
+func (r Repository) Has(ctx context.Context, pinned string) (bool, error) {
+	repo, err := r.repository()
+	if err != nil {
+		return false, err
+	}
+	var nameOpts []name.Option
+	if r.PlainHTTP {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	ref, err := name.ParseReference(pinned, nameOpts...)
+	if err != nil {
+		return false, err
+	}
+	opts, err := r.options(ctx, repo)
+	if err != nil {
+		return false, err
+	}
+	switch _, err := remote.Head(ref, opts...); {
+	case err == nil:
+		return true, nil
+	case isNotFound(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("registry %s: %w", repo.RegistryStr(), err)
+	}
+}
+
+// options carry the credentials, and keep every request on HTTPS unless
+// PlainHTTP: go-containerregistry falls back to HTTP for loopback and
+// private addresses by itself, which would send credentials in clear.
+func (r Repository) options(ctx context.Context, repo name.Repository) ([]remote.Option, error) {
+	auth, err := r.authenticator(repo.RegistryStr())
+	if err != nil {
+		return nil, err
+	}
+	rt := r.Transport
+	if rt == nil {
+		rt = remote.DefaultTransport
+	}
+	if !r.PlainHTTP {
+		rt = httpsOnly{rt}
+	}
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(rt)}, nil
+}
+
+type httpsOnly struct{ next http.RoundTripper }
+
+func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" {
+		return nil, fmt.Errorf("not sending %s %s: the registry is reached over HTTPS only (set PlainHTTP, lotse manager --image-registry-plain-http, for a registry that speaks HTTP)", req.Method, req.URL.Redacted())
+	}
+	return h.next.RoundTrip(req)
+}
+
 func isNotFound(err error) bool {
 	var terr *transport.Error
 	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
+}
+
+// CheckCredentials reads the push credentials for the repository's
+// registry, as Push will.
+func (r Repository) CheckCredentials() error {
+	repo, err := r.repository()
+	if err != nil {
+		return err
+	}
+	_, err = r.authenticator(repo.RegistryStr())
+	return err
 }
 
 // authenticator reads the credentials for host from the Docker config

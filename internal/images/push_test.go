@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -88,8 +89,11 @@ func TestPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := reg.host() + "/lotse/echo:v1@sha256:"; !strings.HasPrefix(pinned, want) {
-		t.Fatalf("Push returned %q, want %s...", pinned, want)
+	if !regexp.MustCompile(`^` + regexp.QuoteMeta(reg.host()) + `/lotse/echo:v1-([0-9a-f]{12})@sha256:([0-9a-f]{64})$`).MatchString(pinned) {
+		t.Fatalf("Push returned %q, want %s/lotse/echo:v1-ID@sha256:DIGEST", pinned, reg.host())
+	}
+	if id, digest, _ := strings.Cut(pinned[strings.LastIndex(pinned, ":v1-")+4:], "@sha256:"); !strings.HasPrefix(digest, id) {
+		t.Errorf("the tag of %s does not name its digest", pinned)
 	}
 	ref, err := name.ParseReference(pinned, name.Insecure)
 	if err != nil {
@@ -110,10 +114,24 @@ func TestPush(t *testing.T) {
 	if n := reg.writeCount() - writes; n != 0 {
 		t.Errorf("second Push sent %d requests with data, want none", n)
 	}
+	if has, err := repo.Has(ctx, pinned); err != nil || !has {
+		t.Errorf("Has(%s) = %t, %v", pinned, has, err)
+	}
+	other := pinned[:strings.LastIndex(pinned, "@")] + "@sha256:" + strings.Repeat("0", 64)
+	if has, err := repo.Has(ctx, other); err != nil || has {
+		t.Errorf("Has(%s) = %t, %v; want false", other, has, err)
+	}
+
+	t.Run("plain HTTP only when allowed", func(t *testing.T) {
+		_, err := Repository{Name: reg.host() + "/lotse"}.Push(ctx, tar, img)
+		if err == nil || !strings.Contains(err.Error(), "HTTPS only") {
+			t.Errorf("Push over plain HTTP without PlainHTTP = %v, want a refusal", err)
+		}
+	})
 
 	t.Run("credentials", func(t *testing.T) {
 		locked := startRegistry(t, "pusher", "s3cret")
-		repo := Repository{Name: locked.host() + "/lotse"}
+		repo := Repository{Name: locked.host() + "/lotse", PlainHTTP: true}
 		if _, err := repo.Push(ctx, tar, img); err == nil {
 			t.Fatal("anonymous push to a registry that wants credentials succeeded")
 		}
@@ -122,7 +140,7 @@ func TestPush(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(pinned, locked.host()+"/lotse/echo:v1@") {
+		if !strings.HasPrefix(pinned, locked.host()+"/lotse/echo:v1-") {
 			t.Errorf("Push returned %q", pinned)
 		}
 		repo.Credentials = dockerConfig(t, "other.example:5000", "pusher", "s3cret")
@@ -140,6 +158,7 @@ func TestRepositoryValidate(t *testing.T) {
 		{"registry.example.net/team/lotse", ""},
 		{"", "no repository"},
 		{"registry.example.net", "a path under it"},
+		{"registry.example.net:5000", "a path under it"},
 		{"registry.example.net/lotse:v1", "no tag or digest"},
 		{"registry.example.net/lotse@sha256:0123", "no tag or digest"},
 		{"registry.example.net/Lotse", "repository"},

@@ -35,6 +35,10 @@ type seedImages struct {
 	// binaries, and an import asks containerd (a push the registry), too
 	// much for every reconcile.
 	loaded map[string]loadedImages
+	// pushed: the reference each build (by image and build key) was
+	// pushed as; later checks ask the registry whether it still has it
+	// rather than compress the layers again for the digest.
+	pushed map[string]string
 }
 
 type loadedImages struct {
@@ -89,10 +93,31 @@ func (s *seedImages) push(ctx context.Context, imgs []images.Image) (map[string]
 		if err != nil {
 			return nil, err
 		}
-		ref, err := s.registry.Push(ctx, tar, img)
+		stamp, err := s.builder.Stamp(img)
 		if err != nil {
 			return nil, err
 		}
+		build := img.Ref() + " " + stamp.Key
+		s.mu.Lock()
+		ref := s.pushed[build]
+		s.mu.Unlock()
+		if ref != "" {
+			if has, err := s.registry.Has(ctx, ref); err != nil {
+				return nil, err
+			} else if has {
+				pulled[img.Ref()] = ref
+				continue
+			}
+		}
+		if ref, err = s.registry.Push(ctx, tar, img); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		if s.pushed == nil {
+			s.pushed = map[string]string{}
+		}
+		s.pushed[build] = ref
+		s.mu.Unlock()
 		pulled[img.Ref()] = ref
 	}
 	return pulled, nil

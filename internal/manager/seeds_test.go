@@ -88,7 +88,7 @@ func TestSeedImagesPushed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := pulled[img.Ref()]; !strings.HasPrefix(got, host+"/lotse/echo:v1@sha256:") {
+	if got := pulled[img.Ref()]; !strings.HasPrefix(got, host+"/lotse/echo:v1-") {
 		t.Fatalf("pulled as %q", got)
 	}
 	if writes.Load() == 0 {
@@ -101,5 +101,17 @@ func TestSeedImagesPushed(t *testing.T) {
 	}
 	if writes.Load() != before {
 		t.Errorf("the images were pushed again for a second seed")
+	}
+	// A minute later: the registry is asked whether it still has them,
+	// nothing is pushed.
+	s.mu.Lock()
+	clear(s.loaded)
+	s.mu.Unlock()
+	again, err = s.Load(ctx, "any-seed", []images.Image{img})
+	if err != nil || again[img.Ref()] != pulled[img.Ref()] {
+		t.Errorf("after the cache expired: %v, %v", again, err)
+	}
+	if writes.Load() != before {
+		t.Errorf("the images were pushed again after the cache expired")
 	}
 }

@@ -392,7 +392,7 @@ func seedHA(t *testing.T, host string, cl *lotsev1.Cluster) {
 		t.Fatalf("%d API server pods, want 2", len(pods))
 	}
 
-	probe := startAPIProbe(adminHTTPClient(t, name), cl.Status.Endpoint)
+	probe := startAPIProbe(t, adminHTTPClient(t, name), cl.Status.Endpoint)
 	victim := apiPods()[0]
 	if err := seedCS.CoreV1().Pods(ns).Delete(ctx, victim.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -427,10 +427,11 @@ type apiProbe struct {
 	done                sync.WaitGroup
 }
 
-func startAPIProbe(httpc *http.Client, endpoint string) *apiProbe {
+func startAPIProbe(t *testing.T, httpc *http.Client, endpoint string) *apiProbe {
 	p := &apiProbe{}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
+	t.Cleanup(func() { cancel(); p.done.Wait() }) // a test that fails before stop
 	get := func() error {
 		resp, err := httpc.Get(endpoint + "/api/v1/namespaces/default")
 		if err != nil {
@@ -524,7 +525,7 @@ func seedDrain(t *testing.T, host string, cl *lotsev1.Cluster) {
 	}
 	t.Cleanup(uncordon)
 
-	probe := startAPIProbe(adminHTTPClient(t, cl.Name), cl.Status.Endpoint)
+	probe := startAPIProbe(t, adminHTTPClient(t, cl.Name), cl.Status.Endpoint)
 	lowestReady, last := 3, "drained"
 	// Drained, or all that is left are etcd members the budget holds.
 	waitFor(t, 5*time.Minute, "seed node "+node+" drained but for the members etcd's budget holds", func() (bool, error) {
@@ -536,7 +537,8 @@ func seedDrain(t *testing.T, host string, cl *lotsev1.Cluster) {
 		}
 		ready := 0
 		for _, p := range pods("etcd") {
-			if podReady(&p) {
+			// A member being evicted may still say Ready.
+			if p.DeletionTimestamp == nil && podReady(&p) {
 				ready++
 			}
 		}

@@ -51,7 +51,8 @@ import (
 // their container runtime, or pushed to the registry they pull from.
 type ImageLoader interface {
 	// Load returns, by each image's Ref, the reference the seed's pods
-	// run it by; an image it leaves out keeps its Ref.
+	// run it by: every image's, when they are pushed to a registry; none
+	// when they are imported into the nodes under their Ref.
 	Load(ctx context.Context, seed string, imgs []images.Image) (map[string]string, error)
 }
 
