@@ -237,3 +237,13 @@ type Backend interface {
 	// the tasks to wake).
 	Stop(ctx context.Context, key string) error
 }
+
+// ServiceExposure is the Service in front of the API servers of a control
+// plane hosted on a seed, as the seed asks for it.
+type ServiceExposure struct {
+	// LoadBalancer: the Service's load-balancer address is the endpoint;
+	// otherwise (NodePort) the host forwards to the seed's node ports.
+	LoadBalancer bool `json:"loadBalancer,omitempty"`
+	// Annotations go on the Service.
+	Annotations map[string]string `json:"annotations,omitempty"`
+}

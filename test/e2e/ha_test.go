@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -41,43 +39,7 @@ func TestHighAvailability(t *testing.T) {
 
 	// Probe the API through the cluster endpoint continuously, each request
 	// on a new connection, as independent clients would.
-	client := adminHTTPClient(t, name)
-	var ok, failed, retried atomic.Int64
-	var firstFailure atomic.Value
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		get := func() error {
-			resp, err := client.Get(cl.Status.Endpoint + "/api/v1/namespaces/default")
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("status %d", resp.StatusCode)
-			}
-			return nil
-		}
-		for ctx.Err() == nil {
-			// A request in flight on the very server that is killed fails
-			// (EOF); clients retry such idempotent reads once, as kubectl
-			// does. Available means: the retry, on a new connection, works.
-			err := get()
-			if err != nil {
-				retried.Add(1)
-				err = get()
-			}
-			if err == nil {
-				ok.Add(1)
-			} else {
-				failed.Add(1)
-				firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339Nano), err))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
+	probe := startAPIProbe(t, adminHTTPClient(t, name), cl.Status.Endpoint)
 
 	// Each time the restarted process itself must answer its health
 	// check (evidence newer than the kill: a Ready condition from before
@@ -89,16 +51,7 @@ func TestHighAvailability(t *testing.T) {
 	waitProbedHealthy(t, name, true)
 	waitClusterReady(t, mc, name, 2*time.Minute)
 	time.Sleep(time.Second)
-	cancel()
-	wg.Wait()
-
-	t.Logf("API probes during the outages: %d ok (%d after one retry), %d failed", ok.Load(), retried.Load(), failed.Load())
-	if ok.Load() < 20 {
-		t.Errorf("only %d successful probes; the probe loop did not run", ok.Load())
-	}
-	if failed.Load() > 0 {
-		t.Errorf("%d API requests failed while one member was down; first: %v", failed.Load(), firstFailure.Load())
-	}
+	probe.stop(t, "one member was down")
 }
 
 // checkHAProcesses checks that an HA cluster runs exactly its processes:

@@ -418,8 +418,12 @@ func seedHA(t *testing.T, host string, cl *lotsev1.Cluster) {
 	probe.stop(t, "an API server pod was replaced")
 }
 
-// apiProbe reads a namespace from a cluster's API every 50ms, once again
-// at once when a read fails, and counts what failed twice.
+// apiProbe reads a namespace from a cluster's API every 50ms, each
+// request on a new connection as independent clients would, once again at
+// once when a read fails, and counts what failed twice: a request in
+// flight on the very server that goes fails (EOF); clients retry such
+// idempotent reads once, as kubectl does. Available means: the retry, on
+// a new connection, works.
 type apiProbe struct {
 	ok, failed, retried atomic.Int64
 	firstFailure        atomic.Value

@@ -15,7 +15,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/clusterref"
-	"github.com/lotse/lotse/internal/controlplane/seed"
+	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/kubeconfig"
 )
 
@@ -48,12 +48,12 @@ func (c *Connector) Config(ctx context.Context, name string) (*rest.Config, erro
 }
 
 // APIServerService returns how the seed exposes hosted API servers.
-func (c *Connector) APIServerService(ctx context.Context, name string) (seed.ServiceExposure, error) {
+func (c *Connector) APIServerService(ctx context.Context, name string) (controlplane.ServiceExposure, error) {
 	s := &lotsev1.Seed{}
 	if err := c.Reader.Get(ctx, client.ObjectKey{Name: name}, s); err != nil {
-		return seed.ServiceExposure{}, err
+		return controlplane.ServiceExposure{}, err
 	}
-	e := seed.ServiceExposure{LoadBalancer: s.Spec.APIServerService.Type != lotsev1.SeedServiceNodePort}
+	e := controlplane.ServiceExposure{LoadBalancer: s.Spec.APIServerService.Type != lotsev1.SeedServiceNodePort}
 	if len(s.Spec.APIServerService.Annotations) > 0 {
 		e.Annotations = maps.Clone(s.Spec.APIServerService.Annotations)
 	}

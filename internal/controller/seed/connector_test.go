@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
-	cpseed "github.com/lotse/lotse/internal/controlplane/seed"
+	"github.com/lotse/lotse/internal/controlplane"
 )
 
 func TestAPIServerService(t *testing.T) {
@@ -18,13 +18,13 @@ func TestAPIServerService(t *testing.T) {
 	tests := []struct {
 		name string
 		spec lotsev1.SeedAPIServerService
-		want cpseed.ServiceExposure
+		want controlplane.ServiceExposure
 	}{
 		// A Seed stored before the field (no default applied) gets the
 		// default: a load balancer.
-		{"unset", lotsev1.SeedAPIServerService{}, cpseed.ServiceExposure{LoadBalancer: true}},
-		{"load balancer with annotations", lotsev1.SeedAPIServerService{Type: lotsev1.SeedServiceLoadBalancer, Annotations: internal}, cpseed.ServiceExposure{LoadBalancer: true, Annotations: internal}},
-		{"node ports", lotsev1.SeedAPIServerService{Type: lotsev1.SeedServiceNodePort}, cpseed.ServiceExposure{}},
+		{"unset", lotsev1.SeedAPIServerService{}, controlplane.ServiceExposure{LoadBalancer: true}},
+		{"load balancer with annotations", lotsev1.SeedAPIServerService{Type: lotsev1.SeedServiceLoadBalancer, Annotations: internal}, controlplane.ServiceExposure{LoadBalancer: true, Annotations: internal}},
+		{"node ports", lotsev1.SeedAPIServerService{Type: lotsev1.SeedServiceNodePort}, controlplane.ServiceExposure{}},
 	}
 	scheme := runtime.NewScheme()
 	if err := lotsev1.AddToScheme(scheme); err != nil {

@@ -529,7 +529,7 @@ func ingressAddress(svc *corev1.Service) string {
 	return ""
 }
 
-func sameExposure(a, b ServiceExposure) bool {
+func sameExposure(a, b controlplane.ServiceExposure) bool {
 	return a.LoadBalancer == b.LoadBalancer && maps.Equal(a.Annotations, b.Annotations)
 }
 

@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/lotse/lotse/internal/controlplane"
 )
 
 // Connector gives access to seeds by the name of their Seed object.
@@ -28,17 +30,7 @@ type Connector interface {
 	Config(ctx context.Context, seed string) (*rest.Config, error)
 	// APIServerService says how the seed exposes a control plane placed
 	// on it now.
-	APIServerService(ctx context.Context, seed string) (ServiceExposure, error)
-}
-
-// ServiceExposure is the Service in front of a control plane's API
-// servers.
-type ServiceExposure struct {
-	// LoadBalancer: the Service's load-balancer address is the endpoint;
-	// otherwise (NodePort) the host forwards to the seed's node ports.
-	LoadBalancer bool `json:"loadBalancer,omitempty"`
-	// Annotations go on the Service.
-	Annotations map[string]string `json:"annotations,omitempty"`
+	APIServerService(ctx context.Context, seed string) (controlplane.ServiceExposure, error)
 }
 
 // fieldManager owns what Lotse applies in seeds.

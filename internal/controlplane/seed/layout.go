@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/fsutil"
 )
 
@@ -52,7 +53,7 @@ type Layout struct {
 	EtcdGrown bool `json:"etcdGrown,omitempty"`
 	// Service is how the seed exposes the API servers, fixed when the
 	// control plane is placed (a layout from before it: NodePort).
-	Service ServiceExposure `json:"service,omitempty"`
+	Service controlplane.ServiceExposure `json:"service,omitempty"`
 	// ExternalAddress is the address the seed's load balancer gave the
 	// API servers' Service: the endpoint, and a name in the API server's
 	// certificate.

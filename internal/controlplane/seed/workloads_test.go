@@ -262,16 +262,16 @@ func TestAPIServerExposure(t *testing.T) {
 	internal := map[string]string{"lb.lotse.dev/internal": "true"}
 	tests := []struct {
 		name        string
-		service     ServiceExposure
+		service     controlplane.ServiceExposure
 		address     string
 		wantType    corev1.ServiceType
 		wantEnd     string
 		annotations map[string]string
 	}{
-		{"node ports", ServiceExposure{}, "", corev1.ServiceTypeNodePort, "https://127.0.0.1:30443", nil},
-		{"load balancer, no address yet", ServiceExposure{LoadBalancer: true, Annotations: internal}, "", corev1.ServiceTypeLoadBalancer, "", internal},
-		{"load balancer", ServiceExposure{LoadBalancer: true}, "10.254.254.7", corev1.ServiceTypeLoadBalancer, "https://10.254.254.7:6443", nil},
-		{"load balancer by name", ServiceExposure{LoadBalancer: true}, "api.seed.example", corev1.ServiceTypeLoadBalancer, "https://api.seed.example:6443", nil},
+		{"node ports", controlplane.ServiceExposure{}, "", corev1.ServiceTypeNodePort, "https://127.0.0.1:30443", nil},
+		{"load balancer, no address yet", controlplane.ServiceExposure{LoadBalancer: true, Annotations: internal}, "", corev1.ServiceTypeLoadBalancer, "", internal},
+		{"load balancer", controlplane.ServiceExposure{LoadBalancer: true}, "10.254.254.7", corev1.ServiceTypeLoadBalancer, "https://10.254.254.7:6443", nil},
+		{"load balancer by name", controlplane.ServiceExposure{LoadBalancer: true}, "api.seed.example", corev1.ServiceTypeLoadBalancer, "https://api.seed.example:6443", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -300,13 +300,13 @@ func TestAPIServerExposure(t *testing.T) {
 
 // exposureConnectorFake answers a seed's API server Service setting; it
 // has no client configuration.
-type exposureConnectorFake struct{ exposure ServiceExposure }
+type exposureConnectorFake struct{ exposure controlplane.ServiceExposure }
 
 func (f exposureConnectorFake) Config(context.Context, string) (*rest.Config, error) {
 	return nil, errors.New("no seed behind this fake")
 }
 
-func (f exposureConnectorFake) APIServerService(context.Context, string) (ServiceExposure, error) {
+func (f exposureConnectorFake) APIServerService(context.Context, string) (controlplane.ServiceExposure, error) {
 	return f.exposure, nil
 }
 
@@ -316,13 +316,13 @@ func (f exposureConnectorFake) APIServerService(context.Context, string) (Servic
 func TestExposureFollowsSeedUntilCertificate(t *testing.T) {
 	tests := []struct {
 		name     string
-		recorded ServiceExposure
-		seed     ServiceExposure
+		recorded controlplane.ServiceExposure
+		seed     controlplane.ServiceExposure
 		issued   bool
-		want     ServiceExposure
+		want     controlplane.ServiceExposure
 	}{
-		{"waiting for an address, seed now says NodePort", ServiceExposure{LoadBalancer: true}, ServiceExposure{}, false, ServiceExposure{}},
-		{"certificate issued: the recorded exposure stays", ServiceExposure{}, ServiceExposure{LoadBalancer: true}, true, ServiceExposure{}},
+		{"waiting for an address, seed now says NodePort", controlplane.ServiceExposure{LoadBalancer: true}, controlplane.ServiceExposure{}, false, controlplane.ServiceExposure{}},
+		{"certificate issued: the recorded exposure stays", controlplane.ServiceExposure{}, controlplane.ServiceExposure{LoadBalancer: true}, true, controlplane.ServiceExposure{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
