@@ -18,6 +18,8 @@ func TestUnknownOrMissingSubcommandFails(t *testing.T) {
 		{[]string{"completion", "bogus"}, `unknown command "bogus" for "lotse completion"`},
 		{[]string{"seed", "add", "s", "--management-cluster", "--api-server-service", "ClusterIP"}, `--api-server-service "ClusterIP": want LoadBalancer`},
 		{[]string{"manager", "--image-registry", "registry.example.net"}, "--image-registry: repository \"registry.example.net\": give the registry host and a path under it"},
+		{[]string{"up", "--image-registry", "registry.example.net"}, "--image-registry: repository \"registry.example.net\": give the registry host and a path under it"},
+		{[]string{"up", "--image-registry-plain-http"}, "need --image-registry"},
 		{[]string{"cluster", "rotate", "x", "y", "z", "w"}, ""}, // a leaf command: its own argument check
 		{[]string{}, ""},
 		{[]string{"cluster", "--help"}, ""},

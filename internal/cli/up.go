@@ -22,6 +22,7 @@ import (
 
 func newUpCommand() *cobra.Command {
 	opts := managementplane.Options{}
+	var registry registryFlags
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the embedded management plane and manager in the foreground",
@@ -30,6 +31,10 @@ func newUpCommand() *cobra.Command {
 			"stays in the state directory and the next `lotse up` brings them back.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if opts.ImageRegistry, opts.ImagePullCredentials, err = registry.options(""); err != nil {
+				return err
+			}
 			setupLogging(filepath.Join(opts.StateDir, "logs", "manager.log"))
 			opts.Out = cmd.ErrOrStderr()
 			return managementplane.Up(cmd.Context(), opts)
@@ -47,6 +52,7 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringSliceVar(&opts.AlertWebhooks, "alert-webhook", nil, "URL that receives Alertmanager webhook payloads of Lotse's alerts (repeatable)")
 	cmd.Flags().DurationVar(&opts.AlertAfter, "alert-after", care.DefaultAlertAfter, "how long a health condition stays False before it alerts")
 	cmd.Flags().DurationVar(&opts.RestartUnhealthyAfter, "restart-unhealthy-after", care.DefaultRestartAfter, "how long a control-plane component may fail its health check (with what it depends on healthy) before it is restarted; negative: never")
+	registry.add(cmd.Flags())
 	return cmd
 }
 

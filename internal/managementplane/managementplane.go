@@ -22,6 +22,7 @@ import (
 	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/hostlimits"
+	"github.com/lotse/lotse/internal/images"
 	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
@@ -76,6 +77,10 @@ type Options struct {
 	RestartUnhealthyAfter time.Duration
 	// DashboardAddr: see manager.Options.
 	DashboardAddr string
+	// ImageRegistry and ImagePullCredentials: see manager.Options (for
+	// seeds that are not Lotse clusters of this host).
+	ImageRegistry        *images.Repository
+	ImagePullCredentials []byte
 }
 
 // Up runs the management plane until ctx ends, then stops every control
@@ -183,6 +188,8 @@ func Up(ctx context.Context, opts Options) error {
 		AlertAfter:            opts.AlertAfter,
 		RestartUnhealthyAfter: opts.RestartUnhealthyAfter,
 		DashboardAddr:         opts.DashboardAddr,
+		ImageRegistry:         opts.ImageRegistry,
+		ImagePullCredentials:  opts.ImagePullCredentials,
 	})
 	if ctx.Err() != nil {
 		return nil // a requested stop, not a failure

@@ -146,9 +146,12 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 	}
 	for _, l := range leaves {
 		// A leaf of the cluster CA that the signing CA did not sign is
-		// from before a rotation: issued again.
+		// from before a rotation, and a serving leaf that lacks a name it
+		// is now reached by (a load balancer's new address) is stale:
+		// both are issued again.
 		current := exists(p.Cert(l.name)) && exists(p.Key(l.name)) &&
-			(l.ca != CAName || p.signedBy(l.name, cas[CAName]))
+			(l.ca != CAName || p.signedBy(l.name, cas[CAName])) &&
+			(!l.spec.Server || p.names(l.name, l.spec.DNSNames, l.spec.IPs))
 		if !current {
 			kp, err := cas[l.ca].Issue(l.spec)
 			if err != nil {
@@ -181,6 +184,27 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 		return p, fmt.Errorf("encryption configuration: %w", err)
 	}
 	return p, nil
+}
+
+// names says whether the certificate file NAME's leaf carries every one
+// of dnsNames and ips. Extra names are no reason to reissue: a leaf is
+// replaced only when a client could fail to verify it.
+func (p ClusterPKI) names(name string, dnsNames []string, ips []net.IP) bool {
+	cert, _, err := loadPair(p.Dir, name)
+	if err != nil {
+		return false
+	}
+	for _, n := range dnsNames {
+		if !slices.Contains(cert.DNSNames, n) {
+			return false
+		}
+	}
+	for _, ip := range ips {
+		if !slices.ContainsFunc(cert.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	return true
 }
 
 // CA loads the cluster's CA, the one that signs its API clients.

@@ -471,6 +471,64 @@ func TestEnsureClusterReplacesOnlyMissingFiles(t *testing.T) {
 	}
 }
 
+// A serving leaf is issued again when it lacks a name it is now reached
+// by, and only then; no other file changes.
+func TestEnsureClusterReissuesOnNewNames(t *testing.T) {
+	with := func(change func(*ClusterParams)) ClusterParams {
+		p := testParams
+		p.APIServerHosts = slices.Clone(p.APIServerHosts)
+		p.EtcdHosts = slices.Clone(p.EtcdHosts)
+		change(&p)
+		return p
+	}
+	cases := []struct {
+		name    string
+		params  ClusterParams
+		changed []string // leaves issued again
+		want    string   // a name the changed leaves now carry
+	}{
+		{"a load balancer's new address", with(func(p *ClusterParams) { p.APIServerHosts = append(p.APIServerHosts, "198.51.100.7") }),
+			[]string{APIServerName, KonnectivityServerName}, "198.51.100.7"},
+		{"a new DNS name", with(func(p *ClusterParams) { p.APIServerHosts = append(p.APIServerHosts, "api.new.example") }),
+			[]string{APIServerName, KonnectivityServerName}, "api.new.example"},
+		{"a new etcd member", with(func(p *ClusterParams) { p.EtcdHosts = append(p.EtcdHosts, "etcd-1.demo.local") }),
+			[]string{EtcdServerName, EtcdPeerName}, "etcd-1.demo.local"},
+		{"a name dropped", with(func(p *ClusterParams) { p.APIServerHosts = p.APIServerHosts[:1] }), nil, ""},
+		{"the same names in another order", with(func(p *ClusterParams) { slices.Reverse(p.APIServerHosts) }), nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			pk := ensure(t, dir, testParams)
+			before := snapshot(t, dir)
+			ensure(t, dir, tc.params)
+			after := snapshot(t, dir)
+			for n, data := range before {
+				leaf := strings.TrimSuffix(strings.TrimSuffix(n, ".crt"), ".key")
+				want := slices.Contains(tc.changed, leaf) && leaf != n
+				if changed := !bytes.Equal(data, after[n]); changed != want {
+					t.Errorf("%s: changed=%t, want %t", n, changed, want)
+				}
+			}
+			for _, leaf := range tc.changed {
+				c := readCert(t, pk.Cert(leaf))
+				ip := net.ParseIP(tc.want)
+				if !slices.Contains(c.DNSNames, tc.want) && (ip == nil || !slices.ContainsFunc(c.IPAddresses, ip.Equal)) {
+					t.Errorf("%s names %v %v, not %s", leaf, c.DNSNames, c.IPAddresses, tc.want)
+				}
+				if !readKey(t, pk.Key(leaf)).PublicKey.Equal(c.PublicKey) {
+					t.Errorf("%s: key does not match its certificate", leaf)
+				}
+			}
+			// Issued once, the names are kept.
+			ensure(t, dir, tc.params)
+			if again := snapshot(t, dir); !reflect.DeepEqual(again, after) {
+				t.Error("a second EnsureCluster with the same names changed files")
+			}
+		})
+	}
+}
+
 func TestEnsureClusterEncryptionChangesKeepKey(t *testing.T) {
 	dir := t.TempDir()
 	p := testParams

@@ -37,6 +37,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/images"
@@ -349,7 +350,10 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 				return false, "", err
 			}
 			r = render{spec: spec, layout: layout, images: b.imageRefs(spec.Binaries, pulled), secrets: s}
-			return true, "", sc.apply(ctx, r.objects(stageBase)...)
+			if err := sc.apply(ctx, r.objects(stageBase)...); err != nil {
+				return false, "", err
+			}
+			return true, "", sc.pruneImagePullSecret(ctx, r)
 		}},
 		{Name: TaskEtcd, DependsOn: []string{TaskObjects}, Run: func(ctx context.Context) (bool, string, error) {
 			// A restore that stopped half way is finished or undone
@@ -479,9 +483,25 @@ func (b *Backend) workloadDone(ctx context.Context, sc *seedClient, l Layout, co
 // API server's certificate exists, the seed's setting is read again: a
 // cluster waiting on a seed without load balancers goes on once the seed
 // says NodePort. After, the exposure stays what the certificate names.
+// A load balancer that moves the Service to a new address is followed:
+// the certificate is issued again for it and the endpoint changes. One
+// that has lost its address for now (or a Service deleted, applied again
+// later) keeps the recorded one.
 func (b *Backend) ensureExternalAddress(ctx context.Context, sc *seedClient, spec controlplane.Spec, l Layout) (Layout, string, error) {
 	if l.ExternalAddress != "" {
-		return l, "", nil
+		svc, err := sc.kube.CoreV1().Services(l.Namespace).Get(ctx, apiServerService, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return l, "", nil
+		} else if err != nil {
+			return l, "", err
+		}
+		addr := ingressAddress(svc)
+		if addr == "" || addr == l.ExternalAddress {
+			return l, "", nil
+		}
+		log.FromContext(ctx).Info("the seed's load balancer moved the API servers", "cluster", spec.Key, "from", l.ExternalAddress, "to", addr)
+		l, err = b.updateLayout(spec.Key, func(l *Layout) { l.ExternalAddress = addr })
+		return l, "", err
 	}
 	if _, err := os.Stat(b.PKI(spec.Key).Cert(pki.APIServerName)); errors.Is(err, os.ErrNotExist) {
 		exposure, err := b.Seeds.APIServerService(ctx, l.Seed)

@@ -199,6 +199,20 @@ func (sc *seedClient) deleteOldSecrets(ctx context.Context, namespace, component
 	return nil
 }
 
+// pruneImagePullSecret removes the image pull Secret of a control plane
+// rendered without pull credentials (the manager no longer has them):
+// its pods no longer name it.
+func (sc *seedClient) pruneImagePullSecret(ctx context.Context, r render) error {
+	if len(r.images.PullCredentials) > 0 {
+		return nil
+	}
+	err := sc.kube.CoreV1().Secrets(r.ns()).Delete(ctx, imagePullName, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
 // podTrouble says why a component's first pod that is not ready is not
 // (see PodTrouble). Empty when nothing tells.
 func (sc *seedClient) podTrouble(ctx context.Context, namespace, component string) string {

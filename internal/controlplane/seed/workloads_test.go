@@ -2,8 +2,12 @@ package seed
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,7 +16,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
 	"github.com/lotse/lotse/internal/controlplane"
@@ -347,6 +353,124 @@ func TestExposureFollowsSeedUntilCertificate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A load balancer that gives the API servers' Service a new address is
+// followed, and the certificate issued again names it; one that has lost
+// its address for now, or a Service deleted, keeps the recorded address.
+func TestExternalAddressFollowsLoadBalancer(t *testing.T) {
+	const recorded = "192.0.2.10"
+	service := func(ingress ...corev1.LoadBalancerIngress) *corev1.Service {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: apiServerService, Namespace: "ns"}}
+		svc.Status.LoadBalancer.Ingress = ingress
+		return svc
+	}
+	tests := []struct {
+		name string
+		svc  *corev1.Service
+		want string
+	}{
+		{"the same address", service(corev1.LoadBalancerIngress{IP: recorded}), recorded},
+		{"a new address", service(corev1.LoadBalancerIngress{IP: "198.51.100.7"}), "198.51.100.7"},
+		{"a host name", service(corev1.LoadBalancerIngress{Hostname: "api.lb.example"}), "api.lb.example"},
+		{"no address for now", service(), recorded},
+		{"the Service deleted", nil, recorded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &Backend{StateDir: t.TempDir(), Seeds: exposureConnectorFake{controlplane.ServiceExposure{LoadBalancer: true}}}
+			key := "clusters/default/a"
+			spec := controlplane.Spec{Key: key, Name: "a", ServiceCIDR: "10.96.0.0/16"}
+			l := Layout{Seed: "s", Namespace: "ns", NodesCIDR: "10.250.3.0/24", APIPort: 30443, Service: controlplane.ServiceExposure{LoadBalancer: true}, ExternalAddress: recorded}
+			if err := b.saveLayout(key, l); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.ensurePKI(spec, l); err != nil {
+				t.Fatal(err)
+			}
+			kube := fake.NewClientset()
+			if tt.svc != nil {
+				kube = fake.NewClientset(tt.svc)
+			}
+			got, msg, err := b.ensureExternalAddress(context.Background(), &seedClient{kube: kube}, spec, l)
+			if err != nil || msg != "" {
+				t.Fatalf("error %v, message %q", err, msg)
+			}
+			onDisk, _ := b.LoadLayout(key)
+			if got.ExternalAddress != tt.want || onDisk.ExternalAddress != tt.want {
+				t.Fatalf("address %q (on disk %q), want %q", got.ExternalAddress, onDisk.ExternalAddress, tt.want)
+			}
+			if want := "https://" + net.JoinHostPort(tt.want, "6443"); got.Endpoint() != want {
+				t.Errorf("endpoint %s, want %s", got.Endpoint(), want)
+			}
+			p, err := b.ensurePKI(spec, got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert := readLeaf(t, p.Cert(pki.APIServerName))
+			if err := cert.VerifyHostname(tt.want); err != nil {
+				t.Errorf("the API server's certificate: %v", err)
+			}
+			kc, err := os.ReadFile(p.Kubeconfig(pki.AdminName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(kc), got.Endpoint()) {
+				t.Errorf("the admin kubeconfig does not name %s", got.Endpoint())
+			}
+		})
+	}
+}
+
+// The image pull Secret goes once the manager has no pull credentials,
+// and stays while it has them.
+func TestPruneImagePullSecret(t *testing.T) {
+	spec := controlplane.Spec{Key: "clusters/default/pulled", Name: "pulled", ServiceCIDR: "10.96.0.0/16", PodCIDR: "10.244.0.0/16",
+		Binaries: releasestest.Binaries(t)}
+	for _, tc := range []struct {
+		name     string
+		creds    []byte
+		existing bool
+		kept     bool
+	}{
+		{"credentials removed", nil, true, false},
+		{"never had any", nil, false, false},
+		{"credentials kept", []byte(`{"auths":{}}`), true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := rendered(t, spec)
+			r.images.PullCredentials = tc.creds
+			kube := fake.NewClientset()
+			if tc.existing {
+				kube = fake.NewClientset(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: imagePullName, Namespace: r.ns()}})
+			}
+			if err := (&seedClient{kube: kube}).pruneImagePullSecret(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+			_, err := kube.CoreV1().Secrets(r.ns()).Get(context.Background(), imagePullName, metav1.GetOptions{})
+			if kept := err == nil; kept != (tc.kept && tc.existing) {
+				t.Errorf("Secret kept: %v (%v)", kept, err)
+			}
+		})
+	}
+}
+
+// readLeaf parses the first certificate of a PEM file.
+func readLeaf(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s: not PEM", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // Images from a registry: each container runs the reference the loader
