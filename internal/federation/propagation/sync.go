@@ -530,7 +530,7 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 		cur, err := res.Get(ctx, tmpl.GetName(), metav1.GetOptions{})
 		switch {
 		case err == nil && cur.GetAnnotations()[AnnotationFleet] != e.Fleet:
-			return nil, fmt.Errorf("%s %s already exists in the member and was not made by this fleet; the policy's conflictResolution: Overwrite takes it over", kind.Kind, tmpl.GetName())
+			return nil, ConflictError(kind.Kind, tmpl.GetName())
 		case err != nil && !apierrors.IsNotFound(err):
 			return nil, err
 		}
@@ -649,18 +649,7 @@ func (e *Engine) removeCopy(ctx context.Context, m Member, kind Kind, k key) err
 	e.mu.Lock()
 	delete(e.applied, m.Name+"/"+kind.ID()+"/"+k.Namespace+"/"+k.Name)
 	e.mu.Unlock()
-	switch kind.ID() {
-	case "Namespace":
-		return deleteNamespaceCopy(ctx, m.Config, c.client, e.Fleet, cp)
-	case "CustomResourceDefinition":
-		return deleteCRDCopy(ctx, c.client, e.Fleet, e.Name, cp)
-	}
-	uid := cp.GetUID()
-	err = c.client.Resource(kind.GVR).Namespace(k.Namespace).Delete(ctx, k.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-	if err != nil && !isGone(err) {
-		return err
-	}
-	return nil
+	return DeleteCopy(ctx, m.Config, c.client, kind.GVR, e.Fleet, e.Name, cp)
 }
 
 // writeTemplateStatus puts the members' aggregated status into the
