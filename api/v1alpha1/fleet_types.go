@@ -154,6 +154,7 @@ type FleetList struct {
 // +kubebuilder:resource:categories=lotse
 // +kubebuilder:printcolumn:name="Fleet",type=string,JSONPath=`.spec.fleet`
 // +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.cluster`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.syncMode`,priority=1
 // +kubebuilder:printcolumn:name="Region",type=string,JSONPath=`.status.region`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.kubernetesVersion`
@@ -167,7 +168,9 @@ type FleetMember struct {
 }
 
 // FleetMemberSpec names the fleet and the cluster that joins it.
-// +kubebuilder:validation:XValidation:rule="has(self.cluster) != has(self.kubeconfigSecretRef)",message="set exactly one of spec.cluster (a Lotse cluster in this namespace) and spec.kubeconfigSecretRef (any other cluster)"
+// +kubebuilder:validation:XValidation:rule="(has(self.syncMode) && self.syncMode == 'Pull') || has(self.cluster) != has(self.kubeconfigSecretRef)",message="set exactly one of spec.cluster (a Lotse cluster in this namespace) and spec.kubeconfigSecretRef (any other cluster), or spec.syncMode: Pull (lotse fleet register)"
+// +kubebuilder:validation:XValidation:rule="!(has(self.syncMode) && self.syncMode == 'Pull') || (!has(self.cluster) && !has(self.kubeconfigSecretRef))",message="a member with spec.syncMode: Pull is reached by no one: its agent reaches the fleet; remove spec.cluster and spec.kubeconfigSecretRef"
+// +kubebuilder:validation:XValidation:rule="(has(self.syncMode) ? self.syncMode : 'Push') == (has(oldSelf.syncMode) ? oldSelf.syncMode : 'Push')",message="spec.syncMode is immutable; unjoin and join again"
 // +kubebuilder:validation:XValidation:rule="(has(self.cluster) ? self.cluster : '-') == (has(oldSelf.cluster) ? oldSelf.cluster : '-') && (has(self.kubeconfigSecretRef) ? self.kubeconfigSecretRef.name : '-') == (has(oldSelf.kubeconfigSecretRef) ? oldSelf.kubeconfigSecretRef.name : '-')",message="spec.cluster and spec.kubeconfigSecretRef are immutable: a member is one cluster; unjoin and join the other cluster"
 type FleetMemberSpec struct {
 	// Fleet is the fleet (in this namespace) the cluster joins.
@@ -185,6 +188,13 @@ type FleetMemberSpec struct {
 	// "kubeconfig" reaches any other cluster (push mode).
 	// +optional
 	KubeconfigSecretRef *SecretReference `json:"kubeconfigSecretRef,omitempty"`
+	// SyncMode: Push (default: Lotse applies the fleet's copies in the
+	// member through spec.cluster or spec.kubeconfigSecretRef) or Pull
+	// (an agent in the member, which joined with a bootstrap token, applies
+	// Works it reads from the fleet: for members the fleet cannot reach).
+	// +kubebuilder:validation:Enum=Push;Pull
+	// +optional
+	SyncMode SyncMode `json:"syncMode,omitempty"`
 	// Region, Zone and Provider override what Lotse reads from the member
 	// (the Lotse cluster's spec.region, or its nodes'
 	// topology.kubernetes.io labels).
@@ -198,6 +208,15 @@ type FleetMemberSpec struct {
 	// +optional
 	Provider string `json:"provider,omitempty"`
 }
+
+// SyncMode is how a member gets the fleet's copies.
+type SyncMode string
+
+// Sync modes, as Karmada's.
+const (
+	SyncPush SyncMode = "Push"
+	SyncPull SyncMode = "Pull"
+)
 
 // FleetMemberStatus reports a member as the fleet sees it.
 type FleetMemberStatus struct {

@@ -36,7 +36,8 @@ func newFleetCommand() *cobra.Command {
 	}
 	flags.register(cmd)
 	cmd.AddCommand(newFleetCreateCommand(flags), newFleetListCommand(flags), newFleetStatusCommand(flags),
-		newFleetJoinCommand(flags), newFleetUnjoinCommand(flags), newFleetKubeconfigCommand(flags))
+		newFleetJoinCommand(flags), newFleetUnjoinCommand(flags), newFleetKubeconfigCommand(flags),
+		newFleetRegisterCommand(flags), newFleetAgentCommand())
 	return cmd
 }
 

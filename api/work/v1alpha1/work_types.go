@@ -28,6 +28,19 @@ func ExecutionNamespace(member string) string { return ExecutionNamespacePrefix 
 // agent renews: the fleet's sign that the member is there.
 const AgentLeaseName = "agent"
 
+// Annotations the agent keeps on its Lease: what the fleet knows of a
+// member it cannot reach.
+const (
+	// AnnotationKubernetesVersion is the member API server's version.
+	AnnotationKubernetesVersion = "work.lotse.dev/kubernetes-version"
+	// AnnotationNodes is "READY/TOTAL": the member's Ready nodes and all.
+	AnnotationNodes = "work.lotse.dev/nodes"
+)
+
+// AgentUser is the user name of a member's agent in its fleet: its
+// client certificate's common name.
+func AgentUser(member string) string { return "system:lotse:fleet-agent:" + member }
+
 // Work is what one pull-mode member applies: the copy of one template
 // the fleet rendered for it (replicas, overrides and marks included). The
 // member's agent, which reaches the fleet's API and not the other way

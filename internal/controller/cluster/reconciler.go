@@ -374,10 +374,14 @@ func controlPlanePending(results tasks.Results, controlPlane map[string]bool) bo
 // FleetControllers are the controller-manager's controllers in a fleet's
 // control plane: those that keep the API itself in order (namespaces,
 // garbage collection, service accounts and their tokens, RBAC
-// aggregation), none that turns a template into pods or endpoints.
+// aggregation), and those that give pull-mode members' agents their
+// identity (signing the certificate requests Lotse approved, cleaning
+// expired bootstrap tokens and old requests); none that turns a template
+// into pods or endpoints.
 var FleetControllers = []string{"namespace-controller", "garbage-collector-controller", "serviceaccount-token-controller",
 	"serviceaccount-controller", "clusterrole-aggregation-controller", "root-ca-certificate-publisher-controller",
-	"ttl-after-finished-controller", "legacy-serviceaccount-token-cleaner-controller"}
+	"ttl-after-finished-controller", "legacy-serviceaccount-token-cleaner-controller",
+	"certificatesigningrequest-signing-controller", "certificatesigningrequest-cleaner-controller", "token-cleaner-controller"}
 
 // SpecFor turns a Cluster into the backend's control-plane spec.
 func SpecFor(c *lotsev1.Cluster, bins releases.Binaries) controlplane.Spec {

@@ -84,7 +84,11 @@ func (r *Reconciler) reconcileMember(ctx context.Context, req ctrl.Request) (ctr
 			}
 		}
 	}
-	if kubeconfig, err := r.memberKubeconfig(ctx, m); err != nil {
+	if isPull(m) {
+		if err := r.pullMember(ctx, m, status, &ready); err != nil {
+			return ctrl.Result{}, err
+		}
+	} else if kubeconfig, err := r.memberKubeconfig(ctx, m); err != nil {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "NoCredentials", err.Error()
 	} else if p, err := probe(ctx, kubeconfig); err != nil {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonUnreachable, err.Error()
@@ -258,7 +262,12 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 	if !controllerutil.ContainsFinalizer(m, FinalizerMember) {
 		return ctrl.Result{}, nil
 	}
-	if m.Annotations[AnnotationKeepResources] != "true" {
+	if isPull(m) {
+		done, err := r.removePullMember(ctx, m, m.Annotations[AnnotationKeepResources] == "true")
+		if err != nil || !done {
+			return ctrl.Result{RequeueAfter: probeInterval}, err
+		}
+	} else if m.Annotations[AnnotationKeepResources] != "true" {
 		kubeconfig, err := r.memberKubeconfig(ctx, m)
 		switch {
 		case apierrors.IsNotFound(err):
@@ -426,20 +435,22 @@ func (s *memberSource) Members(ctx context.Context) ([]propagation.Member, error
 		if m.Spec.Fleet != s.fleet || !m.DeletionTimestamp.IsZero() {
 			continue
 		}
-		kubeconfig, err := s.kubeconfig(ctx, m)
-		if err != nil {
-			continue
-		}
-		cfg, err := untrustedkubeconfig.ParseUntrusted(kubeconfig)
-		if err != nil {
-			continue
-		}
-		sum := sha256.Sum256(kubeconfig)
 		member := propagation.Member{
 			Member: placement.Member{Name: m.Name, Labels: m.Labels, Region: m.Status.Region, Zone: m.Status.Zone,
 				Provider: m.Status.Provider, Available: -1},
-			Config:  cfg,
-			Version: hex.EncodeToString(sum[:8]),
+			Pull: isPull(m),
+		}
+		if !member.Pull {
+			kubeconfig, err := s.kubeconfig(ctx, m)
+			if err != nil {
+				continue
+			}
+			cfg, err := untrustedkubeconfig.ParseUntrusted(kubeconfig)
+			if err != nil {
+				continue
+			}
+			sum := sha256.Sum256(kubeconfig)
+			member.Config, member.Version = cfg, hex.EncodeToString(sum[:8])
 		}
 		if rs := m.Status.ResourceSummary; rs != nil {
 			member.Free = placement.Free(rs.Allocatable, rs.Allocated)

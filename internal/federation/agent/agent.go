@@ -17,6 +17,8 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -56,6 +59,17 @@ const (
 	// else asks (a custom kind's status is not watched).
 	resync = 30 * time.Second
 )
+
+// FleetRules are what an agent may do in its member's execution
+// namespace of the fleet, and all it needs there: read its Works, report
+// their status, keep its Lease.
+func FleetRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{workv1.GroupVersion.Group}, Resources: []string{"works"}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
+		{APIGroups: []string{workv1.GroupVersion.Group}, Resources: []string{"works/status"}, Verbs: []string{"get", "update", "patch"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+	}
+}
 
 // AnnotationWork on a member object names the Work (namespace/name) that
 // applied it, so that a change of its status refreshes that Work.
@@ -107,8 +121,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	if lease <= 0 {
 		lease = DefaultLeaseDuration
 	}
+	localCS, err := kubernetes.NewForConfig(a.Local)
+	if err != nil {
+		return err
+	}
+	// The Lease is read and written directly: the agent's Role lets it
+	// get and update its Lease, not list and watch Leases for a cache.
+	leaseClient, err := client.New(a.Fleet, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		return renewLease(ctx, mgr.GetClient(), ns, a.Member, lease)
+		return renewLease(ctx, leaseClient, localCS, ns, a.Member, lease)
 	})); err != nil {
 		return err
 	}
@@ -122,12 +146,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	return mgr.Start(ctx)
 }
 
-// renewLease keeps the member's Lease in its execution namespace fresh.
-func renewLease(ctx context.Context, c client.Client, namespace, member string, duration time.Duration) error {
+// renewLease keeps the member's Lease in its execution namespace fresh,
+// with the member's version and nodes on it.
+func renewLease(ctx context.Context, c client.Client, local kubernetes.Interface, namespace, member string, duration time.Duration) error {
 	tick := time.NewTicker(duration / 4)
 	defer tick.Stop()
 	for {
-		if err := renewOnce(ctx, c, namespace, member, duration); err != nil && ctx.Err() == nil {
+		if err := renewOnce(ctx, c, memberFacts(ctx, local), namespace, member, duration); err != nil && ctx.Err() == nil {
 			log.FromContext(ctx).Error(err, "renewing the member's lease in the fleet")
 		}
 		select {
@@ -138,17 +163,44 @@ func renewLease(ctx context.Context, c client.Client, namespace, member string, 
 	}
 }
 
-func renewOnce(ctx context.Context, c client.Client, namespace, member string, duration time.Duration) error {
+// memberFacts are the annotations the Lease carries; what cannot be
+// read now is left out.
+func memberFacts(ctx context.Context, local kubernetes.Interface) map[string]string {
+	facts := map[string]string{}
+	if v, err := local.Discovery().ServerVersion(); err == nil {
+		facts[workv1.AnnotationKubernetesVersion] = v.GitVersion
+	}
+	if nodes, err := local.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"}); err == nil {
+		ready := 0
+		for _, n := range nodes.Items {
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		facts[workv1.AnnotationNodes] = fmt.Sprintf("%d/%d", ready, len(nodes.Items))
+	}
+	return facts
+}
+
+func renewOnce(ctx context.Context, c client.Client, facts map[string]string, namespace, member string, duration time.Duration) error {
 	now := metav1.NewMicroTime(time.Now())
 	l := &coordinationv1.Lease{}
 	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: workv1.AgentLeaseName}, l)
 	if apierrors.IsNotFound(err) {
-		l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: workv1.AgentLeaseName},
+		l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: workv1.AgentLeaseName, Annotations: facts},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(member), LeaseDurationSeconds: ptr.To(int32(duration / time.Second)),
 				AcquireTime: &now, RenewTime: &now}}
 		return c.Create(ctx, l)
 	} else if err != nil {
 		return err
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	for k, v := range facts {
+		l.Annotations[k] = v
 	}
 	l.Spec.HolderIdentity = ptr.To(member)
 	l.Spec.LeaseDurationSeconds = ptr.To(int32(duration / time.Second))

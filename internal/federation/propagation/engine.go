@@ -58,6 +58,9 @@ type Member struct {
 	Config *rest.Config
 	// Version identifies Config; a new version reconnects.
 	Version string
+	// Pull: the member's agent applies its copies from Works in the
+	// fleet (Config is nil: the engine never reaches the member).
+	Pull bool
 }
 
 // Members tells the engine the fleet's current members.
@@ -144,6 +147,16 @@ func New(fleetKey, name string, cfg *rest.Config, members Members, event func(*u
 		if _, err := e.informers.ForResource(policyv1.GroupVersion.WithResource(r)).Informer().AddEventHandler(policyHandler); err != nil {
 			return nil, err
 		}
+	}
+	// The Works of pull-mode members: what their agents report queues
+	// the template.
+	_, err = e.informers.ForResource(worksGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { e.workChanged(nil, obj) },
+		UpdateFunc: e.workChanged,
+		DeleteFunc: func(obj any) { e.workChanged(nil, obj) },
+	})
+	if err != nil {
+		return nil, err
 	}
 	// Bindings whose template is gone (deleted while Lotse was down) are
 	// found through their own informers.

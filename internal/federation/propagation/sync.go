@@ -513,6 +513,9 @@ func (e *Engine) applyCopy(ctx context.Context, m Member, kind Kind, tmpl *unstr
 		return nil, fmt.Errorf("the member is leaving the fleet")
 	}
 	defer e.endApply(m.Name)
+	if m.Pull {
+		return e.applyWork(ctx, m, kind, tmpl, replicas, conflict)
+	}
 	c, err := e.conn(m)
 	if err != nil {
 		return nil, err
@@ -638,6 +641,9 @@ func (e *Engine) recordApplied(key, version string) {
 
 // removeCopy deletes a member's copy of a template, if the fleet made it.
 func (e *Engine) removeCopy(ctx context.Context, m Member, kind Kind, k key) error {
+	if m.Pull {
+		return e.removeWork(ctx, m, kind, k)
+	}
 	c, err := e.conn(m)
 	if err != nil {
 		return err

@@ -1,0 +1,211 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	policyv1 "github.com/lotse/lotse/api/policy/v1alpha1"
+	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
+	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
+)
+
+// startFleetAgent runs `lotse fleet agent` for a pull-mode member on this
+// host until stopped or the test ends; stop waits for it to exit.
+func startFleetAgent(t *testing.T, member, bootstrap, memberKubeconfig string) (stop func()) {
+	t.Helper()
+	cmd := exec.Command(env.binary, "fleet", "agent", "--member", member, "--fleet-kubeconfig", bootstrap,
+		"--kubeconfig", memberKubeconfig, "--identity-secret", "lotse-fleet-agent/fleet-identity", "--lease-duration", "8s")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("lotse fleet agent:\n%s", out.String())
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestFleetPullMember: a member registered in pull mode gets its work
+// through its agent alone. The fleet holds no credentials of the member:
+// the agent reaches the fleet with a bootstrap token, gets its own
+// certificate, applies the Works of its execution namespace, reports
+// their status (aggregated into the template), and renews a lease whose
+// absence makes the member not ready. An object deleted from the fleet
+// goes from the member, and leaving the fleet removes the rest.
+func TestFleetPullMember(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	mc := mgmtClient(t)
+	const fleet, member = "fp", "fp-m"
+	if err := mc.Create(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: member}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.Create(ctx, &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = mc.Delete(ctx, &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}})
+		waitFor(t, 3*time.Minute, "the fleet gone", func() (bool, error) {
+			err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, &lotsev1.Fleet{})
+			return apierrors.IsNotFound(err), err
+		})
+		_ = mc.Delete(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: member}})
+	})
+	waitClusterReady(t, mc, member, 5*time.Minute)
+	waitFor(t, 4*time.Minute, "the fleet Ready", func() (bool, error) {
+		f := &lotsev1.Fleet{}
+		if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, f); err != nil {
+			return false, err
+		}
+		return f.Status.Phase == lotsev1.FleetReady, fmt.Errorf("phase %s", f.Status.Phase)
+	})
+
+	// Bad input: register needs a way to run the agent.
+	if out, err := lotseCLI(t, "fleet", "register", fleet, member); err == nil {
+		t.Errorf("register without --kubeconfig-file or --bootstrap-kubeconfig succeeded: %s", out)
+	}
+	bootstrap := filepath.Join(t.TempDir(), "bootstrap.kubeconfig")
+	mustCLI(t, "fleet", "register", fleet, member, "--bootstrap-kubeconfig", bootstrap, "--region", "eu", "--labels", "mode=pull")
+	m := &lotsev1.FleetMember{}
+	if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: member}, m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Spec.SyncMode != lotsev1.SyncPull || m.Spec.Cluster != "" || m.Spec.KubeconfigSecretRef != nil {
+		t.Fatalf("the member holds a way into the cluster: %+v", m.Spec)
+	}
+	memberKubeconfig := filepath.Join(clusterDir(member), "pki", "admin.kubeconfig")
+	stopAgent := startFleetAgent(t, member, bootstrap, memberKubeconfig)
+	memberReady := func(what string, want metav1.ConditionStatus, after time.Time) {
+		t.Helper()
+		waitFor(t, 2*time.Minute, what, func() (bool, error) {
+			if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: member}, m); err != nil {
+				return false, err
+			}
+			c := meta.FindStatusCondition(m.Status.Conditions, lotsev1.ConditionMemberReady)
+			if c == nil {
+				return false, fmt.Errorf("no Ready condition")
+			}
+			return c.Status == want && !c.LastTransitionTime.Time.Before(after.Truncate(time.Second)), fmt.Errorf("Ready %s since %s: %s", c.Status, c.LastTransitionTime, c.Message)
+		})
+	}
+	memberReady("the member ready through its agent's lease", metav1.ConditionTrue, time.Time{})
+	if m.Status.KubernetesVersion == "" || m.Status.Region != "eu" {
+		t.Errorf("status from the agent: version %q, region %q", m.Status.KubernetesVersion, m.Status.Region)
+	}
+
+	fc := fleetClient(t, mc, fleet)
+	mcl := memberClient(t, member)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	labels := map[string]string{"app": "web"}
+	must(fc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pull"}}))
+	must(fc.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "pull", Name: "cfg"}, Data: map[string]string{"v": "1"}}))
+	must(fc.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "pull", Name: "web"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1"}}}}}}))
+	must(fc.Create(ctx, &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "pull"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "ConfigMap", Namespace: "pull"}, {APIVersion: "apps/v1", Kind: "Deployment", Namespace: "pull"}},
+		Placement:         policyv1.Placement{ClusterAffinity: &policyv1.ClusterAffinity{LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"mode": "pull"}}}}}}))
+
+	waitFor(t, 2*time.Minute, "the ConfigMap and the Deployment in the member", func() (bool, error) {
+		cm, d := &corev1.ConfigMap{}, &appsv1.Deployment{}
+		if err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "cfg"}, cm); err != nil {
+			return false, err
+		}
+		if err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "web"}, d); err != nil {
+			return false, err
+		}
+		return cm.Data["v"] == "1" && ptr.Deref(d.Spec.Replicas, 0) == 2 && cm.Labels[lotsev1.LabelFleet] == fleet, fmt.Errorf("configmap %v %v", cm.Data, cm.Labels)
+	})
+	works := &workv1.WorkList{}
+	must(fc.List(ctx, works, client.InNamespace(workv1.ExecutionNamespace(member))))
+	if len(works.Items) < 2 {
+		t.Errorf("%d Works in the member's execution namespace, want the ConfigMap's and the Deployment's at least", len(works.Items))
+	}
+	// The member's Deployment status, as the agent reported it, is the
+	// template's (its controllers made the pods; no node runs them).
+	waitFor(t, 2*time.Minute, "the template's status from the member's", func() (bool, error) {
+		md, d := &appsv1.Deployment{}, &appsv1.Deployment{}
+		if err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "web"}, md); err != nil {
+			return false, err
+		}
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "web"}, d); err != nil {
+			return false, err
+		}
+		return md.Status.Replicas >= 2 && d.Status.Replicas == md.Status.Replicas && d.Status.ObservedGeneration == d.Generation,
+			fmt.Errorf("fleet status %+v, member status %+v", d.Status, md.Status)
+	})
+	rb := &workv1.ResourceBinding{}
+	must(fc.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "web-deployment"}, rb))
+	if len(rb.Status.AggregatedStatus) != 1 || !rb.Status.AggregatedStatus[0].Applied || rb.Status.AggregatedStatus[0].ClusterName != member {
+		t.Errorf("binding status %+v", rb.Status)
+	}
+
+	// A change in the fleet reaches the member.
+	cm := &corev1.ConfigMap{}
+	must(fc.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "cfg"}, cm))
+	cm.Data["v"] = "2"
+	must(fc.Update(ctx, cm))
+	waitFor(t, time.Minute, "the change in the member", func() (bool, error) {
+		got := &corev1.ConfigMap{}
+		err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "cfg"}, got)
+		return err == nil && got.Data["v"] == "2", fmt.Errorf("%v %v", got.Data, err)
+	})
+
+	// The agent stops: the member is not ready once its lease runs out;
+	// started again (with the identity it kept), it is.
+	stopAgent()
+	stoppedAt := time.Now()
+	memberReady("the member not ready without its agent", metav1.ConditionFalse, stoppedAt)
+	restartedAt := time.Now()
+	startFleetAgent(t, member, bootstrap, memberKubeconfig)
+	memberReady("the member ready again", metav1.ConditionTrue, restartedAt)
+
+	// Deleted in the fleet, gone from the member.
+	must(fc.Delete(ctx, cm))
+	waitFor(t, time.Minute, "the ConfigMap gone from the member", func() (bool, error) {
+		err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "cfg"}, &corev1.ConfigMap{})
+		return apierrors.IsNotFound(err), err
+	})
+
+	// Leaving: the agent removes the rest, and the member's place in the
+	// fleet goes.
+	mustCLI(t, "fleet", "unjoin", fleet, member)
+	if err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "web"}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the Deployment stayed in the member after it left: %v", err)
+	}
+	waitFor(t, time.Minute, "the execution namespace gone", func() (bool, error) {
+		err := fc.Get(ctx, client.ObjectKey{Name: workv1.ExecutionNamespace(member)}, &corev1.Namespace{})
+		return apierrors.IsNotFound(err), err
+	})
+}
