@@ -46,22 +46,31 @@ func buildEchoImage(t testing.TB) {
 		t.Fatalf("build echo: %v\n%s", err, out)
 	}
 	b := &images.Builder{CacheDir: releases.DefaultCacheDir()}
-	tar, err := b.Ensure(context.Background(), images.FromBinary("echo", "e2e", bin, []string{"/echo"}))
-	if err != nil {
-		t.Fatal(err)
-	}
 	extra := manager.ExtraImagesDir(releases.DefaultCacheDir())
 	if err := os.MkdirAll(extra, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(tar)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(extra, "echo-e2e.tar"), data, 0o644); err != nil {
-		t.Fatal(err)
+	// The same server under a second tag, which overrides can point at.
+	for _, tag := range []string{"e2e", echoMirrorTag} {
+		tar, err := b.Ensure(context.Background(), images.FromBinary("echo", tag, bin, []string{"/echo"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(tar)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(extra, "echo-"+tag+".tar"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
+
+// echoMirrorTag is the echo server's second tag.
+const echoMirrorTag = "mirror"
+
+// echoImageAt is the echo server's image at a tag.
+func echoImageAt(tag string) string { return images.Ref("echo", tag) }
 
 // TestWorkerPools: a cluster with two pools (2 + 1 machines) becomes Ready
 // with three Ready nodes carrying their pools' labels and taints; pods run
