@@ -114,8 +114,8 @@ func TestFleetPullMember(t *testing.T) {
 		})
 	}
 	memberReady("the member ready through its agent's lease", metav1.ConditionTrue, time.Time{})
-	if m.Status.KubernetesVersion == "" || m.Status.Region != "eu" {
-		t.Errorf("status from the agent: version %q, region %q", m.Status.KubernetesVersion, m.Status.Region)
+	if m.Status.KubernetesVersion == "" || m.Status.Region != "eu" || m.Status.ResourceSummary == nil {
+		t.Errorf("status from the agent: version %q, region %q, room %+v", m.Status.KubernetesVersion, m.Status.Region, m.Status.ResourceSummary)
 	}
 
 	fc := fleetClient(t, mc, fleet)

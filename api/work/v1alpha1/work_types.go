@@ -35,6 +35,11 @@ const (
 	AnnotationKubernetesVersion = "work.lotse.dev/kubernetes-version"
 	// AnnotationNodes is "READY/TOTAL": the member's Ready nodes and all.
 	AnnotationNodes = "work.lotse.dev/nodes"
+	// AnnotationZone is the zone of the member's first node.
+	AnnotationZone = "work.lotse.dev/zone"
+	// AnnotationRoom is the member's room as JSON, {"allocatable": {...},
+	// "allocated": {...}} (a FleetMember's status.resourceSummary).
+	AnnotationRoom = "work.lotse.dev/room"
 )
 
 // AgentUser is the user name of a member's agent in its fleet: its

@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -179,81 +178,32 @@ func probe(ctx context.Context, kubeconfig []byte) (probed, error) {
 		return p, err
 	}
 	p.version = v.GitVersion
-	nodes, err := cs.CoreV1().Nodes().List(pctx, metav1.ListOptions{ResourceVersion: "0"})
-	if err != nil {
-		return p, fmt.Errorf("list nodes: %v", err)
-	}
-	p.nodes = len(nodes.Items)
-	usable := map[string]bool{}
-	// Pod slots always appear, so a member without nodes has room for
-	// none (not an unknown room).
-	summary := &lotsev1.ResourceSummary{Allocatable: corev1.ResourceList{corev1.ResourcePods: resource.Quantity{Format: resource.DecimalSI}},
-		Allocated: corev1.ResourceList{}}
-	for _, n := range nodes.Items {
-		if p.zone == "" {
-			p.zone = n.Labels[corev1.LabelTopologyZone]
-		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				p.readyNodes++
-				if !n.Spec.Unschedulable && !repels(n.Spec.Taints) {
-					usable[n.Name] = true
-					addResources(summary.Allocatable, n.Status.Allocatable, nil)
-				}
-			}
-		}
-	}
-	// The room on those nodes: what their unfinished pods request. Best
+	// The room on the nodes: what their unfinished pods request. Best
 	// effort: a member whose pods cannot be listed in time is still
 	// healthy; its room is then unknown (the last summary stays).
 	podCfg := rest.CopyConfig(cfg)
 	podCfg.Timeout = 5 * time.Second // not the probe's 3 s: a large member lists many pods
 	podClient, err := kubernetes.NewForConfig(podCfg)
 	if err != nil {
-		return p, nil
+		return p, err
 	}
-	podCtx, cancelPods := context.WithTimeout(ctx, podCfg.Timeout)
-	defer cancelPods()
-	pods, err := podClient.CoreV1().Pods(metav1.NamespaceAll).List(podCtx, metav1.ListOptions{ResourceVersion: "0",
-		FieldSelector: "status.phase!=Succeeded,status.phase!=Failed"})
+	mctx, cancelMeasure := context.WithTimeout(ctx, podCfg.Timeout)
+	defer cancelMeasure()
+	room, err := placement.Measure(mctx, cs, podClient)
 	if err != nil {
-		return p, nil
+		return p, err
 	}
-	count := int64(0)
-	for i := range pods.Items {
-		pod := &pods.Items[i]
-		if !usable[pod.Spec.NodeName] {
-			continue
-		}
-		count++
-		addResources(summary.Allocated, placement.PodRequests(&pod.Spec), summary.Allocatable)
-	}
-	summary.Allocated[corev1.ResourcePods] = *resource.NewQuantity(count, resource.DecimalSI)
-	p.summary = summary
+	p.nodes, p.readyNodes, p.zone = room.Nodes, room.ReadyNodes, room.Zone
+	p.summary = summaryOf(room)
 	return p, nil
 }
 
-// repels reports whether a node's taints keep ordinary pods off it
-// (control-plane nodes, nodes being drained or failing).
-func repels(taints []corev1.Taint) bool {
-	for _, t := range taints {
-		if t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute {
-			return true
-		}
+// summaryOf is a member's room as its status says it (nil: unknown).
+func summaryOf(room placement.Room) *lotsev1.ResourceSummary {
+	if room.Allocated == nil {
+		return nil
 	}
-	return false
-}
-
-// addResources adds b to a, only the resources in only when it is set.
-func addResources(a, b, only corev1.ResourceList) {
-	for name, q := range b {
-		if _, ok := only[name]; only != nil && !ok {
-			continue
-		}
-		sum := a[name]
-		sum.Add(q)
-		a[name] = sum
-	}
+	return &lotsev1.ResourceSummary{Allocatable: room.Allocatable, Allocated: room.Allocated}
 }
 
 // unjoin removes the fleet's copies from a leaving member (unless it says

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"slices"
@@ -114,6 +115,15 @@ func (r *Reconciler) pullMember(ctx context.Context, m *lotsev1.FleetMember, sta
 		return nil
 	}
 	status.KubernetesVersion = lease.Annotations[workv1.AnnotationKubernetesVersion]
+	if status.Zone == "" {
+		status.Zone = lease.Annotations[workv1.AnnotationZone]
+	}
+	if room := lease.Annotations[workv1.AnnotationRoom]; room != "" {
+		summary := &lotsev1.ResourceSummary{}
+		if err := json.Unmarshal([]byte(room), summary); err == nil {
+			status.ResourceSummary = summary
+		}
+	}
 	ready.Message = "the member's agent renews its lease in the fleet"
 	var readyNodes, nodes int
 	if _, err := fmt.Sscanf(lease.Annotations[workv1.AnnotationNodes], "%d/%d", &readyNodes, &nodes); err == nil {

@@ -46,6 +46,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
+	"github.com/lotse/lotse/internal/federation/placement"
 	"github.com/lotse/lotse/internal/federation/propagation"
 )
 
@@ -170,16 +171,18 @@ func memberFacts(ctx context.Context, local kubernetes.Interface) map[string]str
 	if v, err := local.Discovery().ServerVersion(); err == nil {
 		facts[workv1.AnnotationKubernetesVersion] = v.GitVersion
 	}
-	if nodes, err := local.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"}); err == nil {
-		ready := 0
-		for _, n := range nodes.Items {
-			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-					ready++
-				}
-			}
+	room, err := placement.Measure(ctx, local, local)
+	if err != nil {
+		return facts
+	}
+	facts[workv1.AnnotationNodes] = fmt.Sprintf("%d/%d", room.ReadyNodes, room.Nodes)
+	if room.Zone != "" {
+		facts[workv1.AnnotationZone] = room.Zone
+	}
+	if room.Allocated != nil {
+		if data, err := json.Marshal(map[string]corev1.ResourceList{"allocatable": room.Allocatable, "allocated": room.Allocated}); err == nil {
+			facts[workv1.AnnotationRoom] = string(data)
 		}
-		facts[workv1.AnnotationNodes] = fmt.Sprintf("%d/%d", ready, len(nodes.Items))
 	}
 	return facts
 }

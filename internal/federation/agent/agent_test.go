@@ -176,6 +176,11 @@ func TestAgent(t *testing.T) {
 	if ptr.Deref(lease.Spec.HolderIdentity, "") != "m1" {
 		t.Errorf("lease holder %v", lease.Spec.HolderIdentity)
 	}
+	// What the fleet learns of the member from it (no nodes here).
+	if a := lease.Annotations; a[workv1.AnnotationNodes] != "0/0" || !strings.HasPrefix(a[workv1.AnnotationKubernetesVersion], "v1.") ||
+		!strings.Contains(a[workv1.AnnotationRoom], `"allocatable":{"pods":"0"}`) {
+		t.Errorf("lease annotations %v", a)
+	}
 	waitFor(t, "the lease renewed", func() (bool, error) {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: workv1.AgentLeaseName}, lease); err != nil {
 			return false, err
