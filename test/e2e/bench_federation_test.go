@@ -275,3 +275,83 @@ func directChangeLatency(b *testing.B, cfg *rest.Config, n int) float64 {
 	}
 	return median(samples)
 }
+
+// BenchmarkFleetPullPropagation measures the pull path: a fleet with one
+// pull-mode member whose agent (`lotse fleet agent`, on this host) applies
+// its Works. 100 changes of a Deployment in the fleet, each timed from
+// the patch to the change seen by a watch in the member: the fleet writes
+// the member's Work, the agent's watch sees it and applies the copy.
+//
+//	make build && LOTSE_BINARY=$PWD/bin/lotse LOTSE_E2E_STATE_DIR=/tmp/lotse-bench \
+//	  go test -count=1 -timeout 30m -run '^$' -bench FleetPullPropagation -benchtime 1x ./test/e2e/
+func BenchmarkFleetPullPropagation(b *testing.B) {
+	ctx := context.Background()
+	mc := mgmtClient(b)
+	const fleet, member = "bp", "bp-m"
+	if err := mc.Create(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: member}}); err != nil {
+		b.Fatal(err)
+	}
+	if err := mc.Create(ctx, &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = mc.Delete(ctx, &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}})
+		waitFor(b, 3*time.Minute, "the fleet gone", func() (bool, error) {
+			err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, &lotsev1.Fleet{})
+			return apierrors.IsNotFound(err), err
+		})
+		deleteAndWait(b, mc, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: member}})
+	})
+	waitClusterReady(b, mc, member, 5*time.Minute)
+	waitFor(b, 4*time.Minute, "the fleet Ready", func() (bool, error) {
+		f := &lotsev1.Fleet{}
+		if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, f); err != nil {
+			return false, err
+		}
+		return f.Status.Phase == lotsev1.FleetReady, nil
+	})
+	bootstrap := b.TempDir() + "/bootstrap.kubeconfig"
+	mustCLI(b, "fleet", "register", fleet, member, "--bootstrap-kubeconfig", bootstrap)
+	startFleetAgent(b, member, bootstrap, clusterDir(member)+"/pki/admin.kubeconfig")
+	waitFor(b, 2*time.Minute, "the member ready", func() (bool, error) {
+		m := &lotsev1.FleetMember{}
+		if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: member}, m); err != nil {
+			return false, err
+		}
+		return meta.IsStatusConditionTrue(m.Status.Conditions, lotsev1.ConditionMemberReady), nil
+	})
+	fc := fleetClient(b, mc, fleet)
+	labels := map[string]string{"app": "bench"}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "bench"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "c", Image: "registry.invalid/bench:1"}}}}}}
+	if err := fc.Create(ctx, dep); err != nil {
+		b.Fatal(err)
+	}
+	if err := fc.Create(ctx, &policyv1.PropagationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "bench"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "apps/v1", Kind: "Deployment", Name: "bench"}}}}); err != nil {
+		b.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(tenantConfig(b, member))
+	waitFor(b, 2*time.Minute, "the Deployment in the member", func() (bool, error) {
+		_, err := cs.AppsV1().Deployments("default").Get(ctx, "bench", metav1.GetOptions{})
+		return err == nil, err
+	})
+	w, err := cs.AppsV1().Deployments("default").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const changes = 100
+	var latencies []float64
+	for i := 0; i < b.N; i++ {
+		latencies = append(latencies, allMembersLatency(b, map[string]watch.Interface{member: w}, i*changes+1, changes, func(seq int) error {
+			patch := []byte(`{"metadata":{"annotations":{"bench/seq":"` + strconv.Itoa(seq) + `"}}}`)
+			return fc.Patch(ctx, dep.DeepCopy(), client.RawPatch(types.MergePatchType, patch))
+		})...)
+	}
+	p50, p99, max := percentiles(latencies)
+	b.ReportMetric(p50, "ms-p50")
+	b.ReportMetric(p99, "ms-p99")
+	b.Logf("template change -> in the pull-mode member: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d changes)", p50, p99, max, len(latencies))
+}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,7 +25,7 @@ import (
 
 // startFleetAgent runs `lotse fleet agent` for a pull-mode member on this
 // host until stopped or the test ends; stop waits for it to exit.
-func startFleetAgent(t *testing.T, member, bootstrap, memberKubeconfig string) (stop func()) {
+func startFleetAgent(t testing.TB, member, bootstrap, memberKubeconfig string) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(env.binary, "fleet", "agent", "--member", member, "--fleet-kubeconfig", bootstrap,
 		"--kubeconfig", memberKubeconfig, "--identity-secret", "lotse-fleet-agent/fleet-identity", "--lease-duration", "8s")
@@ -65,7 +66,9 @@ func TestFleetPullMember(t *testing.T) {
 	if err := mc.Create(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: member}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := mc.Create(ctx, &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}}); err != nil {
+	f := &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}}
+	f.Spec.DNS = lotsev1.FleetDNS{Zone: "pull.fleet.example", TTL: 2}
+	if err := mc.Create(ctx, f); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -165,6 +168,25 @@ func TestFleetPullMember(t *testing.T) {
 		return md.Status.Replicas >= 2 && d.Status.Replicas == md.Status.Replicas && d.Status.ObservedGeneration == d.Generation,
 			fmt.Errorf("fleet status %+v, member status %+v", d.Status, md.Status)
 	})
+	// The fleet's DNS zone does not answer for a pull-mode member's
+	// Services (it cannot see their endpoints), and says so without
+	// failing the name.
+	must(fc.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "pull", Name: "front"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeLoadBalancer, Selector: labels, Ports: []corev1.ServicePort{{Port: 80}}}}))
+	must(fc.Create(ctx, &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "pull-services"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "Service", Namespace: "pull"}}}}))
+	waitFor(t, time.Minute, "the Service in the member", func() (bool, error) {
+		err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "front"}, &corev1.Service{})
+		return err == nil, err
+	})
+	cur := &lotsev1.Fleet{}
+	must(mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, cur))
+	if cur.Status.DNS == nil || cur.Status.DNS.Server == "" {
+		t.Fatalf("the fleet serves no DNS: %+v", cur.Status.DNS)
+	}
+	if rcode, ips, _ := dnsQuery(t, cur.Status.DNS.Server, "front.pull.svc.pull.fleet.example.", dns.TypeA); rcode != dns.RcodeSuccess || len(ips) != 0 {
+		t.Errorf("DNS for a pull-mode member's Service: rcode %d, %v", rcode, ips)
+	}
 	rb := &workv1.ResourceBinding{}
 	must(fc.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "web-deployment"}, rb))
 	if len(rb.Status.AggregatedStatus) != 1 || !rb.Status.AggregatedStatus[0].Applied || rb.Status.AggregatedStatus[0].ClusterName != member {

@@ -25,7 +25,9 @@ func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region s
 	}
 	b := e.binding(svcKind, namespace, name)
 	for _, m := range members {
-		if !m.Ready || (region != "" && m.Region != region) {
+		// A pull-mode member's Services are not answered for: the fleet
+		// does not see its endpoints or nodes.
+		if !m.Ready || m.Pull || (region != "" && m.Region != region) {
 			continue
 		}
 		e.mu.Lock()
