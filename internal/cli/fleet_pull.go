@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -231,16 +232,22 @@ func newFleetAgentCommand() *cobra.Command {
 			if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) && !apierrors.IsForbidden(err) {
 				return err
 			}
-			fleetCfg, err := agent.FleetIdentity(ctx, memberName, bootstrap, cs, agent.IdentitySecret{Namespace: ns, Name: secretName})
-			if err != nil {
+			store := agent.IdentitySecret{Namespace: ns, Name: secretName}
+			for {
+				fleetCfg, err := agent.FleetIdentity(ctx, memberName, bootstrap, cs, store)
+				if err != nil {
+					return err
+				}
+				a := &agent.Agent{Member: memberName, Fleet: fleetCfg, Local: local, LeaseDuration: leaseDuration, RenewAt: agent.RenewAt(fleetCfg, store)}
+				err = a.Run(ctx)
+				switch {
+				case cmd.Context().Err() != nil:
+					return nil
+				case errors.Is(err, agent.ErrRenew):
+					continue // with the identity it renews now
+				}
 				return err
 			}
-			a := &agent.Agent{Member: memberName, Fleet: fleetCfg, Local: local, LeaseDuration: leaseDuration}
-			err = a.Run(ctx)
-			if cmd.Context().Err() != nil {
-				return nil
-			}
-			return err
 		},
 	}
 	cmd.Flags().StringVar(&memberName, "member", "", "the member's name in the fleet")

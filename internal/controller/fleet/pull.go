@@ -89,13 +89,14 @@ func (r *Reconciler) pullMember(ctx context.Context, m *lotsev1.FleetMember, sta
 		if err := ensureAgentAccess(ctx, cs, m.Name); err != nil {
 			return fmt.Errorf("setting up the member's agent access in the fleet: %w", err)
 		}
-		tokenID, err := r.ensureBootstrapToken(ctx, cs, m, kubeconfig)
-		if err != nil {
+		if _, err := r.ensureBootstrapToken(ctx, cs, m, kubeconfig); err != nil {
 			return fmt.Errorf("the member's bootstrap token: %w", err)
 		}
-		if err := approveAgentCSRs(ctx, cs, m.Name, tokenID); err != nil {
-			return fmt.Errorf("approving the agent's certificate request: %w", err)
-		}
+	}
+	// The agent's first request comes with the token, its renewals with
+	// the identity it has.
+	if err := approveAgentCSRs(ctx, cs, m.Name, r.bootstrapTokenID(ctx, m)); err != nil {
+		return fmt.Errorf("approving the agent's certificate request: %w", err)
 	}
 	switch {
 	case apierrors.IsNotFound(err):
@@ -183,7 +184,27 @@ func ensureAgentAccess(ctx context.Context, cs kubernetes.Interface, member stri
 	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	// The agent renews its certificate as itself.
+	renew := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: agentRenewBinding(member), Labels: map[string]string{workv1.LabelMember: member}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: agentBootstrapRole},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: workv1.AgentUser(member)}}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, renew, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
 	return nil
+}
+
+// agentRenewBinding lets a member's agent ask for its next certificate.
+func agentRenewBinding(member string) string { return "lotse:fleet-agent-renew:" + member }
+
+// bootstrapTokenID is the ID of the member's current bootstrap token (""
+// when there is none).
+func (r *Reconciler) bootstrapTokenID(ctx context.Context, m *lotsev1.FleetMember) string {
+	s := &corev1.Secret{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: AgentSecretName(m.Name)}, s); err != nil {
+		return ""
+	}
+	return string(s.Data["token-id"])
 }
 
 func ensureRole(ctx context.Context, cs kubernetes.Interface, role *rbacv1.Role) error {
@@ -281,9 +302,10 @@ func randomToken(n int) string {
 }
 
 // approveAgentCSRs approves the member's agent's request for its client
-// certificate: from the member's bootstrap token, for exactly the agent's
-// user name, no groups, client authentication only. Another request
-// from that token is denied.
+// certificate: from the member's bootstrap token (tokenID, if any) or
+// from the agent itself (a renewal), for exactly the agent's user name,
+// no groups, client authentication only. Another request from either is
+// denied.
 func approveAgentCSRs(ctx context.Context, cs kubernetes.Interface, member, tokenID string) error {
 	list, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -291,7 +313,8 @@ func approveAgentCSRs(ctx context.Context, cs kubernetes.Interface, member, toke
 	}
 	for i := range list.Items {
 		csr := &list.Items[i]
-		if csr.Spec.Username != "system:bootstrap:"+tokenID || decided(csr) {
+		fromToken := tokenID != "" && csr.Spec.Username == "system:bootstrap:"+tokenID
+		if !fromToken && csr.Spec.Username != workv1.AgentUser(member) || decided(csr) {
 			continue
 		}
 		cond := certificatesv1.CertificateSigningRequestCondition{Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue,
@@ -384,6 +407,9 @@ func (r *Reconciler) removePullMember(ctx context.Context, m *lotsev1.FleetMembe
 	}
 	ns := workv1.ExecutionNamespace(m.Name)
 	if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return false, err
+	}
+	if err := cs.RbacV1().ClusterRoleBindings().Delete(ctx, agentRenewBinding(m.Name), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return false, err
 	}
 	tokens, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: workv1.LabelMember + "=" + m.Name})

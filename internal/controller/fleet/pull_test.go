@@ -184,6 +184,35 @@ func TestAgentBootstrap(t *testing.T) {
 		t.Error("the kept identity is not the one issued")
 	}
 
+	// Near its end (here: always), the agent renews as itself, without a
+	// token; the manager approves that too.
+	renewing := store
+	renewing.RenewWhenLeft = 1
+	go func() {
+		c, err := agent.FleetIdentity(ctx, "pm", &noToken, cs, renewing)
+		got <- result{c, err}
+	}()
+	var renewed result
+	for renewed.cfg == nil && renewed.err == nil {
+		must(approveAgentCSRs(ctx, cs, "pm", ""))
+		select {
+		case renewed = <-got:
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("no renewed certificate for the agent")
+		}
+	}
+	must(renewed.err)
+	if string(renewed.cfg.CertData) == string(identity.cfg.CertData) || renewed.cfg.BearerToken != "" {
+		t.Error("the renewal gave no new certificate")
+	}
+	renewedClient, err := client.New(renewed.cfg, client.Options{Scheme: scheme})
+	must(err)
+	must(renewedClient.List(ctx, works, client.InNamespace(workv1.ExecutionNamespace("pm"))))
+	if at := agent.RenewAt(renewed.cfg, store); time.Until(at) < 200*24*time.Hour {
+		t.Errorf("a year's certificate is renewed at %s, before two thirds of its life", at)
+	}
+
 	// Another identity from the same token is denied.
 	bootCS, err := kubernetes.NewForConfig(bootstrap)
 	must(err)

@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -85,7 +86,13 @@ type Agent struct {
 	Fleet, Local *rest.Config
 	// LeaseDuration: see DefaultLeaseDuration.
 	LeaseDuration time.Duration
+	// RenewAt, when set, is when the identity in Fleet is to be renewed:
+	// Run returns ErrRenew then (see RenewAt and FleetIdentity).
+	RenewAt time.Time
 }
+
+// ErrRenew: the agent stopped to renew its identity in the fleet.
+var ErrRenew = errors.New("the agent's certificate for the fleet is due for renewal")
 
 // Run applies Works and renews the Lease until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
@@ -137,7 +144,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	})); err != nil {
 		return err
 	}
+	if !a.RenewAt.IsZero() {
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Until(a.RenewAt)):
+				return ErrRenew
+			}
+		})); err != nil {
+			return err
+		}
+	}
 	err = ctrl.NewControllerManagedBy(mgr).Named("fleet-agent").
+		// Run again after a renewal, in the same process: the same name.
+		WithOptions(controller.Options{SkipNameValidation: ptr.To(true)}).
 		For(&workv1.Work{}).
 		WatchesRawSource(source.Channel(changes, &handler.TypedEnqueueRequestForObject[*workv1.Work]{})).
 		Complete(r)

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -210,6 +211,14 @@ func TestAgent(t *testing.T) {
 		err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "theirs"}, cm)
 		return err == nil && cm.Data["owner"] == "fleet", fmt.Errorf("%v %v", cm.Data, err)
 	})
+
+	// An agent whose identity is due for renewal stops for it.
+	renewing := &Agent{Member: "m1", Fleet: asAgent, Local: cfg, RenewAt: time.Now().Add(2 * time.Second)}
+	rctx, rcancel := context.WithTimeout(ctx, time.Minute)
+	defer rcancel()
+	if err := renewing.Run(rctx); !errors.Is(err, ErrRenew) {
+		t.Errorf("an agent due for renewal: %v", err)
+	}
 
 	// A deleted Work takes what it applied with it.
 	must(c.Delete(ctx, &workv1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}}))

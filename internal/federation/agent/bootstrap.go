@@ -31,24 +31,46 @@ import (
 // in a Secret of the member, so that a restarted agent needs no token.
 
 // IdentitySecret is where in the member the agent keeps its identity.
-type IdentitySecret struct{ Namespace, Name string }
+type IdentitySecret struct {
+	Namespace, Name string
+	// RenewWhenLeft is the part of its life (0-1) a certificate has left
+	// when the agent asks for the next one; 0 means a third.
+	RenewWhenLeft float64
+}
+
+func (s IdentitySecret) renewWhenLeft() float64 {
+	if s.RenewWhenLeft <= 0 {
+		return 1.0 / 3
+	}
+	return s.RenewWhenLeft
+}
 
 // FleetIdentity returns a configuration that reaches the fleet as the
-// member's agent: from the Secret, or, when there is none (or it is about
-// to expire), by asking the fleet with bootstrap's token and keeping what
-// it gets.
+// member's agent: from the Secret, or a new certificate when there is
+// none or it nears its end, asked for with the one it has (still valid)
+// or else with bootstrap's token, and kept in the Secret.
 func FleetIdentity(ctx context.Context, member string, bootstrap *rest.Config, local kubernetes.Interface, store IdentitySecret) (*rest.Config, error) {
 	s, err := local.CoreV1().Secrets(store.Namespace).Get(ctx, store.Name, metav1.GetOptions{})
-	switch {
-	case err == nil && usable(s.Data[corev1.TLSCertKey]):
-		return withCertificate(bootstrap, s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]), nil
-	case err != nil && !apierrors.IsNotFound(err):
+	if err != nil && !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("reading the agent's identity %s/%s: %w", store.Namespace, store.Name, err)
 	}
-	if bootstrap.BearerToken == "" {
-		return nil, fmt.Errorf("the agent has no identity in %s/%s and no bootstrap token to ask for one (lotse fleet register gives it one)", store.Namespace, store.Name)
+	asker := bootstrap
+	if err == nil {
+		certPEM, keyPEM := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
+		left, ok := lifeLeft(certPEM)
+		switch {
+		case ok && left > store.renewWhenLeft():
+			return withCertificate(bootstrap, certPEM, keyPEM), nil
+		case ok && left > 0:
+			// Near its end: the agent renews with the identity it has, as a
+			// kubelet does; no token is needed.
+			asker = withCertificate(bootstrap, certPEM, keyPEM)
+		}
 	}
-	certPEM, keyPEM, err := requestCertificate(ctx, member, bootstrap)
+	if asker.BearerToken == "" && asker.CertData == nil {
+		return nil, fmt.Errorf("the agent has no valid identity in %s/%s and no bootstrap token to ask for one (register the member again for a new token)", store.Namespace, store.Name)
+	}
+	certPEM, keyPEM, err := requestCertificate(ctx, member, asker)
 	if err != nil {
 		return nil, err
 	}
@@ -65,18 +87,37 @@ func FleetIdentity(ctx context.Context, member string, bootstrap *rest.Config, l
 	return withCertificate(bootstrap, certPEM, keyPEM), nil
 }
 
-// usable: a certificate with more than a tenth of its life left.
-func usable(certPEM []byte) bool {
+// lifeLeft is the part (0-1) of a certificate's life still ahead; ok is
+// false when it does not parse.
+func lifeLeft(certPEM []byte) (float64, bool) {
+	c, err := parseCert(certPEM)
+	if err != nil {
+		return 0, false
+	}
+	life := c.NotAfter.Sub(c.NotBefore)
+	if life <= 0 {
+		return 0, true
+	}
+	return max(float64(time.Until(c.NotAfter))/float64(life), 0), true
+}
+
+// RenewAt is when an identity should be renewed: when it has left the
+// part of its life that store says.
+func RenewAt(cfg *rest.Config, store IdentitySecret) time.Time {
+	c, err := parseCert(cfg.CertData)
+	if err != nil {
+		return time.Time{}
+	}
+	life := c.NotAfter.Sub(c.NotBefore)
+	return c.NotAfter.Add(-time.Duration(float64(life) * store.renewWhenLeft()))
+}
+
+func parseCert(certPEM []byte) (*x509.Certificate, error) {
 	block, _ := pem.Decode(certPEM)
 	if block == nil {
-		return false
+		return nil, fmt.Errorf("not PEM")
 	}
-	c, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return false
-	}
-	left := time.Until(c.NotAfter)
-	return left > c.NotAfter.Sub(c.NotBefore)/10
+	return x509.ParseCertificate(block.Bytes)
 }
 
 func withCertificate(bootstrap *rest.Config, certPEM, keyPEM []byte) *rest.Config {
