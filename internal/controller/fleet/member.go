@@ -214,8 +214,11 @@ func (r *Reconciler) unjoin(ctx context.Context, m *lotsev1.FleetMember, fleetKe
 	}
 	if isPull(m) {
 		done, err := r.removePullMember(ctx, m, m.Annotations[AnnotationKeepResources] == "true")
-		if err != nil || !done {
-			return ctrl.Result{RequeueAfter: probeInterval}, err
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !done {
+			return ctrl.Result{RequeueAfter: probeInterval}, nil
 		}
 	} else if m.Annotations[AnnotationKeepResources] != "true" {
 		kubeconfig, err := r.memberKubeconfig(ctx, m)
