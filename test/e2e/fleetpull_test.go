@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ import (
 	policyv1 "github.com/lotse/lotse/api/policy/v1alpha1"
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
+	"github.com/lotse/lotse/internal/images"
 )
 
 // startFleetAgent runs `lotse fleet agent` for a pull-mode member on this
@@ -219,6 +222,38 @@ func TestFleetPullMember(t *testing.T) {
 		err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "cfg"}, &corev1.ConfigMap{})
 		return apierrors.IsNotFound(err), err
 	})
+
+	// Register's deployment of the agent into a member: what it puts there
+	// (the agent itself is what ran above, as a process). This cluster's
+	// pods could not reach the fleet's API on this host, so this agent
+	// is not expected to run.
+	const deployed = "fp-d"
+	const agentImage = "registry.invalid/lotse:agent"
+	out := mustCLI(t, "fleet", "register", fleet, deployed, "--kubeconfig-file", memberKubeconfig, "--agent-image", agentImage)
+	if !strings.Contains(out, "its agent runs in namespace lotse-fleet-agent of the member") {
+		t.Errorf("register: %s", out)
+	}
+	mcs := tenantClient(t, member)
+	d, err := mcs.AppsV1().Deployments("lotse-fleet-agent").Get(ctx, "lotse-fleet-agent", metav1.GetOptions{})
+	must(err)
+	pod := d.Spec.Template.Spec
+	if c := pod.Containers[0]; c.Image != agentImage || !slices.Contains(c.Command, "--member="+deployed) || c.Command[0] != images.ManagerBinary ||
+		!ptr.Deref(c.SecurityContext.RunAsNonRoot, false) || pod.ServiceAccountName != "lotse-fleet-agent" {
+		t.Errorf("the agent's Deployment: %+v", pod)
+	}
+	given, err := mcs.CoreV1().Secrets("lotse-fleet-agent").Get(ctx, "fleet-bootstrap", metav1.GetOptions{})
+	must(err)
+	issued := &corev1.Secret{}
+	must(mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: deployed + "-fleet-agent"}, issued))
+	if string(given.Data["kubeconfig"]) != string(issued.Data["kubeconfig"]) {
+		t.Error("the member's bootstrap kubeconfig is not the one the fleet issued")
+	}
+	crb, err := mcs.RbacV1().ClusterRoleBindings().Get(ctx, "lotse-fleet-agent", metav1.GetOptions{})
+	must(err)
+	if crb.RoleRef.Name != "cluster-admin" || len(crb.Subjects) != 1 || crb.Subjects[0].Name != "lotse-fleet-agent" {
+		t.Errorf("the agent's binding in the member: %+v", crb)
+	}
+	mustCLI(t, "fleet", "unjoin", fleet, deployed)
 
 	// Leaving: the agent removes the rest, and the member's place in the
 	// fleet goes.

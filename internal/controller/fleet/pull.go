@@ -83,6 +83,12 @@ func (r *Reconciler) pullMember(ctx context.Context, m *lotsev1.FleetMember, sta
 		return err
 	}
 	lease, err := cs.CoordinationV1().Leases(workv1.ExecutionNamespace(m.Name)).Get(ctx, workv1.AgentLeaseName, metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		// The agent's reports live in the fleet: without its API the
+		// member's presence is not known.
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "FleetUnreachable", "reading the agent's lease in the fleet: "+err.Error()
+		return nil
+	}
 	if err != nil || !fresh(lease) {
 		// An agent that is not there yet, or no longer: what it needs to
 		// join (again) is made sure of. A present agent had it all.
@@ -98,14 +104,11 @@ func (r *Reconciler) pullMember(ctx context.Context, m *lotsev1.FleetMember, sta
 	if err := approveAgentCSRs(ctx, cs, m.Name, r.bootstrapTokenID(ctx, m)); err != nil {
 		return fmt.Errorf("approving the agent's certificate request: %w", err)
 	}
-	switch {
-	case apierrors.IsNotFound(err):
+	if err != nil { // not found: no agent yet
 		ready.Status, ready.Reason = metav1.ConditionFalse, ReasonUnreachable
-		ready.Message = fmt.Sprintf("no agent has registered yet: `lotse fleet register %s %s --kubeconfig-file MEMBER` deploys it (its bootstrap kubeconfig is Secret %s)",
-			m.Spec.Fleet, m.Name, AgentSecretName(m.Name))
+		ready.Message = fmt.Sprintf("waiting for the member's agent to register with the bootstrap kubeconfig in Secret %s (lotse fleet register deploys the agent; lotse fleet agent runs it anywhere)",
+			AgentSecretName(m.Name))
 		return nil
-	case err != nil:
-		return err
 	}
 	if !fresh(lease) {
 		ready.Status, ready.Reason = metav1.ConditionFalse, ReasonUnreachable
