@@ -26,6 +26,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
+	"github.com/lotse/lotse/internal/certrequest"
 	"github.com/lotse/lotse/internal/federation/agent"
 	"github.com/lotse/lotse/internal/federation/propagation"
 	untrustedkubeconfig "github.com/lotse/lotse/internal/kubeconfig"
@@ -317,7 +318,7 @@ func approveAgentCSRs(ctx context.Context, cs kubernetes.Interface, member, toke
 	for i := range list.Items {
 		csr := &list.Items[i]
 		fromToken := tokenID != "" && csr.Spec.Username == "system:bootstrap:"+tokenID
-		if !fromToken && csr.Spec.Username != workv1.AgentUser(member) || decided(csr) {
+		if !fromToken && csr.Spec.Username != workv1.AgentUser(member) || certrequest.Decided(csr) {
 			continue
 		}
 		cond := certificatesv1.CertificateSigningRequestCondition{Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue,
@@ -331,15 +332,6 @@ func approveAgentCSRs(ctx context.Context, cs kubernetes.Interface, member, toke
 		}
 	}
 	return nil
-}
-
-func decided(csr *certificatesv1.CertificateSigningRequest) bool {
-	for _, c := range csr.Status.Conditions {
-		if c.Type == certificatesv1.CertificateApproved || c.Type == certificatesv1.CertificateDenied {
-			return true
-		}
-	}
-	return false
 }
 
 // agentCSRProblem says why a request is not the agent's ("" if it is).

@@ -33,6 +33,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/addons"
+	"github.com/lotse/lotse/internal/certrequest"
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/controller/patch"
 	"github.com/lotse/lotse/internal/controlplane"
@@ -370,7 +371,7 @@ func approveServingCSRs(ctx context.Context, cs kubernetes.Interface, nodeName, 
 	}
 	for i := range list.Items {
 		csr := &list.Items[i]
-		if csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || csr.Spec.Username != "system:node:"+nodeName || decided(csr) {
+		if csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || csr.Spec.Username != "system:node:"+nodeName || certrequest.Decided(csr) {
 			continue
 		}
 		block, _ := pem.Decode(csr.Spec.Request)
@@ -400,15 +401,6 @@ func approveServingCSRs(ctx context.Context, cs kubernetes.Interface, nodeName, 
 		}
 	}
 	return nil
-}
-
-func decided(csr *certificatesv1.CertificateSigningRequest) bool {
-	for _, c := range csr.Status.Conditions {
-		if c.Type == certificatesv1.CertificateApproved || c.Type == certificatesv1.CertificateDenied {
-			return true
-		}
-	}
-	return false
 }
 
 // readyCondition is a node's Ready condition (nil without one).
