@@ -66,7 +66,9 @@ func TestFleetPullMember(t *testing.T) {
 	ctx := context.Background()
 	mc := mgmtClient(t)
 	const fleet, member = "fp", "fp-m"
-	if err := mc.Create(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: member}}); err != nil {
+	// One node: its load balancers get addresses for the fleet's DNS.
+	if err := mc.Create(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: member},
+		Spec: lotsev1.ClusterSpec{Workers: []lotsev1.WorkerPool{{Name: "w", Minimum: 1, Maximum: 1, MaxSurge: 1}}}}); err != nil {
 		t.Fatal(err)
 	}
 	f := &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}}
@@ -171,24 +173,51 @@ func TestFleetPullMember(t *testing.T) {
 		return md.Status.Replicas >= 2 && d.Status.Replicas == md.Status.Replicas && d.Status.ObservedGeneration == d.Generation,
 			fmt.Errorf("fleet status %+v, member status %+v", d.Status, md.Status)
 	})
-	// The fleet's DNS zone does not answer for a pull-mode member's
-	// Services (it cannot see their endpoints), and says so without
-	// failing the name.
+	// The fleet's DNS zone answers for a pull-mode member's Services with
+	// what its agent reports: nothing for a Service without a ready
+	// endpoint (front: its pods' image is nowhere), the member's load-balancer
+	// address for one that serves (edge: no selector, its endpoints are
+	// its own), in the zone and under the member's region.
 	must(fc.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "pull", Name: "front"}, Spec: corev1.ServiceSpec{
 		Type: corev1.ServiceTypeLoadBalancer, Selector: labels, Ports: []corev1.ServicePort{{Port: 80}}}}))
+	must(fc.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "pull", Name: "edge"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 80}}}}))
 	must(fc.Create(ctx, &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "pull-services"}, Spec: policyv1.PropagationSpec{
 		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "Service", Namespace: "pull"}}}}))
-	waitFor(t, time.Minute, "the Service in the member", func() (bool, error) {
-		err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "front"}, &corev1.Service{})
-		return err == nil, err
+	var edgeIP string
+	waitFor(t, 2*time.Minute, "the Services in the member, edge with its load balancer", func() (bool, error) {
+		if err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "front"}, &corev1.Service{}); err != nil {
+			return false, err
+		}
+		edge := &corev1.Service{}
+		if err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "edge"}, edge); err != nil {
+			return false, err
+		}
+		if len(edge.Status.LoadBalancer.Ingress) == 0 {
+			return false, fmt.Errorf("edge has no load-balancer address yet")
+		}
+		edgeIP = edge.Status.LoadBalancer.Ingress[0].IP
+		return edgeIP != "", nil
 	})
 	cur := &lotsev1.Fleet{}
 	must(mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, cur))
 	if cur.Status.DNS == nil || cur.Status.DNS.Server == "" {
 		t.Fatalf("the fleet serves no DNS: %+v", cur.Status.DNS)
 	}
-	if rcode, ips, _ := dnsQuery(t, cur.Status.DNS.Server, "front.pull.svc.pull.fleet.example.", dns.TypeA); rcode != dns.RcodeSuccess || len(ips) != 0 {
-		t.Errorf("DNS for a pull-mode member's Service: rcode %d, %v", rcode, ips)
+	dnsServer := cur.Status.DNS.Server
+	answers := func(name string, want ...string) func() (bool, error) {
+		return func() (bool, error) {
+			rcode, ips, _ := dnsQuery(t, dnsServer, name, dns.TypeA)
+			return rcode == dns.RcodeSuccess && slices.Equal(ips, want), fmt.Errorf("rcode %d, %v", rcode, ips)
+		}
+	}
+	waitFor(t, time.Minute, "DNS: edge answered with the member's load balancer", answers("edge.pull.svc.pull.fleet.example.", edgeIP))
+	waitFor(t, time.Minute, "DNS: edge answered under the member's region", answers("edge.pull.svc.eu.pull.fleet.example.", edgeIP))
+	if ok, err := answers("edge.pull.svc.us.pull.fleet.example.")(); !ok {
+		t.Errorf("DNS: edge under another region: %v", err)
+	}
+	if ok, err := answers("front.pull.svc.pull.fleet.example.")(); !ok {
+		t.Errorf("DNS: front, with no ready endpoint: %v", err)
 	}
 	rb := &workv1.ResourceBinding{}
 	must(fc.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "web-deployment"}, rb))
@@ -212,6 +241,8 @@ func TestFleetPullMember(t *testing.T) {
 	stopAgent()
 	stoppedAt := time.Now()
 	memberReady("the member not ready without its agent", metav1.ConditionFalse, stoppedAt)
+	// A member that is not ready is not answered (within the TTL).
+	waitFor(t, time.Minute, "DNS: edge without the member that is not ready", answers("edge.pull.svc.pull.fleet.example."))
 	restartedAt := time.Now()
 	startFleetAgent(t, member, bootstrap, memberKubeconfig)
 	memberReady("the member ready again", metav1.ConditionTrue, restartedAt)

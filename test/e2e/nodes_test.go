@@ -461,5 +461,6 @@ func tenantConfig(t testing.TB, name string) *rest.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.QPS, cfg.Burst = 1000, 1000 // see fleetClient
 	return cfg
 }

@@ -128,6 +128,12 @@ type ManifestStatus struct {
 	// Health: Healthy, Unhealthy or Unknown.
 	// +optional
 	Health string `json:"health,omitempty"`
+	// Addresses, for a Service, are where the fleet's DNS sends clients
+	// of this member's copy: its load-balancer ingress IPs, or for a
+	// NodePort or LoadBalancer Service without them its Ready nodes'
+	// internal addresses; none while no ready endpoint is behind it.
+	// +optional
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // ResourceIdentifier names a manifest's object.

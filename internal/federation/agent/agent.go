@@ -18,6 +18,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -91,6 +92,19 @@ type Agent struct {
 	RenewAt time.Time
 }
 
+// clientLimit replaces client-go's default client-side limit (5 requests
+// a second, burst 10) that every config without its own would get: each
+// Work costs the agent a few requests (the copy's apply, the Work's
+// status), so under that limit a steady stream of template changes
+// waited 200 ms per request. The API servers apply their own fairness.
+func clientLimit(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	if c.RateLimiter == nil && c.QPS == 0 {
+		c.QPS, c.Burst = 100, 200
+	}
+	return c
+}
+
 // ErrRenew: the agent stopped to renew its identity in the fleet.
 var ErrRenew = errors.New("the agent's certificate for the fleet is due for renewal")
 
@@ -99,6 +113,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.Member == "" || a.Fleet == nil || a.Local == nil {
 		return errors.New("agent: member, fleet and local API are required")
 	}
+	fleetCfg, localCfg := clientLimit(a.Fleet), clientLimit(a.Local)
 	scheme := runtime.NewScheme()
 	if err := workv1.AddToScheme(scheme); err != nil {
 		return err
@@ -107,7 +122,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	ns := workv1.ExecutionNamespace(a.Member)
-	mgr, err := ctrl.NewManager(a.Fleet, manager.Options{
+	mgr, err := ctrl.NewManager(fleetCfg, manager.Options{
 		Scheme:  scheme,
 		Metrics: server.Options{BindAddress: "0"},
 		// The agent's identity may read its execution namespace only.
@@ -116,7 +131,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("the fleet's API: %w", err)
 	}
-	local, err := newMemberClient(a.Local)
+	local, err := newMemberClient(localCfg)
 	if err != nil {
 		return fmt.Errorf("the member's API: %w", err)
 	}
@@ -129,13 +144,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if lease <= 0 {
 		lease = DefaultLeaseDuration
 	}
-	localCS, err := kubernetes.NewForConfig(a.Local)
+	localCS, err := kubernetes.NewForConfig(localCfg)
 	if err != nil {
 		return err
 	}
 	// The Lease is read and written directly: the agent's Role lets it
 	// get and update its Lease, not list and watch Leases for a cache.
-	leaseClient, err := client.New(a.Fleet, client.Options{Scheme: scheme})
+	leaseClient, err := client.New(fleetCfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
 	}
@@ -356,6 +371,9 @@ func (m *memberClient) apply(ctx context.Context, w *workv1.Work) ([]workv1.Mani
 		} else {
 			st.Generation, st.ResourceVersion = applied.GetGeneration(), applied.GetResourceVersion()
 			st.Health = propagation.Health(kindID(gvk), applied)
+			if kindID(gvk) == "Service" {
+				st.Addresses = m.serviceAddresses(ctx, applied)
+			}
 			if s, ok := applied.Object["status"]; ok {
 				if raw, err := json.Marshal(s); err == nil {
 					st.Status = &runtime.RawExtension{Raw: raw}
@@ -365,6 +383,46 @@ func (m *memberClient) apply(ctx context.Context, w *workv1.Work) ([]workv1.Mani
 		out = append(out, st)
 	}
 	return out, errors.Join(errs...)
+}
+
+// serviceAddresses reads what the fleet's DNS answers for the member's
+// copy of a Service (propagation.ServingAddresses) from the member.
+func (m *memberClient) serviceAddresses(ctx context.Context, svc *unstructured.Unstructured) []string {
+	slices, err := m.dyn.Resource(endpointSlicesGVR).Namespace(svc.GetNamespace()).List(ctx,
+		metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc.GetName()})
+	unreadable := apierrors.IsForbidden(err)
+	if err != nil && !unreadable {
+		return nil // told again with the next look at the Work
+	}
+	var nodes []*unstructured.Unstructured
+	if propagation.NeedsNodes(svc) {
+		list, err := m.dyn.Resource(nodesGVR).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil
+		}
+		nodes = items(list)
+	}
+	var out []string
+	for _, ip := range propagation.ServingAddresses(svc, items(slices), unreadable, nodes) {
+		out = append(out, ip.String())
+	}
+	return out
+}
+
+var (
+	endpointSlicesGVR = discoveryv1.SchemeGroupVersion.WithResource("endpointslices")
+	nodesGVR          = corev1.SchemeGroupVersion.WithResource("nodes")
+)
+
+func items(list *unstructured.UnstructuredList) []*unstructured.Unstructured {
+	if list == nil {
+		return nil
+	}
+	out := make([]*unstructured.Unstructured, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out
 }
 
 // kindID names a kind as the engine does: Kind for the built-in kinds it
@@ -478,11 +536,60 @@ func (m *memberClient) watchCopies(ctx context.Context, out chan<- event.TypedGe
 			return err
 		}
 	}
+	// A Service's reported addresses follow its endpoints and, for node
+	// ports, the nodes: their changes are a look at the Service's Work.
+	services := factory.ForResource(servicesGVR).Informer().GetStore()
+	serviceOf := func(obj any) {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if slice, ok := obj.(*unstructured.Unstructured); ok {
+			if svc, found, _ := services.GetByKey(slice.GetNamespace() + "/" + slice.GetLabels()[discoveryv1.LabelServiceName]); found {
+				notify(svc)
+			}
+		}
+	}
+	nodePortServices := func() {
+		for _, obj := range services.List() {
+			if svc, ok := obj.(*unstructured.Unstructured); ok && propagation.NeedsNodes(svc) {
+				notify(svc)
+			}
+		}
+	}
+	others := dynamicinformer.NewDynamicSharedInformerFactory(m.dyn, 10*time.Minute)
+	if _, err := others.ForResource(endpointSlicesGVR).Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: serviceOf, UpdateFunc: func(_, obj any) { serviceOf(obj) }, DeleteFunc: serviceOf}); err != nil {
+		return err
+	}
+	if _, err := others.ForResource(nodesGVR).Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { nodePortServices() },
+		UpdateFunc: func(old, cur any) {
+			if nodeAnswer(old) != nodeAnswer(cur) {
+				nodePortServices()
+			}
+		},
+		DeleteFunc: func(any) { nodePortServices() }}); err != nil {
+		return err
+	}
 	factory.Start(ctx.Done())
+	others.Start(ctx.Done())
 	<-ctx.Done()
 	factory.Shutdown()
+	others.Shutdown()
 	return nil
 }
+
+// nodeAnswer is what of a node the fleet's DNS answers with: its
+// addresses, while it is Ready.
+func nodeAnswer(obj any) string {
+	node, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprint(propagation.ReadyNodeAddresses(node))
+}
+
+var servicesGVR = corev1.SchemeGroupVersion.WithResource("services")
 
 // cutKey splits "namespace/name".
 func cutKey(s string) (string, string, bool) {

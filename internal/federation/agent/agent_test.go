@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,6 +23,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -54,7 +56,12 @@ func workOf(t *testing.T, name, conflict string, objs ...client.Object) *workv1.
 
 func waitFor(t *testing.T, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	waitWithin(t, time.Minute, what, cond)
+}
+
+func waitWithin(t *testing.T, limit time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
 		ok, err := cond()
 		if ok {
@@ -210,6 +217,61 @@ func TestAgent(t *testing.T) {
 	waitFor(t, "taken over with Overwrite", func() (bool, error) {
 		err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "theirs"}, cm)
 		return err == nil && cm.Data["owner"] == "fleet", fmt.Errorf("%v %v", cm.Data, err)
+	})
+
+	// A Service's addresses for the fleet's DNS: none without a ready
+	// endpoint; then the Ready nodes' addresses (a node port); none again
+	// when the node is not Ready. Each change is reported by itself, not
+	// at the next resync.
+	svc := copyOf(&corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "front"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "front"},
+			Ports: []corev1.ServicePort{{Port: 80}}}})
+	must(c.Create(ctx, workOf(t, "front", "", svc)))
+	must(c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}))
+	// The node controller changes the node too: each write retries.
+	setNodeReady := func(ready corev1.ConditionStatus) {
+		t.Helper()
+		must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			node := &corev1.Node{}
+			if err := c.Get(ctx, client.ObjectKey{Name: "n1"}, node); err != nil {
+				return err
+			}
+			node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.9.0.1"}}
+			node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready, Reason: "Test",
+				LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+			return c.Status().Update(ctx, node)
+		}))
+	}
+	setNodeReady(corev1.ConditionTrue)
+	addresses := func() ([]string, error) {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "front"}, &w); err != nil {
+			return nil, err
+		}
+		cond := apimeta.FindStatusCondition(w.Status.Conditions, workv1.ConditionApplied)
+		if cond == nil || cond.Status != metav1.ConditionTrue || len(w.Status.ManifestStatuses) != 1 {
+			return nil, fmt.Errorf("status %+v", w.Status)
+		}
+		return w.Status.ManifestStatuses[0].Addresses, nil
+	}
+	waitFor(t, "the Service applied, with no addresses (no endpoint)", func() (bool, error) {
+		got, err := addresses()
+		return err == nil && len(got) == 0, fmt.Errorf("addresses %v, %v", got, err)
+	})
+	must(c.Create(ctx, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "front-1",
+		Labels: map[string]string{discoveryv1.LabelServiceName: "front", discoveryv1.LabelManagedBy: "lotse-test"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.5"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}}}))
+	// Within half the resync: the endpoint's and the node's changes are
+	// what makes the agent look again.
+	waitWithin(t, resync/2, "the Ready node's address once an endpoint is ready", func() (bool, error) {
+		got, err := addresses()
+		return err == nil && slices.Equal(got, []string{"10.9.0.1"}), fmt.Errorf("addresses %v, %v", got, err)
+	})
+	setNodeReady(corev1.ConditionFalse)
+	waitWithin(t, resync/2, "no address once the node is not Ready", func() (bool, error) {
+		got, err := addresses()
+		return err == nil && len(got) == 0, fmt.Errorf("addresses %v, %v", got, err)
 	})
 
 	// An agent whose identity is due for renewal stops for it.

@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"net"
 
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
 )
 
 // ServiceAddresses answers the fleet's DNS: the addresses of every ready
@@ -25,9 +29,16 @@ func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region s
 	}
 	b := e.binding(svcKind, namespace, name)
 	for _, m := range members {
-		// A pull-mode member's Services are not answered for: the fleet
-		// does not see its endpoints or nodes.
-		if !m.Ready || m.Pull || (region != "" && m.Region != region) {
+		if !m.Ready || (region != "" && m.Region != region) {
+			continue
+		}
+		if m.Pull {
+			// The fleet sees no endpoints or nodes of a pull-mode member:
+			// its agent reports the addresses with the Service's status.
+			if !e.informers.ForResource(worksGVR).Informer().HasSynced() && hadCopy(b, m.Name) {
+				return nil, true, fmt.Errorf("the Works of member %s are not watched yet", m.Name)
+			}
+			addrs = append(addrs, e.reportedAddresses(m, svcKind, namespace, name)...)
 			continue
 		}
 		e.mu.Lock()
@@ -43,7 +54,7 @@ func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region s
 		if svc == nil || !serving(svc, c) {
 			continue
 		}
-		addrs = append(addrs, serviceAddresses(svc, c)...)
+		addrs = append(addrs, serviceAddresses(svc, unstructuredList(c.nodes.GetStore().List()))...)
 	}
 	return addrs, true, nil
 }
@@ -55,18 +66,23 @@ func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region s
 // Kubernetes tracks: it counts as serving, and so does every Service of
 // a member whose credentials may not read EndpointSlices.
 func serving(svc *unstructured.Unstructured, c *memberConn) bool {
-	if selector, _, _ := unstructured.NestedMap(svc.Object, "spec", "selector"); len(selector) == 0 || c.endpointsForbidden.Load() {
+	if c.endpointsForbidden.Load() {
 		return true
 	}
 	slices, err := c.endpoints.GetIndexer().ByIndex(byService, svc.GetNamespace()+"/"+svc.GetName())
 	if err != nil {
 		return false
 	}
-	for _, obj := range slices {
-		slice, ok := obj.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
+	return servingBy(svc, unstructuredList(slices))
+}
+
+// servingBy reports whether one of a Service's EndpointSlices has a ready
+// endpoint, or the Service has no selector (see serving).
+func servingBy(svc *unstructured.Unstructured, slices []*unstructured.Unstructured) bool {
+	if selector, _, _ := unstructured.NestedMap(svc.Object, "spec", "selector"); len(selector) == 0 {
+		return true
+	}
+	for _, slice := range slices {
 		endpoints, _, _ := unstructured.NestedSlice(slice.Object, "endpoints")
 		for _, ep := range endpoints {
 			m, ok := ep.(map[string]any)
@@ -82,7 +98,64 @@ func serving(svc *unstructured.Unstructured, c *memberConn) bool {
 	return false
 }
 
-func serviceAddresses(svc *unstructured.Unstructured, c *memberConn) []net.IP {
+// ServingAddresses is what the fleet's DNS answers for one member's copy
+// of a Service, from what the member holds: nothing unless a ready
+// endpoint is behind it (slices are the Service's EndpointSlices;
+// endpointsUnreadable: the reader may not list them, so it counts as
+// serving), then its load-balancer ingress IPs, or for a NodePort or
+// LoadBalancer Service without them the internal addresses of the Ready
+// nodes. A pull-mode member's agent reports it; the engine computes the
+// same for the members it watches.
+func ServingAddresses(svc *unstructured.Unstructured, slices []*unstructured.Unstructured, endpointsUnreadable bool, nodes []*unstructured.Unstructured) []net.IP {
+	if !endpointsUnreadable && !servingBy(svc, slices) {
+		return nil
+	}
+	return serviceAddresses(svc, nodes)
+}
+
+// NeedsNodes reports whether a Service's addresses are its nodes' (a
+// NodePort or LoadBalancer Service without ingress addresses).
+func NeedsNodes(svc *unstructured.Unstructured) bool {
+	return len(ingressIPs(svc)) == 0 && nodeService(svc)
+}
+
+// reportedAddresses are the addresses a pull-mode member's agent
+// reported for its copy of a Service, if its report is of the Work's
+// current generation.
+func (e *Engine) reportedAddresses(m Member, svcKind Kind, namespace, name string) []net.IP {
+	return addressesIn(e.cachedWork(workv1.ExecutionNamespace(m.Name), WorkName(svcKind.ID(), namespace, name)))
+}
+
+// addressesIn are the addresses reported in a Service's Work, if the
+// report is of its current generation and the Service was applied.
+func addressesIn(w *workv1.Work) []net.IP {
+	if w == nil {
+		return nil
+	}
+	cond := apimeta.FindStatusCondition(w.Status.Conditions, workv1.ConditionApplied)
+	if cond == nil || cond.Status != metav1.ConditionTrue || cond.ObservedGeneration != w.Generation || len(w.Status.ManifestStatuses) == 0 {
+		return nil
+	}
+	var out []net.IP
+	for _, a := range w.Status.ManifestStatuses[0].Addresses {
+		if ip := net.ParseIP(a); ip != nil {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+func unstructuredList(objs []any) []*unstructured.Unstructured {
+	out := make([]*unstructured.Unstructured, 0, len(objs))
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func ingressIPs(svc *unstructured.Unstructured) []net.IP {
 	var out []net.IP
 	ingress, _, _ := unstructured.NestedSlice(svc.Object, "status", "loadBalancer", "ingress")
 	for _, in := range ingress {
@@ -92,23 +165,42 @@ func serviceAddresses(svc *unstructured.Unstructured, c *memberConn) []net.IP {
 			}
 		}
 	}
-	if len(out) > 0 {
+	return out
+}
+
+func nodeService(svc *unstructured.Unstructured) bool {
+	t, _, _ := unstructured.NestedString(svc.Object, "spec", "type")
+	return t == "NodePort" || t == "LoadBalancer"
+}
+
+// serviceAddresses: the ingress IPs, else the Ready nodes' internal
+// addresses for a Service that a node port serves.
+func serviceAddresses(svc *unstructured.Unstructured, nodes []*unstructured.Unstructured) []net.IP {
+	if out := ingressIPs(svc); len(out) > 0 {
 		return out
 	}
-	if t, _, _ := unstructured.NestedString(svc.Object, "spec", "type"); t != "NodePort" && t != "LoadBalancer" {
+	if !nodeService(svc) {
 		return nil
 	}
-	for _, obj := range c.nodes.GetStore().List() {
-		node, ok := obj.(*unstructured.Unstructured)
-		if !ok || !nodeReady(node) {
-			continue
-		}
-		addresses, _, _ := unstructured.NestedSlice(node.Object, "status", "addresses")
-		for _, a := range addresses {
-			if m, ok := a.(map[string]any); ok && m["type"] == "InternalIP" {
-				if ip := net.ParseIP(stringOf(m["address"])); ip != nil {
-					out = append(out, ip)
-				}
+	var out []net.IP
+	for _, node := range nodes {
+		out = append(out, ReadyNodeAddresses(node)...)
+	}
+	return out
+}
+
+// ReadyNodeAddresses are a node's InternalIPs while it is Ready: what the
+// fleet's DNS answers with for node-port Services.
+func ReadyNodeAddresses(node *unstructured.Unstructured) []net.IP {
+	if !nodeReady(node) {
+		return nil
+	}
+	var out []net.IP
+	addresses, _, _ := unstructured.NestedSlice(node.Object, "status", "addresses")
+	for _, a := range addresses {
+		if m, ok := a.(map[string]any); ok && m["type"] == "InternalIP" {
+			if ip := net.ParseIP(stringOf(m["address"])); ip != nil {
+				out = append(out, ip)
 			}
 		}
 	}

@@ -1,10 +1,14 @@
 package propagation
 
 import (
+	"fmt"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/cache"
+
+	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
 )
 
 func TestServing(t *testing.T) {
@@ -61,6 +65,84 @@ func TestServing(t *testing.T) {
 			c.endpointsForbidden.Store(tt.forbidden)
 			if got := serving(service(tt.selector), c); got != tt.want {
 				t.Errorf("serving = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestServingAddresses(t *testing.T) {
+	service := func(typ string, selector bool, ingress ...string) *unstructured.Unstructured {
+		spec := map[string]any{"type": typ}
+		if selector {
+			spec["selector"] = map[string]any{"app": "front"}
+		}
+		var in []any
+		for _, ip := range ingress {
+			in = append(in, map[string]any{"ip": ip})
+		}
+		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Service",
+			"metadata": map[string]any{"namespace": "web", "name": "front"}, "spec": spec,
+			"status": map[string]any{"loadBalancer": map[string]any{"ingress": in}}}}
+	}
+	node := func(ip string, ready bool) *unstructured.Unstructured {
+		status := "False"
+		if ready {
+			status = "True"
+		}
+		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Node", "metadata": map[string]any{"name": ip},
+			"status": map[string]any{
+				"addresses":  []any{map[string]any{"type": "Hostname", "address": "n"}, map[string]any{"type": "InternalIP", "address": ip}},
+				"conditions": []any{map[string]any{"type": "Ready", "status": status}}}}}
+	}
+	readySlice := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+		"metadata":  map[string]any{"namespace": "web", "name": "front-1"},
+		"endpoints": []any{map[string]any{"addresses": []any{"10.1.0.1"}, "conditions": map[string]any{"ready": true}}}}}
+	nodes := []*unstructured.Unstructured{node("10.9.0.1", true), node("10.9.0.2", false), node("10.9.0.3", true)}
+	tests := []struct {
+		name       string
+		svc        *unstructured.Unstructured
+		slices     []*unstructured.Unstructured
+		unreadable bool
+		want       string
+	}{
+		{"a load balancer's ingress", service("LoadBalancer", true, "192.0.2.7"), []*unstructured.Unstructured{readySlice}, false, "[192.0.2.7]"},
+		{"a load balancer without ingress yet: its node ports", service("LoadBalancer", true), []*unstructured.Unstructured{readySlice}, false, "[10.9.0.1 10.9.0.3]"},
+		{"a node port: the Ready nodes", service("NodePort", true), []*unstructured.Unstructured{readySlice}, false, "[10.9.0.1 10.9.0.3]"},
+		{"no ready endpoint: nothing", service("LoadBalancer", true, "192.0.2.7"), nil, false, "[]"},
+		{"endpoints that cannot be read count as serving", service("NodePort", true), nil, true, "[10.9.0.1 10.9.0.3]"},
+		{"no selector counts as serving", service("NodePort", false), nil, false, "[10.9.0.1 10.9.0.3]"},
+		{"a ClusterIP Service has no address outside", service("ClusterIP", true), []*unstructured.Unstructured{readySlice}, false, "[]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fmt.Sprint(ServingAddresses(tt.svc, tt.slices, tt.unreadable, nodes)); got != tt.want {
+				t.Errorf("ServingAddresses = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAddressesIn(t *testing.T) {
+	work := func(generation, observed int64, status metav1.ConditionStatus, addresses ...string) *workv1.Work {
+		w := &workv1.Work{ObjectMeta: metav1.ObjectMeta{Generation: generation}}
+		w.Status.Conditions = []metav1.Condition{{Type: workv1.ConditionApplied, Status: status, ObservedGeneration: observed}}
+		w.Status.ManifestStatuses = []workv1.ManifestStatus{{Addresses: addresses}}
+		return w
+	}
+	tests := []struct {
+		name string
+		work *workv1.Work
+		want string
+	}{
+		{"no Work", nil, "[]"},
+		{"applied, current", work(2, 2, metav1.ConditionTrue, "10.9.0.1", "not-an-ip", "10.9.0.3"), "[10.9.0.1 10.9.0.3]"},
+		{"a report of an older generation", work(3, 2, metav1.ConditionTrue, "10.9.0.1"), "[]"},
+		{"not applied", work(2, 2, metav1.ConditionFalse, "10.9.0.1"), "[]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fmt.Sprint(addressesIn(tt.work)); got != tt.want {
+				t.Errorf("addressesIn = %s, want %s", got, tt.want)
 			}
 		})
 	}
