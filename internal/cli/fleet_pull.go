@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -37,7 +38,7 @@ const (
 )
 
 func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
-	var kubeconfig, agentImage, bootstrapOut, region, zone, provider string
+	var kubeconfig, agentImage, bootstrapOut, fleetEndpoint, region, zone, provider string
 	var labels map[string]string
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -57,6 +58,11 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 			}
 			if kubeconfig == "" && bootstrapOut == "" {
 				return fmt.Errorf("give --kubeconfig-file and --agent-image to deploy the agent, or --bootstrap-kubeconfig FILE to run it yourself")
+			}
+			if fleetEndpoint != "" {
+				if _, err := withFleetEndpoint(nil, fleetEndpoint); err != nil {
+					return err
+				}
 			}
 			return nil
 		},
@@ -89,6 +95,11 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if fleetEndpoint != "" {
+				if bootstrap, err = withFleetEndpoint(bootstrap, fleetEndpoint); err != nil {
+					return err
+				}
+			}
 			if bootstrapOut != "" {
 				if err := os.WriteFile(bootstrapOut, bootstrap, 0o600); err != nil {
 					return fmt.Errorf("--bootstrap-kubeconfig: %w", err)
@@ -109,12 +120,42 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig-file", "", "kubeconfig of the member, used once to deploy the agent (the fleet keeps no credentials of the member)")
 	cmd.Flags().StringVar(&agentImage, "agent-image", "", "image the agent runs: lotse at "+images.ManagerBinary+" (the manager's image, from lotse image manager, has it)")
 	cmd.Flags().StringVar(&bootstrapOut, "bootstrap-kubeconfig", "", "write the agent's bootstrap kubeconfig (a token valid for 24 h) to this file")
+	cmd.Flags().StringVar(&fleetEndpoint, "fleet-endpoint", "", "https://HOST:PORT where the agent reaches the fleet's API, when that is not the fleet's own endpoint (a proxy, a NAT); the fleet's certificate is still checked against the fleet's own address")
 	cmd.Flags().StringVar(&region, "region", "", "the member's region for placement")
 	cmd.Flags().StringVar(&zone, "zone", "", "the member's zone for placement")
 	cmd.Flags().StringVar(&provider, "provider", "", "the member's provider for placement")
 	cmd.Flags().StringToStringVar(&labels, "labels", nil, "labels policies select the member by (key=value,...)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the fleet to issue the bootstrap token")
 	return cmd
+}
+
+// withFleetEndpoint points a bootstrap kubeconfig at endpoint, where the
+// agent reaches the fleet's API, and has it check the fleet's certificate
+// against the address it was issued for (tls-server-name). With a nil
+// kubeconfig it only checks endpoint.
+func withFleetEndpoint(kubeconfig []byte, endpoint string) ([]byte, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, fmt.Errorf("--fleet-endpoint %q: give https://HOST:PORT, where the agent reaches the fleet's API", endpoint)
+	}
+	if kubeconfig == nil {
+		return nil, nil
+	}
+	cfg, err := clientcmd.Load(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("the bootstrap kubeconfig: %w", err)
+	}
+	for _, cluster := range cfg.Clusters {
+		own, err := url.Parse(cluster.Server)
+		if err != nil {
+			return nil, fmt.Errorf("the bootstrap kubeconfig's server %q: %w", cluster.Server, err)
+		}
+		if cluster.TLSServerName == "" {
+			cluster.TLSServerName = own.Hostname()
+		}
+		cluster.Server = strings.TrimSuffix(endpoint, "/")
+	}
+	return clientcmd.Write(*cfg)
 }
 
 // waitBootstrapKubeconfig waits for the manager to issue a pull-mode

@@ -17,6 +17,8 @@ func TestUnknownOrMissingSubcommandFails(t *testing.T) {
 		{[]string{"fleet"}, "lotse fleet needs a subcommand: agent, create, join, kubeconfig, list, register, status, unjoin"},
 		{[]string{"fleet", "register", "f", "m"}, "give --kubeconfig-file and --agent-image to deploy the agent, or --bootstrap-kubeconfig FILE"},
 		{[]string{"fleet", "register", "f", "m", "--agent-image", "img"}, "--kubeconfig-file and --agent-image go together"},
+		{[]string{"fleet", "register", "f", "m", "--bootstrap-kubeconfig", "b", "--fleet-endpoint", "http://10.0.0.1:6443"}, "--fleet-endpoint \"http://10.0.0.1:6443\": give https://HOST:PORT"},
+		{[]string{"fleet", "register", "f", "m", "--bootstrap-kubeconfig", "b", "--fleet-endpoint", "10.0.0.1:6443"}, "--fleet-endpoint \"10.0.0.1:6443\": give https://HOST:PORT"},
 		{[]string{"fleet", "agent", "--member", "m", "--fleet-kubeconfig", "k", "--identity-secret", "nons"}, "--identity-secret \"nons\": give NAMESPACE/NAME"},
 		{[]string{"completion", "bogus"}, `unknown command "bogus" for "lotse completion"`},
 		{[]string{"seed", "add", "s", "--management-cluster", "--api-server-service", "ClusterIP"}, `--api-server-service "ClusterIP": want LoadBalancer`},

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
@@ -25,8 +26,8 @@ import (
 	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
 )
 
-// fleetClient is a client of a fleet's API.
-func fleetClient(t testing.TB, mc client.Client, fleet string) client.Client {
+// fleetKubeconfigOf is the admin configuration of a fleet's API.
+func fleetKubeconfigOf(t testing.TB, mc client.Client, fleet string) *rest.Config {
 	t.Helper()
 	f := &lotsev1.Fleet{}
 	if err := mc.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: fleet}, f); err != nil {
@@ -40,6 +41,13 @@ func fleetClient(t testing.TB, mc client.Client, fleet string) client.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// fleetClient is a client of a fleet's API.
+func fleetClient(t testing.TB, mc client.Client, fleet string) client.Client {
+	t.Helper()
+	cfg := fleetKubeconfigOf(t, mc, fleet)
 	// Not client-go's default 5 requests a second: the benchmarks time
 	// each patch, and that limit alone would add 200 ms to every one.
 	cfg.QPS, cfg.Burst = 1000, 1000

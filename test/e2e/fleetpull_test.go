@@ -3,9 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,13 +20,20 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	policyv1 "github.com/lotse/lotse/api/policy/v1alpha1"
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
+	"github.com/lotse/lotse/internal/clusterref"
+	"github.com/lotse/lotse/internal/federation/agent"
 	"github.com/lotse/lotse/internal/images"
+	"github.com/lotse/lotse/internal/machine/local"
+	"github.com/lotse/lotse/internal/netns"
+	"github.com/lotse/lotse/internal/releases"
+	"github.com/lotse/lotse/internal/supervisor"
 )
 
 // startFleetAgent runs `lotse fleet agent` for a pull-mode member on this
@@ -31,7 +41,7 @@ import (
 func startFleetAgent(t testing.TB, member, bootstrap, memberKubeconfig string) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(env.binary, "fleet", "agent", "--member", member, "--fleet-kubeconfig", bootstrap,
-		"--kubeconfig", memberKubeconfig, "--identity-secret", "lotse-fleet-agent/fleet-identity", "--lease-duration", "8s")
+		"--kubeconfig", memberKubeconfig, "--identity-secret", "lotse-fleet-host-agent/fleet-identity", "--lease-duration", "8s")
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
@@ -59,8 +69,12 @@ func startFleetAgent(t testing.TB, member, bootstrap, memberKubeconfig string) (
 // the agent reaches the fleet with a bootstrap token, gets its own
 // certificate, applies the Works of its execution namespace, reports
 // their status (aggregated into the template), and renews a lease whose
-// absence makes the member not ready. An object deleted from the fleet
-// goes from the member, and leaving the fleet removes the rest.
+// absence makes the member not ready. The fleet's DNS answers for its
+// Services from what the agent reports. An object deleted from the fleet
+// goes from the member, and leaving the fleet removes the rest. Then
+// `register --kubeconfig-file --agent-image --fleet-endpoint` deploys the
+// agent into the member, and that agent, in its pod, joins and applies
+// its work.
 func TestFleetPullMember(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -254,13 +268,30 @@ func TestFleetPullMember(t *testing.T) {
 		return apierrors.IsNotFound(err), err
 	})
 
-	// Register's deployment of the agent into a member: what it puts there
-	// (the agent itself is what ran above, as a process). This cluster's
-	// pods could not reach the fleet's API on this host, so this agent
-	// is not expected to run.
+	// Leaving: the agent removes the rest, and the member's place in the
+	// fleet goes.
+	mustCLI(t, "fleet", "unjoin", fleet, member)
+	if err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "web"}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the Deployment stayed in the member after it left: %v", err)
+	}
+	waitFor(t, time.Minute, "the execution namespace gone", func() (bool, error) {
+		err := fc.Get(ctx, client.ObjectKey{Name: workv1.ExecutionNamespace(member)}, &corev1.Namespace{})
+		return apierrors.IsNotFound(err), err
+	})
+
+	// Register's deployment of the agent into a member, and that agent at
+	// work in a pod there (the same cluster, as a second member now that
+	// the first has left). The member reaches the fleet's API as a cluster
+	// elsewhere reaches a fleet's public endpoint: here through a
+	// forwarder on its network's gateway, which the test opens (on this
+	// host a member's machines otherwise reach only their own control
+	// plane), given to register with --fleet-endpoint.
 	const deployed = "fp-d"
-	const agentImage = "registry.invalid/lotse:agent"
-	out := mustCLI(t, "fleet", "register", fleet, deployed, "--kubeconfig-file", memberKubeconfig, "--agent-image", agentImage)
+	agentImage := importAgentImage(t, member)
+	fleetKubeconfig := fleetKubeconfigOf(t, mc, fleet)
+	fleetEndpoint := forwardFromGateway(t, member, strings.TrimPrefix(fleetKubeconfig.Host, "https://"))
+	out := mustCLI(t, "fleet", "register", fleet, deployed, "--kubeconfig-file", memberKubeconfig, "--agent-image", agentImage,
+		"--fleet-endpoint", fleetEndpoint, "--labels", "mode=deployed")
 	if !strings.Contains(out, "its agent runs in namespace lotse-fleet-agent of the member") {
 		t.Errorf("register: %s", out)
 	}
@@ -276,24 +307,145 @@ func TestFleetPullMember(t *testing.T) {
 	must(err)
 	issued := &corev1.Secret{}
 	must(mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: deployed + "-fleet-agent"}, issued))
-	if string(given.Data["kubeconfig"]) != string(issued.Data["kubeconfig"]) {
-		t.Error("the member's bootstrap kubeconfig is not the one the fleet issued")
+	givenCfg, err := clientcmd.RESTConfigFromKubeConfig(given.Data["kubeconfig"])
+	must(err)
+	issuedCfg, err := clientcmd.RESTConfigFromKubeConfig(issued.Data["kubeconfig"])
+	must(err)
+	if givenCfg.BearerToken != issuedCfg.BearerToken || givenCfg.Host != fleetEndpoint || string(givenCfg.CAData) != string(issuedCfg.CAData) ||
+		givenCfg.ServerName != strings.Split(strings.TrimPrefix(issuedCfg.Host, "https://"), ":")[0] {
+		t.Errorf("the member's bootstrap kubeconfig: server %s (tls-server-name %q), want the fleet's token and CA at %s, checked as %s",
+			givenCfg.Host, givenCfg.ServerName, fleetEndpoint, issuedCfg.Host)
 	}
 	crb, err := mcs.RbacV1().ClusterRoleBindings().Get(ctx, "lotse-fleet-agent", metav1.GetOptions{})
 	must(err)
 	if crb.RoleRef.Name != "cluster-admin" || len(crb.Subjects) != 1 || crb.Subjects[0].Name != "lotse-fleet-agent" {
 		t.Errorf("the agent's binding in the member: %+v", crb)
 	}
-	mustCLI(t, "fleet", "unjoin", fleet, deployed)
-
-	// Leaving: the agent removes the rest, and the member's place in the
-	// fleet goes.
-	mustCLI(t, "fleet", "unjoin", fleet, member)
-	if err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "web"}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
-		t.Errorf("the Deployment stayed in the member after it left: %v", err)
+	// The agent in its pod joins (token, CSR, its own certificate kept in
+	// the member), renews its lease and applies the work meant for it.
+	deployedReady := func() (bool, error) {
+		dm := &lotsev1.FleetMember{}
+		if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: deployed}, dm); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(dm.Status.Conditions, lotsev1.ConditionMemberReady)
+		if c == nil {
+			return false, fmt.Errorf("no Ready condition")
+		}
+		return c.Status == metav1.ConditionTrue, fmt.Errorf("Ready %s: %s", c.Status, c.Message)
 	}
-	waitFor(t, time.Minute, "the execution namespace gone", func() (bool, error) {
-		err := fc.Get(ctx, client.ObjectKey{Name: workv1.ExecutionNamespace(member)}, &corev1.Namespace{})
+	waitFor(t, 3*time.Minute, "the deployed agent's member ready through its lease", deployedReady)
+	if _, err := mcs.CoreV1().Secrets("lotse-fleet-agent").Get(ctx, "fleet-identity", metav1.GetOptions{}); err != nil {
+		t.Errorf("the deployed agent keeps no identity in the member: %v", err)
+	}
+	must(fc.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "pull", Name: "for-deployed"}, Data: map[string]string{"v": "d"}}))
+	must(fc.Create(ctx, &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deployed"}, Spec: policyv1.PropagationSpec{
+		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "ConfigMap", Namespace: "pull", Name: "for-deployed"}},
+		Placement:         policyv1.Placement{ClusterAffinity: &policyv1.ClusterAffinity{ClusterNames: []string{deployed}}}}}))
+	waitFor(t, 2*time.Minute, "the ConfigMap applied by the agent in the pod", func() (bool, error) {
+		got := &corev1.ConfigMap{}
+		if err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "for-deployed"}, got); err != nil {
+			return false, err
+		}
+		by := got.Annotations[agent.AnnotationWork]
+		return got.Data["v"] == "d" && strings.HasPrefix(by, workv1.ExecutionNamespace(deployed)+"/"), fmt.Errorf("data %v, applied for %q", got.Data, by)
+	})
+	mustCLI(t, "fleet", "unjoin", fleet, deployed)
+	waitFor(t, time.Minute, "the deployed agent's ConfigMap gone with its member", func() (bool, error) {
+		err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "for-deployed"}, &corev1.ConfigMap{})
 		return apierrors.IsNotFound(err), err
 	})
+}
+
+// importAgentImage packs the lotse under test as the agent's image (lotse
+// at the path register's Deployment runs) and imports it into the
+// machines of one cluster only: every node of the run need not load it.
+func importAgentImage(t *testing.T, cluster string) string {
+	t.Helper()
+	b := &images.Builder{CacheDir: releases.DefaultCacheDir()}
+	img := images.FromBinary("lotse-fleet-agent", "e2e", env.binary, []string{images.ManagerBinary})
+	tar, err := b.Ensure(context.Background(), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp, err := b.Stamp(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &local.Provider{StateDir: env.stateDir, Supervisor: supervisor.New(env.owner, supervisor.Options{})}
+	n, err := p.ImportImages(context.Background(), clusterref.Ref{Namespace: "default", Name: cluster},
+		[]local.ImportedImage{{Tarball: tar, Ref: img.Ref(), ID: stamp.ImageID}})
+	if err != nil || n == 0 {
+		t.Fatalf("import the agent's image into %s: %d machines, %v", cluster, n, err)
+	}
+	return img.Ref()
+}
+
+// forwardFromGateway opens target (host:port on this host) to the
+// machines of a cluster: a TCP forwarder on its network's gateway and a
+// firewall rule that lets its machines reach it, both gone when the test
+// ends. It returns the forwarder's https URL.
+func forwardFromGateway(t *testing.T, cluster, target string) string {
+	t.Helper()
+	ctx := context.Background()
+	nodes, err := tenantClient(t, cluster).CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		t.Fatalf("the nodes of %s: %v", cluster, err)
+	}
+	var nodeIP net.IP
+	for _, a := range nodes.Items[0].Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			nodeIP = net.ParseIP(a.Address)
+		}
+	}
+	var gateway net.IP
+	var link string
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, iface := range ifaces {
+		addrs, _ := iface.Addrs()
+		for _, a := range addrs {
+			if ipnet, ok := a.(*net.IPNet); ok && strings.HasPrefix(iface.Name, "lh-") && nodeIP != nil && ipnet.Contains(nodeIP) {
+				gateway, link = ipnet.IP, iface.Name
+			}
+		}
+	}
+	if gateway == nil {
+		t.Fatalf("no host link of %s's network (node %v)", cluster, nodeIP)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(gateway.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.DialTimeout("tcp", target, 5*time.Second)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { _, _ = io.Copy(out, in) }()
+				_, _ = io.Copy(in, out)
+			}()
+		}
+	}()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	rule := []string{"INPUT", "-i", link, "-p", "tcp", "-d", gateway.String(), "--dport", port, "-j", "ACCEPT"}
+	if err := netns.IPTables(ctx, "", "filter", append([]string{"-I", rule[0], "1"}, rule[1:]...)...); err != nil {
+		_ = ln.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = netns.IPTables(ctx, "", "filter", append([]string{"-D"}, rule...)...)
+		_ = ln.Close()
+	})
+	return "https://" + net.JoinHostPort(gateway.String(), port)
 }
