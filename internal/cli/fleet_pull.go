@@ -48,7 +48,8 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 			"and --agent-image it deploys the agent into the member (namespace " + agentNamespace + "); the agent asks the\n" +
 			"fleet for its own certificate with the token and from then on applies the Works of its member and renews\n" +
 			"its lease. --bootstrap-kubeconfig FILE writes the token's kubeconfig, for an agent started by hand with\n" +
-			"`lotse fleet agent`.",
+			"`lotse fleet agent`. Registering a pull-mode member again hands its agent the fleet's current token: an\n" +
+			"agent whose certificate expired while it was stopped joins again with it.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return fmt.Errorf("usage: lotse fleet register FLEET NAME (--kubeconfig-file FILE --agent-image IMAGE | --bootstrap-kubeconfig FILE)")
@@ -85,10 +86,20 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 			}
 			m := &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Name: name, Labels: labels},
 				Spec: lotsev1.FleetMemberSpec{Fleet: fleet, SyncMode: lotsev1.SyncPull, Region: region, Zone: zone, Provider: provider}}
-			if err := c.Create(cmd.Context(), m); err != nil {
-				if apierrors.IsAlreadyExists(err) {
-					return fmt.Errorf("a member named %s exists already in namespace %s; choose another NAME", name, flags.namespace)
+			again := false
+			if err := c.Create(cmd.Context(), m); apierrors.IsAlreadyExists(err) {
+				// Registering a pull-mode member again hands its agent the
+				// fleet's current bootstrap token: how an agent whose
+				// certificate expired (stopped too long) joins again.
+				cur := &lotsev1.FleetMember{}
+				if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: flags.namespace, Name: name}, cur); err != nil {
+					return err
 				}
+				if cur.Spec.SyncMode != lotsev1.SyncPull || cur.Spec.Fleet != fleet {
+					return fmt.Errorf("a member named %s exists already in namespace %s (of fleet %s, not a pull-mode member of %s); choose another NAME", name, flags.namespace, cur.Spec.Fleet, fleet)
+				}
+				again = true
+			} else if err != nil {
 				return explain(err)
 			}
 			bootstrap, err := waitBootstrapKubeconfig(cmd.Context(), c, flags.namespace, name, timeout)
@@ -108,6 +119,10 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 			if member != nil {
 				if err := deployAgent(cmd.Context(), member, name, agentImage, bootstrap); err != nil {
 					return fmt.Errorf("deploying the agent into the member (the member %s stays; run register's deployment again with `lotse fleet unjoin %s %s` first): %w", name, fleet, name, err)
+				}
+				if again {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s registered again with fleet %s: its agent in namespace %s of the member has the current bootstrap token\n", name, fleet, agentNamespace)
+					return nil
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s registered with fleet %s: its agent runs in namespace %s of the member\n", name, fleet, agentNamespace)
 				return nil

@@ -350,6 +350,16 @@ func TestFleetPullMember(t *testing.T) {
 		by := got.Annotations[agent.AnnotationWork]
 		return got.Data["v"] == "d" && strings.HasPrefix(by, workv1.ExecutionNamespace(deployed)+"/"), fmt.Errorf("data %v, applied for %q", got.Data, by)
 	})
+	// Registered again (what an agent whose certificate expired needs):
+	// the member stays, its agent gets the fleet's current token.
+	out = mustCLI(t, "fleet", "register", fleet, deployed, "--kubeconfig-file", memberKubeconfig, "--agent-image", agentImage,
+		"--fleet-endpoint", fleetEndpoint)
+	if !strings.Contains(out, "registered again") {
+		t.Errorf("register again: %s", out)
+	}
+	if ok, err := deployedReady(); !ok {
+		t.Errorf("the member after registering again: %v", err)
+	}
 	mustCLI(t, "fleet", "unjoin", fleet, deployed)
 	waitFor(t, time.Minute, "the deployed agent's ConfigMap gone with its member", func() (bool, error) {
 		err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "for-deployed"}, &corev1.ConfigMap{})

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -213,6 +214,36 @@ func TestAgentBootstrap(t *testing.T) {
 		t.Errorf("a year's certificate is renewed at %s, before two thirds of its life", at)
 	}
 
+	// Expired (the agent was stopped past its certificate's end): it can
+	// neither use nor renew it; without a token it says what to do, and
+	// with the fleet's current token (register hands it over again) it
+	// joins again.
+	expiredStore := agent.IdentitySecret{Namespace: "default", Name: "expired-identity"}
+	certPEM, keyPEM := expiredCertificate(t, workv1.AgentUser("pm"))
+	must(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: expiredStore.Name}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}}))
+	if _, err := agent.FleetIdentity(ctx, "pm", &noToken, cs, expiredStore); err == nil || !strings.Contains(err.Error(), "register the member again") {
+		t.Errorf("an expired identity without a token: %v", err)
+	}
+	go func() {
+		c, err := agent.FleetIdentity(ctx, "pm", bootstrap, cs, expiredStore)
+		got <- result{c, err}
+	}()
+	var rejoined result
+	for rejoined.cfg == nil && rejoined.err == nil {
+		must(approveAgentCSRs(ctx, cs, "pm", tokenID))
+		select {
+		case rejoined = <-got:
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("no certificate for an agent whose certificate expired")
+		}
+	}
+	must(rejoined.err)
+	rejoinedClient, err := client.New(rejoined.cfg, client.Options{Scheme: scheme})
+	must(err)
+	must(rejoinedClient.List(ctx, works, client.InNamespace(workv1.ExecutionNamespace("pm"))))
+
 	// Another identity from the same token is denied.
 	bootCS, err := kubernetes.NewForConfig(bootstrap)
 	must(err)
@@ -227,4 +258,26 @@ func TestAgentBootstrap(t *testing.T) {
 	if len(denied.Status.Conditions) != 1 || denied.Status.Conditions[0].Type != certificatesv1.CertificateDenied {
 		t.Errorf("another identity's request: %+v", denied.Status.Conditions)
 	}
+}
+
+// expiredCertificate is a self-signed client certificate for cn whose
+// life ended an hour ago, and its key (PEM).
+func expiredCertificate(t *testing.T, cn string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
