@@ -145,6 +145,12 @@ type FleetList struct {
 	Items           []Fleet `json:"items"`
 }
 
+// FleetEndpointAnnotation on a pull-mode FleetMember is where its agent
+// reaches the fleet's API when that is not the fleet's own endpoint, as
+// `lotse fleet register --fleet-endpoint` was told: registering the
+// member again keeps it.
+const FleetEndpointAnnotation = "lotse.dev/fleet-endpoint"
+
 // FleetMember makes a cluster a member of a fleet. Its name is the
 // member's name in the fleet's policies (placement.clusterAffinity.
 // clusterNames); its labels are what their label selectors match.

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -86,17 +88,16 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 			}
 			m := &lotsev1.FleetMember{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Name: name, Labels: labels},
 				Spec: lotsev1.FleetMemberSpec{Fleet: fleet, SyncMode: lotsev1.SyncPull, Region: region, Zone: zone, Provider: provider}}
+			if fleetEndpoint != "" {
+				m.Annotations = map[string]string{lotsev1.FleetEndpointAnnotation: fleetEndpoint}
+			}
 			again := false
 			if err := c.Create(cmd.Context(), m); apierrors.IsAlreadyExists(err) {
 				// Registering a pull-mode member again hands its agent the
 				// fleet's current bootstrap token: how an agent whose
 				// certificate expired (stopped too long) joins again.
-				cur := &lotsev1.FleetMember{}
-				if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: flags.namespace, Name: name}, cur); err != nil {
+				if fleetEndpoint, err = registerAgain(cmd, c, flags.namespace, fleet, name, fleetEndpoint); err != nil {
 					return err
-				}
-				if cur.Spec.SyncMode != lotsev1.SyncPull || cur.Spec.Fleet != fleet {
-					return fmt.Errorf("a member named %s exists already in namespace %s (of fleet %s, not a pull-mode member of %s); choose another NAME", name, flags.namespace, cur.Spec.Fleet, fleet)
 				}
 				again = true
 			} else if err != nil {
@@ -118,7 +119,7 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 			}
 			if member != nil {
 				if err := deployAgent(cmd.Context(), member, name, agentImage, bootstrap); err != nil {
-					return fmt.Errorf("deploying the agent into the member (the member %s stays; run register's deployment again with `lotse fleet unjoin %s %s` first): %w", name, fleet, name, err)
+					return fmt.Errorf("deploying the agent into the member (the member %s stays in fleet %s; run this register again to deploy it): %w", name, fleet, err)
 				}
 				if again {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s registered again with fleet %s: its agent in namespace %s of the member has the current bootstrap token\n", name, fleet, agentNamespace)
@@ -127,8 +128,12 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s registered with fleet %s: its agent runs in namespace %s of the member\n", name, fleet, agentNamespace)
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s registered with fleet %s: start its agent with\n  lotse fleet agent --member %s --fleet-kubeconfig %s --kubeconfig MEMBER-KUBECONFIG\n",
-				name, fleet, name, bootstrapOut)
+			verb := "registered"
+			if again {
+				verb = "registered again"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s with fleet %s: start its agent with\n  lotse fleet agent --member %s --fleet-kubeconfig %s --kubeconfig MEMBER-KUBECONFIG\n",
+				name, verb, fleet, name, bootstrapOut)
 			return nil
 		},
 	}
@@ -144,14 +149,58 @@ func newFleetRegisterCommand(flags *clientFlags) *cobra.Command {
 	return cmd
 }
 
+// registerAgain checks that an existing member may be registered again
+// (a pull-mode member of this fleet, not leaving, and no flag that would
+// change it) and returns the fleet endpoint to use: the one given, which
+// it records, or the one recorded at the first registration.
+func registerAgain(cmd *cobra.Command, c client.Client, namespace, fleet, name, fleetEndpoint string) (string, error) {
+	ctx := cmd.Context()
+	cur := &lotsev1.FleetMember{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, cur); err != nil {
+		return "", err
+	}
+	switch {
+	case cur.Spec.SyncMode != lotsev1.SyncPull || cur.Spec.Fleet != fleet:
+		return "", fmt.Errorf("a member named %s exists already in namespace %s (of fleet %s, not a pull-mode member of %s); choose another NAME", name, namespace, cur.Spec.Fleet, fleet)
+	case !cur.DeletionTimestamp.IsZero():
+		return "", fmt.Errorf("member %s is leaving fleet %s; register it once it is gone", name, fleet)
+	}
+	for _, f := range []string{"labels", "region", "zone", "provider"} {
+		if cmd.Flags().Changed(f) {
+			return "", fmt.Errorf("--%s: registering member %s again only hands its agent a new token; change the FleetMember itself (kubectl edit fleetmember %s)", f, name, name)
+		}
+	}
+	if fleetEndpoint == "" {
+		return cur.Annotations[lotsev1.FleetEndpointAnnotation], nil
+	}
+	if cur.Annotations[lotsev1.FleetEndpointAnnotation] != fleetEndpoint {
+		patch := client.MergeFrom(cur.DeepCopy())
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations[lotsev1.FleetEndpointAnnotation] = fleetEndpoint
+		if err := c.Patch(ctx, cur, patch); err != nil {
+			return "", err
+		}
+	}
+	return fleetEndpoint, nil
+}
+
 // withFleetEndpoint points a bootstrap kubeconfig at endpoint, where the
 // agent reaches the fleet's API, and has it check the fleet's certificate
 // against the address it was issued for (tls-server-name). With a nil
 // kubeconfig it only checks endpoint.
 func withFleetEndpoint(kubeconfig []byte, endpoint string) ([]byte, error) {
 	u, err := url.Parse(endpoint)
-	if err != nil || u.Scheme != "https" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("--fleet-endpoint %q: give https://HOST:PORT, where the agent reaches the fleet's API", endpoint)
+	if err != nil {
+		u = &url.URL{}
+	}
+	// An IPv6 address needs its brackets: https://fd00::1 would read as
+	// host "fd00:" and port 1.
+	unbracketed := strings.Count(u.Host, ":") > 1 && !strings.HasPrefix(u.Host, "[")
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" || unbracketed || u.User != nil || u.Fragment != "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, fmt.Errorf("--fleet-endpoint %q: give https://HOST:PORT (an IPv6 address in brackets), where the agent reaches the fleet's API", endpoint)
 	}
 	if kubeconfig == nil {
 		return nil, nil
@@ -183,6 +232,11 @@ func waitBootstrapKubeconfig(ctx context.Context, c client.Client, namespace, me
 			return false, client.IgnoreNotFound(err)
 		}
 		kubeconfig = s.Data["kubeconfig"]
+		// A token about to expire is not handed out: the manager issues
+		// the next once the fleet has removed it.
+		if expires, err := time.Parse(time.RFC3339, string(s.Data["expiration"])); err == nil && time.Until(expires) < time.Minute {
+			return false, nil
+		}
 		return len(kubeconfig) > 0, nil
 	})
 	if err != nil {
@@ -223,7 +277,10 @@ func deployAgent(ctx context.Context, member *rest.Config, name, image string, b
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: agentNamespace, Name: agentName, Labels: labels},
 		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+			// The agent reads its bootstrap kubeconfig when it starts: a new
+			// one (registered again) rolls it.
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels,
+				Annotations: map[string]string{bootstrapHashAnnotation: bootstrapHash(bootstrap)}}, Spec: corev1.PodSpec{
 				ServiceAccountName: agentName,
 				Containers: []corev1.Container{{Name: "agent", Image: image,
 					Command: []string{images.ManagerBinary, "fleet", "agent", "--member=" + name,
@@ -241,6 +298,15 @@ func deployAgent(ctx context.Context, member *rest.Config, name, image string, b
 		return err
 	}
 	return nil
+}
+
+// bootstrapHashAnnotation on the agent's pods names the bootstrap
+// kubeconfig they started with.
+const bootstrapHashAnnotation = "lotse.dev/bootstrap-kubeconfig-sha256"
+
+func bootstrapHash(kubeconfig []byte) string {
+	sum := sha256.Sum256(kubeconfig)
+	return hex.EncodeToString(sum[:8])
 }
 
 // ignoreExists: a Create of what is there already is done.

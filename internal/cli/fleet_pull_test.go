@@ -27,6 +27,7 @@ func TestWithFleetEndpoint(t *testing.T) {
 		{"an address for the member, checked against the fleet's own", "https://127.0.0.1:40123", "", "https://10.20.0.1:41000", "https://10.20.0.1:41000", "127.0.0.1"},
 		{"a host name", "https://fleet.internal:6443", "", "https://fleet.example.net:443/", "https://fleet.example.net:443", "fleet.internal"},
 		{"a server name given before is kept", "https://127.0.0.1:40123", "api.fleet", "https://10.20.0.1:41000", "https://10.20.0.1:41000", "api.fleet"},
+		{"IPv6, in brackets", "https://[::1]:40123", "", "https://[fd00::1]:41000", "https://[fd00::1]:41000", "::1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,7 +48,8 @@ func TestWithFleetEndpoint(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"http://10.0.0.1:6443", "10.0.0.1:6443", "https://", "https://10.0.0.1:6443/api", "https://10.0.0.1?x=1"} {
+	for _, bad := range []string{"http://10.0.0.1:6443", "10.0.0.1:6443", "https://", "https://10.0.0.1:6443/api", "https://10.0.0.1?x=1",
+		"https://fd00::1", "https://user:pw@10.0.0.1:6443", "https://10.0.0.1:6443#x", "https://%zz"} {
 		if _, err := withFleetEndpoint(kubeconfig("https://127.0.0.1:1", ""), bad); err == nil {
 			t.Errorf("--fleet-endpoint %q was taken", bad)
 		}

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,13 +29,10 @@ import (
 	policyv1 "github.com/lotse/lotse/api/policy/v1alpha1"
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	workv1 "github.com/lotse/lotse/api/work/v1alpha1"
-	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/federation/agent"
+	"github.com/lotse/lotse/internal/federation/propagation"
 	"github.com/lotse/lotse/internal/images"
-	"github.com/lotse/lotse/internal/machine/local"
 	"github.com/lotse/lotse/internal/netns"
-	"github.com/lotse/lotse/internal/releases"
-	"github.com/lotse/lotse/internal/supervisor"
 )
 
 // startFleetAgent runs `lotse fleet agent` for a pull-mode member on this
@@ -230,6 +229,16 @@ func TestFleetPullMember(t *testing.T) {
 	if ok, err := answers("edge.pull.svc.us.pull.fleet.example.")(); !ok {
 		t.Errorf("DNS: edge under another region: %v", err)
 	}
+	// front: once the agent has reported on its current copy (no ready
+	// endpoint), no answer.
+	waitFor(t, time.Minute, "the agent's report on front", func() (bool, error) {
+		w := &workv1.Work{}
+		if err := fc.Get(ctx, client.ObjectKey{Namespace: workv1.ExecutionNamespace(member), Name: propagation.WorkName("Service", "pull", "front")}, w); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(w.Status.Conditions, workv1.ConditionApplied)
+		return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == w.Generation, fmt.Errorf("conditions %+v", w.Status.Conditions)
+	})
 	if ok, err := answers("front.pull.svc.pull.fleet.example.")(); !ok {
 		t.Errorf("DNS: front, with no ready endpoint: %v", err)
 	}
@@ -305,17 +314,23 @@ func TestFleetPullMember(t *testing.T) {
 	}
 	given, err := mcs.CoreV1().Secrets("lotse-fleet-agent").Get(ctx, "fleet-bootstrap", metav1.GetOptions{})
 	must(err)
-	issued := &corev1.Secret{}
-	must(mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: deployed + "-fleet-agent"}, issued))
-	givenCfg, err := clientcmd.RESTConfigFromKubeConfig(given.Data["kubeconfig"])
-	must(err)
-	issuedCfg, err := clientcmd.RESTConfigFromKubeConfig(issued.Data["kubeconfig"])
-	must(err)
-	if givenCfg.BearerToken != issuedCfg.BearerToken || givenCfg.Host != fleetEndpoint || string(givenCfg.CAData) != string(issuedCfg.CAData) ||
-		givenCfg.ServerName != strings.Split(strings.TrimPrefix(issuedCfg.Host, "https://"), ":")[0] {
-		t.Errorf("the member's bootstrap kubeconfig: server %s (tls-server-name %q), want the fleet's token and CA at %s, checked as %s",
-			givenCfg.Host, givenCfg.ServerName, fleetEndpoint, issuedCfg.Host)
+	checkBootstrap := func(given *corev1.Secret) {
+		t.Helper()
+		givenCfg, err := clientcmd.RESTConfigFromKubeConfig(given.Data["kubeconfig"])
+		must(err)
+		issued := &corev1.Secret{}
+		must(mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: deployed + "-fleet-agent"}, issued))
+		issuedCfg, err := clientcmd.RESTConfigFromKubeConfig(issued.Data["kubeconfig"])
+		must(err)
+		issuedURL, err := url.Parse(issuedCfg.Host)
+		must(err)
+		if givenCfg.BearerToken != issuedCfg.BearerToken || givenCfg.Host != fleetEndpoint || string(givenCfg.CAData) != string(issuedCfg.CAData) ||
+			givenCfg.ServerName != issuedURL.Hostname() {
+			t.Errorf("the member's bootstrap kubeconfig: server %s (tls-server-name %q), want the fleet's token and CA at %s, checked as %s",
+				givenCfg.Host, givenCfg.ServerName, fleetEndpoint, issuedCfg.Host)
+		}
 	}
+	checkBootstrap(given)
 	crb, err := mcs.RbacV1().ClusterRoleBindings().Get(ctx, "lotse-fleet-agent", metav1.GetOptions{})
 	must(err)
 	if crb.RoleRef.Name != "cluster-admin" || len(crb.Subjects) != 1 || crb.Subjects[0].Name != "lotse-fleet-agent" {
@@ -350,16 +365,30 @@ func TestFleetPullMember(t *testing.T) {
 		by := got.Annotations[agent.AnnotationWork]
 		return got.Data["v"] == "d" && strings.HasPrefix(by, workv1.ExecutionNamespace(deployed)+"/"), fmt.Errorf("data %v, applied for %q", got.Data, by)
 	})
-	// Registered again (what an agent whose certificate expired needs):
-	// the member stays, its agent gets the fleet's current token.
-	out = mustCLI(t, "fleet", "register", fleet, deployed, "--kubeconfig-file", memberKubeconfig, "--agent-image", agentImage,
-		"--fleet-endpoint", fleetEndpoint)
+	// Registered again (what an agent whose certificate expired needs),
+	// without --fleet-endpoint: the member stays, its agent gets the
+	// fleet's current token at the endpoint given the first time. An
+	// agent without its identity (here: deleted, with its pod) joins
+	// again with that token.
+	if _, err := lotseCLI(t, "fleet", "register", fleet, deployed, "--kubeconfig-file", memberKubeconfig, "--agent-image", agentImage,
+		"--region", "elsewhere"); err == nil {
+		t.Error("registering again with another region succeeded")
+	}
+	out = mustCLI(t, "fleet", "register", fleet, deployed, "--kubeconfig-file", memberKubeconfig, "--agent-image", agentImage)
 	if !strings.Contains(out, "registered again") {
 		t.Errorf("register again: %s", out)
 	}
-	if ok, err := deployedReady(); !ok {
-		t.Errorf("the member after registering again: %v", err)
-	}
+	given, err = mcs.CoreV1().Secrets("lotse-fleet-agent").Get(ctx, "fleet-bootstrap", metav1.GetOptions{})
+	must(err)
+	checkBootstrap(given)
+	must(mcs.CoreV1().Secrets("lotse-fleet-agent").Delete(ctx, "fleet-identity", metav1.DeleteOptions{}))
+	must(mcs.CoreV1().Pods("lotse-fleet-agent").DeleteCollection(ctx, metav1.DeleteOptions{},
+		metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=lotse-fleet-agent"}))
+	waitFor(t, 3*time.Minute, "a new identity for the agent, asked for with the token", func() (bool, error) {
+		_, err := mcs.CoreV1().Secrets("lotse-fleet-agent").Get(ctx, "fleet-identity", metav1.GetOptions{})
+		return err == nil, err
+	})
+	waitFor(t, 2*time.Minute, "the member ready with its agent's new identity", deployedReady)
 	mustCLI(t, "fleet", "unjoin", fleet, deployed)
 	waitFor(t, time.Minute, "the deployed agent's ConfigMap gone with its member", func() (bool, error) {
 		err := mcl.Get(ctx, client.ObjectKey{Namespace: "pull", Name: "for-deployed"}, &corev1.ConfigMap{})
@@ -372,23 +401,7 @@ func TestFleetPullMember(t *testing.T) {
 // machines of one cluster only: every node of the run need not load it.
 func importAgentImage(t *testing.T, cluster string) string {
 	t.Helper()
-	b := &images.Builder{CacheDir: releases.DefaultCacheDir()}
-	img := images.FromBinary("lotse-fleet-agent", "e2e", env.binary, []string{images.ManagerBinary})
-	tar, err := b.Ensure(context.Background(), img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stamp, err := b.Stamp(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &local.Provider{StateDir: env.stateDir, Supervisor: supervisor.New(env.owner, supervisor.Options{})}
-	n, err := p.ImportImages(context.Background(), clusterref.Ref{Namespace: "default", Name: cluster},
-		[]local.ImportedImage{{Tarball: tar, Ref: img.Ref(), ID: stamp.ImageID}})
-	if err != nil || n == 0 {
-		t.Fatalf("import the agent's image into %s: %d machines, %v", cluster, n, err)
-	}
-	return img.Ref()
+	return importImage(t, cluster, images.FromBinary("lotse-fleet-agent", "e2e", env.binary, []string{images.ManagerBinary}))
 }
 
 // forwardFromGateway opens target (host:port on this host) to the
@@ -429,6 +442,19 @@ func forwardFromGateway(t *testing.T, cluster, target string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Open connections (the agent's watches) are closed with the listener.
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	track := func(c net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if open == nil {
+			_ = c.Close()
+			return false
+		}
+		open[c] = true
+		return true
+	}
 	go func() {
 		for {
 			in, err := ln.Accept()
@@ -436,14 +462,21 @@ func forwardFromGateway(t *testing.T, cluster, target string) string {
 				return
 			}
 			go func() {
-				defer in.Close()
 				out, err := net.DialTimeout("tcp", target, 5*time.Second)
 				if err != nil {
+					_ = in.Close()
 					return
 				}
-				defer out.Close()
-				go func() { _, _ = io.Copy(out, in) }()
+				if !track(in) || !track(out) {
+					_ = in.Close()
+					_ = out.Close()
+					return
+				}
+				// Either side ending ends both.
+				go func() { _, _ = io.Copy(out, in); _ = out.Close(); _ = in.Close() }()
 				_, _ = io.Copy(in, out)
+				_ = in.Close()
+				_ = out.Close()
 			}()
 		}
 	}()
@@ -454,8 +487,16 @@ func forwardFromGateway(t *testing.T, cluster, target string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = netns.IPTables(ctx, "", "filter", append([]string{"-D"}, rule...)...)
+		if err := netns.IPTables(ctx, "", "filter", append([]string{"-D"}, rule...)...); err != nil {
+			t.Errorf("removing the forwarder's firewall rule %v: %v", rule, err)
+		}
 		_ = ln.Close()
+		mu.Lock()
+		for c := range open {
+			_ = c.Close()
+		}
+		open = nil
+		mu.Unlock()
 	})
 	return "https://" + net.JoinHostPort(gateway.String(), port)
 }

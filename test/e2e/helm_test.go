@@ -90,7 +90,6 @@ func runHelm(t testing.TB, kubeconfig string, args ...string) string {
 // would, but only there: the other tests' nodes do not need 600 MB more.
 func loadManagerImage(t testing.TB, cluster string) string {
 	t.Helper()
-	ctx := context.Background()
 	cache := releases.DefaultCacheDir()
 	store := releases.NewStore(cache)
 	rel := releases.Default()
@@ -105,8 +104,16 @@ func loadManagerImage(t testing.TB, cluster string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &images.Builder{CacheDir: cache}
-	img := images.Manager("e2e", env.binary, abs, dirs)
+	return importImage(t, cluster, images.Manager("e2e", env.binary, abs, dirs))
+}
+
+// importImage builds an image and imports it into the machines of one
+// Lotse cluster of this host only (not into the node bundle every node
+// of the run loads); it returns the image's reference.
+func importImage(t testing.TB, cluster string, img images.Image) string {
+	t.Helper()
+	ctx := context.Background()
+	b := &images.Builder{CacheDir: releases.DefaultCacheDir()}
 	tar, err := b.Ensure(ctx, img)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +125,7 @@ func loadManagerImage(t testing.TB, cluster string) string {
 	p := &local.Provider{StateDir: env.stateDir, Supervisor: supervisor.New(env.owner, supervisor.Options{})}
 	n, err := p.ImportImages(ctx, clusterref.Ref{Namespace: "default", Name: cluster}, []local.ImportedImage{{Tarball: tar, Ref: img.Ref(), ID: stamp.ImageID}})
 	if err != nil || n == 0 {
-		t.Fatalf("import the manager image into %s: %d machines, %v", cluster, n, err)
+		t.Fatalf("import %s into %s: %d machines, %v", img.Ref(), cluster, n, err)
 	}
 	return img.Ref()
 }

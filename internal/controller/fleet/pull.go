@@ -47,6 +47,9 @@ const (
 	// bootstrapTokenTTL: a token is good for this long; a member whose
 	// agent did not register by then gets a new one.
 	bootstrapTokenTTL = 24 * time.Hour
+	// bootstrapTokenRenewal: a token with less left than this is replaced,
+	// so that registering a member again always hands out a usable one.
+	bootstrapTokenRenewal = 10 * time.Minute
 )
 
 // AgentSecretName is the management API's Secret with a pull-mode
@@ -96,9 +99,11 @@ func (r *Reconciler) pullMember(ctx context.Context, m *lotsev1.FleetMember, sta
 		if err := ensureAgentAccess(ctx, cs, m.Name); err != nil {
 			return fmt.Errorf("setting up the member's agent access in the fleet: %w", err)
 		}
-		if _, err := r.ensureBootstrapToken(ctx, cs, m, kubeconfig); err != nil {
-			return fmt.Errorf("the member's bootstrap token: %w", err)
-		}
+	}
+	// A valid token at all times: registering the member again (an agent
+	// whose certificate expired) hands it out.
+	if _, err := r.ensureBootstrapToken(ctx, cs, m, kubeconfig); err != nil {
+		return fmt.Errorf("the member's bootstrap token: %w", err)
 	}
 	// The agent's first request comes with the token, its renewals with
 	// the identity it has.
@@ -240,13 +245,15 @@ func (r *Reconciler) ensureBootstrapToken(ctx context.Context, cs kubernetes.Int
 	if err == nil {
 		id := string(s.Data["token-id"])
 		_, terr := cs.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, "bootstrap-token-"+id, metav1.GetOptions{})
-		if terr == nil {
+		expires, perr := time.Parse(time.RFC3339, string(s.Data["expiration"]))
+		if terr == nil && (perr != nil || time.Until(expires) > bootstrapTokenRenewal) {
 			return id, nil
 		}
-		if !apierrors.IsNotFound(terr) {
+		if terr != nil && !apierrors.IsNotFound(terr) {
 			return "", terr
 		}
-		// Gone from the fleet (expired and cleaned): a new one.
+		// Gone from the fleet (expired and cleaned), or about to expire:
+		// a new one (the fleet's token cleaner removes the old).
 	}
 	id, secret := randomToken(6), randomToken(16)
 	expires := time.Now().Add(bootstrapTokenTTL).UTC().Format(time.RFC3339)

@@ -137,28 +137,33 @@ func TestAgentBootstrap(t *testing.T) {
 		t.Fatalf("the bootstrap kubeconfig carries more or other than the token")
 	}
 
-	// The agent asks; the manager's loop approves.
-	store := agent.IdentitySecret{Namespace: "default", Name: "fleet-identity"}
+	// The agent asks; the manager's loop approves (requests from the
+	// token, or from the agent itself with approvingToken "").
 	type result struct {
 		cfg *rest.Config
 		err error
 	}
-	got := make(chan result, 1)
-	go func() {
-		c, err := agent.FleetIdentity(ctx, "pm", bootstrap, cs, store)
-		got <- result{c, err}
-	}()
-	var identity result
-	for identity.cfg == nil && identity.err == nil {
-		must(approveAgentCSRs(ctx, cs, "pm", tokenID))
-		select {
-		case identity = <-got:
-		case <-time.After(200 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatal("no certificate for the agent")
+	identityApproved := func(what string, bootstrap *rest.Config, store agent.IdentitySecret, approvingToken string) result {
+		t.Helper()
+		got := make(chan result, 1)
+		go func() {
+			c, err := agent.FleetIdentity(ctx, "pm", bootstrap, cs, store)
+			got <- result{c, err}
+		}()
+		for {
+			must(approveAgentCSRs(ctx, cs, "pm", approvingToken))
+			select {
+			case r := <-got:
+				must(r.err)
+				return r
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+				t.Fatal("no certificate: " + what)
+			}
 		}
 	}
-	must(identity.err)
+	store := agent.IdentitySecret{Namespace: "default", Name: "fleet-identity"}
+	identity := identityApproved("the agent's first", bootstrap, store, tokenID)
 	agentCS, err := kubernetes.NewForConfig(identity.cfg)
 	must(err)
 	// What its Role allows: its Works and Lease; nothing else.
@@ -189,21 +194,7 @@ func TestAgentBootstrap(t *testing.T) {
 	// token; the manager approves that too.
 	renewing := store
 	renewing.RenewWhenLeft = 1
-	go func() {
-		c, err := agent.FleetIdentity(ctx, "pm", &noToken, cs, renewing)
-		got <- result{c, err}
-	}()
-	var renewed result
-	for renewed.cfg == nil && renewed.err == nil {
-		must(approveAgentCSRs(ctx, cs, "pm", ""))
-		select {
-		case renewed = <-got:
-		case <-time.After(200 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatal("no renewed certificate for the agent")
-		}
-	}
-	must(renewed.err)
+	renewed := identityApproved("a renewal", &noToken, renewing, "")
 	if string(renewed.cfg.CertData) == string(identity.cfg.CertData) || renewed.cfg.BearerToken != "" {
 		t.Error("the renewal gave no new certificate")
 	}
@@ -225,21 +216,7 @@ func TestAgentBootstrap(t *testing.T) {
 	if _, err := agent.FleetIdentity(ctx, "pm", &noToken, cs, expiredStore); err == nil || !strings.Contains(err.Error(), "register the member again") {
 		t.Errorf("an expired identity without a token: %v", err)
 	}
-	go func() {
-		c, err := agent.FleetIdentity(ctx, "pm", bootstrap, cs, expiredStore)
-		got <- result{c, err}
-	}()
-	var rejoined result
-	for rejoined.cfg == nil && rejoined.err == nil {
-		must(approveAgentCSRs(ctx, cs, "pm", tokenID))
-		select {
-		case rejoined = <-got:
-		case <-time.After(200 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatal("no certificate for an agent whose certificate expired")
-		}
-	}
-	must(rejoined.err)
+	rejoined := identityApproved("an agent whose certificate expired", bootstrap, expiredStore, tokenID)
 	rejoinedClient, err := client.New(rejoined.cfg, client.Options{Scheme: scheme})
 	must(err)
 	must(rejoinedClient.List(ctx, works, client.InNamespace(workv1.ExecutionNamespace("pm"))))
@@ -257,6 +234,18 @@ func TestAgentBootstrap(t *testing.T) {
 	must(err)
 	if len(denied.Status.Conditions) != 1 || denied.Status.Conditions[0].Type != certificatesv1.CertificateDenied {
 		t.Errorf("another identity's request: %+v", denied.Status.Conditions)
+	}
+
+	// A token near its end is replaced, so that registering the member
+	// again hands out one its agent can use.
+	must(c.Get(ctx, client.ObjectKey{Namespace: "default", Name: AgentSecretName("pm")}, s))
+	s.Data["expiration"] = []byte(time.Now().Add(bootstrapTokenRenewal / 2).UTC().Format(time.RFC3339))
+	must(c.Update(ctx, s))
+	next, err := r.ensureBootstrapToken(ctx, cs, m, kc)
+	must(err)
+	must(c.Get(ctx, client.ObjectKey{Namespace: "default", Name: AgentSecretName("pm")}, s))
+	if expires, err := time.Parse(time.RFC3339, string(s.Data["expiration"])); next == tokenID || err != nil || time.Until(expires) < time.Hour {
+		t.Errorf("a token about to expire was kept: %s (was %s), expiring %s", next, tokenID, s.Data["expiration"])
 	}
 }
 

@@ -273,7 +273,7 @@ func (r *workReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 			return reconcile.Result{}, err
 		}
 	}
-	statuses, applyErr := r.member.apply(ctx, w)
+	statuses, addrErr, applyErr := r.member.apply(ctx, w)
 	st := w.Status.DeepCopy()
 	st.ManifestStatuses = statuses
 	cond := metav1.Condition{Type: workv1.ConditionApplied, Status: metav1.ConditionTrue, Reason: "Applied",
@@ -292,6 +292,10 @@ func (r *workReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 		// Reported; tried again with growing pauses (a namespace on its
 		// way, a CRD not established yet).
 		return reconcile.Result{}, applyErr
+	}
+	if addrErr != nil {
+		// The last addresses stay reported; read again soon.
+		return reconcile.Result{}, addrErr
 	}
 	return reconcile.Result{RequeueAfter: resync}, nil
 }
@@ -352,9 +356,10 @@ func (m *memberClient) resource(obj *unstructured.Unstructured) (dynamic.Resourc
 
 // apply applies every manifest of a Work and returns their status. An
 // object of the member's own (without this fleet's marks) is left alone
-// unless the Work says Overwrite.
-func (m *memberClient) apply(ctx context.Context, w *workv1.Work) ([]workv1.ManifestStatus, error) {
-	var out []workv1.ManifestStatus
+// unless the Work says Overwrite. A Service's addresses that cannot be
+// read now are reported as they were last (addrErr says why), so that a
+// passing error does not take the member out of the fleet's DNS.
+func (m *memberClient) apply(ctx context.Context, w *workv1.Work) (out []workv1.ManifestStatus, addrErr, err error) {
 	var errs []error
 	for i := range w.Spec.Workload.Manifests {
 		obj, err := manifest(w, i)
@@ -372,7 +377,10 @@ func (m *memberClient) apply(ctx context.Context, w *workv1.Work) ([]workv1.Mani
 			st.Generation, st.ResourceVersion = applied.GetGeneration(), applied.GetResourceVersion()
 			st.Health = propagation.Health(kindID(gvk), applied)
 			if kindID(gvk) == "Service" {
-				st.Addresses = m.serviceAddresses(ctx, applied)
+				if st.Addresses, err = m.serviceAddresses(ctx, applied); err != nil {
+					st.Addresses = reportedAddresses(w, i)
+					addrErr = fmt.Errorf("the addresses of Service %s/%s: %w", obj.GetNamespace(), obj.GetName(), err)
+				}
 			}
 			if s, ok := applied.Object["status"]; ok {
 				if raw, err := json.Marshal(s); err == nil {
@@ -382,31 +390,43 @@ func (m *memberClient) apply(ctx context.Context, w *workv1.Work) ([]workv1.Mani
 		}
 		out = append(out, st)
 	}
-	return out, errors.Join(errs...)
+	return out, addrErr, errors.Join(errs...)
+}
+
+// reportedAddresses are the addresses last reported for manifest i.
+func reportedAddresses(w *workv1.Work, i int) []string {
+	for _, st := range w.Status.ManifestStatuses {
+		if st.Identifier.Ordinal == i {
+			return st.Addresses
+		}
+	}
+	return nil
 }
 
 // serviceAddresses reads what the fleet's DNS answers for the member's
-// copy of a Service (propagation.ServingAddresses) from the member.
-func (m *memberClient) serviceAddresses(ctx context.Context, svc *unstructured.Unstructured) []string {
-	slices, err := m.dyn.Resource(endpointSlicesGVR).Namespace(svc.GetNamespace()).List(ctx,
+// copy of a Service (propagation.ServingAddresses) from the member. An
+// agent that may not read EndpointSlices counts the Service as served,
+// as the engine does for a push member with such credentials.
+func (m *memberClient) serviceAddresses(ctx context.Context, svc *unstructured.Unstructured) ([]string, error) {
+	sliceList, err := m.dyn.Resource(endpointSlicesGVR).Namespace(svc.GetNamespace()).List(ctx,
 		metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc.GetName()})
 	unreadable := apierrors.IsForbidden(err)
 	if err != nil && !unreadable {
-		return nil // told again with the next look at the Work
+		return nil, fmt.Errorf("listing its EndpointSlices: %w", err)
 	}
 	var nodes []*unstructured.Unstructured
 	if propagation.NeedsNodes(svc) {
 		list, err := m.dyn.Resource(nodesGVR).List(ctx, metav1.ListOptions{})
 		if err != nil {
-			return nil
+			return nil, fmt.Errorf("listing the nodes: %w", err)
 		}
 		nodes = items(list)
 	}
 	var out []string
-	for _, ip := range propagation.ServingAddresses(svc, items(slices), unreadable, nodes) {
+	for _, ip := range propagation.ServingAddresses(svc, items(sliceList), unreadable, nodes) {
 		out = append(out, ip.String())
 	}
-	return out
+	return out, nil
 }
 
 var (
@@ -558,7 +578,15 @@ func (m *memberClient) watchCopies(ctx context.Context, out chan<- event.TypedGe
 	}
 	others := dynamicinformer.NewDynamicSharedInformerFactory(m.dyn, 10*time.Minute)
 	if _, err := others.ForResource(endpointSlicesGVR).Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: serviceOf, UpdateFunc: func(_, obj any) { serviceOf(obj) }, DeleteFunc: serviceOf}); err != nil {
+		AddFunc: serviceOf,
+		// Endpoints come and go with pods: only whether one is ready
+		// changes the answer.
+		UpdateFunc: func(old, cur any) {
+			if sliceReady(old) != sliceReady(cur) {
+				serviceOf(cur)
+			}
+		},
+		DeleteFunc: serviceOf}); err != nil {
 		return err
 	}
 	if _, err := others.ForResource(nodesGVR).Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
@@ -577,6 +605,12 @@ func (m *memberClient) watchCopies(ctx context.Context, out chan<- event.TypedGe
 	factory.Shutdown()
 	others.Shutdown()
 	return nil
+}
+
+// sliceReady reports whether an EndpointSlice has a ready endpoint.
+func sliceReady(obj any) bool {
+	slice, ok := obj.(*unstructured.Unstructured)
+	return ok && propagation.HasReadyEndpoint(slice)
 }
 
 // nodeAnswer is what of a node the fleet's DNS answers with: its

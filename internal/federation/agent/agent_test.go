@@ -258,6 +258,7 @@ func TestAgent(t *testing.T) {
 		got, err := addresses()
 		return err == nil && len(got) == 0, fmt.Errorf("addresses %v, %v", got, err)
 	})
+	setNodeReady(corev1.ConditionTrue) // a fresh heartbeat: the node controller's grace starts again
 	must(c.Create(ctx, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "front-1",
 		Labels: map[string]string{discoveryv1.LabelServiceName: "front", discoveryv1.LabelManagedBy: "lotse-test"}},
 		AddressType: discoveryv1.AddressTypeIPv4,

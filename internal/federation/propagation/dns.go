@@ -14,8 +14,10 @@ import (
 
 // ServiceAddresses answers the fleet's DNS: the addresses of every ready
 // member (of region, when set) whose copy of the Service namespace/name
-// has a ready endpoint behind it: its load-balancer ingress IPs, or for a NodePort Service the
-// internal addresses of its Ready nodes. known is false when the fleet has
+// has a ready endpoint behind it: its load-balancer ingress IPs, or for a
+// NodePort Service (or a LoadBalancer one without them) the internal
+// addresses of its Ready nodes; for a pull-mode member, what its agent
+// reported. known is false when the fleet has
 // no such Service; an error says the engine's view is not complete yet
 // (a ready member not watched yet), which must not be cached as "none".
 func (e *Engine) ServiceAddresses(ctx context.Context, namespace, name, region string) (addrs []net.IP, known bool, err error) {
@@ -83,16 +85,25 @@ func servingBy(svc *unstructured.Unstructured, slices []*unstructured.Unstructur
 		return true
 	}
 	for _, slice := range slices {
-		endpoints, _, _ := unstructured.NestedSlice(slice.Object, "endpoints")
-		for _, ep := range endpoints {
-			m, ok := ep.(map[string]any)
-			if !ok {
-				continue
-			}
-			ready, found, _ := unstructured.NestedBool(m, "conditions", "ready")
-			if !found || ready {
-				return true
-			}
+		if HasReadyEndpoint(slice) {
+			return true
+		}
+	}
+	return false
+}
+
+// HasReadyEndpoint reports whether an EndpointSlice has a ready endpoint
+// (one whose readiness is unknown counts, as the API asks).
+func HasReadyEndpoint(slice *unstructured.Unstructured) bool {
+	endpoints, _, _ := unstructured.NestedSlice(slice.Object, "endpoints")
+	for _, ep := range endpoints {
+		m, ok := ep.(map[string]any)
+		if !ok {
+			continue
+		}
+		ready, found, _ := unstructured.NestedBool(m, "conditions", "ready")
+		if !found || ready {
+			return true
 		}
 	}
 	return false
@@ -126,20 +137,26 @@ func (e *Engine) reportedAddresses(m Member, svcKind Kind, namespace, name strin
 	return addressesIn(e.cachedWork(workv1.ExecutionNamespace(m.Name), WorkName(svcKind.ID(), namespace, name)))
 }
 
-// addressesIn are the addresses reported in a Service's Work, if the
-// report is of its current generation and the Service was applied.
+// addressesIn are the addresses the agent last reported in a Service's
+// Work while its copy was applied: while a newer generation is on its
+// way they still describe what the member serves.
 func addressesIn(w *workv1.Work) []net.IP {
 	if w == nil {
 		return nil
 	}
 	cond := apimeta.FindStatusCondition(w.Status.Conditions, workv1.ConditionApplied)
-	if cond == nil || cond.Status != metav1.ConditionTrue || cond.ObservedGeneration != w.Generation || len(w.Status.ManifestStatuses) == 0 {
+	if cond == nil || cond.Status != metav1.ConditionTrue {
 		return nil
 	}
 	var out []net.IP
-	for _, a := range w.Status.ManifestStatuses[0].Addresses {
-		if ip := net.ParseIP(a); ip != nil {
-			out = append(out, ip)
+	for _, st := range w.Status.ManifestStatuses {
+		if st.Identifier.Group != "" || st.Identifier.Kind != "Service" {
+			continue
+		}
+		for _, a := range st.Addresses {
+			if ip := net.ParseIP(a); ip != nil {
+				out = append(out, ip)
+			}
 		}
 	}
 	return out

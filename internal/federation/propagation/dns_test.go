@@ -123,10 +123,10 @@ func TestServingAddresses(t *testing.T) {
 }
 
 func TestAddressesIn(t *testing.T) {
-	work := func(generation, observed int64, status metav1.ConditionStatus, addresses ...string) *workv1.Work {
+	work := func(generation, observed int64, status metav1.ConditionStatus, kind string, addresses ...string) *workv1.Work {
 		w := &workv1.Work{ObjectMeta: metav1.ObjectMeta{Generation: generation}}
 		w.Status.Conditions = []metav1.Condition{{Type: workv1.ConditionApplied, Status: status, ObservedGeneration: observed}}
-		w.Status.ManifestStatuses = []workv1.ManifestStatus{{Addresses: addresses}}
+		w.Status.ManifestStatuses = []workv1.ManifestStatus{{Identifier: workv1.ResourceIdentifier{Version: "v1", Kind: kind, Name: "front"}, Addresses: addresses}}
 		return w
 	}
 	tests := []struct {
@@ -135,9 +135,10 @@ func TestAddressesIn(t *testing.T) {
 		want string
 	}{
 		{"no Work", nil, "[]"},
-		{"applied, current", work(2, 2, metav1.ConditionTrue, "10.9.0.1", "not-an-ip", "10.9.0.3"), "[10.9.0.1 10.9.0.3]"},
-		{"a report of an older generation", work(3, 2, metav1.ConditionTrue, "10.9.0.1"), "[]"},
-		{"not applied", work(2, 2, metav1.ConditionFalse, "10.9.0.1"), "[]"},
+		{"applied, current", work(2, 2, metav1.ConditionTrue, "Service", "10.9.0.1", "not-an-ip", "10.9.0.3"), "[10.9.0.1 10.9.0.3]"},
+		{"a newer generation on its way: the last report stands", work(3, 2, metav1.ConditionTrue, "Service", "10.9.0.1"), "[10.9.0.1]"},
+		{"not applied", work(2, 2, metav1.ConditionFalse, "Service", "10.9.0.1"), "[]"},
+		{"not a Service's status", work(2, 2, metav1.ConditionTrue, "ConfigMap", "10.9.0.1"), "[]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
