@@ -548,46 +548,62 @@ func shortLivedKubeconfig(cmd *cobra.Command, adminKubeconfig []byte, req userku
 }
 
 func newClusterDeleteCommand(flags *clientFlags) *cobra.Command {
+	return newDeleteCommand(flags, "cluster", "get", "Delete a cluster: its control plane, data and kubeconfig",
+		func(namespace, name string) client.Object {
+			return &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+		})
+}
+
+// newDeleteCommand is `lotse WHAT delete NAME [--wait]` for a namespaced
+// kind made by object; `lotse WHAT SHOW NAME` shows one.
+func newDeleteCommand(flags *clientFlags, what, show, short string, object func(namespace, name string) client.Object) *cobra.Command {
 	var wait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "delete NAME",
-		Short: "Delete a cluster: its control plane, data and kubeconfig",
-		Args:  exactlyOneName("lotse cluster delete NAME"),
+		Short: short,
+		Args:  exactlyOneName("lotse " + what + " delete NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := flags.client()
-			if err != nil {
-				return err
-			}
-			cl := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: flags.namespace, Name: args[0]}}
-			if err := c.Delete(cmd.Context(), cl); err != nil {
-				if apierrors.IsNotFound(err) {
-					return fmt.Errorf("cluster %s/%s not found; see `lotse cluster list -A`", flags.namespace, args[0])
-				}
-				return explain(err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s/%s is being deleted\n", flags.namespace, args[0])
-			if !wait {
-				return nil
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			start := time.Now()
-			for {
-				err := c.Get(ctx, client.ObjectKeyFromObject(cl), &lotsev1.Cluster{})
-				if apierrors.IsNotFound(err) {
-					fmt.Fprintf(cmd.OutOrStdout(), "cluster %s/%s deleted after %s\n", flags.namespace, args[0], time.Since(start).Round(10*time.Millisecond))
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					return fmt.Errorf("cluster %s/%s still exists after %s; see `lotse cluster get %s`", flags.namespace, args[0], timeout, args[0])
-				case <-time.After(250 * time.Millisecond):
-				}
-			}
+			return deleteObject(cmd, flags, object(flags.namespace, args[0]), what, show, wait, timeout)
 		},
 	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the cluster is gone")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the "+what+" is gone")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits")
 	return cmd
+}
+
+// deleteObject deletes obj (a what: "cluster", "fleet") and with wait
+// waits until it is gone; its messages point to `lotse WHAT list` and
+// `lotse WHAT SHOW NAME`.
+func deleteObject(cmd *cobra.Command, flags *clientFlags, obj client.Object, what, show string, wait bool, timeout time.Duration) error {
+	c, err := flags.client()
+	if err != nil {
+		return err
+	}
+	name := obj.GetNamespace() + "/" + obj.GetName()
+	if err := c.Delete(cmd.Context(), obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s %s not found; see `lotse %s list`", what, name, what)
+		}
+		return explain(err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s is being deleted\n", what, name)
+	if !wait {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	start := time.Now()
+	for {
+		err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object))
+		if apierrors.IsNotFound(err) {
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s deleted after %s\n", what, name, time.Since(start).Round(10*time.Millisecond))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s %s still exists after %s; see `lotse %s %s %s`", what, name, timeout, what, show, obj.GetName())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

@@ -37,8 +37,15 @@ func newFleetCommand() *cobra.Command {
 	flags.register(cmd)
 	cmd.AddCommand(newFleetCreateCommand(flags), newFleetListCommand(flags), newFleetStatusCommand(flags),
 		newFleetJoinCommand(flags), newFleetUnjoinCommand(flags), newFleetKubeconfigCommand(flags),
-		newFleetRegisterCommand(flags), newFleetAgentCommand())
+		newFleetRegisterCommand(flags), newFleetAgentCommand(), newFleetDeleteCommand(flags))
 	return cmd
+}
+
+func newFleetDeleteCommand(flags *clientFlags) *cobra.Command {
+	return newDeleteCommand(flags, "fleet", "status", "Delete a fleet: every member leaves (what the fleet put there goes), then its API",
+		func(namespace, name string) client.Object {
+			return &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+		})
 }
 
 func getFleet(ctx context.Context, c client.Client, namespace, name string) (*lotsev1.Fleet, error) {

@@ -90,11 +90,9 @@ func TestFleetPullMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = mc.Delete(ctx, &lotsev1.Fleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fleet}})
-		waitFor(t, 3*time.Minute, "the fleet gone", func() (bool, error) {
-			err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, &lotsev1.Fleet{})
-			return apierrors.IsNotFound(err), err
-		})
+		if out, err := lotseCLI(t, "fleet", "delete", fleet, "--wait", "--timeout", "3m"); err != nil || !strings.Contains(out, "fleet default/"+fleet+" deleted after") {
+			t.Errorf("lotse fleet delete: %v\n%s", err, out)
+		}
 		_ = mc.Delete(ctx, &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: member}})
 	})
 	waitClusterReady(t, mc, member, 5*time.Minute)

@@ -259,6 +259,8 @@ func TestCLIChecks(t *testing.T) {
 		{[]string{"cluster", "create", "x", "--kubernetes-version", "1.20.0"}, "--kubernetes-version"},
 		{[]string{"cluster", "create"}, "expected one name"},
 		{[]string{"cluster", "get", "does-not-exist"}, "not found; see `lotse cluster list -A`"},
+		{[]string{"fleet", "delete", "does-not-exist"}, "fleet default/does-not-exist not found; see `lotse fleet list`"},
+		{[]string{"cluster", "delete", "does-not-exist"}, "cluster default/does-not-exist not found; see `lotse cluster list`"},
 		{[]string{"cluster", "kubeconfig", "does-not-exist"}, "does not exist or is still being created"},
 		{[]string{"release", "build", "9.9.9"}, "not in the catalog"},
 		{[]string{"project", "create", "x", "--member", "alice=boss"}, `role "boss" is not one of owner, admin, viewer`},
