@@ -92,7 +92,7 @@ bench: build releases peers
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Hibernation' -benchtime 3x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'BackupRestore' -benchtime 3x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Rotation' -benchtime 1x ./test/e2e/... || rc=$$?; \
-	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'FleetPropagation' -benchtime 1x ./test/e2e/... || rc=$$?; \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'FleetPropagation|FleetPullPropagation|FleetDNS' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Density' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Seed' -benchtime 1x ./test/e2e/... || rc=$$?; \
 	  $(GO) test -count=1 -timeout 40m -run '^$$' -bench 'ManagerClusters' -benchtime 1x ./internal/manager/ || rc=$$?; \

@@ -64,7 +64,7 @@ func fleetClient(t testing.TB, mc client.Client, fleet string) client.Client {
 	return c
 }
 
-func memberClient(t *testing.T, name string) client.Client {
+func memberClient(t testing.TB, name string) client.Client {
 	t.Helper()
 	c, err := client.New(tenantConfig(t, name), client.Options{Scheme: clientgoscheme.Scheme})
 	if err != nil {

@@ -44,6 +44,11 @@ func dnsQuery(t testing.TB, server, name string, qtype uint16) (int, []string, *
 	if err != nil {
 		return -1, nil, nil
 	}
+	return resp.Rcode, answerIPs(resp), resp
+}
+
+// answerIPs returns the A records of an answer, sorted.
+func answerIPs(resp *dns.Msg) []string {
 	var ips []string
 	for _, rr := range resp.Answer {
 		if a, ok := rr.(*dns.A); ok {
@@ -51,7 +56,73 @@ func dnsQuery(t testing.TB, server, name string, qtype uint16) (int, []string, *
 		}
 	}
 	sort.Strings(ips)
-	return resp.Rcode, ips, resp
+	return ips
+}
+
+// waitFleetDNS waits for the fleet Ready with n ready members and returns
+// its DNS server's address.
+func waitFleetDNS(t testing.TB, mc client.Client, fleet string, n int32) string {
+	t.Helper()
+	var server string
+	waitFor(t, 4*time.Minute, fmt.Sprintf("the fleet Ready with %d ready members", n), func() (bool, error) {
+		cur := &lotsev1.Fleet{}
+		if err := mc.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: fleet}, cur); err != nil {
+			return false, err
+		}
+		if cur.Status.DNS != nil {
+			server = cur.Status.DNS.Server
+		}
+		return cur.Status.Phase == lotsev1.FleetReady && cur.Status.ReadyMembers == n && server != "",
+			fmt.Errorf("phase %s, %d ready, dns %+v", cur.Status.Phase, cur.Status.ReadyMembers, cur.Status.DNS)
+	})
+	return server
+}
+
+// serveFront creates, in the fleet, the namespace web with the
+// LoadBalancer Service front (propagated to every member) and behind it a
+// Deployment of one echo server propagated to the named members.
+func serveFront(t testing.TB, fc client.Client, members ...string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, obj := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front"}, Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "front"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}},
+		&policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "services"}, Spec: policyv1.PropagationSpec{
+			ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "Service"}}}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front"},
+			Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "front"}},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "front"}}, Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever}}}}}},
+		&policyv1.PropagationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front"}, Spec: policyv1.PropagationSpec{
+			ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "apps/v1", Kind: "Deployment", Name: "front"}},
+			Placement:         policyv1.Placement{ClusterAffinity: &policyv1.ClusterAffinity{ClusterNames: members}}}},
+	} {
+		if err := fc.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// frontAddress waits for the member's copy of web/front to have a
+// load-balancer address and returns it.
+func frontAddress(t testing.TB, member string) string {
+	t.Helper()
+	var ip string
+	mc := memberClient(t, member)
+	waitFor(t, 2*time.Minute, member+"'s load-balancer address", func() (bool, error) {
+		svc := &corev1.Service{}
+		if err := mc.Get(context.Background(), client.ObjectKey{Namespace: "web", Name: "front"}, svc); err != nil {
+			return false, err
+		}
+		if len(svc.Status.LoadBalancer.Ingress) == 0 {
+			return false, fmt.Errorf("no ingress yet")
+		}
+		ip = svc.Status.LoadBalancer.Ingress[0].IP
+		return net.ParseIP(ip) != nil, nil
+	})
+	return ip
 }
 
 // TestFleetDNS: the fleet's zone answers a propagated LoadBalancer Service
@@ -104,18 +175,7 @@ func TestFleetDNS(t *testing.T) {
 	mustCLI(t, "fleet", "join", fleet, "--kubeconfig-file", usAdmin, "--as", us.Name, "--region", "us")
 	pushIdentity(t, mc, usAdmin, fleet, us.Name)
 	waitClusterReady(t, mc, eu.Name, 15*time.Minute)
-	var server string
-	waitFor(t, 4*time.Minute, "the fleet Ready with 2 ready members", func() (bool, error) {
-		cur := &lotsev1.Fleet{}
-		if err := mc.Get(ctx, client.ObjectKey{Namespace: "default", Name: fleet}, cur); err != nil {
-			return false, err
-		}
-		if cur.Status.DNS != nil {
-			server = cur.Status.DNS.Server
-		}
-		return cur.Status.Phase == lotsev1.FleetReady && cur.Status.ReadyMembers == 2 && server != "",
-			fmt.Errorf("phase %s, %d ready, dns %+v", cur.Status.Phase, cur.Status.ReadyMembers, cur.Status.DNS)
-	})
+	server := waitFleetDNS(t, mc, fleet, 2)
 
 	fc := fleetClient(t, mc, fleet)
 	must := func(err error) {
@@ -124,38 +184,10 @@ func TestFleetDNS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(fc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}))
-	must(fc.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front"}, Spec: corev1.ServiceSpec{
-		Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "front"},
-		Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}))
-	must(fc.Create(ctx, &policyv1.ClusterPropagationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "services"}, Spec: policyv1.PropagationSpec{
-		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "v1", Kind: "Service"}}}}))
-
-	// Behind it, an echo server in the member with a node (the other
-	// has none to run it).
-	frontLabels := map[string]string{"app": "front"}
-	must(fc.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front"},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: frontLabels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: frontLabels}, Spec: corev1.PodSpec{
-				Containers: []corev1.Container{{Name: "echo", Image: echoImage, ImagePullPolicy: corev1.PullNever}}}}}}))
-	must(fc.Create(ctx, &policyv1.PropagationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front"}, Spec: policyv1.PropagationSpec{
-		ResourceSelectors: []policyv1.ResourceSelector{{APIVersion: "apps/v1", Kind: "Deployment", Name: "front"}},
-		Placement:         policyv1.Placement{ClusterAffinity: &policyv1.ClusterAffinity{ClusterNames: []string{eu.Name}}}}}))
-
-	// The member with a node gives the Service a load-balancer address.
-	var lbIP string
-	euClient := memberClient(t, eu.Name)
-	waitFor(t, 2*time.Minute, "the eu member's load-balancer address", func() (bool, error) {
-		svc := &corev1.Service{}
-		if err := euClient.Get(ctx, client.ObjectKey{Namespace: "web", Name: "front"}, svc); err != nil {
-			return false, err
-		}
-		if len(svc.Status.LoadBalancer.Ingress) == 0 {
-			return false, fmt.Errorf("no ingress yet")
-		}
-		lbIP = svc.Status.LoadBalancer.Ingress[0].IP
-		return net.ParseIP(lbIP) != nil, nil
-	})
+	// Behind the Service, an echo server in the member with a node (the
+	// other has none to run it), which gives it a load-balancer address.
+	serveFront(t, fc, eu.Name)
+	lbIP := frontAddress(t, eu.Name)
 	const name = "front.web.svc.shop.fleet.example."
 	waitFor(t, time.Minute, "the fleet's answer", func() (bool, error) {
 		rcode, ips, _ := dnsQuery(t, server, name, dns.TypeA)

@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -161,6 +164,13 @@ func TestFleetWithNodes(t *testing.T) {
 		})
 	}
 	fleetReady("the fleet's Deployment: 6 ready", 6)
+	// kubectl reads the same status: a rollout against the fleet is done.
+	fleetKubeconfig := filepath.Join(t.TempDir(), "fleet.kubeconfig")
+	mustCLI(t, "fleet", "kubeconfig", fleet, "--output-file", fleetKubeconfig)
+	if out, err := exec.Command(kubectlPath(t), "--kubeconfig", fleetKubeconfig, "rollout", "status", "deployment/web",
+		"--namespace", "shop", "--timeout", "2m").CombinedOutput(); err != nil || !strings.Contains(string(out), "successfully rolled out") {
+		t.Errorf("kubectl rollout status against the fleet: %v\n%s", err, out)
+	}
 
 	// b's node goes silent (its kubelet frozen): once it is NotReady, b
 	// has no Ready node, and after the toleration its share runs in a.
