@@ -2,8 +2,10 @@ package cli
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -101,10 +103,8 @@ func newManagerImageCommand(cacheDir *string) *cobra.Command {
 				if _, err := store.Binaries(rel); err != nil {
 					return fmt.Errorf("--release %s: %w", v, err)
 				}
-				dirs = append(dirs, store.KubernetesBinDir(rel.Version), store.EtcdBinDir(rel.Etcd))
-				if rel.Konnectivity != "" {
-					dirs = append(dirs, store.KonnectivityBinDir(rel.Konnectivity))
-				}
+				// In a fixed order: the image's content and digest follow it.
+				dirs = append(dirs, slices.Sorted(maps.Keys(store.Dirs(rel)))...)
 			}
 			abs, err := filepath.Abs(*cacheDir)
 			if err != nil {

@@ -140,18 +140,24 @@ func (i *instances) InstanceMetadata(ctx context.Context, node *corev1.Node) (*c
 	if m == nil {
 		return nil, cloudprovider.InstanceNotFound
 	}
+	return i.cloud.Metadata(m, node.Name), nil
+}
+
+// Metadata is what a node learns of its machine m: the cluster's region
+// stands in for a machine whose pool has none.
+func (c *Cloud) Metadata(m *Machine, nodeName string) *cloudprovider.InstanceMetadata {
 	region := m.Region
 	if region == "" {
-		region = i.cloud.Region
+		region = c.Region
 	}
 	return &cloudprovider.InstanceMetadata{
 		ProviderID:   m.ProviderID,
 		InstanceType: m.InstanceType,
 		NodeAddresses: []corev1.NodeAddress{
 			{Type: corev1.NodeInternalIP, Address: m.Address},
-			{Type: corev1.NodeHostName, Address: node.Name},
+			{Type: corev1.NodeHostName, Address: nodeName},
 		},
 		Zone:   m.Zone,
 		Region: region,
-	}, nil
+	}
 }

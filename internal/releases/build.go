@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/mod/modfile"
 
+	"github.com/lotse/lotse/internal/cloudapi/ccm"
 	"github.com/lotse/lotse/internal/fsutil"
 	"github.com/lotse/lotse/internal/gobuild"
 )
@@ -30,34 +31,99 @@ type ProxyBuilder struct {
 
 // EnsureKubernetes builds the Kubernetes components of r into binDir.
 func (b *ProxyBuilder) EnsureKubernetes(ctx context.Context, r Release, binDir string, log io.Writer) error {
-	v, err := ParseVersion(r.Version)
+	modDir, err := b.kubernetesModule(ctx, r, "kubernetes-"+r.Version, componentTools(), "", log)
 	if err != nil {
 		return err
 	}
-	modDir := filepath.Join(b.WorkDir, "kubernetes-"+r.Version)
-	if err := os.MkdirAll(modDir, 0o755); err != nil {
+	ldflags, err := versionLDFlags(r)
+	if err != nil {
 		return err
+	}
+	for i, c := range Components {
+		fmt.Fprintf(log, "==> kubernetes %s: building %s (%d/%d)\n", r.Version, c, i+1, len(Components))
+		if err := buildBinary(ctx, modDir, "k8s.io/kubernetes/cmd/"+c, filepath.Join(binDir, c), ldflags, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// componentTools are the packages of the upstream Components.
+func componentTools() []string {
+	var tools []string
+	for _, c := range Components {
+		tools = append(tools, "k8s.io/kubernetes/cmd/"+c)
+	}
+	return tools
+}
+
+// EnsureCloudController builds lotse-cloud-controller-manager for r into
+// binDir: Lotse's command and provider (internal/cloudapi/ccm, written
+// into the work module as a local module) against the release's own
+// k8s.io/cloud-provider and the rest of its dependency graph.
+func (b *ProxyBuilder) EnsureCloudController(ctx context.Context, r Release, binDir string, log io.Writer) error {
+	name := "cloud-controller-manager-" + r.Version + "-" + ccm.SourceDigest()
+	const src = "lotse-src"
+	if err := ccm.WriteModule(filepath.Join(b.WorkDir, name, src)); err != nil {
+		return err
+	}
+	extra := fmt.Sprintf("\nrequire %[1]s v0.0.0\n\nreplace %[1]s => ./%[2]s\n", ccm.ModulePath, src)
+	modDir, err := b.kubernetesModule(ctx, r, name, []string{ccm.Command}, extra, log)
+	if err != nil {
+		return err
+	}
+	ldflags, err := versionLDFlags(r)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "==> kubernetes %s: building %s\n", r.Version, ccm.Binary)
+	return buildBinary(ctx, modDir, ccm.Command, filepath.Join(binDir, ccm.Binary), ldflags, log)
+}
+
+// kubernetesModule prepares the work module dir (below WorkDir) that
+// builds tools at release r: it requires k8s.io/kubernetes at r's tag with
+// every staging module at its published tag, plus extra go.mod lines.
+func (b *ProxyBuilder) kubernetesModule(ctx context.Context, r Release, dir string, tools []string, extra string, log io.Writer) (string, error) {
+	v, err := ParseVersion(r.Version)
+	if err != nil {
+		return "", err
+	}
+	modDir := filepath.Join(b.WorkDir, dir)
+	if err := os.MkdirAll(modDir, 0o755); err != nil {
+		return "", err
 	}
 	tag := "v" + r.Version
 	fmt.Fprintf(log, "==> kubernetes %s: resolving k8s.io/kubernetes@%s\n", r.Version, tag)
 	mod, err := gobuild.Download(ctx, modDir, "k8s.io/kubernetes@"+tag, log)
 	if err != nil {
-		return err
+		return "", err
 	}
 	upstream, err := os.ReadFile(mod.GoMod)
 	if err != nil {
-		return err
+		return "", err
 	}
-	gomod, err := kubernetesWorkModule(upstream, tag, fmt.Sprintf("v0.%d.%d", v.Minor, v.Patch))
+	gomod, err := kubernetesWorkModule(upstream, tag, fmt.Sprintf("v0.%d.%d", v.Minor, v.Patch), tools)
 	if err != nil {
-		return err
+		return "", err
 	}
+	gomod = append(gomod, extra...)
 	if err := fsutil.WriteIfChanged(filepath.Join(modDir, "go.mod"), gomod, 0o644); err != nil {
-		return err
+		return "", err
 	}
 	if err := gobuild.Go(ctx, modDir, log, "mod", "tidy"); err != nil {
-		return fmt.Errorf("go mod tidy for kubernetes %s: %w", r.Version, err)
+		return "", fmt.Errorf("go mod tidy for kubernetes %s: %w", r.Version, err)
 	}
+	return modDir, nil
+}
+
+// versionLDFlags stamps r's version into the binaries, as upstream's
+// release builds do.
+func versionLDFlags(r Release) (string, error) {
+	v, err := ParseVersion(r.Version)
+	if err != nil {
+		return "", err
+	}
+	tag := "v" + r.Version
 	const verPkg = "k8s.io/component-base/version"
 	const clientVerPkg = "k8s.io/client-go/pkg/version"
 	var x []string
@@ -69,14 +135,7 @@ func (b *ProxyBuilder) EnsureKubernetes(ctx context.Context, r Release, binDir s
 			"-X", pkg+".gitTreeState=clean",
 		)
 	}
-	ldflags := "-s -w " + strings.Join(x, " ")
-	for i, c := range Components {
-		fmt.Fprintf(log, "==> kubernetes %s: building %s (%d/%d)\n", r.Version, c, i+1, len(Components))
-		if err := buildBinary(ctx, modDir, "k8s.io/kubernetes/cmd/"+c, filepath.Join(binDir, c), ldflags, log); err != nil {
-			return err
-		}
-	}
-	return nil
+	return "-s -w " + strings.Join(x, " "), nil
 }
 
 // EnsureEtcd builds etcd, etcdctl and etcdutl (offline snapshot restore)
@@ -169,7 +228,7 @@ tool (
 }
 
 // kubernetesWorkModule renders the go.mod of the work module from upstream's.
-func kubernetesWorkModule(upstream []byte, tag, stagingTag string) ([]byte, error) {
+func kubernetesWorkModule(upstream []byte, tag, stagingTag string, tools []string) ([]byte, error) {
 	up, err := modfile.Parse("k8s.io/kubernetes/go.mod", upstream, nil)
 	if err != nil {
 		return nil, fmt.Errorf("parse upstream go.mod: %w", err)
@@ -195,8 +254,8 @@ func kubernetesWorkModule(upstream []byte, tag, stagingTag string) ([]byte, erro
 		return nil, fmt.Errorf("upstream go.mod has no staging replace directives; the build recipe needs updating")
 	}
 	sb.WriteString(")\n\ntool (\n")
-	for _, c := range Components {
-		fmt.Fprintf(&sb, "\tk8s.io/kubernetes/cmd/%s\n", c)
+	for _, t := range tools {
+		fmt.Fprintf(&sb, "\t%s\n", t)
 	}
 	sb.WriteString(")\n")
 	return []byte(sb.String()), nil

@@ -36,7 +36,7 @@ replace example.com/vendored => ./third_party/vendored
 `
 
 func TestKubernetesWorkModule(t *testing.T) {
-	out, err := kubernetesWorkModule([]byte(upstreamFixture), "v1.36.3", "v0.36.3")
+	out, err := kubernetesWorkModule([]byte(upstreamFixture), "v1.36.3", "v0.36.3", componentTools())
 	if err != nil {
 		t.Fatalf("kubernetesWorkModule: %v", err)
 	}
@@ -164,7 +164,7 @@ replace example.com/local => ../local
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := kubernetesWorkModule([]byte(tt.upstream), "v1.36.3", "v0.36.3")
+			out, err := kubernetesWorkModule([]byte(tt.upstream), "v1.36.3", "v0.36.3", componentTools())
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want one containing %q (output %q)", err, tt.wantErr, out)

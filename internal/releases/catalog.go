@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lotse/lotse/internal/cloudapi/ccm"
 )
 
 // Components every release provides, in the order they are built. kube-apiserver
@@ -30,6 +32,10 @@ var EtcdComponents = []string{"etcd", "etcdctl", "etcdutl"}
 // sigs.k8s.io/apiserver-network-proxy: the server runs beside each
 // kube-apiserver, the agent inside the tenant cluster (as an image).
 var KonnectivityComponents = []string{"konnectivity-server", "konnectivity-agent"}
+
+// CloudControllerComponents is Lotse's cloud controller manager, built
+// per release against that release's k8s.io/cloud-provider.
+var CloudControllerComponents = []string{ccm.Binary}
 
 // Release is one supported Kubernetes version and the etcd that goes with it.
 type Release struct {

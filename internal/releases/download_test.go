@@ -58,11 +58,11 @@ func TestDownloadSourceVerifiesDigests(t *testing.T) {
 			if tc.digests != nil {
 				r.Digests = tc.digests
 			}
-			store := &Store{Dir: t.TempDir(), Source: &DownloadSource{
+			store := &Store{Dir: t.TempDir(), Source: withFakeCloudController{&DownloadSource{
 				KubernetesURL: srv.URL + "/k8s/{version}/{component}",
 				EtcdURL:       srv.URL + "/etcd/{version}/{component}",
 				EtcdDigests:   etcdDigests,
-			}}
+			}}}
 			bins, err := store.Ensure(context.Background(), r, io.Discard)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -89,4 +89,13 @@ func TestDownloadSourceVerifiesDigests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withFakeCloudController gives a Source a fake build of Lotse's cloud
+// controller manager, which no download offers (the store would build it
+// from the module proxy).
+type withFakeCloudController struct{ Source }
+
+func (withFakeCloudController) EnsureCloudController(_ context.Context, r Release, binDir string, _ io.Writer) error {
+	return (&recordingSource{}).EnsureCloudController(context.Background(), r, binDir, io.Discard)
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/lotse/lotse/internal/cloudapi/ccm"
 	"github.com/lotse/lotse/internal/fsutil"
 )
 
@@ -17,6 +18,7 @@ import (
 //	DIR/kubernetes/<version>/bin/<component>
 //	DIR/etcd/<version>/bin/{etcd,etcdctl}
 //	DIR/konnectivity/<version>/bin/{konnectivity-server,konnectivity-agent}
+//	DIR/cloud-controller-manager/<version>-<source digest>/bin/lotse-cloud-controller-manager
 //	DIR/build/...   work modules of the builder (kept so rebuilds are fast)
 //
 // A directory is complete only when its stamp file exists; a half-finished
@@ -38,6 +40,14 @@ type Source interface {
 // built from the Go module proxy, whichever Source a provider chose.
 type KonnectivitySource interface {
 	EnsureKonnectivity(ctx context.Context, version string, binDir string, log io.Writer) error
+}
+
+// CloudControllerSource builds lotse-cloud-controller-manager for a
+// release. It is Lotse's own command (upstream's controllers with Lotse's
+// provider), so no download offers it: unless the Source can build it
+// too, it is built from the Go module proxy.
+type CloudControllerSource interface {
+	EnsureCloudController(ctx context.Context, r Release, binDir string, log io.Writer) error
 }
 
 const stampName = ".complete"
@@ -84,6 +94,34 @@ func (s *Store) KonnectivityBinDir(version string) string {
 	return filepath.Join(s.Dir, "konnectivity", version, "bin")
 }
 
+func (s *Store) cloudControllerSource() CloudControllerSource {
+	if c, ok := s.Source.(CloudControllerSource); ok {
+		return c
+	}
+	return &ProxyBuilder{WorkDir: filepath.Join(s.Dir, "build")}
+}
+
+// CloudControllerBinDir is where a release's lotse-cloud-controller-manager
+// lives. The directory names the digest of the command's source, so a
+// Lotse whose provider changed builds its own.
+func (s *Store) CloudControllerBinDir(version string) string {
+	return filepath.Join(s.Dir, "cloud-controller-manager", version+"-"+ccm.SourceDigest(), "bin")
+}
+
+// Dirs are the directories of a release's binaries, each with the
+// components it holds.
+func (s *Store) Dirs(r Release) map[string][]string {
+	dirs := map[string][]string{
+		s.KubernetesBinDir(r.Version):      Components,
+		s.EtcdBinDir(r.Etcd):               EtcdComponents,
+		s.CloudControllerBinDir(r.Version): CloudControllerComponents,
+	}
+	if r.Konnectivity != "" {
+		dirs[s.KonnectivityBinDir(r.Konnectivity)] = KonnectivityComponents
+	}
+	return dirs
+}
+
 // EtcdBinDir is where an etcd version's binaries live.
 func (s *Store) EtcdBinDir(version string) string {
 	return filepath.Join(s.Dir, "etcd", version, "bin")
@@ -100,8 +138,12 @@ func (b Binaries) Path(component string) string { return b.paths[component] }
 
 // Installed reports whether a release is fully present in the cache.
 func (s *Store) Installed(r Release) bool {
-	return stamped(s.KubernetesBinDir(r.Version), Components) && stamped(s.EtcdBinDir(r.Etcd), EtcdComponents) &&
-		(r.Konnectivity == "" || stamped(s.KonnectivityBinDir(r.Konnectivity), KonnectivityComponents))
+	for dir, components := range s.Dirs(r) {
+		if !stamped(dir, components) {
+			return false
+		}
+	}
+	return true
 }
 
 // Binaries returns the paths of an installed release, or an error telling how
@@ -115,15 +157,9 @@ func (s *Store) Binaries(r Release) (Binaries, error) {
 
 func (s *Store) binaries(r Release) Binaries {
 	b := Binaries{Release: r, paths: map[string]string{}}
-	for _, c := range Components {
-		b.paths[c] = filepath.Join(s.KubernetesBinDir(r.Version), c)
-	}
-	for _, c := range EtcdComponents {
-		b.paths[c] = filepath.Join(s.EtcdBinDir(r.Etcd), c)
-	}
-	if r.Konnectivity != "" {
-		for _, c := range KonnectivityComponents {
-			b.paths[c] = filepath.Join(s.KonnectivityBinDir(r.Konnectivity), c)
+	for dir, components := range s.Dirs(r) {
+		for _, c := range components {
+			b.paths[c] = filepath.Join(dir, c)
 		}
 	}
 	return b
@@ -152,6 +188,11 @@ func (s *Store) Ensure(ctx context.Context, r Release, log io.Writer) (Binaries,
 		}); err != nil {
 			return Binaries{}, fmt.Errorf("konnectivity %s: %w", r.Konnectivity, err)
 		}
+	}
+	if err := s.ensureDir(ctx, s.CloudControllerBinDir(r.Version), CloudControllerComponents, log, func(binDir string) error {
+		return s.cloudControllerSource().EnsureCloudController(ctx, r, binDir, log)
+	}); err != nil {
+		return Binaries{}, fmt.Errorf("%s for kubernetes %s: %w", ccm.Binary, r.Version, err)
 	}
 	return s.binaries(r), nil
 }

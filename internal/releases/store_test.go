@@ -65,6 +65,15 @@ func (s *recordingSource) EnsureEtcd(ctx context.Context, version, binDir string
 	return nil
 }
 
+func (s *recordingSource) EnsureCloudController(ctx context.Context, r Release, binDir string, log io.Writer) error {
+	for _, c := range CloudControllerComponents {
+		if err := os.WriteFile(filepath.Join(binDir, c), []byte("fake "+c+" "+r.Version), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *recordingSource) EnsureKonnectivity(ctx context.Context, version, binDir string, log io.Writer) error {
 	for _, c := range KonnectivityComponents {
 		if err := os.WriteFile(filepath.Join(binDir, c), []byte("fake "+c+" "+version), 0o755); err != nil {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -96,10 +98,8 @@ func loadManagerImage(t testing.TB, cluster string) string {
 	if _, err := store.Binaries(rel); err != nil {
 		t.Fatal(err)
 	}
-	dirs := []string{store.KubernetesBinDir(rel.Version), store.EtcdBinDir(rel.Etcd)}
-	if rel.Konnectivity != "" {
-		dirs = append(dirs, store.KonnectivityBinDir(rel.Konnectivity))
-	}
+	// In a fixed order: the image's content and digest follow it.
+	dirs := slices.Sorted(maps.Keys(store.Dirs(rel)))
 	abs, err := filepath.Abs(cache)
 	if err != nil {
 		t.Fatal(err)

@@ -248,11 +248,7 @@ func InstalledStore(t testing.TB) *releases.Store {
 	t.Helper()
 	s := releases.NewStore(t.TempDir())
 	r := releases.Default()
-	for d, files := range map[string][]string{
-		s.KubernetesBinDir(r.Version):        releases.Components,
-		s.EtcdBinDir(r.Etcd):                 releases.EtcdComponents,
-		s.KonnectivityBinDir(r.Konnectivity): releases.KonnectivityComponents,
-	} {
+	for d, files := range s.Dirs(r) {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
