@@ -19,7 +19,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/lotse/lotse/internal/cloudapi/ccm"
 	"github.com/lotse/lotse/internal/cloudapi/ccm/provider"
 	lotsecloud "github.com/lotse/lotse/internal/cloudprovider"
 	"github.com/lotse/lotse/internal/clusterref"
@@ -52,7 +51,7 @@ func (s *syncBuffer) String() string {
 // loses the uninitialized taint, a node without a machine is removed, and
 // a LoadBalancer Service gets its balancer's address.
 func TestCloudControllerManagerProcess(t *testing.T) {
-	bins := releasestest.Binaries(t)
+	binary := releasestest.CloudController(t)
 	kubeconfig := processtest.ControlPlane(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -64,7 +63,7 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 		}},
 		LoadBalancers: &fakeLoadBalancers{},
 	}
-	srv.Register(cluster, "lab")
+	srv.Register(cluster, "uid-cp", "lab")
 	creds, err := EnsureCredentials(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +73,7 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cert, key, err := creds.IssueClient(cluster)
+	cert, key, err := creds.IssueClient(cluster, "uid-cp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +85,7 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 		}
 	}
 	var out syncBuffer
-	cmd := exec.CommandContext(ctx, bins.Path(ccm.Binary),
+	cmd := exec.CommandContext(ctx, binary,
 		"--kubeconfig", filepath.Join(dir, "kubeconfig"),
 		"--cloud-provider", provider.Name, "--cloud-config", filepath.Join(dir, "cloud.json"),
 		"--controllers", "cloud-node-controller,cloud-node-lifecycle-controller,service-lb-controller",
@@ -97,8 +96,10 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed when the process ends, with its error in waitErr.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cancel()
 		<-exited
@@ -117,8 +118,8 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 		var last error
 		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
 			select {
-			case err := <-exited:
-				t.Fatalf("the cloud controller manager exited: %v", err)
+			case <-exited:
+				t.Fatalf("the cloud controller manager exited: %v", waitErr)
 			default:
 			}
 			ok, err := cond()

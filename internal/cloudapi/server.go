@@ -40,18 +40,20 @@ type Server struct {
 	LoadBalancers cloudprovider.LoadBalancers
 
 	mu       sync.RWMutex
-	clusters map[clusterref.Ref]string // the cluster's region
+	clusters map[clusterref.Ref]registered
 }
 
-// Register serves a cluster's cloud controller manager, with the
-// cluster's region for machines whose pool has none.
-func (s *Server) Register(cluster clusterref.Ref, region string) {
+type registered struct{ uid, region string }
+
+// Register serves the cloud controller manager of the cluster with this
+// UID, with the cluster's region for machines whose pool has none.
+func (s *Server) Register(cluster clusterref.Ref, uid, region string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.clusters == nil {
-		s.clusters = map[clusterref.Ref]string{}
+		s.clusters = map[clusterref.Ref]registered{}
 	}
-	s.clusters[cluster] = region
+	s.clusters[cluster] = registered{uid: uid, region: region}
 }
 
 // Unregister stops serving a cluster: its certificate is refused from now.
@@ -68,18 +70,18 @@ func (s *Server) cloudOf(r *http.Request) (*cloudprovider.Cloud, error) {
 		return nil, errors.New("a client certificate of the cloud API's CA is required")
 	}
 	cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
-	ns, name, ok := provider.ParseClientCommonName(cn)
+	ns, name, uid, ok := provider.ParseClientCommonName(cn)
 	if !ok {
 		return nil, fmt.Errorf("the client certificate %q names no cluster", cn)
 	}
 	ref := clusterref.Ref{Namespace: ns, Name: name}
 	s.mu.RLock()
-	region, ok := s.clusters[ref]
+	reg, ok := s.clusters[ref]
 	s.mu.RUnlock()
-	if !ok {
-		return nil, fmt.Errorf("cluster %s is not served by this cloud API", ref)
+	if !ok || reg.uid != uid {
+		return nil, fmt.Errorf("cluster %s (uid %s) is not served by this cloud API", ref, uid)
 	}
-	return &cloudprovider.Cloud{Cluster: ref, Machines: s.Machines, LoadBalancers: s.LoadBalancers, Region: region}, nil
+	return &cloudprovider.Cloud{Cluster: ref, Machines: s.Machines, LoadBalancers: s.LoadBalancers, Region: reg.region}, nil
 }
 
 // Handler serves the API's paths; it expects requests over TLS with a
@@ -168,10 +170,10 @@ func EnsureCredentials(dir string) (*Credentials, error) {
 // CAFile is the CA's certificate, for clients to verify the server.
 func (c *Credentials) CAFile() string { return filepath.Join(c.Dir, caName+".crt") }
 
-// IssueClient returns a client certificate and key for a cluster's cloud
-// controller manager.
-func (c *Credentials) IssueClient(cluster clusterref.Ref) (certPEM, keyPEM []byte, err error) {
-	kp, err := c.ca.Issue(pki.CertSpec{CommonName: provider.ClientCommonName(cluster.Namespace, cluster.Name), Client: true})
+// IssueClient returns a client certificate and key for the cloud
+// controller manager of the cluster with this UID.
+func (c *Credentials) IssueClient(cluster clusterref.Ref, uid string) (certPEM, keyPEM []byte, err error) {
+	kp, err := c.ca.Issue(pki.CertSpec{CommonName: provider.ClientCommonName(cluster.Namespace, cluster.Name, uid), Client: true})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -209,7 +211,7 @@ func (s *Server) Serve(ctx context.Context, creds *Credentials, addr string) (st
 	if err != nil {
 		return "", err
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, TLSConfig: tlsConfig}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	go func() {
 		<-ctx.Done()

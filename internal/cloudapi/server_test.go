@@ -77,9 +77,9 @@ func (f *fakeLoadBalancers) DeleteCluster(_ context.Context, cluster clusterref.
 // clientFor writes a cloud config with the cluster's certificate from
 // issuer, trusting server's CA, and returns the provider a cloud
 // controller manager would make from it.
-func clientFor(t *testing.T, issuer, server *Credentials, url string, cluster clusterref.Ref) *provider.Cloud {
+func clientFor(t *testing.T, issuer, server *Credentials, url string, cluster clusterref.Ref, uid string) *provider.Cloud {
 	t.Helper()
-	cert, key, err := issuer.IssueClient(cluster)
+	cert, key, err := issuer.IssueClient(cluster, uid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,8 +120,8 @@ func TestCloudAPI(t *testing.T) {
 		}},
 		LoadBalancers: &fakeLoadBalancers{},
 	}
-	srv.Register(a, "lab")
-	srv.Register(b, "lab")
+	srv.Register(a, "uid-a", "lab")
+	srv.Register(b, "uid-b", "lab")
 	creds, err := EnsureCredentials(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -130,8 +130,8 @@ func TestCloudAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := clientFor(t, creds, creds, url, a)
-	cb := clientFor(t, creds, creds, url, b)
+	ca := clientFor(t, creds, creds, url, a, "uid-a")
+	cb := clientFor(t, creds, creds, url, b, "uid-b")
 	instA, _ := ca.InstancesV2()
 	node := func(name string) *corev1.Node { return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}} }
 
@@ -218,12 +218,19 @@ func TestCloudAPI(t *testing.T) {
 		if _, err := instB.InstanceExists(ctx, node("x")); err == nil || !strings.Contains(err.Error(), "not served") {
 			t.Errorf("unregistered cluster: %v", err)
 		}
+		// A certificate of an earlier cluster of the same name (another
+		// UID) is refused.
+		former := clientFor(t, creds, creds, url, a, "uid-old")
+		instF, _ := former.InstancesV2()
+		if _, err := instF.InstanceExists(ctx, node("a-w-0")); err == nil || !strings.Contains(err.Error(), "not served") {
+			t.Errorf("a former cluster's certificate: %v", err)
+		}
 		// A certificate of another CA does not get through the handshake.
 		other, err := EnsureCredentials(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
-		stranger := clientFor(t, other, creds, url, a)
+		stranger := clientFor(t, other, creds, url, a, "uid-a")
 		instS, _ := stranger.InstancesV2()
 		if _, err := instS.InstanceExists(ctx, node("a-w-0")); err == nil {
 			t.Error("a certificate of another CA was accepted")

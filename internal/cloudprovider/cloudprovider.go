@@ -16,12 +16,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	cloudprovider "k8s.io/cloud-provider"
 
+	"github.com/lotse/lotse/internal/cloudapi/ccm/provider"
 	"github.com/lotse/lotse/internal/clusterref"
 	"github.com/lotse/lotse/internal/servicelb"
 )
 
-// ProviderName is the provider's name, and the scheme of its provider IDs.
-const ProviderName = "lotse"
+// ProviderName is the provider's name, and the scheme of its provider IDs
+// (the same as the cloud controller manager process's provider).
+const ProviderName = provider.Name
 
 // ProviderID is the provider ID of a machine: lotse://NAMESPACE/CLUSTER/MACHINE.
 func ProviderID(cluster clusterref.Ref, machine string) string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/lotse/lotse/internal/cloudapi/ccm"
@@ -109,17 +110,32 @@ func (s *Store) CloudControllerBinDir(version string) string {
 }
 
 // Dirs are the directories of a release's binaries, each with the
-// components it holds.
+// components it holds: what Installed requires, and the cloud controller
+// manager's once it is built.
 func (s *Store) Dirs(r Release) map[string][]string {
 	dirs := map[string][]string{
-		s.KubernetesBinDir(r.Version):      Components,
-		s.EtcdBinDir(r.Etcd):               EtcdComponents,
-		s.CloudControllerBinDir(r.Version): CloudControllerComponents,
+		s.KubernetesBinDir(r.Version): Components,
+		s.EtcdBinDir(r.Etcd):          EtcdComponents,
 	}
 	if r.Konnectivity != "" {
 		dirs[s.KonnectivityBinDir(r.Konnectivity)] = KonnectivityComponents
 	}
+	if dir := s.CloudControllerBinDir(r.Version); stamped(dir, CloudControllerComponents) {
+		dirs[dir] = CloudControllerComponents
+	}
 	return dirs
+}
+
+// CloudController returns the path of a release's
+// lotse-cloud-controller-manager, or an error telling how to build it. A
+// release counts as installed without it: nothing needs it yet, and its
+// directory changes with Lotse's provider source.
+func (s *Store) CloudController(r Release) (string, error) {
+	dir := s.CloudControllerBinDir(r.Version)
+	if !stamped(dir, CloudControllerComponents) {
+		return "", fmt.Errorf("%s for kubernetes %s is not built yet in %s; run `lotse release build %s`", ccm.Binary, r.Version, s.Dir, r.Version)
+	}
+	return filepath.Join(dir, ccm.Binary), nil
 }
 
 // EtcdBinDir is where an etcd version's binaries live.
@@ -194,7 +210,26 @@ func (s *Store) Ensure(ctx context.Context, r Release, log io.Writer) (Binaries,
 	}); err != nil {
 		return Binaries{}, fmt.Errorf("%s for kubernetes %s: %w", ccm.Binary, r.Version, err)
 	}
+	s.removeOtherCloudControllers(r.Version)
 	return s.binaries(r), nil
+}
+
+// removeOtherCloudControllers removes the release's cloud controller
+// managers built from other source (an earlier Lotse), and their work
+// modules: each is a large binary, and nothing runs them.
+func (s *Store) removeOtherCloudControllers(version string) {
+	keep := filepath.Base(filepath.Dir(s.CloudControllerBinDir(version)))
+	for _, pattern := range []string{
+		filepath.Join(s.Dir, "cloud-controller-manager", version+"-*"),
+		filepath.Join(s.Dir, "build", "cloud-controller-manager-"+version+"-*"),
+	} {
+		matches, _ := filepath.Glob(pattern)
+		for _, m := range matches {
+			if !strings.HasSuffix(filepath.Base(m), keep) && !strings.HasSuffix(m, ".lock") {
+				_ = os.RemoveAll(m)
+			}
+		}
+	}
 }
 
 func (s *Store) ensureDir(ctx context.Context, binDir string, components []string, log io.Writer, fill func(string) error) error {

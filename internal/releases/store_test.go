@@ -364,3 +364,48 @@ func TestDefaultCacheDir(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreCloudController: Ensure builds the release's cloud controller
+// manager under the source's digest and removes ones of other source; a
+// release counts as installed without it.
+func TestStoreCloudController(t *testing.T) {
+	s := &Store{Dir: t.TempDir(), Source: &recordingSource{}}
+	ctx := context.Background()
+	stale := filepath.Join(s.Dir, "cloud-controller-manager", testRelease.Version+"-000000000000", "bin")
+	staleWork := filepath.Join(s.Dir, "build", "cloud-controller-manager-"+testRelease.Version+"-000000000000")
+	other := filepath.Join(s.Dir, "cloud-controller-manager", "1.0.0-000000000000", "bin")
+	for _, d := range []string{stale, staleWork, other} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.CloudController(testRelease); err == nil || !strings.Contains(err.Error(), "lotse release build") {
+		t.Errorf("before a build: %v", err)
+	}
+	if _, err := s.Ensure(ctx, testRelease, nil); err != nil {
+		t.Fatal(err)
+	}
+	path, err := s.CloudController(testRelease)
+	if err != nil || path != filepath.Join(s.CloudControllerBinDir(testRelease.Version), CloudControllerComponents[0]) {
+		t.Fatalf("CloudController = %s, %v", path, err)
+	}
+	for _, d := range []string{stale, staleWork} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s of other source is still there (%v)", d, err)
+		}
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another release's build was removed: %v", err)
+	}
+	if _, ok := s.Dirs(testRelease)[s.CloudControllerBinDir(testRelease.Version)]; !ok {
+		t.Error("Dirs leaves out the built cloud controller manager")
+	}
+	// Without it (a Lotse whose provider changed), the release is still
+	// installed.
+	if err := os.RemoveAll(filepath.Dir(s.CloudControllerBinDir(testRelease.Version))); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Installed(testRelease) {
+		t.Error("a release without its cloud controller manager counts as not installed")
+	}
+}

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -164,13 +165,26 @@ func TestFleetWithNodes(t *testing.T) {
 		})
 	}
 	fleetReady("the fleet's Deployment: 6 ready", 6)
-	// kubectl reads the same status: a rollout against the fleet is done.
+	// A rollout in the fleet: kubectl follows it on the template's status
+	// and returns once every member's copy has rolled out.
 	fleetKubeconfig := filepath.Join(t.TempDir(), "fleet.kubeconfig")
 	mustCLI(t, "fleet", "kubeconfig", fleet, "--output-file", fleetKubeconfig)
+	must(fc.Patch(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}},
+		client.RawPatch(types.MergePatchType, []byte(`{"spec":{"template":{"metadata":{"annotations":{"e2e/rollout":"2"}}}}}`))))
 	if out, err := exec.Command(kubectlPath(t), "--kubeconfig", fleetKubeconfig, "rollout", "status", "deployment/web",
-		"--namespace", "shop", "--timeout", "2m").CombinedOutput(); err != nil || !strings.Contains(string(out), "successfully rolled out") {
-		t.Errorf("kubectl rollout status against the fleet: %v\n%s", err, out)
+		"--namespace", "shop", "--timeout", "4m").CombinedOutput(); err != nil || !strings.Contains(string(out), "successfully rolled out") {
+		t.Fatalf("kubectl rollout status against the fleet: %v\n%s", err, out)
 	}
+	for name, cl := range map[string]client.Client{"fn-a": a, "fn-b": b} {
+		d := &appsv1.Deployment{}
+		must(cl.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d))
+		st := d.Status
+		if d.Spec.Template.Annotations["e2e/rollout"] != "2" || st.ObservedGeneration != d.Generation ||
+			st.UpdatedReplicas != ptr.Deref(d.Spec.Replicas, 0) || st.AvailableReplicas != st.UpdatedReplicas {
+			t.Errorf("rollout status returned before %s rolled out: template %v, status %+v", name, d.Spec.Template.Annotations, st)
+		}
+	}
+	divided("4 + 2 after the rollout, nothing left over", 4, 2, 2*time.Minute)
 
 	// b's node goes silent (its kubelet frozen): once it is NotReady, b
 	// has no Ready node, and after the toleration its share runs in a.

@@ -22,3 +22,18 @@ func Binaries(t testing.TB) releases.Binaries {
 	}
 	return bins
 }
+
+// CloudController returns the default release's
+// lotse-cloud-controller-manager; like Binaries, it fails in CI and skips
+// elsewhere when it is not built.
+func CloudController(t testing.TB) string {
+	t.Helper()
+	path, err := releases.NewStore(releases.DefaultCacheDir()).CloudController(releases.Default())
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the release must be built before the unit tests: %v", err)
+		}
+		t.Skipf("needs the default release built (make releases): %v", err)
+	}
+	return path
+}

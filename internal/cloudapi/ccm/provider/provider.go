@@ -50,23 +50,25 @@ const (
 )
 
 // ClientCommonName is the common name of a cluster's client certificate
-// for the cloud API: the manager serves that cluster only to it.
-func ClientCommonName(namespace, name string) string {
-	return clientCertificatePrefix + namespace + "/" + name
+// for the cloud API: the manager serves that cluster only to it. The
+// cluster's UID is part of it, so a certificate of a deleted cluster is
+// worth nothing to a new one of the same name.
+func ClientCommonName(namespace, name, uid string) string {
+	return clientCertificatePrefix + namespace + "/" + name + "/" + uid
 }
 
 // ParseClientCommonName returns the cluster a client certificate's common
 // name stands for.
-func ParseClientCommonName(cn string) (namespace, name string, ok bool) {
+func ParseClientCommonName(cn string) (namespace, name, uid string, ok bool) {
 	rest, ok := strings.CutPrefix(cn, clientCertificatePrefix)
 	if !ok {
-		return "", "", false
+		return "", "", "", false
 	}
-	namespace, name, ok = strings.Cut(rest, "/")
-	if !ok || namespace == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", false
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return "", "", "", false
 	}
-	return namespace, name, true
+	return parts[0], parts[1], parts[2], true
 }
 
 // InstanceRequest asks about the machine behind a node.
