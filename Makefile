@@ -38,11 +38,11 @@ deps:
 
 ## releases: the upstream binaries of the default Kubernetes version (cached)
 releases: build
-	$(LOTSE) release build $(K8S_VERSION)
+	$(LOTSE) release build --node-images $(K8S_VERSION)
 
 ## test-releases: the default version and the one the upgrade tests start from
 test-releases: build
-	$(LOTSE) release build $(K8S_VERSION) $(UPGRADE_FROM)
+	$(LOTSE) release build --node-images $(K8S_VERSION) $(UPGRADE_FROM)
 
 ## test: everything CI runs: lint, unit tests, end-to-end tests on real binaries
 test: deps test-releases lint unit e2e

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lotse/lotse/internal/images"
+	"github.com/lotse/lotse/internal/manager"
 	"github.com/lotse/lotse/internal/releases"
 )
 
@@ -52,12 +53,15 @@ func newReleaseCommand() *cobra.Command {
 			return w.Flush()
 		},
 	})
-	cmd.AddCommand(&cobra.Command{
+	var nodeImages bool
+	build := &cobra.Command{
 		Use:   "build [VERSION...]",
 		Short: "Build the upstream binaries of a version (default: the newest) into the cache",
-		Long: "Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl\n" +
-			"and the matching etcd from the Go module proxy. A cold build takes about 10 minutes on 2 cores;\n" +
-			"a build that is already in the cache returns at once.",
+		Long: "Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl,\n" +
+			"the matching etcd and Lotse's cloud controller manager from the Go module proxy. A cold build\n" +
+			"takes about 10 minutes on 2 cores; a build that is already in the cache returns at once.\n" +
+			"--node-images also builds the images every node of the version gets (CoreDNS, kube-router, ...),\n" +
+			"which the manager otherwise builds when the first node needs them.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				args = []string{releases.Default().Version}
@@ -71,11 +75,25 @@ func newReleaseCommand() *cobra.Command {
 				if _, err := store.Ensure(cmd.Context(), r, os.Stderr); err != nil {
 					return err
 				}
+				if nodeImages {
+					imgs, err := manager.NodeImages(r.Version, store)
+					if err != nil {
+						return err
+					}
+					builder := &images.Builder{CacheDir: cacheDir, Log: os.Stderr}
+					for _, img := range imgs {
+						if _, err := builder.Ensure(cmd.Context(), img); err != nil {
+							return fmt.Errorf("node image %s: %w", img.Ref(), err)
+						}
+					}
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "kubernetes %s (etcd %s) is ready in %s\n", r.Version, r.Etcd, store.KubernetesBinDir(r.Version))
 			}
 			return nil
 		},
-	})
+	}
+	build.Flags().BoolVar(&nodeImages, "node-images", false, "also build the images every node of the version gets")
+	cmd.AddCommand(build)
 	var version string
 	path := &cobra.Command{
 		Use:   "path COMPONENT",

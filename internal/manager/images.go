@@ -27,19 +27,36 @@ type nodeImages struct {
 	failed   map[string]error
 }
 
-func (n *nodeImages) source(ctx context.Context, version string) (string, []string, bool, error) {
+// NodeImages are the images every node of a release gets: the release's
+// addons and node agents, the previous minor's CoreDNS (an upgrade runs
+// it until CoreDNS moves on), and the konnectivity agent built from the
+// release's binaries in store. `lotse release build --node-images`
+// builds them ahead, as the manager does on a node's first need.
+func NodeImages(version string, store *releases.Store) ([]images.Image, error) {
 	set, err := images.Lookup(version)
 	if err != nil {
-		return "", nil, false, err
+		return nil, err
 	}
 	all := append(set.All(), images.NodeAgents()...)
 	if prev, ok := images.PreviousMinor(version); ok && prev.CoreDNS.Ref() != set.CoreDNS.Ref() {
 		all = append(all, prev.CoreDNS)
 	}
-	if agent, ok, err := n.agentImage(version); err != nil {
-		return "", nil, false, err
+	if agent, ok, err := agentImage(version, store); err != nil {
+		return nil, err
 	} else if ok {
 		all = append(all, agent)
+	}
+	return all, nil
+}
+
+func (n *nodeImages) source(ctx context.Context, version string) (string, []string, bool, error) {
+	set, err := images.Lookup(version)
+	if err != nil {
+		return "", nil, false, err
+	}
+	all, err := NodeImages(version, n.releases)
+	if err != nil {
+		return "", nil, false, err
 	}
 	var tarballs []string
 	ready := true
@@ -61,12 +78,12 @@ func (n *nodeImages) source(ctx context.Context, version string) (string, []stri
 
 // agentImage is the konnectivity agent's image of a release, if the release
 // has a tunnel and its binaries are built.
-func (n *nodeImages) agentImage(version string) (images.Image, bool, error) {
+func agentImage(version string, store *releases.Store) (images.Image, bool, error) {
 	rel, err := releases.Lookup(version)
-	if err != nil || rel.Konnectivity == "" || n.releases == nil {
+	if err != nil || rel.Konnectivity == "" || store == nil {
 		return images.Image{}, false, err
 	}
-	bins, err := n.releases.Binaries(rel)
+	bins, err := store.Binaries(rel)
 	if err != nil {
 		return images.Image{}, false, err
 	}
