@@ -1,14 +1,12 @@
 package cloudapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,24 +23,6 @@ import (
 	"github.com/lotse/lotse/internal/controlplane/process/processtest"
 	"github.com/lotse/lotse/internal/releases/releasestest"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestCloudControllerManagerProcess runs the default release's
 // lotse-cloud-controller-manager (upstream's controllers, built against
@@ -73,25 +53,25 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cert, key, err := creds.IssueClient(cluster, "uid-cp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	config, _ := json.Marshal(provider.Config{Server: url, CAFile: creds.CAFile(),
-		CertFile: filepath.Join(dir, "cloud.crt"), KeyFile: filepath.Join(dir, "cloud.key")})
-	for name, data := range map[string][]byte{"cloud.crt": cert, "cloud.key": key, "cloud.json": config, "kubeconfig": kubeconfig} {
+	config, _ := json.Marshal(cloudConfig(t, creds, creds, url, cluster, "uid-cp"))
+	for name, data := range map[string][]byte{"cloud.json": config, "kubeconfig": kubeconfig} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var out syncBuffer
+	// The process writes into a file (read if the test fails).
+	out, err := os.Create(filepath.Join(dir, "output"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
 	cmd := exec.CommandContext(ctx, binary,
 		"--kubeconfig", filepath.Join(dir, "kubeconfig"),
 		"--cloud-provider", provider.Name, "--cloud-config", filepath.Join(dir, "cloud.json"),
 		"--controllers", "cloud-node-controller,cloud-node-lifecycle-controller,service-lb-controller",
 		"--cluster-name", cluster.Name, "--leader-elect=false", "--secure-port=0",
 		"--use-service-account-credentials=false", "--configure-cloud-routes=false", "--node-monitor-period=1s")
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -104,7 +84,8 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 		cancel()
 		<-exited
 		if t.Failed() {
-			t.Logf("cloud controller manager output:\n%s", out.String())
+			data, _ := os.ReadFile(out.Name())
+			t.Logf("cloud controller manager output:\n%s", data)
 		}
 	})
 

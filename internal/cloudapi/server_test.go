@@ -74,23 +74,29 @@ func (f *fakeLoadBalancers) DeleteCluster(_ context.Context, cluster clusterref.
 	return nil
 }
 
-// clientFor writes a cloud config with the cluster's certificate from
-// issuer, trusting server's CA, and returns the provider a cloud
-// controller manager would make from it.
-func clientFor(t *testing.T, issuer, server *Credentials, url string, cluster clusterref.Ref, uid string) *provider.Cloud {
+// cloudConfig writes the cluster's client certificate from issuer into a
+// new directory and returns the cloud config a cloud controller manager
+// of that cluster gets, trusting server's CA.
+func cloudConfig(t *testing.T, issuer, server *Credentials, url string, cluster clusterref.Ref, uid string) provider.Config {
 	t.Helper()
 	cert, key, err := issuer.IssueClient(cluster, uid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	for name, data := range map[string][]byte{"client.crt": cert, "client.key": key} {
+	for name, data := range map[string][]byte{"cloud.crt": cert, "cloud.key": key} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c, err := provider.New(provider.Config{Server: url, CAFile: server.CAFile(),
-		CertFile: filepath.Join(dir, "client.crt"), KeyFile: filepath.Join(dir, "client.key")})
+	return provider.Config{Server: url, CAFile: server.CAFile(), CertFile: filepath.Join(dir, "cloud.crt"), KeyFile: filepath.Join(dir, "cloud.key")}
+}
+
+// clientFor returns the provider a cloud controller manager would make
+// from cloudConfig's config.
+func clientFor(t *testing.T, issuer, server *Credentials, url string, cluster clusterref.Ref, uid string) *provider.Cloud {
+	t.Helper()
+	c, err := provider.New(cloudConfig(t, issuer, server, url, cluster, uid))
 	if err != nil {
 		t.Fatal(err)
 	}

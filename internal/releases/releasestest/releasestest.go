@@ -14,12 +14,7 @@ import (
 func Binaries(t testing.TB) releases.Binaries {
 	t.Helper()
 	bins, err := releases.NewStore(releases.DefaultCacheDir()).Binaries(releases.Default())
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the release must be built before the unit tests: %v", err)
-		}
-		t.Skipf("needs the default release built (make releases): %v", err)
-	}
+	needBuilt(t, err)
 	return bins
 }
 
@@ -29,11 +24,19 @@ func Binaries(t testing.TB) releases.Binaries {
 func CloudController(t testing.TB) string {
 	t.Helper()
 	path, err := releases.NewStore(releases.DefaultCacheDir()).CloudController(releases.Default())
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the release must be built before the unit tests: %v", err)
-		}
-		t.Skipf("needs the default release built (make releases): %v", err)
-	}
+	needBuilt(t, err)
 	return path
+}
+
+// needBuilt fails the test in CI and skips it elsewhere when what it needs
+// is not built (err).
+func needBuilt(t testing.TB, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("the release must be built before the unit tests: %v", err)
+	}
+	t.Skipf("needs the default release built (make releases): %v", err)
 }
