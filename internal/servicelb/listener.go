@@ -235,6 +235,47 @@ func check(ctx context.Context, h HealthCheck, addr string) bool {
 	return true
 }
 
+// Connecting to a backend: rounds over the picked backends, a pause
+// between rounds, all within a budget of connectRounds connect timeouts.
+const (
+	connectRounds     = 3
+	connectRoundPause = 200 * time.Millisecond
+)
+
+// dialBackend connects a client to a backend, as HAProxy's retries and
+// redispatch do: a backend that refuses or does not answer is followed by
+// the next, and when a whole round failed, another round after a pause.
+// A node port can refuse for a moment though the node is healthy: its
+// kube-proxy still sends a share of new connections to a pod that has just
+// stopped listening, until the endpoint's removal reaches it. Another try
+// meets a serving pod; the client sees no error.
+func (l *listener) dialBackend(ctx context.Context, client net.Addr, timeout time.Duration) (net.Conn, *backend) {
+	deadline := time.Now().Add(connectRounds * timeout)
+	for round := 0; round < connectRounds; round++ {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, nil
+			case <-time.After(connectRoundPause):
+			}
+		}
+		for _, b := range l.pick(client) {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return nil, nil
+			}
+			var d net.Dialer
+			dctx, cancel := context.WithTimeout(ctx, min(timeout, left))
+			c, err := d.DialContext(dctx, "tcp", b.addr)
+			cancel()
+			if err == nil {
+				return c, b
+			}
+		}
+	}
+	return nil, nil
+}
+
 func (l *listener) serveTCP(ctx context.Context, ln net.Listener) error {
 	go func() { <-ctx.Done(); ln.Close() }()
 	var wg sync.WaitGroup
@@ -262,15 +303,7 @@ func (l *listener) handleTCP(ctx context.Context, client net.Conn) {
 	if !allowed(cidrs, client.RemoteAddr()) {
 		return // refused: closed before a byte is read
 	}
-	var conn net.Conn
-	var chosen *backend
-	for _, b := range l.pick(client.RemoteAddr()) {
-		c, err := net.DialTimeout("tcp", b.addr, cfg.ConnectTimeout)
-		if err == nil {
-			conn, chosen = c, b
-			break
-		}
-	}
+	conn, chosen := l.dialBackend(ctx, client.RemoteAddr(), cfg.ConnectTimeout)
 	if conn == nil {
 		l.log.Printf("listener %s: no backend reachable for %s", cfg.Name, client.RemoteAddr())
 		return

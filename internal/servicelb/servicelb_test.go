@@ -167,6 +167,46 @@ func TestTCPBalancing(t *testing.T) {
 	}
 }
 
+// TestConnectRetry: a node port that refuses for a moment (its kube-proxy
+// still sends a share of connections to a pod that stopped listening)
+// costs the client nothing: the balancer tries again after a pause.
+func TestConnectRetry(t *testing.T) {
+	backendPort := freePort(t, "tcp")
+	backendAddr := fmt.Sprintf("127.0.0.1:%d", backendPort)
+	port := freePort(t, "tcp")
+	startBalancer(t, Spec{Address: "127.0.0.1", Listeners: []Listener{{Name: "api", Protocol: TCP, Port: port,
+		Backends: []string{backendAddr}, Health: HealthCheck{Interval: time.Hour}}}})
+
+	listening := make(chan func(), 1)
+	time.AfterFunc(100*time.Millisecond, func() {
+		ln, err := net.Listen("tcp", backendAddr)
+		if err != nil {
+			listening <- nil
+			return
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "late\n\n")
+				c.Close()
+			}
+		}()
+		listening <- func() { ln.Close() }
+	})
+	name, _, err := ask(t, fmt.Sprintf("127.0.0.1:%d", port))
+	stop := <-listening
+	if stop == nil {
+		t.Fatal("the backend's port was taken meanwhile")
+	}
+	defer stop()
+	if err != nil || name != "late" {
+		t.Errorf("a client arriving while its only backend refused: %q, %v; want the backend's answer after a retry", name, err)
+	}
+}
+
 func TestAllowedSourceRanges(t *testing.T) {
 	a, stop := tcpBackend(t, "a")
 	defer stop()

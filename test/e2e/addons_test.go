@@ -44,7 +44,7 @@ import (
 // (see networkPolicies).
 func TestAddons(t *testing.T) {
 	const name = "addons"
-	t.Parallel()
+	parallel(t)
 	buildEchoImage(t) // before the machines load their images
 	mc := mgmtClient(t)
 	ctx := context.Background()

@@ -26,7 +26,7 @@ import (
 // nodes have been unneeded for the pool's scaleDownUnneededTime.
 func TestAutoscaling(t *testing.T) {
 	const name = "autoscale"
-	t.Parallel()
+	parallel(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}

@@ -30,7 +30,7 @@ var snapshotLine = regexp.MustCompile(`snapshot (\d{8}T\d{6}Z) of cluster`)
 // server.
 func TestBackupRestore(t *testing.T) {
 	const name, clone = "keeper", "keeper-clone"
-	t.Parallel()
+	parallel(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}

@@ -71,7 +71,7 @@ func scrapeMetrics(t testing.TB) string {
 // conditions, the alert and the restart.
 func TestCare(t *testing.T) {
 	const name = "cared"
-	t.Parallel()
+	parallel(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}

@@ -24,7 +24,7 @@ import (
 // certificate and the API server still reaches the kubelet (logs).
 func TestCARotation(t *testing.T) {
 	const name = "ca-rotating"
-	t.Parallel()
+	parallel(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}

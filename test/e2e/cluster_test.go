@@ -32,6 +32,7 @@ import (
 // and client-go, check that Secrets are encrypted in etcd, delete it and
 // check that nothing is left.
 func TestClusterLifecycle(t *testing.T) {
+	parallel(t)
 	const name = "life"
 	out := mustCLI(t, "cluster", "create", name, "--wait", "--timeout", "3m")
 	for _, task := range []string{"pki", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubeconfig-secret"} {

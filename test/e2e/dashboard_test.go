@@ -77,7 +77,7 @@ func startDashboard(t *testing.T) string {
 // shown with their messages (a quota, a bad version), the kubeconfig, and
 // delete.
 func TestDashboard(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	chromium := chromiumPath(t)
 	ctx := context.Background()
 	admin := mgmtClient(t)

@@ -27,7 +27,7 @@ import (
 // leaves the other working.
 func TestSharedDatastore(t *testing.T) {
 	const a, b = "shared-a", "shared-b"
-	t.Parallel()
+	parallel(t)
 	buildEchoImage(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()

@@ -107,7 +107,7 @@ func widgetsPolicy() *policyv1.ClusterPropagationPolicy {
 // other and back, moves everything when the policy changes, leaves a
 // member's own object alone, and cleans a member that leaves.
 func TestFleetPropagation(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ctx := context.Background()
 	mc := mgmtClient(t)
 	const fleet = "fl"

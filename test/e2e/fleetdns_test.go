@@ -134,7 +134,7 @@ func frontAddress(t testing.TB, member string) string {
 // endpoints still look ready), and comes back; a hibernating member
 // leaves them at once (its pods drain first).
 func TestFleetDNS(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	buildEchoImage(t)
 	ctx := context.Background()
 	mc := mgmtClient(t)

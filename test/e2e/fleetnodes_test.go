@@ -31,7 +31,7 @@ import (
 // within the toleration plus the pods' start, and when the node is back
 // the division is 4 + 2 again with no pod left over.
 func TestFleetWithNodes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	buildEchoImage(t)
 	ctx := context.Background()
 	mc := mgmtClient(t)

@@ -75,7 +75,7 @@ func startFleetAgent(t testing.TB, member, bootstrap, memberKubeconfig string) (
 // agent into the member, and that agent, in its pod, joins and applies
 // its work.
 func TestFleetPullMember(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ctx := context.Background()
 	mc := mgmtClient(t)
 	const fleet, member = "fp", "fp-m"

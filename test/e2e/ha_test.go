@@ -29,6 +29,7 @@ import (
 // one etcd member and then one API server are killed, and the supervisor
 // brings the killed processes back.
 func TestHighAvailability(t *testing.T) {
+	parallel(t)
 	const name = "ha"
 	mustCLI(t, "cluster", "create", name, "--ha", "--wait", "--timeout", "3m")
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait") })
@@ -173,7 +174,7 @@ func checkConfigMapsKept(t *testing.T, cs kubernetes.Interface, namespace, forma
 // held the data at first.
 func TestMakeHighlyAvailable(t *testing.T) {
 	const name = "grow"
-	t.Parallel()
+	parallel(t)
 	mustCLI(t, "cluster", "create", name, "--wait", "--timeout", "3m")
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait") })
 	mc := mgmtClient(t)

@@ -139,7 +139,11 @@ func importImage(t testing.TB, cluster string, img images.Image) string {
 func helmManager(t *testing.T, host string) {
 	ctx := context.Background()
 	const inner, release, ns = "inner", "lotse", "lotse-system"
+	start := time.Now()
+	// Where the time goes: each step's time since the start, for a slow run.
+	step := func(what string) { t.Logf("%s after %s", what, time.Since(start).Round(time.Second)) }
 	ref := loadManagerImage(t, host)
+	step("manager image built and imported")
 	repo, tag, _ := strings.Cut(ref[strings.LastIndex(ref, "/")+1:], ":")
 	repo = ref[:strings.LastIndex(ref, "/")+1] + repo
 
@@ -175,6 +179,7 @@ func helmManager(t *testing.T, host string) {
 		// reach it, and so does this host.
 		"--set-string", `seed.apiServerService.annotations.lb\.lotse\.dev/internal=true`,
 		"--wait", "--timeout", "10m")
+	step("chart installed")
 	t.Cleanup(func() {
 		// What the managers made goes while they run: the cluster, then
 		// the seed (whose finalizer they remove).
@@ -222,7 +227,9 @@ func helmManager(t *testing.T, host string) {
 	if err := mc.Create(ctx, c); err != nil {
 		t.Fatal(err)
 	}
+	step("seed management Ready")
 	cl := waitClusterReady(t, mc, inner, 10*time.Minute)
+	step("cluster inner Ready")
 	if cl.Status.Seed != "management" {
 		t.Fatalf("status.seed = %q, want management", cl.Status.Seed)
 	}

@@ -24,7 +24,7 @@ import (
 // schedule then puts it to sleep and wakes it.
 func TestHibernation(t *testing.T) {
 	const name = "sleepy"
-	t.Parallel()
+	parallel(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}

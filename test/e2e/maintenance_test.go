@@ -20,7 +20,7 @@ import (
 // holds only the newest patch of each minor.)
 func TestMaintenance(t *testing.T) {
 	const name = "maint"
-	t.Parallel()
+	parallel(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}

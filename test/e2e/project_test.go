@@ -94,7 +94,7 @@ func workerless(namespace, name string) *lotsev1.Cluster {
 // not quotas, a project with clusters cannot be deleted, and members get
 // short-lived kubeconfigs while an expired one is refused.
 func TestProjects(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ctx := context.Background()
 	admin := mgmtClient(t)
 	mustCLI(t, "project", "create", "acme", "--member", "alice=owner", "--member", "bob=viewer",

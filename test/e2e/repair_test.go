@@ -20,7 +20,7 @@ import (
 // says why, until they recover.
 func TestMachineRepair(t *testing.T) {
 	const name = "repair"
-	t.Parallel()
+	parallel(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}

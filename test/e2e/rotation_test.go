@@ -26,7 +26,7 @@ import (
 // Requests that make no sense are refused with the fix.
 func TestCredentialRotation(t *testing.T) {
 	const name = "rotating"
-	t.Parallel()
+	parallel(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()
 	c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}

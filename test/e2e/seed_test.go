@@ -38,7 +38,7 @@ import (
 // the seed's cluster starts managers there that run a cluster of their
 // own on it (helmManager).
 func TestSeed(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	buildEchoImage(t)
 	prebuildHelm()
 	mc := mgmtClient(t)

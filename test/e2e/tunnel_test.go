@@ -51,6 +51,7 @@ import (
 // again. And a pod whose image is not in the offline bundle fails at once,
 // with Lotse's event, without a packet leaving the host.
 func TestTunnel(t *testing.T) {
+	parallel(t)
 	buildEchoImage(t)
 	mc := mgmtClient(t)
 	ctx := context.Background()

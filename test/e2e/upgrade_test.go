@@ -199,7 +199,7 @@ func (l *apiLoad) finish(t testing.TB) {
 // at the end every process and node runs the new version.
 func TestUpgrade(t *testing.T) {
 	const name = "upgrade"
-	t.Parallel()
+	parallel(t)
 	from, to := upgradeFrom(t), releases.Default().Version
 	mc := mgmtClient(t)
 	ctx := context.Background()

@@ -421,8 +421,12 @@ func (r render) etcdMembers(replicas int32, state string) *appsv1.StatefulSet {
 }
 
 // apiServerShutdownDelay keeps a stopping API server serving while the
-// node ports and the host's load balancers stop sending it connections.
-const apiServerShutdownDelay = "5s"
+// node ports and the host's load balancers stop sending it connections:
+// the pod's endpoint has to go through the seed's endpoint-slice
+// controller to every node's kube-proxy, which on a busy seed took longer
+// than 5s (new connections met a closed port). The pod's grace period
+// (30s) leaves the other half for requests in flight.
+const apiServerShutdownDelay = "15s"
 
 func (r render) apiServerArgs(replicas int32) []string {
 	var etcdServers []string
