@@ -84,6 +84,10 @@ type Config struct {
 	// Network selects the pod network; nil is Lotse's bridge, which needs
 	// nothing in the cluster (the machines configure it).
 	Network *Network
+	// CloudController grants the cluster's own cloud controller manager
+	// (pki.CloudControllerUser) its rights; false when the manager runs
+	// the cluster's cloud controllers itself.
+	CloudController bool
 	// TrustDigest names the cluster's trust (pki.NodeTrustDigest); it is
 	// an annotation of every managed pod template, so a rotation of the
 	// cluster CA restarts the addons' pods, which read the CA bundle
@@ -163,6 +167,7 @@ func Render(cfg Config) ([]Addon, error) {
 		{DefaultNetworkPoliciesName, renderDefaultNetworkPolicies},
 		{StorageName, renderStorage},
 		{MetricsServerName, renderMetrics},
+		{CloudControllerName, renderCloudController},
 	}
 	var out []Addon
 	for _, r := range renderers {

@@ -2,9 +2,7 @@ package cloudapi
 
 import (
 	"context"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,25 +12,30 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/lotse/lotse/internal/cloudapi/ccm/provider"
+	"github.com/lotse/lotse/internal/addons"
 	lotsecloud "github.com/lotse/lotse/internal/cloudprovider"
 	"github.com/lotse/lotse/internal/clusterref"
+	"github.com/lotse/lotse/internal/controlplane"
+	"github.com/lotse/lotse/internal/controlplane/process"
 	"github.com/lotse/lotse/internal/controlplane/process/processtest"
 	"github.com/lotse/lotse/internal/releases/releasestest"
+	"github.com/lotse/lotse/internal/supervisor"
 )
 
 // TestCloudControllerManagerProcess runs the default release's
 // lotse-cloud-controller-manager (upstream's controllers, built against
-// that release's k8s.io/cloud-provider) against a real API server, with
-// the cloud API behind it: a new node gets its machine's metadata and
-// loses the uninitialized taint, a node without a machine is removed, and
-// a LoadBalancer Service gets its balancer's address.
+// that release's k8s.io/cloud-provider) as a component of a real control
+// plane (the process backend's), with the cloud API behind it and the
+// rights Lotse's addon grants it and nothing more: a new node gets its
+// machine's metadata and loses the uninitialized taint, a node without a
+// machine is removed, and a LoadBalancer Service gets its balancer's
+// address. A spec without it stops it.
 func TestCloudControllerManagerProcess(t *testing.T) {
 	binary := releasestest.CloudController(t)
-	kubeconfig := processtest.ControlPlane(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -43,51 +46,56 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 		}},
 		LoadBalancers: &fakeLoadBalancers{},
 	}
-	srv.Register(cluster, "uid-cp", "lab")
-	creds, err := EnsureCredentials(t.TempDir())
+	apiDir := t.TempDir()
+	host, err := Start(ctx, srv, apiDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, err := srv.Serve(ctx, creds, "127.0.0.1:0")
+	access, err := host.Access(cluster, "uid-cp", "lab")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	config, _ := json.Marshal(cloudConfig(t, creds, creds, url, cluster, "uid-cp"))
-	for name, data := range map[string][]byte{"cloud.json": config, "kubeconfig": kubeconfig} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The process writes into a file (read if the test fails).
-	out, err := os.Create(filepath.Join(dir, "output"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.CommandContext(ctx, binary,
-		"--kubeconfig", filepath.Join(dir, "kubeconfig"),
-		"--cloud-provider", provider.Name, "--cloud-config", filepath.Join(dir, "cloud.json"),
-		"--controllers", "cloud-node-controller,cloud-node-lifecycle-controller,service-lb-controller",
-		"--cluster-name", cluster.Name, "--leader-elect=false", "--secure-port=0",
-		"--use-service-account-credentials=false", "--configure-cloud-routes=false", "--node-monitor-period=1s")
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// exited is closed when the process ends, with its error in waitErr.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
+	cp := processtest.Start(t, func(s *controlplane.Spec) {
+		s.CloudController = &controlplane.CloudController{Binary: binary, API: access}
+	})
+	kubeconfig := cp.Kubeconfig
+	logFile := filepath.Join(cp.Backend.Dir(cp.Spec.Key), "logs", process.CompCloudController+"-0.log")
 	t.Cleanup(func() {
-		cancel()
-		<-exited
 		if t.Failed() {
-			data, _ := os.ReadFile(out.Name())
+			data, _ := os.ReadFile(logFile)
 			t.Logf("cloud controller manager output:\n%s", data)
 		}
 	})
+	status := cp.Backend.Status(ctx, cp.Spec)
+	healthy := false
+	for _, c := range status.Components {
+		healthy = healthy || c.Name == process.CompCloudController+"-0" && c.Healthy
+	}
+	if !healthy {
+		t.Errorf("the control plane's status has no healthy %s-0: %+v", process.CompCloudController, status.Components)
+	}
+
+	// Its rights, as the cluster's addons grant them.
+	rendered, err := addons.Render(addons.Config{CloudController: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminCfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn := dynamic.NewForConfigOrDie(adminCfg)
+	for _, a := range rendered {
+		if a.Name != addons.CloudControllerName {
+			continue
+		}
+		for _, o := range a.Objects {
+			gvr := addons.Resources[o.GetKind()]
+			if _, err := dyn.Resource(gvr).Namespace(o.GetNamespace()).Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: "test"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
@@ -98,11 +106,6 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 		t.Helper()
 		var last error
 		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-			select {
-			case <-exited:
-				t.Fatalf("the cloud controller manager exited: %v", waitErr)
-			default:
-			}
 			ok, err := cond()
 			last = err
 			return ok, nil
@@ -166,4 +169,15 @@ func TestCloudControllerManagerProcess(t *testing.T) {
 		}
 		return false, nil
 	})
+
+	// Without one in the spec, the process stops (the manager's own
+	// controllers take over).
+	without := cp.Spec
+	without.CloudController = nil
+	cp.Converge(t, without)
+	for _, p := range supervisor.FindProcesses(cp.Backend.Supervisor.Owner()) {
+		if strings.Contains(p.Name, process.CompCloudController) {
+			t.Errorf("%s still runs (pid %d) after a spec without it converged", p.Name, p.PID)
+		}
+	}
 }

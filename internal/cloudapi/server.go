@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -220,4 +221,20 @@ func (s *Server) Serve(ctx context.Context, creds *Credentials, addr string) (st
 		_ = srv.Shutdown(shutdownCtx)
 	}()
 	return "https://" + ln.Addr().String(), nil
+}
+
+// names reports whether certPEM is a client certificate of this CA for the
+// cluster with this UID that is valid for a while yet (a month: an older
+// one is issued again).
+func (c *Credentials) names(certPEM []byte, cluster clusterref.Ref, uid string) bool {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil || cert.CheckSignatureFrom(c.ca.Cert) != nil {
+		return false
+	}
+	return cert.Subject.CommonName == provider.ClientCommonName(cluster.Namespace, cluster.Name, uid) &&
+		time.Until(cert.NotAfter) > 30*24*time.Hour
 }

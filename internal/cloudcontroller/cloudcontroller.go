@@ -1,5 +1,8 @@
-// Package cloudcontroller runs the cloud controller manager of every
-// tenant cluster inside Lotse's manager: upstream's controllers from
+// Package cloudcontroller runs the cloud controllers of tenant clusters
+// inside Lotse's manager, for those whose control plane runs no cloud
+// controller manager process of its own (control planes on seeds, and
+// releases whose lotse-cloud-controller-manager is not built; see
+// internal/cloudapi and docs/cloud.md): upstream's controllers from
 // k8s.io/cloud-provider (cloud-node: a new node gets its provider ID,
 // addresses, zone, region and instance type, and loses the uninitialized
 // taint; cloud-node-lifecycle: a stopped machine's node gets the shutdown

@@ -53,6 +53,29 @@ type Spec struct {
 	// is to reach (empty: none runs). Stages are idempotent; each is
 	// rolled out to every instance before the controller moves on.
 	Rotation Rotation
+	// CloudController runs the cluster's cloud controller manager as a
+	// component of the control plane, one per controller-manager, built
+	// from the cluster's release (nil: the manager runs the cluster's
+	// cloud controllers itself).
+	CloudController *CloudController
+}
+
+// CloudController is the cloud controller manager of one cluster: the
+// release's lotse-cloud-controller-manager, which asks the manager's
+// cloud API about machines and load balancers.
+type CloudController struct {
+	// Binary is the release's lotse-cloud-controller-manager.
+	Binary string
+	// API is where it reaches the cloud API, and with what.
+	API CloudAPIAccess
+}
+
+// CloudAPIAccess is a cluster's way into the manager's cloud API: its URL,
+// the CA that verifies it and the cluster's client certificate and key
+// (PEM).
+type CloudAPIAccess struct {
+	URL           string
+	CA, Cert, Key []byte
 }
 
 // Rotation stages of a control plane's credentials.

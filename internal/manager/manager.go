@@ -28,6 +28,7 @@ import (
 	"github.com/lotse/lotse/internal/addons/keeper"
 	"github.com/lotse/lotse/internal/backup"
 	"github.com/lotse/lotse/internal/care"
+	"github.com/lotse/lotse/internal/cloudapi"
 	"github.com/lotse/lotse/internal/cloudcontroller"
 	cloudlocal "github.com/lotse/lotse/internal/cloudprovider/local"
 	"github.com/lotse/lotse/internal/clusterref"
@@ -270,8 +271,9 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		return err
 	}
 	addonKeeper := &keeper.Keeper{}
+	cloudMachines := &cloudlocal.Machines{Client: mgr.GetClient()}
 	cloud := &cloudcontroller.Runner{
-		Machines: &cloudlocal.Machines{Client: mgr.GetClient()},
+		Machines: cloudMachines,
 		LoadBalancers: &cloudlocal.LoadBalancers{
 			Supervisor: opts.Supervisor, StateDir: opts.StateDir, Binary: opts.LotseBinary, PublicPool: pool,
 			NodesCIDR: func(ref clusterref.Ref) (netip.Prefix, error) {
@@ -282,6 +284,18 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 				return netip.ParsePrefix(access.NodesCIDR)
 			},
 		},
+	}
+	// The cloud API the clusters' own cloud controller managers (processes
+	// of their control planes here) ask; control planes on seeds keep the
+	// manager's controllers.
+	var cloudAPI clustercontroller.CloudAPI
+	if !opts.SeedsOnly && opts.StateDir != "" {
+		host, err := cloudapi.Start(ctx, &cloudapi.Server{Machines: cloudMachines, LoadBalancers: cloud.LoadBalancers},
+			filepath.Join(opts.StateDir, "cloud-api"))
+		if err != nil {
+			return fmt.Errorf("manager: the cloud API: %w", err)
+		}
+		cloudAPI = host
 	}
 	backupDir := opts.BackupDir
 	if backupDir == "" {
@@ -298,6 +312,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Tenants:      tenants,
 		Addons:       addonKeeper,
 		Cloud:        cloud,
+		CloudAPI:     cloudAPI,
 		Responders:   &hibernation.Responders{},
 		DNSUpstreams: opts.DNSUpstreams,
 		Client:       mgr.GetClient(),

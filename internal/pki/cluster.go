@@ -68,9 +68,16 @@ const (
 	KubeProxyName          = "kube-proxy"
 	ControllerMgrServing   = "controller-manager-serving"
 	SchedulerServing       = "scheduler-serving"
+	CloudControllerName    = "cloud-controller-manager"
+	CloudControllerServing = "cloud-controller-manager-serving"
 	ServiceAccountName     = "sa"
 	EncryptionConfigFile   = "encryption-config.yaml"
 )
+
+// CloudControllerUser is the user a cluster's cloud controller manager
+// is in its API server: Lotse's addons bind it to what the cloud
+// controllers need and nothing more.
+const CloudControllerUser = "lotse:cloud-controller-manager"
 
 // Cert returns the path of NAME.crt.
 func (p ClusterPKI) Cert(name string) string { return filepath.Join(p.Dir, name+".crt") }
@@ -126,8 +133,10 @@ func EnsureCluster(dir string, params ClusterParams) (ClusterPKI, error) {
 		{CAName, ControllerMgrName, CertSpec{CommonName: "system:kube-controller-manager", Client: true}},
 		{CAName, SchedulerName, CertSpec{CommonName: "system:kube-scheduler", Client: true}},
 		{CAName, KubeProxyName, CertSpec{CommonName: "system:kube-proxy", Client: true}},
+		{CAName, CloudControllerName, CertSpec{CommonName: CloudControllerUser, Client: true}},
 		{CAName, ControllerMgrServing, CertSpec{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true}},
 		{CAName, SchedulerServing, CertSpec{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true}},
+		{CAName, CloudControllerServing, CertSpec{CommonName: "cloud-controller-manager", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true}},
 		{FrontProxyCAName, FrontProxyClientName, CertSpec{CommonName: "front-proxy-client", Client: true}},
 		{EtcdCAName, EtcdServerName, CertSpec{CommonName: "etcd-server", DNSNames: etcdDNS, IPs: etcdIPs, Server: true, Client: true}},
 		{EtcdCAName, EtcdPeerName, CertSpec{CommonName: "etcd-peer", DNSNames: etcdDNS, IPs: etcdIPs, Server: true, Client: true}},

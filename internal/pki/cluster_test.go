@@ -43,6 +43,8 @@ var leafSpecs = []struct {
 	{KubeProxyName, CAName, "system:kube-proxy", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 	{ControllerMgrServing, CAName, "kube-controller-manager", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
 	{SchedulerServing, CAName, "kube-scheduler", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
+	{CloudControllerName, CAName, CloudControllerUser, nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
+	{CloudControllerServing, CAName, "cloud-controller-manager", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
 	{FrontProxyClientName, FrontProxyCAName, "front-proxy-client", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 	{EtcdServerName, EtcdCAName, "etcd-server", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
 	{EtcdPeerName, EtcdCAName, "etcd-peer", nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},

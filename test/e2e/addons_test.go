@@ -35,6 +35,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/netns"
+	"github.com/lotse/lotse/internal/releases"
 )
 
 // TestAddons: one cluster with two nodes whose managed components are
@@ -225,6 +226,20 @@ func stoppedMachine(t *testing.T, mc client.Client, name string, cs kubernetes.I
 // reported on the Service; deleting the Service releases everything.
 func cloudControllerManager(t *testing.T, mc client.Client, name string, cs kubernetes.Interface) {
 	ctx := context.Background()
+	// A process of the cluster's control plane, built with its release.
+	ccms := 0
+	for _, p := range clusterProcesses(name) {
+		if componentOf(p.Name) != "cloud-controller-manager" {
+			continue
+		}
+		ccms++
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID)); err == nil && !strings.Contains(exe, "/cloud-controller-manager/"+releases.Default().Version+"-") {
+			t.Errorf("%s runs %s, want the cloud controller manager of %s", p.Name, exe, releases.Default().Version)
+		}
+	}
+	if ccms != 1 {
+		t.Errorf("%d cloud controller manager processes of %s, want 1", ccms, name)
+	}
 	machines := map[string]lotsev1.Machine{}
 	for _, m := range listMachines(t, mc, name) {
 		machines[m.Status.NodeName] = m

@@ -309,8 +309,10 @@ func TestUpgrade(t *testing.T) {
 	waitClusterEvent(t, name, "UpgradeStarted", "from "+from+" to "+to)
 	waitClusterEvent(t, name, "Upgraded", to)
 
-	// Every control-plane process runs the new binaries.
+	// Every control-plane process runs the new binaries, the cloud
+	// controller managers too (built with the new release).
 	etcd := releases.Default().Etcd
+	ccms := 0
 	for _, p := range clusterProcesses(name) {
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
 		if err != nil {
@@ -326,7 +328,15 @@ func TestUpgrade(t *testing.T) {
 			if !strings.Contains(exe, "/kubernetes/"+to+"/") {
 				t.Errorf("%s runs %s, want kubernetes %s", p.Name, exe, to)
 			}
+		case "cloud-controller-manager":
+			ccms++
+			if !strings.Contains(exe, "/cloud-controller-manager/"+to+"-") {
+				t.Errorf("%s runs %s, want the cloud controller manager of %s", p.Name, exe, to)
+			}
 		}
+	}
+	if ccms != 2 {
+		t.Errorf("%d cloud controller manager processes, want 2 (one beside each controller-manager)", ccms)
 	}
 	info, err := cs.Discovery().ServerVersion()
 	if err != nil || info.GitVersion != "v"+to {

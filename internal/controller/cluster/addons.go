@@ -58,6 +58,8 @@ func (r *Reconciler) ensureAddons(ctx context.Context, c *lotsev1.Cluster, spec 
 		CoreDNSImage: set.CoreDNS.Ref(),
 		Upstreams:    r.DNSUpstreams,
 		Replicas:     min(2, totalMinimum(c)),
+		// The rights of the cluster's own cloud controller manager.
+		CloudController: spec.CloudController != nil,
 	}
 	// A backend without PKI files (another than the process backend) has
 	// no trust to follow.
@@ -225,6 +227,40 @@ func (r *Reconciler) metrics(spec controlplane.Spec) (*addons.Metrics, error) {
 	return &addons.Metrics{Image: images.MetricsServer().Ref(), CA: creds.CA, Cert: creds.Cert, Key: creds.Key, NodesCIDR: access.NodesCIDR}, nil
 }
 
+// CloudAPI lets the cloud controller manager of a cluster, a process of
+// its control plane built with its release, into the manager's cloud API.
+type CloudAPI interface {
+	// Access serves the cluster with this UID and region and returns what
+	// its cloud controller manager reaches the API with.
+	Access(cluster clusterref.Ref, uid, region string) (controlplane.CloudAPIAccess, error)
+	// Forget stops serving a cluster and drops its credentials.
+	Forget(cluster clusterref.Ref) error
+}
+
+// cloudControllerTask is the backend's task that runs a cluster's cloud
+// controller manager (process.TaskCloudController).
+const cloudControllerTask = "cloud-controller-manager"
+
+// withCloudController gives a cluster with worker pools, whose control
+// plane runs as processes on this host, its own cloud controller manager
+// from its release (once that is built; until then, and for control
+// planes on seeds, the manager runs the cluster's cloud controllers).
+func (r *Reconciler) withCloudController(c *lotsev1.Cluster, spec *controlplane.Spec, rel releases.Release) error {
+	if r.CloudAPI == nil || r.Releases == nil || spec.Seed != "" || len(c.Spec.Workers) == 0 {
+		return nil
+	}
+	bin, err := r.Releases.CloudController(rel)
+	if err != nil {
+		return nil
+	}
+	access, err := r.CloudAPI.Access(refOf(c), string(c.UID), c.Spec.Region)
+	if err != nil {
+		return fmt.Errorf("the cloud API's access for the cloud controller manager: %w", err)
+	}
+	spec.CloudController = &controlplane.CloudController{Binary: bin, API: access}
+	return nil
+}
+
 // CloudControllers runs the cloud controller manager of each cluster
 // (cloudcontroller.Runner implements it).
 type CloudControllers interface {
@@ -239,6 +275,12 @@ type CloudControllers interface {
 // ensureCloud runs the cluster's cloud controllers.
 func (r *Reconciler) ensureCloud(_ context.Context, c *lotsev1.Cluster, spec controlplane.Spec) (bool, string, error) {
 	if r.Cloud == nil {
+		return true, "", nil
+	}
+	if spec.CloudController != nil {
+		// The cluster's own process serves; the manager's controllers
+		// (from before it was built, or before an upgrade of Lotse) end.
+		r.Cloud.Stop(refOf(c))
 		return true, "", nil
 	}
 	cs, err := r.tenantClient(spec)

@@ -72,6 +72,11 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 			return ctrl.Result{}, err
 		}
 	}
+	if r.CloudAPI != nil {
+		if err := r.CloudAPI.Forget(ref); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if r.Tenants != nil {
 		r.Tenants.Forget(ref.Key())
 	}

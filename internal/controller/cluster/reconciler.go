@@ -71,6 +71,9 @@ type Reconciler struct {
 	Addons AddonKeeper
 	// Cloud runs the clusters' cloud controller managers (nil: none).
 	Cloud CloudControllers
+	// CloudAPI, if set, gives clusters cloud controller manager processes
+	// of their own (see withCloudController).
+	CloudAPI CloudAPI
 	// Destinations are where backups are kept and the key that seals
 	// them (nil: restores are refused).
 	Destinations *backup.Destinations
@@ -216,6 +219,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	spec := SpecFor(cluster, bins)
 	spec.Seed = status.Seed
+	if err := r.withCloudController(cluster, &spec, release); err != nil {
+		return ctrl.Result{}, err
+	}
 	if cluster.Annotations[lotsev1.RestoreAnnotation] != "" {
 		if done, res, err := r.restore(ctx, cluster, status, spec, release); done {
 			return res, err

@@ -26,7 +26,10 @@ const (
 	TaskMachines      = "machines"
 	TaskPodRoutes     = "pod-routes"
 	TaskAddons        = "addons"
-	TaskCloud         = "cloud-controller-manager"
+	// TaskCloud: the manager's own cloud controllers for the cluster, or
+	// (a cluster with a cloud controller manager process of its own, the
+	// backend's task "cloud-controller-manager") their end.
+	TaskCloud = "cloud-controllers"
 )
 
 // workerTasks are the tasks of a cluster with worker pools.
@@ -43,7 +46,7 @@ func (r *Reconciler) workerTasks(c *lotsev1.Cluster, spec controlplane.Spec) []t
 		}},
 		// Before the machines: their kubelets run with an external cloud
 		// provider, and their nodes stay tainted until it initializes them.
-		{Name: TaskCloud, DependsOn: []string{TaskNodeNetwork}, Run: func(ctx context.Context) (bool, string, error) {
+		{Name: TaskCloud, DependsOn: cloudAfter(spec), Run: func(ctx context.Context) (bool, string, error) {
 			return r.ensureCloud(ctx, c, spec)
 		}},
 		{Name: TaskMachines, DependsOn: []string{TaskNodeBootstrap, TaskCloud}, Run: func(ctx context.Context) (bool, string, error) {
@@ -252,4 +255,13 @@ func (r *Reconciler) ensureMachines(ctx context.Context, c *lotsev1.Cluster, spe
 
 func machineReady(m *lotsev1.Machine) bool {
 	return m.Status.Phase == lotsev1.MachineRunning && meta.IsStatusConditionTrue(m.Status.Conditions, "NodeReady")
+}
+
+// cloudAfter is what the cloud controllers' task waits for: the nodes'
+// network, and the cluster's own cloud controller manager if it has one.
+func cloudAfter(spec controlplane.Spec) []string {
+	if spec.CloudController != nil {
+		return []string{TaskNodeNetwork, cloudControllerTask}
+	}
+	return []string{TaskNodeNetwork}
 }

@@ -78,6 +78,7 @@ const (
 	TaskControllerManager = "kube-controller-manager"
 	TaskScheduler         = "kube-scheduler"
 	TaskTunnel            = "konnectivity-server"
+	TaskCloudController   = "cloud-controller-manager"
 )
 
 // Layout is what a control plane keeps stable across restarts: its ports.
@@ -92,6 +93,10 @@ type Layout struct {
 	APIServer         []int `json:"apiServer"`
 	ControllerManager []int `json:"controllerManager"`
 	Scheduler         []int `json:"scheduler"`
+	// CloudController are the secure (health) ports of the cloud
+	// controller managers, one beside each controller-manager; allocated
+	// whether or not the spec runs them.
+	CloudController []int `json:"cloudController,omitempty"`
 	// LoadBalancer is the port of the HA endpoint (0 without HA).
 	LoadBalancer int `json:"loadBalancer,omitempty"`
 	// NodesCIDR is the network of the cluster's machines; its first
@@ -268,6 +273,11 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 		case !spec.HighAvailability && l.LoadBalancer != 0:
 			return l, fmt.Errorf("a highly available control plane cannot become a single-replica one; create a new cluster")
 		}
+		if grown, err := allocateCloudControllers(&l); err != nil {
+			return l, err
+		} else if grown {
+			changed = true
+		}
 		if !changed {
 			return l, nil
 		}
@@ -313,7 +323,27 @@ func (b *Backend) ensureLayout(spec controlplane.Spec) (Layout, error) {
 			return l, err
 		}
 	}
+	if _, err := allocateCloudControllers(&l); err != nil {
+		return l, err
+	}
 	return l, b.saveLayout(spec.Key, l)
+}
+
+// allocateCloudControllers gives every controller-manager a cloud
+// controller manager's port beside it (a new layout, one made highly
+// available, or one from before cloud controller managers ran as
+// processes); it reports whether it added any.
+func allocateCloudControllers(l *Layout) (bool, error) {
+	missing := len(l.ControllerManager) - len(l.CloudController)
+	if missing <= 0 {
+		return false, nil
+	}
+	p, err := ports.Allocate(missing)
+	if err != nil {
+		return false, err
+	}
+	l.CloudController = append(l.CloudController, p...)
+	return true, nil
 }
 
 // growToHA turns a single-replica layout into a highly available one
@@ -524,6 +554,11 @@ func (b *Backend) Tasks(spec controlplane.Spec) []tasks.Task {
 			return b.ensureSchedulers(ctx, spec, layout, clusterPKI)
 		}})
 	}
+	if spec.CloudController != nil {
+		ts = append(ts, tasks.Task{Name: TaskCloudController, DependsOn: []string{endpointTask}, Run: func(ctx context.Context) (bool, string, error) {
+			return b.ensureCloudControllers(ctx, spec, layout, clusterPKI)
+		}})
+	}
 	return ts
 }
 
@@ -557,7 +592,7 @@ func (b *Backend) ensurePKI(spec controlplane.Spec, layout Layout) (pki.ClusterP
 		return p, err
 	}
 	endpoint := layout.Endpoint()
-	for _, name := range []string{pki.AdminName, pki.ControllerMgrName, pki.SchedulerName} {
+	for _, name := range []string{pki.AdminName, pki.ControllerMgrName, pki.SchedulerName, pki.CloudControllerName} {
 		if err := p.WriteKubeconfig(spec.Name, name, endpoint); err != nil {
 			return p, err
 		}

@@ -311,6 +311,9 @@ func (b *Backend) controllerManagerSpecs(spec controlplane.Spec, l Layout, p pki
 }
 
 func (b *Backend) ensureControllerManagers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
+	if spec.CloudController == nil {
+		b.stopCloudControllers(spec, l)
+	}
 	probe := func(ctx context.Context) []controlplane.ComponentHealth {
 		return b.healthzAll(ctx, CompControllerManager, l.ControllerManager, p)
 	}

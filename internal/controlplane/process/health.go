@@ -199,6 +199,11 @@ func (b *Backend) Status(ctx context.Context, spec controlplane.Spec) controlpla
 	if !spec.WithoutScheduler {
 		add(func() []controlplane.ComponentHealth { return b.healthzAll(ctx, CompScheduler, l.Scheduler, p) })
 	}
+	if spec.CloudController != nil {
+		add(func() []controlplane.ComponentHealth {
+			return b.healthzAll(ctx, CompCloudController, l.CloudController, p)
+		})
+	}
 	add(func() []controlplane.ComponentHealth { return b.tunnelHealth(ctx, l) })
 	wg.Add(1)
 	go func() {

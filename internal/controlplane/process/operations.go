@@ -35,8 +35,15 @@ func (b *Backend) instances(spec controlplane.Spec, l Layout, p pki.ClusterPKI, 
 		return b.schedulerSpecs(spec, l, p), func(ctx context.Context) []controlplane.ComponentHealth {
 			return b.healthzAll(ctx, CompScheduler, l.Scheduler, p)
 		}, nil
+	case CompCloudController:
+		if spec.CloudController == nil {
+			return nil, nil, fmt.Errorf("the control plane runs no cloud controller manager of its own")
+		}
+		return b.cloudControllerSpecs(spec, l, p), func(ctx context.Context) []controlplane.ComponentHealth {
+			return b.healthzAll(ctx, CompCloudController, l.CloudController, p)
+		}, nil
 	}
-	return nil, nil, fmt.Errorf("unknown control-plane component %q (etcd, kube-apiserver, konnectivity-server, kube-controller-manager, kube-scheduler)", component)
+	return nil, nil, fmt.Errorf("unknown control-plane component %q (etcd, kube-apiserver, konnectivity-server, kube-controller-manager, kube-scheduler, cloud-controller-manager)", component)
 }
 
 // RestartComponent restarts the instances of one component one at a time:

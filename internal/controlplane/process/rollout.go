@@ -24,7 +24,7 @@ import (
 // upgradeOrder lists the components whose instances roll, each after the
 // ones before it have converged (the konnectivity servers and the load
 // balancer do not depend on the Kubernetes version and roll on their own).
-var upgradeOrder = []string{CompEtcd, CompAPIServer, CompControllerManager, CompScheduler}
+var upgradeOrder = []string{CompEtcd, CompAPIServer, CompControllerManager, CompCloudController, CompScheduler}
 
 // outdated lists the instances of specs that do not run their spec: not
 // running at all, or running with another.
@@ -163,7 +163,7 @@ func pickReplacement(stale []int, health []controlplane.ComponentHealth, last in
 func (b *Backend) rolloutStatus(spec controlplane.Spec, l Layout, p pki.ClusterPKI) []controlplane.ComponentRollout {
 	var out []controlplane.ComponentRollout
 	for _, c := range upgradeOrder {
-		if c == CompScheduler && spec.WithoutScheduler {
+		if c == CompScheduler && spec.WithoutScheduler || c == CompCloudController && spec.CloudController == nil {
 			continue
 		}
 		specs, _, err := b.instances(spec, l, p, c)

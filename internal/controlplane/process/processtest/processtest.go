@@ -23,6 +23,21 @@ import (
 // and skips elsewhere.
 func ControlPlane(t testing.TB) []byte {
 	t.Helper()
+	return Start(t, nil).Kubeconfig
+}
+
+// Instance is a started control plane: its backend and spec (to converge
+// again with another spec) and its admin kubeconfig.
+type Instance struct {
+	Backend    *process.Backend
+	Spec       controlplane.Spec
+	Kubeconfig []byte
+}
+
+// Start is ControlPlane with the spec changed by change (if not nil)
+// before it starts.
+func Start(t testing.TB, change func(*controlplane.Spec)) *Instance {
+	t.Helper()
 	bins := releasestest.Binaries(t)
 	dir, err := os.MkdirTemp("", "lotse-cp-") // short: etcd's unix sockets live below
 	if err != nil {
@@ -39,9 +54,23 @@ func ControlPlane(t testing.TB) []byte {
 		PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16", EncryptionProvider: "aescbc",
 		WithoutScheduler: true, WithoutTunnel: true,
 	}
+	if change != nil {
+		change(&spec)
+	}
+	in := &Instance{Backend: b, Spec: spec}
+	in.Converge(t, spec)
+	if in.Kubeconfig, err = b.AdminKubeconfig(spec); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// Converge runs the backend's tasks for spec until they are all done.
+func (in *Instance) Converge(t testing.TB, spec controlplane.Spec) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	graph := b.Tasks(spec)
+	graph := in.Backend.Tasks(spec)
 	for {
 		results, err := tasks.Run(ctx, graph)
 		if err != nil {
@@ -52,13 +81,9 @@ func ControlPlane(t testing.TB) []byte {
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("control plane not up: %s", results.Describe())
+			t.Fatalf("control plane not converged: %s", results.Describe())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	kc, err := b.AdminKubeconfig(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kc
+	in.Spec = spec
 }
