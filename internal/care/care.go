@@ -52,6 +52,9 @@ type Controller struct {
 	Client   client.Client
 	Backend  controlplane.Backend
 	Releases *releases.Store
+	// CloudAPI, as the cluster controller's: the clusters' own cloud
+	// controller managers are part of their control planes' health.
+	CloudAPI clustercontroller.CloudAPI
 	Recorder events.EventRecorder
 	// Notifier delivers alerts (nil: alerts only show in metrics and events).
 	Notifier Notifier
@@ -167,12 +170,18 @@ func (c *Controller) look(ctx context.Context, cl *lotsev1.Cluster, now time.Tim
 	// The whole spec, as the cluster controller makes it: a restart renders
 	// the component's flags from it (service and pod ranges, encryption).
 	var bins releases.Binaries
-	if rel, err := releases.Lookup(cl.Status.KubernetesVersion); err == nil && c.Releases != nil {
+	rel, relErr := releases.Lookup(cl.Status.KubernetesVersion)
+	if relErr == nil && c.Releases != nil {
 		if b, err := c.Releases.Binaries(rel); err == nil {
 			bins = b
 		}
 	}
 	spec := clustercontroller.SpecFor(cl, bins)
+	if relErr == nil {
+		// Its health counts (as the cluster controller counts it); without
+		// access, the probe goes on without it.
+		_ = clustercontroller.WithCloudController(cl, &spec, rel, c.Releases, c.CloudAPI)
+	}
 	ok, latency := c.probe(ctx, spec)
 	metrics.ProbeDuration.WithLabelValues(cl.Namespace, cl.Name).Observe(latency.Seconds())
 	if !ok {

@@ -346,7 +346,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 	metrics.Register(mgr.GetClient())
 	if err := mgr.Add(&care.Controller{
-		Client: mgr.GetClient(), Backend: opts.Backend, Releases: opts.Releases, Recorder: mgr.GetEventRecorder("lotse"),
+		Client: mgr.GetClient(), Backend: opts.Backend, Releases: opts.Releases, CloudAPI: cloudAPI, Recorder: mgr.GetEventRecorder("lotse"),
 		Notifier: &care.Webhook{URLs: opts.AlertWebhooks}, AlertAfter: opts.AlertAfter, RestartAfter: opts.RestartUnhealthyAfter,
 		Refresh: func(ref clusterref.Ref) { rec.NotifyProcess(ref.Key() + "/care") },
 	}); err != nil {

@@ -241,19 +241,26 @@ type CloudAPI interface {
 // controller manager (process.TaskCloudController).
 const cloudControllerTask = "cloud-controller-manager"
 
-// withCloudController gives a cluster with worker pools, whose control
-// plane runs as processes on this host, its own cloud controller manager
-// from its release (once that is built; until then, and for control
-// planes on seeds, the manager runs the cluster's cloud controllers).
+// withCloudController gives the spec the cluster's cloud controller
+// manager (WithCloudController).
 func (r *Reconciler) withCloudController(c *lotsev1.Cluster, spec *controlplane.Spec, rel releases.Release) error {
-	if r.CloudAPI == nil || r.Releases == nil || spec.Seed != "" || len(c.Spec.Workers) == 0 {
+	return WithCloudController(c, spec, rel, r.Releases, r.CloudAPI)
+}
+
+// WithCloudController gives a cluster with worker pools, whose control
+// plane runs as processes on this host, its own cloud controller manager
+// from its release, once that is built (until then, and for control
+// planes on seeds, the manager runs the cluster's cloud controllers). The
+// cluster controller and care make the same spec with it.
+func WithCloudController(c *lotsev1.Cluster, spec *controlplane.Spec, rel releases.Release, store *releases.Store, api CloudAPI) error {
+	if api == nil || store == nil || spec.Seed != "" || len(c.Spec.Workers) == 0 {
 		return nil
 	}
-	bin, err := r.Releases.CloudController(rel)
+	bin, err := store.CloudController(rel)
 	if err != nil {
 		return nil
 	}
-	access, err := r.CloudAPI.Access(refOf(c), string(c.UID), c.Spec.Region)
+	access, err := api.Access(refOf(c), string(c.UID), c.Spec.Region)
 	if err != nil {
 		return fmt.Errorf("the cloud API's access for the cloud controller manager: %w", err)
 	}
