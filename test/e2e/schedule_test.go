@@ -48,7 +48,11 @@ var longestFirst = []string{
 // is set high by make e2e, so this is the limit that counts.
 func parallel(t *testing.T) {
 	t.Parallel()
+	asked := time.Now()
 	t.Cleanup(slots.acquire(t.Name()))
+	// go test's time for the test includes this wait; the log tells it
+	// apart (longestFirst is ordered by the time after it).
+	t.Logf("started after %s waiting for a slot", time.Since(asked).Round(time.Second))
 }
 
 var slots = newSlotScheduler(e2eParallelism(), time.Second)
