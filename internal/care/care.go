@@ -177,10 +177,11 @@ func (c *Controller) look(ctx context.Context, cl *lotsev1.Cluster, now time.Tim
 		}
 	}
 	spec := clustercontroller.SpecFor(cl, bins)
-	if relErr == nil {
-		// Its health counts (as the cluster controller counts it); without
-		// access, the probe goes on without it.
-		_ = clustercontroller.WithCloudController(cl, &spec, rel, c.Releases, c.CloudAPI)
+	if relErr == nil && c.CloudAPI != nil {
+		// Its health counts (as the cluster controller counts it). Care
+		// only reads the access the cluster controller made: without
+		// it, the probe goes on without the component.
+		_ = clustercontroller.WithCloudController(cl, &spec, rel, c.Releases, c.CloudAPI.Lookup)
 	}
 	ok, latency := c.probe(ctx, spec)
 	metrics.ProbeDuration.WithLabelValues(cl.Namespace, cl.Name).Observe(latency.Seconds())

@@ -41,10 +41,17 @@ type Server struct {
 	LoadBalancers cloudprovider.LoadBalancers
 
 	mu       sync.RWMutex
-	clusters map[clusterref.Ref]registered
+	clusters map[clusterref.Ref]*registered
 }
 
-type registered struct{ uid, region string }
+// registered is a cluster served. Requests hold active for reading while
+// they run, so Unregister can wait for them: a balancer ensured by a
+// request that began before the cluster's deletion must not appear after
+// its balancers were removed.
+type registered struct {
+	uid, region string
+	active      sync.RWMutex
+}
 
 // Register serves the cloud controller manager of the cluster with this
 // UID, with the cluster's region for machines whose pool has none.
@@ -52,37 +59,52 @@ func (s *Server) Register(cluster clusterref.Ref, uid, region string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.clusters == nil {
-		s.clusters = map[clusterref.Ref]registered{}
+		s.clusters = map[clusterref.Ref]*registered{}
 	}
-	s.clusters[cluster] = registered{uid: uid, region: region}
+	if reg, ok := s.clusters[cluster]; ok && reg.uid == uid && reg.region == region {
+		return
+	}
+	s.clusters[cluster] = &registered{uid: uid, region: region}
 }
 
-// Unregister stops serving a cluster: its certificate is refused from now.
+// Unregister stops serving a cluster: its certificate is refused from
+// now, and requests of it still running have ended when it returns.
 func (s *Server) Unregister(cluster clusterref.Ref) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	reg, ok := s.clusters[cluster]
 	delete(s.clusters, cluster)
+	s.mu.Unlock()
+	if ok {
+		reg.active.Lock()
+		defer reg.active.Unlock()
+	}
 }
 
 // cloudOf returns the provider of the cluster the request's verified
-// client certificate names.
-func (s *Server) cloudOf(r *http.Request) (*cloudprovider.Cloud, error) {
+// client certificate names, and the release of the request's hold on
+// that cluster's registration.
+func (s *Server) cloudOf(r *http.Request) (*cloudprovider.Cloud, func(), error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-		return nil, errors.New("a client certificate of the cloud API's CA is required")
+		return nil, nil, errors.New("a client certificate of the cloud API's CA is required")
 	}
 	cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
 	ns, name, uid, ok := provider.ParseClientCommonName(cn)
 	if !ok {
-		return nil, fmt.Errorf("the client certificate %q names no cluster", cn)
+		return nil, nil, fmt.Errorf("the client certificate %q names no cluster", cn)
 	}
 	ref := clusterref.Ref{Namespace: ns, Name: name}
 	s.mu.RLock()
 	reg, ok := s.clusters[ref]
+	if ok && reg.uid == uid {
+		// Under s.mu: Unregister either removed it before (refused) or
+		// waits for this request.
+		reg.active.RLock()
+	}
 	s.mu.RUnlock()
 	if !ok || reg.uid != uid {
-		return nil, fmt.Errorf("cluster %s (uid %s) is not served by this cloud API", ref, uid)
+		return nil, nil, fmt.Errorf("cluster %s (uid %s) is not served by this cloud API", ref, uid)
 	}
-	return &cloudprovider.Cloud{Cluster: ref, Machines: s.Machines, LoadBalancers: s.LoadBalancers, Region: reg.region}, nil
+	return &cloudprovider.Cloud{Cluster: ref, Machines: s.Machines, LoadBalancers: s.LoadBalancers, Region: reg.region}, reg.active.RUnlock, nil
 }
 
 // Handler serves the API's paths; it expects requests over TLS with a
@@ -123,11 +145,12 @@ func (s *Server) Handler() http.Handler {
 // writes its answer, or the error with a status that says whose it is.
 func handle[T any](s *Server, do func(context.Context, *cloudprovider.Cloud, *T) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		cloud, err := s.cloudOf(r)
+		cloud, release, err := s.cloudOf(r)
 		if err != nil {
 			writeError(w, http.StatusForbidden, err)
 			return
 		}
+		defer release()
 		in := new(T)
 		if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBytes)).Decode(in); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("the request body: %w", err))
@@ -196,17 +219,19 @@ func (s *Server) Serve(ctx context.Context, creds *Credentials, addr string) (st
 	if ip == nil {
 		return "", fmt.Errorf("the cloud API listens on an IP address, not %q", host)
 	}
-	kp, err := creds.ca.Issue(pki.CertSpec{CommonName: "lotse-cloud-api", IPs: []net.IP{ip}, Server: true})
+	serving, err := newServingCert(creds, ip)
 	if err != nil {
 		return "", err
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(creds.ca.Cert)
 	tlsConfig := &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key, Leaf: kp.Cert}},
-		ClientCAs:    pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		MinVersion:   tls.VersionTLS12,
+		// Issued again a month before it expires: the API lives as long
+		// as the manager.
+		GetCertificate: serving.get,
+		ClientCAs:      pool,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		MinVersion:     tls.VersionTLS12,
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -236,5 +261,39 @@ func (c *Credentials) names(certPEM []byte, cluster clusterref.Ref, uid string) 
 		return false
 	}
 	return cert.Subject.CommonName == provider.ClientCommonName(cluster.Namespace, cluster.Name, uid) &&
-		time.Until(cert.NotAfter) > 30*24*time.Hour
+		time.Until(cert.NotAfter) > renewBefore
 }
+
+// servingCert is the API's server certificate, issued again when it
+// nears its end.
+type servingCert struct {
+	creds *Credentials
+	ip    net.IP
+	mu    sync.Mutex
+	cert  *tls.Certificate
+}
+
+func newServingCert(creds *Credentials, ip net.IP) (*servingCert, error) {
+	s := &servingCert{creds: creds, ip: ip}
+	if _, err := s.get(nil); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *servingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cert != nil && time.Until(s.cert.Leaf.NotAfter) > renewBefore {
+		return s.cert, nil
+	}
+	kp, err := s.creds.ca.Issue(pki.CertSpec{CommonName: "lotse-cloud-api", IPs: []net.IP{s.ip}, Server: true})
+	if err != nil {
+		return nil, err
+	}
+	s.cert = &tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key, Leaf: kp.Cert}
+	return s.cert, nil
+}
+
+// renewBefore is how long before its end a certificate is issued again.
+const renewBefore = 30 * 24 * time.Hour

@@ -233,7 +233,11 @@ type CloudAPI interface {
 	// Access serves the cluster with this UID and region and returns what
 	// its cloud controller manager reaches the API with.
 	Access(cluster clusterref.Ref, uid, region string) (controlplane.CloudAPIAccess, error)
-	// Forget stops serving a cluster and drops its credentials.
+	// Lookup returns what Access gave the cluster, issuing and
+	// registering nothing (for readers such as care).
+	Lookup(cluster clusterref.Ref, uid, region string) (controlplane.CloudAPIAccess, error)
+	// Forget stops serving a cluster (waiting for its requests in
+	// flight) and drops its credentials.
 	Forget(cluster clusterref.Ref) error
 }
 
@@ -244,27 +248,34 @@ const cloudControllerTask = "cloud-controller-manager"
 // withCloudController gives the spec the cluster's cloud controller
 // manager (WithCloudController).
 func (r *Reconciler) withCloudController(c *lotsev1.Cluster, spec *controlplane.Spec, rel releases.Release) error {
-	return WithCloudController(c, spec, rel, r.Releases, r.CloudAPI)
+	if r.CloudAPI == nil {
+		return nil
+	}
+	return WithCloudController(c, spec, rel, r.Releases, r.CloudAPI.Access)
 }
+
+// CloudAccess returns a cluster's way into the cloud API (CloudAPI's
+// Access, or Lookup for a reader).
+type CloudAccess func(cluster clusterref.Ref, uid, region string) (controlplane.CloudAPIAccess, error)
 
 // WithCloudController gives a cluster with worker pools, whose control
 // plane runs as processes on this host, its own cloud controller manager
 // from its release, once that is built (until then, and for control
 // planes on seeds, the manager runs the cluster's cloud controllers). The
 // cluster controller and care make the same spec with it.
-func WithCloudController(c *lotsev1.Cluster, spec *controlplane.Spec, rel releases.Release, store *releases.Store, api CloudAPI) error {
-	if api == nil || store == nil || spec.Seed != "" || len(c.Spec.Workers) == 0 {
+func WithCloudController(c *lotsev1.Cluster, spec *controlplane.Spec, rel releases.Release, store *releases.Store, access CloudAccess) error {
+	if access == nil || store == nil || spec.Seed != "" || len(c.Spec.Workers) == 0 {
 		return nil
 	}
 	bin, err := store.CloudController(rel)
 	if err != nil {
 		return nil
 	}
-	access, err := api.Access(refOf(c), string(c.UID), c.Spec.Region)
+	api, err := access(refOf(c), string(c.UID), c.Spec.Region)
 	if err != nil {
 		return fmt.Errorf("the cloud API's access for the cloud controller manager: %w", err)
 	}
-	spec.CloudController = &controlplane.CloudController{Binary: bin, API: access}
+	spec.CloudController = &controlplane.CloudController{Binary: bin, API: api}
 	return nil
 }
 

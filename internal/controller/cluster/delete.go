@@ -67,13 +67,16 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, c *lotsev1.Cluster) (c
 	if r.Responders != nil {
 		r.Responders.Stop(ref.Key())
 	}
-	if r.Cloud != nil {
-		if err := r.Cloud.Forget(ctx, ref); err != nil {
+	// The cluster's own cloud controller manager is refused (and its
+	// requests in flight have ended) before the balancers go, so none
+	// comes back.
+	if r.CloudAPI != nil {
+		if err := r.CloudAPI.Forget(ref); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	if r.CloudAPI != nil {
-		if err := r.CloudAPI.Forget(ref); err != nil {
+	if r.Cloud != nil {
+		if err := r.Cloud.Forget(ctx, ref); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

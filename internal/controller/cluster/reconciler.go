@@ -244,6 +244,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	for _, t := range graph {
 		controlPlaneTasks[t.Name] = true
 	}
+	if spec.CloudController != nil && !controlPlaneTasks[cloudControllerTask] {
+		// A backend that runs no cloud controller manager of the
+		// cluster's (the router sent it to a seed): the manager's own
+		// controllers serve it.
+		spec.CloudController = nil
+	}
 	graph = append(graph, tasks.Task{
 		Name:      TaskKubeconfigSecret,
 		DependsOn: []string{r.EndpointTask(spec)},

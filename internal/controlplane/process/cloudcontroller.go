@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/lotse/lotse/internal/cloudapi/ccm/provider"
 	"github.com/lotse/lotse/internal/controlplane"
@@ -25,13 +27,19 @@ const CompCloudController = "cloud-controller-manager"
 // networks route pods themselves).
 const cloudControllers = "cloud-node-controller,cloud-node-lifecycle-controller,service-lb-controller"
 
-// Files of the cloud API's access in the cluster's PKI directory.
+// Files of the cloud API's access in cloudAPIDir of the control plane's
+// directory: apart from the PKI, which backups carry.
 const (
 	cloudAPICAFile     = "cloud-api-ca.crt"
 	cloudAPICertFile   = "cloud-api-client.crt"
 	cloudAPIKeyFile    = "cloud-api-client.key"
 	cloudAPIConfigFile = "cloud-config.json"
+	cloudAPIDir        = "cloud-api"
 )
+
+func (b *Backend) cloudAPIPath(key, name string) string {
+	return filepath.Join(b.Dir(key), cloudAPIDir, name)
+}
 
 // cloudAPIEnv carries the digest of the cloud API's access in a process's
 // spec: new access (another URL, a new certificate) restarts it.
@@ -49,7 +57,7 @@ func (b *Backend) cloudControllerSpecs(spec controlplane.Spec, l Layout, p pki.C
 		args := []string{
 			"--kubeconfig=" + kubeconfig,
 			"--cloud-provider=" + provider.Name,
-			"--cloud-config=" + p.Path(cloudAPIConfigFile),
+			"--cloud-config=" + b.cloudAPIPath(spec.Key, cloudAPIConfigFile),
 			"--controllers=" + cloudControllers,
 			"--cluster-name=" + spec.Name,
 			// The secure port serves /healthz to the backend's probes and
@@ -88,12 +96,15 @@ func cloudAPIDigest(a controlplane.CloudAPIAccess) string {
 
 // writeCloudAPIAccess writes the cloud API's CA, the cluster's client
 // certificate and key, and the provider's configuration naming them.
-func writeCloudAPIAccess(p pki.ClusterPKI, a controlplane.CloudAPIAccess) error {
+func (b *Backend) writeCloudAPIAccess(key string, a controlplane.CloudAPIAccess) error {
 	if a.URL == "" || len(a.CA) == 0 || len(a.Cert) == 0 || len(a.Key) == 0 {
 		return fmt.Errorf("the cloud API's access lacks its URL, CA or client certificate")
 	}
-	config, err := json.Marshal(provider.Config{Server: a.URL, CAFile: p.Path(cloudAPICAFile),
-		CertFile: p.Path(cloudAPICertFile), KeyFile: p.Path(cloudAPIKeyFile)})
+	if err := os.MkdirAll(filepath.Join(b.Dir(key), cloudAPIDir), 0o700); err != nil {
+		return err
+	}
+	config, err := json.Marshal(provider.Config{Server: a.URL, CAFile: b.cloudAPIPath(key, cloudAPICAFile),
+		CertFile: b.cloudAPIPath(key, cloudAPICertFile), KeyFile: b.cloudAPIPath(key, cloudAPIKeyFile)})
 	if err != nil {
 		return err
 	}
@@ -101,7 +112,7 @@ func writeCloudAPIAccess(p pki.ClusterPKI, a controlplane.CloudAPIAccess) error 
 		name string
 		data []byte
 	}{{cloudAPICAFile, a.CA}, {cloudAPICertFile, a.Cert}, {cloudAPIKeyFile, a.Key}, {cloudAPIConfigFile, config}} {
-		if err := fsutil.WriteIfChanged(p.Path(f.name), f.data, 0o600); err != nil {
+		if err := fsutil.WriteIfChanged(b.cloudAPIPath(key, f.name), f.data, 0o600); err != nil {
 			return err
 		}
 	}
@@ -109,7 +120,7 @@ func writeCloudAPIAccess(p pki.ClusterPKI, a controlplane.CloudAPIAccess) error 
 }
 
 func (b *Backend) ensureCloudControllers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
-	if err := writeCloudAPIAccess(p, spec.CloudController.API); err != nil {
+	if err := b.writeCloudAPIAccess(spec.Key, spec.CloudController.API); err != nil {
 		return false, "", err
 	}
 	probe := func(ctx context.Context) []controlplane.ComponentHealth {

@@ -428,6 +428,18 @@ func (r render) etcdMembers(replicas int32, state string) *appsv1.StatefulSet {
 // (30s) leaves the other half for requests in flight.
 const apiServerShutdownDelay = "15s"
 
+// tunnelStopDelay keeps the tunnel server beside a stopping API server
+// (same pod) up as long as that API server still serves (with more than
+// one replica): its webhooks, logs and exec go through it.
+const tunnelStopDelay = 15
+
+func tunnelLifecycle(replicas int32) *corev1.Lifecycle {
+	if replicas <= 1 {
+		return nil
+	}
+	return &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: tunnelStopDelay}}}
+}
+
 func (r render) apiServerArgs(replicas int32) []string {
 	var etcdServers []string
 	etcdN, _, _ := r.replicas()
@@ -552,6 +564,7 @@ func (r render) apiServer(replicas int32) *appsv1.Deployment {
 			ReadinessProbe: probe(corev1.URISchemeHTTP, "/healthz", tunnelHealthPort, 3),
 			LivenessProbe:  probe(corev1.URISchemeHTTP, "/healthz", tunnelHealthPort, 12),
 			StartupProbe:   startupProbe(corev1.URISchemeHTTP, "/healthz", tunnelHealthPort),
+			Lifecycle:      tunnelLifecycle(replicas),
 			Resources:      resources("10m", "32Mi"),
 			VolumeMounts:   []corev1.VolumeMount{{Name: "tunnel", MountPath: tunnelDir}},
 		})

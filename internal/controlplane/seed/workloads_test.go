@@ -114,6 +114,15 @@ func TestRender(t *testing.T) {
 			if hasTunnel && !strings.Contains(args(api.Spec.Template.Spec.Containers[1]), fmt.Sprintf("--server-count=%d", tt.apiServers)) {
 				t.Errorf("tunnel server count: %s", args(api.Spec.Template.Spec.Containers[1]))
 			}
+			// The tunnel beside a stopping API server serves as long as it.
+			if hasTunnel {
+				lc := api.Spec.Template.Spec.Containers[1].Lifecycle
+				sleeps := lc != nil && lc.PreStop != nil && lc.PreStop.Sleep != nil &&
+					apiServerShutdownDelay == fmt.Sprintf("%ds", lc.PreStop.Sleep.Seconds)
+				if sleeps != (tt.apiServers > 1) {
+					t.Errorf("tunnel preStop %+v with %d API servers; want a sleep of %s with more than one", lc, tt.apiServers, apiServerShutdownDelay)
+				}
+			}
 			svc, _ := find[*corev1.Service](objs, apiServerService)
 			if svc == nil || svc.Spec.Type != corev1.ServiceTypeNodePort || (len(svc.Spec.Ports) == 2) != tt.tunnel {
 				t.Errorf("API Service: %+v", svc)
