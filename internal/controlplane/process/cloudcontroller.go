@@ -123,15 +123,7 @@ func (b *Backend) ensureCloudControllers(ctx context.Context, spec controlplane.
 	if err := b.writeCloudAPIAccess(spec.Key, spec.CloudController.API); err != nil {
 		return false, "", err
 	}
-	probe := func(ctx context.Context) []controlplane.ComponentHealth {
-		return b.healthzAll(ctx, CompCloudController, l.CloudController, p)
-	}
-	current, msg, err := b.rollout(ctx, CompCloudController, b.cloudControllerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompCloudController), nil)
-	if err != nil || !current {
-		return false, msg, err
-	}
-	health := probe(ctx)
-	return anyHealthy(health), describeUnhealthy(health), nil
+	return b.ensureHealthzComponent(ctx, spec, l, p, CompCloudController, b.cloudControllerSpecs(spec, l, p), l.CloudController)
 }
 
 // stopCloudControllers stops cloud controller managers a spec without one

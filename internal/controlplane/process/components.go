@@ -314,10 +314,19 @@ func (b *Backend) ensureControllerManagers(ctx context.Context, spec controlplan
 	if spec.CloudController == nil {
 		b.stopCloudControllers(spec, l)
 	}
+	return b.ensureHealthzComponent(ctx, spec, l, p, CompControllerManager, b.controllerManagerSpecs(spec, l, p), l.ControllerManager)
+}
+
+// ensureHealthzComponent rolls a component whose instances answer
+// /healthz on their ports (controller-managers, schedulers, cloud
+// controller managers) to its specs; it is done when they all run them
+// and one is healthy.
+func (b *Backend) ensureHealthzComponent(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI,
+	component string, specs []supervisor.Spec, ports []int) (bool, string, error) {
 	probe := func(ctx context.Context) []controlplane.ComponentHealth {
-		return b.healthzAll(ctx, CompControllerManager, l.ControllerManager, p)
+		return b.healthzAll(ctx, component, ports, p)
 	}
-	current, msg, err := b.rollout(ctx, CompControllerManager, b.controllerManagerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompControllerManager), nil)
+	current, msg, err := b.rollout(ctx, component, specs, probe, b.gate(spec, l, p, component), nil)
 	if err != nil || !current {
 		return false, msg, err
 	}
@@ -353,15 +362,7 @@ func (b *Backend) schedulerSpecs(spec controlplane.Spec, l Layout, p pki.Cluster
 }
 
 func (b *Backend) ensureSchedulers(ctx context.Context, spec controlplane.Spec, l Layout, p pki.ClusterPKI) (bool, string, error) {
-	probe := func(ctx context.Context) []controlplane.ComponentHealth {
-		return b.healthzAll(ctx, CompScheduler, l.Scheduler, p)
-	}
-	current, msg, err := b.rollout(ctx, CompScheduler, b.schedulerSpecs(spec, l, p), probe, b.gate(spec, l, p, CompScheduler), nil)
-	if err != nil || !current {
-		return false, msg, err
-	}
-	health := probe(ctx)
-	return anyHealthy(health), describeUnhealthy(health), nil
+	return b.ensureHealthzComponent(ctx, spec, l, p, CompScheduler, b.schedulerSpecs(spec, l, p), l.Scheduler)
 }
 
 // NodeEndpointSpec is the process that serves the API on the gateway of
