@@ -69,7 +69,7 @@ unit:
 E2E_STATE_DIR ?= /tmp/lotse-e2e-$(shell id -u)
 e2e: build
 	@$(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null
-	@rc=0; LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR) $(GO) test -count=1 -timeout 70m -parallel 64 -v ./test/e2e/... || rc=$$?; \
+	@rc=0; LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR) $(GO) test -count=1 -timeout 78m -parallel 64 -v ./test/e2e/... || rc=$$?; \
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
 
 ## demo: start lotse, create a cluster, use it with kubectl

@@ -182,18 +182,19 @@ func (lb *LoadBalancer) check(ctx context.Context, client *http.Client, addr str
 	return resp.StatusCode == http.StatusOK
 }
 
-// pick returns backends to try, healthy ones first in round-robin order;
-// if none is known healthy, all of them (a check may simply be stale).
-func (lb *LoadBalancer) pick() []string {
+// pick returns the indexes of the backends to try, healthy ones first in
+// round-robin order; if none is known healthy, all of them (a check may
+// simply be stale).
+func (lb *LoadBalancer) pick() []int {
 	n := len(lb.cfg.Backends)
 	start := int(lb.next.Add(1) % uint64(n))
-	var healthy, rest []string
+	var healthy, rest []int
 	for k := 0; k < n; k++ {
 		i := (start + k) % n
 		if lb.healthy[i].Load() {
-			healthy = append(healthy, lb.cfg.Backends[i])
+			healthy = append(healthy, i)
 		} else {
-			rest = append(rest, lb.cfg.Backends[i])
+			rest = append(rest, i)
 		}
 	}
 	return append(healthy, rest...)
@@ -201,31 +202,167 @@ func (lb *LoadBalancer) pick() []string {
 
 func (lb *LoadBalancer) handle(ctx context.Context, client net.Conn) {
 	defer client.Close()
-	var backend net.Conn
-	for _, addr := range lb.pick() {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err == nil {
-			backend = c
-			break
+	candidates := lb.pick()
+	// dialNext connects to the next candidate that accepts.
+	dialNext := func() (net.Conn, int) {
+		for len(candidates) > 0 {
+			i := candidates[0]
+			candidates = candidates[1:]
+			if c, err := net.DialTimeout("tcp", lb.cfg.Backends[i], 2*time.Second); err == nil {
+				return c, i
+			}
 		}
+		return nil, -1
 	}
+	backend, index := dialNext()
 	if backend == nil {
 		lb.cfg.Log.Printf("no backend reachable for %s", client.RemoteAddr())
 		return
 	}
-	defer backend.Close()
-	// When either side ends, end both: a half-open connection to a dead
-	// API server would otherwise keep a client's watch hanging.
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		done <- struct{}{}
+	s := &splice{backend: backend, replayable: true}
+	defer func() { s.current().Close() }()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		client.Close()
+		s.end()
+	}()
+	go s.clientToBackend(client)
+
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := s.current().Read(buf)
+		if n > 0 {
+			s.answered()
+			if _, err := client.Write(buf[:n]); err != nil {
+				return
+			}
+			// When either side ends, end both: a half-open connection to
+			// a dead API server would otherwise keep a client's watch
+			// hanging.
+			_, _ = io.CopyBuffer(client, s.current(), buf)
+			return
+		}
+		if err == nil {
+			continue
+		}
+		// Closed before it answered: the backend saw at most the
+		// client's TLS hello (a client sends nothing else before the
+		// server's hello), nothing an API server acted on. An API
+		// server killed with the connection still in its listen queue
+		// does this; the next backend gets the same bytes, and the
+		// client never notices.
+		if !s.canReplay() || ctx.Err() != nil {
+			return
+		}
+		lb.healthy[index].Store(false) // until its next health check says otherwise
+		next, i := dialNext()
+		if next == nil {
+			lb.cfg.Log.Printf("backend %s closed %s's connection before answering, and no other backend is reachable", lb.cfg.Backends[index], client.RemoteAddr())
+			return
+		}
+		lb.cfg.Log.Printf("backend %s closed %s's connection before answering; sent to %s", lb.cfg.Backends[index], client.RemoteAddr(), lb.cfg.Backends[i])
+		if !s.replay(next) {
+			return
+		}
+		index = i
 	}
-	go pipe(backend, client)
-	go pipe(client, backend)
-	select {
-	case <-done:
-	case <-ctx.Done():
+}
+
+// maxReplay bounds the client's bytes kept for a replay. A TLS client
+// hello is a few hundred bytes, a few KiB with many extensions; more
+// than this before the server's first byte is not TLS, and is not
+// replayed.
+const maxReplay = 16 << 10
+
+// splice is one client connection's path to its backend. Until the
+// backend's first byte it keeps what the client sent, so that the
+// connection can move to another backend (replay).
+type splice struct {
+	mu         sync.Mutex
+	backend    net.Conn
+	sent       []byte
+	replayable bool
+	ended      bool
+}
+
+func (s *splice) current() net.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.backend
+}
+
+// answered: the backend has spoken, so the connection stays with it.
+func (s *splice) answered() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replayable, s.sent = false, nil
+}
+
+func (s *splice) canReplay() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replayable && !s.ended
+}
+
+// replay sends what the client sent so far to next and makes it the
+// backend. Under the lock, so that the client's later bytes follow
+// these.
+func (s *splice) replay(next net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.replayable || s.ended {
+		next.Close()
+		return false
+	}
+	old := s.backend
+	s.backend = next
+	old.Close()
+	// A failed write shows as the next read's error: the loop moves on.
+	_, _ = next.Write(s.sent)
+	return true
+}
+
+// end stops any replay and closes the backend: the client is gone.
+func (s *splice) end() {
+	s.mu.Lock()
+	s.ended = true
+	b := s.backend
+	s.mu.Unlock()
+	b.Close()
+}
+
+// clientToBackend copies the client's bytes to the current backend, and
+// keeps them while the connection may still move.
+func (s *splice) clientToBackend(client net.Conn) {
+	defer s.end()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := client.Read(buf)
+		if n > 0 {
+			s.mu.Lock()
+			if s.replayable {
+				if len(s.sent)+n > maxReplay {
+					s.replayable, s.sent = false, nil
+				} else {
+					s.sent = append(s.sent, buf[:n]...)
+				}
+			}
+			b, movable := s.backend, s.replayable
+			s.mu.Unlock()
+			// A backend that went away before answering is replaced,
+			// these bytes included; otherwise the connection is over.
+			if _, err := b.Write(buf[:n]); err != nil && !movable {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

@@ -269,7 +269,7 @@ func TestHealthCheckRemovesDeadBackend(t *testing.T) {
 	}
 	// Only a is picked first from now on.
 	for i := 0; i < 4; i++ {
-		if got := lb.pick(); len(got) != 2 || got[0] != a.addr() {
+		if got := lb.pick(); len(got) != 2 || lb.cfg.Backends[got[0]] != a.addr() {
 			t.Errorf("pick() = %v, want %s first", got, a.addr())
 		}
 	}
@@ -460,5 +460,103 @@ func TestHealthCheckReloadsCA(t *testing.T) {
 			t.Fatalf("the new CA was not used:\n%s", logs)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startClientFirst is a backend for protocols where the client speaks
+// first, as in TLS: it reads a line and then acts.
+func startClientFirst(t *testing.T, act func(c net.Conn, line string)) string {
+	t.Helper()
+	ln := listen(t)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil {
+					return
+				}
+				act(c, strings.TrimSuffix(line, "\n"))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// request says a line through addr and reads the whole answer.
+func request(addr, line string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, line+"\n"); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// TestReplaysUnansweredConnections: a backend that closes or resets a
+// connection before it answered a byte (an API server killed with the
+// connection in its listen queue, or during the TLS handshake) costs the
+// client nothing: the next backend gets the same bytes. Once a backend
+// has answered, its connection's end is the client's.
+func TestReplaysUnansweredConnections(t *testing.T) {
+	good := func(c net.Conn, line string) { _, _ = io.WriteString(c, "good:"+line) }
+	reset := func(c net.Conn, _ string) {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+	}
+	closeQuietly := func(net.Conn, string) {}
+	answerThenDie := func(c net.Conn, _ string) { _, _ = io.WriteString(c, "partial") }
+	tests := []struct {
+		name  string
+		first func(net.Conn, string)
+		want  string
+	}{
+		{"reset before answering", reset, "good:hello"},
+		{"closed before answering", closeQuietly, "good:hello"},
+		{"closed after answering", answerThenDie, "partial"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			first, second := startClientFirst(t, tt.first), startClientFirst(t, good)
+			ln := listen(t)
+			logs := &syncBuffer{}
+			// Health checks too rare to notice anything: only the
+			// connection itself can tell.
+			lb, err := New(Config{Listen: ln.Addr().String(), Backends: []string{first, second}, Interval: time.Hour, Log: log.New(logs, "", 0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := serve(t, lb, ln)
+			for i := 0; i < 6; i++ {
+				got, err := request(addr, "hello")
+				if err != nil {
+					t.Fatalf("connection %d: %v (log: %s)", i, err, logs)
+				}
+				if got != tt.want && got != "good:hello" {
+					t.Fatalf("connection %d got %q, want %q", i, got, tt.want)
+				}
+			}
+			moved := strings.Contains(logs.String(), "before answering; sent to "+second)
+			if wantMoved := tt.want == "good:hello"; moved != wantMoved {
+				t.Errorf("connections moved: %t, want %t (log: %s)", moved, wantMoved, logs)
+			}
+		})
 	}
 }

@@ -139,7 +139,11 @@ func adminHTTPClient(t testing.TB, name string) *http.Client {
 	}
 	pool.AppendCertsFromPEM(caPEM)
 	return &http.Client{
-		Timeout: 5 * time.Second,
+		// A request that waits out an etcd leader election on a busy
+		// machine is slow, not failed (kubectl waits without a limit);
+		// a request that hangs is still caught. apiProbe reports the
+		// slowest.
+		Timeout: 15 * time.Second,
 		Transport: &http.Transport{
 			DisableKeepAlives: true,
 			TLSClientConfig:   &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},

@@ -426,6 +426,7 @@ func seedHA(t *testing.T, host string, cl *lotsev1.Cluster) {
 // a new connection, works.
 type apiProbe struct {
 	ok, failed, retried atomic.Int64
+	slowest             atomic.Int64 // nanoseconds of the slowest success
 	firstFailure        atomic.Value
 	cancel              context.CancelFunc
 	done                sync.WaitGroup
@@ -451,6 +452,7 @@ func startAPIProbe(t *testing.T, httpc *http.Client, endpoint string) *apiProbe 
 	go func() {
 		defer p.done.Done()
 		for ctx.Err() == nil {
+			began := time.Now()
 			err := get()
 			if err != nil {
 				p.retried.Add(1)
@@ -458,6 +460,9 @@ func startAPIProbe(t *testing.T, httpc *http.Client, endpoint string) *apiProbe 
 			}
 			if err == nil {
 				p.ok.Add(1)
+				took := int64(time.Since(began))
+				for prev := p.slowest.Load(); took > prev && !p.slowest.CompareAndSwap(prev, took); prev = p.slowest.Load() {
+				}
 			} else {
 				p.failed.Add(1)
 				p.firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339Nano), err))
@@ -474,7 +479,8 @@ func (p *apiProbe) stop(t *testing.T, what string) {
 	t.Helper()
 	p.cancel()
 	p.done.Wait()
-	t.Logf("API probes while %s: %d ok (%d after one retry), %d failed", what, p.ok.Load(), p.retried.Load(), p.failed.Load())
+	t.Logf("API probes while %s: %d ok (%d after one retry, the slowest in %s), %d failed", what, p.ok.Load(), p.retried.Load(),
+		time.Duration(p.slowest.Load()).Round(time.Millisecond), p.failed.Load())
 	if p.ok.Load() < 20 {
 		t.Errorf("only %d successful probes; the probe loop did not run", p.ok.Load())
 	}
