@@ -34,7 +34,7 @@ import (
 func TestClusterLifecycle(t *testing.T) {
 	parallel(t)
 	const name = "life"
-	out := mustCLI(t, "cluster", "create", name, "--wait", "--timeout", "3m")
+	out := mustCLI(t, "cluster", "create", name, "--wait", "--timeout", scaled(3*time.Minute))
 	for _, task := range []string{"pki", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubeconfig-secret"} {
 		if !strings.Contains(out, task) {
 			t.Errorf("--wait output does not show task %s:\n%s", task, out)

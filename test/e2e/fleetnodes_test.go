@@ -172,7 +172,7 @@ func TestFleetWithNodes(t *testing.T) {
 	must(fc.Patch(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}},
 		client.RawPatch(types.MergePatchType, []byte(`{"spec":{"template":{"metadata":{"annotations":{"e2e/rollout":"2"}}}}}`))))
 	if out, err := exec.Command(kubectlPath(t), "--kubeconfig", fleetKubeconfig, "rollout", "status", "deployment/web",
-		"--namespace", "shop", "--timeout", "4m").CombinedOutput(); err != nil || !strings.Contains(string(out), "successfully rolled out") {
+		"--namespace", "shop", "--timeout", scaled(4*time.Minute)).CombinedOutput(); err != nil || !strings.Contains(string(out), "successfully rolled out") {
 		t.Fatalf("kubectl rollout status against the fleet: %v\n%s", err, out)
 	}
 	for name, cl := range map[string]client.Client{"fn-a": a, "fn-b": b} {

@@ -31,7 +31,7 @@ import (
 func TestHighAvailability(t *testing.T) {
 	parallel(t)
 	const name = "ha"
-	mustCLI(t, "cluster", "create", name, "--ha", "--wait", "--timeout", "3m")
+	mustCLI(t, "cluster", "create", name, "--ha", "--wait", "--timeout", scaled(3*time.Minute))
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait") })
 	mc := mgmtClient(t)
 	cl := getCluster(t, mc, name)
@@ -179,7 +179,7 @@ func checkConfigMapsKept(t *testing.T, cs kubernetes.Interface, namespace, forma
 func TestMakeHighlyAvailable(t *testing.T) {
 	const name = "grow"
 	parallel(t)
-	mustCLI(t, "cluster", "create", name, "--wait", "--timeout", "3m")
+	mustCLI(t, "cluster", "create", name, "--wait", "--timeout", scaled(3*time.Minute))
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", name, "--wait") })
 	mc := mgmtClient(t)
 	before := getCluster(t, mc, name)

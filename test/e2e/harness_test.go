@@ -384,6 +384,11 @@ func deleteAllClusters() {
 	fmt.Fprintln(os.Stderr, "clusters still exist after 3 minutes; purging the host instead")
 }
 
+// scaled is a timeout for a command's --timeout flag, scaled as waitFor's.
+func scaled(d time.Duration) string {
+	return time.Duration(float64(d) * timeoutScale()).String()
+}
+
 // timeoutScale multiplies waitFor's timeouts: LOTSE_E2E_TIMEOUT_SCALE, or
 // 2 when CI is set (its cold runs took 1.2 to 1.8 times as long as a
 // warm local run, TestSeed's subtests the most), else 1.

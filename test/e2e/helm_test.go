@@ -178,7 +178,7 @@ func helmManager(t *testing.T, host string) {
 		// An address in the seed's node network: the managers' pods there
 		// reach it, and so does this host.
 		"--set-string", `seed.apiServerService.annotations.lb\.lotse\.dev/internal=true`,
-		"--wait", "--timeout", "10m")
+		"--wait", "--timeout", scaled(10*time.Minute))
 	step("chart installed")
 	t.Cleanup(func() {
 		// What the managers made goes while they run: the cluster, then
@@ -325,7 +325,7 @@ func helmManager(t *testing.T, host string) {
 	t.Run("helm upgrade rolls the managers", func(t *testing.T) {
 		gen := deployment().Generation
 		runHelm(t, kubeconfig, "upgrade", release, chart, "-n", ns, "--reuse-values",
-			"--set", "podAnnotations.upgraded=yes", "--wait", "--timeout", "10m")
+			"--set", "podAnnotations.upgraded=yes", "--wait", "--timeout", scaled(10*time.Minute))
 		d := deployment()
 		if d.Generation == gen || d.Spec.Template.Annotations["upgraded"] != "yes" || d.Status.UpdatedReplicas != 2 || d.Status.ReadyReplicas != 2 {
 			t.Fatalf("after the upgrade: generation %d (was %d), %d updated, %d ready", d.Generation, gen, d.Status.UpdatedReplicas, d.Status.ReadyReplicas)
@@ -358,7 +358,7 @@ func helmManager(t *testing.T, host string) {
 			err := mc.Get(ctx, client.ObjectKey{Name: "management"}, &lotsev1.Seed{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 		})
-		runHelm(t, kubeconfig, "uninstall", release, "-n", ns, "--wait", "--timeout", "5m")
+		runHelm(t, kubeconfig, "uninstall", release, "-n", ns, "--wait", "--timeout", scaled(5*time.Minute))
 		waitFor(t, 2*time.Minute, "the webhook configuration gone with the manager's ClusterRole", func() (bool, error) {
 			_, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "lotse", metav1.GetOptions{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)

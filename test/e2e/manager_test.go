@@ -26,7 +26,7 @@ import (
 // control plane running; `lotse down` stops it.
 func TestManagerAgainstExistingCluster(t *testing.T) {
 	const hostName = "mgr-host"
-	mustCLI(t, "cluster", "create", hostName, "--wait", "--timeout", "3m")
+	mustCLI(t, "cluster", "create", hostName, "--wait", "--timeout", scaled(3*time.Minute))
 	t.Cleanup(func() { _, _ = lotseCLI(t, "cluster", "delete", hostName, "--wait") })
 	kubeconfig := filepath.Join(t.TempDir(), "host.kubeconfig")
 	mustCLI(t, "cluster", "kubeconfig", hostName, "--output-file", kubeconfig)
