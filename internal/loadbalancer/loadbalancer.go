@@ -205,10 +205,11 @@ func (lb *LoadBalancer) handle(ctx context.Context, client net.Conn) {
 	candidates := lb.pick()
 	// dialNext connects to the next candidate that accepts.
 	dialNext := func() (net.Conn, int) {
-		for len(candidates) > 0 {
+		d := net.Dialer{Timeout: 2 * time.Second}
+		for len(candidates) > 0 && ctx.Err() == nil {
 			i := candidates[0]
 			candidates = candidates[1:]
-			if c, err := net.DialTimeout("tcp", lb.cfg.Backends[i], 2*time.Second); err == nil {
+			if c, err := d.DialContext(ctx, "tcp", lb.cfg.Backends[i]); err == nil {
 				return c, i
 			}
 		}
@@ -233,7 +234,7 @@ func (lb *LoadBalancer) handle(ctx context.Context, client net.Conn) {
 	}()
 	go s.clientToBackend(client)
 
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 16<<10)
 	for {
 		n, err := s.current().Read(buf)
 		if n > 0 {
@@ -244,22 +245,28 @@ func (lb *LoadBalancer) handle(ctx context.Context, client net.Conn) {
 			// When either side ends, end both: a half-open connection to
 			// a dead API server would otherwise keep a client's watch
 			// hanging.
-			_, _ = io.CopyBuffer(client, s.current(), buf)
+			_, _ = io.Copy(client, s.current())
 			return
 		}
 		if err == nil {
 			continue
 		}
-		// Closed before it answered: the backend saw at most the
-		// client's TLS hello (a client sends nothing else before the
-		// server's hello), nothing an API server acted on. An API
-		// server killed with the connection still in its listen queue
-		// does this; the next backend gets the same bytes, and the
-		// client never notices.
+		// Closed before it answered a TLS client's hello (or before the
+		// client said anything): the backend saw nothing it could have
+		// acted on (a TLS client sends no data before the server's
+		// hello). An API server killed with the connection still in its
+		// listen queue does this; the next backend gets the same bytes,
+		// and the client never notices.
 		if !s.canReplay() || ctx.Err() != nil {
 			return
 		}
-		lb.healthy[index].Store(false) // until its next health check says otherwise
+		// A backend that drops a TLS hello unanswered is going away:
+		// new connections avoid it until its next health check says
+		// otherwise. (One that closes a silent client's connection, as
+		// an API server does after its handshake timeout, may be fine.)
+		if s.heard() && lb.healthy[index].Swap(false) {
+			lb.cfg.Log.Printf("backend %s healthy=false (closed a connection before answering)", lb.cfg.Backends[index])
+		}
 		next, i := dialNext()
 		if next == nil {
 			lb.cfg.Log.Printf("backend %s closed %s's connection before answering, and no other backend is reachable", lb.cfg.Backends[index], client.RemoteAddr())
@@ -275,9 +282,18 @@ func (lb *LoadBalancer) handle(ctx context.Context, client net.Conn) {
 
 // maxReplay bounds the client's bytes kept for a replay. A TLS client
 // hello is a few hundred bytes, a few KiB with many extensions; more
-// than this before the server's first byte is not TLS, and is not
-// replayed.
+// than this before the server's first byte is not a TLS handshake.
 const maxReplay = 16 << 10
+
+// tlsHandshakeRecord is the first byte of a TLS client's first record.
+// Only a TLS handshake is replayed: a plain-text client's request may
+// have been acted on by a backend that then closed without a word.
+const tlsHandshakeRecord = 0x16
+
+// replayWriteTimeout bounds the replay's write: a backend that accepts
+// and then reads nothing must not hold the connection (and Serve's
+// shutdown) forever.
+const replayWriteTimeout = 2 * time.Second
 
 // splice is one client connection's path to its backend. Until the
 // backend's first byte it keeps what the client sent, so that the
@@ -309,9 +325,17 @@ func (s *splice) canReplay() bool {
 	return s.replayable && !s.ended
 }
 
+// heard says whether the client has sent anything yet.
+func (s *splice) heard() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sent) > 0
+}
+
 // replay sends what the client sent so far to next and makes it the
 // backend. Under the lock, so that the client's later bytes follow
-// these.
+// these; the write has a deadline, so end (which closes the backend)
+// waits at most that long.
 func (s *splice) replay(next net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -322,8 +346,10 @@ func (s *splice) replay(next net.Conn) bool {
 	old := s.backend
 	s.backend = next
 	old.Close()
+	_ = next.SetWriteDeadline(time.Now().Add(replayWriteTimeout))
 	// A failed write shows as the next read's error: the loop moves on.
 	_, _ = next.Write(s.sent)
+	_ = next.SetWriteDeadline(time.Time{})
 	return true
 }
 
@@ -336,17 +362,20 @@ func (s *splice) end() {
 	b.Close()
 }
 
-// clientToBackend copies the client's bytes to the current backend, and
-// keeps them while the connection may still move.
+// clientToBackend copies the client's bytes to the current backend. It
+// keeps them while the connection may still move, and hands over to
+// io.Copy (the kernel's splice between two TCP connections) once the
+// backend has answered.
 func (s *splice) clientToBackend(client net.Conn) {
 	defer s.end()
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 16<<10)
 	for {
 		n, err := client.Read(buf)
 		if n > 0 {
 			s.mu.Lock()
 			if s.replayable {
-				if len(s.sent)+n > maxReplay {
+				first := len(s.sent) == 0
+				if (first && buf[0] != tlsHandshakeRecord) || len(s.sent)+n > maxReplay {
 					s.replayable, s.sent = false, nil
 				} else {
 					s.sent = append(s.sent, buf[:n]...)
@@ -357,6 +386,11 @@ func (s *splice) clientToBackend(client net.Conn) {
 			// A backend that went away before answering is replaced,
 			// these bytes included; otherwise the connection is over.
 			if _, err := b.Write(buf[:n]); err != nil && !movable {
+				return
+			}
+			if !movable {
+				// Answered (or not replayable): this backend for good.
+				_, _ = io.Copy(b, client)
 				return
 			}
 		}

@@ -510,11 +510,13 @@ func request(addr, line string) (string, error) {
 }
 
 // TestReplaysUnansweredConnections: a backend that closes or resets a
-// connection before it answered a byte (an API server killed with the
-// connection in its listen queue, or during the TLS handshake) costs the
-// client nothing: the next backend gets the same bytes. Once a backend
-// has answered, its connection's end is the client's.
+// TLS client's connection before it answered a byte (an API server killed
+// with the connection in its listen queue, or during the handshake) costs
+// the client nothing: the next backend gets the same bytes. Once a backend
+// has answered, its connection's end is the client's; a plain-text
+// client's bytes are never replayed (the backend may have acted on them).
 func TestReplaysUnansweredConnections(t *testing.T) {
+	const hello = "\x16hello" // the first byte of a TLS handshake record
 	good := func(c net.Conn, line string) { _, _ = io.WriteString(c, "good:"+line) }
 	reset := func(c net.Conn, _ string) {
 		if tc, ok := c.(*net.TCPConn); ok {
@@ -524,13 +526,18 @@ func TestReplaysUnansweredConnections(t *testing.T) {
 	closeQuietly := func(net.Conn, string) {}
 	answerThenDie := func(c net.Conn, _ string) { _, _ = io.WriteString(c, "partial") }
 	tests := []struct {
-		name  string
-		first func(net.Conn, string)
-		want  string
+		name    string
+		first   func(net.Conn, string)
+		payload string
+		// fromFirst is what a client whose connection stays with the
+		// first backend reads; "" when none does.
+		fromFirst string
+		moved     bool
 	}{
-		{"reset before answering", reset, "good:hello"},
-		{"closed before answering", closeQuietly, "good:hello"},
-		{"closed after answering", answerThenDie, "partial"},
+		{"reset before answering", reset, hello, "", true},
+		{"closed before answering", closeQuietly, hello, "", true},
+		{"closed after answering", answerThenDie, hello, "partial", false},
+		{"plain text is not replayed", closeQuietly, "hello", "(closed)", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -544,19 +551,59 @@ func TestReplaysUnansweredConnections(t *testing.T) {
 				t.Fatal(err)
 			}
 			addr := serve(t, lb, ln)
+			fromFirst := 0
 			for i := 0; i < 6; i++ {
-				got, err := request(addr, "hello")
-				if err != nil {
-					t.Fatalf("connection %d: %v (log: %s)", i, err, logs)
+				got, err := request(addr, tt.payload)
+				if got == "" && err == nil {
+					got = "(closed)"
 				}
-				if got != tt.want && got != "good:hello" {
-					t.Fatalf("connection %d got %q, want %q", i, got, tt.want)
+				switch {
+				case got == "good:"+tt.payload:
+				case tt.fromFirst != "" && got == tt.fromFirst:
+					fromFirst++
+				default:
+					t.Fatalf("connection %d got %q, %v; want %q (log: %s)", i, got, err, "good:"+tt.payload, logs)
 				}
+			}
+			if tt.fromFirst != "" && fromFirst == 0 {
+				t.Errorf("no connection stayed with the first backend (want %q from it)", tt.fromFirst)
 			}
 			moved := strings.Contains(logs.String(), "before answering; sent to "+second)
-			if wantMoved := tt.want == "good:hello"; moved != wantMoved {
-				t.Errorf("connections moved: %t, want %t (log: %s)", moved, wantMoved, logs)
+			if moved != tt.moved {
+				t.Errorf("connections moved: %t, want %t (log: %s)", moved, tt.moved, logs)
 			}
 		})
+	}
+}
+
+// TestShutdownWithUnansweredConnection: a connection whose backend never
+// answers does not hold up the balancer's shutdown.
+func TestShutdownWithUnansweredConnection(t *testing.T) {
+	silent := startClientFirst(t, func(c net.Conn, _ string) { _, _ = io.Copy(io.Discard, c) })
+	ln := listen(t)
+	lb, err := New(Config{Listen: ln.Addr().String(), Backends: []string{silent}, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- lb.Serve(ctx, ln) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "\x16hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return with a connection waiting for its backend's answer")
 	}
 }

@@ -423,7 +423,8 @@ func seedHA(t *testing.T, host string, cl *lotsev1.Cluster) {
 // once when a read fails, and counts what failed twice: a request in
 // flight on the very server that goes fails (EOF); clients retry such
 // idempotent reads once, as kubectl does. Available means: the retry, on
-// a new connection, works.
+// a new connection, works, and the two took no longer than the client's
+// timeout.
 type apiProbe struct {
 	ok, failed, retried atomic.Int64
 	slowest             atomic.Int64 // nanoseconds of the slowest success
@@ -457,6 +458,11 @@ func startAPIProbe(t *testing.T, httpc *http.Client, endpoint string) *apiProbe 
 			if err != nil {
 				p.retried.Add(1)
 				err = get()
+			}
+			// A retry after a timed-out first try answers, but the
+			// client waited more than its limit: a failure.
+			if took := time.Since(began); err == nil && httpc.Timeout > 0 && took > httpc.Timeout {
+				err = fmt.Errorf("answered only after %s, a retry after the first try timed out", took.Round(time.Millisecond))
 			}
 			if err == nil {
 				p.ok.Add(1)
