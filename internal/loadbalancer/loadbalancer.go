@@ -90,7 +90,18 @@ func (lb *LoadBalancer) loadCA() error {
 	} else if lb.client != nil {
 		return nil
 	}
-	lb.client = &http.Client{Timeout: lb.cfg.Interval, Transport: &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true}}
+	// One connection per backend, kept between checks: a TLS handshake
+	// every second per backend cost each HA cluster's load balancer and
+	// API servers more than the checks themselves. A killed backend
+	// breaks the connection and fails its check; a stopping API server
+	// fails /readyz first.
+	old := lb.client
+	lb.client = &http.Client{Timeout: lb.cfg.Interval, Transport: &http.Transport{
+		TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 1, IdleConnTimeout: 10 * lb.cfg.Interval,
+	}}
+	if old != nil {
+		old.CloseIdleConnections()
+	}
 	return nil
 }
 
@@ -178,6 +189,8 @@ func (lb *LoadBalancer) check(ctx context.Context, client *http.Client, addr str
 	if err != nil {
 		return false
 	}
+	// Read to the end, so that the connection is reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }

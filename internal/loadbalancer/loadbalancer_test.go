@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -167,7 +168,9 @@ func TestNewValidates(t *testing.T) {
 func TestSpreadsConnections(t *testing.T) {
 	a, b := startEcho(t, "a"), startEcho(t, "b")
 	ln := listen(t)
-	lb, err := New(Config{Listen: ln.Addr().String(), Backends: []string{a.addr(), b.addr()}, Interval: 100 * time.Millisecond})
+	// One check, at the start, with all the time it needs: a check that
+	// timed out on a busy machine would skew the count.
+	lb, err := New(Config{Listen: ln.Addr().String(), Backends: []string{a.addr(), b.addr()}, Interval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,4 +609,51 @@ func TestShutdownWithUnansweredConnection(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve did not return with a connection waiting for its backend's answer")
 	}
+}
+
+// TestHealthChecksKeepTheirConnection: HTTPS health checks reuse one
+// connection per backend instead of a TLS handshake each, and a backend
+// that goes away still fails its next check.
+func TestHealthChecksKeepTheirConnection(t *testing.T) {
+	var conns, checks atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		checks.Add(1)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "https://")
+	ln := listen(t)
+	lb, err := New(Config{Listen: ln.Addr().String(), Backends: []string{addr}, HealthPath: "/readyz", CAFile: writeCA(t, srv), Interval: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, lb, ln)
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitUntil("ten checks", func() bool { return checks.Load() >= 10 })
+	// One kept; a check that timed out on a busy machine starts another.
+	if n := conns.Load(); n > 4 {
+		t.Errorf("%d connections for %d checks, want one kept", n, checks.Load())
+	}
+	if !lb.healthy[0].Load() {
+		t.Error("the backend is not healthy")
+	}
+	srv.CloseClientConnections()
+	srv.Listener.Close()
+	waitUntil("the closed backend unhealthy", func() bool { return !lb.healthy[0].Load() })
 }
