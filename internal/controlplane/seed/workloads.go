@@ -522,13 +522,21 @@ egressSelections:
 `, tunnelSocket)
 }
 
+// apiServerReadyPath is the API servers' readiness: everything but etcd.
+// Every replica shares the same etcd, so an etcd election (a drained seed
+// node that held the leader) would take them all out of the Service at
+// once, and clients would be refused where they could have waited the
+// election out. A stopping API server still leaves at its first failed
+// probe (its shutdown check), before it stops serving.
+const apiServerReadyPath = "/readyz?exclude=etcd&exclude=etcd-readiness"
+
 func (r render) apiServer(replicas int32) *appsv1.Deployment {
 	containers := []corev1.Container{{
 		Name:           apiServerName,
 		Image:          r.images.APIServer,
 		Args:           r.apiServerArgs(replicas),
 		Ports:          []corev1.ContainerPort{{Name: "https", ContainerPort: apiServerPort}},
-		ReadinessProbe: probe(corev1.URISchemeHTTPS, "/readyz", apiServerPort, 1),
+		ReadinessProbe: probe(corev1.URISchemeHTTPS, apiServerReadyPath, apiServerPort, 1),
 		LivenessProbe:  probe(corev1.URISchemeHTTPS, "/livez", apiServerPort, 12),
 		StartupProbe:   startupProbe(corev1.URISchemeHTTPS, "/livez", apiServerPort),
 		Resources:      resources("100m", "256Mi"),
