@@ -59,17 +59,20 @@ lint:
 	@test $$(ls charts/lotse/crds | wc -l) -eq $$(ls config/crd/bases config/crd/fleet | grep -c yaml) || { echo "charts/lotse/crds has CRDs config/crd has not: run make generate"; exit 1; }
 
 unit:
-	$(GO) test -race -count=1 -timeout 20m ./api/... ./internal/... ./config/...
+	$(GO) test -race -count=1 -timeout 20m ./api/... ./internal/... ./config/... ./hack/...
 
 # The end-to-end tests run one `lotse up` on E2E_STATE_DIR; whatever happens,
-# `lotse down` afterwards makes sure no process outlives the run. Three tests
+# `lotse down` afterwards makes sure no process outlives the run; the output
+# ends with each failed test's own lines again (hack/testsummary). Three tests
 # at a time (each on its own cluster; four starved each other on two cores),
 # longest first: the harness hands out the slots (LOTSE_E2E_PARALLEL,
 # test/e2e/schedule_test.go), so go test's own -parallel is set high.
 E2E_STATE_DIR ?= /tmp/lotse-e2e-$(shell id -u)
 e2e: build
 	@$(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null
-	@rc=0; LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR) $(GO) test -count=1 -timeout 78m -parallel 64 -v ./test/e2e/... || rc=$$?; \
+	@$(GO) build -o bin/testsummary ./hack/testsummary
+	@LOTSE_BINARY=$(LOTSE) LOTSE_E2E_STATE_DIR=$(E2E_STATE_DIR) $(GO) test -count=1 -timeout 78m -parallel 64 -json ./test/e2e/... 2>&1 | bin/testsummary; \
+	  st=($${PIPESTATUS[@]}); rc=$${st[0]}; [ $$rc -ne 0 ] || rc=$${st[1]}; \
 	  $(LOTSE) down --state-dir $(E2E_STATE_DIR) >/dev/null; rm -rf $(E2E_STATE_DIR); exit $$rc
 
 ## demo: start lotse, create a cluster, use it with kubectl

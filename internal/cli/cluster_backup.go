@@ -201,18 +201,11 @@ func newClusterRestoreCommand(flags *clientFlags) *cobra.Command {
 				return nil
 			}
 			return waitCluster(ctx, c, target, timeout, func(cl *lotsev1.Cluster) (bool, error) {
-				rs := cl.Status.Restore
-				if rs == nil || rs.StartTime == nil || rs.StartTime.Before(&metav1.Time{Time: requested}) {
-					return false, nil
+				done, err := restoreOutcome(cl, ref, requested, into == "")
+				if done && err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "cluster %s restored from %s: %s\n", target, cl.Status.Restore.From, cl.Status.Restore.Message)
 				}
-				switch rs.Step {
-				case lotsev1.RestoreStepSucceeded:
-					fmt.Fprintf(cmd.OutOrStdout(), "cluster %s restored from %s: %s\n", target, rs.From, rs.Message)
-					return true, nil
-				case lotsev1.RestoreStepFailed:
-					return true, fmt.Errorf("restore of cluster %s from %s: %s", target, rs.From, rs.Message)
-				}
-				return false, nil
+				return done, err
 			})
 		},
 	}
@@ -221,6 +214,30 @@ func newClusterRestoreCommand(flags *clientFlags) *cobra.Command {
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the restore is requested")
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Minute, "how long to wait for the restore")
 	return cmd
+}
+
+// restoreOutcome says whether status shows the outcome of the restore
+// from ref requested at requested (less a second: status times have
+// seconds only), and the refusal if it was refused.
+func restoreOutcome(cl *lotsev1.Cluster, ref backup.Ref, requested time.Time, inPlace bool) (bool, error) {
+	rs := cl.Status.Restore
+	if rs == nil || rs.StartTime == nil || rs.StartTime.Before(&metav1.Time{Time: requested}) || rs.From != ref.String() {
+		return false, nil
+	}
+	// In place, the manager takes the annotation away once it has written
+	// this request's outcome: until then, status may still hold an earlier
+	// request's from the same second. A new cluster keeps the annotation
+	// when refused (it tries again), and has no earlier outcome.
+	if _, pending := cl.Annotations[lotsev1.RestoreAnnotation]; pending && inPlace {
+		return false, nil
+	}
+	switch rs.Step {
+	case lotsev1.RestoreStepSucceeded:
+		return true, nil
+	case lotsev1.RestoreStepFailed:
+		return true, fmt.Errorf("restore of cluster %s/%s from %s: %s", cl.Namespace, cl.Name, rs.From, rs.Message)
+	}
+	return false, nil
 }
 
 // waitCluster polls a Cluster until done says so (or returns an error).

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -432,8 +433,9 @@ func seedHA(t *testing.T, host string, cl *lotsev1.Cluster) {
 type apiProbe struct {
 	ok, failed, retried, timedOut atomic.Int64
 	slowest                       atomic.Int64 // nanoseconds of the slowest try that answered
-	firstFailure                  atomic.Value
 	firstTimeout                  atomic.Value
+	mu                            sync.Mutex
+	failures                      []string // the first few, with both tries' errors
 	cancel                        context.CancelFunc
 	done                          sync.WaitGroup
 }
@@ -462,7 +464,9 @@ func startAPIProbe(t *testing.T, httpc *http.Client, endpoint string) *apiProbe 
 	go func() {
 		defer p.done.Done()
 		for ctx.Err() == nil {
+			began := time.Now()
 			err := get()
+			first := err
 			if err != nil {
 				p.retried.Add(1)
 				if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
@@ -475,7 +479,12 @@ func startAPIProbe(t *testing.T, httpc *http.Client, endpoint string) *apiProbe 
 				p.ok.Add(1)
 			} else {
 				p.failed.Add(1)
-				p.firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339Nano), err))
+				p.mu.Lock()
+				if len(p.failures) < 5 {
+					p.failures = append(p.failures, fmt.Sprintf("began %s: %v; the retry, ended %s: %v",
+						began.Format("15:04:05.000"), first, time.Now().Format("15:04:05.000"), err))
+				}
+				p.mu.Unlock()
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -498,7 +507,7 @@ func (p *apiProbe) stop(t *testing.T, what string) {
 		t.Errorf("only %d successful probes; the probe loop did not run", p.ok.Load())
 	}
 	if p.failed.Load() > 0 {
-		t.Errorf("%d API requests failed while %s; first: %v", p.failed.Load(), what, p.firstFailure.Load())
+		t.Errorf("%d API requests failed while %s: %s", p.failed.Load(), what, strings.Join(p.failures, "; "))
 	}
 }
 
@@ -573,6 +582,10 @@ func seedDrain(t *testing.T, host string, cl *lotsev1.Cluster) {
 		if drained {
 			return true, nil
 		}
+		if msg != last {
+			// A timeline to set the probe's failures against.
+			t.Logf("%s drain: %s (%d etcd members running)", time.Now().Format("15:04:05.000"), msg, up)
+		}
 		last = msg
 		held := strings.SplitN(msg, "; blocked by a PodDisruptionBudget: ", 2)
 		left := strings.Split(strings.TrimPrefix(held[0], "evicting "), ", ")
@@ -587,6 +600,9 @@ func seedDrain(t *testing.T, host string, cl *lotsev1.Cluster) {
 	// A while in that state: the API serves from the other node.
 	time.Sleep(15 * time.Second)
 	probe.stop(t, "seed node "+node+" was drained")
+	if t.Failed() {
+		logSeedNamespace(t, seedCS, ns)
+	}
 	if lowestUp < 2 {
 		t.Errorf("only %d etcd members were running during the drain: the budget did not keep the quorum", lowestUp)
 	}
@@ -606,6 +622,50 @@ func seedDrain(t *testing.T, host string, cl *lotsev1.Cluster) {
 	got, err := hostedCS.CoreV1().ConfigMaps("default").Get(ctx, marker.Name, metav1.GetOptions{})
 	if err != nil || got.Data["k"] != "v" {
 		t.Errorf("the ConfigMap written before the drain: %v, %v", got, err)
+	}
+}
+
+// logSeedNamespace logs a hosted control plane's pods and the events in
+// its seed namespace, oldest first: what a failed check happened beside.
+func logSeedNamespace(t *testing.T, seedCS kubernetes.Interface, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	if pods, err := seedCS.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, p := range pods.Items {
+			t.Logf("pod %s", describePod(p, podReady(&p)))
+		}
+		// What etcd said about its leader and its slowness: an election
+		// or a slow disk holds every request up.
+		since := int64(600)
+		for _, p := range pods.Items {
+			if p.Labels[seed.LabelComponent] != "etcd" || p.Status.Phase != corev1.PodRunning {
+				continue
+			}
+			raw, err := seedCS.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: "etcd", SinceSeconds: &since}).DoRaw(ctx)
+			if err != nil {
+				t.Logf("%s log: %v", p.Name, err)
+				continue
+			}
+			var lines []string
+			for _, l := range strings.Split(string(raw), "\n") {
+				if strings.Contains(l, "leader") || strings.Contains(l, "took too long") || strings.Contains(l, "\"level\":\"warn\"") {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) > 25 {
+				lines = lines[len(lines)-25:]
+			}
+			t.Logf("%s log, its leader and warnings of the last 10 minutes:\n%s", p.Name, strings.Join(lines, "\n"))
+		}
+	}
+	events, err := seedCS.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return
+	}
+	at := func(e corev1.Event) time.Time { return eventTime(e.EventTime.Time, e.LastTimestamp.Time) }
+	sort.Slice(events.Items, func(i, j int) bool { return at(events.Items[i]).Before(at(events.Items[j])) })
+	for _, e := range events.Items {
+		t.Logf("event %s %s/%s %s: %s", at(e).Format("15:04:05"), e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
 	}
 }
 

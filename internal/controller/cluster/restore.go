@@ -44,8 +44,10 @@ func (r *Reconciler) restore(ctx context.Context, c *lotsev1.Cluster, status *lo
 		case rs.Step == lotsev1.RestoreStepStarting:
 			status.Phase = lotsev1.PhaseRestoring
 			return false, ctrl.Result{}, nil
-		case rs.Step == lotsev1.RestoreStepFailed && rs.CompletionTime != nil && time.Since(rs.CompletionTime.Time) < restoreRetry:
-			// A new cluster waits for its snapshot (see refuseRestore).
+		case rs.Step == lotsev1.RestoreStepFailed && rs.CompletionTime != nil && time.Since(rs.CompletionTime.Time) < restoreRetry && status.KubernetesVersion == "":
+			// A new cluster waits for its snapshot (see refuseRestore);
+			// a running one was refused and lost the annotation, so
+			// this is a new request, answered now.
 			return true, ctrl.Result{RequeueAfter: restoreRetry - time.Since(rs.CompletionTime.Time)}, nil
 		}
 	}
