@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -422,25 +424,44 @@ func seedHA(t *testing.T, host string, cl *lotsev1.Cluster) {
 }
 
 // apiProbe reads a namespace from a cluster's API every 50ms, each
-// request on a new connection as independent clients would, once again at
-// once when a read fails, and counts what failed twice: a request in
-// flight on the very server that goes fails (EOF), and a connection can
-// hang on a path that a drain took away; clients give a request a time
-// limit (the http.Client's) and retry such idempotent reads once, as
-// kubectl does. Available means: the retry, on a new connection, works.
-// The log says how many retries followed a timeout, and the slowest try
-// that answered.
+// request on a new connection as independent clients would, and counts the
+// reads that failed as a client-go client (kubectl, every controller) sees
+// them: client-go retries a GET that lost its connection (reset, EOF) and a
+// request answered with Retry-After (an API server that shuts down says
+// so), up to 10 times, a second apart. Beyond that, a try that timed out
+// (the http.Client's limit, as a client with a deadline has) or failed
+// otherwise is retried once at once. The log says how many reads needed a
+// retry, how many followed a timeout, and the slowest try that answered.
 type apiProbe struct {
 	ok, failed, retried, timedOut atomic.Int64
 	slowest                       atomic.Int64 // nanoseconds of the slowest try that answered
 	firstTimeout                  atomic.Value
 	mu                            sync.Mutex
-	failures                      []string // the first few, with both tries' errors
+	failures                      []string // the first few, with every try's error
 	cancel                        context.CancelFunc
 	done                          sync.WaitGroup
 }
 
+// retryAfterError is an answer that asks the client to come back.
+type retryAfterError struct {
+	status, seconds int
+}
+
+func (e retryAfterError) Error() string {
+	return fmt.Sprintf("status %d, Retry-After %d", e.status, e.seconds)
+}
+
+// clientGoRetries is how often client-go tries a GET again (rest.Request's
+// default maxRetries); it waits a second when the server named no time.
+const clientGoRetries = 10
+
 func startAPIProbe(t *testing.T, httpc *http.Client, endpoint string) *apiProbe {
+	return startAPIProbeWaiting(t, httpc, endpoint, time.Second)
+}
+
+// startAPIProbeWaiting is startAPIProbe with another wait before a retry
+// (and in place of Retry-After's seconds), for the probe's own test.
+func startAPIProbeWaiting(t *testing.T, httpc *http.Client, endpoint string, retryWait time.Duration) *apiProbe {
 	p := &apiProbe{}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
@@ -453,6 +474,10 @@ func startAPIProbe(t *testing.T, httpc *http.Client, endpoint string) *apiProbe 
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
+			if after := resp.Header.Get("Retry-After"); after != "" && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
+				seconds, _ := strconv.Atoi(after)
+				return retryAfterError{status: resp.StatusCode, seconds: max(seconds, 1)}
+			}
 			return fmt.Errorf("status %d", resp.StatusCode)
 		}
 		took := int64(time.Since(began))
@@ -460,36 +485,85 @@ func startAPIProbe(t *testing.T, httpc *http.Client, endpoint string) *apiProbe 
 		}
 		return nil
 	}
+	// read is one read as the client sees it: whether it answered in
+	// the end, and the errors of the tries before.
+	read := func() (bool, []error) {
+		var errs []error
+		clientGo, other := 0, 0
+		for ctx.Err() == nil {
+			err := get()
+			if err == nil {
+				return true, errs
+			}
+			errs = append(errs, err)
+			var ra retryAfterError
+			asked := errors.As(err, &ra)
+			switch {
+			case asked || utilnet.IsConnectionReset(err) || utilnet.IsProbableEOF(err) || utilnet.IsHTTP2ConnectionLost(err):
+				if clientGo == clientGoRetries {
+					return false, errs
+				}
+				clientGo++
+				wait := retryWait
+				if asked {
+					wait = time.Duration(ra.seconds) * retryWait
+				}
+				pause(ctx, wait)
+			case other == 0:
+				other++
+				if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+					p.timedOut.Add(1)
+					p.firstTimeout.CompareAndSwap(nil, fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339Nano), err))
+				}
+			default:
+				return false, errs
+			}
+		}
+		return false, errs
+	}
 	p.done.Add(1)
 	go func() {
 		defer p.done.Done()
 		for ctx.Err() == nil {
 			began := time.Now()
-			err := get()
-			first := err
-			if err != nil {
-				p.retried.Add(1)
-				if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-					p.timedOut.Add(1)
-					p.firstTimeout.CompareAndSwap(nil, fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339Nano), err))
-				}
-				err = get()
+			answered, errs := read()
+			if ctx.Err() != nil {
+				break // stopped, perhaps while retrying: not counted
 			}
-			if err == nil {
+			if answered {
 				p.ok.Add(1)
 			} else {
 				p.failed.Add(1)
 				p.mu.Lock()
 				if len(p.failures) < 5 {
-					p.failures = append(p.failures, fmt.Sprintf("began %s: %v; the retry, ended %s: %v",
-						began.Format("15:04:05.000"), first, time.Now().Format("15:04:05.000"), err))
+					p.failures = append(p.failures, fmt.Sprintf("began %s, gave up %s after %d tries: %v",
+						began.Format("15:04:05.000"), time.Now().Format("15:04:05.000"), len(errs), joinErrors(errs)))
 				}
 				p.mu.Unlock()
+			}
+			if len(errs) > 0 {
+				p.retried.Add(1)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
 	return p
+}
+
+// pause waits d, or less when ctx ends.
+func pause(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func joinErrors(errs []error) string {
+	var s []string
+	for _, err := range errs {
+		s = append(s, err.Error())
+	}
+	return strings.Join(s, "; ")
 }
 
 // stop ends the probes and fails the test if any request failed twice
@@ -498,8 +572,8 @@ func (p *apiProbe) stop(t *testing.T, what string) {
 	t.Helper()
 	p.cancel()
 	p.done.Wait()
-	t.Logf("API probes while %s: %d ok (%d after one retry, %d of them after a timeout; the slowest answer in %s), %d failed", what, p.ok.Load(), p.retried.Load(),
-		p.timedOut.Load(), time.Duration(p.slowest.Load()).Round(time.Millisecond), p.failed.Load())
+	t.Logf("API probes while %s: %d ok, %d failed; %d needed a retry (%d after a timeout); the slowest answer in %s", what, p.ok.Load(), p.failed.Load(),
+		p.retried.Load(), p.timedOut.Load(), time.Duration(p.slowest.Load()).Round(time.Millisecond))
 	if first := p.firstTimeout.Load(); first != nil {
 		t.Logf("first timed-out try: %v", first)
 	}
