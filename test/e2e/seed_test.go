@@ -558,10 +558,20 @@ func pause(ctx context.Context, d time.Duration) {
 	}
 }
 
+// joinErrors lists errors, a run of the same one once with its count.
 func joinErrors(errs []error) string {
 	var s []string
-	for _, err := range errs {
-		s = append(s, err.Error())
+	for i := 0; i < len(errs); {
+		j := i + 1
+		for j < len(errs) && errs[j].Error() == errs[i].Error() {
+			j++
+		}
+		if j-i > 1 {
+			s = append(s, fmt.Sprintf("%v (%d times)", errs[i], j-i))
+		} else {
+			s = append(s, errs[i].Error())
+		}
+		i = j
 	}
 	return strings.Join(s, "; ")
 }
