@@ -180,12 +180,15 @@ func (s *admissionServer) stop() {
 }
 
 // configuration is what the management API needs to call this server:
-// Cluster creates and updates in project namespaces (failing closed: a
-// quota that holds only while the manager runs would not be one), and
-// Project deletes (failing open: the project's finalizer holds it anyway).
+// Cluster creates and updates in project namespaces, and Project deletes.
+// Both fail closed: a quota that holds only while the manager runs would
+// not be one, and a delete let through while the webhook was slow cannot
+// be taken back (the project's finalizer holds it, but it stays deleting:
+// no new clusters, until its clusters are gone). A delete refused while
+// the manager is away can be asked again.
 func (s *admissionServer) configuration() *admissionregistrationv1.ValidatingWebhookConfiguration {
 	none := admissionregistrationv1.SideEffectClassNone
-	fail, ignore := admissionregistrationv1.Fail, admissionregistrationv1.Ignore
+	fail := admissionregistrationv1.Fail
 	equivalent := admissionregistrationv1.Equivalent
 	timeout := int32(10)
 	url := func(path string) admissionregistrationv1.WebhookClientConfig {
@@ -229,7 +232,7 @@ func (s *admissionServer) configuration() *admissionregistrationv1.ValidatingWeb
 				ClientConfig:            url("/validate/projects"),
 				Rules:                   rule("projects", admissionregistrationv1.Delete),
 				NamespaceSelector:       &metav1.LabelSelector{},
-				FailurePolicy:           &ignore,
+				FailurePolicy:           &fail,
 				MatchPolicy:             &equivalent,
 				SideEffects:             &none,
 				TimeoutSeconds:          &timeout,
