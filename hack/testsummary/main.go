@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 )
 
 // event is the part of test2json's TestEvent this needs.
@@ -22,14 +24,22 @@ type event struct {
 	Output  string
 }
 
-// maxLinesPerTest bounds what the summary repeats of one test: the lines
-// that matter are near its end (t.Error, the diagnosis after it).
-const maxLinesPerTest = 60
+// What the summary repeats of one test: its first lines (what it set up,
+// often the first error) and its last (t.Error, the diagnosis after it).
+const (
+	headLines = 15
+	tailLines = 45
+)
 
 func main() {
+	// Ctrl-C reaches the whole pipeline: go test must see its tests end
+	// and clean up (TestMain stops every process), which it cannot when
+	// its output has nowhere to go.
+	signal.Ignore(os.Interrupt, syscall.SIGTERM)
 	failed, err := relay(os.Stdin, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testsummary:", err)
+		_, _ = io.Copy(os.Stdout, os.Stdin) // the rest as it is
 		os.Exit(1)
 	}
 	summarize(os.Stdout, failed)
@@ -42,10 +52,13 @@ type failure struct {
 }
 
 // relay copies the output to w and returns the failed tests, in the order
-// they failed. A line that is not JSON (go test's own messages before the
-// test binary runs, a build error) is passed on as it is.
+// they failed, and then the tests that never ended (go test's timeout
+// panics while they run, and sends no event for them). A line that is not
+// JSON (go test's own messages before the test binary runs, a build
+// error) is passed on as it is.
 func relay(r io.Reader, w io.Writer) ([]failure, error) {
 	output := map[string][]string{}
+	var started []event // in the order their output began
 	var failed []failure
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
@@ -62,12 +75,20 @@ func relay(r io.Reader, w io.Writer) ([]failure, error) {
 		key := e.Package + " " + e.Test
 		switch e.Action {
 		case "output":
+			if _, ok := output[key]; !ok {
+				started = append(started, e)
+			}
 			output[key] = append(output[key], strings.TrimRight(e.Output, "\n"))
 		case "fail":
 			failed = append(failed, failure{name: name(e), lines: output[key]})
 			delete(output, key)
 		case "pass", "skip":
 			delete(output, key)
+		}
+	}
+	for _, e := range started {
+		if lines, ok := output[e.Package+" "+e.Test]; ok {
+			failed = append(failed, failure{name: name(e) + " (did not finish)", lines: lines})
 		}
 	}
 	return failed, sc.Err()
@@ -97,9 +118,9 @@ func summarize(w io.Writer, failed []failure) {
 			own = append(own, l)
 		}
 		fmt.Fprintf(w, "--- %s\n", f.name)
-		if len(own) > maxLinesPerTest {
-			fmt.Fprintf(w, "    [%d earlier lines left out]\n", len(own)-maxLinesPerTest)
-			own = own[len(own)-maxLinesPerTest:]
+		if len(own) > headLines+tailLines {
+			left := len(own) - headLines - tailLines
+			own = append(append(own[:headLines:headLines], fmt.Sprintf("    [%d lines left out]", left)), own[len(own)-tailLines:]...)
 		}
 		for _, l := range own {
 			fmt.Fprintln(w, l)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -48,15 +49,42 @@ func TestRelayAndSummarize(t *testing.T) {
 	}
 }
 
-func TestSummarizeKeepsTheLastLines(t *testing.T) {
+func TestSummarizeKeepsTheFirstAndLastLines(t *testing.T) {
 	var lines []string
-	for i := range maxLinesPerTest + 5 {
-		lines = append(lines, strings.Repeat("x", i))
+	for i := range headLines + tailLines + 5 {
+		lines = append(lines, fmt.Sprintf("line %d", i))
 	}
 	var out bytes.Buffer
 	summarize(&out, []failure{{name: "TestLong", lines: lines}})
 	got := out.String()
-	if !strings.Contains(got, "[5 earlier lines left out]") || !strings.Contains(got, lines[len(lines)-1]+"\n") || strings.Contains(got, "\n"+lines[4]+"\n") {
-		t.Errorf("summary of a long output:\n%s", got)
+	for _, want := range []string{"\nline 0\n", fmt.Sprintf("\nline %d\n", headLines-1), "[5 lines left out]", fmt.Sprintf("\nline %d\n", headLines+5), fmt.Sprintf("\nline %d\n", len(lines)-1)} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the summary of a long output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, fmt.Sprintf("\nline %d\n", headLines)) {
+		t.Errorf("the summary keeps line %d:\n%s", headLines, got)
+	}
+}
+
+func TestUnfinishedTestsAreSummarized(t *testing.T) {
+	// go test's timeout: a panic while TestSlow runs, and no event ends it.
+	const input = `{"Action":"run","Package":"p","Test":"TestSlow"}
+{"Action":"output","Package":"p","Test":"TestSlow","Output":"=== RUN   TestSlow\n"}
+{"Action":"output","Package":"p","Test":"TestSlow","Output":"    slow_test.go:3: waiting for the cluster\n"}
+{"Action":"output","Package":"p","Test":"TestSlow","Output":"panic: test timed out after 78m0s\n"}
+{"Action":"output","Package":"p","Output":"FAIL\tp\t4680.001s\n"}
+{"Action":"fail","Package":"p"}
+`
+	var out bytes.Buffer
+	failed, err := relay(strings.NewReader(input), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	summarize(&out, failed)
+	_, summary, _ := strings.Cut(out.String(), "their output again:\n")
+	want := "--- package p\nFAIL\tp\t4680.001s\n--- TestSlow (did not finish)\n    slow_test.go:3: waiting for the cluster\npanic: test timed out after 78m0s\n"
+	if summary != want {
+		t.Errorf("summary:\n%s\nwant:\n%s", summary, want)
 	}
 }

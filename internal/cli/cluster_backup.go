@@ -201,7 +201,7 @@ func newClusterRestoreCommand(flags *clientFlags) *cobra.Command {
 				return nil
 			}
 			return waitCluster(ctx, c, target, timeout, func(cl *lotsev1.Cluster) (bool, error) {
-				done, err := restoreOutcome(cl, ref, requested, into == "")
+				done, err := restoreOutcome(cl, ref, requested)
 				if done && err == nil {
 					fmt.Fprintf(cmd.OutOrStdout(), "cluster %s restored from %s: %s\n", target, cl.Status.Restore.From, cl.Status.Restore.Message)
 				}
@@ -219,16 +219,16 @@ func newClusterRestoreCommand(flags *clientFlags) *cobra.Command {
 // restoreOutcome says whether status shows the outcome of the restore
 // from ref requested at requested (less a second: status times have
 // seconds only), and the refusal if it was refused.
-func restoreOutcome(cl *lotsev1.Cluster, ref backup.Ref, requested time.Time, inPlace bool) (bool, error) {
+func restoreOutcome(cl *lotsev1.Cluster, ref backup.Ref, requested time.Time) (bool, error) {
 	rs := cl.Status.Restore
 	if rs == nil || rs.StartTime == nil || rs.StartTime.Before(&metav1.Time{Time: requested}) || rs.From != ref.String() {
 		return false, nil
 	}
-	// In place, the manager takes the annotation away once it has written
-	// this request's outcome: until then, status may still hold an earlier
-	// request's from the same second. A new cluster keeps the annotation
-	// when refused (it tries again), and has no earlier outcome.
-	if _, pending := cl.Annotations[lotsev1.RestoreAnnotation]; pending && inPlace {
+	// A cluster that has run loses the annotation once the manager has
+	// written this request's outcome: until then, status may still hold
+	// an earlier request's from the same second. One that has not run
+	// keeps it when refused (it tries again every minute).
+	if _, pending := cl.Annotations[lotsev1.RestoreAnnotation]; pending && cl.Status.KubernetesVersion != "" {
 		return false, nil
 	}
 	switch rs.Step {

@@ -18,10 +18,15 @@ func TestRestoreOutcome(t *testing.T) {
 		// As the API has it: seconds only.
 		return &metav1.Time{Time: requested.Add(time.Second).Add(d).Truncate(time.Second)}
 	}
-	cluster := func(annotated bool, rs *lotsev1.RestoreStatus) *lotsev1.Cluster {
+	// cluster is keeper with or without the restore annotation, having
+	// run (a version in status) or not, and the restore status given.
+	cluster := func(annotated, ran bool, rs *lotsev1.RestoreStatus) *lotsev1.Cluster {
 		c := &lotsev1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "keeper"}}
 		if annotated {
 			c.Annotations = map[string]string{lotsev1.RestoreAnnotation: ref.Snapshot}
+		}
+		if ran {
+			c.Status.KubernetesVersion = "1.37.2"
 		}
 		c.Status.Restore = rs
 		return c
@@ -29,28 +34,27 @@ func TestRestoreOutcome(t *testing.T) {
 	tests := []struct {
 		name      string
 		cluster   *lotsev1.Cluster
-		inPlace   bool
 		wantDone  bool
 		wantError string
 	}{
-		{"nothing yet", cluster(true, nil), true, false, ""},
-		{"an earlier request's refusal in the same second, in place",
-			cluster(true, &lotsev1.RestoreStatus{From: "default/keeper/20200101T000000Z", Step: lotsev1.RestoreStepFailed, StartTime: at(0)}), true, false, ""},
+		{"nothing yet", cluster(true, true, nil), false, ""},
+		{"an earlier request's refusal in the same second",
+			cluster(true, true, &lotsev1.RestoreStatus{From: "default/keeper/20200101T000000Z", Step: lotsev1.RestoreStepFailed, StartTime: at(0)}), false, ""},
 		{"an earlier refusal of the same snapshot, not yet taken up",
-			cluster(true, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepFailed, StartTime: at(0), Message: "refused: old"}), true, false, ""},
+			cluster(true, true, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepFailed, StartTime: at(0), Message: "refused: old"}), false, ""},
 		{"an outcome from before the request",
-			cluster(false, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepSucceeded, StartTime: at(-time.Minute)}), true, false, ""},
+			cluster(false, true, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepSucceeded, StartTime: at(-time.Minute)}), false, ""},
 		{"refused, annotation taken away",
-			cluster(false, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepFailed, StartTime: at(0), Message: "refused: snapshot 1: corrupt or truncated"}), true, true, "corrupt or truncated"},
-		{"restoring", cluster(true, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepRestoring, StartTime: at(0)}), true, false, ""},
-		{"starting, annotation taken away", cluster(false, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepStarting, StartTime: at(0)}), true, false, ""},
-		{"succeeded", cluster(false, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepSucceeded, StartTime: at(0)}), true, true, ""},
-		{"a new cluster refused keeps its annotation",
-			cluster(true, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepFailed, StartTime: at(0), Message: "refused: there is no snapshot"}), false, true, "there is no snapshot"},
+			cluster(false, true, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepFailed, StartTime: at(0), Message: "refused: snapshot 1: corrupt or truncated"}), true, "corrupt or truncated"},
+		{"restoring", cluster(true, true, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepRestoring, StartTime: at(0)}), false, ""},
+		{"starting, annotation taken away", cluster(false, true, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepStarting, StartTime: at(0)}), false, ""},
+		{"succeeded", cluster(false, true, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepSucceeded, StartTime: at(0)}), true, ""},
+		{"a cluster that has not run keeps its annotation when refused",
+			cluster(true, false, &lotsev1.RestoreStatus{From: ref.String(), Step: lotsev1.RestoreStepFailed, StartTime: at(0), Message: "refused: there is no snapshot"}), true, "there is no snapshot"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			done, err := restoreOutcome(tt.cluster, ref, requested, tt.inPlace)
+			done, err := restoreOutcome(tt.cluster, ref, requested)
 			if done != tt.wantDone {
 				t.Errorf("done = %t, want %t", done, tt.wantDone)
 			}

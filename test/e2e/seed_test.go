@@ -437,9 +437,14 @@ type apiProbe struct {
 	slowest                       atomic.Int64 // nanoseconds of the slowest try that answered
 	firstTimeout                  atomic.Value
 	mu                            sync.Mutex
-	failures                      []string // the first few, with every try's error
-	cancel                        context.CancelFunc
-	done                          sync.WaitGroup
+	failures                      []string    // the first few, with every try's error
+	stopping                      atomic.Bool // no new reads; the one under way ends as it would
+	// beforeFailure, when set, logs what a failure happened beside; it
+	// runs before the failure is reported, so that the report is the
+	// test's last line (what a log cut to its tail shows).
+	beforeFailure func()
+	cancel        context.CancelFunc
+	done          sync.WaitGroup
 }
 
 // retryAfterError is an answer that asks the client to come back.
@@ -468,14 +473,19 @@ func startAPIProbeWaiting(t *testing.T, httpc *http.Client, endpoint string, ret
 	t.Cleanup(func() { cancel(); p.done.Wait() }) // a test that fails before stop
 	get := func() error {
 		began := time.Now()
-		resp, err := httpc.Get(endpoint + "/api/v1/namespaces/default")
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/api/v1/namespaces/default", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := httpc.Do(req)
 		if err != nil {
 			return err
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			if after := resp.Header.Get("Retry-After"); after != "" && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
-				seconds, _ := strconv.Atoi(after)
+			// As client-go reads Retry-After: whole seconds, on 429 and 5xx.
+			seconds, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+			if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
 				return retryAfterError{status: resp.StatusCode, seconds: max(seconds, 1)}
 			}
 			return fmt.Errorf("status %d", resp.StatusCode)
@@ -524,11 +534,11 @@ func startAPIProbeWaiting(t *testing.T, httpc *http.Client, endpoint string, ret
 	p.done.Add(1)
 	go func() {
 		defer p.done.Done()
-		for ctx.Err() == nil {
+		for !p.stopping.Load() && ctx.Err() == nil {
 			began := time.Now()
 			answered, errs := read()
 			if ctx.Err() != nil {
-				break // stopped, perhaps while retrying: not counted
+				break // the test ended early: not counted
 			}
 			if answered {
 				p.ok.Add(1)
@@ -576,12 +586,14 @@ func joinErrors(errs []error) string {
 	return strings.Join(s, "; ")
 }
 
-// stop ends the probes and fails the test if any request failed twice
-// (or the loop hardly ran) while what happened.
+// stop ends the probes (the read under way, retries and all, ends first)
+// and fails the test if any read failed (or the loop hardly ran) while
+// what happened.
 func (p *apiProbe) stop(t *testing.T, what string) {
 	t.Helper()
-	p.cancel()
+	p.stopping.Store(true)
 	p.done.Wait()
+	p.cancel()
 	t.Logf("API probes while %s: %d ok, %d failed; %d needed a retry (%d after a timeout); the slowest answer in %s", what, p.ok.Load(), p.failed.Load(),
 		p.retried.Load(), p.timedOut.Load(), time.Duration(p.slowest.Load()).Round(time.Millisecond))
 	if first := p.firstTimeout.Load(); first != nil {
@@ -589,6 +601,9 @@ func (p *apiProbe) stop(t *testing.T, what string) {
 	}
 	if p.ok.Load() < 20 {
 		t.Errorf("only %d successful probes; the probe loop did not run", p.ok.Load())
+	}
+	if p.failed.Load() > 0 && p.beforeFailure != nil {
+		p.beforeFailure()
 	}
 	if p.failed.Load() > 0 {
 		t.Errorf("%d API requests failed while %s: %s", p.failed.Load(), what, strings.Join(p.failures, "; "))
@@ -642,6 +657,13 @@ func seedDrain(t *testing.T, host string, cl *lotsev1.Cluster) {
 	t.Cleanup(uncordon)
 
 	probe := startAPIProbe(t, adminHTTPClient(t, cl.Name), cl.Status.Endpoint)
+	logged := false
+	probe.beforeFailure = func() { logSeedNamespace(t, seedCS, ns); logged = true }
+	t.Cleanup(func() {
+		if t.Failed() && !logged { // the drain timed out
+			logSeedNamespace(t, seedCS, ns)
+		}
+	})
 	lowestUp, last := 3, "drained"
 	// Drained, or all that is left are etcd members the budget holds.
 	waitFor(t, 5*time.Minute, "seed node "+node+" drained but for the members etcd's budget holds", func() (bool, error) {
@@ -684,9 +706,6 @@ func seedDrain(t *testing.T, host string, cl *lotsev1.Cluster) {
 	// A while in that state: the API serves from the other node.
 	time.Sleep(15 * time.Second)
 	probe.stop(t, "seed node "+node+" was drained")
-	if t.Failed() {
-		logSeedNamespace(t, seedCS, ns)
-	}
 	if lowestUp < 2 {
 		t.Errorf("only %d etcd members were running during the drain: the budget did not keep the quorum", lowestUp)
 	}
@@ -713,7 +732,8 @@ func seedDrain(t *testing.T, host string, cl *lotsev1.Cluster) {
 // its seed namespace, oldest first: what a failed check happened beside.
 func logSeedNamespace(t *testing.T, seedCS kubernetes.Interface, ns string) {
 	t.Helper()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	if pods, err := seedCS.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err == nil {
 		for _, p := range pods.Items {
 			t.Logf("pod %s", describePod(p, podReady(&p)))
@@ -736,8 +756,8 @@ func logSeedNamespace(t *testing.T, seedCS kubernetes.Interface, ns string) {
 					lines = append(lines, l)
 				}
 			}
-			if len(lines) > 25 {
-				lines = lines[len(lines)-25:]
+			if len(lines) > 15 {
+				lines = lines[len(lines)-15:]
 			}
 			t.Logf("%s log, its leader and warnings of the last 10 minutes:\n%s", p.Name, strings.Join(lines, "\n"))
 		}
@@ -748,6 +768,9 @@ func logSeedNamespace(t *testing.T, seedCS kubernetes.Interface, ns string) {
 	}
 	at := func(e corev1.Event) time.Time { return eventTime(e.EventTime.Time, e.LastTimestamp.Time) }
 	sort.Slice(events.Items, func(i, j int) bool { return at(events.Items[i]).Before(at(events.Items[j])) })
+	if len(events.Items) > 30 {
+		events.Items = events.Items[len(events.Items)-30:]
+	}
 	for _, e := range events.Items {
 		t.Logf("event %s %s/%s %s: %s", at(e).Format("15:04:05"), e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
 	}

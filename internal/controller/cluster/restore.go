@@ -16,6 +16,7 @@ import (
 
 	lotsev1 "github.com/lotse/lotse/api/v1alpha1"
 	"github.com/lotse/lotse/internal/backup"
+	"github.com/lotse/lotse/internal/controller/patch"
 	"github.com/lotse/lotse/internal/controlplane"
 	"github.com/lotse/lotse/internal/metrics"
 	"github.com/lotse/lotse/internal/releases"
@@ -232,9 +233,9 @@ func (r *Reconciler) dropRestoreAnnotation(ctx context.Context, c *lotsev1.Clust
 	if _, ok := c.Annotations[lotsev1.RestoreAnnotation]; !ok {
 		return nil
 	}
-	before := c.DeepCopy()
-	delete(c.Annotations, lotsev1.RestoreAnnotation)
-	return client.IgnoreNotFound(r.Client.Patch(ctx, c, client.MergeFrom(before)))
+	// Only the request answered: a new one written since this reconcile
+	// read the cluster stays, for the next.
+	return patch.RemoveAnnotationIf(ctx, r.Client, c, lotsev1.RestoreAnnotation, c.Annotations[lotsev1.RestoreAnnotation])
 }
 
 // restoreSource is where the snapshot is read from: the cluster's own
