@@ -25,22 +25,16 @@ func TestRelayAndSummarize(t *testing.T) {
 {"Action":"output","Package":"p","Output":"FAIL\n"}
 {"Action":"fail","Package":"p"}
 `
-	var out bytes.Buffer
-	failed, err := relay(strings.NewReader(input), &out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	summarize(&out, failed)
-	relayed, summary, ok := strings.Cut(out.String(), "\n=== 3 failed")
-	if !ok {
-		t.Fatalf("no summary of 3 failures in:\n%s", out.String())
+	relayed, summary := run(t, input)
+	if !strings.HasPrefix(summary, "=== 3 failed") {
+		t.Fatalf("no summary of 3 failures in:\n%s", summary)
 	}
 	for _, want := range []string{"# building\n", "=== RUN   TestA\n", "    a_test.go:1: all is well\n", "--- FAIL: TestB (3.00s)\n", "FAIL\n"} {
 		if !strings.Contains(relayed, want) {
 			t.Errorf("the relayed output lacks %q:\n%s", want, relayed)
 		}
 	}
-	wantSummary := " (tests and subtests); their output again:\n" +
+	wantSummary := "=== 3 failed (tests and subtests); their output again:\n" +
 		"--- TestB/sub\n    b_test.go:9: 2 requests failed\n" +
 		"--- TestB\n" +
 		"--- package p\nFAIL\n"
@@ -76,15 +70,23 @@ func TestUnfinishedTestsAreSummarized(t *testing.T) {
 {"Action":"output","Package":"p","Output":"FAIL\tp\t4680.001s\n"}
 {"Action":"fail","Package":"p"}
 `
+	_, summary := run(t, input)
+	want := "=== 2 failed (tests and subtests); their output again:\n--- package p\nFAIL\tp\t4680.001s\n--- TestSlow (did not finish)\n    slow_test.go:3: waiting for the cluster\npanic: test timed out after 78m0s\n"
+	if summary != want {
+		t.Errorf("summary:\n%s\nwant:\n%s", summary, want)
+	}
+}
+
+// run relays input and summarizes it, and returns the two parts.
+func run(t *testing.T, input string) (relayed, summary string) {
+	t.Helper()
 	var out bytes.Buffer
 	failed, err := relay(strings.NewReader(input), &out)
 	if err != nil {
 		t.Fatal(err)
 	}
+	relayed = out.String()
+	out.Reset()
 	summarize(&out, failed)
-	_, summary, _ := strings.Cut(out.String(), "their output again:\n")
-	want := "--- package p\nFAIL\tp\t4680.001s\n--- TestSlow (did not finish)\n    slow_test.go:3: waiting for the cluster\npanic: test timed out after 78m0s\n"
-	if summary != want {
-		t.Errorf("summary:\n%s\nwant:\n%s", summary, want)
-	}
+	return relayed, strings.TrimPrefix(out.String(), "\n")
 }
