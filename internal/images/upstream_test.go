@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lotse/lotse/internal/ports"
 	"github.com/lotse/lotse/internal/releases"
 )
 
@@ -143,22 +144,19 @@ func TestCoreDNS(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // serveKubeadmCorefile runs the binary with kubeadm's Corefile (pointed at a
 // Kubernetes API that is not there, and with a hosts block added) and checks
 // it answers DNS, /health and /metrics: every directive parses and the
 // reduced directive list is usable.
 func serveKubeadmCorefile(t *testing.T, coredns string) {
-	dns, health, ready, metrics, closed := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	// Below the ephemeral range: the DNS port takes UDP on every address
+	// too, where a TCP check says nothing and another test's DNS client
+	// may hold an ephemeral UDP port.
+	p, err := ports.AllocateRegistered(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns, health, ready, metrics, closed := p[0], p[1], p[2], p[3], p[4]
 	corefile := fmt.Sprintf(`.:%d {
     errors
     health 127.0.0.1:%d {
@@ -250,7 +248,6 @@ func serveKubeadmCorefile(t *testing.T, coredns string) {
 	// The DNS server starts once the kubernetes plugin gave up waiting for
 	// the API (5s), after /health is already up.
 	var addrs []string
-	var err error
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		if addrs, err = resolver.LookupHost(ctx, "web.lotse.test"); err == nil {
 			break

@@ -362,6 +362,20 @@ func (ck *clusterKeeper) syncLocked(ctx context.Context, r ref) error {
 		return nil
 	}
 	prev, known := ck.applied[r]
+	if known && (!exists || lotseFields(live) != prev.fields) {
+		// A repair, by the cache: it may only lag behind this process's
+		// own last apply (the watch event not there yet). Ask the API
+		// before repairing, so a repair and its event are real.
+		fresh, err := ck.resource(r).Get(ctx, r.name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			live, exists = nil, false
+		case err != nil:
+			return fmt.Errorf("get %s: %w", r, err)
+		default:
+			live, exists = fresh, true
+		}
+	}
 	var repair, action string
 	switch {
 	case !exists && known:

@@ -158,6 +158,29 @@ func TestKeeper(t *testing.T) {
 		}
 	})
 
+	t.Run("a watch behind this process's own apply repairs nothing", func(t *testing.T) {
+		ck := e.keeper.clusterFor("c", e.dyn)
+		gvr := addons.Resources["ConfigMap"]
+		r := ref{gvr: gvr, kind: "ConfigMap", namespace: "kube-system", name: "coredns"}
+		live, ok := ck.live(r)
+		if !ok {
+			t.Fatalf("%s is not in the keeper's cache", r)
+		}
+		// As if the watch had not delivered the object's creation yet.
+		store := ck.stores[gvr].GetStore()
+		if err := store.Delete(live); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = store.Add(live) }()
+		before := e.counter.patches.Load()
+		if err := ck.sync(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.counter.patches.Load() - before; n != 0 || e.events.has("AddonRepaired", "recreated "+r.String()) {
+			t.Errorf("%d applies (or a repair event): a repair of an object only the cache had not seen", n)
+		}
+	})
+
 	t.Run("a deleted object is recreated", func(t *testing.T) {
 		cm, err := e.cs.CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 		if err != nil {
